@@ -1,0 +1,90 @@
+"""CNI protocol facts: versions, verbs, the environment each verb needs, CNI_ARGS."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from whereabouts.errors import IncompatibleVersion, InvalidEnvironment
+
+SUPPORTED_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+LATEST = SUPPORTED_VERSIONS[-1]
+
+# Environment each verb requires (as libcni's skel does); IPAM plugins never touch the netns themselves.
+REQUIRED_ENV = {
+    "ADD": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"),
+    "DEL": ("CNI_CONTAINERID", "CNI_IFNAME", "CNI_PATH"),
+    "CHECK": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"),
+    "GC": ("CNI_PATH",),
+    "STATUS": ("CNI_PATH",),
+    "VERSION": (),
+}
+# The first spec version that has each verb.
+MIN_VERSION = {"CHECK": "0.4.0", "GC": "1.1.0", "STATUS": "1.1.0"}
+KNOWN_CNI_ARGS = frozenset(
+    {"IgnoreUnknown", "IP", "MAC", "K8S_POD_NAMESPACE", "K8S_POD_NAME", "K8S_POD_INFRA_CONTAINER_ID", "K8S_POD_UID"}
+)
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in version.split("."))
+    except ValueError:
+        raise IncompatibleVersion(
+            f"unsupported cniVersion {version!r}; supported: {', '.join(SUPPORTED_VERSIONS)}"
+        ) from None
+
+
+def check_version(version: str, command: str) -> None:
+    if version not in SUPPORTED_VERSIONS:
+        raise IncompatibleVersion(
+            f"unsupported cniVersion {version!r}; supported: {', '.join(SUPPORTED_VERSIONS)}",
+        )
+    minimum = MIN_VERSION.get(command)
+    if minimum and version_tuple(version) < version_tuple(minimum):
+        raise IncompatibleVersion(f"{command} needs cniVersion {minimum} or later; the config says {version}")
+
+
+@dataclass(frozen=True)
+class CallEnv:
+    command: str
+    container_id: str
+    ifname: str
+    netns: str
+    args: Mapping[str, str]
+
+    @property
+    def podref(self) -> str:
+        namespace, name = self.args.get("K8S_POD_NAMESPACE", ""), self.args.get("K8S_POD_NAME", "")
+        return f"{namespace}/{name}" if namespace and name else ""
+
+
+def read_env(environ: Mapping[str, str]) -> CallEnv:
+    command = environ.get("CNI_COMMAND", "")
+    if command not in REQUIRED_ENV:
+        raise InvalidEnvironment(f"unknown CNI_COMMAND {command!r}; expected one of {', '.join(REQUIRED_ENV)}")
+    missing = [name for name in REQUIRED_ENV[command] if not environ.get(name)]
+    if missing:
+        raise InvalidEnvironment(f"{command} needs environment variables {', '.join(missing)}")
+    return CallEnv(
+        command=command,
+        container_id=environ.get("CNI_CONTAINERID", ""),
+        ifname=environ.get("CNI_IFNAME", ""),
+        netns=environ.get("CNI_NETNS", ""),
+        args=parse_cni_args(environ.get("CNI_ARGS", "")),
+    )
+
+
+def parse_cni_args(text: str) -> dict[str, str]:
+    """'K=V;K=V'. Unknown keys are an error unless IgnoreUnknown=1|true is among them."""
+    args: dict[str, str] = {}
+    for pair in filter(None, text.split(";")):
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidEnvironment(f"invalid CNI_ARGS entry {pair!r}: expected KEY=VALUE")
+        args[key.strip()] = value.strip()
+    ignore_unknown = args.get("IgnoreUnknown", "").lower() in ("1", "true")
+    unknown = sorted(set(args) - KNOWN_CNI_ARGS)
+    if unknown and not ignore_unknown:
+        raise InvalidEnvironment(f"unknown CNI_ARGS keys {', '.join(unknown)} (set IgnoreUnknown=true to allow them)")
+    return args

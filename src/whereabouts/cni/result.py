@@ -1,0 +1,60 @@
+"""The abbreviated IPAM result, shaped for the request's cniVersion."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from whereabouts.cni.protocol import version_tuple
+from whereabouts.config import IPAMConfig
+
+
+def build_result(cni_version: str, cfg: IPAMConfig, addresses: Sequence[tuple[int, str]]) -> dict[str, Any]:
+    """`addresses`: (IP version, 'address/prefix') per range in config order; static addresses follow."""
+    entries = [(version, address, _gateway(cfg, version)) for version, address in addresses]
+    entries += [(s.version, s.address, s.gateway) for s in cfg.addresses]
+    if version_tuple(cni_version) < (0, 3, 0):
+        return _legacy(cni_version, cfg, entries)
+    with_version = version_tuple(cni_version) < (1, 0, 0)
+    ips = []
+    for version, address, gateway in entries:
+        ip: dict[str, Any] = {"version": str(version)} if with_version else {}
+        ip["address"] = address
+        if gateway:
+            ip["gateway"] = gateway
+        ips.append(ip)
+    result: dict[str, Any] = {"cniVersion": cni_version, "ips": ips}
+    if cfg.routes:
+        result["routes"] = [dict(route) for route in cfg.routes]
+    if cfg.dns:
+        result["dns"] = dict(cfg.dns)
+    return result
+
+
+def _legacy(cni_version: str, cfg: IPAMConfig, entries: list[tuple[int, str, str]]) -> dict[str, Any]:
+    """0.1.0/0.2.0: one `ip4` and one `ip6` object, routes filed under the family of their dst."""
+    result: dict[str, Any] = {"cniVersion": cni_version}
+    for family in (4, 6):
+        first = next((e for e in entries if e[0] == family), None)
+        if first is None:
+            continue
+        block: dict[str, Any] = {"ip": first[1]}
+        if first[2]:
+            block["gateway"] = first[2]
+        routes = [dict(r) for r in cfg.routes if (":" in r["dst"]) == (family == 6)]
+        if routes:
+            block["routes"] = routes
+        result[f"ip{family}"] = block
+    if cfg.dns:
+        result["dns"] = dict(cfg.dns)
+    return result
+
+
+def _gateway(cfg: IPAMConfig, version: int) -> str:
+    if not cfg.gateway:
+        return ""
+    return cfg.gateway if (":" in cfg.gateway) == (version == 6) else ""
+
+
+def as_mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}

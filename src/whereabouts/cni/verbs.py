@@ -1,0 +1,127 @@
+"""One function per CNI verb: turn the call into IPAM service calls and a result."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from whereabouts.cni.protocol import CallEnv
+from whereabouts.cni.result import build_result
+from whereabouts.config import IPAMConfig, load_ipam, requested_addresses
+from whereabouts.errors import InvalidConfig, WhereaboutsError
+from whereabouts.log import Log
+from whereabouts.model import Owner
+from whereabouts.ranges import parse_request
+from whereabouts.service import IPAMService
+from whereabouts.store.factory import open_store
+
+Result = dict[str, Any] | None
+
+
+def _setup(netconf: Mapping[str, Any]) -> tuple[IPAMConfig, Log]:
+    ipam = netconf.get("ipam")
+    if not isinstance(ipam, Mapping):
+        raise InvalidConfig("invalid ipam: the network config needs an ipam object")
+    cfg = load_ipam(ipam)
+    if cfg.node_slice_size:
+        raise InvalidConfig(
+            f"invalid node_slice_size {cfg.node_slice_size!r}: node slices (Fast IPAM) need the node-slice "
+            "controller, which this build does not include"
+        )
+    return cfg, Log(cfg.log_file, cfg.log_level)
+
+
+def _owner(call: CallEnv) -> Owner:
+    return Owner(call.container_id, call.ifname, call.podref)
+
+
+def _logged(verb: str, call: CallEnv, log: Log, action: Callable[[], Result]) -> Result:
+    who = f"container={call.container_id} ifname={call.ifname} pod={call.podref or '-'}"
+    try:
+        outcome = action()
+    except WhereaboutsError as exc:
+        log.error(f"{verb} {who} failed (code {exc.code}): {exc.msg}")
+        raise
+    log.verbose(f"{verb} {who} ok {outcome or ''}")
+    return outcome
+
+
+def add(call: CallEnv, netconf: dict[str, Any], version: str) -> Result:
+    cfg, log = _setup(netconf)
+    requested = requested_addresses(netconf, call.args)
+
+    def action() -> Result:
+        service = IPAMService(open_store(cfg))
+        assigned = service.add(cfg, _owner(call), requested)
+        return build_result(version, cfg, [(a.pool_range.rng.version, a.address) for a in assigned])
+
+    return _logged("ADD", call, log, action)
+
+
+def delete(call: CallEnv, netconf: dict[str, Any], version: str) -> Result:
+    cfg, log = _setup(netconf)
+    return _logged("DEL", call, log, lambda: IPAMService(open_store(cfg)).delete(cfg, _owner(call)))
+
+
+def check(call: CallEnv, netconf: dict[str, Any], version: str) -> Result:
+    cfg, log = _setup(netconf)
+    expected = _prev_result_addresses(netconf, cfg)
+    return _logged("CHECK", call, log, lambda: IPAMService(open_store(cfg)).check(cfg, _owner(call), expected))
+
+
+def gc(call: CallEnv, netconf: dict[str, Any], version: str) -> Result:
+    cfg, log = _setup(netconf)
+    valid = _valid_attachments(netconf)
+
+    def action() -> Result:
+        released = IPAMService(open_store(cfg)).gc(cfg, valid)
+        log.verbose(f"GC released {released} stale allocations")
+        return None
+
+    return _logged("GC", call, log, action)
+
+
+def status(call: CallEnv, netconf: dict[str, Any], version: str) -> Result:
+    cfg, log = _setup(netconf)
+    return _logged("STATUS", call, log, lambda: IPAMService(open_store(cfg)).status(cfg))
+
+
+def _prev_result_addresses(netconf: Mapping[str, Any], cfg: IPAMConfig) -> list[str]:
+    """Addresses of prevResult that lie in a configured range (static `addresses` are not ours to check)."""
+    prev = netconf.get("prevResult")
+    if not isinstance(prev, Mapping):
+        return []
+    entries = prev.get("ips") or [prev.get(k) for k in ("ip4", "ip6") if isinstance(prev.get(k), Mapping)]
+    found = []
+    for entry in entries:
+        text = entry.get("address") or entry.get("ip") if isinstance(entry, Mapping) else None
+        try:
+            version, value = parse_request(text) if isinstance(text, str) else (0, 0)
+        except ValueError:
+            raise InvalidConfig(f"invalid prevResult address {text!r}") from None
+        if any(rng.contains(version, value) for rng in cfg.ranges):
+            found.append(text)
+    return found
+
+
+def _valid_attachments(netconf: Mapping[str, Any]) -> set[tuple[str, str]]:
+    listed = netconf.get("cni.dev/valid-attachments", netconf.get("cni.dev/attachments"))
+    if listed is None:
+        listed = []
+    if not isinstance(listed, list):
+        raise InvalidConfig(f"invalid cni.dev/valid-attachments {listed!r}: expected a list")
+    valid = set()
+    for item in listed:
+        if not isinstance(item, Mapping) or not isinstance(item.get("containerID"), str):
+            raise InvalidConfig(f"invalid cni.dev/valid-attachments entry {item!r}: expected containerID and ifname")
+        valid.add((item["containerID"], str(item.get("ifname", ""))))
+    return valid
+
+
+VERBS: dict[str, Callable[[CallEnv, dict[str, Any], str], Result]] = {
+    "ADD": add,
+    "DEL": delete,
+    "CHECK": check,
+    "GC": gc,
+    "STATUS": status,
+}

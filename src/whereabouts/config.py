@@ -1,0 +1,280 @@
+"""The network config, parsed once into frozen canonical values. Nothing downstream re-validates.
+
+Sources, lowest priority first: the flat file (`configuration_path`, else the Go plugin's default paths),
+the inline `ipam` object, then per-call settings (`runtimeConfig`, `args`, `CNI_ARGS`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from whereabouts.errors import InvalidConfig
+from whereabouts.ranges import IPRange, parse_range, parse_request
+
+FLAT_FILE_PATHS = (
+    "/etc/kubernetes/cni/net.d/whereabouts.d/whereabouts.conf",
+    "/etc/cni/net.d/whereabouts.d/whereabouts.conf",
+    "/host/etc/cni/net.d/whereabouts.d/whereabouts.conf",
+)
+FLAT_FILE_NAME = "whereabouts.conf"
+DEFAULT_LOCAL_DATA_DIR = "/var/lib/cni/whereabouts"
+DATASTORES = ("local", "etcd", "kubernetes")
+# Keys only the Go implementation used: accepted so old configs keep working, and ignored.
+IGNORED_KEYS = ("leader_lease_duration", "leader_renew_deadline", "leader_retry_period", "sleep_for_race")
+
+
+@dataclass(frozen=True)
+class EtcdSettings:
+    endpoints: tuple[str, ...]
+    username: str = ""
+    password: str = ""
+    key_file: str = ""
+    cert_file: str = ""
+    ca_cert_file: str = ""
+
+
+@dataclass(frozen=True)
+class StaticAddress:
+    address: str  # "10.1.0.5/24"
+    version: int
+    gateway: str = ""
+
+
+@dataclass(frozen=True)
+class IPAMConfig:
+    ranges: tuple[IPRange, ...]
+    network_name: str = ""
+    overlapping: bool = True
+    gateway: str = ""
+    routes: tuple[Mapping[str, Any], ...] = ()
+    dns: Mapping[str, Any] | None = None
+    addresses: tuple[StaticAddress, ...] = ()
+    datastore: str = "local"
+    local_data_dir: str = DEFAULT_LOCAL_DATA_DIR
+    node_slice_size: str = ""
+    kubeconfig: str = ""
+    etcd: EtcdSettings | None = None
+    log_file: str = ""
+    log_level: str = ""
+    reconciler_cron_expression: str = ""
+    configuration_path: str = ""
+
+
+def load_ipam(ipam: Mapping[str, Any]) -> IPAMConfig:
+    """Merge the flat file under the inline `ipam` object, then parse and validate."""
+    if not isinstance(ipam, Mapping):
+        raise InvalidConfig("invalid ipam: expected a JSON object")
+    merged = {**_read_flat_file(ipam.get("configuration_path")), **ipam}
+    return parse_ipam(merged)
+
+
+def _read_flat_file(configured: object) -> dict[str, Any]:
+    if configured is not None and not isinstance(configured, str):
+        raise InvalidConfig(f"invalid configuration_path {configured!r}: expected a path")
+    if configured:
+        path = os.path.join(configured, FLAT_FILE_NAME) if os.path.isdir(configured) else configured
+        candidates: tuple[str, ...] = (path,)
+    else:
+        candidates = FLAT_FILE_PATHS
+    for path in candidates:
+        try:
+            with open(path, "rb") as handle:
+                data = json.loads(handle.read())
+        except FileNotFoundError:
+            continue  # a missing flat file is not an error
+        except (OSError, ValueError) as exc:
+            raise InvalidConfig(f"invalid flat file {path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise InvalidConfig(f"invalid flat file {path}: expected a JSON object")
+        return data
+    return {}
+
+
+def parse_ipam(raw: Mapping[str, Any]) -> IPAMConfig:
+    if raw.get("type", "whereabouts") != "whereabouts":
+        raise InvalidConfig(f"invalid ipam type {raw.get('type')!r}: expected 'whereabouts'")
+    gateway = _opt_str(raw, "gateway")
+    kube = raw.get("kubernetes") or {}
+    if not isinstance(kube, Mapping):
+        raise InvalidConfig(f"invalid kubernetes {kube!r}: expected an object")
+    kubeconfig = _opt_str(kube, "kubeconfig", "kubernetes.kubeconfig")
+    etcd = _etcd(raw)
+    return IPAMConfig(
+        ranges=_ranges(raw, gateway),
+        network_name=_opt_str(raw, "network_name"),
+        overlapping=_bool(raw, "enable_overlapping_ranges", True),
+        gateway=gateway,
+        routes=_routes(raw.get("routes")),
+        dns=_dns(raw.get("dns")),
+        addresses=_addresses(raw.get("addresses")),
+        datastore=_datastore(raw, kubeconfig, etcd),
+        local_data_dir=_opt_str(raw, "local_data_dir") or DEFAULT_LOCAL_DATA_DIR,
+        node_slice_size=_opt_str(raw, "node_slice_size"),
+        kubeconfig=kubeconfig,
+        etcd=etcd,
+        log_file=_opt_str(raw, "log_file"),
+        log_level=_opt_str(raw, "log_level"),
+        reconciler_cron_expression=_opt_str(raw, "reconciler_cron_expression"),
+        configuration_path=_opt_str(raw, "configuration_path"),
+    )
+
+
+def _ranges(raw: Mapping[str, Any], gateway: str) -> tuple[IPRange, ...]:
+    specs: list[tuple[str, Mapping[str, Any]]] = []
+    if raw.get("range"):
+        specs.append(("range", raw))
+    ip_ranges = raw.get("ipRanges") or []
+    if not isinstance(ip_ranges, list):
+        raise InvalidConfig(f"invalid ipRanges {ip_ranges!r}: expected a list")
+    for i, item in enumerate(ip_ranges):
+        if not isinstance(item, Mapping) or not item.get("range"):
+            raise InvalidConfig(f"invalid ipRanges[{i}] {item!r}: expected an object with a range")
+        specs.append((f"ipRanges[{i}].range", item))
+    if not specs:
+        raise InvalidConfig("invalid ipam config: no range (set range or ipRanges)")
+    return tuple(_one_range(key, item, gateway) for key, item in specs)
+
+
+def _one_range(key: str, item: Mapping[str, Any], gateway: str) -> IPRange:
+    exclude = item.get("exclude") or []
+    if not isinstance(exclude, list):
+        raise InvalidConfig(f"invalid {key} exclude {exclude!r}: expected a list")
+    return parse_range(
+        item["range"],
+        key=key,
+        range_start=_opt_str(item, "range_start"),
+        range_end=_opt_str(item, "range_end"),
+        exclude=exclude,
+        gateway=gateway,
+    )
+
+
+def _etcd(raw: Mapping[str, Any]) -> EtcdSettings | None:
+    host = _opt_str(raw, "etcd_host")
+    if not host:
+        return None
+    return EtcdSettings(
+        endpoints=tuple(h.strip() for h in host.split(",") if h.strip()),
+        username=_opt_str(raw, "etcd_username"),
+        password=_opt_str(raw, "etcd_password"),
+        key_file=_opt_str(raw, "etcd_key_file"),
+        cert_file=_opt_str(raw, "etcd_cert_file"),
+        ca_cert_file=_opt_str(raw, "etcd_ca_cert_file"),
+    )
+
+
+def _datastore(raw: Mapping[str, Any], kubeconfig: str, etcd: EtcdSettings | None) -> str:
+    chosen = _opt_str(raw, "datastore") or ("kubernetes" if kubeconfig else "etcd" if etcd else "local")
+    if chosen not in DATASTORES:
+        raise InvalidConfig(f"invalid datastore {chosen!r}: expected one of {', '.join(DATASTORES)}")
+    return chosen
+
+
+def _routes(routes: object) -> tuple[Mapping[str, Any], ...]:
+    if routes is None:
+        return ()
+    if not isinstance(routes, list):
+        raise InvalidConfig(f"invalid routes {routes!r}: expected a list")
+    for route in routes:
+        if not isinstance(route, Mapping) or not isinstance(route.get("dst"), str):
+            raise InvalidConfig(f"invalid route {route!r}: expected an object with a dst CIDR")
+        _check_cidr(route["dst"], "route dst")
+        if route.get("gw") is not None:
+            _check_address(route["gw"], "route gw")
+    return tuple(routes)
+
+
+def _dns(dns: object) -> Mapping[str, Any] | None:
+    if dns is None:
+        return None
+    if not isinstance(dns, Mapping):
+        raise InvalidConfig(f"invalid dns {dns!r}: expected an object")
+    return dns
+
+
+def _addresses(addresses: object) -> tuple[StaticAddress, ...]:
+    if addresses is None:
+        return ()
+    if not isinstance(addresses, list):
+        raise InvalidConfig(f"invalid addresses {addresses!r}: expected a list")
+    parsed = []
+    for item in addresses:
+        entry = {"address": item} if isinstance(item, str) else item
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("address"), str):
+            raise InvalidConfig(f"invalid addresses entry {item!r}: expected an object with an address")
+        version = _check_cidr(entry["address"], "addresses address", host=True)
+        gateway = entry.get("gateway") or ""
+        if gateway:
+            _check_address(gateway, "addresses gateway")
+        parsed.append(StaticAddress(entry["address"], version, gateway))
+    return tuple(parsed)
+
+
+def _check_cidr(text: object, key: str, *, host: bool = False) -> int:
+    import ipaddress
+
+    try:
+        if not isinstance(text, str) or "/" not in text:
+            raise ValueError
+        return (ipaddress.ip_interface(text) if host else ipaddress.ip_network(text, strict=False)).version
+    except ValueError:
+        raise InvalidConfig(f"invalid {key} {text!r}: expected a CIDR") from None
+
+
+def _check_address(text: object, key: str) -> None:
+    try:
+        if not isinstance(text, str):
+            raise ValueError
+        parse_request(text)
+    except ValueError:
+        raise InvalidConfig(f"invalid {key} {text!r}: expected an IP address") from None
+
+
+def _opt_str(raw: Mapping[str, Any], key: str, label: str = "") -> str:
+    value = raw.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidConfig(f"invalid {label or key} {value!r}: expected a string")
+    if key == "gateway" and value:
+        _check_address(value, "gateway")
+    return value
+
+
+def _bool(raw: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = raw.get(key, default)
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if not isinstance(value, bool):
+        raise InvalidConfig(f"invalid {key} {value!r}: expected true or false")
+    return value
+
+
+def requested_addresses(netconf: Mapping[str, Any], cni_args: Mapping[str, str]) -> tuple[tuple[int, int], ...]:
+    """Requested addresses: runtimeConfig.ips, else args.cni.ips, else CNI_ARGS IP= (the deprecated path)."""
+    runtime = netconf.get("runtimeConfig") or {}
+    args = (netconf.get("args") or {}).get("cni") or {} if isinstance(netconf.get("args"), Mapping) else {}
+    for source, ips in (("runtimeConfig.ips", runtime.get("ips")), ("args.cni.ips", args.get("ips"))):
+        if ips:
+            return _parse_requests(source, ips)
+    if cni_args.get("IP"):
+        return _parse_requests("CNI_ARGS IP", cni_args["IP"].split(","))
+    return ()
+
+
+def _parse_requests(source: str, ips: object) -> tuple[tuple[int, int], ...]:
+    if not isinstance(ips, list):
+        raise InvalidConfig(f"invalid {source} {ips!r}: expected a list of addresses")
+    parsed = []
+    for ip in ips:
+        try:
+            if not isinstance(ip, str):
+                raise ValueError
+            parsed.append(parse_request(ip))
+        except ValueError:
+            raise InvalidConfig(f"invalid {source} entry {ip!r}: expected an IP address") from None
+    return tuple(parsed)

@@ -1,0 +1,38 @@
+"""A small file logger for the CNI process (stdlib `logging` costs start-up time on every call).
+
+Levels as the Go plugin names them: debug < verbose < error < panic. Without `log_file` nothing is written:
+stdout carries the CNI result and must stay clean.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+LEVELS = {"debug": 0, "verbose": 1, "error": 2, "panic": 3}
+
+
+class Log:
+    def __init__(self, path: str = "", level: str = "") -> None:
+        self.path = path
+        self.threshold = LEVELS.get(level.lower(), LEVELS["error"]) if level else LEVELS["error"]
+
+    def debug(self, msg: str) -> None:
+        self._write("debug", msg)
+
+    def verbose(self, msg: str) -> None:
+        self._write("verbose", msg)
+
+    def error(self, msg: str) -> None:
+        self._write("error", msg)
+
+    def _write(self, level: str, msg: str) -> None:
+        if not self.path or LEVELS[level] < self.threshold:
+            return
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        line = f"{stamp}Z [{level}] pid={os.getpid()} {msg}\n"
+        try:
+            with open(self.path, "a", encoding="utf-8") as handle:
+                handle.write(line)
+        except OSError:
+            pass  # logging must never fail a CNI call

@@ -1,0 +1,248 @@
+"""Range arithmetic: addresses as integers, a range as a canonical frozen value, the lowest free pick.
+
+A range is parsed and validated once (`parse_range`); everything downstream trusts it. Addresses are plain
+ints tagged by the range's IP version, so picking from a /8 or a /64 costs the same: the search below is a
+binary search over counts, never a walk over the range.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from whereabouts.errors import InvalidConfig
+
+Interval = tuple[int, int]
+
+
+def parse_ip(text: str) -> tuple[int, int]:
+    """'10.0.0.1' -> (4, int). Raises ValueError on anything else."""
+    addr = ipaddress.ip_address(text.strip())
+    return addr.version, int(addr)
+
+
+def format_ip(version: int, value: int) -> str:
+    return str(ipaddress.IPv4Address(value) if version == 4 else ipaddress.IPv6Address(value))
+
+
+def parse_request(text: str) -> tuple[int, int]:
+    """A requested address: bare ('10.0.0.5') or with a prefix ('10.0.0.5/24'); the prefix is not used."""
+    return parse_ip(text.split("/", 1)[0])
+
+
+@dataclass(frozen=True)
+class IPRange:
+    """One allocation range: its CIDR, the window automatic picks come from, and what they skip."""
+
+    version: int
+    network: int
+    prefix: int
+    first: int  # window start, inclusive
+    last: int  # window end, inclusive
+    excluded: tuple[Interval, ...]  # sorted, merged, clipped to the window; includes the gateway
+    gateway: int | None
+
+    @property
+    def bits(self) -> int:
+        return 32 if self.version == 4 else 128
+
+    @property
+    def broadcast(self) -> int:
+        return self.network | ((1 << (self.bits - self.prefix)) - 1)
+
+    @property
+    def cidr(self) -> str:
+        return f"{format_ip(self.version, self.network)}/{self.prefix}"
+
+    def contains(self, version: int, value: int) -> bool:
+        return version == self.version and self.network <= value <= self.broadcast
+
+    def is_edge(self, value: int) -> bool:
+        """Network or broadcast address of a range wide enough to have them."""
+        return self.bits - self.prefix >= 2 and value in (self.network, self.broadcast)
+
+    def with_address(self, value: int) -> str:
+        return f"{format_ip(self.version, value)}/{self.prefix}"
+
+    def capacity(self) -> int:
+        """How many addresses automatic picks can hand out (ignoring allocations)."""
+        return sum(b - a + 1 - self._zeros_between(a, b) for a, b in self.free_segments())
+
+    def free_segments(self) -> list[Interval]:
+        """The window minus the excluded intervals, in order."""
+        segments: list[Interval] = []
+        start = self.first
+        for lo, hi in self.excluded:
+            if lo > start:
+                segments.append((start, lo - 1))
+            start = max(start, hi + 1)
+        if start <= self.last:
+            segments.append((start, self.last))
+        return segments
+
+    def _zeros_between(self, lo: int, hi: int) -> int:
+        """IPv4 addresses ending in .0 within [lo, hi]: never picked automatically."""
+        if self.version != 4 or hi < lo:
+            return 0
+        return (hi >> 8) - ((lo - 1) >> 8)  # floor division, so lo == 0 counts 0.0.0.0 too
+
+    def pickable(self, value: int) -> bool:
+        if not self.first <= value <= self.last:
+            return False
+        if self.version == 4 and value & 0xFF == 0:
+            return False
+        return not any(lo <= value <= hi for lo, hi in self.excluded)
+
+
+class TakenAddresses:
+    """A sorted set of taken addresses (one IP version) answering range counts in O(log n)."""
+
+    def __init__(self, values: Iterable[int] = ()) -> None:
+        self._all = sorted(set(values))
+        self._zeros = [v for v in self._all if v & 0xFF == 0]
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def __contains__(self, value: object) -> bool:
+        i = bisect_left(self._all, value)  # type: ignore[arg-type]
+        return i < len(self._all) and self._all[i] == value
+
+    def add(self, value: int) -> None:
+        if value not in self:
+            insort(self._all, value)
+            if value & 0xFF == 0:
+                insort(self._zeros, value)
+
+    def count(self, lo: int, hi: int) -> int:
+        return _count(self._all, lo, hi)
+
+    def count_zeros(self, lo: int, hi: int) -> int:
+        return _count(self._zeros, lo, hi)
+
+
+def _count(values: Sequence[int], lo: int, hi: int) -> int:
+    return bisect_right(values, hi) - bisect_left(values, lo)
+
+
+def lowest_free(rng: IPRange, taken: TakenAddresses) -> int | None:
+    """The lowest pickable address of `rng` not in `taken`, or None when the window is full."""
+    for lo, hi in rng.free_segments():
+        if _free_between(rng, taken, lo, hi) > 0:
+            return _first_free(rng, taken, lo, hi)
+    return None
+
+
+def _free_between(rng: IPRange, taken: TakenAddresses, lo: int, hi: int) -> int:
+    """Pickable, untaken addresses in [lo, hi], a span with no excluded interval inside."""
+    zeros = rng._zeros_between(lo, hi)
+    taken_zeros = taken.count_zeros(lo, hi) if rng.version == 4 else 0
+    return (hi - lo + 1) - zeros - taken.count(lo, hi) + taken_zeros
+
+
+def _first_free(rng: IPRange, taken: TakenAddresses, lo: int, hi: int) -> int:
+    # The free count over [lo, x] never decreases as x grows: binary search for where it reaches 1.
+    left, right = lo, hi
+    while left < right:
+        mid = (left + right) // 2
+        if _free_between(rng, taken, lo, mid) >= 1:
+            right = mid
+        else:
+            left = mid + 1
+    return left
+
+
+def parse_range(
+    spec: str,
+    *,
+    key: str,
+    range_start: str | None = None,
+    range_end: str | None = None,
+    exclude: Sequence[str] = (),
+    gateway: str | None = None,
+) -> IPRange:
+    """Parse `CIDR` or `START-END/PREFIX` plus its window and excludes into a canonical IPRange."""
+    version, network, prefix, start, end = _parse_range_spec(spec, key)
+    bits = 32 if version == 4 else 128
+    broadcast = network | ((1 << (bits - prefix)) - 1)
+    first, last = (network + 1, broadcast - 1) if bits - prefix >= 2 else (network, broadcast)
+    first, last = max(first, start if start is not None else first), min(last, end if end is not None else last)
+
+    def in_cidr(name: str, text: str) -> int:
+        try:
+            ver, value = parse_ip(text)
+        except ValueError:
+            raise InvalidConfig(f"invalid {name} {text!r}: not an IP address") from None
+        if ver != version or not network <= value <= broadcast:
+            raise InvalidConfig(f"invalid {name} {text!r}: not inside range {spec!r}")
+        return value
+
+    window_start = in_cidr(f"{key} range_start", range_start) if range_start else None
+    window_end = in_cidr(f"{key} range_end", range_end) if range_end else None
+    if window_start is not None and window_end is not None and window_end < window_start:
+        window_end = None  # DESIGN rule 1: a range_end below range_start is ignored
+    first = max(first, window_start) if window_start is not None else first
+    last = min(last, window_end) if window_end is not None else last
+
+    intervals = [_parse_exclude(item, key) for item in exclude]
+    gw = None
+    if gateway:
+        gw_version, gw = parse_ip(gateway)
+        if gw_version != version:
+            gw = None
+        else:
+            intervals.append((version, gw, gw))
+    clipped = [(max(lo, first), min(hi, last)) for ver, lo, hi in intervals if ver == version]
+    excluded = _merge([(lo, hi) for lo, hi in clipped if lo <= hi])
+    return IPRange(version, network, prefix, first, last, tuple(excluded), gw)
+
+
+def _parse_range_spec(spec: str, key: str) -> tuple[int, int, int, int | None, int | None]:
+    if not isinstance(spec, str) or "/" not in spec:
+        raise InvalidConfig(f"invalid {key} {spec!r}: expected a CIDR or START-END/PREFIX")
+    body, _, prefix_text = spec.strip().rpartition("/")
+    start_text, dash, end_text = body.partition("-")  # addresses hold no '-', so it splits START-END
+    try:
+        net = ipaddress.ip_network(f"{start_text}/{prefix_text}", strict=False)
+        start = int(ipaddress.ip_address(start_text)) if dash else None
+        end = int(ipaddress.ip_address(end_text)) if dash else None
+    except ValueError:
+        raise InvalidConfig(f"invalid {key} {spec!r}: expected a CIDR or START-END/PREFIX") from None
+    if dash and (end is None or not int(net.network_address) <= end <= int(net.broadcast_address)):
+        raise InvalidConfig(f"invalid {key} {spec!r}: range end outside {net}")
+    if start is not None and end is not None and end < start:
+        raise InvalidConfig(f"invalid {key} {spec!r}: range end before range start")
+    return net.version, int(net.network_address), net.prefixlen, start, end
+
+
+def _parse_exclude(item: str, key: str) -> tuple[int, int, int]:
+    """An exclude entry: CIDR, bare address or 'A-B' (inclusive) -> (version, lo, hi)."""
+    try:
+        if not isinstance(item, str):
+            raise ValueError
+        if "/" in item:
+            net = ipaddress.ip_network(item.strip(), strict=False)
+            return net.version, int(net.network_address), int(net.broadcast_address)
+        if "-" in item:
+            lo_text, _, hi_text = item.partition("-")
+            lo_ver, lo = parse_ip(lo_text)
+            hi_ver, hi = parse_ip(hi_text)
+            if lo_ver != hi_ver or hi < lo:
+                raise ValueError
+            return lo_ver, lo, hi
+        ver, value = parse_ip(item)
+        return ver, value, value
+    except ValueError:
+        raise InvalidConfig(f"invalid {key} exclude {item!r}: expected a CIDR, an address or A-B") from None
+
+
+def _merge(intervals: list[Interval]) -> list[Interval]:
+    merged: list[Interval] = []
+    for lo, hi in sorted(intervals):
+        if merged and lo <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged

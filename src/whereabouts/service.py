@@ -1,0 +1,134 @@
+"""The IPAM service: snapshot -> decide -> compare-and-swap commit -> retry, for every verb.
+
+The same loop serves every store: a SQLite transaction whose commit cannot lose, an etcd revision or a
+Kubernetes resourceVersion whose commit can. Retries are bounded in count and time, with jittered backoff,
+and end in TryAgainLater (code 11).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from whereabouts.allocator import Decision, PoolRange, allocate, release, release_all_but
+from whereabouts.config import IPAMConfig
+from whereabouts.errors import AttachmentNotFound, RangeExhausted, StatusUnavailable, TryAgainLater
+from whereabouts.model import ChangeSet, Owner, PoolKey
+from whereabouts.ranges import parse_request
+from whereabouts.store.base import Store, Transaction
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 50
+    deadline: float = 20.0  # seconds for the whole call
+    base_delay: float = 0.005
+    max_delay: float = 0.25
+
+
+@dataclass(frozen=True)
+class Assigned:
+    """One address handed to the attachment: the range it came from, and the address with prefix."""
+
+    pool_range: PoolRange
+    address: str
+
+
+def pool_ranges(cfg: IPAMConfig) -> tuple[PoolRange, ...]:
+    return tuple(PoolRange(PoolKey(cfg.network_name, rng.cidr), rng) for rng in cfg.ranges)
+
+
+class IPAMService:
+    def __init__(self, store: Store, *, retry: RetryPolicy | None = None) -> None:
+        self.store = store
+        self.retry = retry or RetryPolicy()
+
+    def add(self, cfg: IPAMConfig, owner: Owner, requested: tuple[tuple[int, int], ...] = ()) -> list[Assigned]:
+        ranges = pool_ranges(cfg)
+        keys = _keys(ranges)
+
+        def decide(txn: Transaction) -> tuple[ChangeSet, Decision]:
+            decision = allocate(
+                ranges=ranges, snapshot=txn.snapshot, owner=owner, requested=requested, overlapping=cfg.overlapping
+            )
+            return decision.changes, decision
+
+        decision = self._run(keys, cfg.overlapping, decide)
+        return [Assigned(pr, pr.rng.with_address(ip)) for pr, ips in decision.held for ip in ips]
+
+    def delete(self, cfg: IPAMConfig, owner: Owner) -> None:
+        """Release the attachment's addresses in every pool of the network, configured now or not."""
+        keys = sorted(
+            {*_keys(pool_ranges(cfg)), *self.store.pools_holding(cfg.network_name, owner.container_id, owner.ifname)}
+        )
+
+        def decide(txn: Transaction) -> tuple[ChangeSet, None]:
+            return release(keys=keys, snapshot=txn.snapshot, owner=owner, overlapping=cfg.overlapping), None
+
+        self._run(keys, cfg.overlapping, decide)
+
+    def check(self, cfg: IPAMConfig, owner: Owner, expected: list[str]) -> None:
+        """Every range must still hold an address for the attachment, and so must each address in `expected`."""
+        ranges = pool_ranges(cfg)
+        with self.store.transaction(_keys(ranges), overlapping=False) as txn:
+            held = {pr: _held_by(txn, pr, owner) for pr in ranges}
+        who = f"container {owner.container_id} interface {owner.ifname}"
+        for pr, ips in held.items():
+            if not ips:
+                raise AttachmentNotFound(f"{who} holds no address in range {pr.rng.cidr}")
+        addresses = {(pr.rng.version, ip) for pr, ips in held.items() for ip in ips}
+        missing = [address for address in expected if parse_request(address) not in addresses]
+        if missing:
+            raise AttachmentNotFound(f"{who} no longer holds {', '.join(missing)}")
+
+    def gc(self, cfg: IPAMConfig, valid: set[tuple[str, str]]) -> int:
+        """Release every allocation in the configured pools whose attachment is not in `valid`."""
+        keys = _keys(pool_ranges(cfg))
+
+        def decide(txn: Transaction) -> tuple[ChangeSet, int]:
+            changes = release_all_but(keys=keys, snapshot=txn.snapshot, keep=valid, overlapping=cfg.overlapping)
+            return changes, len(changes.changes)
+
+        return self._run(keys, cfg.overlapping, decide)
+
+    def status(self, cfg: IPAMConfig) -> None:
+        """Raise StatusUnavailable unless an ADD could be served now: the store takes writes and every
+        range has a free address (found by running the allocator on a probe attachment, committing nothing)."""
+        probe = Owner("whereabouts-status-probe", "probe")
+        ranges = pool_ranges(cfg)
+        try:
+            self.store.check_ready()
+            with self.store.transaction(_keys(ranges), overlapping=cfg.overlapping) as txn:
+                allocate(ranges=ranges, snapshot=txn.snapshot, owner=probe, overlapping=cfg.overlapping)
+        except (TryAgainLater, RangeExhausted) as exc:
+            raise StatusUnavailable(f"cannot serve ADD: {exc.msg}") from exc
+
+    def _run(self, keys: list[PoolKey], overlapping: bool, decide: Callable[[Transaction], tuple[ChangeSet, T]]) -> T:
+        started = time.monotonic()
+        delay = self.retry.base_delay
+        for _ in range(self.retry.attempts):
+            with self.store.transaction(keys, overlapping=overlapping) as txn:
+                changes, outcome = decide(txn)
+                if not changes or txn.commit(changes):
+                    return outcome
+            if time.monotonic() - started + delay > self.retry.deadline:
+                break
+            time.sleep(random.uniform(0, delay))  # full jitter: racing callers spread out
+            delay = min(delay * 2, self.retry.max_delay)
+        raise TryAgainLater(
+            f"gave up after {time.monotonic() - started:.1f}s: pools {', '.join(k.name for k in keys)} kept changing"
+        )
+
+
+def _held_by(txn: Transaction, pr: PoolRange, owner: Owner) -> list[int]:
+    allocations = txn.snapshot.pools[pr.key].allocations
+    return sorted(ip for ip, who in allocations.items() if who.same_attachment(owner))
+
+
+def _keys(ranges: tuple[PoolRange, ...]) -> list[PoolKey]:
+    return list(dict.fromkeys(pr.key for pr in ranges))

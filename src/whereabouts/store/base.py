@@ -1,0 +1,38 @@
+"""The store interface: read a snapshot of some pools, commit a decision with compare-and-swap.
+
+`transaction(keys)` yields a `Transaction` whose `snapshot` holds the pools (and, with overlapping ranges,
+the network's reservations inside their CIDRs). `commit(changes)` writes the change set only if every pool
+still has the version it was read at, and returns False otherwise: losing a race is a normal outcome, the
+service reads again and retries. Stores that can hold a lock cheaply (SQLite, memory) hold it for the
+transaction, so their commits never lose; remote stores (etcd, Kubernetes) do a real compare-and-swap.
+
+I/O failures raise `TryAgainLater` (code 11): each backend maps its own client's exceptions in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Protocol
+
+from whereabouts.model import ChangeSet, PoolKey, Snapshot
+
+
+class Transaction(Protocol):
+    snapshot: Snapshot
+
+    def commit(self, changes: ChangeSet) -> bool: ...
+
+
+class Store(Protocol):
+    def transaction(self, keys: Sequence[PoolKey], *, overlapping: bool) -> AbstractContextManager[Transaction]: ...
+
+    def pools_holding(self, network: str, container_id: str, ifname: str) -> list[PoolKey]:
+        """Every pool of `network` where the attachment holds an address (DEL releases them all)."""
+        ...
+
+    def check_ready(self) -> None:
+        """Raise TryAgainLater unless reads and writes can be served now (STATUS)."""
+        ...
+
+    def close(self) -> None: ...

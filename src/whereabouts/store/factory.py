@@ -1,0 +1,18 @@
+"""Pick and open the configured datastore, importing only its backend."""
+
+from __future__ import annotations
+
+from whereabouts.config import IPAMConfig
+from whereabouts.errors import InvalidConfig
+from whereabouts.store.base import Store
+
+
+def open_store(cfg: IPAMConfig) -> Store:
+    if cfg.datastore == "local":
+        from whereabouts.store.local import LocalStore
+
+        return LocalStore(cfg.local_data_dir)
+    raise InvalidConfig(
+        f"invalid datastore {cfg.datastore!r}: this build serves only the local datastore "
+        "(set datastore to 'local', or remove kubernetes.kubeconfig / etcd_host)"
+    )

@@ -1,0 +1,200 @@
+"""The embedded default datastore: one SQLite file per node, stdlib only.
+
+Layout (schema version 1, kept in PRAGMA user_version):
+    pools(network, cidr, node, version)                 one row per pool, version bumped on every write
+    allocations(network, cidr, node, ipkey, address, container_id, ifname, podref)
+    reservations(network, ipkey, address, container_id, ifname, podref)   overlapping-range guard
+`ipkey` is the address as fixed-width hex behind its version ('4:0a000005'), so it sorts numerically and a
+CIDR is a key range. A transaction takes SQLite's write lock up front (BEGIN IMMEDIATE) and holds it while
+the allocator decides: the CNI runtime's parallel calls on one node queue there, and a process killed at any
+point leaves the previous committed state (WAL journal), never half an allocation.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+
+from whereabouts.errors import TryAgainLater
+from whereabouts.model import ChangeSet, Owner, PoolKey, PoolState, Snapshot
+from whereabouts.ranges import format_ip
+
+SCHEMA_VERSION = 1
+DB_NAME = "whereabouts.db"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS pools (
+    network TEXT NOT NULL, cidr TEXT NOT NULL, node TEXT NOT NULL, version INTEGER NOT NULL,
+    PRIMARY KEY (network, cidr, node)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS allocations (
+    network TEXT NOT NULL, cidr TEXT NOT NULL, node TEXT NOT NULL, ipkey TEXT NOT NULL, address TEXT NOT NULL,
+    container_id TEXT NOT NULL, ifname TEXT NOT NULL, podref TEXT NOT NULL,
+    PRIMARY KEY (network, cidr, node, ipkey)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS allocations_by_attachment ON allocations (container_id, ifname);
+CREATE TABLE IF NOT EXISTS reservations (
+    network TEXT NOT NULL, ipkey TEXT NOT NULL, address TEXT NOT NULL,
+    container_id TEXT NOT NULL, ifname TEXT NOT NULL, podref TEXT NOT NULL,
+    PRIMARY KEY (network, ipkey)) WITHOUT ROWID;
+"""
+
+
+def ipkey(version: int, value: int) -> str:
+    return f"4:{value:08x}" if version == 4 else f"6:{value:032x}"
+
+
+def _from_ipkey(key: str) -> tuple[int, int]:
+    return int(key[0]), int(key[2:], 16)
+
+
+@dataclass
+class LocalTransaction:
+    db: sqlite3.Connection
+    snapshot: Snapshot
+    committed: bool = False
+
+    def commit(self, changes: ChangeSet) -> bool:
+        for change in changes.changes:
+            key, ik = change.key, ipkey(change.version, change.ip)
+            if change.owner is None:
+                self._release(changes.overlapping, key, ik, change.previous)
+            else:
+                self._hold(changes.overlapping, key, ik, format_ip(change.version, change.ip), change.owner)
+        for key in dict.fromkeys(c.key for c in changes.changes):
+            self.db.execute(
+                "INSERT INTO pools VALUES (?, ?, ?, 1) ON CONFLICT DO UPDATE SET version = version + 1",
+                (key.network, key.cidr, key.node),
+            )
+        self.db.execute("COMMIT")
+        self.committed = True
+        return True
+
+    def _hold(self, overlapping: bool, key: PoolKey, ik: str, address: str, owner: Owner) -> None:
+        row = (owner.container_id, owner.ifname, owner.podref)
+        self.db.execute(
+            "INSERT OR REPLACE INTO allocations VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (key.network, key.cidr, key.node, ik, address, *row),
+        )
+        if overlapping:
+            self.db.execute(
+                "INSERT OR REPLACE INTO reservations VALUES (?, ?, ?, ?, ?, ?)", (key.network, ik, address, *row)
+            )
+
+    def _release(self, overlapping: bool, key: PoolKey, ik: str, previous: Owner | None) -> None:
+        holder = (previous.container_id, previous.ifname) if previous else ("", "")
+        self.db.execute(
+            "DELETE FROM allocations WHERE network=? AND cidr=? AND node=? AND ipkey=? AND container_id=? AND ifname=?",
+            (key.network, key.cidr, key.node, ik, *holder),
+        )
+        if overlapping:
+            self.db.execute(
+                "DELETE FROM reservations WHERE network=? AND ipkey=? AND container_id=? AND ifname=?",
+                (key.network, ik, *holder),
+            )
+
+
+class LocalStore:
+    def __init__(self, data_dir: str, *, busy_timeout: float = 10.0) -> None:
+        self.path = os.path.join(data_dir, DB_NAME)
+        try:
+            os.makedirs(data_dir, mode=0o700, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None)
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except (OSError, sqlite3.Error) as exc:
+            raise TryAgainLater(f"local datastore {self.path} unavailable: {exc}") from exc
+
+    def _migrate(self) -> None:
+        if self.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+            return
+        self.db.execute("PRAGMA journal_mode=WAL")  # persistent: set once, with the schema
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            found = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if found > SCHEMA_VERSION:
+                raise TryAgainLater(f"local datastore {self.path} has schema {found}, newer than this plugin's")
+            if found < SCHEMA_VERSION:
+                for statement in _SCHEMA.split(";"):
+                    self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def transaction(self, keys: Sequence[PoolKey], *, overlapping: bool) -> Iterator[LocalTransaction]:
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise TryAgainLater(f"local datastore {self.path} busy: {exc}") from exc
+        txn: LocalTransaction | None = None
+        try:
+            txn = LocalTransaction(self.db, self._snapshot(keys, overlapping))
+            yield txn
+        except sqlite3.Error as exc:
+            raise TryAgainLater(f"local datastore {self.path} failed: {exc}") from exc
+        finally:
+            if txn is None or not txn.committed:
+                self._rollback()
+
+    def _rollback(self) -> None:
+        # SQLite may have rolled back already (e.g. after an I/O error): either way nothing was written.
+        with suppress(sqlite3.Error):
+            self.db.execute("ROLLBACK")
+
+    def _snapshot(self, keys: Sequence[PoolKey], overlapping: bool) -> Snapshot:
+        pools = {key: self._pool(key) for key in keys}
+        reservations: dict[tuple[str, int, int], Owner] = {}
+        if overlapping:
+            for key in keys:
+                lo, hi = _cidr_keys(key.cidr)
+                rows = self.db.execute(
+                    "SELECT ipkey, container_id, ifname, podref FROM reservations "
+                    "WHERE network=? AND ipkey BETWEEN ? AND ?",
+                    (key.network, lo, hi),
+                )
+                for ik, *owner in rows:
+                    reservations[(key.network, *_from_ipkey(ik))] = Owner(*owner)
+        return Snapshot(pools, reservations)
+
+    def _pool(self, key: PoolKey) -> PoolState:
+        args = (key.network, key.cidr, key.node)
+        row = self.db.execute("SELECT version FROM pools WHERE network=? AND cidr=? AND node=?", args).fetchone()
+        rows = self.db.execute(
+            "SELECT ipkey, container_id, ifname, podref FROM allocations WHERE network=? AND cidr=? AND node=?", args
+        )
+        allocations = {_from_ipkey(ik)[1]: Owner(*owner) for ik, *owner in rows}
+        return PoolState(key, row[0] if row else None, allocations)
+
+    def pools_holding(self, network: str, container_id: str, ifname: str) -> list[PoolKey]:
+        rows = self._read(
+            "SELECT DISTINCT network, cidr, node FROM allocations WHERE container_id=? AND ifname=? AND network=?",
+            (container_id, ifname, network),
+        )
+        return sorted(PoolKey(*row) for row in rows)
+
+    def check_ready(self) -> None:
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            raise TryAgainLater(f"local datastore {self.path} cannot take writes: {exc}") from exc
+
+    def _read(self, sql: str, args: tuple[str, ...]) -> list[tuple[str, ...]]:
+        try:
+            return self.db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise TryAgainLater(f"local datastore {self.path} failed: {exc}") from exc
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _cidr_keys(cidr: str) -> tuple[str, str]:
+    """The ipkey bounds of a CIDR, for range scans."""
+    net = ipaddress.ip_network(cidr)
+    return ipkey(net.version, int(net.network_address)), ipkey(net.version, int(net.broadcast_address))

@@ -1,0 +1,80 @@
+"""An in-memory store: the reference backend for tests and the contract suite.
+
+It keeps the same model as the persistent stores: pools with a version bumped on every write, and
+network-wide reservations for overlapping ranges. Thread-safe; a transaction holds the store's lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from whereabouts.model import ChangeSet, Owner, PoolKey, PoolState, Snapshot
+
+
+@dataclass
+class MemoryTransaction:
+    store: MemoryStore
+    snapshot: Snapshot
+
+    def commit(self, changes: ChangeSet) -> bool:
+        return self.store.apply(changes)
+
+
+@dataclass
+class MemoryStore:
+    pools: dict[PoolKey, PoolState] = field(default_factory=dict)
+    reservations: dict[tuple[str, int, int], Owner] = field(default_factory=dict)
+    commits: int = 0
+    _lock: threading.RLock = field(default_factory=threading.RLock)
+
+    @contextmanager
+    def transaction(self, keys: Sequence[PoolKey], *, overlapping: bool) -> Iterator[MemoryTransaction]:
+        with self._lock:
+            pools = {k: self._copy(k) for k in keys}
+            reserved = dict(self.reservations) if overlapping else {}
+            yield MemoryTransaction(self, Snapshot(pools, reserved))
+
+    def _copy(self, key: PoolKey) -> PoolState:
+        state = self.pools.get(key)
+        return PoolState(key, state.version, dict(state.allocations)) if state else PoolState(key)
+
+    def apply(self, changes: ChangeSet) -> bool:
+        with self._lock:
+            for key, version in changes.expected:
+                current = self.pools.get(key)
+                if (current.version if current else None) != version:
+                    return False
+            for change in changes.changes:
+                pool = self.pools.setdefault(change.key, PoolState(change.key, 0))
+                reservation = (change.key.network, change.version, change.ip)
+                if change.owner is None:
+                    if pool.allocations.get(change.ip) == change.previous:
+                        pool.allocations.pop(change.ip, None)
+                    if changes.overlapping and self.reservations.get(reservation) == change.previous:
+                        self.reservations.pop(reservation, None)
+                else:
+                    pool.allocations[change.ip] = change.owner
+                    if changes.overlapping:
+                        self.reservations[reservation] = change.owner
+            for key in dict.fromkeys(c.key for c in changes.changes):
+                self.pools[key].version = int(self.pools[key].version or 0) + 1
+            self.commits += 1
+            return True
+
+    def pools_holding(self, network: str, container_id: str, ifname: str) -> list[PoolKey]:
+        with self._lock:
+            probe = Owner(container_id, ifname)
+            return sorted(
+                key
+                for key, pool in self.pools.items()
+                if key.network == network and any(o.same_attachment(probe) for o in pool.allocations.values())
+            )
+
+    def check_ready(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
