@@ -6,6 +6,7 @@ network-wide reservations for overlapping ranges. Thread-safe; a transaction hol
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -34,7 +35,7 @@ class MemoryStore:
     def transaction(self, keys: Sequence[PoolKey], *, overlapping: bool) -> Iterator[MemoryTransaction]:
         with self._lock:
             pools = {k: self._copy(k) for k in keys}
-            reserved = dict(self.reservations) if overlapping else {}
+            reserved = {r: o for r, o in self.reservations.items() if overlapping and _inside(r, keys)}
             yield MemoryTransaction(self, Snapshot(pools, reserved))
 
     def _copy(self, key: PoolKey) -> PoolState:
@@ -78,3 +79,13 @@ class MemoryStore:
 
     def close(self) -> None:
         return None
+
+
+def _inside(reservation: tuple[str, int, int], keys: Sequence[PoolKey]) -> bool:
+    network, version, ip = reservation
+    for key in keys:
+        net = ipaddress.ip_network(key.cidr)
+        same_domain = key.network == network and net.version == version
+        if same_domain and int(net.network_address) <= ip <= int(net.broadcast_address):
+            return True
+    return False

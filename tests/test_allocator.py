@@ -1,0 +1,126 @@
+"""The pure allocator: decisions from a snapshot, no store involved."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from whereabouts.allocator import PoolRange, allocate, release, release_all_but
+from whereabouts.errors import AddressOutsideRanges, AddressTaken, RangeExhausted
+from whereabouts.model import Owner, PoolKey, PoolState, Snapshot
+from whereabouts.ranges import parse_range
+
+A = Owner("ctr-a", "eth0", "ns/a")
+B = Owner("ctr-b", "eth0", "ns/b")
+
+
+def ip(text: str) -> int:
+    return int(ipaddress.ip_address(text))
+
+
+def pool_range(spec: str, network: str = "", **kw: object) -> PoolRange:
+    rng = parse_range(spec, key="range", **kw)
+    return PoolRange(PoolKey(network, rng.cidr), rng)
+
+
+def snapshot(
+    *ranges: PoolRange, held: dict[str, Owner] | None = None, reserved: dict[str, Owner] | None = None
+) -> Snapshot:
+    pools = {pr.key: PoolState(pr.key, 1) for pr in ranges}
+    for text, owner in (held or {}).items():
+        pr = next(p for p in ranges if p.rng.contains(ipaddress.ip_address(text).version, ip(text)))
+        pools[pr.key].allocations[ip(text)] = owner
+    res = {}
+    for text, owner in (reserved or {}).items():
+        addr = ipaddress.ip_address(text)
+        res[(ranges[0].key.network, addr.version, int(addr))] = owner
+    return Snapshot(pools, res)
+
+
+def held_addresses(decision) -> list[str]:
+    return [pr.rng.with_address(v) for pr, values in decision.held for v in values]
+
+
+def test_lowest_free_and_change_set_carries_versions() -> None:
+    pr = pool_range("10.0.0.0/24")
+    decision = allocate(ranges=[pr], snapshot=snapshot(pr, held={"10.0.0.1": B}), owner=A)
+    assert held_addresses(decision) == ["10.0.0.2/24"]
+    assert [(c.ip, c.owner) for c in decision.changes.changes] == [(ip("10.0.0.2"), A)]
+    assert decision.changes.expected == ((pr.key, 1),)
+
+
+def test_existing_attachment_is_returned_without_changes() -> None:
+    pr = pool_range("10.0.0.0/24")
+    decision = allocate(ranges=[pr], snapshot=snapshot(pr, held={"10.0.0.7": A}), owner=A)
+    assert held_addresses(decision) == ["10.0.0.7/24"]
+    assert not decision.changes
+
+
+def test_recreated_pod_adopts_its_old_address() -> None:
+    pr = pool_range("10.0.0.0/24")
+    new = Owner("ctr-new", "eth0", "ns/a")
+    decision = allocate(ranges=[pr], snapshot=snapshot(pr, held={"10.0.0.1": B, "10.0.0.9": A}), owner=new)
+    assert held_addresses(decision) == ["10.0.0.9/24"]
+    (change,) = decision.changes.changes
+    assert change.owner == new and change.previous == A
+
+
+def test_pod_reuse_needs_same_interface() -> None:
+    pr = pool_range("10.0.0.0/24")
+    other_if = Owner("ctr-new", "net1", "ns/a")
+    decision = allocate(ranges=[pr], snapshot=snapshot(pr, held={"10.0.0.9": A}), owner=other_if)
+    assert held_addresses(decision) == ["10.0.0.1/24"]
+
+
+def test_requested_address_is_reserved_even_in_exclude_and_outside_window() -> None:
+    pr = pool_range("10.0.0.0/24", range_start="10.0.0.100", exclude=["10.0.0.5"])
+    decision = allocate(ranges=[pr], snapshot=snapshot(pr), owner=A, requested=[(4, ip("10.0.0.5"))])
+    assert held_addresses(decision) == ["10.0.0.5/24"]
+
+
+def test_requested_taken_is_an_error_naming_address_and_holder() -> None:
+    pr = pool_range("10.0.0.0/24")
+    with pytest.raises(AddressTaken, match=r"10\.0\.0\.5 in range 10\.0\.0\.0/24 is already held by container ctr-b"):
+        allocate(ranges=[pr], snapshot=snapshot(pr, held={"10.0.0.5": B}), owner=A, requested=[(4, ip("10.0.0.5"))])
+
+
+@pytest.mark.parametrize("address", ["10.1.0.5", "10.0.0.0", "10.0.0.255"], ids=["no-range", "network", "broadcast"])
+def test_requested_outside_usable_ranges(address: str) -> None:
+    pr = pool_range("10.0.0.0/24")
+    with pytest.raises(AddressOutsideRanges, match=address.replace(".", r"\.")):
+        allocate(ranges=[pr], snapshot=snapshot(pr), owner=A, requested=[(4, ip(address))])
+
+
+def test_requested_in_one_range_others_allocate_automatically() -> None:
+    v4, v6 = pool_range("10.0.0.0/24"), pool_range("fd00::/64")
+    decision = allocate(ranges=[v4, v6], snapshot=snapshot(v4, v6), owner=A, requested=[(6, ip("fd00::77"))])
+    assert held_addresses(decision) == ["10.0.0.1/24", "fd00::77/64"]
+
+
+def test_overlapping_ranges_share_reservations() -> None:
+    wide = pool_range("10.0.0.0/24")
+    snap = snapshot(wide, reserved={"10.0.0.1": B})  # held through an overlapping range of the same network
+    assert held_addresses(allocate(ranges=[wide], snapshot=snap, owner=A)) == ["10.0.0.2/24"]
+    assert held_addresses(allocate(ranges=[wide], snapshot=snap, owner=A, overlapping=False)) == ["10.0.0.1/24"]
+
+
+def test_two_overlapping_ranges_in_one_call_get_distinct_addresses() -> None:
+    a, b = pool_range("10.0.0.0/24"), pool_range("10.0.0.0/25")
+    decision = allocate(ranges=[a, b], snapshot=snapshot(a, b), owner=A)
+    assert held_addresses(decision) == ["10.0.0.1/24", "10.0.0.2/25"]
+
+
+def test_exhausted_range_names_range_and_attachment() -> None:
+    pr = pool_range("10.0.0.0/30")
+    snap = snapshot(pr, held={"10.0.0.1": B, "10.0.0.2": B})
+    with pytest.raises(RangeExhausted, match=r"no free address in range 10\.0\.0\.0/30 .* for container ctr-a"):
+        allocate(ranges=[pr], snapshot=snap, owner=A)
+
+
+def test_release_only_the_attachment_and_gc_keeps_valid() -> None:
+    pr = pool_range("10.0.0.0/24")
+    snap = snapshot(pr, held={"10.0.0.1": A, "10.0.0.2": B})
+    assert [c.ip for c in release(keys=[pr.key], snapshot=snap, owner=A, overlapping=True).changes] == [ip("10.0.0.1")]
+    gc = release_all_but(keys=[pr.key], snapshot=snap, keep={("ctr-b", "eth0")}, overlapping=True)
+    assert [(c.ip, c.previous) for c in gc.changes] == [(ip("10.0.0.1"), A)]

@@ -1,0 +1,128 @@
+"""The IPAM service loop: snapshot -> decide -> compare-and-swap -> bounded, jittered retry."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import pytest
+
+from whereabouts.config import parse_ipam
+from whereabouts.errors import AttachmentNotFound, StatusUnavailable, TryAgainLater
+from whereabouts.model import ChangeSet, Owner, PoolKey
+from whereabouts.service import IPAMService, RetryPolicy
+from whereabouts.store.memory import MemoryStore, MemoryTransaction
+
+A = Owner("ctr-a", "eth0", "ns/a")
+
+
+@dataclass
+class RacingStore(MemoryStore):
+    """A memory store whose first `lose` commits find the pool changed underneath them (as etcd or the
+    Kubernetes API would report a stale revision)."""
+
+    lose: int = 0
+    attempts: int = 0
+
+    @contextmanager
+    def transaction(self, keys: Sequence[PoolKey], *, overlapping: bool) -> Iterator[MemoryTransaction]:
+        with super().transaction(keys, overlapping=overlapping) as txn:
+            yield _Racing(self, txn.snapshot)
+
+
+class _Racing(MemoryTransaction):
+    def commit(self, changes: ChangeSet) -> bool:
+        store = self.store
+        assert isinstance(store, RacingStore)
+        store.attempts += 1
+        if store.attempts <= store.lose:
+            return False
+        return super().commit(changes)
+
+
+def cfg(**extra: object):
+    return parse_ipam({"type": "whereabouts", "range": "10.0.0.0/29", **extra})
+
+
+def test_add_retries_lost_races_then_commits() -> None:
+    store = RacingStore(lose=3)
+    assigned = IPAMService(store, retry=RetryPolicy(base_delay=0.001)).add(cfg(), A)
+    assert [a.address for a in assigned] == ["10.0.0.1/29"]
+    assert store.attempts == 4 and store.commits == 1
+
+
+def test_retries_are_bounded_then_try_again_later() -> None:
+    store = RacingStore(lose=10**6)
+    policy = RetryPolicy(attempts=5, base_delay=0.001)
+    with pytest.raises(TryAgainLater, match="kept changing"):
+        IPAMService(store, retry=policy).add(cfg(), A)
+    assert store.attempts == 5 and store.commits == 0
+    assert store.pools == {}
+
+
+def test_retries_stop_at_the_deadline() -> None:
+    store = RacingStore(lose=10**6)
+    policy = RetryPolicy(attempts=10**6, deadline=0.2, base_delay=0.01, max_delay=0.05)
+    with pytest.raises(TryAgainLater):
+        IPAMService(store, retry=policy).add(cfg(), A)
+    assert store.attempts < 100
+
+
+def test_idempotent_add_writes_nothing() -> None:
+    store = MemoryStore()
+    service = IPAMService(store)
+    first = service.add(cfg(), A)
+    again = service.add(cfg(), A)
+    assert [a.address for a in again] == [a.address for a in first]
+    assert store.commits == 1
+
+
+def test_delete_releases_in_pools_no_longer_configured() -> None:
+    store = MemoryStore()
+    service = IPAMService(store)
+    service.add(cfg(), A)
+    service.delete(parse_ipam({"type": "whereabouts", "range": "10.9.0.0/24"}), A)
+    assert all(not pool.allocations for pool in store.pools.values())
+    assert store.reservations == {}
+
+
+def test_delete_of_unknown_attachment_writes_nothing() -> None:
+    store = MemoryStore()
+    IPAMService(store).delete(cfg(), A)
+    assert store.commits == 0
+
+
+def test_gc_keeps_only_valid_attachments() -> None:
+    store = MemoryStore()
+    service = IPAMService(store)
+    for n in range(4):
+        service.add(cfg(), Owner(f"ctr-{n}", "eth0"))
+    released = service.gc(cfg(), {("ctr-1", "eth0"), ("ctr-3", "eth0")})
+    assert released == 2
+    (pool,) = store.pools.values()
+    assert sorted(o.container_id for o in pool.allocations.values()) == ["ctr-1", "ctr-3"]
+
+
+def test_status_reports_exhaustion() -> None:
+    store = MemoryStore()
+    service = IPAMService(store)
+    small = parse_ipam({"type": "whereabouts", "range": "10.0.0.0/30"})
+    service.status(small)
+    service.add(small, Owner("x", "eth0"))
+    service.add(small, Owner("y", "eth0"))
+    with pytest.raises(StatusUnavailable, match=r"range 10\.0\.0\.0/30"):
+        service.status(small)
+    assert store.commits == 2  # STATUS never writes
+
+
+def test_check_detects_lost_address() -> None:
+    store = MemoryStore()
+    service = IPAMService(store)
+    (assigned,) = service.add(cfg(), A)
+    service.check(cfg(), A, [assigned.address])
+    (pool,) = store.pools.values()
+    pool.allocations.pop(int(ipaddress.ip_interface(assigned.address).ip))
+    with pytest.raises(AttachmentNotFound, match=r"holds no address in range 10\.0\.0\.0/29"):
+        service.check(cfg(), A, [assigned.address])
