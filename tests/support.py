@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 # The console script installed into the test environment (the same one a runtime would exec).
-PLUGIN = shutil.which("whereabouts", path=os.path.dirname(sys.executable)) or shutil.which("whereabouts") or "whereabouts"
+PLUGIN = (
+    shutil.which("whereabouts", path=os.path.dirname(sys.executable)) or shutil.which("whereabouts") or "whereabouts"
+)
 
 
 @dataclass
@@ -31,7 +33,12 @@ class CNIResult:
 
 def netconf(data_dir: Path, cni_version: str = "1.0.0", **ipam: Any) -> dict[str, Any]:
     """A network config whose ipam section uses the local store in `data_dir` and no flat file."""
-    ipam = {"type": "whereabouts", "local_data_dir": str(data_dir), "configuration_path": str(data_dir / "none"), **ipam}
+    ipam = {
+        "type": "whereabouts",
+        "local_data_dir": str(data_dir),
+        "configuration_path": str(data_dir / "none"),
+        **ipam,
+    }
     return {"cniVersion": cni_version, "name": "testnet", "type": "bridge", "ipam": ipam}
 
 

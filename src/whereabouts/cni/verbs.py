@@ -8,7 +8,7 @@ from typing import Any
 from whereabouts.cni.protocol import CallEnv
 from whereabouts.cni.result import build_result
 from whereabouts.config import IPAMConfig, load_ipam, requested_addresses
-from whereabouts.errors import InvalidConfig, WhereaboutsError
+from whereabouts.errors import InvalidConfig, StatusUnavailable, TryAgainLater, WhereaboutsError
 from whereabouts.log import Log
 from whereabouts.model import Owner
 from whereabouts.ranges import parse_request
@@ -83,7 +83,15 @@ def gc(call: CallEnv, netconf: dict[str, Any], version: str) -> Result:
 
 def status(call: CallEnv, netconf: dict[str, Any], version: str) -> Result:
     cfg, log = _setup(netconf)
-    return _logged("STATUS", call, log, lambda: IPAMService(open_store(cfg)).status(cfg))
+
+    def action() -> Result:
+        try:
+            store = open_store(cfg)
+        except TryAgainLater as exc:  # a store that cannot even be opened cannot serve ADD
+            raise StatusUnavailable(f"cannot serve ADD: {exc.msg}") from exc
+        return IPAMService(store).status(cfg)
+
+    return _logged("STATUS", call, log, action)
 
 
 def _prev_result_addresses(netconf: Mapping[str, Any], cfg: IPAMConfig) -> list[str]:

@@ -1,0 +1,168 @@
+"""Bad input and failing ADDs: the right CNI error code, a message naming what is wrong, nothing allocated."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from cni_helpers import add, failed, held
+
+from support import netconf, run_cni
+
+GOOD = {"range": "10.0.0.0/24"}
+
+
+def assert_nothing_allocated(tmp_path, expected_held=()):
+    """The store holds exactly `expected_held`, and a fresh ADD still gets the lowest free address."""
+    assert held(tmp_path) == sorted(expected_held)
+    assert add(netconf(tmp_path, **GOOD), "after") == ["10.0.0.1/24"]
+
+
+RAW = [
+    ("{not json", 6, "decode"),
+    ('{"cniVersion": "1.0.0",', 6, "decode"),
+    (b"\xff\xfe\x00", 6, "decode"),
+    ("[1, 2]", 6, "object"),
+    ('"a string"', 6, "object"),
+    ("42", 6, "object"),
+    ("null", 6, "object"),
+]
+
+
+@pytest.mark.parametrize(("stdin", "code", "word"), RAW, ids=[repr(s)[:20] for s, _, _ in RAW])
+def test_undecodable_config(tmp_path, stdin, code, word):
+    error = failed(run_cni("ADD", stdin), code)
+    assert word in error["msg"]
+    assert_nothing_allocated(tmp_path)
+
+
+@pytest.mark.parametrize("version", ["0.5.0", "2.0.0", "1.2.0", "banana", "1.0"], ids=str)
+def test_unsupported_cni_version_is_code_1(tmp_path, version):
+    error = failed(run_cni("ADD", netconf(tmp_path, version, **GOOD)), 1)
+    assert version in error["msg"]
+    assert_nothing_allocated(tmp_path)
+
+
+# (ipam keys replacing GOOD's, texts the message must contain: the key and the offending value)
+INVALID = [
+    ({"range": "10.0.0.0/33"}, ["range", "10.0.0.0/33"]),
+    ({"range": "not-a-cidr"}, ["range", "not-a-cidr"]),
+    ({"range": "10.0.0.1"}, ["range", "10.0.0.1"]),
+    ({"range": "10.0.0.9-10.0.0.3/24"}, ["range", "10.0.0.9-10.0.0.3/24"]),
+    ({"range": "10.0.0.9-10.0.1.3/24"}, ["range", "10.0.0.9-10.0.1.3/24"]),
+    ({"range": "10.0.0.9-bad/24"}, ["range", "10.0.0.9-bad/24"]),
+    ({"range": "10.0.0.0/24", "exclude": ["zz"]}, ["exclude", "zz"]),
+    ({"range": "10.0.0.0/24", "exclude": ["10.0.0.9-10.0.0.1"]}, ["exclude", "10.0.0.9-10.0.0.1"]),
+    ({"range": "10.0.0.0/24", "exclude": ["10.0.0.0/40"]}, ["exclude", "10.0.0.0/40"]),
+    ({"range": "10.0.0.0/24", "exclude": "10.0.0.5"}, ["exclude", "10.0.0.5"]),
+    ({"range": "10.0.0.0/24", "range_start": "bad"}, ["range_start", "bad"]),
+    ({"range": "10.0.0.0/24", "range_start": "10.0.1.5"}, ["range_start", "10.0.1.5"]),
+    ({"range": "10.0.0.0/24", "range_end": "fd00::5"}, ["range_end", "fd00::5"]),
+    ({"ipRanges": [{"range": "10.0.0.0/24", "range_start": "x"}]}, ["ipRanges[0]", "range_start", "x"]),
+    ({"ipRanges": [{"range": "10.0.0.0/24"}, {"range": "bogus/8"}]}, ["ipRanges[1]", "bogus/8"]),
+    ({"range": "10.0.0.0/24", "gateway": "nope"}, ["gateway", "nope"]),
+    ({"range": "10.0.0.0/24", "gateway": "10.0.0.1/24"}, ["gateway", "10.0.0.1/24"]),
+    ({"range": "10.0.0.0/24", "routes": {"dst": "0.0.0.0/0"}}, ["routes", "0.0.0.0/0"]),
+    ({"range": "10.0.0.0/24", "routes": [{"dst": "x"}]}, ["route", "x"]),
+    ({"range": "10.0.0.0/24", "routes": [{"gw": "10.0.0.1"}]}, ["route", "10.0.0.1"]),
+    ({"range": "10.0.0.0/24", "routes": [{"dst": "10.9.0.0/16", "gw": "nope"}]}, ["route gw", "nope"]),
+    ({"range": "10.0.0.0/24", "routes": [{"dst": "10.9.0.0/16", "gw": "10.0.0.1/24"}]}, ["route gw", "10.0.0.1/24"]),
+    (
+        {"range": "10.0.0.0/24", "addresses": [{"address": "10.9.9.9/24", "gateway": "10.9.9.1/24"}]},
+        ["gateway", "10.9.9.1/24"],
+    ),
+    ({"range": "10.0.0.0/24", "enable_overlapping_ranges": "yes"}, ["enable_overlapping_ranges", "yes"]),
+    ({"range": "10.0.0.0/24", "enable_overlapping_ranges": 1}, ["enable_overlapping_ranges", "1"]),
+    ({"range": "10.0.0.0/24", "datastore": "mongo"}, ["datastore", "mongo"]),
+    ({"range": "10.0.0.0/24", "type": "host-local"}, ["type", "host-local"]),
+    ({"range": "10.0.0.0/24", "addresses": [{"address": "10.9.9.9"}]}, ["address", "10.9.9.9"]),
+    ({"range": None}, ["range"]),
+    ({"range": None, "ipRanges": []}, ["range"]),
+    ({"range": None, "ipRanges": [{"range_start": "10.0.0.5"}]}, ["ipRanges[0]", "range"]),
+]
+
+
+@pytest.mark.parametrize(("ipam", "words"), INVALID, ids=[json.dumps(i)[:60] for i, _ in INVALID])
+def test_invalid_config_is_code_7_naming_key_and_value(tmp_path, ipam, words):
+    conf = netconf(tmp_path, **{**GOOD, **ipam})
+    conf["ipam"] = {k: v for k, v in conf["ipam"].items() if v is not None}
+    error = failed(run_cni("ADD", conf), 7)
+    for word in words:
+        assert word in error["msg"], error
+    assert_nothing_allocated(tmp_path)
+
+
+@pytest.mark.parametrize("ipam", [None, "whereabouts", ["x"]], ids=["missing", "string", "list"])
+def test_missing_or_malformed_ipam_is_code_7(tmp_path, ipam):
+    conf = netconf(tmp_path, **GOOD)
+    if ipam is None:
+        del conf["ipam"]
+    else:
+        conf["ipam"] = ipam
+    error = failed(run_cni("ADD", conf), 7)
+    assert "ipam" in error["msg"]
+    assert_nothing_allocated(tmp_path)
+
+
+@pytest.mark.parametrize("version", ["0.2.0", "0.3.1", "1.0.0"], ids=str)
+def test_exhausted_range_is_101_naming_range_and_container(tmp_path, version):
+    conf = netconf(tmp_path, version, range="10.0.0.0/30")
+    run_cni("ADD", conf, container_id="a")
+    run_cni("ADD", conf, container_id="b")
+    error = failed(run_cni("ADD", conf, container_id="late-pod"), 101)
+    assert error["cniVersion"] == version
+    assert "10.0.0.0/30" in error["msg"] and "late-pod" in error["msg"]
+    assert held(tmp_path) == [("10.0.0.1", "a", "eth0"), ("10.0.0.2", "b", "eth0")]
+
+
+def test_exhaustion_in_a_later_range_leaves_earlier_ranges_untouched(tmp_path):
+    conf = netconf(tmp_path, ipRanges=[{"range": "10.0.0.0/24"}, {"range": "10.1.0.0/30"}])
+    add(conf, "a")
+    add(conf, "b")
+    error = failed(run_cni("ADD", conf, container_id="c"), 101)
+    assert "10.1.0.0/30" in error["msg"] and "c" in error["msg"]
+    before = [
+        ("10.0.0.1", "a", "eth0"),
+        ("10.0.0.2", "b", "eth0"),
+        ("10.1.0.1", "a", "eth0"),
+        ("10.1.0.2", "b", "eth0"),
+    ]
+    assert held(tmp_path) == before
+    run_cni("DEL", conf, container_id="a")
+    assert add(conf, "d") == ["10.0.0.1/24", "10.1.0.1/30"]
+
+
+def test_requested_address_taken_is_102_naming_address_and_holder(tmp_path):
+    conf = netconf(tmp_path, ipRanges=[{"range": "fd00::/64"}, {"range": "10.0.0.0/24"}])
+    add({**conf, "runtimeConfig": {"ips": ["10.0.0.7/24"]}}, "holder")
+    error = failed(run_cni("ADD", {**conf, "runtimeConfig": {"ips": ["10.0.0.7/24"]}}, container_id="second"), 102)
+    assert "10.0.0.7" in error["msg"] and "holder" in error["msg"] and "second" in error["msg"]
+    # the IPv6 range was not allocated for the failed call either
+    assert held(tmp_path) == [("10.0.0.7", "holder", "eth0"), ("fd00::1", "holder", "eth0")]
+
+
+@pytest.mark.parametrize("ip", ["10.9.0.5", "10.9.0.5/24", "fd00:1::5", "10.0.0.0", "10.0.0.255"], ids=str)
+def test_requested_address_outside_every_range_is_103(tmp_path, ip):
+    conf = netconf(tmp_path, ipRanges=[{"range": "10.0.0.0/24"}, {"range": "fd00::/64"}])
+    error = failed(run_cni("ADD", {**conf, "runtimeConfig": {"ips": [ip]}}, container_id="x"), 103)
+    assert ip.split("/")[0] in error["msg"]
+    assert_nothing_allocated(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "ips", [["not-an-ip"], "10.0.0.5", [5], ["10.0.0.5", "10.0.0.300"]], ids=["word", "string", "int", "one-bad"]
+)
+def test_malformed_requested_address_is_code_7(tmp_path, ips):
+    conf = {**netconf(tmp_path, **GOOD), "runtimeConfig": {"ips": ips}}
+    failed(run_cni("ADD", conf, container_id="x"), 7)
+    assert_nothing_allocated(tmp_path)
+
+
+def test_bad_input_after_allocations_leaves_them_intact(tmp_path):
+    conf = netconf(tmp_path, **GOOD)
+    add(conf, "a")
+    failed(run_cni("ADD", netconf(tmp_path, range="10.0.0.0/33"), container_id="b"), 7)
+    failed(run_cni("ADD", "{oops", container_id="b"), 6)
+    failed(run_cni("DEL", netconf(tmp_path, range="bad"), container_id="a"), 7)
+    assert held(tmp_path) == [("10.0.0.1", "a", "eth0")]
+    assert add(conf, "b") == ["10.0.0.2/24"]
