@@ -134,3 +134,18 @@ def test_pick_on_full_width_ipv6_is_fast() -> None:
     found = lowest_free(rng, taken)
     assert time.perf_counter() - started < 0.010
     assert found == rng.first + 200_000
+
+
+@pytest.mark.parametrize(
+    ("kw", "taken", "skip", "expected"),
+    [
+        ({}, [], 2, "10.0.0.3"),
+        ({}, ["10.0.0.2"], 2, "10.0.0.4"),
+        ({"exclude": ["10.0.0.2-10.0.0.5"]}, [], 1, "10.0.0.6"),  # skipping crosses an excluded span
+        ({"range_end": "10.0.0.3"}, [], 5, "10.0.0.1"),  # fewer free than skip: the lowest
+    ],
+    ids=["plain", "over-taken", "across-exclude", "short-window"],
+)
+def test_skip_passes_over_free_addresses(kw: dict, taken: list[str], skip: int, expected: str) -> None:
+    rng = parse_range("10.0.0.0/24", key="range", **kw)
+    assert format_ip(4, lowest_free(rng, TakenAddresses(ip(t) for t in taken), skip)) == expected

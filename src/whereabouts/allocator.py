@@ -33,12 +33,14 @@ def allocate(
     owner: Owner,
     requested: Sequence[tuple[int, int]] = (),
     overlapping: bool = True,
+    skip: int = 0,
 ) -> Decision:
     """Decide which address each range gives `owner`.
 
     Per range, in order: what the attachment already holds (idempotent ADD); else the address its pod
     held under an older container (recreated pod keeps its IP); else the requested addresses that fall in
-    this range; else the lowest free address. Raises the CNI error that ends the call otherwise.
+    this range; else the lowest free address (passing over `skip` free ones: see `lowest_free`). Raises
+    the CNI error that ends the call otherwise.
     """
     by_range = _assign_requests(ranges, requested, owner)
     planned: list[Change] = []
@@ -53,7 +55,7 @@ def allocate(
                 _claim_requested(pool_range, ip, snapshot, owner, overlapping, planned) for ip in by_range[pool_range]
             ]
         if not mine:
-            mine = [_claim_lowest(pool_range, snapshot, owner, overlapping, planned)]
+            mine = [_claim_lowest(pool_range, snapshot, owner, overlapping, planned, skip)]
         held.append((pool_range, tuple(mine)))
     expected = tuple((key, snapshot.pools[key].version) for key in dict.fromkeys(r.key for r in ranges))
     return Decision(tuple(held), ChangeSet(tuple(planned), expected, overlapping))
@@ -161,7 +163,7 @@ def _claim_requested(
 
 
 def _claim_lowest(
-    pool_range: PoolRange, snapshot: Snapshot, owner: Owner, overlapping: bool, planned: list[Change]
+    pool_range: PoolRange, snapshot: Snapshot, owner: Owner, overlapping: bool, planned: list[Change], skip: int
 ) -> int:
     rng = pool_range.rng
     taken = TakenAddresses(snapshot.pools[pool_range.key].allocations)
@@ -171,7 +173,7 @@ def _claim_lowest(
                 taken.add(ip)
     for change in _planned_holds(pool_range, planned, overlapping):
         taken.add(change.ip)
-    ip = lowest_free(rng, taken)
+    ip = lowest_free(rng, taken, skip)
     if ip is None:
         raise RangeExhausted(
             f"no free address in range {rng.cidr} (window {format_ip(rng.version, rng.first)}-"

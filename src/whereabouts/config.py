@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from whereabouts.errors import InvalidConfig
-from whereabouts.ranges import IPRange, parse_range, parse_request
+from whereabouts.ranges import IPRange, parse_ip, parse_range, parse_request
 
 FLAT_FILE_PATHS = (
     "/etc/kubernetes/cni/net.d/whereabouts.d/whereabouts.conf",
@@ -35,6 +35,7 @@ class EtcdSettings:
     key_file: str = ""
     cert_file: str = ""
     ca_cert_file: str = ""
+    prefix: str = ""
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def _read_flat_file(configured: object) -> dict[str, Any]:
         try:
             with open(path, "rb") as handle:
                 data = json.loads(handle.read())
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             continue  # a missing flat file is not an error
         except (OSError, ValueError) as exc:
             raise InvalidConfig(f"invalid flat file {path}: {exc}") from exc
@@ -164,6 +165,7 @@ def _etcd(raw: Mapping[str, Any]) -> EtcdSettings | None:
         key_file=_opt_str(raw, "etcd_key_file"),
         cert_file=_opt_str(raw, "etcd_cert_file"),
         ca_cert_file=_opt_str(raw, "etcd_ca_cert_file"),
+        prefix=_opt_str(raw, "etcd_prefix"),
     )
 
 
@@ -229,7 +231,7 @@ def _check_address(text: object, key: str) -> None:
     try:
         if not isinstance(text, str):
             raise ValueError
-        parse_request(text)
+        parse_ip(text)  # a bare address: a prefix here would end up in the result
     except ValueError:
         raise InvalidConfig(f"invalid {key} {text!r}: expected an IP address") from None
 

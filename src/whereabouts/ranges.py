@@ -27,6 +27,22 @@ def format_ip(version: int, value: int) -> str:
     return str(ipaddress.IPv4Address(value) if version == 4 else ipaddress.IPv6Address(value))
 
 
+def sortable_key(version: int, value: int) -> str:
+    """The address as fixed-width hex behind its version ('4:0a000005'): sorts numerically, so a CIDR is a
+    key range in any ordered store."""
+    return f"4:{value:08x}" if version == 4 else f"6:{value:032x}"
+
+
+def from_sortable_key(key: str) -> tuple[int, int]:
+    return int(key[0]), int(key[2:], 16)
+
+
+def cidr_key_bounds(cidr: str) -> tuple[str, str]:
+    """The sortable keys of a CIDR's first and last address."""
+    net = ipaddress.ip_network(cidr)
+    return sortable_key(net.version, int(net.network_address)), sortable_key(net.version, int(net.broadcast_address))
+
+
 def parse_request(text: str) -> tuple[int, int]:
     """A requested address: bare ('10.0.0.5') or with a prefix ('10.0.0.5/24'); the prefix is not used."""
     return parse_ip(text.split("/", 1)[0])
@@ -127,12 +143,19 @@ def _count(values: Sequence[int], lo: int, hi: int) -> int:
     return bisect_right(values, hi) - bisect_left(values, lo)
 
 
-def lowest_free(rng: IPRange, taken: TakenAddresses) -> int | None:
-    """The lowest pickable address of `rng` not in `taken`, or None when the window is full."""
+def lowest_free(rng: IPRange, taken: TakenAddresses, skip: int = 0) -> int | None:
+    """The lowest pickable address of `rng` not in `taken`, or None when the window is full.
+
+    `skip` passes over that many free addresses first (a caller that lost a race spreads out among the
+    lowest few instead of fighting for the same one again); fewer free than that: the lowest.
+    """
+    remaining = skip
     for lo, hi in rng.free_segments():
-        if _free_between(rng, taken, lo, hi) > 0:
-            return _first_free(rng, taken, lo, hi)
-    return None
+        free = _free_between(rng, taken, lo, hi)
+        if free > remaining:
+            return _nth_free(rng, taken, lo, hi, remaining + 1)
+        remaining -= free
+    return lowest_free(rng, taken) if skip else None
 
 
 def _free_between(rng: IPRange, taken: TakenAddresses, lo: int, hi: int) -> int:
@@ -142,12 +165,12 @@ def _free_between(rng: IPRange, taken: TakenAddresses, lo: int, hi: int) -> int:
     return (hi - lo + 1) - zeros - taken.count(lo, hi) + taken_zeros
 
 
-def _first_free(rng: IPRange, taken: TakenAddresses, lo: int, hi: int) -> int:
-    # The free count over [lo, x] never decreases as x grows: binary search for where it reaches 1.
+def _nth_free(rng: IPRange, taken: TakenAddresses, lo: int, hi: int, n: int) -> int:
+    # The free count over [lo, x] never decreases as x grows: binary search for where it reaches n.
     left, right = lo, hi
     while left < right:
         mid = (left + right) // 2
-        if _free_between(rng, taken, lo, mid) >= 1:
+        if _free_between(rng, taken, lo, mid) >= n:
             right = mid
         else:
             left = mid + 1

@@ -21,6 +21,7 @@ from whereabouts.ranges import parse_request
 from whereabouts.store.base import Store, Transaction
 
 T = TypeVar("T")
+SPREAD_LIMIT = 32  # a caller retrying after lost races picks among at most this many lowest free addresses
 
 
 @dataclass(frozen=True)
@@ -52,9 +53,17 @@ class IPAMService:
         ranges = pool_ranges(cfg)
         keys = _keys(ranges)
 
-        def decide(txn: Transaction) -> tuple[ChangeSet, Decision]:
+        def decide(txn: Transaction, attempt: int) -> tuple[ChangeSet, Decision]:
+            # After a lost race, spread out among the lowest few free addresses: callers that all re-picked
+            # the lowest would collide again, and only one of them can win each round.
+            skip = random.randrange(min(2**attempt, SPREAD_LIMIT)) if attempt else 0
             decision = allocate(
-                ranges=ranges, snapshot=txn.snapshot, owner=owner, requested=requested, overlapping=cfg.overlapping
+                ranges=ranges,
+                snapshot=txn.snapshot,
+                owner=owner,
+                requested=requested,
+                overlapping=cfg.overlapping,
+                skip=skip,
             )
             return decision.changes, decision
 
@@ -67,7 +76,7 @@ class IPAMService:
             {*_keys(pool_ranges(cfg)), *self.store.pools_holding(cfg.network_name, owner.container_id, owner.ifname)}
         )
 
-        def decide(txn: Transaction) -> tuple[ChangeSet, None]:
+        def decide(txn: Transaction, attempt: int) -> tuple[ChangeSet, None]:
             return release(keys=keys, snapshot=txn.snapshot, owner=owner, overlapping=cfg.overlapping), None
 
         self._run(keys, cfg.overlapping, decide)
@@ -90,7 +99,7 @@ class IPAMService:
         """Release every allocation in the configured pools whose attachment is not in `valid`."""
         keys = _keys(pool_ranges(cfg))
 
-        def decide(txn: Transaction) -> tuple[ChangeSet, int]:
+        def decide(txn: Transaction, attempt: int) -> tuple[ChangeSet, int]:
             changes = release_all_but(keys=keys, snapshot=txn.snapshot, keep=valid, overlapping=cfg.overlapping)
             return changes, len(changes.changes)
 
@@ -108,12 +117,14 @@ class IPAMService:
         except (TryAgainLater, RangeExhausted) as exc:
             raise StatusUnavailable(f"cannot serve ADD: {exc.msg}") from exc
 
-    def _run(self, keys: list[PoolKey], overlapping: bool, decide: Callable[[Transaction], tuple[ChangeSet, T]]) -> T:
+    def _run(
+        self, keys: list[PoolKey], overlapping: bool, decide: Callable[[Transaction, int], tuple[ChangeSet, T]]
+    ) -> T:
         started = time.monotonic()
         delay = self.retry.base_delay
-        for _ in range(self.retry.attempts):
+        for attempt in range(self.retry.attempts):
             with self.store.transaction(keys, overlapping=overlapping) as txn:
-                changes, outcome = decide(txn)
+                changes, outcome = decide(txn, attempt)
                 if not changes or txn.commit(changes):
                     return outcome
             if time.monotonic() - started + delay > self.retry.deadline:

@@ -10,6 +10,8 @@ import pytest
 
 from whereabouts.model import Change, ChangeSet, Owner, PoolKey
 from whereabouts.store.base import Store
+from whereabouts.store.etcd import EtcdStore
+from whereabouts.store.etcd_gateway import EtcdGateway, parse_endpoint
 from whereabouts.store.local import LocalStore
 from whereabouts.store.memory import MemoryStore
 
@@ -24,9 +26,16 @@ def ip(text: str) -> int:
     return int(ipaddress.ip_address(text))
 
 
-@pytest.fixture(params=["memory", "local"])
+@pytest.fixture(params=["memory", "local", "etcd"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    backend: Store = MemoryStore() if request.param == "memory" else LocalStore(str(tmp_path / "store"))
+    if request.param == "memory":
+        backend: Store = MemoryStore()
+    elif request.param == "local":
+        backend = LocalStore(str(tmp_path / "store"))
+    else:
+        server = request.getfixturevalue("etcd")
+        prefix = request.getfixturevalue("etcd_prefix")
+        backend = EtcdStore(EtcdGateway([parse_endpoint(server.url, tls=False)]), prefix=prefix)
     yield backend
     backend.close()
 

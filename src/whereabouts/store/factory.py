@@ -12,7 +12,11 @@ def open_store(cfg: IPAMConfig) -> Store:
         from whereabouts.store.local import LocalStore
 
         return LocalStore(cfg.local_data_dir)
+    if cfg.datastore == "etcd":
+        from whereabouts.store.etcd import open_etcd
+
+        return open_etcd(cfg)
     raise InvalidConfig(
-        f"invalid datastore {cfg.datastore!r}: this build serves only the local datastore "
-        "(set datastore to 'local', or remove kubernetes.kubeconfig / etcd_host)"
+        f"invalid datastore {cfg.datastore!r}: this build serves the local and etcd datastores "
+        "(set datastore to 'local' or 'etcd', or remove kubernetes.kubeconfig)"
     )

@@ -12,7 +12,6 @@ point leaves the previous committed state (WAL journal), never half an allocatio
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 
 from whereabouts.errors import TryAgainLater
 from whereabouts.model import ChangeSet, Owner, PoolKey, PoolState, Snapshot
-from whereabouts.ranges import format_ip
+from whereabouts.ranges import cidr_key_bounds, format_ip, from_sortable_key, sortable_key
 
 SCHEMA_VERSION = 1
 DB_NAME = "whereabouts.db"
@@ -42,14 +41,6 @@ CREATE TABLE IF NOT EXISTS reservations (
 """
 
 
-def ipkey(version: int, value: int) -> str:
-    return f"4:{value:08x}" if version == 4 else f"6:{value:032x}"
-
-
-def _from_ipkey(key: str) -> tuple[int, int]:
-    return int(key[0]), int(key[2:], 16)
-
-
 @dataclass
 class LocalTransaction:
     db: sqlite3.Connection
@@ -58,7 +49,7 @@ class LocalTransaction:
 
     def commit(self, changes: ChangeSet) -> bool:
         for change in changes.changes:
-            key, ik = change.key, ipkey(change.version, change.ip)
+            key, ik = change.key, sortable_key(change.version, change.ip)
             if change.owner is None:
                 self._release(changes.overlapping, key, ik, change.previous)
             else:
@@ -151,14 +142,14 @@ class LocalStore:
         reservations: dict[tuple[str, int, int], Owner] = {}
         if overlapping:
             for key in keys:
-                lo, hi = _cidr_keys(key.cidr)
+                lo, hi = cidr_key_bounds(key.cidr)
                 rows = self.db.execute(
                     "SELECT ipkey, container_id, ifname, podref FROM reservations "
                     "WHERE network=? AND ipkey BETWEEN ? AND ?",
                     (key.network, lo, hi),
                 )
                 for ik, *owner in rows:
-                    reservations[(key.network, *_from_ipkey(ik))] = Owner(*owner)
+                    reservations[(key.network, *from_sortable_key(ik))] = Owner(*owner)
         return Snapshot(pools, reservations)
 
     def _pool(self, key: PoolKey) -> PoolState:
@@ -167,7 +158,7 @@ class LocalStore:
         rows = self.db.execute(
             "SELECT ipkey, container_id, ifname, podref FROM allocations WHERE network=? AND cidr=? AND node=?", args
         )
-        allocations = {_from_ipkey(ik)[1]: Owner(*owner) for ik, *owner in rows}
+        allocations = {from_sortable_key(ik)[1]: Owner(*owner) for ik, *owner in rows}
         return PoolState(key, row[0] if row else None, allocations)
 
     def pools_holding(self, network: str, container_id: str, ifname: str) -> list[PoolKey]:
@@ -192,9 +183,3 @@ class LocalStore:
 
     def close(self) -> None:
         self.db.close()
-
-
-def _cidr_keys(cidr: str) -> tuple[str, str]:
-    """The ipkey bounds of a CIDR, for range scans."""
-    net = ipaddress.ip_network(cidr)
-    return ipkey(net.version, int(net.network_address)), ipkey(net.version, int(net.broadcast_address))

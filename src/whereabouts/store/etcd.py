@@ -1,0 +1,181 @@
+"""The etcd v3 datastore: one key per held address, every change a transaction guarded by revisions.
+
+Key layout under `etcd_prefix` (default `/whereabouts`), network `-` for the default domain:
+    <prefix>/<network>/pools/<node or ->/<cidr, '/' as '-'>/<ipkey>   who holds the address in that pool
+    <prefix>/<network>/reservations/<ipkey>                          the network-wide overlapping guard
+Values are JSON `{"address", "id", "ifname", "podref"}`; `ipkey` is `4:0a000005` / `6:<32 hex>`, so a pool
+or a CIDR is one key range.
+
+Why one key per address rather than one per pool: two callers conflict only when they write the same address,
+never because they touched the same pool; a transaction compares exactly the keys it writes: "does not exist
+yet" (create revision 0) for a new hold, "unchanged since read" (mod revision) for a release or a takeover.
+The snapshot is read in a single read-only transaction, so pools and reservations come from one revision.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from whereabouts.config import IPAMConfig
+from whereabouts.errors import InvalidConfig, TryAgainLater
+from whereabouts.model import Change, ChangeSet, Owner, PoolKey, PoolState, Snapshot
+from whereabouts.ranges import cidr_key_bounds, format_ip, from_sortable_key, sortable_key
+from whereabouts.store.etcd_gateway import EtcdError, EtcdGateway, TLSFiles, b64, parse_endpoint, unb64
+
+DEFAULT_PREFIX = "/whereabouts"
+
+
+def _segment(name: str) -> str:
+    return name.replace("%", "%25").replace("/", "%2F") or "-"
+
+
+def pool_prefix(prefix: str, key: PoolKey) -> str:
+    return f"{prefix}/{_segment(key.network)}/pools/{_segment(key.node)}/{key.cidr.replace('/', '-')}/"
+
+
+def reservation_prefix(prefix: str, network: str) -> str:
+    return f"{prefix}/{_segment(network)}/reservations/"
+
+
+def _prefix_end(key: str) -> str:
+    return key[:-1] + chr(ord(key[-1]) + 1)
+
+
+def _owner_value(owner: Owner, address: str) -> str:
+    return json.dumps({"address": address, "id": owner.container_id, "ifname": owner.ifname, "podref": owner.podref})
+
+
+def _owner(value: str) -> Owner:
+    data = json.loads(unb64(value))
+    return Owner(data.get("id", ""), data.get("ifname", ""), data.get("podref", ""))
+
+
+def _split_ipkey(key: str) -> tuple[int, int]:
+    return from_sortable_key(key.rsplit("/", 1)[1])
+
+
+@dataclass
+class EtcdTransaction:
+    store: EtcdStore
+    snapshot: Snapshot
+    revisions: dict[str, int] = field(default_factory=dict)  # key -> mod revision, as read
+
+    def commit(self, changes: ChangeSet) -> bool:
+        compares: list[dict[str, Any]] = []
+        ops: list[dict[str, Any]] = []
+        for change in changes.changes:
+            self._plan(change, changes.overlapping, compares, ops)
+        reply = self.store.call("kv/txn", {"compare": compares, "success": ops})
+        return bool(reply.get("succeeded"))
+
+    def _plan(
+        self, change: Change, overlapping: bool, compares: list[dict[str, Any]], ops: list[dict[str, Any]]
+    ) -> None:
+        prefix, ik = self.store.prefix, sortable_key(change.version, change.ip)
+        holder = self.snapshot.pools[change.key].allocations.get(change.ip)
+        reserved = self.snapshot.reservations.get((change.key.network, change.version, change.ip))
+        keys = []  # a release removes only what the snapshot shows `previous` holding
+        if change.owner is not None or holder == change.previous:
+            keys.append(pool_prefix(prefix, change.key) + ik)
+        if overlapping and (change.owner is not None or reserved == change.previous):
+            keys.append(reservation_prefix(prefix, change.key.network) + ik)
+        for key in keys:
+            compares.append(self._unchanged(key))
+            if change.owner is None:
+                ops.append({"request_delete_range": {"key": b64(key)}})
+            else:
+                value = _owner_value(change.owner, format_ip(change.version, change.ip))
+                ops.append({"request_put": {"key": b64(key), "value": b64(value)}})
+
+    def _unchanged(self, key: str) -> dict[str, Any]:
+        revision = self.revisions.get(key)
+        if revision is None:
+            return {"key": b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
+        return {"key": b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(revision)}
+
+
+class EtcdStore:
+    def __init__(self, gateway: EtcdGateway, *, prefix: str = DEFAULT_PREFIX) -> None:
+        self.gateway = gateway
+        self.prefix = prefix.rstrip("/")
+
+    def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return self.gateway.call(path, body)
+        except EtcdError as exc:
+            raise TryAgainLater(f"etcd refused {path}: {exc.message}") from exc
+
+    @contextmanager
+    def transaction(self, keys: Sequence[PoolKey], *, overlapping: bool) -> Iterator[EtcdTransaction]:
+        ranges = [(pool_prefix(self.prefix, k), _prefix_end(pool_prefix(self.prefix, k))) for k in keys]
+        if overlapping:
+            for key in keys:
+                base = reservation_prefix(self.prefix, key.network)
+                lo, hi = cidr_key_bounds(key.cidr)
+                ranges.append((base + lo, base + hi + "\0"))
+        reply = self.call("kv/txn", {"success": [_range_op(lo, hi) for lo, hi in ranges]})
+        revision = int(reply.get("header", {}).get("revision", 0))
+        responses = [r.get("response_range", {}).get("kvs", []) for r in reply.get("responses", [])]
+        txn = EtcdTransaction(self, Snapshot({}))
+        for key, kvs in zip(keys, responses, strict=False):
+            txn.snapshot.pools[key] = PoolState(key, revision if kvs else None, self._collect(kvs, txn, None))
+        for key, kvs in zip(keys, responses[len(keys) :], strict=False):
+            self._collect(kvs, txn, key.network)
+        yield txn
+
+    def _collect(self, kvs: list[dict[str, Any]], txn: EtcdTransaction, network: str | None) -> dict[int, Owner]:
+        """Record revisions; return a pool's allocations, or (network given) fill the reservations."""
+        allocations = {}
+        for kv in kvs:
+            key = unb64(kv["key"])
+            txn.revisions[key] = int(kv.get("mod_revision", 0))
+            version, ip = _split_ipkey(key)
+            if network is None:
+                allocations[ip] = _owner(kv.get("value", ""))
+            else:
+                txn.snapshot.reservations[(network, version, ip)] = _owner(kv.get("value", ""))
+        return allocations
+
+    def pools_holding(self, network: str, container_id: str, ifname: str) -> list[PoolKey]:
+        base = f"{self.prefix}/{_segment(network)}/pools/"
+        reply = self.call("kv/range", {"key": b64(base), "range_end": b64(_prefix_end(base))})
+        found = set()
+        probe = Owner(container_id, ifname)
+        for kv in reply.get("kvs", []):
+            if _owner(kv.get("value", "")).same_attachment(probe):
+                node, cidr, _ = unb64(kv["key"])[len(base) :].split("/")
+                found.add(PoolKey(network, _cidr_from_segment(cidr), "" if node == "-" else node))
+        return sorted(found)
+
+    def check_ready(self) -> None:
+        self.call("kv/range", {"key": b64(self.prefix + "/"), "limit": "1", "keys_only": True})
+
+    def close(self) -> None:
+        self.gateway.close()
+
+
+def _range_op(lo: str, hi: str) -> dict[str, Any]:
+    return {"request_range": {"key": b64(lo), "range_end": b64(hi)}}
+
+
+def _cidr_from_segment(segment: str) -> str:
+    address, _, prefix = segment.rpartition("-")
+    return f"{address}/{prefix}"
+
+
+def open_etcd(cfg: IPAMConfig) -> EtcdStore:
+    settings = cfg.etcd
+    if settings is None or not settings.endpoints:
+        raise InvalidConfig("invalid etcd_host '': the etcd datastore needs etcd_host")
+    tls = TLSFiles(settings.ca_cert_file, settings.cert_file, settings.key_file)
+    use_tls = bool(settings.ca_cert_file or settings.cert_file)
+    try:
+        endpoints = [parse_endpoint(e, tls=use_tls) for e in settings.endpoints]
+    except ValueError:
+        raise InvalidConfig(f"invalid etcd_host {','.join(settings.endpoints)!r}: expected host:port or URLs") from None
+    gateway = EtcdGateway(endpoints, tls=tls, username=settings.username, password=settings.password)
+    return EtcdStore(gateway, prefix=settings.prefix or DEFAULT_PREFIX)

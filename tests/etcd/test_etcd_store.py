@@ -1,0 +1,133 @@
+"""The etcd datastore against a real etcd: TLS with client certificates, etcd auth, unreachable servers."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import AUTH_PREFIX, ETCD_PASSWORD, ETCD_USER
+from etcd_server import EtcdServer, free_port
+from support import netconf, run_cni
+from whereabouts.config import parse_ipam
+from whereabouts.errors import InvalidConfig, TryAgainLater
+from whereabouts.model import Owner
+from whereabouts.service import IPAMService
+from whereabouts.store.etcd import open_etcd
+from whereabouts.store.etcd_gateway import Endpoint, parse_endpoint
+
+
+def etcd_ipam(server: EtcdServer, prefix: str, **extra: object) -> dict:
+    ipam = {"type": "whereabouts", "range": "10.70.0.0/24", "etcd_host": server.url, "etcd_prefix": prefix}
+    if server.tls:
+        ipam.update(
+            etcd_ca_cert_file=str(server.tls.ca),
+            etcd_cert_file=str(server.tls.client_cert),
+            etcd_key_file=str(server.tls.client_key),
+        )
+    return {**ipam, **extra}
+
+
+@pytest.mark.parametrize(
+    ("text", "tls", "expected"),
+    [
+        ("127.0.0.1:2379", False, Endpoint("http", "127.0.0.1", 2379)),
+        ("127.0.0.1:2379", True, Endpoint("https", "127.0.0.1", 2379)),
+        ("https://etcd.example:2379", False, Endpoint("https", "etcd.example", 2379)),
+        ("http://[::1]:23790/", True, Endpoint("http", "::1", 23790)),
+        ("[::1]:2379", False, Endpoint("http", "::1", 2379)),
+    ],
+    ids=["plain", "tls-files", "url", "ipv6-url", "ipv6"],
+)
+def test_endpoint_forms(text: str, tls: bool, expected: Endpoint) -> None:
+    assert parse_endpoint(text, tls=tls) == expected
+
+
+def test_datastore_defaults_to_etcd_when_etcd_host_is_set(etcd: EtcdServer, etcd_prefix: str) -> None:
+    assert parse_ipam(etcd_ipam(etcd, etcd_prefix)).datastore == "etcd"
+
+
+def test_bad_etcd_host_is_invalid_config(etcd_prefix: str) -> None:
+    with pytest.raises(InvalidConfig, match="invalid etcd_host"):
+        open_etcd(parse_ipam({"type": "whereabouts", "range": "10.0.0.0/24", "etcd_host": "ftp://x:1"}))
+
+
+def test_keys_are_laid_out_as_documented(etcd: EtcdServer, etcd_prefix: str) -> None:
+    cfg = parse_ipam(etcd_ipam(etcd, etcd_prefix, network_name="blue"))
+    IPAMService(open_etcd(cfg)).add(cfg, Owner("ctr-1", "net1", "ns/pod"))
+    assert etcd.dump(etcd_prefix + "/") == {
+        f"{etcd_prefix}/blue/pools/-/10.70.0.0-24/4:0a460001": {
+            "address": "10.70.0.1", "id": "ctr-1", "ifname": "net1", "podref": "ns/pod"},
+        f"{etcd_prefix}/blue/reservations/4:0a460001": {
+            "address": "10.70.0.1", "id": "ctr-1", "ifname": "net1", "podref": "ns/pod"},
+    }  # fmt: skip
+
+
+def test_tls_with_client_certificate(etcd_tls: EtcdServer, etcd_prefix: str, tmp_path: Path) -> None:
+    conf = netconf(tmp_path, **etcd_ipam(etcd_tls, etcd_prefix))
+    assert run_cni("ADD", conf, container_id="tls-1").addresses() == ["10.70.0.1/24"]
+    assert list(etcd_tls.dump(etcd_prefix + "/")) == [
+        f"{etcd_prefix}/-/pools/-/10.70.0.0-24/4:0a460001",
+        f"{etcd_prefix}/-/reservations/4:0a460001",
+    ]
+    assert run_cni("DEL", conf, container_id="tls-1").returncode == 0
+    assert etcd_tls.dump(etcd_prefix + "/") == {}
+
+
+def test_tls_without_client_certificate_is_refused(etcd_tls: EtcdServer, etcd_prefix: str, tmp_path: Path) -> None:
+    ipam = etcd_ipam(etcd_tls, etcd_prefix)
+    del ipam["etcd_cert_file"], ipam["etcd_key_file"]
+    result = run_cni("ADD", netconf(tmp_path, **ipam))
+    assert result.returncode == 1 and result.json["code"] == 11, result.stdout
+    assert "etcd unreachable" in result.json["msg"]
+
+
+def test_username_password_auth(etcd_auth: EtcdServer, tmp_path: Path) -> None:
+    prefix = AUTH_PREFIX + "t1"
+    good = etcd_ipam(etcd_auth, prefix, etcd_username=ETCD_USER, etcd_password=ETCD_PASSWORD)
+    assert run_cni("ADD", netconf(tmp_path, **good), container_id="auth-1").addresses() == ["10.70.0.1/24"]
+    assert len(etcd_auth.dump(prefix + "/", etcd_auth.root_token())) == 2
+    bad = {**good, "etcd_password": "wrong"}
+    result = run_cni("ADD", netconf(tmp_path, **bad), container_id="auth-2")
+    assert result.json["code"] == 11 and "authentication failed" in result.json["msg"], result.stdout
+    anonymous = etcd_ipam(etcd_auth, prefix)
+    result = run_cni("ADD", netconf(tmp_path, **anonymous), container_id="auth-3")
+    assert result.json["code"] == 11, result.stdout
+    assert len(etcd_auth.dump(prefix + "/", etcd_auth.root_token())) == 2  # refused calls wrote nothing
+
+
+def test_outside_granted_prefix_is_refused(etcd_auth: EtcdServer, tmp_path: Path) -> None:
+    ipam = etcd_ipam(etcd_auth, "/elsewhere", etcd_username=ETCD_USER, etcd_password=ETCD_PASSWORD)
+    result = run_cni("ADD", netconf(tmp_path, **ipam))
+    assert result.json["code"] == 11 and "permission denied" in result.json["msg"], result.stdout
+
+
+@pytest.mark.parametrize("command", ["ADD", "DEL", "CHECK"])
+def test_unreachable_etcd_is_code_11_within_seconds(command: str, tmp_path: Path) -> None:
+    dead = f"127.0.0.1:{free_port()},127.0.0.2:{free_port()}"
+    conf = netconf(tmp_path, range="10.70.0.0/24", etcd_host=dead)
+    started = time.monotonic()
+    result = run_cni(command, conf)
+    assert time.monotonic() - started < 10
+    assert result.returncode == 1 and result.json["code"] == 11, result.stdout
+    assert "etcd unreachable" in result.json["msg"] and "127.0.0.2" in result.json["msg"]
+
+
+def test_status_reports_unreachable_etcd(tmp_path: Path) -> None:
+    conf = netconf(tmp_path, "1.1.0", range="10.70.0.0/24", etcd_host=f"127.0.0.1:{free_port()}")
+    result = run_cni("STATUS", conf)
+    assert result.json["code"] == 50 and "etcd unreachable" in result.json["msg"]
+
+
+def test_failover_to_a_live_endpoint(etcd: EtcdServer, etcd_prefix: str, tmp_path: Path) -> None:
+    ipam = etcd_ipam(etcd, etcd_prefix)
+    ipam["etcd_host"] = f"127.0.0.1:{free_port()},{etcd.url}"
+    assert run_cni("ADD", netconf(tmp_path, **ipam)).addresses() == ["10.70.0.1/24"]
+
+
+def test_store_error_maps_to_try_again(etcd: EtcdServer) -> None:
+    cfg = parse_ipam(etcd_ipam(etcd, "/x"))
+    store = open_etcd(cfg)
+    with pytest.raises(TryAgainLater, match="etcd refused kv/bogus"):
+        store.call("kv/bogus", {})
