@@ -15,7 +15,7 @@ from whereabouts.errors import InvalidConfig, TryAgainLater
 from whereabouts.model import Owner
 from whereabouts.service import IPAMService
 from whereabouts.store.etcd import open_etcd
-from whereabouts.store.etcd_gateway import Endpoint, parse_endpoint
+from whereabouts.store.http import Endpoint, parse_endpoint
 
 
 def etcd_ipam(server: EtcdServer, prefix: str, **extra: object) -> dict:
@@ -36,9 +36,10 @@ def etcd_ipam(server: EtcdServer, prefix: str, **extra: object) -> dict:
         ("127.0.0.1:2379", True, Endpoint("https", "127.0.0.1", 2379)),
         ("https://etcd.example:2379", False, Endpoint("https", "etcd.example", 2379)),
         ("http://[::1]:23790/", True, Endpoint("http", "::1", 23790)),
+        ("https://kube.example", False, Endpoint("https", "kube.example", 2379)),
         ("[::1]:2379", False, Endpoint("http", "::1", 2379)),
     ],
-    ids=["plain", "tls-files", "url", "ipv6-url", "ipv6"],
+    ids=["plain", "tls-files", "url", "ipv6-url", "no-port", "ipv6"],
 )
 def test_endpoint_forms(text: str, tls: bool, expected: Endpoint) -> None:
     assert parse_endpoint(text, tls=tls) == expected

@@ -24,7 +24,8 @@ from whereabouts.config import IPAMConfig
 from whereabouts.errors import InvalidConfig, TryAgainLater
 from whereabouts.model import Change, ChangeSet, Owner, PoolKey, PoolState, Snapshot
 from whereabouts.ranges import cidr_key_bounds, format_ip, from_sortable_key, sortable_key
-from whereabouts.store.etcd_gateway import EtcdError, EtcdGateway, TLSFiles, b64, parse_endpoint, unb64
+from whereabouts.store.etcd_gateway import EtcdError, EtcdGateway, b64, parse_endpoint, unb64
+from whereabouts.store.http import TLSSettings
 
 DEFAULT_PREFIX = "/whereabouts"
 
@@ -171,7 +172,7 @@ def open_etcd(cfg: IPAMConfig) -> EtcdStore:
     settings = cfg.etcd
     if settings is None or not settings.endpoints:
         raise InvalidConfig("invalid etcd_host '': the etcd datastore needs etcd_host")
-    tls = TLSFiles(settings.ca_cert_file, settings.cert_file, settings.key_file)
+    tls = TLSSettings(ca_file=settings.ca_cert_file, cert_file=settings.cert_file, key_file=settings.key_file)
     use_tls = bool(settings.ca_cert_file or settings.cert_file)
     try:
         endpoints = [parse_endpoint(e, tls=use_tls) for e in settings.endpoints]

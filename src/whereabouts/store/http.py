@@ -1,0 +1,145 @@
+"""A small keep-alive HTTP/1.1 JSON client over the standard library's sockets, for the remote stores.
+
+`http.client` would drag the `email` package into every CNI call; this needs `socket`, `json` and, for
+https only, `ssl`. One connection is kept open for the whole call (a CNI call makes a handful of requests).
+Network failures surface as OSError / ValueError: each store maps them to TryAgainLater in one place.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+def parse_endpoint(text: str, *, tls: bool, default_port: int = 2379) -> Endpoint:
+    """'host:port', '[::1]:2379' or 'http(s)://host[:port]'; a bare host:port is https when `tls`."""
+    scheme = "https" if tls else "http"
+    if "://" in text:
+        scheme, _, text = text.partition("://")
+    text = text.split("/", 1)[0]
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest.lstrip(":") or str(default_port)
+    else:
+        host, _, port_text = text.rpartition(":") if ":" in text else (text, "", str(default_port))
+    if scheme not in ("http", "https") or not host or not port_text.isdigit():
+        raise ValueError(text)
+    return Endpoint(scheme, host, int(port_text))
+
+
+@dataclass(frozen=True)
+class TLSSettings:
+    ca_file: str = ""
+    ca_data: str = ""  # PEM text
+    cert_file: str = ""
+    key_file: str = ""
+    verify: bool = True
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else {}
+
+
+class HTTPConnection:
+    def __init__(self, endpoint: Endpoint, *, tls: TLSSettings | None = None, timeout: float = 3.0) -> None:
+        self.endpoint = endpoint
+        self.tls = tls or TLSSettings()
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+        self._reader: Any = None
+
+    def request(self, method: str, path: str, body: object = None, headers: dict[str, str] | None = None) -> Response:
+        """Send one request; on a stale keep-alive connection, reconnect and send it once more."""
+        payload = b"" if body is None else json.dumps(body).encode()
+        fresh = self._sock is None
+        try:
+            return self._exchange(method, path, payload, headers or {})
+        except (ConnectionError, TimeoutError, OSError):
+            self.close()
+            if fresh:
+                raise
+            return self._exchange(method, path, payload, headers or {})
+
+    def _exchange(self, method: str, path: str, payload: bytes, headers: dict[str, str]) -> Response:
+        if self._sock is None:
+            self._connect()
+        assert self._sock is not None
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.endpoint.host}:{self.endpoint.port}"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        if payload or method in ("POST", "PUT", "PATCH"):
+            lines += ["Content-Type: application/json", f"Content-Length: {len(payload)}"]
+        self._sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + payload)
+        return self._read_response()
+
+    def _connect(self) -> None:
+        sock = socket.create_connection((self.endpoint.host, self.endpoint.port), timeout=self.timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.endpoint.scheme == "https":
+            sock = self._wrap_tls(sock)
+        self._sock, self._reader = sock, sock.makefile("rb")
+
+    def _wrap_tls(self, sock: socket.socket) -> socket.socket:
+        import ssl  # only https endpoints pay for it
+
+        context = ssl.create_default_context(cafile=self.tls.ca_file or None, cadata=self.tls.ca_data or None)
+        if not self.tls.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if self.tls.cert_file:
+            context.load_cert_chain(self.tls.cert_file, self.tls.key_file or None)
+        return context.wrap_socket(sock, server_hostname=self.endpoint.host)
+
+    def _read_response(self) -> Response:
+        status_line = self._reader.readline()
+        if not status_line:
+            raise ConnectionError("connection closed by the server")
+        status = int(status_line.split()[1])
+        length, chunked, close = -1, False, False
+        while (line := self._reader.readline()) not in (b"\r\n", b"\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            name, value = name.strip().lower(), value.strip().lower()
+            if name == "content-length":
+                length = int(value)
+            elif name == "transfer-encoding" and "chunked" in value:
+                chunked = True
+            elif name == "connection" and value == "close":
+                close = True
+        body = self._read_chunked() if chunked else self._reader.read(length) if length >= 0 else self._reader.read()
+        if close or (length < 0 and not chunked):
+            self.close()
+        return Response(status, body)
+
+    def _read_chunked(self) -> bytes:
+        parts = []
+        while (size := int(self._reader.readline().split(b";")[0], 16)) > 0:
+            parts.append(self._reader.read(size))
+            self._reader.readline()
+        while self._reader.readline() not in (b"\r\n", b"\n", b""):
+            pass  # trailers
+        return b"".join(parts)
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+        if self._sock is not None:
+            self._sock.close()
+        self._sock, self._reader = None, None
