@@ -12,6 +12,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from etcd_server import EtcdServer, make_tls
+from kube_server import KubeAPIServer, kube_tools
 
 ETCD_USER, ETCD_PASSWORD, AUTH_PREFIX = "ipam", "ipam-secret", "/wa-auth/"
 
@@ -43,3 +44,27 @@ def etcd_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdServer]:
 def etcd_prefix() -> str:
     """A key prefix of its own per test, so tests sharing the session's etcd never see each other's pools."""
     return f"/wa-test/{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPIServer]:
+    """A real kube-apiserver with the CRDs and RBAC from deploy/ applied by kubectl."""
+    server = KubeAPIServer(tmp_path_factory.mktemp("kube"), kube_tools())
+    try:
+        server.start()
+        server.install_whereabouts()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def kube_namespace(kube: KubeAPIServer) -> str:
+    """A namespace of its own per test, the plugin's ClusterRole bound in it."""
+    return kube.namespace_for_plugin(f"wa-{uuid.uuid4().hex[:10]}")
+
+
+@pytest.fixture
+def plugin_kubeconfig(kube: KubeAPIServer, kube_namespace: str, tmp_path: Path) -> Path:
+    """The plugin's kubeconfig: the kube-system/whereabouts service account, pools in the test's namespace."""
+    return kube.kubeconfig(tmp_path / "plugin.kubeconfig", token=kube.plugin_token, namespace=kube_namespace)

@@ -124,3 +124,11 @@ def test_release_only_the_attachment_and_gc_keeps_valid() -> None:
     assert [c.ip for c in release(keys=[pr.key], snapshot=snap, owner=A, overlapping=True).changes] == [ip("10.0.0.1")]
     gc = release_all_but(keys=[pr.key], snapshot=snap, keep={("ctr-b", "eth0")}, overlapping=True)
     assert [(c.ip, c.previous) for c in gc.changes] == [(ip("10.0.0.1"), A)]
+
+
+def test_reservation_left_by_an_interrupted_call_is_resumed() -> None:
+    pr = pool_range("10.0.0.0/24")
+    snap = snapshot(pr, reserved={"10.0.0.9": A})  # reserved network-wide, pool entry never written
+    decision = allocate(ranges=[pr], snapshot=snap, owner=A)
+    assert held_addresses(decision) == ["10.0.0.9/24"]
+    assert held_addresses(allocate(ranges=[pr], snapshot=snap, owner=B)) == ["10.0.0.1/24"]

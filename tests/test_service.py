@@ -48,9 +48,16 @@ def cfg(**extra: object):
 
 def test_add_retries_lost_races_then_commits() -> None:
     store = RacingStore(lose=3)
-    assigned = IPAMService(store, retry=RetryPolicy(base_delay=0.001)).add(cfg(), A)
-    assert [a.address for a in assigned] == ["10.0.0.1/29"]
+    (assigned,) = IPAMService(store, retry=RetryPolicy(base_delay=0.001)).add(cfg(), A)
+    # after lost races the caller spreads out among the lowest free addresses (here: the whole /29)
+    assert assigned.address in {f"10.0.0.{n}/29" for n in range(1, 7)}
     assert store.attempts == 4 and store.commits == 1
+
+
+def test_first_attempt_takes_the_lowest() -> None:
+    store = RacingStore(lose=0)
+    (assigned,) = IPAMService(store).add(cfg(), A)
+    assert assigned.address == "10.0.0.1/29"
 
 
 def test_retries_are_bounded_then_try_again_later() -> None:

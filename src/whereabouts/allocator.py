@@ -38,9 +38,10 @@ def allocate(
     """Decide which address each range gives `owner`.
 
     Per range, in order: what the attachment already holds (idempotent ADD); else the address its pod
-    held under an older container (recreated pod keeps its IP); else the requested addresses that fall in
-    this range; else the lowest free address (passing over `skip` free ones: see `lowest_free`). Raises
-    the CNI error that ends the call otherwise.
+    held under an older container (recreated pod keeps its IP); else an address the attachment reserved
+    network-wide without its pool entry (a call interrupted between its writes, on stores that write them
+    one at a time); else the requested addresses that fall in this range; else the lowest free address
+    (passing over `skip` free ones: see `lowest_free`). Raises the CNI error that ends the call otherwise.
     """
     by_range = _assign_requests(ranges, requested, owner)
     planned: list[Change] = []
@@ -50,6 +51,8 @@ def allocate(
         mine = sorted(ip for ip, who in state.allocations.items() if who.same_attachment(owner))
         if not mine:
             mine = _adopt_pod_address(pool_range, state.allocations, owner, planned)
+        if not mine and not by_range[pool_range]:
+            mine = _resume_reservation(pool_range, snapshot, owner, overlapping, planned)
         if not mine and by_range[pool_range]:
             mine = [
                 _claim_requested(pool_range, ip, snapshot, owner, overlapping, planned) for ip in by_range[pool_range]
@@ -122,6 +125,20 @@ def _adopt_pod_address(
     for ip in adopted:
         planned.append(Change(pool_range.key, pool_range.rng.version, ip, owner, previous=allocations[ip]))
     return adopted
+
+
+def _resume_reservation(
+    pool_range: PoolRange, snapshot: Snapshot, owner: Owner, overlapping: bool, planned: list[Change]
+) -> list[int]:
+    if not overlapping:
+        return []
+    rng, allocations = pool_range.rng, snapshot.pools[pool_range.key].allocations
+    for (network, version, ip), who in sorted(snapshot.reservations.items()):
+        free_here = ip not in allocations and not any(c.ip == ip for c in _planned_holds(pool_range, planned, True))
+        if network == pool_range.key.network and rng.contains(version, ip) and who.same_attachment(owner) and free_here:
+            planned.append(Change(pool_range.key, version, ip, owner, previous=None))
+            return [ip]
+    return []
 
 
 def _planned_holds(pool_range: PoolRange, planned: list[Change], overlapping: bool) -> list[Change]:

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from whereabouts.allocator import Decision, PoolRange, allocate, release, release_all_but
 from whereabouts.config import IPAMConfig
-from whereabouts.errors import AttachmentNotFound, RangeExhausted, StatusUnavailable, TryAgainLater
+from whereabouts.errors import AttachmentNotFound, RangeExhausted, StatusUnavailable, TryAgainLater, WhereaboutsError
 from whereabouts.model import ChangeSet, Owner, PoolKey
 from whereabouts.ranges import parse_request
 from whereabouts.store.base import Store, Transaction
@@ -67,7 +67,11 @@ class IPAMService:
             )
             return decision.changes, decision
 
-        decision = self._run(keys, cfg.overlapping, decide)
+        try:
+            decision = self._run(keys, cfg.overlapping, decide)
+        except WhereaboutsError:
+            self.store.abort(owner)
+            raise
         return [Assigned(pr, pr.rng.with_address(ip)) for pr, ips in decision.held for ip in ips]
 
     def delete(self, cfg: IPAMConfig, owner: Owner) -> None:
@@ -80,6 +84,7 @@ class IPAMService:
             return release(keys=keys, snapshot=txn.snapshot, owner=owner, overlapping=cfg.overlapping), None
 
         self._run(keys, cfg.overlapping, decide)
+        self.store.forget_attachment(cfg.network_name, owner)
 
     def check(self, cfg: IPAMConfig, owner: Owner, expected: list[str]) -> None:
         """Every range must still hold an address for the attachment, and so must each address in `expected`."""

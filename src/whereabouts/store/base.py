@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-from whereabouts.model import ChangeSet, PoolKey, Snapshot
+from whereabouts.model import ChangeSet, Owner, PoolKey, Snapshot
 
 
 class Transaction(Protocol):
@@ -29,6 +29,15 @@ class Store(Protocol):
 
     def pools_holding(self, network: str, container_id: str, ifname: str) -> list[PoolKey]:
         """Every pool of `network` where the attachment holds an address (DEL releases them all)."""
+        ...
+
+    def forget_attachment(self, network: str, owner: Owner) -> None:
+        """After DEL released the attachment's pools: drop any other record of it that a call killed
+        between non-atomic writes left behind. Nothing to do for stores whose commits are atomic."""
+        ...
+
+    def abort(self, owner: Owner) -> None:
+        """A call failed for good: take back what it wrote (stores that write one object at a time)."""
         ...
 
     def check_ready(self) -> None:

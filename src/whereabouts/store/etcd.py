@@ -152,6 +152,12 @@ class EtcdStore:
                 found.add(PoolKey(network, _cidr_from_segment(cidr), "" if node == "-" else node))
         return sorted(found)
 
+    def forget_attachment(self, network: str, owner: Owner) -> None:
+        return None  # commits are atomic: nothing is ever left half-written
+
+    def abort(self, owner: Owner) -> None:
+        return None
+
     def check_ready(self) -> None:
         self.call("kv/range", {"key": b64(self.prefix + "/"), "limit": "1", "keys_only": True})
 

@@ -16,7 +16,8 @@ def open_store(cfg: IPAMConfig) -> Store:
         from whereabouts.store.etcd import open_etcd
 
         return open_etcd(cfg)
-    raise InvalidConfig(
-        f"invalid datastore {cfg.datastore!r}: this build serves the local and etcd datastores "
-        "(set datastore to 'local' or 'etcd', or remove kubernetes.kubeconfig)"
-    )
+    if cfg.datastore == "kubernetes":
+        from whereabouts.store.kubernetes import open_kubernetes
+
+        return open_kubernetes(cfg)
+    raise InvalidConfig(f"invalid datastore {cfg.datastore!r}")

@@ -168,6 +168,12 @@ class LocalStore:
         )
         return sorted(PoolKey(*row) for row in rows)
 
+    def forget_attachment(self, network: str, owner: Owner) -> None:
+        return None  # commits are atomic: nothing is ever left half-written
+
+    def abort(self, owner: Owner) -> None:
+        return None
+
     def check_ready(self) -> None:
         try:
             self.db.execute("BEGIN IMMEDIATE")

@@ -74,6 +74,12 @@ class MemoryStore:
                 if key.network == network and any(o.same_attachment(probe) for o in pool.allocations.values())
             )
 
+    def forget_attachment(self, network: str, owner: Owner) -> None:
+        return None  # commits are atomic: nothing is ever left half-written
+
+    def abort(self, owner: Owner) -> None:
+        return None
+
     def check_ready(self) -> None:
         return None
 

@@ -1,0 +1,99 @@
+"""A thin REST client for the API server: JSON objects in and out, errors mapped in one place.
+
+Every failure to get an answer (connection refused, timeout, TLS) and every unexpected status becomes
+TryAgainLater (code 11) naming the request; 404 and 409 are normal outcomes that callers branch on.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from whereabouts.errors import TryAgainLater
+from whereabouts.kube.credentials import Credentials
+from whereabouts.store.http import HTTPConnection, Response
+
+GROUP = "whereabouts.cni.cncf.io"
+VERSION = "v1alpha1"
+
+
+class Conflict(Exception):
+    """409: the object changed since it was read (stale resourceVersion) or already exists."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason  # "Conflict" or "AlreadyExists"
+
+
+class KubeClient:
+    def __init__(self, credentials: Credentials, *, timeout: float = 3.0) -> None:
+        self.credentials = credentials
+        self.namespace = credentials.namespace
+        self.conn = HTTPConnection(credentials.endpoint, tls=credentials.tls, timeout=timeout)
+        self.headers = {"Accept": "application/json", "User-Agent": "whereabouts-py"}
+        if credentials.token:
+            self.headers["Authorization"] = f"Bearer {credentials.token}"
+        elif credentials.basic:
+            self.headers["Authorization"] = f"Basic {credentials.basic}"
+        self.requests = 0
+
+    def path(self, plural: str, name: str = "", *, group: str = GROUP, version: str = VERSION) -> str:
+        base = f"{self.credentials.base_path}/apis/{group}/{version}/namespaces/{self.namespace}/{plural}"
+        return f"{base}/{name}" if name else base
+
+    def get(self, path: str) -> dict[str, Any] | None:
+        response = self._send("GET", path)
+        return None if response.status == 404 else self._ok(response, "GET", path)
+
+    def list(self, path: str, label_selector: str = "") -> list[dict[str, Any]]:
+        query = f"?labelSelector={_quote(label_selector)}" if label_selector else ""
+        return self._ok(self._send("GET", path + query), "LIST", path).get("items", [])
+
+    def create(self, path: str, obj: dict[str, Any]) -> dict[str, Any]:
+        return self._ok(self._send("POST", path, obj), "POST", path)
+
+    def replace(self, path: str, obj: dict[str, Any]) -> dict[str, Any]:
+        return self._ok(self._send("PUT", path, obj), "PUT", path)
+
+    def delete(self, path: str, resource_version: str = "") -> bool:
+        """False when there was nothing to delete."""
+        body = {"preconditions": {"resourceVersion": resource_version}} if resource_version else None
+        response = self._send("DELETE", path, body)
+        if response.status == 404:
+            return False
+        self._ok(response, "DELETE", path)
+        return True
+
+    def _send(self, method: str, path: str, body: object = None) -> Response:
+        self.requests += 1
+        try:
+            return self.conn.request(method, path, body, self.headers)
+        except (OSError, ValueError) as exc:
+            self.conn.close()
+            reason = f"{method} {path}: {exc or type(exc).__name__}"
+            raise TryAgainLater(f"kubernetes API {self.credentials.endpoint.url} unreachable ({reason})") from exc
+
+    def _ok(self, response: Response, method: str, path: str) -> dict[str, Any]:
+        if response.status == 409:
+            raise Conflict(_status(response).get("reason", "Conflict"))
+        if response.status >= 300:
+            status = _status(response)
+            message = status.get("message") or response.body[:200].decode(errors="replace")
+            raise TryAgainLater(f"kubernetes API refused {method} {path}: {response.status} {message}")
+        return response.json()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _status(response: Response) -> dict[str, Any]:
+    try:
+        status = json.loads(response.body)
+        return status if isinstance(status, dict) else {}
+    except ValueError:
+        return {}
+
+
+def _quote(text: str) -> str:
+    safe = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.~"
+    return "".join(c if c in safe else f"%{ord(c):02X}" for c in text)

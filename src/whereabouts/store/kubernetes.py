@@ -1,0 +1,271 @@
+"""The Kubernetes datastore: the Go plugin's custom resources, read and written in its exact format.
+
+    IPPool <network_name->[<node>-]<cidr, ':' and '/' as '-'>
+        spec.range: the CIDR; spec.allocations: {"<offset from the network address>": {id, podref, ifname}}
+    OverlappingRangeIPReservation <network_name->]<address, ':' as '-', a trailing '-' gets '0'>
+        spec: {containerid, podref, ifname}; we also label it with a hash of the attachment, so that a DEL
+        finds reservations a crashed call left behind (labels are invisible to the Go plugin).
+
+No lock: a pool is written with the resourceVersion it was read at, and a 409 sends the service back to
+read and decide again. Writes are ordered so that the state left by a call killed between them is the safe
+one: a hold creates the reservation first, then the pool entry (a lone reservation blocks the address, it
+never frees it); a release removes the pool entry first, then the reservation. The lone reservation is
+resumed by the attachment's next ADD, removed by its DEL, or (for a pod that is gone) by the reconciler.
+
+An uncontended single-range ADD makes three requests: GET the pool, POST the reservation, PUT the pool.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from whereabouts.config import IPAMConfig
+from whereabouts.errors import TryAgainLater
+from whereabouts.kube.client import GROUP, VERSION, Conflict, KubeClient
+from whereabouts.kube.credentials import load_credentials
+from whereabouts.model import Change, ChangeSet, Owner, PoolKey, PoolState, Snapshot
+from whereabouts.ranges import format_ip, parse_request
+
+IPPOOLS = "ippools"
+RESERVATIONS = "overlappingrangeipreservations"
+ATTACHMENT_LABEL = f"{GROUP}/attachment"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+
+def reservation_name(network: str, version: int, ip: int) -> str:
+    name = format_ip(version, ip).replace(":", "-")
+    name = name + "0" if name.endswith("-") else name
+    return f"{network}-{name}" if network else name
+
+
+def attachment_label(owner: Owner) -> str:
+    return hashlib.sha256(f"{owner.container_id}/{owner.ifname}".encode()).hexdigest()[:40]
+
+
+# The CRDs require a non-empty podref. Without a pod (a runtime that sends no K8S_POD_NAMESPACE/NAME) the
+# Go plugin writes its "<namespace>/<name>" join of two empty strings, "/"; so do we, and read it back as none.
+NO_POD = "/"
+
+
+def _podref_out(owner: Owner) -> str:
+    return owner.podref or NO_POD
+
+
+def _podref_in(text: str) -> str:
+    return "" if text == NO_POD else text
+
+
+def _network_address(cidr: str) -> tuple[int, int]:
+    return parse_request(cidr)
+
+
+def decode_pool(key: PoolKey, obj: dict[str, Any] | None) -> PoolState:
+    if obj is None:
+        return PoolState(key)
+    _, base = _network_address(key.cidr)
+    allocations = {}
+    for offset, entry in (obj.get("spec", {}).get("allocations") or {}).items():
+        owner = Owner(entry.get("id", ""), entry.get("ifname", ""), _podref_in(entry.get("podref", "")))
+        allocations[base + int(offset)] = owner
+    return PoolState(key, obj["metadata"]["resourceVersion"], allocations)
+
+
+@dataclass
+class KubeTransaction:
+    store: KubernetesStore
+    snapshot: Snapshot
+    objects: dict[PoolKey, dict[str, Any] | None]
+
+    def commit(self, changes: ChangeSet) -> bool:
+        holds = [c for c in changes.changes if c.owner is not None]
+        releases = [c for c in changes.changes if c.owner is None]
+        try:
+            if changes.overlapping:
+                for change in holds:
+                    if not self._reserve(change):
+                        return False
+            for key in dict.fromkeys(c.key for c in changes.changes):
+                self._write_pool(key, [c for c in changes.changes if c.key == key])
+            if changes.overlapping:
+                for change in releases:
+                    self._unreserve(change)
+        except Conflict:
+            return False
+        self.store.pending.clear()  # all written: nothing for abort() to take back
+        self.store.pending_pools.clear()
+        return True
+
+    def _reserve(self, change: Change) -> bool:
+        """Create the network-wide reservation; False when someone else holds it (now known to the store)."""
+        assert change.owner is not None
+        network = change.key.network
+        current = self.snapshot.reservations.get((network, change.version, change.ip))
+        if current is not None and current.same_attachment(change.owner):
+            return True
+        name = reservation_name(network, change.version, change.ip)
+        try:
+            if current is not None and current == change.previous:  # a recreated pod takes it over
+                self.store.replace_reservation(name, change.owner)
+            else:
+                self.store.create_reservation(name, change.owner)
+        except Conflict:
+            holder = self.store.read_reservation(name)
+            if holder is None or holder.same_attachment(change.owner):
+                return holder is not None
+            self.store.known_reservations[(network, change.version, change.ip)] = holder
+            return False
+        self.store.pending.append(name)
+        return True
+
+    def _unreserve(self, change: Change) -> None:
+        current = self.snapshot.reservations.get((change.key.network, change.version, change.ip))
+        if current is None or current == change.previous:
+            self.store.delete_reservation(reservation_name(change.key.network, change.version, change.ip))
+
+    def _write_pool(self, key: PoolKey, changes: list[Change]) -> None:
+        obj = copy.deepcopy(self.objects[key]) or self.store.new_pool(key)
+        allocations = obj["spec"].setdefault("allocations", {})
+        _, base = _network_address(key.cidr)
+        for change in changes:
+            offset = str(change.ip - base)
+            if change.owner is None:
+                if self.snapshot.pools[key].allocations.get(change.ip) == change.previous:
+                    allocations.pop(offset, None)
+            else:
+                owner = change.owner
+                entry = {"id": owner.container_id, "podref": _podref_out(owner), "ifname": owner.ifname}
+                allocations[offset] = entry
+        written = self.store.write_pool(key, obj, exists=self.objects[key] is not None)
+        self.objects[key] = written
+        self.store.pending_pools.add(key)
+
+
+@dataclass
+class KubernetesStore:
+    client: KubeClient
+    known_reservations: dict[tuple[str, int, int], Owner] = field(default_factory=dict)
+    pending: list[str] = field(default_factory=list)  # reservations this call created
+    pending_pools: set[PoolKey] = field(default_factory=set)
+
+    @contextmanager
+    def transaction(self, keys: Sequence[PoolKey], *, overlapping: bool) -> Iterator[KubeTransaction]:
+        objects = {key: self.client.get(self.client.path(IPPOOLS, key.name)) for key in keys}
+        pools = {key: decode_pool(key, obj) for key, obj in objects.items()}
+        reservations = dict(self.known_reservations) if overlapping else {}
+        yield KubeTransaction(self, Snapshot(pools, reservations), objects)
+
+    def new_pool(self, key: PoolKey) -> dict[str, Any]:
+        return {
+            "apiVersion": API_VERSION,
+            "kind": "IPPool",
+            "metadata": {"name": key.name, "namespace": self.client.namespace},
+            "spec": {"range": key.cidr, "allocations": {}},
+        }
+
+    def write_pool(self, key: PoolKey, obj: dict[str, Any], *, exists: bool) -> dict[str, Any]:
+        if exists:
+            return self.client.replace(self.client.path(IPPOOLS, key.name), obj)
+        return self.client.create(self.client.path(IPPOOLS), obj)
+
+    def create_reservation(self, name: str, owner: Owner) -> None:
+        self.client.create(self.client.path(RESERVATIONS), self._reservation(name, owner))
+
+    def replace_reservation(self, name: str, owner: Owner) -> None:
+        path = self.client.path(RESERVATIONS, name)
+        current = self.client.get(path)
+        obj = self._reservation(name, owner)
+        if current is None:
+            self.client.create(self.client.path(RESERVATIONS), obj)
+        else:
+            obj["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            self.client.replace(path, obj)
+
+    def read_reservation(self, name: str) -> Owner | None:
+        obj = self.client.get(self.client.path(RESERVATIONS, name))
+        return None if obj is None else _reservation_owner(obj)
+
+    def delete_reservation(self, name: str) -> None:
+        self.client.delete(self.client.path(RESERVATIONS, name))
+
+    def _reservation(self, name: str, owner: Owner) -> dict[str, Any]:
+        return {
+            "apiVersion": API_VERSION,
+            "kind": "OverlappingRangeIPReservation",
+            "metadata": {
+                "name": name,
+                "namespace": self.client.namespace,
+                "labels": {ATTACHMENT_LABEL: attachment_label(owner)},
+            },
+            "spec": {"containerid": owner.container_id, "podref": _podref_out(owner), "ifname": owner.ifname},
+        }
+
+    def pools_holding(self, network: str, container_id: str, ifname: str) -> list[PoolKey]:
+        probe = Owner(container_id, ifname)
+        found = []
+        for obj in self.client.list(self.client.path(IPPOOLS)):
+            key = _pool_key(obj, network)
+            if key is not None and any(o.same_attachment(probe) for o in decode_pool(key, obj).allocations.values()):
+                found.append(key)
+        return sorted(found)
+
+    def forget_attachment(self, network: str, owner: Owner) -> None:
+        """After a DEL released the pools: remove reservations a crashed call of this attachment left."""
+        selector = f"{ATTACHMENT_LABEL}={attachment_label(owner)}"
+        for obj in self.client.list(self.client.path(RESERVATIONS), selector):
+            if _reservation_owner(obj).same_attachment(owner):
+                self.client.delete(self.client.path(RESERVATIONS, obj["metadata"]["name"]))
+
+    def abort(self, owner: Owner) -> None:
+        """A failed ADD: take back the reservations and pool entries this call wrote, best effort."""
+        try:
+            for name in self.pending:
+                self.client.delete(self.client.path(RESERVATIONS, name))
+            for key in self.pending_pools:
+                self._drop_owner(key, owner)
+        except (TryAgainLater, Conflict):
+            pass  # the API is failing too: what is left blocks addresses, never frees them; DEL repairs it
+
+    def _drop_owner(self, key: PoolKey, owner: Owner) -> None:
+        path = self.client.path(IPPOOLS, key.name)
+        obj = self.client.get(path)
+        allocations = (obj or {}).get("spec", {}).get("allocations") or {}
+        mine = [
+            k for k, v in allocations.items() if (v.get("id"), v.get("ifname")) == (owner.container_id, owner.ifname)
+        ]
+        if obj is not None and mine:
+            for offset in mine:
+                allocations.pop(offset)
+            self.client.replace(path, obj)
+
+    def check_ready(self) -> None:
+        self.client.list(self.client.path(IPPOOLS) + "?limit=1")
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _reservation_owner(obj: dict[str, Any]) -> Owner:
+    spec = obj.get("spec", {})
+    return Owner(spec.get("containerid", ""), spec.get("ifname", ""), _podref_in(spec.get("podref", "")))
+
+
+def _pool_key(obj: dict[str, Any], network: str) -> PoolKey | None:
+    """The PoolKey of a listed IPPool named `[<network>-][<node>-]<cidr>`, or None if not of `network`."""
+    cidr = obj.get("spec", {}).get("range", "")
+    name = obj.get("metadata", {}).get("name", "")
+    head, tail = (f"{network}-" if network else ""), PoolKey("", cidr).name
+    if not cidr or not name.startswith(head) or not name.endswith(tail) or len(name) < len(head) + len(tail):
+        return None
+    middle = name[len(head) : len(name) - len(tail)]
+    if middle and not middle.endswith("-"):
+        return None
+    return PoolKey(network, cidr, middle[:-1])
+
+
+def open_kubernetes(cfg: IPAMConfig) -> KubernetesStore:
+    return KubernetesStore(KubeClient(load_credentials(cfg.kubeconfig)))

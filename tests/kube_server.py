@@ -1,0 +1,169 @@
+"""A real kube-apiserver (1.20.2, built by scripts/kube-tools.sh) on a real etcd, for the tests.
+
+Started on free loopback ports with temp dirs and stopped by PID. Token authentication: an admin in
+system:masters, and the plugin as the `kube-system/whereabouts` service account, so the RBAC manifests in
+deploy/ are what grants it access. An audit log records every request, so tests can count them.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from etcd_server import EtcdServer, TLSMaterial, free_port, make_tls
+
+REPO = Path(__file__).resolve().parent.parent
+PLUGIN_USER = "system:serviceaccount:kube-system:whereabouts"
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+"""
+
+
+def kube_tools() -> Path:
+    out = subprocess.run(["bash", str(REPO / "scripts/kube-tools.sh")], check=True, capture_output=True, text=True)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+@dataclass
+class KubeAPIServer:
+    base: Path
+    tools: Path
+    port: int = field(default_factory=free_port)
+    etcd: EtcdServer | None = None
+    tls: TLSMaterial | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    admin_token: str = "admin-token-for-tests"
+    plugin_token: str = "plugin-token-for-tests"
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def audit_log(self) -> Path:
+        return self.base / "audit.log"
+
+    def start(self) -> KubeAPIServer:
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.etcd = self.etcd or EtcdServer(self.base / "etcd").start()
+        self.tls = self.tls or make_tls(self.base / "pki")
+        sa_key = self.base / "sa.key"
+        if not sa_key.exists():
+            subprocess.run(["openssl", "genrsa", "-out", str(sa_key), "2048"], check=True, capture_output=True)
+        tokens = self.base / "tokens.csv"
+        tokens.write_text(
+            f'{self.admin_token},admin,admin,"system:masters"\n'
+            f'{self.plugin_token},{PLUGIN_USER},plugin-uid,"system:serviceaccounts,system:serviceaccounts:kube-system"\n'
+        )
+        (self.base / "audit-policy.yaml").write_text(AUDIT_POLICY)
+        cmd = [str(self.tools / "kube-apiserver"), f"--etcd-servers={self.etcd.url}", "--insecure-port=0",
+               f"--secure-port={self.port}", "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+               f"--tls-cert-file={self.tls.server_cert}", f"--tls-private-key-file={self.tls.server_key}",
+               f"--token-auth-file={tokens}", "--authorization-mode=RBAC",
+               f"--service-account-key-file={sa_key}", f"--service-account-signing-key-file={sa_key}",
+               "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+               "--service-cluster-ip-range=10.233.0.0/24", "--allow-privileged=true",
+               f"--audit-policy-file={self.base / 'audit-policy.yaml'}", f"--audit-log-path={self.audit_log}",
+               f"--cert-dir={self.base / 'certs'}", "--v=0"]  # fmt: skip
+        log = open(self.base / "kube-apiserver.log", "ab")  # noqa: SIM115 - lives as long as the server
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log)
+        self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None and self.proc.poll() is None, f"kube-apiserver exited: {self.base}"
+            try:
+                if self.request("GET", "/readyz") == "ok":
+                    return
+            except (OSError, urllib.error.URLError):
+                pass
+            time.sleep(0.5)
+        raise TimeoutError("kube-apiserver not ready")
+
+    def request(self, method: str, path: str, body: object = None, token: str = "") -> object:
+        """An HTTP client of the tests' own (not the plugin's), as the admin unless `token` says otherwise."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        req.add_header("Authorization", f"Bearer {token or self.admin_token}")
+        req.add_header("Content-Type", "application/json")
+        context = ssl.create_default_context(cafile=str(self.tls.ca)) if self.tls else None
+        with urllib.request.urlopen(req, timeout=10, context=context) as reply:
+            raw = reply.read()
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw.decode()
+
+    def kubeconfig(self, path: Path, *, token: str, namespace: str = "kube-system") -> Path:
+        """A YAML kubeconfig, written the way kubectl and the Go installer write them."""
+        assert self.tls is not None
+        path.write_text(
+            "apiVersion: v1\nkind: Config\n"
+            f"clusters:\n- name: test\n  cluster:\n    server: {self.url}\n    certificate-authority: {self.tls.ca}\n"
+            f"users:\n- name: u\n  user:\n    token: {token}\n"
+            f"contexts:\n- name: c\n  context:\n    cluster: test\n    user: u\n    namespace: {namespace}\n"
+            "current-context: c\npreferences: {}\n"
+        )
+        return path
+
+    def kubectl(self, *args: str) -> str:
+        config = self.kubeconfig(self.base / "admin.kubeconfig", token=self.admin_token)
+        out = subprocess.run(
+            [str(self.tools / "kubectl"), f"--kubeconfig={config}", *args], check=True, capture_output=True, text=True
+        )
+        return out.stdout
+
+    def install_whereabouts(self) -> None:
+        """Apply the CRDs and RBAC from deploy/ with kubectl, and wait for the CRDs to be served."""
+        self.kubectl("apply", "-f", str(REPO / "deploy/crds"))
+        self.kubectl("apply", "-f", str(REPO / "deploy/rbac/plugin.yaml"))
+        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+
+    def namespace_for_plugin(self, name: str) -> str:
+        """A namespace of its own for one test, where the plugin's ClusterRole is bound as in deploy/."""
+        self.request("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
+        binding = {
+            "metadata": {"name": "whereabouts-plugin", "namespace": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "whereabouts-plugin"},
+            "subjects": [{"kind": "ServiceAccount", "name": "whereabouts", "namespace": "kube-system"}],
+        }
+        self.request("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{name}/rolebindings", binding)
+        return name
+
+    def objects(self, namespace: str, plural: str) -> dict[str, dict]:
+        """name -> object, for the whereabouts custom resources in `namespace`."""
+        reply = self.request("GET", f"/apis/whereabouts.cni.cncf.io/v1alpha1/namespaces/{namespace}/{plural}")
+        assert isinstance(reply, dict)
+        return {item["metadata"]["name"]: item for item in reply["items"]}
+
+    def audited(self, user: str = PLUGIN_USER) -> list[dict]:
+        """Every completed request `user` made so far, from the audit log."""
+        events = []
+        if self.audit_log.exists():
+            for line in self.audit_log.read_text().splitlines():
+                event = json.loads(line)
+                if event.get("stage") == "ResponseComplete" and event.get("user", {}).get("username") == user:
+                    events.append(event)
+        return events
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.etcd:
+            self.etcd.stop()
