@@ -54,9 +54,10 @@ class IPAMService:
         keys = _keys(ranges)
 
         def decide(txn: Transaction, attempt: int) -> tuple[ChangeSet, Decision]:
-            # After a lost race, spread out among the lowest few free addresses: callers that all re-picked
-            # the lowest would collide again, and only one of them can win each round.
-            skip = random.randrange(min(2**attempt, SPREAD_LIMIT)) if attempt else 0
+            # Lost a race twice: spread out among the lowest few free addresses, since callers that all
+            # re-pick the lowest collide again and only one of them wins each round. (The first retry
+            # re-picks the lowest: the race may have been with a holder the store now knows about.)
+            skip = random.randrange(min(2 ** (attempt - 1), SPREAD_LIMIT)) if attempt >= 2 else 0
             decision = allocate(
                 ranges=ranges,
                 snapshot=txn.snapshot,

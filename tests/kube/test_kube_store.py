@@ -111,7 +111,7 @@ def test_uncontended_add_makes_three_requests(
         assert run_cni("ADD", conf, container_id=container).returncode == 0
         return [f"{e['verb']} {e['objectRef']['resource']}" for e in kube.audited()[before:]]
 
-    assert requests_of("counted") == ["get ippools", "create overlappingrangeipreservations", "update ippools"]
+    assert requests_of("counted") == ["get ippools", "create overlappingrangeipreservations", "patch ippools"]
     # the very first ADD into a range creates its pool, still in three requests
     fresh = kube_conf(tmp_path, plugin_kubeconfig, range="10.85.0.0/24")
     before = len(kube.audited())

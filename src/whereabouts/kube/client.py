@@ -18,15 +18,16 @@ VERSION = "v1alpha1"
 
 
 class Conflict(Exception):
-    """409: the object changed since it was read (stale resourceVersion) or already exists."""
+    """The write lost a race: 409 (stale resourceVersion, or the object already exists), or a JSON patch
+    whose `test` guard failed (the value it was written against changed)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
-        self.reason = reason  # "Conflict" or "AlreadyExists"
+        self.reason = reason  # "Conflict", "AlreadyExists" or "TestFailed"
 
 
 class KubeClient:
-    def __init__(self, credentials: Credentials, *, timeout: float = 3.0) -> None:
+    def __init__(self, credentials: Credentials, *, timeout: float = 10.0) -> None:
         self.credentials = credentials
         self.namespace = credentials.namespace
         self.conn = HTTPConnection(credentials.endpoint, tls=credentials.tls, timeout=timeout)
@@ -55,6 +56,13 @@ class KubeClient:
     def replace(self, path: str, obj: dict[str, Any]) -> dict[str, Any]:
         return self._ok(self._send("PUT", path, obj), "PUT", path)
 
+    def patch(self, path: str, operations: list[dict[str, Any]]) -> dict[str, Any]:
+        """An RFC 6902 JSON patch, applied by the API server atomically to the object's current state."""
+        response = self._send("PATCH", path, operations, content_type="application/json-patch+json")
+        if response.status == 422 and not _status(response).get("details", {}).get("causes"):
+            raise Conflict("TestFailed")  # a `test` operation failed: no field-level causes, unlike validation
+        return self._ok(response, "PATCH", path)
+
     def delete(self, path: str, resource_version: str = "") -> bool:
         """False when there was nothing to delete."""
         body = {"preconditions": {"resourceVersion": resource_version}} if resource_version else None
@@ -64,10 +72,11 @@ class KubeClient:
         self._ok(response, "DELETE", path)
         return True
 
-    def _send(self, method: str, path: str, body: object = None) -> Response:
+    def _send(self, method: str, path: str, body: object = None, content_type: str = "") -> Response:
         self.requests += 1
+        headers = {**self.headers, "Content-Type": content_type} if content_type else self.headers
         try:
-            return self.conn.request(method, path, body, self.headers)
+            return self.conn.request(method, path, body, headers)
         except (OSError, ValueError) as exc:
             self.conn.close()
             reason = f"{method} {path}: {exc or type(exc).__name__}"

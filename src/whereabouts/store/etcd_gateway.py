@@ -43,7 +43,7 @@ class EtcdGateway:
         tls: TLSSettings | None = None,
         username: str = "",
         password: str = "",
-        timeout: float = 3.0,
+        timeout: float = 10.0,
     ) -> None:
         self.connections = [HTTPConnection(e, tls=tls, timeout=timeout) for e in endpoints]
         self.username, self.password = username, password

@@ -60,10 +60,13 @@ class Response:
 
 
 class HTTPConnection:
-    def __init__(self, endpoint: Endpoint, *, tls: TLSSettings | None = None, timeout: float = 3.0) -> None:
+    def __init__(
+        self, endpoint: Endpoint, *, tls: TLSSettings | None = None, timeout: float = 10.0, connect_timeout: float = 2.0
+    ) -> None:
         self.endpoint = endpoint
         self.tls = tls or TLSSettings()
-        self.timeout = timeout
+        self.timeout = timeout  # per read: a busy server may take a while to answer a write
+        self.connect_timeout = connect_timeout  # a dead or unreachable server is given up on quickly
         self._sock: socket.socket | None = None
         self._reader: Any = None
 
@@ -84,14 +87,15 @@ class HTTPConnection:
             self._connect()
         assert self._sock is not None
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self.endpoint.host}:{self.endpoint.port}"]
-        lines += [f"{name}: {value}" for name, value in headers.items()]
         if payload or method in ("POST", "PUT", "PATCH"):
-            lines += ["Content-Type: application/json", f"Content-Length: {len(payload)}"]
+            headers = {"Content-Type": "application/json", **headers, "Content-Length": str(len(payload))}
+        lines += [f"{name}: {value}" for name, value in headers.items()]
         self._sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + payload)
         return self._read_response()
 
     def _connect(self) -> None:
-        sock = socket.create_connection((self.endpoint.host, self.endpoint.port), timeout=self.timeout)
+        sock = socket.create_connection((self.endpoint.host, self.endpoint.port), timeout=self.connect_timeout)
+        sock.settimeout(self.timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.endpoint.scheme == "https":
             sock = self._wrap_tls(sock)

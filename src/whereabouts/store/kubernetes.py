@@ -6,18 +6,21 @@
         spec: {containerid, podref, ifname}; we also label it with a hash of the attachment, so that a DEL
         finds reservations a crashed call left behind (labels are invisible to the Go plugin).
 
-No lock: a pool is written with the resourceVersion it was read at, and a 409 sends the service back to
-read and decide again. Writes are ordered so that the state left by a call killed between them is the safe
-one: a hold creates the reservation first, then the pool entry (a lone reservation blocks the address, it
-never frees it); a release removes the pool entry first, then the reservation. The lone reservation is
-resumed by the attachment's next ADD, removed by its DEL, or (for a pod that is gone) by the reconciler.
+No lock, and no resourceVersion either: each pool entry is written by a JSON patch whose `test` guard says
+what the decision saw at that offset (absent, or held by the one being replaced). The API server applies the
+patch atomically, so callers taking different addresses of one pool never conflict, and a failed guard sends
+only the caller who lost that address back to read and decide again.
 
-An uncontended single-range ADD makes three requests: GET the pool, POST the reservation, PUT the pool.
+Writes are ordered so that a call killed between them leaves the safe state: a hold creates the reservation
+first, then the pool entry (a lone reservation blocks the address, it never frees it); a release removes the
+pool entry first, then the reservation. A lone reservation is resumed by the attachment's next ADD, removed
+by its DEL, or (for a pod that is gone) by the reconciler.
+
+An uncontended single-range ADD makes three requests: GET the pool, POST the reservation, PATCH the pool.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -128,21 +131,48 @@ class KubeTransaction:
             self.store.delete_reservation(reservation_name(change.key.network, change.version, change.ip))
 
     def _write_pool(self, key: PoolKey, changes: list[Change]) -> None:
-        obj = copy.deepcopy(self.objects[key]) or self.store.new_pool(key)
-        allocations = obj["spec"].setdefault("allocations", {})
+        """Each entry is written guarded by what the decision saw at its offset (absent, or held by
+        `previous`), in one JSON patch: no resourceVersion, so callers writing different addresses of one
+        pool never conflict; a guard that fails means that address was taken meanwhile."""
+        self.store.pending_pools.add(key)
+        if self.objects[key] is None and self._create_pool(key, changes):
+            return
+        _, base = _network_address(key.cidr)
+        operations: list[dict[str, Any]] = []
+        for change in changes:
+            operations += _entry_patch(f"/spec/allocations/{change.ip - base}", change)
+        if operations:
+            self.store.client.patch(self.store.client.path(IPPOOLS, key.name), operations)
+
+    def _create_pool(self, key: PoolKey, changes: list[Change]) -> bool:
+        """The first write into a range creates its pool; False if someone created it meanwhile."""
+        obj = self.store.new_pool(key)
         _, base = _network_address(key.cidr)
         for change in changes:
-            offset = str(change.ip - base)
-            if change.owner is None:
-                if self.snapshot.pools[key].allocations.get(change.ip) == change.previous:
-                    allocations.pop(offset, None)
-            else:
-                owner = change.owner
-                entry = {"id": owner.container_id, "podref": _podref_out(owner), "ifname": owner.ifname}
-                allocations[offset] = entry
-        written = self.store.write_pool(key, obj, exists=self.objects[key] is not None)
-        self.objects[key] = written
-        self.store.pending_pools.add(key)
+            if change.owner is not None:
+                obj["spec"]["allocations"][str(change.ip - base)] = _entry(change.owner)
+        try:
+            self.objects[key] = self.store.client.create(self.store.client.path(IPPOOLS), obj)
+        except Conflict:
+            return False
+        return True
+
+
+def _entry(owner: Owner) -> dict[str, str]:
+    return {"id": owner.container_id, "podref": _podref_out(owner), "ifname": owner.ifname}
+
+
+def _entry_patch(path: str, change: Change) -> list[dict[str, Any]]:
+    if change.previous is None:
+        guard = [{"op": "test", "path": path, "value": None}]  # absent (the API server treats null as absent)
+    else:
+        guard = [
+            {"op": "test", "path": f"{path}/id", "value": change.previous.container_id},
+            {"op": "test", "path": f"{path}/ifname", "value": change.previous.ifname},
+        ]
+    if change.owner is None:
+        return [*guard, {"op": "remove", "path": path}]
+    return [*guard, {"op": "add", "path": path, "value": _entry(change.owner)}]
 
 
 @dataclass
@@ -166,11 +196,6 @@ class KubernetesStore:
             "metadata": {"name": key.name, "namespace": self.client.namespace},
             "spec": {"range": key.cidr, "allocations": {}},
         }
-
-    def write_pool(self, key: PoolKey, obj: dict[str, Any], *, exists: bool) -> dict[str, Any]:
-        if exists:
-            return self.client.replace(self.client.path(IPPOOLS, key.name), obj)
-        return self.client.create(self.client.path(IPPOOLS), obj)
 
     def create_reservation(self, name: str, owner: Owner) -> None:
         self.client.create(self.client.path(RESERVATIONS), self._reservation(name, owner))

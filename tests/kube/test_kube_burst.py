@@ -1,0 +1,131 @@
+"""Many CNI processes against one pool on a real kube-apiserver: bursts, churn, and kill -9 mid-ADD."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from kube_server import KubeAPIServer
+from support import PLUGIN, CNIResult, netconf, run_cni
+
+pytestmark = pytest.mark.slow
+RANGE = "10.90.0.0/22"
+
+
+def conf(tmp_path: Path, kubeconfig: Path) -> dict:
+    return netconf(tmp_path, range=RANGE, kubernetes={"kubeconfig": str(kubeconfig)})
+
+
+def call(command: str, config: dict, n: int, prefix: str) -> CNIResult:
+    """One CNI call posing as one of 4 nodes, as the kubelet there would make it."""
+    pod = f"{prefix}-{n}"
+    args = f"IgnoreUnknown=1;K8S_POD_NAMESPACE=burst;K8S_POD_NAME={pod}"
+    env = {"NODENAME": f"node-{n % 4}"}
+    return run_cni(command, config, container_id=f"ctr-{pod}", cni_args=args, env=env, timeout=120)
+
+
+def burst(command: str, config: dict, numbers: list[int], prefix: str) -> list[CNIResult]:
+    with ThreadPoolExecutor(max_workers=40) as pool:
+        return list(pool.map(lambda n: call(command, config, n, prefix), numbers))
+
+
+def state(kube: KubeAPIServer, namespace: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(address -> container ID in the pool, address -> container ID in reservations), checked for doubles."""
+    import ipaddress
+
+    base = int(ipaddress.ip_network(RANGE).network_address)
+    pools = kube.objects(namespace, "ippools")
+    entries = pools["10.90.0.0-22"]["spec"]["allocations"] if pools else {}
+    held = {str(ipaddress.ip_address(base + int(k))): v["id"] for k, v in entries.items()}
+    reserved = {
+        n: o["spec"]["containerid"] for n, o in kube.objects(namespace, "overlappingrangeipreservations").items()
+    }
+    assert len(set(held.values())) == len(held), "an attachment holds two addresses"
+    for address, owner in held.items():
+        assert reserved.get(address) == owner, f"{address} held by {owner} without its reservation"
+    return held, reserved
+
+
+def test_300_adds_from_40_callers_on_4_nodes(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path
+) -> None:
+    config = conf(tmp_path, plugin_kubeconfig)
+    started = time.monotonic()
+    results = burst("ADD", config, list(range(300)), "b")
+    elapsed = time.monotonic() - started
+    failed = [r.stdout for r in results if r.returncode]
+    assert not failed, failed[:3]
+    addresses = [r.addresses()[0] for r in results]
+    assert len(set(addresses)) == 300
+    held, reserved = state(kube, kube_namespace)
+    assert len(held) == len(reserved) == 300
+    print(f"300 ADDs from 40 callers: {elapsed:.1f}s, {300 / elapsed:.1f} ADDs/s")
+    assert all(r.returncode == 0 for r in burst("DEL", config, list(range(300)), "b"))
+    assert state(kube, kube_namespace) == ({}, {})
+
+
+def test_mixed_add_del_churn(kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path) -> None:
+    config = conf(tmp_path, plugin_kubeconfig)
+    rnd = random.Random(3)
+    ops = [("ADD", n) for n in range(150)]
+    ops += [("DEL", n) for n in rnd.sample(range(100), 60)]  # DELs race the ADDs of the same pods
+    rnd.shuffle(ops)
+    with ThreadPoolExecutor(max_workers=40) as pool:
+        results = list(pool.map(lambda op: (op, call(op[0], config, op[1], "m")), ops))
+    assert all(r.returncode == 0 for _, r in results), [r.stdout for _, r in results if r.returncode][:3]
+    # the runtime never DELs before ADD for one container; repeat the DELs now that every ADD is done
+    deleted = {n for (verb, n), _ in results if verb == "DEL"}
+    assert all(r.returncode == 0 for r in burst("DEL", config, sorted(deleted), "m"))
+    held, _ = state(kube, kube_namespace)
+    assert sorted(held.values()) == sorted(f"ctr-m-{n}" for n in range(150) if n not in deleted)
+    assert len(set(held)) == len(held)
+
+
+def test_kill_9_mid_add_leaves_nothing_held_twice(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path
+) -> None:
+    config = json.dumps(conf(tmp_path, plugin_kubeconfig)).encode()
+    rnd = random.Random(11)
+    killed, finished = [], {}
+    for round_ in range(25):
+        procs = {}
+        for n in range(4):
+            cid = f"k{round_}-{n}"
+            env = {
+                "CNI_COMMAND": "ADD",
+                "CNI_CONTAINERID": cid,
+                "CNI_IFNAME": "eth0",
+                "CNI_NETNS": "/x",
+                "CNI_PATH": "/x",
+            }
+            procs[cid] = subprocess.Popen([PLUGIN], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+            procs[cid].stdin.write(config)
+            procs[cid].stdin.close()
+        time.sleep(rnd.uniform(0.05, 0.25))
+        for cid, proc in procs.items():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+            out = proc.stdout.read().decode()
+            if proc.wait() == 0:
+                finished[cid] = json.loads(out)["ips"][0]["address"].split("/")[0]
+            else:
+                assert proc.returncode == -signal.SIGKILL, out
+                killed.append(cid)
+    assert killed and finished, "the loop must both kill calls and let some finish"
+    held, reserved = state(kube, kube_namespace)  # every pool entry has its reservation: nothing held twice
+    for cid, address in finished.items():
+        assert held[address] == cid
+    # a reservation without a pool entry can only belong to a killed call; the runtime's DEL repairs it
+    assert {reserved[a] for a in set(reserved) - set(held)} <= set(killed)
+    for cid in killed:
+        result = run_cni("DEL", conf(tmp_path, plugin_kubeconfig), container_id=cid)
+        assert result.returncode == 0, result.stdout
+    held, reserved = state(kube, kube_namespace)
+    assert held == reserved and set(held.values()) == set(finished)
