@@ -11,10 +11,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from etcd_server import EtcdServer, make_tls
+from etcd_server import AUTH_PREFIX, ETCD_PASSWORD, ETCD_USER, EtcdServer, make_tls
 from kube_server import KubeAPIServer, kube_tools
-
-ETCD_USER, ETCD_PASSWORD, AUTH_PREFIX = "ipam", "ipam-secret", "/wa-auth/"
 
 
 @pytest.fixture(scope="session")

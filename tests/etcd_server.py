@@ -16,6 +16,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# the etcd_auth server's user (read-write on AUTH_PREFIX only)
+ETCD_USER, ETCD_PASSWORD, AUTH_PREFIX = "ipam", "ipam-secret", "/wa-auth/"
+
 
 def free_port() -> int:
     with socket.socket() as sock:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 # The console script installed into the test environment (the same one a runtime would exec).
 PLUGIN = (
@@ -31,11 +34,54 @@ class CNIResult:
         return [ip["address"] for ip in self.json["ips"]]
 
 
+Held = tuple[str, str, str]  # (address, container ID, ifname)
+
+
+class Datastore(Protocol):
+    """A datastore the CNI-level tests run against: the ipam keys that select it, and what it holds."""
+
+    def ipam(self, data_dir: Path) -> dict[str, Any]: ...
+
+    def held(self, data_dir: Path) -> list[Held]: ...
+
+
+class LocalDatastore:
+    """The embedded default: a SQLite file in `local_data_dir`."""
+
+    def ipam(self, data_dir: Path) -> dict[str, Any]:
+        return {"local_data_dir": str(data_dir)}
+
+    def held(self, data_dir: Path) -> list[Held]:
+        db = data_dir / "whereabouts.db"
+        if not db.exists():
+            return []
+        with closing(sqlite3.connect(db)) as conn:
+            return sorted(conn.execute("SELECT address, container_id, ifname FROM allocations"))
+
+
+_datastore: Datastore = LocalDatastore()
+
+
+def current_datastore() -> Datastore:
+    return _datastore
+
+
+@contextmanager
+def using_datastore(store: Datastore) -> Iterator[Datastore]:
+    """`netconf` and the `held` readers target `store` inside the block, the previous one after it."""
+    global _datastore
+    previous, _datastore = _datastore, store
+    try:
+        yield store
+    finally:
+        _datastore = previous
+
+
 def netconf(data_dir: Path, cni_version: str = "1.0.0", **ipam: Any) -> dict[str, Any]:
-    """A network config whose ipam section uses the local store in `data_dir` and no flat file."""
+    """A network config for the current datastore (local, in `data_dir`, unless a test chose another), no flat file."""
     ipam = {
         "type": "whereabouts",
-        "local_data_dir": str(data_dir),
+        **_datastore.ipam(data_dir),
         "configuration_path": str(data_dir / "none"),
         **ipam,
     }

@@ -1,28 +1,22 @@
-"""Helpers for the CNI-level tests: run the installed executable, read what the local store holds."""
+"""Helpers for the CNI-level tests: run the installed executable, read what the datastore under test holds."""
 
 from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from support import PLUGIN, CNIResult, run_cni
+from support import PLUGIN, CNIResult, Held, current_datastore, run_cni
 
 ERROR_KEYS = {"cniVersion", "code", "msg", "details"}
 POD_ARGS = "IgnoreUnknown=true;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web-0"
 
 
-def held(data_dir: Path) -> list[tuple[str, str, str]]:
-    """Every allocation in the local store: (address, container ID, ifname), sorted."""
-    db = data_dir / "whereabouts.db"
-    if not db.exists():
-        return []
-    with closing(sqlite3.connect(db)) as conn:
-        return sorted(conn.execute("SELECT address, container_id, ifname FROM allocations"))
+def held(data_dir: Path) -> list[Held]:
+    """Every allocation in the datastore under test: (address, container ID, ifname), sorted."""
+    return current_datastore().held(data_dir)
 
 
 def add(conf: dict[str, Any], container_id: str, **kw: Any) -> list[str]:

@@ -43,9 +43,10 @@ def test_flat_file_fills_keys_the_inline_config_leaves_unset(tmp_path, flat, inl
     assert [(ip["address"], ip.get("gateway")) for ip in result.json["ips"]] == expected
 
 
-def test_local_data_dir_from_the_flat_file(tmp_path):
+def test_datastore_keys_from_the_flat_file(tmp_path, backend):
+    store_dir = tmp_path / "from-file"
     flat = tmp_path / "flat.conf"
-    flat.write_text(json.dumps({"local_data_dir": str(tmp_path / "from-file"), "range": "10.3.0.0/24"}))
+    flat.write_text(json.dumps({**backend.ipam(store_dir), "range": "10.3.0.0/24"}))
     conf = {
         "cniVersion": "1.0.0",
         "name": "n",
@@ -53,9 +54,10 @@ def test_local_data_dir_from_the_flat_file(tmp_path):
         "ipam": {"type": "whereabouts", "configuration_path": str(flat)},
     }
     assert add(conf, "a") == ["10.3.0.1/24"]
-    assert held(tmp_path / "from-file") == [("10.3.0.1", "a", "eth0")]
+    assert held(store_dir) == [("10.3.0.1", "a", "eth0")]
 
 
+@pytest.mark.local_only
 def test_inline_local_data_dir_wins_over_the_flat_file(tmp_path):
     flat = tmp_path / "flat.conf"
     flat.write_text(json.dumps({"local_data_dir": str(tmp_path / "from-file")}))
@@ -119,6 +121,7 @@ def test_keys_only_the_go_plugin_used_are_accepted(tmp_path, extra):
     assert held(tmp_path) == []
 
 
+@pytest.mark.local_only
 @pytest.mark.parametrize("datastore", [None, "local"], ids=["default", "explicit"])
 def test_local_datastore_keeps_a_sqlite_db_in_local_data_dir(tmp_path, datastore):
     extra = {"datastore": datastore} if datastore else {}

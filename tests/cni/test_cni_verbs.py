@@ -134,6 +134,7 @@ def test_status_50_when_a_range_is_exhausted(tmp_path):
     ]
 
 
+@pytest.mark.local_only
 @pytest.mark.parametrize("where", ["under-a-regular-file", "is-a-regular-file"], ids=["under-file", "is-file"])
 def test_status_50_when_the_data_dir_cannot_be_used(tmp_path, where):
     blocker = tmp_path / "blocker"
@@ -144,6 +145,7 @@ def test_status_50_when_the_data_dir_cannot_be_used(tmp_path, where):
     assert str(data_dir) in error["msg"]
 
 
+@pytest.mark.local_only
 @pytest.mark.parametrize("verb", ["ADD", "DEL"], ids=["ADD", "DEL"])
 def test_unusable_data_dir_is_code_11_so_the_runtime_retries(tmp_path, verb):
     blocker = tmp_path / "blocker"

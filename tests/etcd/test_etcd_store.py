@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import AUTH_PREFIX, ETCD_PASSWORD, ETCD_USER
-from etcd_server import EtcdServer, free_port
+from etcd_server import AUTH_PREFIX, ETCD_PASSWORD, ETCD_USER, EtcdServer, free_port
 from support import netconf, run_cni
 from whereabouts.config import parse_ipam
 from whereabouts.errors import InvalidConfig, TryAgainLater
