@@ -76,16 +76,22 @@ class IPAMService:
         return [Assigned(pr, pr.rng.with_address(ip)) for pr, ips in decision.held for ip in ips]
 
     def delete(self, cfg: IPAMConfig, owner: Owner) -> None:
-        """Release the attachment's addresses in every pool of the network, configured now or not."""
-        keys = sorted(
-            {*_keys(pool_ranges(cfg)), *self.store.pools_holding(cfg.network_name, owner.container_id, owner.ifname)}
-        )
-
-        def decide(txn: Transaction, attempt: int) -> tuple[ChangeSet, None]:
-            return release(keys=keys, snapshot=txn.snapshot, owner=owner, overlapping=cfg.overlapping), None
-
-        self._run(keys, cfg.overlapping, decide)
+        """Release the attachment's addresses in the configured pools; when it held nothing there (the
+        config changed since its ADD), in whichever pools of the network hold it."""
+        configured = _keys(pool_ranges(cfg))
+        if not self._release_in(configured, cfg, owner):
+            held = self.store.pools_holding(cfg.network_name, owner.container_id, owner.ifname)
+            elsewhere = [key for key in held if key not in configured]
+            if elsewhere:
+                self._release_in(elsewhere, cfg, owner)
         self.store.forget_attachment(cfg.network_name, owner)
+
+    def _release_in(self, keys: list[PoolKey], cfg: IPAMConfig, owner: Owner) -> int:
+        def decide(txn: Transaction, attempt: int) -> tuple[ChangeSet, int]:
+            changes = release(keys=keys, snapshot=txn.snapshot, owner=owner, overlapping=cfg.overlapping)
+            return changes, len(changes.changes)
+
+        return self._run(keys, cfg.overlapping, decide)
 
     def check(self, cfg: IPAMConfig, owner: Owner, expected: list[str]) -> None:
         """Every range must still hold an address for the attachment, and so must each address in `expected`."""

@@ -19,19 +19,21 @@ pytestmark = pytest.mark.slow
 RANGE = "10.90.0.0/22"
 
 
-def conf(tmp_path: Path, kubeconfig: Path) -> dict:
-    return netconf(tmp_path, range=RANGE, kubernetes={"kubeconfig": str(kubeconfig)})
+def conf(tmp_path: Path, kubeconfig: Path) -> list[dict]:
+    """The network config as each of 4 nodes sees it: one node-local directory per node."""
+    kube = {"kubeconfig": str(kubeconfig)}
+    return [netconf(tmp_path / f"node-{i}", range=RANGE, kubernetes=kube) for i in range(4)]
 
 
-def call(command: str, config: dict, n: int, prefix: str) -> CNIResult:
+def call(command: str, config: list[dict], n: int, prefix: str) -> CNIResult:
     """One CNI call posing as one of 4 nodes, as the kubelet there would make it."""
     pod = f"{prefix}-{n}"
     args = f"IgnoreUnknown=1;K8S_POD_NAMESPACE=burst;K8S_POD_NAME={pod}"
     env = {"NODENAME": f"node-{n % 4}"}
-    return run_cni(command, config, container_id=f"ctr-{pod}", cni_args=args, env=env, timeout=120)
+    return run_cni(command, config[n % 4], container_id=f"ctr-{pod}", cni_args=args, env=env, timeout=120)
 
 
-def burst(command: str, config: dict, numbers: list[int], prefix: str) -> list[CNIResult]:
+def burst(command: str, config: list[dict], numbers: list[int], prefix: str) -> list[CNIResult]:
     with ThreadPoolExecutor(max_workers=40) as pool:
         return list(pool.map(lambda n: call(command, config, n, prefix), numbers))
 
@@ -91,7 +93,7 @@ def test_mixed_add_del_churn(kube: KubeAPIServer, kube_namespace: str, plugin_ku
 def test_kill_9_mid_add_leaves_nothing_held_twice(
     kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path
 ) -> None:
-    config = json.dumps(conf(tmp_path, plugin_kubeconfig)).encode()
+    config = json.dumps(conf(tmp_path, plugin_kubeconfig)[0]).encode()
     rnd = random.Random(11)
     killed, finished = [], {}
     for round_ in range(25):
@@ -125,7 +127,7 @@ def test_kill_9_mid_add_leaves_nothing_held_twice(
     # a reservation without a pool entry can only belong to a killed call; the runtime's DEL repairs it
     assert {reserved[a] for a in set(reserved) - set(held)} <= set(killed)
     for cid in killed:
-        result = run_cni("DEL", conf(tmp_path, plugin_kubeconfig), container_id=cid)
+        result = run_cni("DEL", conf(tmp_path, plugin_kubeconfig)[0], container_id=cid)
         assert result.returncode == 0, result.stdout
     held, reserved = state(kube, kube_namespace)
     assert held == reserved and set(held.values()) == set(finished)

@@ -46,8 +46,11 @@ class KubeClient:
         response = self._send("GET", path)
         return None if response.status == 404 else self._ok(response, "GET", path)
 
-    def list(self, path: str, label_selector: str = "") -> list[dict[str, Any]]:
-        query = f"?labelSelector={_quote(label_selector)}" if label_selector else ""
+    def list(self, path: str, label_selector: str = "", *, cached: bool = False) -> list[dict[str, Any]]:
+        """`cached`: served from the API server's watch cache (resourceVersion=0), not a quorum read."""
+        params = [f"labelSelector={_quote(label_selector)}"] if label_selector else []
+        params += ["resourceVersion=0"] if cached else []
+        query = "?" + "&".join(params) if params else ""
         return self._ok(self._send("GET", path + query), "LIST", path).get("items", [])
 
     def create(self, path: str, obj: dict[str, Any]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ An uncontended single-range ADD makes three requests: GET the pool, POST the res
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,11 +34,13 @@ from whereabouts.kube.client import GROUP, VERSION, Conflict, KubeClient
 from whereabouts.kube.credentials import load_credentials
 from whereabouts.model import Change, ChangeSet, Owner, PoolKey, PoolState, Snapshot
 from whereabouts.ranges import format_ip, parse_request
+from whereabouts.store.nodelock import node_locks
 
 IPPOOLS = "ippools"
 RESERVATIONS = "overlappingrangeipreservations"
 ATTACHMENT_LABEL = f"{GROUP}/attachment"
 API_VERSION = f"{GROUP}/{VERSION}"
+LOCK_WAIT = 5.0  # seconds a call waits for its node's turn on a pool before going ahead unlocked
 
 
 def reservation_name(network: str, version: int, ip: int) -> str:
@@ -178,16 +181,19 @@ def _entry_patch(path: str, change: Change) -> list[dict[str, Any]]:
 @dataclass
 class KubernetesStore:
     client: KubeClient
+    lock_dir: str = ""  # node-local: this node's calls take turns per pool (see store.nodelock)
     known_reservations: dict[tuple[str, int, int], Owner] = field(default_factory=dict)
     pending: list[str] = field(default_factory=list)  # reservations this call created
     pending_pools: set[PoolKey] = field(default_factory=set)
 
     @contextmanager
     def transaction(self, keys: Sequence[PoolKey], *, overlapping: bool) -> Iterator[KubeTransaction]:
-        objects = {key: self.client.get(self.client.path(IPPOOLS, key.name)) for key in keys}
-        pools = {key: decode_pool(key, obj) for key, obj in objects.items()}
-        reservations = dict(self.known_reservations) if overlapping else {}
-        yield KubeTransaction(self, Snapshot(pools, reservations), objects)
+        names = [f"{self.client.namespace}.{key.name}" for key in keys]
+        with node_locks(self.lock_dir, names if self.lock_dir else [], timeout=LOCK_WAIT):
+            objects = {key: self.client.get(self.client.path(IPPOOLS, key.name)) for key in keys}
+            pools = {key: decode_pool(key, obj) for key, obj in objects.items()}
+            reservations = dict(self.known_reservations) if overlapping else {}
+            yield KubeTransaction(self, Snapshot(pools, reservations), objects)
 
     def new_pool(self, key: PoolKey) -> dict[str, Any]:
         return {
@@ -241,7 +247,8 @@ class KubernetesStore:
     def forget_attachment(self, network: str, owner: Owner) -> None:
         """After a DEL released the pools: remove reservations a crashed call of this attachment left."""
         selector = f"{ATTACHMENT_LABEL}={attachment_label(owner)}"
-        for obj in self.client.list(self.client.path(RESERVATIONS), selector):
+        # from the API server's cache (resourceVersion=0): cheap; a leftover it misses, the reconciler finds
+        for obj in self.client.list(self.client.path(RESERVATIONS), selector, cached=True):
             if _reservation_owner(obj).same_attachment(owner):
                 self.client.delete(self.client.path(RESERVATIONS, obj["metadata"]["name"]))
 
@@ -293,4 +300,5 @@ def _pool_key(obj: dict[str, Any], network: str) -> PoolKey | None:
 
 
 def open_kubernetes(cfg: IPAMConfig) -> KubernetesStore:
-    return KubernetesStore(KubeClient(load_credentials(cfg.kubeconfig)))
+    lock_dir = os.path.join(cfg.local_data_dir, "locks")
+    return KubernetesStore(KubeClient(load_credentials(cfg.kubeconfig)), lock_dir=lock_dir)
