@@ -58,7 +58,7 @@ FLOOR = ("json", "sqlite3")
 PHASES = r"""
 import io, json, os, sys, time
 t0 = time.perf_counter()
-from whereabouts.cni.main import run
+from whereabouts.cni.call import run
 import whereabouts.cni.verbs
 t1 = time.perf_counter()
 conf = sys.stdin.buffer.read()

@@ -100,6 +100,7 @@ def run_cni(
     timeout: float = 60,
 ) -> CNIResult:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+    environ["WHEREABOUTS_SOCKET"] = ""  # served in process unless a test hands it a node daemon's socket
     environ.update(
         CNI_COMMAND=command, CNI_CONTAINERID=container_id, CNI_IFNAME=ifname, CNI_NETNS=netns, CNI_PATH="/usr/lib/cni"
     )

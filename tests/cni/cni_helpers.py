@@ -39,6 +39,7 @@ def failed(result: CNIResult, code: int) -> dict[str, Any]:
 def run_plugin(env: dict[str, str], stdin: bytes | dict[str, Any] = b"") -> CNIResult:
     """Run the executable with exactly the CNI_* variables in `env` (absent ones are really absent)."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
+    environ["WHEREABOUTS_SOCKET"] = ""
     environ.update(env)
     data = stdin if isinstance(stdin, bytes) else json.dumps(stdin).encode()
     proc = subprocess.run([PLUGIN], input=data, capture_output=True, env=environ, timeout=60)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from whereabouts.cni.protocol import CallEnv
 from whereabouts.cni.result import build_result
@@ -16,6 +16,7 @@ from whereabouts.service import IPAMService
 from whereabouts.store.factory import open_store
 
 Result = dict[str, Any] | None
+T = TypeVar("T")
 
 
 def _setup(netconf: Mapping[str, Any]) -> tuple[IPAMConfig, Log]:
@@ -29,6 +30,15 @@ def _setup(netconf: Mapping[str, Any]) -> tuple[IPAMConfig, Log]:
             "controller, which this build does not include"
         )
     return cfg, Log(cfg.log_file, cfg.log_level)
+
+
+def _with_service(cfg: IPAMConfig, use: Callable[[IPAMService], T]) -> T:
+    """Open the configured store for one call and close it after (the node daemon serves many calls)."""
+    store = open_store(cfg)
+    try:
+        return use(IPAMService(store))
+    finally:
+        store.close()
 
 
 def _owner(call: CallEnv) -> Owner:
@@ -51,8 +61,7 @@ def add(call: CallEnv, netconf: dict[str, Any], version: str) -> Result:
     requested = requested_addresses(netconf, call.args)
 
     def action() -> Result:
-        service = IPAMService(open_store(cfg))
-        assigned = service.add(cfg, _owner(call), requested)
+        assigned = _with_service(cfg, lambda service: service.add(cfg, _owner(call), requested))
         return build_result(version, cfg, [(a.pool_range.rng.version, a.address) for a in assigned])
 
     return _logged("ADD", call, log, action)
@@ -60,13 +69,14 @@ def add(call: CallEnv, netconf: dict[str, Any], version: str) -> Result:
 
 def delete(call: CallEnv, netconf: dict[str, Any], version: str) -> Result:
     cfg, log = _setup(netconf)
-    return _logged("DEL", call, log, lambda: IPAMService(open_store(cfg)).delete(cfg, _owner(call)))
+    return _logged("DEL", call, log, lambda: _with_service(cfg, lambda service: service.delete(cfg, _owner(call))))
 
 
 def check(call: CallEnv, netconf: dict[str, Any], version: str) -> Result:
     cfg, log = _setup(netconf)
     expected = _prev_result_addresses(netconf, cfg)
-    return _logged("CHECK", call, log, lambda: IPAMService(open_store(cfg)).check(cfg, _owner(call), expected))
+    check_held = lambda service: service.check(cfg, _owner(call), expected)  # noqa: E731
+    return _logged("CHECK", call, log, lambda: _with_service(cfg, check_held))
 
 
 def gc(call: CallEnv, netconf: dict[str, Any], version: str) -> Result:
@@ -74,7 +84,7 @@ def gc(call: CallEnv, netconf: dict[str, Any], version: str) -> Result:
     valid = _valid_attachments(netconf)
 
     def action() -> Result:
-        released = IPAMService(open_store(cfg)).gc(cfg, valid)
+        released = _with_service(cfg, lambda service: service.gc(cfg, valid))
         log.verbose(f"GC released {released} stale allocations")
         return None
 
@@ -89,7 +99,10 @@ def status(call: CallEnv, netconf: dict[str, Any], version: str) -> Result:
             store = open_store(cfg)
         except TryAgainLater as exc:  # a store that cannot even be opened cannot serve ADD
             raise StatusUnavailable(f"cannot serve ADD: {exc.msg}") from exc
-        return IPAMService(store).status(cfg)
+        try:
+            return IPAMService(store).status(cfg)
+        finally:
+            store.close()
 
     return _logged("STATUS", call, log, action)
 
