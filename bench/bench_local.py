@@ -14,17 +14,21 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import imports
 from common import (
+    WHEREABOUTS,
     Call,
     Latency,
     Plugin,
@@ -279,10 +283,48 @@ def header(settings: Settings, info: dict[str, Any]) -> str:
     )
 
 
-def run(settings: Settings, tmp: Path) -> dict[str, Any]:
+@contextmanager
+def node_daemon(env: dict[str, str], sock: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """whereabouts-node on `sock`, stopped by PID afterwards."""
+    proc = subprocess.Popen([str(WHEREABOUTS.with_name("whereabouts-node")), "--socket", str(sock)], env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("whereabouts-node did not start")
+            time.sleep(0.05)
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def process_cpu_ms(pid: int) -> float:
+    """User + system CPU of a running process (a daemon's CPU is not in RUSAGE_CHILDREN until it exits)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def run(settings: Settings, tmp: Path, *, with_daemon: bool = False) -> dict[str, Any]:
     info = machine()
     print(header(settings, info), flush=True)
-    wa_plugin = whereabouts(tmp / "whereabouts", python_env(tmp / "pycache"))
+    env = python_env(tmp / "pycache")
+    if not with_daemon:
+        env["WHEREABOUTS_SOCKET"] = ""
+        return _run(settings, tmp, info, env)
+    env["WHEREABOUTS_SOCKET"] = str(tmp / "plugin.sock")
+    with node_daemon(env, tmp / "plugin.sock") as daemon:
+        result = _run(settings, tmp, info, env)
+        daemon_ms = process_cpu_ms(daemon.pid)
+    calls = 2 * (settings.sequential + settings.burst)
+    print(f"\nwhereabouts-node served every whereabouts call above; its own CPU: {daemon_ms:.0f} ms in all, "
+          f"{daemon_ms / calls:.2f} ms per call (not included in the CPU/call rows)")  # fmt: skip
+    result["node_daemon_cpu_ms_per_call"] = daemon_ms / calls
+    return result
+
+
+def _run(settings: Settings, tmp: Path, info: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    wa_plugin = whereabouts(tmp / "whereabouts", env)
     figures = measure([wa_plugin, host_local(tmp / "host-local")], settings)
     wa, hl = figures["whereabouts"], figures["host-local"]
     ratio = ratios(wa, hl)
@@ -306,9 +348,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smaller workload, for a smoke run")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures as JSON to PATH")
+    parser.add_argument("--node-daemon", action="store_true", help="serve whereabouts calls through whereabouts-node")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-local-") as tmp:
-        result = run(QUICK if args.quick else FULL, Path(tmp))
+        result = run(QUICK if args.quick else FULL, Path(tmp), with_daemon=args.node_daemon)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
         print(f"\nFigures written to {args.json}")
