@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-
 from whereabouts.errors import AddressOutsideRanges, AddressTaken, RangeExhausted
 from whereabouts.model import Change, ChangeSet, Owner, PoolKey, Snapshot
 from whereabouts.ranges import IPRange, TakenAddresses, format_ip, lowest_free
+from whereabouts.record import record
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class PoolRange:
     """A configured range and the pool its allocations live in."""
 
@@ -18,7 +20,7 @@ class PoolRange:
     rng: IPRange
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Decision:
     """The addresses the attachment ends up holding, per range in config order, and what to write."""
 

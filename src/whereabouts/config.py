@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
 
 from whereabouts.errors import InvalidConfig
 from whereabouts.ranges import IPRange, parse_ip, parse_range, parse_request
+from whereabouts.record import record
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
+if TYPE_CHECKING:
+    from typing import Any
 
 FLAT_FILE_PATHS = (
     "/etc/kubernetes/cni/net.d/whereabouts.d/whereabouts.conf",
@@ -27,7 +30,7 @@ DATASTORES = ("local", "etcd", "kubernetes")
 IGNORED_KEYS = ("leader_lease_duration", "leader_renew_deadline", "leader_retry_period", "sleep_for_race")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class EtcdSettings:
     endpoints: tuple[str, ...]
     username: str = ""
@@ -38,14 +41,14 @@ class EtcdSettings:
     prefix: str = ""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class StaticAddress:
     address: str  # "10.1.0.5/24"
     version: int
     gateway: str = ""
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class IPAMConfig:
     ranges: tuple[IPRange, ...]
     network_name: str = ""

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from whereabouts.record import field, record
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Owner:
     """Who holds an address: one attachment (container + interface), and the pod behind it if known."""
 
@@ -20,7 +20,7 @@ class Owner:
         return bool(self.podref) and self.podref == other.podref and self.ifname == other.ifname
 
 
-@dataclass(frozen=True, order=True)
+@record(frozen=True, order=True)
 class PoolKey:
     """One pool of allocations: a range's CIDR within an allocation domain (`network_name`).
 
@@ -39,7 +39,7 @@ class PoolKey:
         return "-".join([*prefixes, base])
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Address:
     """An address held in a pool: IP version plus the address as an int."""
 
@@ -47,7 +47,7 @@ class Address:
     value: int
 
 
-@dataclass
+@record
 class PoolState:
     """A pool as read: its allocations and an opaque version token for compare-and-swap."""
 
@@ -56,7 +56,7 @@ class PoolState:
     allocations: dict[int, Owner] = field(default_factory=dict)
 
 
-@dataclass
+@record
 class Snapshot:
     """What one decision is made from: the pools involved and, for overlapping ranges, the network's
     address reservations that fall inside those pools' CIDRs."""
@@ -65,7 +65,7 @@ class Snapshot:
     reservations: dict[tuple[str, int, int], Owner] = field(default_factory=dict)  # (network, IP version, ip)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Change:
     """Hold (`owner` set) or release (`owner` None) one address of one pool."""
 
@@ -76,7 +76,7 @@ class Change:
     previous: Owner | None = None  # who held it in the snapshot: a release only removes that holder
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ChangeSet:
     """What a decision writes. `expected` holds the version token of every pool read, for the CAS;
     with `overlapping`, every held or released address updates the network-wide reservation too."""

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import ipaddress
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 from whereabouts.errors import InvalidConfig
+from whereabouts.record import record
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
 
 Interval = tuple[int, int]
 
@@ -48,7 +51,7 @@ def parse_request(text: str) -> tuple[int, int]:
     return parse_ip(text.split("/", 1)[0])
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class IPRange:
     """One allocation range: its CIDR, the window automatic picks come from, and what they skip."""
 

@@ -7,24 +7,29 @@ and end in TryAgainLater (code 11).
 
 from __future__ import annotations
 
-import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TypeVar
 
 from whereabouts.allocator import Decision, PoolRange, allocate, release, release_all_but
 from whereabouts.config import IPAMConfig
 from whereabouts.errors import AttachmentNotFound, RangeExhausted, StatusUnavailable, TryAgainLater, WhereaboutsError
 from whereabouts.model import ChangeSet, Owner, PoolKey
 from whereabouts.ranges import parse_request
-from whereabouts.store.base import Store, Transaction
+from whereabouts.record import record
 
-T = TypeVar("T")
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import ModuleType
+    from typing import TypeVar
+
+    from whereabouts.store.base import Store, Transaction
+
+    T = TypeVar("T")
+
 SPREAD_LIMIT = 32  # a caller retrying after lost races picks among at most this many lowest free addresses
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class RetryPolicy:
     attempts: int = 50
     deadline: float = 20.0  # seconds for the whole call
@@ -32,7 +37,7 @@ class RetryPolicy:
     max_delay: float = 0.25
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Assigned:
     """One address handed to the attachment: the range it came from, and the address with prefix."""
 
@@ -57,7 +62,7 @@ class IPAMService:
             # Lost a race twice: spread out among the lowest few free addresses, since callers that all
             # re-pick the lowest collide again and only one of them wins each round. (The first retry
             # re-picks the lowest: the race may have been with a holder the store now knows about.)
-            skip = random.randrange(min(2 ** (attempt - 1), SPREAD_LIMIT)) if attempt >= 2 else 0
+            skip = _random().randrange(min(2 ** (attempt - 1), SPREAD_LIMIT)) if attempt >= 2 else 0
             decision = allocate(
                 ranges=ranges,
                 snapshot=txn.snapshot,
@@ -141,11 +146,18 @@ class IPAMService:
                     return outcome
             if time.monotonic() - started + delay > self.retry.deadline:
                 break
-            time.sleep(random.uniform(0, delay))  # full jitter: racing callers spread out
+            time.sleep(_random().uniform(0, delay))  # full jitter: racing callers spread out
             delay = min(delay * 2, self.retry.max_delay)
         raise TryAgainLater(
             f"gave up after {time.monotonic() - started:.1f}s: pools {', '.join(k.name for k in keys)} kept changing"
         )
+
+
+def _random() -> ModuleType:
+    """`random`, imported on first use: only a call that lost a race needs it, and every call pays the import."""
+    import random
+
+    return random
 
 
 def _held_by(txn: Transaction, pr: PoolRange, owner: Owner) -> list[int]:

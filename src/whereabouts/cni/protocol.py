@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-
 from whereabouts.errors import IncompatibleVersion, InvalidEnvironment
+from whereabouts.record import record
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 SUPPORTED_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 LATEST = SUPPORTED_VERSIONS[-1]
@@ -45,7 +47,7 @@ def check_version(version: str, command: str) -> None:
         raise IncompatibleVersion(f"{command} needs cniVersion {minimum} or later; the config says {version}")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class CallEnv:
     command: str
     container_id: str

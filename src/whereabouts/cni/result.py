@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Mapping
 
 from whereabouts.cni.protocol import version_tuple
-from whereabouts.config import IPAMConfig
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
+    from whereabouts.config import IPAMConfig
 
 
 def build_result(cni_version: str, cfg: IPAMConfig, addresses: Sequence[tuple[int, str]]) -> dict[str, Any]:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping
 
-from whereabouts.cni.protocol import CallEnv
 from whereabouts.cni.result import build_result
-from whereabouts.config import IPAMConfig, load_ipam, requested_addresses
+from whereabouts.config import load_ipam, requested_addresses
 from whereabouts.errors import InvalidConfig, StatusUnavailable, TryAgainLater, WhereaboutsError
 from whereabouts.log import Log
 from whereabouts.model import Owner
@@ -15,8 +13,16 @@ from whereabouts.ranges import parse_request
 from whereabouts.service import IPAMService
 from whereabouts.store.factory import open_store
 
-Result = dict[str, Any] | None
-T = TypeVar("T")
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TypeVar
+
+    from whereabouts.cni.protocol import CallEnv
+    from whereabouts.config import IPAMConfig
+
+    Result = dict[str, Any] | None
+    T = TypeVar("T")
 
 
 def _setup(netconf: Mapping[str, Any]) -> tuple[IPAMConfig, Log]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from whereabouts.config import IPAMConfig
 from whereabouts.errors import InvalidConfig
-from whereabouts.store.base import Store
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
+if TYPE_CHECKING:
+    from whereabouts.config import IPAMConfig
+    from whereabouts.store.base import Store
 
 
 def open_store(cfg: IPAMConfig) -> Store:

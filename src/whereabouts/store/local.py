@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 
 from whereabouts.errors import TryAgainLater
 from whereabouts.model import ChangeSet, Owner, PoolKey, PoolState, Snapshot
 from whereabouts.ranges import cidr_key_bounds, format_ip, from_sortable_key, sortable_key
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 SCHEMA_VERSION = 1
 DB_NAME = "whereabouts.db"
@@ -41,11 +42,13 @@ CREATE TABLE IF NOT EXISTS reservations (
 """
 
 
-@dataclass
 class LocalTransaction:
-    db: sqlite3.Connection
-    snapshot: Snapshot
-    committed: bool = False
+    __slots__ = ("committed", "db", "snapshot")
+
+    def __init__(self, db: sqlite3.Connection, snapshot: Snapshot, committed: bool = False) -> None:
+        self.db = db
+        self.snapshot = snapshot
+        self.committed = committed
 
     def commit(self, changes: ChangeSet) -> bool:
         for change in changes.changes:
@@ -116,26 +119,14 @@ class LocalStore:
             self.db.execute("ROLLBACK")
             raise
 
-    @contextmanager
-    def transaction(self, keys: Sequence[PoolKey], *, overlapping: bool) -> Iterator[LocalTransaction]:
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise TryAgainLater(f"local datastore {self.path} busy: {exc}") from exc
-        txn: LocalTransaction | None = None
-        try:
-            txn = LocalTransaction(self.db, self._snapshot(keys, overlapping))
-            yield txn
-        except sqlite3.Error as exc:
-            raise TryAgainLater(f"local datastore {self.path} failed: {exc}") from exc
-        finally:
-            if txn is None or not txn.committed:
-                self._rollback()
+    def transaction(self, keys: Sequence[PoolKey], *, overlapping: bool) -> _Transacting:
+        return _Transacting(self, keys, overlapping)
 
     def _rollback(self) -> None:
-        # SQLite may have rolled back already (e.g. after an I/O error): either way nothing was written.
-        with suppress(sqlite3.Error):
+        try:
             self.db.execute("ROLLBACK")
+        except sqlite3.Error:
+            return  # SQLite may have rolled back already (e.g. after an I/O error): nothing was written
 
     def _snapshot(self, keys: Sequence[PoolKey], overlapping: bool) -> Snapshot:
         pools = {key: self._pool(key) for key in keys}
@@ -189,3 +180,34 @@ class LocalStore:
 
     def close(self) -> None:
         self.db.close()
+
+
+class _Transacting:
+    """`with store.transaction(keys) as txn`: BEGIN IMMEDIATE and read the snapshot on entry, roll back on
+    exit unless `txn.commit` ran; SQLite errors inside become TryAgainLater. (A class rather than
+    `contextlib.contextmanager`: importing contextlib would cost every CNI call about half a millisecond.)"""
+
+    __slots__ = ("keys", "overlapping", "store", "txn")
+
+    def __init__(self, store: LocalStore, keys: Sequence[PoolKey], overlapping: bool) -> None:
+        self.store, self.keys, self.overlapping = store, keys, overlapping
+        self.txn: LocalTransaction | None = None
+
+    def __enter__(self) -> LocalTransaction:
+        store = self.store
+        try:
+            store.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise TryAgainLater(f"local datastore {store.path} busy: {exc}") from exc
+        try:
+            self.txn = LocalTransaction(store.db, store._snapshot(self.keys, self.overlapping))
+        except BaseException as exc:
+            self.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self.txn
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if self.txn is None or not self.txn.committed:
+            self.store._rollback()
+        if isinstance(exc, sqlite3.Error):
+            raise TryAgainLater(f"local datastore {self.store.path} failed: {exc}") from exc
