@@ -8,6 +8,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -79,12 +80,10 @@ def using_datastore(store: Datastore) -> Iterator[Datastore]:
 
 def netconf(data_dir: Path, cni_version: str = "1.0.0", **ipam: Any) -> dict[str, Any]:
     """A network config for the current datastore (local, in `data_dir`, unless a test chose another), no flat file."""
-    ipam = {
-        "type": "whereabouts",
-        **_datastore.ipam(data_dir),
-        "configuration_path": str(data_dir / "none"),
-        **ipam,
-    }
+    store = _datastore.ipam(data_dir)
+    if isinstance(ipam.get("kubernetes"), dict) and isinstance(store.get("kubernetes"), dict):
+        ipam["kubernetes"] = {**store["kubernetes"], **ipam["kubernetes"]}  # a test's extra keys join the store's
+    ipam = {"type": "whereabouts", **store, "configuration_path": str(data_dir / "none"), **ipam}
     return {"cniVersion": cni_version, "name": "testnet", "type": "bridge", "ipam": ipam}
 
 
@@ -110,3 +109,22 @@ def run_cni(
     data = conf if isinstance(conf, bytes) else (conf if isinstance(conf, str) else json.dumps(conf)).encode()
     proc = subprocess.run([PLUGIN], input=data, capture_output=True, env=environ, timeout=timeout)
     return CNIResult(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+
+
+DAEMON = str(Path(PLUGIN).with_name("whereabouts-node"))
+
+
+@contextmanager
+def running_daemon(sock: str) -> Iterator[subprocess.Popen[bytes]]:
+    """whereabouts-node serving on `sock` until the block ends; stopped by PID."""
+    proc = subprocess.Popen([DAEMON, "--socket", sock], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not os.path.exists(sock):
+            assert proc.poll() is None and time.monotonic() < deadline, "whereabouts-node did not start"
+            time.sleep(0.05)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(10)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,23 +11,14 @@ from pathlib import Path
 import pytest
 
 import whereabouts.cni.main as cni_main
-from support import PLUGIN, netconf, run_cni
-
-DAEMON = str(Path(PLUGIN).with_name("whereabouts-node"))
+from support import netconf, run_cni, running_daemon
 
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     sock = str(tmp_path / "run" / "plugin.sock")
-    proc = subprocess.Popen([DAEMON, "--socket", sock], stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 20
-    while not os.path.exists(sock):
-        assert proc.poll() is None and time.monotonic() < deadline, "whereabouts-node did not start"
-        time.sleep(0.05)
-    yield proc, sock
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
+    with running_daemon(sock) as proc:
+        yield proc, sock
 
 
 def test_calls_through_the_daemon_match_in_process(daemon: tuple, tmp_path: Path) -> None:

@@ -31,8 +31,8 @@ SPREAD_LIMIT = 32  # a caller retrying after lost races picks among at most this
 
 @record(frozen=True)
 class RetryPolicy:
-    attempts: int = 50
-    deadline: float = 20.0  # seconds for the whole call
+    attempts: int = 1000
+    deadline: float = 45.0  # seconds for the whole call: well inside the runtime's own CNI timeout
     base_delay: float = 0.005
     max_delay: float = 0.25
 

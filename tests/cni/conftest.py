@@ -9,13 +9,18 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from datastores import EtcdDatastore
+from datastores import EtcdDatastore, KubernetesDatastore
 
 from support import Datastore, LocalDatastore, using_datastore
 
 DATASTORES: dict[str, Callable[[pytest.FixtureRequest], Datastore]] = {
     "local": lambda request: LocalDatastore(),
     "etcd": lambda request: EtcdDatastore(request.getfixturevalue("etcd"), request.getfixturevalue("etcd_prefix")),
+    "kubernetes": lambda request: KubernetesDatastore(
+        request.getfixturevalue("kube"),
+        request.getfixturevalue("kube_namespace"),
+        request.getfixturevalue("plugin_kubeconfig"),
+    ),
 }
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from etcd_server import EtcdServer
+from kube_server import KubeAPIServer
 from support import Held
 
 
@@ -35,3 +37,33 @@ class EtcdDatastore:
         orphans = set(entries["reservations"]) - set(entries["pools"])
         assert not orphans, f"reservations without a pool entry: {sorted(orphans)}"
         return sorted(entry for _, entry in entries["pools"])
+
+
+@dataclass(frozen=True)
+class KubernetesDatastore:
+    """The session's real kube-apiserver, pools in a namespace of the test's own, reached as the plugin's
+    service account (the RBAC from deploy/ bound there)."""
+
+    server: KubeAPIServer
+    namespace: str
+    kubeconfig: Path
+
+    def ipam(self, data_dir: Path) -> dict[str, Any]:
+        return {"local_data_dir": str(data_dir), "kubernetes": {"kubeconfig": str(self.kubeconfig)}}
+
+    def held(self, data_dir: Path) -> list[Held]:
+        """The IPPool entries, after checking that each has its overlapping reservation (or the test turned
+        overlapping off) and that nothing went to the local store."""
+        assert not (data_dir / "whereabouts.db").exists(), "a kubernetes-configured call wrote to the local store"
+        held: list[Held] = []
+        for pool in self.server.objects(self.namespace, "ippools").values():
+            network = ipaddress.ip_network(pool["spec"]["range"])
+            for offset, entry in (pool["spec"].get("allocations") or {}).items():
+                address = str(network.network_address + int(offset))
+                held.append((address, entry["id"], entry.get("ifname", "")))
+        reserved = {
+            (o["spec"]["containerid"], o["spec"].get("ifname", ""))
+            for o in self.server.objects(self.namespace, "overlappingrangeipreservations").values()
+        }
+        assert reserved <= {(cid, ifname) for _, cid, ifname in held}, "a reservation without its pool entry"
+        return sorted(held)

@@ -7,13 +7,15 @@ import random
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
 from kube_server import KubeAPIServer
-from support import PLUGIN, CNIResult, netconf, run_cni
+from support import PLUGIN, CNIResult, netconf, run_cni, running_daemon
 
 pytestmark = pytest.mark.slow
 RANGE = "10.90.0.0/22"
@@ -25,17 +27,20 @@ def conf(tmp_path: Path, kubeconfig: Path) -> list[dict]:
     return [netconf(tmp_path / f"node-{i}", range=RANGE, kubernetes=kube) for i in range(4)]
 
 
-def call(command: str, config: list[dict], n: int, prefix: str) -> CNIResult:
-    """One CNI call posing as one of 4 nodes, as the kubelet there would make it."""
+def call(command: str, config: list[dict], n: int, prefix: str, sockets: list[str] | None = None) -> CNIResult:
+    """One CNI call posing as one of 4 nodes, as the kubelet there would make it (through that node's
+    whereabouts-node when `sockets` are given)."""
     pod = f"{prefix}-{n}"
     args = f"IgnoreUnknown=1;K8S_POD_NAMESPACE=burst;K8S_POD_NAME={pod}"
-    env = {"NODENAME": f"node-{n % 4}"}
+    env = {"NODENAME": f"node-{n % 4}", "WHEREABOUTS_SOCKET": sockets[n % 4] if sockets else ""}
     return run_cni(command, config[n % 4], container_id=f"ctr-{pod}", cni_args=args, env=env, timeout=120)
 
 
-def burst(command: str, config: list[dict], numbers: list[int], prefix: str) -> list[CNIResult]:
+def burst(
+    command: str, config: list[dict], numbers: list[int], prefix: str, sockets: list[str] | None = None
+) -> list[CNIResult]:
     with ThreadPoolExecutor(max_workers=40) as pool:
-        return list(pool.map(lambda n: call(command, config, n, prefix), numbers))
+        return list(pool.map(lambda n: call(command, config, n, prefix, sockets), numbers))
 
 
 def state(kube: KubeAPIServer, namespace: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -55,12 +60,25 @@ def state(kube: KubeAPIServer, namespace: str) -> tuple[dict[str, str], dict[str
     return held, reserved
 
 
+@pytest.fixture
+def node_daemons(tmp_path: Path) -> Iterator[list[str]]:
+    """One whereabouts-node per simulated node, each on its own socket."""
+    sockets = [str(tmp_path / f"node-{i}" / "plugin.sock") for i in range(4)]
+    with ExitStack() as stack:
+        for sock in sockets:
+            stack.enter_context(running_daemon(sock))
+        yield sockets
+
+
+@pytest.mark.parametrize("served_by", ["process-per-call", "node-daemon"])
 def test_300_adds_from_40_callers_on_4_nodes(
-    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path
-) -> None:
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path, served_by: str,
+    request: pytest.FixtureRequest,
+) -> None:  # fmt: skip
     config = conf(tmp_path, plugin_kubeconfig)
+    sockets = request.getfixturevalue("node_daemons") if served_by == "node-daemon" else None
     started = time.monotonic()
-    results = burst("ADD", config, list(range(300)), "b")
+    results = burst("ADD", config, list(range(300)), "b", sockets)
     elapsed = time.monotonic() - started
     failed = [r.stdout for r in results if r.returncode]
     assert not failed, failed[:3]
@@ -68,8 +86,8 @@ def test_300_adds_from_40_callers_on_4_nodes(
     assert len(set(addresses)) == 300
     held, reserved = state(kube, kube_namespace)
     assert len(held) == len(reserved) == 300
-    print(f"300 ADDs from 40 callers: {elapsed:.1f}s, {300 / elapsed:.1f} ADDs/s")
-    assert all(r.returncode == 0 for r in burst("DEL", config, list(range(300)), "b"))
+    print(f"300 ADDs from 40 callers ({served_by}): {elapsed:.1f}s, {300 / elapsed:.1f} ADDs/s")
+    assert all(r.returncode == 0 for r in burst("DEL", config, list(range(300)), "b", sockets))
     assert state(kube, kube_namespace) == ({}, {})
 
 

@@ -40,7 +40,7 @@ IPPOOLS = "ippools"
 RESERVATIONS = "overlappingrangeipreservations"
 ATTACHMENT_LABEL = f"{GROUP}/attachment"
 API_VERSION = f"{GROUP}/{VERSION}"
-LOCK_WAIT = 5.0  # seconds a call waits for its node's turn on a pool before going ahead unlocked
+LOCK_WAIT = 20.0  # seconds a call waits for its node's turn on a pool before going ahead unlocked
 
 
 def reservation_name(network: str, version: int, ip: int) -> str:
@@ -124,8 +124,11 @@ class KubeTransaction:
             if holder is None or holder.same_attachment(change.owner):
                 return holder is not None
             self.store.known_reservations[(network, change.version, change.ip)] = holder
+            self.store.contended = True
             return False
         self.store.pending.append(name)
+        # ours now: a retry after a lost pool write resumes it rather than picking another address
+        self.store.known_reservations[(network, change.version, change.ip)] = change.owner
         return True
 
     def _unreserve(self, change: Change) -> None:
@@ -185,6 +188,7 @@ class KubernetesStore:
     known_reservations: dict[tuple[str, int, int], Owner] = field(default_factory=dict)
     pending: list[str] = field(default_factory=list)  # reservations this call created
     pending_pools: set[PoolKey] = field(default_factory=set)
+    contended: bool = False  # an address this call chose was reserved by someone else
 
     @contextmanager
     def transaction(self, keys: Sequence[PoolKey], *, overlapping: bool) -> Iterator[KubeTransaction]:
@@ -192,8 +196,18 @@ class KubernetesStore:
         with node_locks(self.lock_dir, names if self.lock_dir else [], timeout=LOCK_WAIT):
             objects = {key: self.client.get(self.client.path(IPPOOLS, key.name)) for key in keys}
             pools = {key: decode_pool(key, obj) for key, obj in objects.items()}
+            if overlapping and self.contended:
+                self._learn_reservations({key.network for key in keys})
             reservations = dict(self.known_reservations) if overlapping else {}
             yield KubeTransaction(self, Snapshot(pools, reservations), objects)
+
+    def _learn_reservations(self, networks: set[str]) -> None:
+        """After losing an address to a reservation the pool did not show (a call between its two
+        writes): learn every reservation at once, from the API server's cache, rather than one per try."""
+        for obj in self.client.list(self.client.path(RESERVATIONS), cached=True):
+            parsed = _reservation_address(obj["metadata"]["name"], networks)
+            if parsed is not None:
+                self.known_reservations.setdefault(parsed, _reservation_owner(obj))
 
     def new_pool(self, key: PoolKey) -> dict[str, Any]:
         return {
@@ -284,6 +298,21 @@ class KubernetesStore:
 def _reservation_owner(obj: dict[str, Any]) -> Owner:
     spec = obj.get("spec", {})
     return Owner(spec.get("containerid", ""), spec.get("ifname", ""), _podref_in(spec.get("podref", "")))
+
+
+def _reservation_address(name: str, networks: set[str]) -> tuple[str, int, int] | None:
+    """(network, IP version, address) from a reservation's name, for one of `networks`; else None."""
+    for network in networks:
+        text = name[len(network) + 1 :] if network else name
+        if network and not name.startswith(network + "-"):
+            continue
+        try:
+            version, ip = parse_request(text if "." in text else text.replace("-", ":"))
+        except ValueError:
+            continue
+        if reservation_name(network, version, ip) == name:
+            return network, version, ip
+    return None
 
 
 def _pool_key(obj: dict[str, Any], network: str) -> PoolKey | None:
