@@ -1,10 +1,10 @@
 """`record`: the part of `@dataclass` the CNI hot path uses, for a fraction of its start-up cost.
 
 The plugin is a fresh process per CNI call: importing `dataclasses` (which pulls in inspect, ast, dis...) and
-building a class with it cost more than the IPAM work itself. A record is a slotted class with a generated
-`__init__` (the only method compiled, since it needs the real signature), and `__eq__`, `__hash__`,
-`__repr__` and ordering shared by every record and driven by the field names. Same semantics as the
-dataclass options used here: `frozen=True` (assignment raises `FrozenInstanceError`, an AttributeError, and
+building a class with it cost more than the IPAM work itself. A record is a slotted class whose methods are
+closures over its field names: nothing is compiled from source. Same semantics as the dataclass options used
+here: `__init__` taking the fields positionally or by keyword, defaults and `field(default_factory=...)`,
+`__eq__` and `__repr__`, `frozen=True` (assignment raises `FrozenInstanceError`, an AttributeError, and
 instances hash by their fields), `order=True`, and mutable records with `__hash__ = None`.
 
 Not supported, as nothing here needs them: inheritance between records, `ClassVar` fields, zero-argument
@@ -61,20 +61,24 @@ class _FactoryDefault:
 
 
 _FACTORY = _FactoryDefault()
-_NO_DEFAULT = object()
+_MISSING = object()
 
 
 def _build(cls: type, frozen: bool, order: bool) -> type:
     # The class's own annotations, in order: `inspect.get_annotations` would import inspect, what this avoids.
     annotations = cls.__dict__.get("__annotations__", {})  # noqa: RUF063
     names = tuple(annotations)
+    defaults = tuple(cls.__dict__[name] for name in names if name in cls.__dict__)
+    required = len(names) - len(defaults)
+    late = [name for name in names[required:] if name not in cls.__dict__]
+    if late:
+        raise TypeError(f"non-default argument {late[0]!r} follows default argument in {cls.__qualname__}")
     body = {k: v for k, v in cls.__dict__.items() if k not in names and k not in ("__dict__", "__weakref__")}
     body.update(__slots__=names, __match_args__=names, __qualname__=cls.__qualname__)
-    defaults = {name: cls.__dict__[name] for name in names if name in cls.__dict__}
+    body["__signature__"] = _Signature(names, defaults, annotations)
     key = _key(names)
-    init = _init(cls.__qualname__, names, defaults, frozen)
-    init.__annotations__ = {**annotations, "return": None}
-    methods: dict[str, object] = {"__init__": init, "__repr__": _repr(names), "__eq__": _compare(key, eq)}
+    methods: dict[str, object] = {"__init__": _init(cls.__qualname__, names, defaults)}
+    methods.update(__repr__=_repr(names), __eq__=_compare(key, eq))
     methods["__hash__"] = (lambda self: hash(key(self))) if frozen else None
     if frozen:
         methods.update(__setattr__=_frozen_setattr, __delattr__=_frozen_delattr)
@@ -94,31 +98,66 @@ def _key(names: tuple[str, ...]) -> Key:
     return lambda self: tuple(getattr(self, name) for name in names)
 
 
-def _init(qualname: str, names: tuple[str, ...], defaults: dict[str, Any], frozen: bool) -> Callable[..., None]:
-    """Compile `__init__(self, <fields>)`: the one generated method, as it needs the fields' signature."""
-    params, lines, after_default = [], [], False
-    namespace = {"_setattr": object.__setattr__, "_FACTORY": _FACTORY}
-    for name in names:
-        default = defaults.get(name, _NO_DEFAULT)
-        value = name
-        if isinstance(default, _FieldFactory):
-            namespace[f"_make_{name}"] = default.make
-            params.append(f"{name}=_FACTORY")
-            value = f"_make_{name}() if {name} is _FACTORY else {name}"
-        elif default is not _NO_DEFAULT:
-            namespace[f"_dflt_{name}"] = default
-            params.append(f"{name}=_dflt_{name}")
-        elif after_default:
-            raise TypeError(f"non-default argument {name!r} follows default argument in {qualname}")
-        else:
-            params.append(name)
-        after_default = after_default or default is not _NO_DEFAULT
-        lines.append(f"_setattr(self, {name!r}, {value})" if frozen else f"self.{name} = {value}")
-    source = f"def __init__(self, {', '.join(params)}):\n    " + "\n    ".join(lines or ["pass"])
-    exec(source, namespace)
-    init = namespace["__init__"]
-    init.__qualname__ = f"{qualname}.__init__"
-    return init
+def _init(qualname: str, names: tuple[str, ...], defaults: tuple[Any, ...]) -> Callable[..., None]:
+    """`__init__(self, *args, **kwargs)` taking the fields as a generated `__init__(self, <fields>)` would,
+    with the same TypeErrors. Not compiled from source: `exec` would cost 50-300 us per class at start-up,
+    several times the difference it makes to building an instance."""
+    count, index, required = len(names), {name: i for i, name in enumerate(names)}, len(names) - len(defaults)
+    setattr_ = object.__setattr__  # past a frozen record's own __setattr__
+    plain_defaults = not any(isinstance(default, _FieldFactory) for default in defaults)
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        if kwargs or len(args) != count:
+            args = bind(args, kwargs)
+        for name, value in zip(names, args):  # noqa: B905 (as long by now; strict= would slow every call)
+            setattr_(self, name, value)
+
+    def bind(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...] | list[Any]:
+        if not kwargs and required <= len(args) < count and plain_defaults:
+            return args + defaults[len(args) - required :]  # the common short call, e.g. PoolKey(net, cidr)
+        values = [*args[:count], *[_MISSING] * (count - len(args))]
+        for name, value in kwargs.items():
+            i = index.get(name)
+            if i is None:
+                raise TypeError(f"{qualname}.__init__() got an unexpected keyword argument {name!r}")
+            if values[i] is not _MISSING:
+                raise TypeError(f"{qualname}.__init__() got multiple values for argument {name!r}")
+            values[i] = value
+        if len(args) > count:
+            takes = f"from {required + 1} to {count + 1}" if defaults else f"{count + 1}"
+            raise TypeError(f"{qualname}.__init__() takes {takes} positional arguments but {len(args) + 1} were given")
+        missing = [repr(name) for name, value in zip(names[:required], values, strict=False) if value is _MISSING]
+        if missing:
+            listed = " and ".join(missing) if len(missing) < 3 else f"{', '.join(missing[:-1])}, and {missing[-1]}"
+            arguments = "arguments" if len(missing) > 1 else "argument"
+            raise TypeError(f"{qualname}.__init__() missing {len(missing)} required positional {arguments}: {listed}")
+        for i, default in enumerate(defaults, required):
+            if values[i] is _MISSING:
+                values[i] = default.make() if isinstance(default, _FieldFactory) else default
+        return values
+
+    __init__.__qualname__ = f"{qualname}.__init__"
+    return __init__
+
+
+class _Signature:
+    """`inspect.signature()` of a record class, as for a dataclass; built when asked, since importing
+    inspect up front is what records avoid."""
+
+    def __init__(self, names: tuple[str, ...], defaults: tuple[Any, ...], annotations: dict[str, Any]) -> None:
+        self.names, self.defaults, self.annotations = names, defaults, annotations
+
+    def __get__(self, instance: object, owner: type) -> Any:
+        from inspect import Parameter, Signature
+
+        defaults = [_FACTORY if isinstance(d, _FieldFactory) else d for d in self.defaults]
+        defaults = [Parameter.empty] * (len(self.names) - len(defaults)) + defaults
+        kind = Parameter.POSITIONAL_OR_KEYWORD
+        params = [
+            Parameter(name, kind, default=default, annotation=self.annotations[name])
+            for name, default in zip(self.names, defaults, strict=True)
+        ]
+        return Signature(params, return_annotation=None)
 
 
 def _repr(names: tuple[str, ...]) -> Callable[[Any], str]:
