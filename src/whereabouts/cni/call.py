@@ -6,14 +6,14 @@ Used by the executable when no node daemon answers, and by the node daemon for e
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
 
 from whereabouts.cni.protocol import LATEST, SUPPORTED_VERSIONS, CallEnv, check_version, read_env
 from whereabouts.errors import UndecodableConfig, WhereaboutsError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
-    from typing import TextIO
+    from typing import Any, TextIO
 
 HELP = f"""whereabouts: a cluster-wide IPAM plugin for CNI (Python).
 A container runtime runs it with CNI_COMMAND (ADD, DEL, CHECK, GC, STATUS, VERSION) and the network
