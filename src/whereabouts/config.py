@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 
 from whereabouts.errors import InvalidConfig
+from whereabouts.iptext import parse_network
 from whereabouts.ranges import IPRange, parse_ip, parse_range, parse_request
 from whereabouts.record import record
 
@@ -211,7 +212,7 @@ def _addresses(addresses: object) -> tuple[StaticAddress, ...]:
         entry = {"address": item} if isinstance(item, str) else item
         if not isinstance(entry, Mapping) or not isinstance(entry.get("address"), str):
             raise InvalidConfig(f"invalid addresses entry {item!r}: expected an object with an address")
-        version = _check_cidr(entry["address"], "addresses address", host=True)
+        version = _check_cidr(entry["address"], "addresses address")
         gateway = entry.get("gateway") or ""
         if gateway:
             _check_address(gateway, "addresses gateway")
@@ -219,13 +220,13 @@ def _addresses(addresses: object) -> tuple[StaticAddress, ...]:
     return tuple(parsed)
 
 
-def _check_cidr(text: object, key: str, *, host: bool = False) -> int:
-    import ipaddress
-
+def _check_cidr(text: object, key: str) -> int:
+    # A static address ('10.1.0.5/24') or a route's dst: host bits allowed either way (ipaddress's
+    # ip_interface and ip_network(strict=False) accept the same strings).
     try:
         if not isinstance(text, str) or "/" not in text:
             raise ValueError
-        return (ipaddress.ip_interface(text) if host else ipaddress.ip_network(text, strict=False)).version
+        return parse_network(text, strict=False)[0]
     except ValueError:
         raise InvalidConfig(f"invalid {key} {text!r}: expected a CIDR") from None
 

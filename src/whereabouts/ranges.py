@@ -7,10 +7,10 @@ binary search over counts, never a walk over the range.
 
 from __future__ import annotations
 
-import ipaddress
 from bisect import bisect_left, bisect_right, insort
 
 from whereabouts.errors import InvalidConfig
+from whereabouts.iptext import format_address, parse_address, parse_network
 from whereabouts.record import record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
@@ -22,12 +22,11 @@ Interval = tuple[int, int]
 
 def parse_ip(text: str) -> tuple[int, int]:
     """'10.0.0.1' -> (4, int). Raises ValueError on anything else."""
-    addr = ipaddress.ip_address(text.strip())
-    return addr.version, int(addr)
+    return parse_address(text.strip())
 
 
 def format_ip(version: int, value: int) -> str:
-    return str(ipaddress.IPv4Address(value) if version == 4 else ipaddress.IPv6Address(value))
+    return format_address(version, value)
 
 
 def sortable_key(version: int, value: int) -> str:
@@ -42,8 +41,13 @@ def from_sortable_key(key: str) -> tuple[int, int]:
 
 def cidr_key_bounds(cidr: str) -> tuple[str, str]:
     """The sortable keys of a CIDR's first and last address."""
-    net = ipaddress.ip_network(cidr)
-    return sortable_key(net.version, int(net.network_address)), sortable_key(net.version, int(net.broadcast_address))
+    version, network, prefix = parse_network(cidr)
+    return sortable_key(version, network), sortable_key(version, _last(version, network, prefix))
+
+
+def _last(version: int, network: int, prefix: int) -> int:
+    """The last address of a CIDR (its broadcast address, for IPv4)."""
+    return network | ((1 << ((32 if version == 4 else 128) - prefix)) - 1)
 
 
 def parse_request(text: str) -> tuple[int, int]:
@@ -231,16 +235,16 @@ def _parse_range_spec(spec: str, key: str) -> tuple[int, int, int, int | None, i
     body, _, prefix_text = spec.strip().rpartition("/")
     start_text, dash, end_text = body.partition("-")  # addresses hold no '-', so it splits START-END
     try:
-        net = ipaddress.ip_network(f"{start_text}/{prefix_text}", strict=False)
-        start = int(ipaddress.ip_address(start_text)) if dash else None
-        end = int(ipaddress.ip_address(end_text)) if dash else None
+        version, network, prefix = parse_network(f"{start_text}/{prefix_text}", strict=False)
+        start = parse_address(start_text)[1] if dash else None
+        end = parse_address(end_text)[1] if dash else None  # its IP version goes unchecked, as it always has
     except ValueError:
         raise InvalidConfig(f"invalid {key} {spec!r}: expected a CIDR or START-END/PREFIX") from None
-    if dash and (end is None or not int(net.network_address) <= end <= int(net.broadcast_address)):
-        raise InvalidConfig(f"invalid {key} {spec!r}: range end outside {net}")
+    if dash and (end is None or not network <= end <= _last(version, network, prefix)):
+        raise InvalidConfig(f"invalid {key} {spec!r}: range end outside {format_ip(version, network)}/{prefix}")
     if start is not None and end is not None and end < start:
         raise InvalidConfig(f"invalid {key} {spec!r}: range end before range start")
-    return net.version, int(net.network_address), net.prefixlen, start, end
+    return version, network, prefix, start, end
 
 
 def _parse_exclude(item: str, key: str) -> tuple[int, int, int]:
@@ -249,8 +253,8 @@ def _parse_exclude(item: str, key: str) -> tuple[int, int, int]:
         if not isinstance(item, str):
             raise ValueError
         if "/" in item:
-            net = ipaddress.ip_network(item.strip(), strict=False)
-            return net.version, int(net.network_address), int(net.broadcast_address)
+            version, network, prefix = parse_network(item.strip(), strict=False)
+            return version, network, _last(version, network, prefix)
         if "-" in item:
             lo_text, _, hi_text = item.partition("-")
             lo_ver, lo = parse_ip(lo_text)
