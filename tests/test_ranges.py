@@ -72,6 +72,7 @@ def test_lowest_free(spec: str, kw: dict, taken: list[str], expected: str | None
         ("10.0.0.20-10.0.0.10/24", {}, "invalid range '10.0.0.20-10.0.0.10/24': range end before range start"),
         ("10.0.0.10-10.0.1.10/24", {}, "invalid range '10.0.0.10-10.0.1.10/24': range end outside 10.0.0.0/24"),
         ("10.0.0.10-fd00::1/24", {}, "invalid range"),
+        ("0.0.0.1-::5/24", {}, "invalid range '0.0.0.1-::5/24': expected a CIDR or START-END/PREFIX"),
         ("10.0.0.0/24", {"range_start": "10.0.1.5"}, "invalid range range_start '10.0.1.5': not inside"),
         ("10.0.0.0/24", {"range_end": "banana"}, "invalid range range_end 'banana': not an IP address"),
         ("10.0.0.0/24", {"exclude": ["10.0.0.300"]}, "invalid range exclude '10.0.0.300'"),

@@ -237,7 +237,9 @@ def _parse_range_spec(spec: str, key: str) -> tuple[int, int, int, int | None, i
     try:
         version, network, prefix = parse_network(f"{start_text}/{prefix_text}", strict=False)
         start = parse_address(start_text)[1] if dash else None
-        end = parse_address(end_text)[1] if dash else None  # its IP version goes unchecked, as it always has
+        end_version, end = parse_address(end_text) if dash else (version, None)
+        if end_version != version:
+            raise ValueError("START and END of different IP versions")
     except ValueError:
         raise InvalidConfig(f"invalid {key} {spec!r}: expected a CIDR or START-END/PREFIX") from None
     if dash and (end is None or not network <= end <= _last(version, network, prefix)):
