@@ -17,15 +17,18 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
 
 from whereabouts.config import IPAMConfig
 from whereabouts.errors import InvalidConfig, TryAgainLater
 from whereabouts.model import Change, ChangeSet, Owner, PoolKey, PoolState, Snapshot
 from whereabouts.ranges import cidr_key_bounds, format_ip, from_sortable_key, sortable_key
+from whereabouts.record import field, record
 from whereabouts.store.etcd_gateway import EtcdError, EtcdGateway, b64, parse_endpoint, unb64
 from whereabouts.store.http import TLSSettings
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
+if TYPE_CHECKING:
+    from typing import Any
 
 DEFAULT_PREFIX = "/whereabouts"
 
@@ -59,7 +62,7 @@ def _split_ipkey(key: str) -> tuple[int, int]:
     return from_sortable_key(key.rsplit("/", 1)[1])
 
 
-@dataclass
+@record
 class EtcdTransaction:
     store: EtcdStore
     snapshot: Snapshot

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
 
 from whereabouts.errors import TryAgainLater
 from whereabouts.store.http import Endpoint, HTTPConnection, TLSSettings, parse_endpoint
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["EtcdError", "EtcdGateway", "b64", "parse_endpoint", "unb64"]
 

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import json
 import socket
-from dataclasses import dataclass
-from typing import Any
+
+from whereabouts.record import record
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
+if TYPE_CHECKING:
+    from typing import Any
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Endpoint:
     scheme: str
     host: str
@@ -41,7 +45,7 @@ def parse_endpoint(text: str, *, tls: bool, default_port: int = 2379) -> Endpoin
     return Endpoint(scheme, host, int(port_text))
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class TLSSettings:
     ca_file: str = ""
     ca_data: str = ""  # PEM text
@@ -50,7 +54,7 @@ class TLSSettings:
     verify: bool = True
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Response:
     status: int
     body: bytes
