@@ -9,8 +9,9 @@ import json
 import os
 import secrets
 import subprocess
-from dataclasses import dataclass
 from typing import Any
+
+from support import CNIResult
 
 NETNS_DIR = "/var/run/netns"
 
@@ -40,17 +41,6 @@ def names() -> list[str]:
     return [entry["name"] for entry in json.loads(out or "[]")]
 
 
-@dataclass
-class PluginResult:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.stdout) if self.stdout.strip() else None
-
-
 def run_plugin(
     host: str,
     plugin: str,
@@ -62,7 +52,7 @@ def run_plugin(
     cni_path: str,
     ifname: str = "eth0",
     timeout: float = 60,
-) -> PluginResult:
+) -> CNIResult:
     """Run `plugin` inside namespace `host` the way a runtime on that host would, for the pod namespace `pod`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
     env.update(
@@ -76,7 +66,7 @@ def run_plugin(
         env=env,
         timeout=timeout,
     )
-    return PluginResult(proc.returncode, proc.stdout, proc.stderr)
+    return CNIResult(proc.returncode, proc.stdout, proc.stderr)
 
 
 def addresses(name: str, ifname: str = "eth0") -> list[str]:
