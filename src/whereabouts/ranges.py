@@ -111,13 +111,6 @@ class IPRange:
             return 0
         return (hi >> 8) - ((lo - 1) >> 8)  # floor division, so lo == 0 counts 0.0.0.0 too
 
-    def pickable(self, value: int) -> bool:
-        if not self.first <= value <= self.last:
-            return False
-        if self.version == 4 and value & 0xFF == 0:
-            return False
-        return not any(lo <= value <= hi for lo, hi in self.excluded)
-
 
 class TakenAddresses:
     """A sorted set of taken addresses (one IP version) answering range counts in O(log n)."""

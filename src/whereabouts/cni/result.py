@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from whereabouts.cni.protocol import version_tuple
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
@@ -59,7 +57,3 @@ def _gateway(cfg: IPAMConfig, version: int) -> str:
     if not cfg.gateway:
         return ""
     return cfg.gateway if (":" in cfg.gateway) == (version == 6) else ""
-
-
-def as_mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
