@@ -16,6 +16,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from support import stop_process
+
 # the etcd_auth server's user (read-write on AUTH_PREFIX only)
 ETCD_USER, ETCD_PASSWORD, AUTH_PREFIX = "ipam", "ipam-secret", "/wa-auth/"
 
@@ -133,13 +135,7 @@ class EtcdServer:
         return self.call("auth/authenticate", {"name": "root", "password": "rootpw"})["token"]
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 10)
 
 
 def _b64(data: bytes) -> str:

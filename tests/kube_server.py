@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from etcd_server import EtcdServer, TLSMaterial, free_port, make_tls
+from support import stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN_USER = "system:serviceaccount:kube-system:whereabouts"
@@ -158,12 +159,6 @@ class KubeAPIServer:
         return events
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 15)
         if self.etcd:
             self.etcd.stop()
