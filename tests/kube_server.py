@@ -21,6 +21,7 @@ from support import stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 PLUGIN_USER = "system:serviceaccount:kube-system:whereabouts"
+CONTROLLER_USER = "system:serviceaccount:kube-system:whereabouts-controller"
 AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived]
@@ -44,6 +45,7 @@ class KubeAPIServer:
     proc: subprocess.Popen[bytes] | None = None
     admin_token: str = "admin-token-for-tests"
     plugin_token: str = "plugin-token-for-tests"
+    controller_token: str = "controller-token-for-tests"
 
     @property
     def url(self) -> str:
@@ -64,6 +66,8 @@ class KubeAPIServer:
         tokens.write_text(
             f'{self.admin_token},admin,admin,"system:masters"\n'
             f'{self.plugin_token},{PLUGIN_USER},plugin-uid,"system:serviceaccounts,system:serviceaccounts:kube-system"\n'
+            f"{self.controller_token},{CONTROLLER_USER},controller-uid,"
+            '"system:serviceaccounts,system:serviceaccounts:kube-system"\n'
         )
         (self.base / "audit-policy.yaml").write_text(AUDIT_POLICY)
         cmd = [str(self.tools / "kube-apiserver"), f"--etcd-servers={self.etcd.url}", "--insecure-port=0",
@@ -106,6 +110,16 @@ class KubeAPIServer:
         except ValueError:
             return raw.decode()
 
+    def request_patch(self, path: str, body: object) -> object:
+        """A JSON merge patch, as the admin (for status subresources and annotations)."""
+        assert self.tls is not None
+        req = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), method="PATCH")
+        req.add_header("Authorization", f"Bearer {self.admin_token}")
+        req.add_header("Content-Type", "application/merge-patch+json")
+        context = ssl.create_default_context(cafile=str(self.tls.ca))
+        with urllib.request.urlopen(req, timeout=10, context=context) as reply:
+            return json.loads(reply.read())
+
     def kubeconfig(self, path: Path, *, token: str, namespace: str = "kube-system") -> Path:
         """A YAML kubeconfig, written the way kubectl and the Go installer write them."""
         assert self.tls is not None
@@ -129,6 +143,8 @@ class KubeAPIServer:
         """Apply the CRDs and RBAC from deploy/ with kubectl, and wait for the CRDs to be served."""
         self.kubectl("apply", "-f", str(REPO / "deploy/crds"))
         self.kubectl("apply", "-f", str(REPO / "deploy/rbac/plugin.yaml"))
+        self.kubectl("apply", "-f", str(REPO / "deploy/rbac/controller.yaml"))
+        self.kubectl("apply", "-f", str(REPO / "tests/manifests"))  # Multus's NAD CRD, for the node-slice tests
         self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
 
     def namespace_for_plugin(self, name: str) -> str:
@@ -140,6 +156,13 @@ class KubeAPIServer:
             "subjects": [{"kind": "ServiceAccount", "name": "whereabouts", "namespace": "kube-system"}],
         }
         self.request("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{name}/rolebindings", binding)
+        controller = {
+            "metadata": {"name": "whereabouts-controller-pools", "namespace": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": "whereabouts-controller-pools"},
+            "subjects": [{"kind": "ServiceAccount", "name": "whereabouts-controller", "namespace": "kube-system"}],
+        }  # fmt: skip
+        self.request("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{name}/rolebindings", controller)
         return name
 
     def objects(self, namespace: str, plural: str) -> dict[str, dict]:

@@ -7,10 +7,12 @@ TryAgainLater (code 11) naming the request; 404 and 409 are normal outcomes that
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from whereabouts.errors import TryAgainLater
 from whereabouts.kube.credentials import Credentials
+from whereabouts.record import record
 from whereabouts.store.http import HTTPConnection, Response
 
 GROUP = "whereabouts.cni.cncf.io"
@@ -26,6 +28,16 @@ class Conflict(Exception):
         self.reason = reason  # "Conflict", "AlreadyExists" or "TestFailed"
 
 
+class Expired(Exception):
+    """A watch's resourceVersion is too old for the API server (410 Gone): list again."""
+
+
+@record(frozen=True)
+class Event:
+    type: str  # ADDED, MODIFIED, DELETED, BOOKMARK
+    object: dict[str, Any]
+
+
 class KubeClient:
     def __init__(self, credentials: Credentials, *, timeout: float = 10.0) -> None:
         self.credentials = credentials
@@ -39,8 +51,46 @@ class KubeClient:
         self.requests = 0
 
     def path(self, plural: str, name: str = "", *, group: str = GROUP, version: str = VERSION) -> str:
-        base = f"{self.credentials.base_path}/apis/{group}/{version}/namespaces/{self.namespace}/{plural}"
+        """A whereabouts resource in the pools' namespace."""
+        return self.resource(plural, name, group=group, version=version, namespace=self.namespace)
+
+    def resource(
+        self, plural: str, name: str = "", *, group: str = "", version: str = "v1", namespace: str = ""
+    ) -> str:
+        """Any resource: `group` "" is the core API; `namespace` "" is cluster-scoped (or, for a list of a
+        namespaced resource, every namespace)."""
+        api = f"/apis/{group}/{version}" if group else f"/api/{version}"
+        scope = f"/namespaces/{namespace}" if namespace else ""
+        base = f"{self.credentials.base_path}{api}{scope}/{plural}"
         return f"{base}/{name}" if name else base
+
+    def list_with_version(self, path: str, **params: str) -> tuple[list[dict[str, Any]], str]:
+        """The items and the list's resourceVersion (where a watch resumes from)."""
+        reply = self._ok(self._send("GET", path + _query(params)), "LIST", path)
+        return reply.get("items", []), reply.get("metadata", {}).get("resourceVersion", "")
+
+    def watch(self, path: str, resource_version: str, *, timeout: int = 300, **params: str) -> Iterator[Event]:
+        """Events after `resource_version` until the server ends the watch (`timeout` seconds). Raises
+        Expired when that version is too old (410 Gone): list again, then watch from the new version."""
+        query = _query({**params, "watch": "true", "resourceVersion": resource_version,
+                        "timeoutSeconds": str(timeout), "allowWatchBookmarks": "true"})  # fmt: skip
+        conn = HTTPConnection(self.credentials.endpoint, tls=self.credentials.tls, timeout=timeout + 30)
+        self.requests += 1
+        try:
+            for line in conn.stream(path + query, self.headers):
+                if conn.last_status >= 300:
+                    raise TryAgainLater(f"kubernetes API refused WATCH {path}: {conn.last_status} {line[:200]!r}")
+                event = json.loads(line)
+                if event.get("type") == "ERROR":
+                    code = event.get("object", {}).get("code")
+                    if code == 410:
+                        raise Expired(resource_version)
+                    raise TryAgainLater(f"kubernetes API ended WATCH {path}: {event.get('object')}")
+                yield Event(event["type"], event["object"])
+        except (OSError, ValueError) as exc:
+            raise TryAgainLater(f"kubernetes API {self.credentials.endpoint.url} WATCH {path}: {exc}") from exc
+        finally:
+            conn.close()
 
     def get(self, path: str) -> dict[str, Any] | None:
         response = self._send("GET", path)
@@ -58,6 +108,11 @@ class KubeClient:
 
     def replace(self, path: str, obj: dict[str, Any]) -> dict[str, Any]:
         return self._ok(self._send("PUT", path, obj), "PUT", path)
+
+    def merge_patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """An RFC 7386 JSON merge patch (for metadata, status, and objects whose fields are not contended)."""
+        response = self._send("PATCH", path, body, content_type="application/merge-patch+json")
+        return self._ok(response, "PATCH", path)
 
     def patch(self, path: str, operations: list[dict[str, Any]]) -> dict[str, Any]:
         """An RFC 6902 JSON patch, applied by the API server atomically to the object's current state."""
@@ -104,6 +159,11 @@ def _status(response: Response) -> dict[str, Any]:
         return status if isinstance(status, dict) else {}
     except ValueError:
         return {}
+
+
+def _query(params: dict[str, str]) -> str:
+    pairs = [f"{key}={_quote(value)}" for key, value in params.items() if value]
+    return "?" + "&".join(pairs) if pairs else ""
 
 
 def _quote(text: str) -> str:

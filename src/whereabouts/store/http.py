@@ -14,6 +14,7 @@ from whereabouts.record import record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 if TYPE_CHECKING:
+    from collections.abc import Iterator
     from typing import Any
 
 
@@ -73,6 +74,7 @@ class HTTPConnection:
         self.connect_timeout = connect_timeout  # a dead or unreachable server is given up on quickly
         self._sock: socket.socket | None = None
         self._reader: Any = None
+        self.last_status = 0
 
     def request(self, method: str, path: str, body: object = None, headers: dict[str, str] | None = None) -> Response:
         """Send one request; on a stale keep-alive connection, reconnect and send it once more."""
@@ -96,6 +98,39 @@ class HTTPConnection:
         lines += [f"{name}: {value}" for name, value in headers.items()]
         self._sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + payload)
         return self._read_response()
+
+    def stream(self, path: str, headers: dict[str, str] | None = None) -> Iterator[bytes]:
+        """GET `path` and yield its body line by line as it arrives (a Kubernetes watch: one JSON event per
+        line). `last_status` holds the answer's status once the first line is out; an answer that is not
+        chunked (an error) comes whole, as one item. The connection is closed at the end."""
+        self.close()
+        self._connect()
+        assert self._sock is not None
+        lines = [f"GET {path} HTTP/1.1", f"Host: {self.endpoint.host}:{self.endpoint.port}"]
+        lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+        self._sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        status_line = self._reader.readline()
+        if not status_line:
+            raise ConnectionError("connection closed by the server")
+        self.last_status = int(status_line.split()[1])
+        chunked = False
+        while (line := self._reader.readline()) not in (b"\r\n", b"\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            chunked = chunked or (name.strip().lower() == "transfer-encoding" and "chunked" in value.lower())
+        try:
+            if not chunked:
+                yield self._reader.read()
+                return
+            pending = b""
+            while (size := int(self._reader.readline().split(b";")[0], 16)) > 0:
+                pending += self._reader.read(size)
+                self._reader.readline()
+                *complete, pending = pending.split(b"\n")
+                yield from (line for line in complete if line.strip())
+            if pending.strip():
+                yield pending
+        finally:
+            self.close()
 
     def _connect(self) -> None:
         sock = socket.create_connection((self.endpoint.host, self.endpoint.port), timeout=self.connect_timeout)

@@ -1,0 +1,190 @@
+"""`whereabouts-controller {reconcile,pod-cleanup,node-slice,all}`: the entry point. Thin: it parses flags,
+builds the Context, and runs each controller either once (`--once`) or as a long-running, leader-elected
+loop with metrics and health endpoints."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable
+
+from whereabouts.controller.context import Context
+from whereabouts.controller.cron import DEFAULT_SCHEDULE_FILE, Schedule
+from whereabouts.controller.leader import LeaderElector
+from whereabouts.controller.metrics import serve
+from whereabouts.errors import WhereaboutsError
+from whereabouts.kube.credentials import load_credentials
+
+SCHEDULE_POLL = 5.0  # seconds between reads of the schedule file while waiting for the next run
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="whereabouts-controller", description=__doc__.splitlines()[0])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG", ""), help="default: in-cluster")
+    common.add_argument("--namespace", default="", help="where the pools live (default: the kubeconfig's)")
+    common.add_argument("--once", action="store_true", help="process the current state, then exit")
+    common.add_argument("--dry-run", action="store_true", help="log what would be done, change nothing")
+    common.add_argument("--metrics-address", default="0.0.0.0")
+    common.add_argument("--metrics-port", type=int, default=8080, help="0: pick a free port")
+    common.add_argument("--identity", default="", help="this replica's name in Leases (default: hostname_pid)")
+    common.add_argument("--lease-duration", type=float, default=15.0)
+    common.add_argument("--renew-deadline", type=float, default=10.0)
+    common.add_argument("--retry-period", type=float, default=2.0)
+    schedule = argparse.ArgumentParser(add_help=False)
+    schedule.add_argument("--cron-file", default=DEFAULT_SCHEDULE_FILE, help="the whereabouts-config ConfigMap key")
+    schedule.add_argument("--configuration-path", default="", help="the flat file (reconciler_cron_expression)")
+    node = argparse.ArgumentParser(add_help=False)
+    node.add_argument("--node", default="", help="only pods of this node (default: all nodes)")
+    sub = top.add_subparsers(dest="command", required=True)
+    sub.add_parser("reconcile", parents=[common, schedule], help="release leaked allocations on a schedule")
+    sub.add_parser("pod-cleanup", parents=[common, node], help="release a deleted pod's allocations at once")
+    sub.add_parser("node-slice", parents=[common], help="keep each network's NodeSlicePool in step with nodes")
+    sub.add_parser("all", parents=[common, schedule, node], help="all three in one process")
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        credentials = load_credentials(args.kubeconfig)
+    except WhereaboutsError as exc:
+        print(f"whereabouts-controller: {exc.msg}", file=sys.stderr)
+        return 2
+    ctx = Context(
+        credentials=credentials,
+        namespace=args.namespace or credentials.namespace,
+        dry_run=args.dry_run,
+        identity=args.identity or f"{socket.gethostname()}_{os.getpid()}",
+    )
+    workers = _workers(args, ctx)
+    if args.once:
+        return _run_once(ctx, workers)
+    return _run_forever(args, ctx, workers)
+
+
+Worker = tuple[str, Callable[[], object], Callable[[threading.Event], None]]  # (name, once, forever)
+
+
+def _workers(args: argparse.Namespace, ctx: Context) -> list[Worker]:
+    from whereabouts.controller.nodeslice import NodeSliceController
+    from whereabouts.controller.podcleanup import PodCleanup
+    from whereabouts.controller.reconcile import Reconciler
+
+    workers: list[Worker] = []
+    if args.command in ("reconcile", "all"):
+        reconciler = Reconciler(ctx)
+        schedule = Schedule(args.cron_file, _flat_file_expression(args.configuration_path), log=ctx.log)
+        workers.append(("reconcile", reconciler.run_once, lambda stop: _on_schedule(ctx, schedule, reconciler, stop)))
+    if args.command in ("pod-cleanup", "all"):
+        cleanup = PodCleanup(ctx, node=args.node)
+        workers.append(("pod-cleanup", cleanup.sync, cleanup.run))
+    if args.command in ("node-slice", "all"):
+        slicer = NodeSliceController(ctx)
+        workers.append(("node-slice", slicer.sync, slicer.run))
+    return workers
+
+
+def _run_once(ctx: Context, workers: list[Worker]) -> int:
+    status = 0
+    for name, once, _ in workers:
+        try:
+            once()
+        except WhereaboutsError as exc:
+            ctx.log(f"{name}: failed: {exc.msg}")
+            status = 1
+    return status
+
+
+def _run_forever(args: argparse.Namespace, ctx: Context, workers: list[Worker]) -> int:
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    server = serve(args.metrics_address, args.metrics_port, ctx.registry, ctx.health)
+    ctx.log(f"{args.command}: metrics and health on {args.metrics_address}:{server.server_address[1]}")
+    lease = "whereabouts-" + (args.command if args.command != "all" else "controller")
+    if args.command == "pod-cleanup" and args.node:
+        lease += f"-{args.node}"  # one per node: each node's cleanup acts on its own pods only
+    elector = LeaderElector(
+        ctx.client(), name=lease, namespace=ctx.namespace, identity=ctx.identity, duration=args.lease_duration,
+        deadline=args.renew_deadline, retry=args.retry_period, log=ctx.log,
+    )  # fmt: skip
+    elector.stop = stop
+    ctx.may_act = lambda: elector.is_leader
+    threads = [threading.Thread(target=elector.run, name="leader", daemon=True)]
+    threads += [threading.Thread(target=_leading(ctx, name, forever, stop), name=name, daemon=True)
+                for name, _, forever in workers]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    ctx.health.ready.set()
+    stop.wait()
+    for thread in threads:
+        thread.join(timeout=args.renew_deadline)
+    server.shutdown()
+    return 0
+
+
+def _leading(ctx: Context, name: str, forever: Callable[[threading.Event], None], stop: threading.Event):
+    """Run `forever` while this replica leads; when leadership is lost, stop it and wait to lead again."""
+
+    def loop() -> None:
+        while not stop.is_set():
+            ctx.health.beat(name)
+            if not ctx.may_act():
+                stop.wait(0.5)
+                continue
+            term = threading.Event()
+            watcher = threading.Thread(target=_end_term, args=(ctx, term, stop), daemon=True)
+            watcher.start()
+            try:
+                forever(term)
+            except WhereaboutsError as exc:
+                ctx.log(f"{name}: {exc.msg}; retrying")
+                stop.wait(2.0)
+            term.set()
+
+    return loop
+
+
+def _end_term(ctx: Context, term: threading.Event, stop: threading.Event) -> None:
+    while not term.is_set():
+        if stop.is_set() or not ctx.may_act():
+            term.set()
+        term.wait(0.5)
+
+
+def _on_schedule(ctx: Context, schedule: Schedule, reconciler: object, stop: threading.Event) -> None:
+    """Run the reconciler at each time the schedule names, re-reading the schedule while waiting."""
+    run = reconciler.run_once  # type: ignore[attr-defined]
+    while not stop.is_set():
+        expression = schedule.current()
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        due = expression.next_after(now)
+        ctx.log(f"reconcile: next run at {due.isoformat()}Z ({expression.text!r})")
+        while not stop.is_set() and dt.datetime.now(dt.UTC).replace(tzinfo=None) < due:
+            ctx.health.beat("reconcile")
+            remaining = (due - dt.datetime.now(dt.UTC).replace(tzinfo=None)).total_seconds()
+            stop.wait(max(0.0, min(SCHEDULE_POLL, remaining)))
+            if schedule.current() is not expression:
+                break  # the schedule changed: compute the next run from the new one
+        else:
+            if not stop.is_set() and ctx.may_act():
+                run()
+
+
+def _flat_file_expression(path: str) -> str:
+    from whereabouts.config import _read_flat_file
+
+    try:
+        return str(_read_flat_file(path or None).get("reconciler_cron_expression") or "")
+    except WhereaboutsError:
+        return ""
+
+
+if __name__ == "__main__":
+    sys.exit(main())
