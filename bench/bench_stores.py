@@ -1,10 +1,11 @@
 """Benchmark: whereabouts on its shared datastores (etcd, Kubernetes custom resources) against the Go plugin's figures.
 
-Usage: .venv/bin/python bench/bench_stores.py [--quick] [--store etcd|kubernetes|all] [--json PATH]
+Usage: .venv/bin/python bench/bench_stores.py [--quick] [--store etcd|kubernetes|all] [--node-daemon] [--json PATH]
 
 Starts its own servers on loopback with temp dirs (etcd; for the kubernetes store a kube-apiserver 1.20 on its
 own etcd, with the CRDs and RBAC from deploy/) and stops them by PID when done. The plugin is exec'd once per
-call, as a runtime execs it, served in process (no node daemon), with a warm bytecode cache. The burst poses as
+call, as a runtime execs it, with a warm bytecode cache: served in process, or with `--node-daemon` handed to
+a `whereabouts-node` of its node (one per node; their CPU is counted with the plugin's). The burst poses as
 several nodes: each has its own local_data_dir (its node-local lock directory) and NODENAME, and every call
 names its pod in CNI_ARGS. What the store holds afterwards is read back from the store itself.
 """
@@ -23,14 +24,14 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any, Protocol
 
-from bench_local import machine
+from bench_local import machine, node_daemon, process_cpu_ms
 from common import ROOT, SUBNET, WHEREABOUTS, Call, Latency, children_cpu_ms, cni_env, machine_busy_ms, python_env
 
 sys.path.insert(0, str(ROOT / "tests"))
@@ -200,6 +201,7 @@ class Node:
     name: str
     conf: bytes
     env: dict[str, str]
+    daemon_pid: int = 0  # its whereabouts-node, if calls go through one
 
 
 @dataclass(frozen=True)
@@ -209,16 +211,19 @@ class Outcome:
     error: str
 
 
-def nodes(store: Store, count: int, tmp: Path) -> list[Node]:
-    """The network config as each node sees it: the same store, a local_data_dir of its own."""
-    env = {**python_env(tmp / "pycache"), "WHEREABOUTS_SOCKET": ""}  # no node daemon: served in process
+def nodes(store: Store, count: int, tmp: Path, daemons: list[tuple[Path, int]]) -> list[Node]:
+    """The network config as each node sees it: the same store, a local_data_dir of its own, and its
+    node daemon's (socket, pid) if `daemons` has one per node (else served in process)."""
+    env = python_env(tmp / "pycache")
     found = []
     for i in range(count):
         data_dir = tmp / store.name / f"node-{i}"
         ipam = {"type": "whereabouts", "range": SUBNET, "local_data_dir": str(data_dir)}
         ipam |= {"configuration_path": str(data_dir / "none"), **store.ipam(data_dir)}
         conf = {"cniVersion": "1.0.0", "name": "benchnet", "type": "bridge", "ipam": ipam}
-        found.append(Node(f"node-{i}", json.dumps(conf).encode(), {**env, "NODENAME": f"node-{i}"}))
+        sock, pid = daemons[i] if daemons else (Path(""), 0)
+        node_env = {**env, "NODENAME": f"node-{i}", "WHEREABOUTS_SOCKET": str(sock) if pid else ""}
+        found.append(Node(f"node-{i}", json.dumps(conf).encode(), node_env, pid))
     return found
 
 
@@ -256,12 +261,15 @@ class Phase:
 
 
 def run_phase(store: Store, work: list[tuple[Node, str]], command: str, callers: int) -> tuple[Phase, list[Outcome]]:
-    traffic, server_cpu, cpu, busy = store.traffic(), server_cpu_ms(store), children_cpu_ms(), machine_busy_ms()
+    daemons = {node.daemon_pid for node, _ in work if node.daemon_pid}
+    traffic, server_cpu, busy = store.traffic(), server_cpu_ms(store), machine_busy_ms()
+    cpu = children_cpu_ms() + sum(process_cpu_ms(pid) for pid in daemons)
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=callers) as pool:
         outcomes = list(pool.map(lambda job: cni(job[0], command, job[1]), work))
     wall = time.perf_counter() - start
-    cpu, server_cpu, busy = children_cpu_ms() - cpu, server_cpu_ms(store) - server_cpu, machine_busy_ms() - busy
+    cpu = children_cpu_ms() + sum(process_cpu_ms(pid) for pid in daemons) - cpu
+    server_cpu, busy = server_cpu_ms(store) - server_cpu, machine_busy_ms() - busy
     time.sleep(0.2)  # let the audit log catch up with the last responses
     spent = store.traffic().since(traffic)
     n = len(work)
@@ -355,21 +363,28 @@ def burst(store: Store, on: list[Node], settings: Settings) -> Burst:
     return Burst(add, after_add, delete, len(store.holders()))
 
 
-def measure(store: Store, settings: Settings, tmp: Path) -> Figures:
-    on = nodes(store, settings.nodes, tmp)
-    warm_up(store, on[0])
-    print(f"  {store.name}: {settings.sequential} sequential ADDs, then DELs", flush=True)
-    seq = sequential(store, on[0], settings.sequential)
-    print(f"  {store.name}: burst of {settings.burst} ADDs from {settings.callers} callers, then DELs", flush=True)
-    return Figures(store.name, seq, burst(store, on, settings))
+def measure(store: Store, settings: Settings, tmp: Path, *, with_daemon: bool) -> Figures:
+    with ExitStack() as stack:
+        daemons = []
+        if with_daemon:
+            env = python_env(tmp / "pycache")
+            for i in range(settings.nodes):
+                sock = tmp / f"node-{i}.sock"
+                daemons.append((sock, stack.enter_context(node_daemon(env, sock)).pid))
+        on = nodes(store, settings.nodes, tmp, daemons)
+        warm_up(store, on[0])
+        print(f"  {store.name}: {settings.sequential} sequential ADDs, then DELs", flush=True)
+        seq = sequential(store, on[0], settings.sequential)
+        print(f"  {store.name}: burst of {settings.burst} ADDs from {settings.callers} callers, then DELs", flush=True)
+        return Figures(store.name, seq, burst(store, on, settings))
 
 
-def measure_store(name: str, settings: Settings, tmp: Path) -> Figures:
+def measure_store(name: str, settings: Settings, tmp: Path, *, with_daemon: bool) -> Figures:
     print(f"Starting {name} ...", flush=True)
     started = time.perf_counter()
     with etcd_store(tmp) if name == "etcd" else kube_store(tmp) as store:
         print(f"  ready in {time.perf_counter() - started:.1f}s", flush=True)
-        figures = measure(store, settings, tmp)
+        figures = measure(store, settings, tmp, with_daemon=with_daemon)
     print(f"  {name} stopped", flush=True)
     return figures
 
@@ -531,10 +546,11 @@ def header(settings: Settings, info: dict[str, Any]) -> str:
     )
 
 
-def run(settings: Settings, names: list[str], tmp: Path) -> dict[str, Any]:
+def run(settings: Settings, names: list[str], tmp: Path, *, with_daemon: bool = False) -> dict[str, Any]:
     info = machine()
     print(header(settings, info), flush=True)
-    results = [measure_store(name, settings, tmp / name) for name in names]
+    print(f"Calls served {'through a whereabouts-node per node' if with_daemon else 'in process'}\n", flush=True)
+    results = [measure_store(name, settings, tmp / name, with_daemon=with_daemon) for name in names]
     print()
     print(table(results))
     for f in results:
@@ -560,10 +576,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smaller workload, for a smoke run")
     parser.add_argument("--store", choices=[*STORES, "all"], default="all", help="which datastore(s) to measure")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures as JSON to PATH")
+    parser.add_argument("--node-daemon", action="store_true", help="serve calls through a whereabouts-node per node")
     args = parser.parse_args()
     names = list(STORES) if args.store == "all" else [args.store]
     with tempfile.TemporaryDirectory(prefix="bench-stores-") as tmp:
-        result = run(QUICK if args.quick else FULL, names, Path(tmp))
+        result = run(QUICK if args.quick else FULL, names, Path(tmp), with_daemon=args.node_daemon)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
         print(f"\nFigures written to {args.json}")

@@ -3,7 +3,8 @@
 Optional. The `whereabouts` executable hands each call over on a unix socket (default
 /run/whereabouts/plugin.sock) and falls back to serving it itself when nobody listens. The daemon serves
 calls exactly as the executable would (the same `cni.call.handle`), each on a thread of its own; it holds
-no state between calls, so stopping or restarting it at any moment loses nothing.
+no state between calls but open connections to the datastore's servers (kept for the next call, saving a
+TCP and TLS handshake each), so stopping or restarting it at any moment loses nothing.
 
 Wire format: request = 4-byte length + "K=V\\0..." environment + 4-byte length + stdin;
 answer = b"W" + 4-byte exit status + stdout.
@@ -77,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="whereabouts-node", description=__doc__.splitlines()[0])
     parser.add_argument("--socket", default=os.environ.get("WHEREABOUTS_SOCKET") or DEFAULT_SOCKET)
     args = parser.parse_args(argv)
+    from whereabouts.store import http
+
+    http.keep_connections()
     server = NodeDaemon(args.socket)
     stop = threading.Event()
 

@@ -150,7 +150,7 @@ class KubeClient:
         return response.json()
 
     def close(self) -> None:
-        self.conn.close()
+        self.conn.release()
 
 
 def _status(response: Response) -> dict[str, Any]:
