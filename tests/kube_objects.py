@@ -35,11 +35,16 @@ def delete_node(kube: KubeAPIServer, name: str) -> None:
 
 
 def ensure_namespace(kube: KubeAPIServer, name: str) -> None:
-    try:
-        kube.request("POST", "/api/v1/namespaces", {"metadata": {"name": name}})
-    except Exception as exc:
-        if "409" not in str(exc):
-            raise
+    """The namespace and its `default` ServiceAccount: no controller-manager here makes it, and the
+    ServiceAccount admission plugin refuses pods without it (or, with no token controller, its token)."""
+    account = {"metadata": {"name": "default"}, "automountServiceAccountToken": False}
+    for path, obj in (("/api/v1/namespaces", {"metadata": {"name": name}}),
+                      (f"/api/v1/namespaces/{name}/serviceaccounts", account)):  # fmt: skip
+        try:
+            kube.request("POST", path, obj)
+        except Exception as exc:
+            if "409" not in str(exc):
+                raise
 
 
 def create_pod(

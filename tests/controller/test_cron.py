@@ -27,8 +27,19 @@ T = dt.datetime
         ("0 0 29 feb *", T(2026, 3, 1), T(2028, 2, 29)),
         ("5-10/5 1,3 * dec *", T(2026, 12, 1, 2, 0), T(2026, 12, 1, 3, 5)),
     ],
-    ids=["daily", "just-before", "at-the-minute", "every-minute", "step", "yearly", "weekday-name", "sunday-7",
-         "dom-or-dow", "leap-day", "lists-ranges-steps"],  # fmt: skip
+    ids=[
+        "daily",
+        "just-before",
+        "at-the-minute",
+        "every-minute",
+        "step",
+        "yearly",
+        "weekday-name",
+        "sunday-7",
+        "dom-or-dow",
+        "leap-day",
+        "lists-ranges-steps",
+    ],
 )
 def test_next_run(expression: str, after: dt.datetime, expected: dt.datetime) -> None:
     assert parse_cron(expression).next_after(after) == expected

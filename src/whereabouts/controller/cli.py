@@ -20,6 +20,10 @@ from whereabouts.controller.metrics import serve
 from whereabouts.errors import WhereaboutsError
 from whereabouts.kube.credentials import load_credentials
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from whereabouts.controller.reconcile import Reconciler
+
 SCHEDULE_POLL = 5.0  # seconds between reads of the schedule file while waiting for the next run
 
 
@@ -72,19 +76,22 @@ Worker = tuple[str, Callable[[], object], Callable[[threading.Event], None]]  # 
 
 
 def _workers(args: argparse.Namespace, ctx: Context) -> list[Worker]:
-    from whereabouts.controller.nodeslice import NodeSliceController
-    from whereabouts.controller.podcleanup import PodCleanup
-    from whereabouts.controller.reconcile import Reconciler
-
+    """Each subcommand imports only its own controller."""
     workers: list[Worker] = []
     if args.command in ("reconcile", "all"):
+        from whereabouts.controller.reconcile import Reconciler
+
         reconciler = Reconciler(ctx)
         schedule = Schedule(args.cron_file, _flat_file_expression(args.configuration_path), log=ctx.log)
         workers.append(("reconcile", reconciler.run_once, lambda stop: _on_schedule(ctx, schedule, reconciler, stop)))
     if args.command in ("pod-cleanup", "all"):
+        from whereabouts.controller.podcleanup import PodCleanup
+
         cleanup = PodCleanup(ctx, node=args.node)
         workers.append(("pod-cleanup", cleanup.sync, cleanup.run))
     if args.command in ("node-slice", "all"):
+        from whereabouts.controller.nodeslice import NodeSliceController
+
         slicer = NodeSliceController(ctx)
         workers.append(("node-slice", slicer.sync, slicer.run))
     return workers
@@ -158,9 +165,9 @@ def _end_term(ctx: Context, term: threading.Event, stop: threading.Event) -> Non
         term.wait(0.5)
 
 
-def _on_schedule(ctx: Context, schedule: Schedule, reconciler: object, stop: threading.Event) -> None:
+def _on_schedule(ctx: Context, schedule: Schedule, reconciler: Reconciler, stop: threading.Event) -> None:
     """Run the reconciler at each time the schedule names, re-reading the schedule while waiting."""
-    run = reconciler.run_once  # type: ignore[attr-defined]
+    run = reconciler.run_once
     while not stop.is_set():
         expression = schedule.current()
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)

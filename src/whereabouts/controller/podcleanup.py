@@ -1,0 +1,103 @@
+"""Pod cleanup: a deleted pod's allocations are released at once, in every pool that holds them, by the
+container ID and interface recorded with each (guarded as the reconciler's writes are, see reconcile.py).
+
+On start, and whenever its watch expires, it sweeps: lists pools, reservations and pods, and releases what
+belongs to pods that no longer exist or have finished (controller.leaks, the reconciler's rules without its
+repairs and its age rule). So a pod deleted while no cleanup ran is found by listing, not lost (Go #546).
+Then it watches pod deletions from the pod list's resourceVersion.
+
+With `node`, the watch sees only that node's pods (fieldSelector spec.nodeName). The sweep cannot do the
+same: a pod that is gone no longer says which node it ran on, and the pool entry never recorded it. So the
+sweep covers every entry in the namespace. That is safe with one cleanup per node running at once: each
+release is confirmed by a fresh GET and written as a guarded patch, so the second node to try finds the
+entry gone and does nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from whereabouts.controller import leaks
+from whereabouts.controller.context import Context
+from whereabouts.controller.reconcile import Applier, Report, observe
+from whereabouts.kube.client import Event, Expired, KubeClient
+from whereabouts.store.kubernetes import IPPOOLS, RESERVATIONS
+
+WATCH_TIMEOUT = 30  # seconds each watch request lasts; the next resumes from the last resourceVersion seen
+
+
+class PodCleanup:
+    def __init__(self, ctx: Context, node: str = "") -> None:
+        self.ctx, self.node = ctx, node
+        self.released = ctx.registry.counter(
+            "pod_cleanup_released_total", "Allocations and reservations of deleted pods released, by kind"
+        )
+        self.resource_version = ""  # of the last pod list or watch event: where the watch resumes
+        self.watch_timeout = WATCH_TIMEOUT
+
+    def sync(self) -> Report:
+        """The sweep: release what belongs to pods that are gone or finished (what --once does)."""
+        started = time.monotonic()
+        client = self.ctx.client()
+        try:
+            reading = observe(client, nodes=False)
+            planned = leaks.plan(reading.observed, now=time.time(), repair=False, aged=False)
+            report = self._applier(client).apply(planned, reading.pools)
+        finally:
+            client.close()
+        self.resource_version = reading.resource_version
+        self.ctx.log(f"pod-cleanup: sweep {report.summary()} in {time.monotonic() - started:.2f}s")
+        return report
+
+    def run(self, stop: threading.Event) -> None:
+        """Sweep, then release each deleted pod's allocations as its deletion is seen, until `stop` is set."""
+        self.sync()
+        self.follow(stop)
+
+    def follow(self, stop: threading.Event) -> None:
+        """Watch pod deletions from `resource_version` until `stop` is set; sweep again when it expired."""
+        client = self.ctx.client()
+        scope = f"node {self.node}" if self.node else "all nodes"
+        self.ctx.log(f"pod-cleanup: watching pod deletions on {scope} from resourceVersion {self.resource_version}")
+        try:
+            while not stop.is_set():
+                self.ctx.health.beat("pod-cleanup")
+                try:
+                    self._watch(client, stop)
+                except Expired:
+                    self.ctx.log("pod-cleanup: watch expired (410 Gone); listing again")
+                    self.sync()
+        finally:
+            client.close()
+
+    def release_pod(self, client: KubeClient, podref: str) -> Report:
+        """A pod was seen deleted: release its entries, then their reservations (and any other reservation
+        of that pod), if no pod of that name exists now. Most pods hold no address here: reservations are
+        listed only when the pools show entries of this pod; a lone reservation of a pod without any (a
+        crashed ADD's) is left to the reconciler."""
+        pools = client.list(client.path(IPPOOLS))
+        observed = leaks.observed_from(pools, ())
+        if not any(entry.owner.podref == podref for entry in observed.entries):
+            return Report(dry_run=self.ctx.dry_run)
+        reservations = client.list(client.path(RESERVATIONS))
+        planned = leaks.plan_for_pod(leaks.observed_from(pools, reservations), podref)
+        return self._applier(client).apply(planned, {p["metadata"]["name"]: p for p in pools})
+
+    def _watch(self, client: KubeClient, stop: threading.Event) -> None:
+        params = {"fieldSelector": f"spec.nodeName={self.node}"} if self.node else {}
+        events = client.watch(client.resource("pods"), self.resource_version, timeout=self.watch_timeout, **params)
+        for event in events:
+            self._handle(client, event)
+            if stop.is_set():
+                return
+
+    def _handle(self, client: KubeClient, event: Event) -> None:
+        self.ctx.health.beat("pod-cleanup")
+        version = event.object.get("metadata", {}).get("resourceVersion", "")
+        self.resource_version = version or self.resource_version
+        if event.type == "DELETED":
+            self.release_pod(client, leaks.pod_state(event.object).ref)
+
+    def _applier(self, client: KubeClient) -> Applier:
+        return Applier(self.ctx, client, source="pod-cleanup", released=self.released)

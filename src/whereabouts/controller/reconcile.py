@@ -1,0 +1,299 @@
+"""The reconciler's driver: read, plan (controller.leaks, no I/O), confirm, apply; an Event, a metric and one
+log line per action. Pod cleanup applies its plans through the same Applier.
+
+Reads, in this order: IPPools, reservations, Pods (all namespaces), Nodes (see leaks.Observed for why pools
+come first). Writes, each only while ctx.may_act() (a replica that lost its Lease stops before the next):
+    allocation   GET the pod again, release only if it is still gone or terminal; then one JSON patch on the
+                 IPPool: `test` that .../<offset>/id and /ifname are what was read, `remove`. A failed test
+                 (a recreated pod adopted the address meanwhile) leaves it alone. Then the entry's
+                 reservations, each deleted with the resourceVersion read as a precondition.
+    reservation  a lone one: list the pools again; still no entry behind it (and, for pod evidence, the pod
+                 still gone): delete it with its resourceVersion as a precondition.
+    repair       GET the pool again; the entry unchanged: create its missing reservation.
+Ages are measured on this machine's clock against the API server's creationTimestamp: GRACE (120 s) is
+far beyond a CNI call's 45 s, so modest clock skew does not matter.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from whereabouts.controller.context import Context
+from whereabouts.controller.leaks import (
+    Entry,
+    EntryRelease,
+    Judgement,
+    Kept,
+    Observed,
+    Plan,
+    Repair,
+    Reservation,
+    ReservationRelease,
+    Verdict,
+    adoption_in_flight,
+    backing_index,
+    backs,
+    judge_pod,
+    observed_from,
+    plan,
+    pod_state,
+)
+from whereabouts.controller.metrics import Metric, Registry
+from whereabouts.errors import TryAgainLater
+from whereabouts.kube.client import Conflict, KubeClient
+from whereabouts.store.kubernetes import API_VERSION, IPPOOLS, RESERVATIONS, KubernetesStore
+
+
+@dataclass
+class Report:
+    """What one pass did (with `dry_run`: would do)."""
+
+    dry_run: bool = False
+    released: list[Entry] = field(default_factory=list)
+    released_reservations: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+    kept: list[Kept] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # changed since read: a race lost safely
+    stopped: bool = False  # the Lease was lost: no further writes
+
+    def summary(self) -> str:
+        verb = "would release" if self.dry_run else "released"
+        notable = sum(1 for k in self.kept if k.notable)
+        return (
+            f"{verb} {len(self.released)} allocation(s) and {len(self.released_reservations)} reservation(s), "
+            f"recreated {len(self.repaired)}, kept {len(self.kept)} ({notable} notable), skipped {len(self.skipped)}"
+            + ("; stopped: lease lost" if self.stopped else "")
+        )
+
+
+@dataclass(frozen=True)
+class Reading:
+    observed: Observed
+    pools: Mapping[str, dict[str, Any]]  # name -> the IPPool as listed (for Events)
+    resource_version: str  # of the pod list: where a watch resumes
+
+
+def observe(client: KubeClient, *, pods: bool = True, nodes: bool = True) -> Reading:
+    pools = client.list(client.path(IPPOOLS))
+    reservations = client.list(client.path(RESERVATIONS))
+    pod_items, version = client.list_with_version(client.resource("pods")) if pods else ([], "")
+    node_items = client.list(client.resource("nodes")) if nodes else None
+    observed = observed_from(pools, reservations, pod_items, node_items)
+    return Reading(observed, {p["metadata"]["name"]: p for p in pools}, version)
+
+
+def release_patch(entry: Entry) -> list[dict[str, Any]]:
+    path = f"/spec/allocations/{entry.offset}"
+    return [
+        {"op": "test", "path": f"{path}/id", "value": entry.owner.container_id},
+        {"op": "test", "path": f"{path}/ifname", "value": entry.owner.ifname},
+        {"op": "remove", "path": path},
+    ]
+
+
+class _LeaseLost(Exception):
+    pass
+
+
+class Applier:
+    """Applies one plan: confirms, writes guarded, records. One per pass (it remembers the pods it read)."""
+
+    def __init__(
+        self, ctx: Context, client: KubeClient, *, source: str, released: Metric, repaired: Metric | None = None
+    ) -> None:
+        self.ctx, self.client, self.source = ctx, client, source
+        self.released, self.repaired = released, repaired
+        self.pods: dict[str, dict[str, Any] | None] = {}  # podref -> the fresh GET (None: 404)
+        self.report = Report(dry_run=ctx.dry_run)
+
+    def apply(self, planned: Plan, pools: Mapping[str, dict[str, Any]]) -> Report:
+        self.report.kept += planned.kept
+        try:
+            for release in planned.releases:
+                self._release_entry(release, pools)
+            if planned.reservation_releases:
+                index = backing_index(observed_from(self.client.list(self.client.path(IPPOOLS)), ()).entries)
+                for lone in planned.reservation_releases:
+                    self._release_lone(lone, index)
+            for repair in planned.repairs:
+                self._repair(repair)
+        except _LeaseLost:
+            self.report.stopped = True
+            self.ctx.log(f"{self.source}: not the leader any more; stopping before the next write")
+        return self.report
+
+    def _release_entry(self, release: EntryRelease, pools: Mapping[str, dict[str, Any]]) -> None:
+        entry = release.entry
+        judgement, pod = self._confirm(entry.owner.podref)
+        if judgement.verdict is not Verdict.RELEASE:
+            self._keep(entry.describe(), f"on a fresh read: {judgement.reason}")
+            return
+        what = f"{entry.describe()}: {judgement.reason}"
+        if self._before_write(f"would release {what}"):
+            self.report.released.append(entry)
+        elif not self._patch(entry):
+            return
+        else:
+            self.report.released.append(entry)
+            self._record(pod or pools.get(entry.pool) or _pool_ref(self.client, entry.pool), "allocation", what)
+        for reservation in release.reservations:
+            self._delete_reservation(reservation, judgement.reason, pod)
+
+    def _patch(self, entry: Entry) -> bool:
+        path = self.client.path(IPPOOLS, entry.pool)
+        try:
+            self.client.patch(path, release_patch(entry))
+        except Conflict:
+            self._skip(f"{entry.describe()}: changed since read (taken over?), left alone")
+            return False
+        except TryAgainLater:
+            if self.client.get(path) is not None:
+                raise
+            self._skip(f"{entry.describe()}: the pool is gone")
+            return False
+        return True
+
+    def _release_lone(self, release: ReservationRelease, index: Mapping[str, list[Entry]]) -> None:
+        reservation = release.reservation
+        judgement, pod = self._confirm(reservation.owner.podref)
+        if backs(index, reservation) or (release.aged and adoption_in_flight(index, reservation)):
+            self._keep(reservation.describe(), "on a fresh read of the pools: an entry stands behind it")
+        elif not release.aged and judgement.verdict is not Verdict.RELEASE:
+            self._keep(reservation.describe(), f"on a fresh read: {judgement.reason}")
+        else:
+            self._delete_reservation(reservation, release.reason, pod)
+
+    def _delete_reservation(self, reservation: Reservation, reason: str, pod: dict[str, Any] | None) -> None:
+        what = f"{reservation.describe()}: {reason}"
+        if self._before_write(f"would release {what}"):
+            self.report.released_reservations.append(reservation.name)
+            return
+        path = self.client.path(RESERVATIONS, reservation.name)
+        try:
+            deleted = self.client.delete(path, reservation.resource_version)
+        except Conflict:
+            self._skip(f"{reservation.describe()}: changed since read, left alone")
+            return
+        if deleted:
+            self.report.released_reservations.append(reservation.name)
+            self._record(pod or _reservation_ref(self.client, reservation.name), "reservation", what)
+
+    def _repair(self, repair: Repair) -> None:
+        entry = repair.entry
+        current = (self.client.get(self.client.path(IPPOOLS, entry.pool)) or {}).get("spec", {})
+        held = (current.get("allocations") or {}).get(entry.offset) or {}
+        if (held.get("id"), held.get("ifname")) != (entry.owner.container_id, entry.owner.ifname):
+            self._skip(f"{entry.describe()}: changed since read, reservation not recreated")
+            return
+        what = f"reservation {repair.name} for {entry.describe()}: {repair.reason}"
+        if self._before_write(f"would recreate {what}"):
+            self.report.repaired.append(repair.name)
+            return
+        try:
+            KubernetesStore(self.client).create_reservation(repair.name, entry.owner)
+        except Conflict:
+            self._skip(f"reservation {repair.name} exists now, not recreated")
+            return
+        self.report.repaired.append(repair.name)
+        if self.repaired is not None:
+            self.repaired.inc()
+        self.ctx.log(f"{self.source}: recreated {what}")
+        _, pod = self._confirm(entry.owner.podref)
+        self.ctx.event(self.client, pod or _pool_ref(self.client, entry.pool), reason="RecreatedReservation",
+                       message=f"{self.source}: recreated {what}")  # fmt: skip
+
+    def _confirm(self, podref: str) -> tuple[Judgement, dict[str, Any] | None]:
+        """The pod as it is now (one GET per pod per pass), judged again."""
+        namespace, _, name = podref.partition("/")
+        if namespace and name and podref not in self.pods:
+            self.pods[podref] = self.client.get(self.client.resource("pods", name, namespace=namespace))
+        pod = self.pods.get(podref)
+        return judge_pod(podref, None if pod is None else pod_state(pod)), pod
+
+    def _before_write(self, message: str) -> bool:
+        """Before a write: stop if the Lease is lost; True in a dry run (logging what would be done instead)."""
+        if not self.ctx.may_act():
+            raise _LeaseLost
+        if self.ctx.dry_run:
+            self.ctx.log(f"{self.source}: (dry run) {message}")
+        return self.ctx.dry_run
+
+    def _record(self, involved: dict[str, Any], kind: str, what: str) -> None:
+        self.released.inc(kind=kind)
+        self.ctx.log(f"{self.source}: released {what}")
+        reason = "ReleasedAllocation" if kind == "allocation" else "ReleasedReservation"
+        self.ctx.event(self.client, involved, reason=reason, message=f"{self.source}: released {what}")
+
+    def _keep(self, what: str, reason: str) -> None:
+        self.report.kept.append(Kept(what, reason, True))
+        self.ctx.log(f"{self.source}: kept {what}: {reason}")
+
+    def _skip(self, message: str) -> None:
+        self.report.skipped.append(message)
+        self.ctx.log(f"{self.source}: skipped {message}")
+
+
+def _pool_ref(client: KubeClient, name: str) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": "IPPool", "metadata": {"name": name, "namespace": client.namespace}}
+
+
+def _reservation_ref(client: KubeClient, name: str) -> dict[str, Any]:
+    meta = {"name": name, "namespace": client.namespace}
+    return {"apiVersion": API_VERSION, "kind": "OverlappingRangeIPReservation", "metadata": meta}
+
+
+class ReconcileMetrics:
+    def __init__(self, registry: Registry) -> None:
+        self.capacity = registry.gauge("pool_capacity", "Addresses the pool's range can hand out")
+        self.allocated = registry.gauge("pool_allocated", "Addresses allocated in the pool")
+        self.released = registry.counter("leaks_released_total", "Leaked allocations and reservations released")
+        self.repaired = registry.counter("reservations_repaired_total", "Missing reservations recreated")
+        self.runs = registry.counter("reconcile_runs_total", "Reconciler passes, by result")
+        self.duration = registry.histogram("reconcile_duration_seconds", "Duration of a reconciler pass")
+
+    def pools(self, observed: Observed, report: Report) -> None:
+        gone = Counter(entry.pool for entry in report.released) if not report.dry_run else Counter()
+        held = Counter(entry.pool for entry in observed.entries)
+        for pool in observed.pools:
+            self.capacity.set(pool.capacity, pool=pool.name)
+            self.allocated.set(held[pool.name] - gone[pool.name], pool=pool.name)
+        names = [{"pool": pool.name} for pool in observed.pools]
+        self.capacity.forget(names)
+        self.allocated.forget(names)
+
+
+class Reconciler:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.metrics = ReconcileMetrics(ctx.registry)
+
+    def run_once(self) -> Report:
+        started = time.monotonic()
+        client = self.ctx.client()
+        try:
+            report = self._pass(client)
+        except Exception:
+            self.metrics.runs.inc(result="error")
+            raise
+        finally:
+            self.metrics.duration.observe(time.monotonic() - started)
+            client.close()
+        self.metrics.runs.inc(result="ok")
+        self.ctx.log(f"reconcile: {report.summary()} in {time.monotonic() - started:.2f}s")
+        return report
+
+    def _pass(self, client: KubeClient) -> Report:
+        reading = observe(client)
+        planned = plan(reading.observed, now=time.time())
+        for kept in planned.kept:
+            if kept.notable:
+                self.ctx.log(f"reconcile: kept {kept.what}: {kept.reason}")
+        applier = Applier(self.ctx, client, source="reconcile", released=self.metrics.released,
+                          repaired=self.metrics.repaired)  # fmt: skip
+        report = applier.apply(planned, reading.pools)
+        self.metrics.pools(reading.observed, report)
+        return report

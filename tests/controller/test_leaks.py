@@ -1,0 +1,321 @@
+"""The leak planner, pure: pools, reservations, pods and nodes as the API lists them -> what is released,
+what is repaired, and why everything else is kept."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from whereabouts.controller.leaks import (
+    GRACE,
+    Plan,
+    Verdict,
+    judge_pod,
+    observed_from,
+    plan,
+    plan_for_pod,
+    pod_state,
+    read_pool,
+    timestamp,
+)
+
+NOW = timestamp("2026-01-01T12:00:00Z") or 0.0
+
+
+def ago(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(NOW - seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def pool(name: str, cidr: str, **allocations: tuple[str, str, str]) -> dict[str, Any]:
+    """`allocations`: offset (as `o5`) -> (container ID, podref, ifname)."""
+    entries = {k[1:]: {"id": c, "podref": p, "ifname": i} for k, (c, p, i) in allocations.items()}
+    return {"metadata": {"name": name}, "spec": {"range": cidr, "allocations": entries}}
+
+
+def resv(name: str, cid: str, podref: str, ifname: str = "net1", *, age: float = 3600) -> dict[str, Any]:
+    meta = {"name": name, "resourceVersion": "7", "creationTimestamp": ago(age)}
+    return {"metadata": meta, "spec": {"containerid": cid, "podref": podref, "ifname": ifname}}
+
+
+def pod(ref: str, phase: str = "Running", *, node: str = "n1", deleting: bool = False, annotated: bool = True) -> dict:
+    namespace, name = ref.split("/")
+    meta: dict[str, Any] = {"namespace": namespace, "name": name, "uid": f"uid-{name}"}
+    meta["annotations"] = {"k8s.v1.cni.cncf.io/network-status": "[]"} if annotated else {}
+    if deleting:
+        meta["deletionTimestamp"] = ago(1)
+    return {"metadata": meta, "spec": {"nodeName": node}, "status": {"phase": phase}}
+
+
+def node(name: str, ready: bool = True) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "status": {"conditions": [{"type": "Ready", "status": str(ready)}]}}
+
+
+def outcome(result: Plan) -> dict[str, Any]:
+    """Releases as 'pool/offset+reservation...', lone reservations by name, repairs by name."""
+    released = [
+        f"{r.entry.pool}/{r.entry.offset}" + "".join(f"+{x.name}" for x in r.reservations) for r in result.releases
+    ]
+    return {
+        "release": sorted(released),
+        "lone": sorted(f"{r.reservation.name}{' (aged)' if r.aged else ''}" for r in result.reservation_releases),
+        "repair": sorted(r.name for r in result.repairs),
+    }
+
+
+A = ("ctr-a", "ns/a", "net1")
+B = ("ctr-b", "ns/b", "net1")
+NONE = {"release": [], "lone": [], "repair": []}
+
+# (pools, reservations, pods, expected outcome, a kept reason that must appear, or "")
+CASES = {
+    "gone pod: entry then its reservation": (
+        [pool("10.0.0.0-24", "10.0.0.0/24", o5=A, o6=B)],
+        [resv("10.0.0.5", *A), resv("10.0.0.6", *B)],
+        [pod("ns/b")],
+        {**NONE, "release": ["10.0.0.0-24/5+10.0.0.5"]},
+        "pod ns/b exists (Running)",
+    ),
+    "network-status not written yet (#162/#207): kept": (
+        [pool("10.0.0.0-24", "10.0.0.0/24", o5=A)],
+        [resv("10.0.0.5", *A, age=1)],
+        [pod("ns/a", "Pending", annotated=False)],
+        NONE,
+        "network-status not written yet",
+    ),
+    "recreated StatefulSet pod (#176): both entries kept": (
+        [pool("10.0.0.0-24", "10.0.0.0/24", o5=A, o9=("ctr-a2", "ns/a", "net1"))],
+        [resv("10.0.0.5", *A), resv("10.0.0.9", "ctr-a2", "ns/a")],
+        [pod("ns/a")],
+        NONE,
+        "cannot tell which is stale",
+    ),
+    "terminating pod: kept for its DEL": (
+        [pool("10.0.0.0-24", "10.0.0.0/24", o5=A)],
+        [resv("10.0.0.5", *A)],
+        [pod("ns/a", deleting=True)],
+        NONE,
+        "is terminating",
+    ),
+    "pod on a deleted node: kept while the pod exists": (
+        [pool("10.0.0.0-24", "10.0.0.0/24", o5=A)],
+        [resv("10.0.0.5", *A)],
+        [pod("ns/a", node="vanished")],
+        NONE,
+        "its node vanished is gone",
+    ),
+    "pod on a NotReady node: kept": (
+        [pool("10.0.0.0-24", "10.0.0.0/24", o5=A)],
+        [resv("10.0.0.5", *A)],
+        [pod("ns/a", node="sick")],
+        NONE,
+        "its node sick is NotReady",
+    ),
+    "Succeeded pod: released": (
+        [pool("10.0.0.0-24", "10.0.0.0/24", o5=A)],
+        [resv("10.0.0.5", *A)],
+        [pod("ns/a", "Succeeded")],
+        {**NONE, "release": ["10.0.0.0-24/5+10.0.0.5"]},
+        "",
+    ),
+    "Failed and terminating pod: released": (
+        [pool("10.0.0.0-24", "10.0.0.0/24", o5=A)],
+        [],
+        [pod("ns/a", "Failed", deleting=True)],
+        {**NONE, "release": ["10.0.0.0-24/5"]},
+        "",
+    ),
+    "no pod recorded: kept": (
+        [pool("10.0.0.0-24", "10.0.0.0/24", o5=("ctr-x", "/", "eth0"), o6=("ctr-y", "", "eth0"))],
+        [resv("10.0.0.5", "ctr-x", "/", "eth0"), resv("10.0.0.6", "ctr-y", "/", "eth0")],
+        [],
+        NONE,
+        "no pod recorded",
+    ),
+    "network_name pool: its prefixed reservation": (
+        [pool("blue-10.0.0.0-24", "10.0.0.0/24", o5=A)],
+        [resv("blue-10.0.0.5", *A)],
+        [],
+        {**NONE, "release": ["blue-10.0.0.0-24/5+blue-10.0.0.5"]},
+        "",
+    ),
+    "node-slice pool: reservation without the node": (
+        [pool("node1-10.0.0.0-26", "10.0.0.0/26", o5=A)],
+        [resv("10.0.0.5", *A)],
+        [],
+        {**NONE, "release": ["node1-10.0.0.0-26/5+10.0.0.5"]},
+        "",
+    ),
+    "network and node-slice pool": (
+        [pool("blue-node1-10.0.0.0-26", "10.0.0.0/26", o5=A)],
+        [resv("blue-10.0.0.5", *A)],
+        [],
+        {**NONE, "release": ["blue-node1-10.0.0.0-26/5+blue-10.0.0.5"]},
+        "",
+    ),
+    "same address in two networks: each entry its own reservation": (
+        [pool("10.0.0.0-24", "10.0.0.0/24", o5=A), pool("blue-10.0.0.0-24", "10.0.0.0/24", o5=B)],
+        [resv("10.0.0.5", *A), resv("blue-10.0.0.5", *B)],
+        [pod("ns/a")],
+        {**NONE, "release": ["blue-10.0.0.0-24/5+blue-10.0.0.5"]},
+        "",
+    ),
+    "IPv6 pool and a trailing '-' name": (
+        [pool("2001---32", "2001::/32", o1=A, **{f"o{1 << 64}": B})],
+        [resv("2001--1", *A), resv("2001-0-0-1--0", *B)],
+        [],
+        {**NONE, "release": ["2001---32/1+2001--1", f"2001---32/{1 << 64}+2001-0-0-1--0"]},
+        "",
+    ),
+    "lone reservation, pod gone: released": (
+        [pool("10.0.0.0-24", "10.0.0.0/24")],
+        [resv("10.0.0.5", *A, age=1)],
+        [],
+        {**NONE, "lone": ["10.0.0.5"]},
+        "",
+    ),
+    "lone reservation, live pod, young: an ADD between its writes": (
+        [],
+        [resv("10.0.0.5", *A, age=GRACE - 10)],
+        [pod("ns/a", "Pending", annotated=False)],
+        NONE,
+        "an ADD may be between its two writes",
+    ),
+    "lone reservation, live pod, past the grace period: released": (
+        [],
+        [resv("10.0.0.5", *A, age=GRACE + 10)],
+        [pod("ns/a")],
+        {**NONE, "lone": ["10.0.0.5 (aged)"]},
+        "",
+    ),
+    "lone reservation, no pod, past the grace period: released": (
+        [],
+        [resv("10.0.0.5", "ctr-x", "/", age=GRACE + 10)],
+        [],
+        {**NONE, "lone": ["10.0.0.5 (aged)"]},
+        "",
+    ),
+    "old reservation moved to a recreated pod's container: adoption in flight, kept": (
+        [pool("10.0.0.0-24", "10.0.0.0/24", o5=A)],
+        [resv("10.0.0.5", "ctr-a2", "ns/a", age=GRACE + 10)],
+        [pod("ns/a")],
+        NONE,
+        "a recreated pod's ADD is taking it over",
+    ),
+    "reservation of another interface does not back the entry": (
+        [pool("10.0.0.0-24", "10.0.0.0/24", o5=A)],
+        [resv("10.0.0.5", "ctr-a", "ns/a", "net2")],
+        [],
+        {"release": ["10.0.0.0-24/5"], "lone": ["10.0.0.5"], "repair": []},
+        "",
+    ),
+    "live entry without reservation where the pool uses them: repaired": (
+        [pool("blue-10.0.0.0-24", "10.0.0.0/24", o5=A, o6=B)],
+        [resv("blue-10.0.0.6", *B)],
+        [pod("ns/a"), pod("ns/b")],
+        {**NONE, "repair": ["blue-10.0.0.5"]},
+        "",
+    ),
+    "live entry without reservation, the pool has none (overlapping off): untouched": (
+        [pool("10.0.0.0-24", "10.0.0.0/24", o5=A, o6=B)],
+        [],
+        [pod("ns/a"), pod("ns/b")],
+        NONE,
+        "",
+    ),
+    "gone entry without reservation: released, not repaired": (
+        [pool("10.0.0.0-24", "10.0.0.0/24", o5=A, o6=B)],
+        [resv("10.0.0.6", *B)],
+        [pod("ns/b")],
+        {**NONE, "release": ["10.0.0.0-24/5"]},
+        "",
+    ),
+    "terminating entry without reservation: not repaired": (
+        [pool("10.0.0.0-24", "10.0.0.0/24", o5=A, o6=B)],
+        [resv("10.0.0.6", *B)],
+        [pod("ns/a", deleting=True), pod("ns/b")],
+        NONE,
+        "is terminating",
+    ),
+    "reservation name held by another attachment: no repair, reported": (
+        [pool("10.0.0.0-24", "10.0.0.0/24", o5=A, o6=B)],
+        [resv("10.0.0.5", "ctr-z", "ns/z", age=1), resv("10.0.0.6", *B)],
+        [pod("ns/a"), pod("ns/b"), pod("ns/z")],
+        NONE,
+        "names another holder (container ctr-z)",
+    ),
+    "unreadable pool: no release by age": (
+        [{"metadata": {"name": "odd"}, "spec": {"range": "not-a-cidr", "allocations": {}}}],
+        [resv("10.0.0.5", *A, age=GRACE + 10)],
+        [pod("ns/a")],
+        NONE,
+        "range or name unreadable",
+    ),
+}
+
+
+@pytest.mark.parametrize(("pools", "reservations", "pods", "expected", "kept_reason"), CASES.values(), ids=CASES)
+def test_plan(pools: list, reservations: list, pods: list, expected: dict, kept_reason: str) -> None:
+    observed = observed_from(pools, reservations, pods, [node("n1"), node("sick", ready=False)])
+    result = plan(observed, now=NOW)
+    assert outcome(result) == expected
+    if kept_reason:
+        assert any(kept_reason in k.reason for k in result.kept), [k.reason for k in result.kept]
+
+
+POD_CASES = {
+    "gone": ("ns/a", None, Verdict.RELEASE),
+    "Succeeded": ("ns/a", pod("ns/a", "Succeeded"), Verdict.RELEASE),
+    "Failed": ("ns/a", pod("ns/a", "Failed"), Verdict.RELEASE),
+    "Running": ("ns/a", pod("ns/a"), Verdict.LIVE),
+    "Pending without annotation": ("ns/a", pod("ns/a", "Pending", annotated=False), Verdict.LIVE),
+    "no phase yet": ("ns/a", pod("ns/a", ""), Verdict.LIVE),
+    "Unknown phase": ("ns/a", pod("ns/a", "Unknown"), Verdict.LIVE),
+    "terminating": ("ns/a", pod("ns/a", deleting=True), Verdict.TERMINATING),
+    "no podref": ("", None, Verdict.UNKNOWN),
+    "podref '/'": ("/", None, Verdict.UNKNOWN),
+    "podref without a namespace": ("a", None, Verdict.UNKNOWN),
+}
+
+
+@pytest.mark.parametrize(("podref", "obj", "verdict"), POD_CASES.values(), ids=POD_CASES)
+def test_judge_pod(podref: str, obj: dict | None, verdict: Verdict) -> None:
+    assert judge_pod(podref, None if obj is None else pod_state(obj)).verdict is verdict
+
+
+PLAN_MODES = {
+    "reconciler: releases an old lone reservation of a live pod": (True, ["10.0.0.5 (aged)"]),
+    "pod cleanup (aged off): keeps it, pods are its only evidence": (False, []),
+}
+
+
+@pytest.mark.parametrize(("aged", "lone"), PLAN_MODES.values(), ids=PLAN_MODES)
+def test_age_rule_is_the_reconcilers_only(aged: bool, lone: list[str]) -> None:
+    observed = observed_from([], [resv("10.0.0.5", *A, age=GRACE * 10)], [pod("ns/a")])
+    assert outcome(plan(observed, now=NOW, aged=aged))["lone"] == lone
+
+
+def test_plan_for_pod_takes_only_that_pods_entries_and_reservations() -> None:
+    observed = observed_from(
+        [pool("10.0.0.0-24", "10.0.0.0/24", o5=A, o6=B, o7=("ctr-a", "ns/a", "net2"))],
+        [resv("10.0.0.5", *A), resv("10.0.0.6", *B), resv("10.0.0.9", "ctr-a-crashed", "ns/a", age=1)],
+    )
+    result = plan_for_pod(observed, "ns/a")
+    expected = {"release": ["10.0.0.0-24/5+10.0.0.5", "10.0.0.0-24/7"], "lone": ["10.0.0.9"], "repair": []}
+    assert outcome(result) == expected
+
+
+CAPACITY_CASES = {
+    "IPv4 /24: network and broadcast out": ("10.0.0.0/24", 254),
+    "IPv4 /16: also x.x.N.0 out": ("10.0.0.0/16", 65534 - 255),
+    "IPv4 /31: both usable": ("10.0.0.2/31", 2),
+    "IPv4 /31 holding x.x.x.0: never picked": ("10.0.0.0/31", 1),
+    "IPv6 /64": ("caa5::/64", (1 << 64) - 2),
+}
+
+
+@pytest.mark.parametrize(("cidr", "capacity"), CAPACITY_CASES.values(), ids=CAPACITY_CASES)
+def test_pool_capacity(cidr: str, capacity: int) -> None:
+    read = read_pool(pool(cidr.replace("/", "-").replace(":", "-"), cidr))
+    assert read is not None and read[0].capacity == capacity
