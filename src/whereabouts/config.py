@@ -67,14 +67,15 @@ class IPAMConfig:
     log_level: str = ""
     reconciler_cron_expression: str = ""
     configuration_path: str = ""
+    netconf_name: str = ""  # the network config's top-level `name`: names the NodeSlicePool without network_name
 
 
-def load_ipam(ipam: Mapping[str, Any]) -> IPAMConfig:
+def load_ipam(ipam: Mapping[str, Any], netconf_name: object = "") -> IPAMConfig:
     """Merge the flat file under the inline `ipam` object, then parse and validate."""
     if not isinstance(ipam, Mapping):
         raise InvalidConfig("invalid ipam: expected a JSON object")
     merged = {**_read_flat_file(ipam.get("configuration_path")), **ipam}
-    return parse_ipam(merged)
+    return parse_ipam(merged, netconf_name if isinstance(netconf_name, str) else "")
 
 
 def _read_flat_file(configured: object) -> dict[str, Any]:
@@ -99,7 +100,7 @@ def _read_flat_file(configured: object) -> dict[str, Any]:
     return {}
 
 
-def parse_ipam(raw: Mapping[str, Any]) -> IPAMConfig:
+def parse_ipam(raw: Mapping[str, Any], netconf_name: str = "") -> IPAMConfig:
     if raw.get("type", "whereabouts") != "whereabouts":
         raise InvalidConfig(f"invalid ipam type {raw.get('type')!r}: expected 'whereabouts'")
     gateway = _opt_str(raw, "gateway")
@@ -108,23 +109,26 @@ def parse_ipam(raw: Mapping[str, Any]) -> IPAMConfig:
         raise InvalidConfig(f"invalid kubernetes {kube!r}: expected an object")
     kubeconfig = _opt_str(kube, "kubeconfig", "kubernetes.kubeconfig")
     etcd = _etcd(raw)
+    ranges = _ranges(raw, gateway)
+    datastore = _datastore(raw, kubeconfig, etcd)
     return IPAMConfig(
-        ranges=_ranges(raw, gateway),
+        ranges=ranges,
         network_name=_opt_str(raw, "network_name"),
         overlapping=_bool(raw, "enable_overlapping_ranges", True),
         gateway=gateway,
         routes=_routes(raw.get("routes")),
         dns=_dns(raw.get("dns")),
         addresses=_addresses(raw.get("addresses")),
-        datastore=_datastore(raw, kubeconfig, etcd),
+        datastore=datastore,
         local_data_dir=_opt_str(raw, "local_data_dir") or DEFAULT_LOCAL_DATA_DIR,
-        node_slice_size=_opt_str(raw, "node_slice_size"),
+        node_slice_size=_node_slice_size(raw, ranges[0], datastore),
         kubeconfig=kubeconfig,
         etcd=etcd,
         log_file=_opt_str(raw, "log_file"),
         log_level=_opt_str(raw, "log_level"),
         reconciler_cron_expression=_opt_str(raw, "reconciler_cron_expression"),
         configuration_path=_opt_str(raw, "configuration_path"),
+        netconf_name=netconf_name,
     )
 
 
@@ -156,6 +160,24 @@ def _one_range(key: str, item: Mapping[str, Any], gateway: str) -> IPRange:
         exclude=exclude,
         gateway=gateway,
     )
+
+
+def _node_slice_size(raw: Mapping[str, Any], sliced: IPRange, datastore: str) -> str:
+    """Fast IPAM slices the first range (as the Go plugin does); its NodeSlicePool lives in Kubernetes."""
+    text = _opt_str(raw, "node_slice_size")
+    if not text:
+        return ""
+    if datastore != "kubernetes":
+        raise InvalidConfig(
+            f"invalid node_slice_size {text!r}: node slices (Fast IPAM) need the kubernetes datastore, not {datastore}"
+        )
+    body = text.strip().removeprefix("/")
+    if not body or body.strip("0123456789") or not sliced.prefix <= int(body) <= sliced.bits:
+        raise InvalidConfig(
+            f"invalid node_slice_size {text!r}: expected a prefix length from /{sliced.prefix} to /{sliced.bits} "
+            f"(the slices of range {sliced.cidr})"
+        )
+    return text
 
 
 def _etcd(raw: Mapping[str, Any]) -> EtcdSettings | None:

@@ -50,12 +50,24 @@ def pool_ranges(cfg: IPAMConfig) -> tuple[PoolRange, ...]:
 
 
 class IPAMService:
-    def __init__(self, store: Store, *, retry: RetryPolicy | None = None) -> None:
+    def __init__(self, store: Store, *, retry: RetryPolicy | None = None, node: str = "") -> None:
         self.store = store
         self.retry = retry or RetryPolicy()
+        self.node = node  # Fast IPAM: the node whose slice this call allocates from ("": found by nodeslice)
+
+    def _ranges(
+        self, cfg: IPAMConfig, *, required: bool = True, requested: tuple[tuple[int, int], ...] = ()
+    ) -> tuple[PoolRange, ...]:
+        """The pools a call works on. With node slices the first range's pool is this node's slice, looked
+        up in the network's NodeSlicePool once per call; `required` False drops it when there is none."""
+        if not cfg.node_slice_size:
+            return pool_ranges(cfg)
+        from whereabouts.nodeslice import node_pool_ranges  # Fast IPAM only: other calls never load it
+
+        return node_pool_ranges(cfg, self.store, self.node, required=required, requested=requested)
 
     def add(self, cfg: IPAMConfig, owner: Owner, requested: tuple[tuple[int, int], ...] = ()) -> list[Assigned]:
-        ranges = pool_ranges(cfg)
+        ranges = self._ranges(cfg, requested=requested)
         keys = _keys(ranges)
 
         def decide(txn: Transaction, attempt: int) -> tuple[ChangeSet, Decision]:
@@ -82,9 +94,11 @@ class IPAMService:
 
     def delete(self, cfg: IPAMConfig, owner: Owner) -> None:
         """Release the attachment's addresses in the configured pools; when it held nothing there (the
-        config changed since its ADD), in whichever pools of the network hold it."""
-        configured = _keys(pool_ranges(cfg))
-        if not self._release_in(configured, cfg, owner):
+        config changed since its ADD), in whichever pools of the network hold it. With node slices also
+        when a range released nothing: a re-slice since the ADD left its address in the node's old pool."""
+        configured = _keys(self._ranges(cfg, required=False))
+        released = self._release_in(configured, cfg, owner)
+        if not released or (cfg.node_slice_size and released < len(cfg.ranges)):
             held = self.store.pools_holding(cfg.network_name, owner.container_id, owner.ifname)
             elsewhere = [key for key in held if key not in configured]
             if elsewhere:
@@ -100,9 +114,11 @@ class IPAMService:
 
     def check(self, cfg: IPAMConfig, owner: Owner, expected: list[str]) -> None:
         """Every range must still hold an address for the attachment, and so must each address in `expected`."""
-        ranges = pool_ranges(cfg)
+        ranges = self._ranges(cfg)
         with self.store.transaction(_keys(ranges), overlapping=False) as txn:
             held = {pr: _held_by(txn, pr, owner) for pr in ranges}
+        if cfg.node_slice_size and not all(held.values()):
+            held = self._held_in_old_slices(cfg, owner, held)
         who = f"container {owner.container_id} interface {owner.ifname}"
         for pr, ips in held.items():
             if not ips:
@@ -112,9 +128,23 @@ class IPAMService:
         if missing:
             raise AttachmentNotFound(f"{who} no longer holds {', '.join(missing)}")
 
+    def _held_in_old_slices(
+        self, cfg: IPAMConfig, owner: Owner, held: dict[PoolRange, list[int]]
+    ) -> dict[PoolRange, list[int]]:
+        """After a re-slice the attachment's address may be in another pool of the network (its node's
+        old slice): an address there inside the range counts as held."""
+        others = self.store.pools_holding(cfg.network_name, owner.container_id, owner.ifname)
+        with self.store.transaction(others, overlapping=False) as txn:
+            found = [(key, ip) for key in others for ip, who in txn.snapshot.pools[key].allocations.items()
+                     if who.same_attachment(owner)]  # fmt: skip
+        return {
+            pr: ips or sorted(ip for key, ip in found if pr.rng.contains(_version_of(key), ip))
+            for pr, ips in held.items()
+        }
+
     def gc(self, cfg: IPAMConfig, valid: set[tuple[str, str]]) -> int:
         """Release every allocation in the configured pools whose attachment is not in `valid`."""
-        keys = _keys(pool_ranges(cfg))
+        keys = _keys(self._ranges(cfg, required=False))
 
         def decide(txn: Transaction, attempt: int) -> tuple[ChangeSet, int]:
             changes = release_all_but(keys=keys, snapshot=txn.snapshot, keep=valid, overlapping=cfg.overlapping)
@@ -126,8 +156,8 @@ class IPAMService:
         """Raise StatusUnavailable unless an ADD could be served now: the store takes writes and every
         range has a free address (found by running the allocator on a probe attachment, committing nothing)."""
         probe = Owner("whereabouts-status-probe", "probe")
-        ranges = pool_ranges(cfg)
         try:
+            ranges = self._ranges(cfg)
             self.store.check_ready()
             with self.store.transaction(_keys(ranges), overlapping=cfg.overlapping) as txn:
                 allocate(ranges=ranges, snapshot=txn.snapshot, owner=probe, overlapping=cfg.overlapping)
@@ -163,6 +193,10 @@ def _random() -> ModuleType:
 def _held_by(txn: Transaction, pr: PoolRange, owner: Owner) -> list[int]:
     allocations = txn.snapshot.pools[pr.key].allocations
     return sorted(ip for ip, who in allocations.items() if who.same_attachment(owner))
+
+
+def _version_of(key: PoolKey) -> int:
+    return 6 if ":" in key.cidr else 4
 
 
 def _keys(ranges: tuple[PoolRange, ...]) -> list[PoolKey]:

@@ -54,6 +54,7 @@ class CallEnv:
     ifname: str
     netns: str
     args: Mapping[str, str]
+    nodename: str = ""  # NODENAME: the node whose slice Fast IPAM allocates from (else a file, else the hostname)
 
     @property
     def podref(self) -> str:
@@ -74,6 +75,7 @@ def read_env(environ: Mapping[str, str]) -> CallEnv:
         ifname=environ.get("CNI_IFNAME", ""),
         netns=environ.get("CNI_NETNS", ""),
         args=parse_cni_args(environ.get("CNI_ARGS", "")),
+        nodename=environ.get("NODENAME", "").strip(),
     )
 
 

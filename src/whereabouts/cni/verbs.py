@@ -29,20 +29,15 @@ def _setup(netconf: Mapping[str, Any]) -> tuple[IPAMConfig, Log]:
     ipam = netconf.get("ipam")
     if not isinstance(ipam, Mapping):
         raise InvalidConfig("invalid ipam: the network config needs an ipam object")
-    cfg = load_ipam(ipam)
-    if cfg.node_slice_size:
-        raise InvalidConfig(
-            f"invalid node_slice_size {cfg.node_slice_size!r}: node slices (Fast IPAM) need the node-slice "
-            "controller, which this build does not include"
-        )
+    cfg = load_ipam(ipam, netconf.get("name"))
     return cfg, Log(cfg.log_file, cfg.log_level)
 
 
-def _with_service(cfg: IPAMConfig, use: Callable[[IPAMService], T]) -> T:
+def _with_service(cfg: IPAMConfig, call: CallEnv, use: Callable[[IPAMService], T]) -> T:
     """Open the configured store for one call and close it after (the node daemon serves many calls)."""
     store = open_store(cfg)
     try:
-        return use(IPAMService(store))
+        return use(IPAMService(store, node=call.nodename))
     finally:
         store.close()
 
@@ -67,7 +62,7 @@ def add(call: CallEnv, netconf: dict[str, Any], version: str) -> Result:
     requested = requested_addresses(netconf, call.args)
 
     def action() -> Result:
-        assigned = _with_service(cfg, lambda service: service.add(cfg, _owner(call), requested))
+        assigned = _with_service(cfg, call, lambda service: service.add(cfg, _owner(call), requested))
         return build_result(version, cfg, [(a.pool_range.rng.version, a.address) for a in assigned])
 
     return _logged("ADD", call, log, action)
@@ -75,14 +70,15 @@ def add(call: CallEnv, netconf: dict[str, Any], version: str) -> Result:
 
 def delete(call: CallEnv, netconf: dict[str, Any], version: str) -> Result:
     cfg, log = _setup(netconf)
-    return _logged("DEL", call, log, lambda: _with_service(cfg, lambda service: service.delete(cfg, _owner(call))))
+    release = lambda service: service.delete(cfg, _owner(call))  # noqa: E731
+    return _logged("DEL", call, log, lambda: _with_service(cfg, call, release))
 
 
 def check(call: CallEnv, netconf: dict[str, Any], version: str) -> Result:
     cfg, log = _setup(netconf)
     expected = _prev_result_addresses(netconf, cfg)
     check_held = lambda service: service.check(cfg, _owner(call), expected)  # noqa: E731
-    return _logged("CHECK", call, log, lambda: _with_service(cfg, check_held))
+    return _logged("CHECK", call, log, lambda: _with_service(cfg, call, check_held))
 
 
 def gc(call: CallEnv, netconf: dict[str, Any], version: str) -> Result:
@@ -90,7 +86,7 @@ def gc(call: CallEnv, netconf: dict[str, Any], version: str) -> Result:
     valid = _valid_attachments(netconf)
 
     def action() -> Result:
-        released = _with_service(cfg, lambda service: service.gc(cfg, valid))
+        released = _with_service(cfg, call, lambda service: service.gc(cfg, valid))
         log.verbose(f"GC released {released} stale allocations")
         return None
 
@@ -106,7 +102,7 @@ def status(call: CallEnv, netconf: dict[str, Any], version: str) -> Result:
         except TryAgainLater as exc:  # a store that cannot even be opened cannot serve ADD
             raise StatusUnavailable(f"cannot serve ADD: {exc.msg}") from exc
         try:
-            return IPAMService(store).status(cfg)
+            return IPAMService(store, node=call.nodename).status(cfg)
         finally:
             store.close()
 

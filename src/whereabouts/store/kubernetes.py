@@ -16,7 +16,8 @@ first, then the pool entry (a lone reservation blocks the address, it never free
 pool entry first, then the reservation. A lone reservation is resumed by the attachment's next ADD, removed
 by its DEL, or (for a pod that is gone) by the reconciler.
 
-An uncontended single-range ADD makes three requests: GET the pool, POST the reservation, PATCH the pool.
+An uncontended single-range ADD makes three requests: GET the pool, POST the reservation, PATCH the pool
+(with node slices, a GET of the network's NodeSlicePool first: see whereabouts.nodeslice).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from whereabouts.store.nodelock import node_locks
 
 IPPOOLS = "ippools"
 RESERVATIONS = "overlappingrangeipreservations"
+NODE_SLICE_POOLS = "nodeslicepools"
 ATTACHMENT_LABEL = f"{GROUP}/attachment"
 API_VERSION = f"{GROUP}/{VERSION}"
 LOCK_WAIT = 20.0  # seconds a call waits for its node's turn on a pool before going ahead unlocked
@@ -287,6 +289,10 @@ class KubernetesStore:
             for offset in mine:
                 allocations.pop(offset)
             self.client.replace(path, obj)
+
+    def node_slice_pool(self, name: str) -> dict[str, Any] | None:
+        """Fast IPAM: the network's NodeSlicePool (the node-slice controller writes it), None if absent."""
+        return self.client.get(self.client.path(NODE_SLICE_POOLS, name))
 
     def check_ready(self) -> None:
         self.client.list(self.client.path(IPPOOLS) + "?limit=1")

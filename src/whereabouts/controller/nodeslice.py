@@ -1,0 +1,389 @@
+"""`node-slice`: one NodeSlicePool per sliced network, kept in step with the cluster's nodes (Fast IPAM).
+
+One pass (`sync`, what --once does) lists the NADs (every namespace), the Nodes, and the NodeSlicePools and
+IPPools of the pools' namespace. Per sliced network it plans the slices (controller.slicing, no I/O) and
+applies the plan: create or re-spec the NodeSlicePool, write its status (every slice, `nodeName` "" when
+free), delete node pools that are empty and no longer their node's slice (guarded by their
+resourceVersion), and report nodes left without a slice (a Warning Event on the NodeSlicePool and
+`node_slice_exhausted_total`). A NodeSlicePool this controller (or the Go one) made for a network that no
+NAD slices any more is deleted, with its empty node pools.
+
+Long-running (`run`), the same pass runs when a NAD changes or a Node comes or goes (both watched), and
+every RESYNC seconds, which is when the emptied pool of a node that left, or of a slice a re-slice
+replaced, gets deleted.
+
+The evidence of use is the node pools' allocations: a slice holding an address another node's pool still
+holds is not handed out (see controller.slicing). Pools of the whole range (no node) are not evidence: an
+address there is protected by its network-wide reservation, as every allocation is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from whereabouts.controller.context import Context
+from whereabouts.controller.nads import NAD_GROUP, NAD_VERSION, NADS, NADProblem, SlicedNetwork, read_nads
+from whereabouts.controller.slicing import Listing, SlicePlan, plan_slices, pool_node
+from whereabouts.errors import TryAgainLater
+from whereabouts.iptext import format_address, parse_network
+from whereabouts.kube.client import GROUP, VERSION, Conflict, Expired, KubeClient
+
+NODE_SLICE_POOLS = "nodeslicepools"
+IPPOOLS = "ippools"
+NETWORK_ANNOTATION = f"{GROUP}/network-name"  # the ipam network_name, to find node pools once the NADs are gone
+RESYNC = 30.0  # seconds between passes when nothing is watched changing
+DEBOUNCE = 0.2  # seconds to let a burst of events (nodes joining together) settle into one pass
+WATCH_TIMEOUT = 20  # seconds a watch runs before it is renewed (so a stopped run's watchers end soon)
+CONFLICT_RETRIES = 3
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class NodePool:
+    """An IPPool of one node's slice of a network, and the addresses it holds."""
+
+    obj: dict[str, Any]
+    node: str
+    cidr: str  # canonical
+    ips: tuple[int, ...]
+
+
+@dataclass
+class Cluster:
+    """What one pass decides from."""
+
+    networks: dict[str, SlicedNetwork]
+    network_names: set[str]
+    nodes: list[str]
+    slice_pools: dict[str, dict[str, Any]]
+    ippools: list[dict[str, Any]]
+
+
+class NodeSliceController:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.client = ctx.client()
+        metrics = ctx.registry
+        self.total = metrics.gauge("node_slices_total", "Slices the network's range is cut into")
+        self.assigned = metrics.gauge("node_slices_assigned", "Slices assigned to a node")
+        self.free = metrics.gauge("node_slices_free", "Slices a joining node could get now (unassigned, none in use)")
+        self.exhausted = metrics.counter("node_slice_exhausted_total", "Nodes left without a slice: none free")
+        self.assignments = metrics.counter("node_slice_assignments_total", "Slices given to nodes")
+        self.releases = metrics.counter("node_slice_releases_total", "Slices taken back (node left, or re-slice)")
+        self.deleted = metrics.counter("node_slice_ippools_deleted_total", "Empty node-slice IPPools deleted")
+        self.duration = metrics.histogram("node_slice_sync_duration_seconds", "Duration of one node-slice pass")
+        self.reported: set[tuple[str, str]] = set()  # Warnings already recorded, not repeated every pass
+
+    # One pass
+
+    def sync(self) -> None:
+        started = time.monotonic()
+        cluster = self._read()
+        failed = []
+        for network in cluster.networks.values():
+            try:
+                self._sync_network(network, cluster)
+            except TryAgainLater as exc:  # one network's trouble does not hold the others back
+                self.ctx.log(f"node-slice: network {network.name}: {exc.msg}")
+                failed.append(network.name)
+        for name, pool in cluster.slice_pools.items():
+            if name not in cluster.networks and _managed(pool):
+                self._retire(pool, cluster)
+        keep = [{"network": name} for name in cluster.networks]
+        for gauge in (self.total, self.assigned, self.free):
+            gauge.forget(keep)
+        self.duration.observe(time.monotonic() - started)
+        if failed:
+            raise TryAgainLater(f"networks {', '.join(failed)} not brought in step (see above); the next pass retries")
+
+    def _read(self) -> Cluster:
+        client = self.client
+        nads = read_nads(client.list(client.resource(NADS, group=NAD_GROUP, version=NAD_VERSION)))
+        for problem in nads.problems:
+            self._warn_nad(problem)
+        nodes = sorted(node["metadata"]["name"] for node in client.list(client.resource("nodes")))
+        slice_pools = {pool["metadata"]["name"]: pool for pool in client.list(client.path(NODE_SLICE_POOLS))}
+        network_names = {name for name in nads.network_names if name}
+        return Cluster(nads.sliced, network_names, nodes, slice_pools, client.list(client.path(IPPOOLS)))
+
+    def _sync_network(self, network: SlicedNetwork, cluster: Cluster) -> None:
+        pool = cluster.slice_pools.get(network.name)
+        for _ in range(CONFLICT_RETRIES):
+            try:
+                self._apply(network, cluster, pool)
+                return
+            except Conflict:  # someone else wrote the NodeSlicePool meanwhile: read it again and re-plan
+                pool = self.client.get(self.client.path(NODE_SLICE_POOLS, network.name))
+        self.ctx.log(f"node-slice: network {network.name}: NodeSlicePool kept changing; left for the next pass")
+
+    def _apply(self, network: SlicedNetwork, cluster: Cluster, pool: dict[str, Any] | None) -> None:
+        node_pools = _node_pools(network, cluster)
+        in_use: dict[str, list[int]] = {}
+        for node_pool in node_pools:
+            in_use.setdefault(node_pool.node, []).extend(node_pool.ips)
+        plan = plan_slices(network.geometry, _listing(pool), cluster.nodes, in_use)
+        pool = self._ensure_spec(network, pool)
+        if _listing(pool) != plan.listing:  # (no pool: a dry run, or not leading; the write only logs then)
+            pool = self._write_status(network, pool or {}, plan, set(cluster.nodes)) or None
+        self._report_unplaced(network, plan, pool)
+        self._delete_stale(network, plan, node_pools, set(cluster.nodes))
+        self.total.set(plan.total, network=network.name)
+        self.assigned.set(sum(1 for node, _ in plan.listing if node), network=network.name)
+        self.free.set(plan.free, network=network.name)
+
+    # Writes: each checks dry-run and leadership first, and logs one line per action once done
+
+    def _act(self, actions: list[str], write: Callable[[], T]) -> T | None:
+        if not actions:
+            return None
+        if self.ctx.dry_run or not self.ctx.may_act():
+            why = "dry-run: would" if self.ctx.dry_run else "not leading: did not"
+            for action in actions:
+                self.ctx.log(f"node-slice: {why} {action}")
+            return None
+        result = write()
+        for action in actions:
+            self.ctx.log(f"node-slice: {action}")
+        return result
+
+    def _ensure_spec(self, network: SlicedNetwork, pool: dict[str, Any] | None) -> dict[str, Any] | None:
+        spec = {"range": network.range, "sliceSize": network.slice_size}
+        annotations = {NETWORK_ANNOTATION: network.network_name}
+        where = f"NodeSlicePool {self.ctx.namespace}/{network.name}"
+        if pool is None:
+            meta = {"name": network.name, "namespace": self.ctx.namespace, "annotations": annotations}
+            body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "NodeSlicePool", "metadata": meta, "spec": spec}
+            action = f"created {where}: {network.range} in {network.slice_size} slices ({', '.join(network.nads)})"
+            return self._act([action], lambda: self.client.create(self.client.path(NODE_SLICE_POOLS), body))
+        meta = pool["metadata"]
+        if pool.get("spec") == spec and meta.get("annotations", {}).get(NETWORK_ANNOTATION) == network.network_name:
+            return pool
+        old = pool.get("spec", {})
+        body = {
+            **pool,
+            "spec": spec,
+            "metadata": {**meta, "annotations": {**meta.get("annotations", {}), **annotations}},
+        }
+        action = (
+            f"updated {where}: {network.range} in {network.slice_size} slices "
+            f"(was {old.get('range')} in {old.get('sliceSize')} slices)"
+            if old != spec
+            else f"annotated {where} with its network_name {network.network_name!r} (adopted)"
+        )
+        path = self.client.path(NODE_SLICE_POOLS, network.name)
+        return self._act([action], lambda: self.client.replace(path, body)) or pool
+
+    def _write_status(
+        self, network: SlicedNetwork, pool: dict[str, Any], plan: SlicePlan, nodes: set[str]
+    ) -> dict[str, Any]:
+        actions = [f"network {network.name}: gave slice {cidr} to node {node}" for node, cidr in plan.assigned]
+        for node, cidr in plan.freed:
+            why = "re-sliced" if node in nodes else "node gone"
+            actions.append(f"network {network.name}: freed slice {cidr} of node {node} ({why})")
+        actions = actions or [f"network {network.name}: rewrote the slice listing ({len(plan.listing)} slices)"]
+        status = {"allocations": [_allocation(node, cidr) for node, cidr in plan.listing]}
+        path = self.client.path(NODE_SLICE_POOLS, network.name) + "/status"
+        written = self._act(actions, lambda: self.client.replace(path, {**pool, "status": status}))
+        if written is not None:
+            self.assignments.inc(len(plan.assigned), network=network.name)
+            self.releases.inc(len(plan.freed), network=network.name)
+        return written or pool
+
+    def _report_unplaced(self, network: SlicedNetwork, plan: SlicePlan, pool: dict[str, Any] | None) -> None:
+        for node in plan.unplaced:
+            if (network.name, node) in self.reported:
+                continue
+            message = (
+                f"no free slice for node {node} in network {network.name}: all {plan.total} slices of "
+                f"{network.range} ({network.slice_size}) are assigned or still hold addresses in use"
+            )
+            self.reported.add((network.name, node))
+            self.exhausted.inc(network=network.name)
+            self.ctx.log(f"node-slice: {message}")
+            if pool is not None and not self.ctx.dry_run and self.ctx.may_act():
+                involved = {**pool, "apiVersion": f"{GROUP}/{VERSION}", "kind": "NodeSlicePool"}
+                self.ctx.event(self.client, involved, reason="NodeSlicesExhausted", message=message, warning=True)
+        short = {(network.name, node) for node in plan.unplaced}
+        self.reported = {key for key in self.reported if key[0] != network.name or key in short}
+
+    def _delete_stale(self, network: SlicedNetwork, plan: SlicePlan, pools: list[NodePool], nodes: set[str]) -> None:
+        for pool in pools:
+            if pool.ips or plan.slice_of(pool.node) == pool.cidr:
+                continue
+            why = "node gone" if pool.node not in nodes else f"its slice is now {plan.slice_of(pool.node) or 'none'}"
+            self._delete_pool(network.name, pool.obj, why)
+
+    def _delete_pool(self, network: str, obj: dict[str, Any], why: str) -> None:
+        path = self.client.path(IPPOOLS, _name(obj))
+        action = f"network {network}: deleted empty IPPool {_name(obj)} ({why})"
+        try:
+            if self._act([action], lambda: self.client.delete(path, obj["metadata"]["resourceVersion"])):
+                self.deleted.inc(network=network)
+        except Conflict:
+            pass  # written meanwhile: not empty any more, or soon; the next pass looks again
+
+    def _retire(self, pool: dict[str, Any], cluster: Cluster) -> None:
+        """No NAD slices the network any more: delete its empty node pools, then its NodeSlicePool."""
+        name = _name(pool)
+        network_name = pool["metadata"].get("annotations", {}).get(NETWORK_ANNOTATION, name)
+        slices = {cidr for _, cidr in _listing(pool)}
+        for obj in cluster.ippools:
+            cidr = obj.get("spec", {}).get("range", "")
+            empty = not obj.get("spec", {}).get("allocations")
+            if empty and _canonical(cidr) in slices and pool_node(_name(obj), cidr, network_name):
+                self._delete_pool(name, obj, "no NAD slices the network")
+        action = f"deleted NodeSlicePool {self.ctx.namespace}/{name}: no NAD slices network {name} any more"
+        path = self.client.path(NODE_SLICE_POOLS, name)
+        with contextlib.suppress(Conflict):  # changed meanwhile: the next pass decides again
+            self._act([action], lambda: self.client.delete(path, pool["metadata"]["resourceVersion"]))
+        self.reported = {(net, node) for net, node in self.reported if net != name}
+
+    def _warn_nad(self, problem: NADProblem) -> None:
+        meta = problem.nad.get("metadata", {})
+        key = (f"nad:{meta.get('uid')}", f"{meta.get('resourceVersion')}:{problem.reason}")
+        if key in self.reported:
+            return
+        self.reported.add(key)
+        self.ctx.log(f"node-slice: {problem.message}")
+        if not self.ctx.dry_run and self.ctx.may_act():
+            involved = {
+                **problem.nad,
+                "apiVersion": f"{NAD_GROUP}/{NAD_VERSION}",
+                "kind": "NetworkAttachmentDefinition",
+            }
+            self.ctx.event(self.client, involved, reason=problem.reason, message=problem.message, warning=True)
+
+    # Long-running
+
+    def run(self, stop: threading.Event) -> None:
+        """Pass after pass until `stop`: when a watched NAD or Node changes, and every RESYNC seconds."""
+        changed = threading.Event()
+        nads = self.client.resource(NADS, group=NAD_GROUP, version=NAD_VERSION)
+        for path, relevant in ((nads, _any_change), (self.client.resource("nodes"), _node_came_or_went)):
+            watcher = threading.Thread(target=self._watch, args=(path, relevant, changed, stop), daemon=True)
+            watcher.start()
+        last = -RESYNC
+        while not stop.is_set():
+            self.ctx.health.beat("node-slice")
+            if changed.wait(1.0) or time.monotonic() - last >= RESYNC:
+                stop.wait(DEBOUNCE)
+                changed.clear()
+                last = time.monotonic()
+                self._sync_logged(changed, stop)
+
+    def _sync_logged(self, changed: threading.Event, stop: threading.Event) -> None:
+        try:
+            self.sync()
+        except TryAgainLater as exc:
+            self.ctx.log(f"node-slice: pass failed: {exc.msg}; retrying")
+            stop.wait(2.0)
+            changed.set()
+
+    def _watch(
+        self, path: str, relevant: Callable[[str], bool], changed: threading.Event, stop: threading.Event
+    ) -> None:
+        """List, then watch from the list's version; re-list when the version expires or the watch fails.
+        Every (re-)list counts as a change: what happened in between is not known."""
+        client = self.ctx.client()
+        try:
+            version = ""
+            while not stop.is_set():
+                version = self._watch_once(client, path, version, relevant, changed, stop)
+        finally:
+            client.close()
+
+    def _watch_once(
+        self,
+        client: KubeClient,
+        path: str,
+        version: str,
+        relevant: Callable[[str], bool],
+        changed: threading.Event,
+        stop: threading.Event,
+    ) -> str:
+        """One list-or-watch round; returns the version to watch from next ("" to list again)."""
+        try:
+            if not version:
+                _, version = client.list_with_version(path)
+                changed.set()
+            for event in client.watch(path, version, timeout=WATCH_TIMEOUT):
+                version = event.object.get("metadata", {}).get("resourceVersion") or version
+                if relevant(event.type):
+                    changed.set()
+                if stop.is_set():
+                    break
+            return version
+        except Expired:
+            return ""
+        except TryAgainLater as exc:
+            self.ctx.log(f"node-slice: watch {path}: {exc.msg}; listing again")
+            stop.wait(1.0)
+            return ""
+
+
+def _any_change(kind: str) -> bool:
+    return kind != "BOOKMARK"
+
+
+def _node_came_or_went(kind: str) -> bool:
+    return kind in ("ADDED", "DELETED")  # a Node's status changes every few seconds; its name never does
+
+
+def _node_pools(network: SlicedNetwork, cluster: Cluster) -> list[NodePool]:
+    """The IPPools of `network`'s node slices (any geometry, any node, present or not) inside its range."""
+    geo, found = network.geometry, []
+    for obj in cluster.ippools:
+        cidr = obj.get("spec", {}).get("range", "")
+        node = pool_node(_name(obj), cidr, network.network_name)
+        if not node or (not network.network_name and _other_network(node, cluster.network_names)):
+            continue
+        try:
+            version, base, prefix = parse_network(cidr, strict=False)
+        except ValueError:
+            continue
+        if version != geo.version or base > geo.last or base | ((1 << (geo.bits - prefix)) - 1) < geo.network:
+            continue
+        allocations = obj.get("spec", {}).get("allocations") or {}
+        ips = tuple(base + int(offset) for offset in allocations if offset.isdigit())
+        found.append(NodePool(obj, node, f"{format_address(version, base)}/{prefix}", ips))
+    return found
+
+
+def _other_network(node: str, network_names: set[str]) -> bool:
+    """For an unnamed network, `<x>-<cidr>` may be network x's whole-range pool, `<x>-<node>-<cidr>` network
+    x's node pool: such names are not taken for this network's."""
+    return any(node == name or node.startswith(f"{name}-") for name in network_names)
+
+
+def _listing(pool: dict[str, Any] | None) -> Listing:
+    entries = ((pool or {}).get("status") or {}).get("allocations") or []
+    return tuple((str(e.get("nodeName") or ""), str(e.get("sliceRange") or "")) for e in entries)
+
+
+def _allocation(node: str, cidr: str) -> dict[str, str]:
+    """A listing entry; a free slice without `nodeName` (see deploy/crds/nodeslicepools.yaml)."""
+    return {"nodeName": node, "sliceRange": cidr} if node else {"sliceRange": cidr}
+
+
+def _managed(pool: dict[str, Any]) -> bool:
+    """Made by this controller (annotated) or by the Go one (owned by a NAD); not someone's own by hand."""
+    meta = pool.get("metadata", {})
+    owned = any(ref.get("kind") == "NetworkAttachmentDefinition" for ref in meta.get("ownerReferences") or [])
+    return owned or NETWORK_ANNOTATION in (meta.get("annotations") or {})
+
+
+def _canonical(cidr: str) -> str:
+    try:
+        version, network, prefix = parse_network(cidr, strict=False)
+    except ValueError:
+        return cidr
+    return f"{format_address(version, network)}/{prefix}"
+
+
+def _name(obj: dict[str, Any]) -> str:
+    return str(obj.get("metadata", {}).get("name", ""))

@@ -1,0 +1,145 @@
+"""Fast IPAM on the plugin's side: this node's slice of the first range, from the network's NodeSlicePool.
+
+Loaded only when `node_slice_size` is set. The NodeSlicePool (named after `network_name`, else the network
+config's `name`, in the kubeconfig context's namespace, written by the node-slice controller) lists the
+range's slices and the node holding each. The call's pool is then `[<network_name>-]<node>-<slice>` (the Go
+plugin's name), and its window is the slice intersected with the whole range's window: `range_start`,
+`range_end` and `exclude` still apply (the Go plugin drops them: #666), the whole range's network and
+broadcast addresses are never picked, a slice's own first and last addresses are ordinary hosts. Addresses
+carry the whole range's prefix (the pod is on the whole network), with the configured gateway.
+
+The node is `NODENAME`, else the `nodename` file in the configuration directory, else the hostname. An ADD
+that finds no NodeSlicePool, no slice for its node, or a NodeSlicePool slicing another range or size than the
+config says (the controller has not caught up with a changed NAD yet) fails with code 11: the runtime
+retries, and the controller fixes that within moments. DEL and GC never fail for it: without a slice they
+work on the other ranges, and DEL falls back to whichever pools hold the attachment.
+"""
+
+from __future__ import annotations
+
+import os
+
+from whereabouts.allocator import PoolRange
+from whereabouts.config import FLAT_FILE_PATHS
+from whereabouts.errors import AddressOutsideRanges, InvalidConfig, RangeExhausted, TryAgainLater
+from whereabouts.iptext import format_address, parse_network
+from whereabouts.model import PoolKey
+from whereabouts.ranges import IPRange, format_ip
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
+if TYPE_CHECKING:
+    from typing import Any
+
+    from whereabouts.config import IPAMConfig
+    from whereabouts.store.base import Store
+
+NODENAME_FILE = "nodename"
+
+
+def node_name(cfg: IPAMConfig, given: str = "") -> str:
+    """`given` (NODENAME), else `<configuration dir>/nodename` (the Go installer writes it), else the hostname."""
+    if given:
+        return given
+    for directory in _config_dirs(cfg):
+        try:
+            with open(os.path.join(directory, NODENAME_FILE)) as handle:
+                name = handle.read().strip()
+        except OSError:
+            continue
+        if name:
+            return name
+    return os.uname().nodename
+
+
+def _config_dirs(cfg: IPAMConfig) -> list[str]:
+    """`configuration_path` may name the directory or the flat file in it; unset: the flat file's default places."""
+    path = cfg.configuration_path
+    if path:
+        return [path if os.path.isdir(path) else os.path.dirname(path)]
+    return [os.path.dirname(default) for default in FLAT_FILE_PATHS]
+
+
+def slice_pool_name(cfg: IPAMConfig) -> str:
+    return cfg.network_name or cfg.netconf_name
+
+
+def node_pool_ranges(
+    cfg: IPAMConfig, store: Store, node: str, *, required: bool, requested: tuple[tuple[int, int], ...] = ()
+) -> tuple[PoolRange, ...]:
+    """The call's pools: this node's slice of the first range, then the other ranges whole. Without a
+    slice: TryAgainLater if `required`, else the other ranges alone."""
+    whole = tuple(PoolRange(PoolKey(cfg.network_name, rng.cidr), rng) for rng in cfg.ranges)
+    node = node_name(cfg, node)
+    cidr, problem = _slice_of(cfg, store, node)
+    if problem:
+        if required:
+            raise TryAgainLater(problem)
+        return whole[1:]
+    version, network, prefix = parse_network(cidr)
+    last = network | ((1 << ((32 if version == 4 else 128) - prefix)) - 1)
+    sliced = PoolRange(PoolKey(cfg.network_name, cidr, node), within_slice(cfg.ranges[0], network, last))
+    if required and sliced.rng.first > sliced.rng.last:
+        raise RangeExhausted(
+            f"node {node}'s slice {cidr} of range {cfg.ranges[0].cidr} lies outside the range's window "
+            f"{format_ip(version, cfg.ranges[0].first)}-{format_ip(version, cfg.ranges[0].last)}"
+        )
+    _reject_outside(sliced, network, last, requested)
+    return (sliced, *whole[1:])
+
+
+def within_slice(rng: IPRange, lo: int, hi: int) -> IPRange:
+    """`rng` with its window narrowed to [lo, hi]: same CIDR (so results carry the whole range's prefix)."""
+    first, last = max(rng.first, lo), min(rng.last, hi)
+    excluded = tuple((max(a, first), min(b, last)) for a, b in rng.excluded if max(a, first) <= min(b, last))
+    return IPRange(rng.version, rng.network, rng.prefix, first, last, excluded, rng.gateway)
+
+
+def _slice_of(cfg: IPAMConfig, store: Store, node: str) -> tuple[str, str]:
+    """(this node's slice, "") or ("", why there is none to use)."""
+    read = getattr(store, "node_slice_pool", None)
+    if read is None:
+        raise InvalidConfig(f"invalid node_slice_size {cfg.node_slice_size!r}: needs the kubernetes datastore")
+    name, rng = slice_pool_name(cfg), cfg.ranges[0]
+    where = f"NodeSlicePool {store.client.namespace}/{name}"  # type: ignore[attr-defined]
+    pool: dict[str, Any] | None = read(name)
+    if pool is None:
+        return "", f"no {where} for network {name} (node {node}) yet: the node-slice controller creates it"
+    spec, size = pool.get("spec") or {}, _prefix(cfg.node_slice_size)
+    if _parse(spec.get("range")) != (rng.version, rng.network, rng.prefix) or _prefix(spec.get("sliceSize")) != size:
+        return "", (
+            f"{where} slices {spec.get('range')} in {spec.get('sliceSize')} slices but the config of network "
+            f"{name} says {rng.cidr} in {cfg.node_slice_size} (node {node}): the node-slice controller has not "
+            "re-sliced yet"
+        )
+    for entry in (pool.get("status") or {}).get("allocations") or []:
+        if entry.get("nodeName") == node:
+            parsed = _parse(entry.get("sliceRange"))
+            if parsed and parsed[0] == rng.version and parsed[2] == size and rng.contains(rng.version, parsed[1]):
+                return f"{format_address(parsed[0], parsed[1])}/{size}", ""
+            return "", f"{where} gives node {node} slice {entry.get('sliceRange')!r}: re-slicing in progress"
+    return "", (
+        f"node {node} has no slice of network {name} (range {rng.cidr}) in {where} yet: the node-slice "
+        "controller assigns one when it sees the node"
+    )
+
+
+def _reject_outside(sliced: PoolRange, lo: int, hi: int, requested: tuple[tuple[int, int], ...]) -> None:
+    """A requested address in the sliced range must lie in this node's slice: the rest belong to other nodes."""
+    for version, ip in requested:
+        if sliced.rng.contains(version, ip) and not lo <= ip <= hi:
+            raise AddressOutsideRanges(
+                f"requested address {format_ip(version, ip)} is in range {sliced.rng.cidr} but outside slice "
+                f"{sliced.key.cidr} of node {sliced.key.node}: with node slices a node allocates from its own only"
+            )
+
+
+def _prefix(text: object) -> int:
+    body = text.strip().removeprefix("/") if isinstance(text, str) else ""
+    return int(body) if body.isdecimal() else -1
+
+
+def _parse(text: object) -> tuple[int, int, int] | None:
+    try:
+        return parse_network(text, strict=False) if isinstance(text, str) else None
+    except ValueError:
+        return None

@@ -1,0 +1,378 @@
+"""The node-slice controller on a real kube-apiserver: the real `whereabouts-controller node-slice` executable
+against Nodes and NADs made through the API, and the real plugin allocating from the slices it writes.
+
+Nodes are cluster-wide and other tests' nodes may still exist: each test names its own nodes uniquely and
+asserts about those.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import signal
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kube_objects import CONTROLLER, controller_kubeconfig, create_nad, create_node, events, run_controller
+from kube_server import KubeAPIServer
+from support import netconf, run_cni, stop_process
+from whereabouts.controller.context import Context
+from whereabouts.controller.nodeslice import NodeSliceController
+from whereabouts.kube.client import Event, Expired
+from whereabouts.kube.credentials import load_credentials
+
+POOLS = "/apis/whereabouts.cni.cncf.io/v1alpha1/namespaces"
+NADS = "/apis/k8s.cni.cncf.io/v1/namespaces"
+
+
+@dataclass
+class Cluster:
+    """One test's view: its nodes and NADs (removed afterwards), the pools' namespace, the controller."""
+
+    kube: KubeAPIServer
+    namespace: str
+    controller_config: Path
+    plugin_config: Path
+    data_dir: Path
+    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
+    nodes: set[str] = field(default_factory=set)
+    nads: set[tuple[str, str]] = field(default_factory=set)
+
+    def node(self, short: str) -> str:
+        name = f"{self.tag}-{short}"
+        create_node(self.kube, name)
+        self.nodes.add(name)
+        return name
+
+    def remove_node(self, name: str) -> None:
+        self.kube.request("DELETE", f"/api/v1/nodes/{name}")
+        self.nodes.discard(name)
+
+    def conf(self, name: str = "", **ipam: Any) -> dict[str, Any]:
+        """A network config as the NAD holds it and the runtime passes it to the plugin."""
+        conf = netconf(self.data_dir, kubernetes={"kubeconfig": str(self.plugin_config)}, **ipam)
+        return {**conf, "name": name or f"net-{self.tag}"}
+
+    def nad(self, name: str, config: dict[str, Any], namespace: str = "") -> None:
+        namespace = namespace or self.namespace
+        create_nad(self.kube, namespace, name, config)
+        self.nads.add((namespace, name))
+
+    def update_nad(self, name: str, config: dict[str, Any], namespace: str = "") -> None:
+        path = f"{NADS}/{namespace or self.namespace}/network-attachment-definitions/{name}"
+        current = self.kube.request("GET", path)
+        assert isinstance(current, dict)
+        self.kube.request("PUT", path, {**current, "spec": {"config": json.dumps(config)}})
+
+    def delete_nad(self, name: str, namespace: str = "") -> None:
+        namespace = namespace or self.namespace
+        self.kube.request("DELETE", f"{NADS}/{namespace}/network-attachment-definitions/{name}")
+        self.nads.discard((namespace, name))
+
+    def sync(self, *flags: str) -> subprocess.CompletedProcess[str]:
+        """`whereabouts-controller node-slice --once`: one pass, as a CronJob would run it."""
+        done = run_controller(self.controller_config, "node-slice", "--once", f"--namespace={self.namespace}", *flags)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    def slice_pool(self, name: str) -> dict[str, Any] | None:
+        return self.kube.objects(self.namespace, "nodeslicepools").get(name)
+
+    def slices(self, name: str) -> dict[str, str]:
+        """node -> slice, of this test's nodes, from the NodeSlicePool's status."""
+        pool = self.slice_pool(name)
+        assert pool is not None, f"no NodeSlicePool {name}"
+        listing = pool.get("status", {}).get("allocations", [])
+        return {e["nodeName"]: e["sliceRange"] for e in listing if e.get("nodeName") in self.nodes}
+
+    def ippools(self) -> dict[str, dict[str, Any]]:
+        return {
+            name: pool["spec"].get("allocations") or {}
+            for name, pool in self.kube.objects(self.namespace, "ippools").items()
+        }
+
+    def add(self, conf: dict[str, Any], node: str, container: str) -> str:
+        result = run_cni("ADD", conf, container_id=container, env={"NODENAME": node})
+        assert result.returncode == 0, result.stdout
+        return result.addresses()[0]
+
+    def cleanup(self) -> None:
+        for namespace, name in list(self.nads):
+            self.delete_nad(name, namespace)
+        for name in list(self.nodes):
+            self.remove_node(name)
+
+
+@pytest.fixture
+def cluster(kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path) -> Iterator[Cluster]:
+    config = controller_kubeconfig(kube, tmp_path / "controller.kubeconfig", kube_namespace)
+    made = Cluster(kube, kube_namespace, config, plugin_kubeconfig, tmp_path)
+    try:
+        yield made
+    finally:
+        made.cleanup()
+
+
+def inside(address: str, cidr: str) -> bool:
+    return ipaddress.ip_interface(address).ip in ipaddress.ip_network(cidr)
+
+
+@pytest.mark.parametrize(
+    ("cidr", "size", "listed"),
+    [("10.110.0.0/24", "/26", 4), ("fd00:110::/64", "80", 1024)],
+    ids=["ipv4", "ipv6-listed-lazily"],
+)
+def test_slices_for_three_nodes(cluster: Cluster, cidr: str, size: str, listed: int) -> None:
+    nodes = [cluster.node(n) for n in ("a", "b", "c")]
+    conf = cluster.conf(range=cidr, node_slice_size=size)
+    cluster.nad("sliced", conf)
+    cluster.nad("plain", cluster.conf(name="unsliced", range="10.111.0.0/24"))  # no node_slice_size: ignored
+    done = cluster.sync()
+    pool = cluster.slice_pool(conf["name"])
+    assert pool is not None and cluster.slice_pool("unsliced") is None
+    assert pool["spec"] == {"range": cidr, "sliceSize": size}  # the slice size as the NAD wrote it
+    assert len(pool["status"]["allocations"]) == listed  # every slice, up to 1024 of a /64's 65536
+    slices = cluster.slices(conf["name"])
+    assert set(slices) == set(nodes) and len(set(slices.values())) == 3
+    assert all(ipaddress.ip_network(s).subnet_of(ipaddress.ip_network(cidr)) for s in slices.values())
+    for node in nodes:
+        assert f"gave slice {slices[node]} to node {node}" in done.stderr
+        address = cluster.add(conf, node, f"pod-{node}")
+        assert inside(address, slices[node]) and address.endswith(cidr[cidr.index("/") :]), address
+    assert cluster.sync().stderr.count("gave slice") == 0  # a second pass finds nothing to do
+
+
+def test_nodes_join_and_leave(cluster: Cluster) -> None:
+    a, b, c = (cluster.node(n) for n in ("a", "b", "c"))
+    conf = cluster.conf(range="10.112.0.0/16", node_slice_size="/24")
+    cluster.nad("net", conf)
+    cluster.sync()
+    before = cluster.slices(conf["name"])
+    d = cluster.node("d")
+    cluster.sync()
+    after = cluster.slices(conf["name"])
+    assert {n: after[n] for n in (a, b, c)} == before and after[d] not in before.values()  # join
+    kept = cluster.add(conf, b, "b-pod")  # b's pool holds an address: it stays until that is released
+    cluster.add(conf, c, "c-pod")
+    assert run_cni("DEL", conf, container_id="c-pod", env={"NODENAME": c}).returncode == 0  # c's pool: empty
+    b_pool, c_pool = (f"{n}-{after[n].replace('/', '-')}" for n in (b, c))
+    assert set(cluster.ippools()) >= {b_pool, c_pool}
+    cluster.remove_node(b)
+    cluster.remove_node(c)
+    done = cluster.sync()
+    listing = {
+        e["sliceRange"]: e.get("nodeName", "") for e in cluster.slice_pool(conf["name"])["status"]["allocations"]
+    }
+    assert listing[after[b]] == "" and listing[after[c]] == ""  # both slices freed
+    assert f"freed slice {after[b]} of node {b} (node gone)" in done.stderr
+    pools = cluster.ippools()
+    assert c_pool not in pools and b_pool in pools  # c's empty pool deleted; b's kept while it holds kept
+    e = cluster.node("e")
+    cluster.sync()
+    assert cluster.slices(conf["name"])[e] != after[b]  # never a slice holding another node's address
+    assert run_cni("DEL", conf, container_id="b-pod", env={"NODENAME": b}).returncode == 0
+    assert kept and b_pool in cluster.ippools()
+    cluster.sync()
+    assert b_pool not in cluster.ippools()  # emptied: deleted on the next pass
+
+
+def test_slices_running_out_is_an_event_not_a_crash(cluster: Cluster) -> None:
+    nodes = [cluster.node(f"n{i}") for i in range(5)]
+    conf = cluster.conf(range="10.113.0.0/24", node_slice_size="/26")  # four slices
+    cluster.nad("small", conf)
+    done = cluster.sync()
+    pool = cluster.slice_pool(conf["name"])
+    assert pool is not None and all(e.get("nodeName") for e in pool["status"]["allocations"])  # all 4 in use
+    left_out = [n for n in nodes if n not in cluster.slices(conf["name"])]
+    assert left_out and "no free slice for node" in done.stderr
+    warnings = [e for e in events(cluster.kube, cluster.namespace) if e["reason"] == "NodeSlicesExhausted"]
+    assert warnings and warnings[0]["type"] == "Warning"
+    assert warnings[0]["involvedObject"]["kind"] == "NodeSlicePool"
+    assert warnings[0]["involvedObject"]["name"] == conf["name"]
+    assert any(n in warnings[0]["message"] for n in left_out)
+    result = run_cni("ADD", conf, container_id="x", env={"NODENAME": left_out[0]})
+    assert result.json["code"] == 11 and left_out[0] in result.json["msg"], result.stdout
+
+
+@pytest.mark.parametrize(("old", "new"), [("/24", "/25"), ("/24", "/23")], ids=["slices-shrink", "slices-grow"])
+def test_re_slice_never_hands_an_address_in_use_to_a_second_pod(cluster: Cluster, old: str, new: str) -> None:
+    a, b = cluster.node("a"), cluster.node("b")
+    conf = cluster.conf(range="10.114.0.0/20", node_slice_size=old)
+    cluster.nad("net", conf)
+    cluster.sync()
+    first = cluster.slices(conf["name"])
+    held = {f"{n}-{i}": cluster.add(conf, n, f"{n}-{i}") for n in (a, b) for i in range(3)}
+    resliced = {**conf, "ipam": {**conf["ipam"], "node_slice_size": new}}
+    cluster.update_nad("net", resliced)
+    done = cluster.sync()
+    assert "re-sliced" in done.stderr
+    second = cluster.slices(conf["name"])
+    assert all(ipaddress.ip_network(s).prefixlen == int(new[1:]) for s in second.values())
+    for node, other in ((a, b), (b, a)):  # no node's new slice holds an address the other node's pods have
+        assert not [x for key, x in held.items() if key.startswith(other) and inside(x, second[node])]
+    held |= {f"{n}-new-{i}": cluster.add(resliced, n, f"{n}-new-{i}") for n in (a, b) for i in range(3)}
+    assert len(set(held.values())) == len(held), held  # every pod its own address, before and after
+    for key, address in held.items():
+        node = a if key.startswith(a) else b
+        assert inside(address, second[node] if "-new-" in key else first[node]), (key, address)
+    old_pools = {f"{n}-{first[n].replace('/', '-')}" for n in (a, b)}
+    assert old_pools <= set(cluster.ippools())  # kept while they hold addresses
+    for key in held:
+        run_cni("DEL", resliced, container_id=key, env={"NODENAME": a if key.startswith(a) else b})
+    cluster.sync()
+    assert not old_pools & set(cluster.ippools())  # emptied by DEL (which found them), then deleted
+
+
+def test_several_nads_one_network_and_nad_deletion(cluster: Cluster) -> None:
+    node = cluster.node("a")
+    other_namespace = f"{cluster.namespace}-apps"
+    conf = cluster.conf(range="10.115.0.0/24", node_slice_size="/26", network_name=f"shared-{cluster.tag}")
+    conflist = {"cniVersion": "1.0.0", "name": "as-conflist", "plugins": [{"type": "macvlan", "ipam": conf["ipam"]}]}
+    cluster.nad("first", conf)
+    time.sleep(1.1)  # creation timestamps have a resolution of a second: "first" is the oldest
+    cluster.nad("second", conflist, namespace=other_namespace)
+    mismatch = {**conf, "ipam": {**conf["ipam"], "node_slice_size": "/27"}}
+    cluster.nad("third", mismatch, namespace=other_namespace)
+    cluster.sync()
+    name = f"shared-{cluster.tag}"
+    assert [p for p in cluster.kube.objects(cluster.namespace, "nodeslicepools") if p.startswith("shared")] == [name]
+    assert cluster.slice_pool(name)["spec"]["sliceSize"] == "/26"  # the oldest NAD's settings
+    warned = [e for e in events(cluster.kube, other_namespace) if e["reason"] == "NodeSliceConfigMismatch"]
+    assert warned and warned[0]["involvedObject"]["name"] == "third" and warned[0]["type"] == "Warning"
+    address = cluster.add(conf, node, "pod")
+    run_cni("DEL", conf, container_id="pod", env={"NODENAME": node})
+    pool_name = f"{name}-{node}-{cluster.slices(name)[node].replace('/', '-')}"
+    assert address and pool_name in cluster.ippools()  # empty, but its node's current slice: kept
+    cluster.delete_nad("first")
+    cluster.delete_nad("third", other_namespace)
+    cluster.sync()
+    assert cluster.slice_pool(name) is not None  # "second" still names the network
+    cluster.delete_nad("second", other_namespace)
+    done = cluster.sync()
+    assert cluster.slice_pool(name) is None and pool_name not in cluster.ippools()
+    assert f"deleted NodeSlicePool {cluster.namespace}/{name}" in done.stderr
+
+
+def test_dry_run_and_invalid_nads(cluster: Cluster) -> None:
+    node = cluster.node("a")
+    cluster.nad("bad", cluster.conf(name="bad", range="10.116.0.0/24", node_slice_size="/40"))
+    conf = cluster.conf(range="10.117.0.0/24", node_slice_size="/26")
+    cluster.nad("good", conf)
+    dry = cluster.sync("--dry-run")
+    assert f"dry-run: would created NodeSlicePool {cluster.namespace}/{conf['name']}" in dry.stderr
+    assert f"dry-run: would network {conf['name']}: gave slice 10.117.0.0/26 to node" in dry.stderr
+    assert cluster.kube.objects(cluster.namespace, "nodeslicepools") == {}
+    assert not [e for e in events(cluster.kube, cluster.namespace) if e["reason"] == "InvalidNodeSliceConfig"]
+    cluster.sync()
+    assert node in cluster.slices(conf["name"]) and cluster.slice_pool("bad") is None
+    invalid = [e for e in events(cluster.kube, cluster.namespace) if e["reason"] == "InvalidNodeSliceConfig"]
+    assert invalid and invalid[0]["involvedObject"]["name"] == "bad" and "/40" in invalid[0]["message"]
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        return reply.read().decode()
+
+
+def wait_for(check: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def test_long_running_controller_follows_nodes(cluster: Cluster, tmp_path: Path) -> None:
+    conf = cluster.conf(range="10.118.0.0/24", node_slice_size="/28")
+    cluster.nad("net", conf)
+    log = open(tmp_path / "controller.log", "w+")  # noqa: SIM115 - read while the controller writes it
+    cmd = [CONTROLLER, "node-slice", f"--kubeconfig={cluster.controller_config}", f"--namespace={cluster.namespace}",
+           "--metrics-address=127.0.0.1", "--metrics-port=0", "--lease-duration=4", "--renew-deadline=3",
+           "--retry-period=1"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=log, stderr=log, text=True)
+    try:
+        port = int(wait_for(lambda: re.search(r"on 127\.0\.0\.1:(\d+)", (tmp_path / "controller.log").read_text()),
+                            15, "the metrics port").group(1))  # fmt: skip
+        wait_for(lambda: cluster.slice_pool(conf["name"]), 15, "the NodeSlicePool")
+        node = cluster.node("late")
+        started = time.monotonic()
+        got = wait_for(lambda: cluster.slices(conf["name"]).get(node), 5, f"a slice for {node}")
+        assert time.monotonic() - started < 5
+        assert inside(cluster.add(conf, node, "pod"), got)
+        run_cni("DEL", conf, container_id="pod", env={"NODENAME": node})
+        metrics = scrape(port)
+        assert f'whereabouts_node_slices_total{{network="{conf["name"]}"}} 16' in metrics
+        assert "whereabouts_node_slice_assignments_total" in metrics
+        cluster.remove_node(node)
+        wait_for(lambda: node not in json.dumps(cluster.slice_pool(conf["name"])), 5, f"{node}'s slice freed")
+        assert f"freed slice {got} of node {node} (node gone)" in (tmp_path / "controller.log").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        stop_process(proc, 10)  # type: ignore[arg-type]
+        log.close()
+    assert proc.returncode == 0, (tmp_path / "controller.log").read_text()
+
+
+class ExpiringClient:
+    """Stands in for KubeClient's list and watch: the first watch finds its version expired (410 Gone, which
+    a fresh test API server, never compacted, does not produce), the rest deliver one event."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def list_with_version(self, path: str) -> tuple[list[dict], str]:
+        self.calls.append("list")
+        return [], "42"
+
+    def watch(self, path: str, version: str, *, timeout: int) -> Iterator[Event]:
+        self.calls.append(f"watch {version}")
+        if version == "7":
+            raise Expired(version)
+        yield Event("ADDED", {"metadata": {"resourceVersion": "43"}})
+
+
+def test_a_watch_whose_version_expired_lists_again(cluster: Cluster) -> None:
+    ctx = Context(credentials=load_credentials(str(cluster.controller_config)), namespace=cluster.namespace)
+    controller, client, changed, stop = NodeSliceController(ctx), ExpiringClient(), threading.Event(), threading.Event()
+    assert controller._watch_once(client, "/api/v1/nodes", "7", lambda kind: True, changed, stop) == ""  # type: ignore[arg-type]
+    assert not changed.is_set()
+    assert controller._watch_once(client, "/api/v1/nodes", "", lambda kind: True, changed, stop) == "43"  # type: ignore[arg-type]
+    assert changed.is_set() and client.calls == ["watch 7", "list", "watch 42"]
+
+
+def test_a_node_slice_pool_the_go_controller_wrote_is_adopted(cluster: Cluster) -> None:
+    """The Go controller's NodeSlicePool (owned by its NAD, no annotation): assignments kept, the rest filled."""
+    a, b = cluster.node("a"), cluster.node("b")
+    conf = cluster.conf(range="10.119.0.0/24", node_slice_size="/26")
+    cluster.nad("net", conf)
+    nad = cluster.kube.request("GET", f"{NADS}/{cluster.namespace}/network-attachment-definitions/net")
+    owner = {"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition", "name": "net",
+             "uid": nad["metadata"]["uid"], "controller": True}  # fmt: skip
+    path = f"{POOLS}/{cluster.namespace}/nodeslicepools"
+    go = cluster.kube.request("POST", path, {
+        "apiVersion": "whereabouts.cni.cncf.io/v1alpha1", "kind": "NodeSlicePool",
+        "metadata": {"name": conf["name"], "namespace": cluster.namespace, "ownerReferences": [owner]},
+        "spec": {"range": "10.119.0.0/24", "sliceSize": "/26"}})  # fmt: skip
+    listing = [{"sliceRange": f"10.119.0.{n}/26"} for n in (0, 64, 128, 192)]
+    listing[2]["nodeName"] = b
+    go["status"] = {"allocations": listing}
+    cluster.kube.request("PUT", f"{path}/{conf['name']}/status", go)
+    done = cluster.sync()
+    assert cluster.slices(conf["name"]) == {a: "10.119.0.0/26", b: "10.119.0.128/26"}
+    assert "(adopted)" in done.stderr
+    pool = cluster.slice_pool(conf["name"])
+    assert pool["metadata"]["ownerReferences"] == [owner]  # left as the Go controller made it

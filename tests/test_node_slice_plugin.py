@@ -1,0 +1,88 @@
+"""The plugin's side of Fast IPAM without a server: config checks, the node's name, the window in a slice."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from whereabouts.config import parse_ipam
+from whereabouts.errors import InvalidConfig
+from whereabouts.iptext import format_address, parse_address
+from whereabouts.nodeslice import node_name, slice_pool_name, within_slice
+from whereabouts.ranges import parse_range
+
+KUBE = {"type": "whereabouts", "kubernetes": {"kubeconfig": "/etc/k.kubeconfig"}}
+
+
+@pytest.mark.parametrize(
+    ("ipam", "message"),
+    [
+        ({"range": "10.0.0.0/24", "node_slice_size": "/26"}, "need the kubernetes datastore, not local"),
+        ({"range": "10.0.0.0/24", "node_slice_size": "/26", "etcd_host": "h:1"}, "not etcd"),
+        ({**KUBE, "range": "10.0.0.0/24", "node_slice_size": "/16"}, "from /24 to /32"),
+        ({**KUBE, "range": "fd00::/64", "node_slice_size": "/129"}, "from /64 to /128"),
+        ({**KUBE, "range": "10.0.0.0/24", "node_slice_size": "26x"}, "expected a prefix length"),
+        ({**KUBE, "range": "10.0.0.0/24", "node_slice_size": 26}, "expected a string"),
+    ],
+    ids=["local", "etcd", "wider-than-range", "v6-too-long", "not-a-number", "not-a-string"],
+)
+def test_invalid_node_slice_size(ipam: dict, message: str) -> None:
+    with pytest.raises(InvalidConfig, match=message):
+        parse_ipam(ipam)
+
+
+@pytest.mark.parametrize("size", ["/26", "26", " /26"], ids=["slash", "bare", "space"])
+def test_node_slice_size_kept_as_written(size: str) -> None:
+    assert parse_ipam({**KUBE, "range": "10.0.0.0/24", "node_slice_size": size}).node_slice_size == size
+
+
+@pytest.mark.parametrize(
+    ("ipam", "netconf_name", "expected"),
+    [({"network_name": "blue"}, "testnet", "blue"), ({}, "testnet", "testnet")],
+    ids=["network-name", "netconf-name"],
+)
+def test_node_slice_pool_name(ipam: dict, netconf_name: str, expected: str) -> None:
+    cfg = parse_ipam({**KUBE, "range": "10.0.0.0/24", "node_slice_size": "/26", **ipam}, netconf_name)
+    assert slice_pool_name(cfg) == expected
+
+
+def test_node_name_sources(tmp_path: Path) -> None:
+    config = tmp_path / "whereabouts.d"
+    config.mkdir()
+    base = {**KUBE, "range": "10.0.0.0/24", "node_slice_size": "/26"}
+    in_dir = parse_ipam({**base, "configuration_path": str(config)})
+    assert node_name(in_dir, "from-env") == "from-env"
+    assert node_name(in_dir) == os.uname().nodename  # no nodename file: the hostname
+    (config / "nodename").write_text("  worker-7\n")
+    assert node_name(in_dir) == "worker-7"
+    at_file = parse_ipam({**base, "configuration_path": str(config / "whereabouts.conf")})
+    assert node_name(at_file) == "worker-7"  # the flat file's path: its directory
+
+
+def addresses(text: str) -> int:
+    return parse_address(text)[1]
+
+
+@pytest.mark.parametrize(
+    ("options", "slice_cidr", "window", "excluded"),
+    [
+        ({}, "10.0.0.64/26", ("10.0.0.64", "10.0.0.127"), []),
+        ({}, "10.0.0.0/26", ("10.0.0.1", "10.0.0.63"), []),  # the range's network address stays out
+        ({}, "10.0.0.192/26", ("10.0.0.192", "10.0.0.254"), []),  # and its broadcast address
+        ({"range_start": "10.0.0.70", "range_end": "10.0.0.90"}, "10.0.0.64/26", ("10.0.0.70", "10.0.0.90"), []),
+        ({"exclude": ["10.0.0.60-10.0.0.66", "10.0.0.100/30", "10.0.0.200"]}, "10.0.0.64/26",
+         ("10.0.0.64", "10.0.0.127"), [("10.0.0.64", "10.0.0.66"), ("10.0.0.100", "10.0.0.103")]),
+        ({"gateway": "10.0.0.65"}, "10.0.0.64/26", ("10.0.0.64", "10.0.0.127"), [("10.0.0.65", "10.0.0.65")]),
+    ],
+    ids=["inner", "first-slice", "last-slice", "start-end", "excludes-clipped", "gateway"],
+)  # fmt: skip
+def test_window_within_a_slice(options: dict, slice_cidr: str, window: tuple, excluded: list) -> None:
+    rng = parse_range("10.0.0.0/24", key="range", gateway=options.pop("gateway", None), **options)
+    network, prefix = slice_cidr.split("/")
+    lo = addresses(network)
+    narrowed = within_slice(rng, lo, lo + (1 << (32 - int(prefix))) - 1)
+    assert (narrowed.cidr, narrowed.prefix) == ("10.0.0.0/24", 24)  # results carry the whole range's prefix
+    assert (format_address(4, narrowed.first), format_address(4, narrowed.last)) == window
+    assert [(format_address(4, a), format_address(4, b)) for a, b in narrowed.excluded] == excluded
