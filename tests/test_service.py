@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from whereabouts.config import parse_ipam
+from whereabouts.config import IPAMConfig, parse_ipam
 from whereabouts.errors import AttachmentNotFound, StatusUnavailable, TryAgainLater
 from whereabouts.model import ChangeSet, Owner, PoolKey
 from whereabouts.service import IPAMService, RetryPolicy
@@ -133,3 +133,36 @@ def test_check_detects_lost_address() -> None:
     pool.allocations.pop(int(ipaddress.ip_interface(assigned.address).ip))
     with pytest.raises(AttachmentNotFound, match=r"holds no address in range 10\.0\.0\.0/29"):
         service.check(cfg(), A, [assigned.address])
+
+
+def batch_cfg(cidr: str = "10.7.0.0/29") -> IPAMConfig:
+    return parse_ipam({"type": "whereabouts", "range": cidr})
+
+
+def test_add_batch_gives_each_attachment_its_own_lowest_address_in_one_commit() -> None:
+    store = RacingStore()
+    owners = [Owner(f"ctr-{i}", "eth0", f"ns/p{i}") for i in range(4)]
+    results = IPAMService(store).add_batch(batch_cfg(), [(o, ()) for o in owners])
+    assert [[a.address for a in r] for r in results] == [["10.7.0.1/29"], ["10.7.0.2/29"], ["10.7.0.3/29"],
+                                                         ["10.7.0.4/29"]]  # fmt: skip
+    assert store.attempts == 1
+
+
+def test_add_batch_one_exhausted_attachment_does_not_fail_the_others() -> None:
+    store = RacingStore()
+    owners = [Owner(f"ctr-{i}", "eth0") for i in range(8)]  # a /29 has 6 usable addresses
+    results = IPAMService(store).add_batch(batch_cfg(), [(o, ()) for o in owners])
+    assert [len(r) for r in results[:6] if isinstance(r, list)] == [1] * 6
+    assert [type(r).__name__ for r in results[6:]] == ["RangeExhausted", "RangeExhausted"]
+    held = {o.container_id for pool in store.pools.values() for o in pool.allocations.values()}
+    assert held == {f"ctr-{i}" for i in range(6)}
+
+
+def test_add_batch_is_idempotent_and_retries_as_a_whole() -> None:
+    store = RacingStore(lose=1)  # the first commit loses its race: the whole batch is decided again
+    service = IPAMService(store, retry=RetryPolicy(base_delay=0.001))
+    first = service.add_batch(batch_cfg(), [(A, ()), (Owner("ctr-b", "eth0"), ())])
+    again = service.add_batch(batch_cfg(), [(Owner("ctr-b", "eth0"), ()), (A, ()), (A, ())])
+    assert [r[0].address for r in first] == ["10.7.0.1/29", "10.7.0.2/29"]
+    assert [r[0].address for r in again] == ["10.7.0.2/29", "10.7.0.1/29", "10.7.0.1/29"]
+    assert store.attempts == 2  # the second batch held everything already: nothing to commit

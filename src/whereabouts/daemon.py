@@ -78,9 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="whereabouts-node", description=__doc__.splitlines()[0])
     parser.add_argument("--socket", default=os.environ.get("WHEREABOUTS_SOCKET") or DEFAULT_SOCKET)
     args = parser.parse_args(argv)
+    from whereabouts.batch import Batcher
+    from whereabouts.cni import verbs
     from whereabouts.store import http
 
     http.keep_connections()
+    verbs.BATCHER = Batcher()
     server = NodeDaemon(args.socket)
     stop = threading.Event()
 

@@ -12,13 +12,13 @@ import time
 from whereabouts.allocator import Decision, PoolRange, allocate, release, release_all_but
 from whereabouts.config import IPAMConfig
 from whereabouts.errors import AttachmentNotFound, RangeExhausted, StatusUnavailable, TryAgainLater, WhereaboutsError
-from whereabouts.model import ChangeSet, Owner, PoolKey
+from whereabouts.model import Change, ChangeSet, Owner, PoolKey, PoolState, Snapshot
 from whereabouts.ranges import parse_request
 from whereabouts.record import record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
     from types import ModuleType
     from typing import TypeVar
 
@@ -67,30 +67,56 @@ class IPAMService:
         return node_pool_ranges(cfg, self.store, self.node, required=required, requested=requested)
 
     def add(self, cfg: IPAMConfig, owner: Owner, requested: tuple[tuple[int, int], ...] = ()) -> list[Assigned]:
-        ranges = self._ranges(cfg, requested=requested)
+        (outcome,) = self.add_batch(cfg, [(owner, requested)])
+        if isinstance(outcome, WhereaboutsError):
+            raise outcome
+        return outcome
+
+    def add_batch(
+        self, cfg: IPAMConfig, requests: Sequence[tuple[Owner, tuple[tuple[int, int], ...]]]
+    ) -> list[list[Assigned] | WhereaboutsError]:
+        """ADD for several attachments of one network at once (the node daemon's group commit): one read,
+        one decision taking them in order, one commit. Each gets its addresses or its own error (an
+        exhausted range, a taken address); a failure of the store fails them all."""
+        ranges = self._ranges(cfg, requested=requests[0][1] if len(requests) == 1 else ())
         keys = _keys(ranges)
 
-        def decide(txn: Transaction, attempt: int) -> tuple[ChangeSet, Decision]:
+        def decide(txn: Transaction, attempt: int) -> tuple[ChangeSet, list[Decision | WhereaboutsError]]:
             # Lost a race twice: spread out among the lowest few free addresses, since callers that all
             # re-pick the lowest collide again and only one of them wins each round. (The first retry
             # re-picks the lowest: the race may have been with a holder the store now knows about.)
             skip = _random().randrange(min(2 ** (attempt - 1), SPREAD_LIMIT)) if attempt >= 2 else 0
-            decision = allocate(
-                ranges=ranges,
-                snapshot=txn.snapshot,
-                owner=owner,
-                requested=requested,
-                overlapping=cfg.overlapping,
-                skip=skip,
-            )
-            return decision.changes, decision
+            working = txn.snapshot if len(requests) == 1 else _working_copy(txn.snapshot)
+            changes: list[Change] = []
+            outcomes: list[Decision | WhereaboutsError] = []
+            for owner, requested in requests:
+                try:
+                    decision = allocate(ranges=ranges, snapshot=working, owner=owner, requested=requested,
+                                        overlapping=cfg.overlapping, skip=skip)  # fmt: skip
+                except WhereaboutsError as exc:
+                    outcomes.append(exc)
+                    continue
+                outcomes.append(decision)
+                changes += decision.changes.changes
+                if working is not txn.snapshot:
+                    _apply(working, decision.changes)  # the next attachment sees what this one takes
+            expected = tuple((key, txn.snapshot.pools[key].version) for key in keys)
+            return ChangeSet(tuple(changes), expected, cfg.overlapping), outcomes
 
         try:
-            decision = self._run(keys, cfg.overlapping, decide)
+            outcomes = self._run(keys, cfg.overlapping, decide)
         except WhereaboutsError:
-            self.store.abort(owner)
+            for owner, _ in requests:
+                self.store.abort(owner)
             raise
-        return [Assigned(pr, pr.rng.with_address(ip)) for pr, ips in decision.held for ip in ips]
+        results: list[list[Assigned] | WhereaboutsError] = []
+        for (owner, _), outcome in zip(requests, outcomes, strict=True):
+            if isinstance(outcome, WhereaboutsError):
+                self.store.abort(owner)  # what an earlier, lost attempt of this one wrote
+                results.append(outcome)
+            else:
+                results.append([Assigned(pr, pr.rng.with_address(ip)) for pr, ips in outcome.held for ip in ips])
+        return results
 
     def delete(self, cfg: IPAMConfig, owner: Owner) -> None:
         """Release the attachment's addresses in the configured pools; when it held nothing there (the
@@ -188,6 +214,22 @@ def _random() -> ModuleType:
     import random
 
     return random
+
+
+def _working_copy(snapshot: Snapshot) -> Snapshot:
+    pools = {key: PoolState(key, pool.version, dict(pool.allocations)) for key, pool in snapshot.pools.items()}
+    return Snapshot(pools, dict(snapshot.reservations))
+
+
+def _apply(snapshot: Snapshot, changes: ChangeSet) -> None:
+    for change in changes.changes:
+        allocations = snapshot.pools[change.key].allocations
+        if change.owner is None:
+            allocations.pop(change.ip, None)
+            continue
+        allocations[change.ip] = change.owner
+        if changes.overlapping:
+            snapshot.reservations[(change.key.network, change.version, change.ip)] = change.owner
 
 
 def _held_by(txn: Transaction, pr: PoolRange, owner: Owner) -> list[int]:

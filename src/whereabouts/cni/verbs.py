@@ -14,12 +14,17 @@ from whereabouts.service import IPAMService
 from whereabouts.store.factory import open_store
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
+# Set by the node daemon: concurrent ADDs of one network share a decision and a commit (see whereabouts.batch).
+BATCHER: Batcher | None = None
+
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
     from typing import Any, TypeVar
 
+    from whereabouts.batch import Batcher
     from whereabouts.cni.protocol import CallEnv
     from whereabouts.config import IPAMConfig
+    from whereabouts.service import Assigned
 
     Result = dict[str, Any] | None
     T = TypeVar("T")
@@ -42,6 +47,11 @@ def _with_service(cfg: IPAMConfig, call: CallEnv, use: Callable[[IPAMService], T
         store.close()
 
 
+def _batch(cfg: IPAMConfig, call: CallEnv, owners: Sequence[Owner]) -> list[list[Assigned] | WhereaboutsError]:
+    """One round of the node daemon's group commit: ADDs of one network on one node waiting together."""
+    return _with_service(cfg, call, lambda service: service.add_batch(cfg, [(owner, ()) for owner in owners]))
+
+
 def _owner(call: CallEnv) -> Owner:
     return Owner(call.container_id, call.ifname, call.podref)
 
@@ -62,7 +72,11 @@ def add(call: CallEnv, netconf: dict[str, Any], version: str) -> Result:
     requested = requested_addresses(netconf, call.args)
 
     def action() -> Result:
-        assigned = _with_service(cfg, call, lambda service: service.add(cfg, _owner(call), requested))
+        if BATCHER is not None and not requested:
+            batch = lambda owners: _batch(cfg, call, owners)  # noqa: E731
+            assigned = BATCHER.submit((repr(cfg), call.nodename), _owner(call), batch)
+        else:
+            assigned = _with_service(cfg, call, lambda service: service.add(cfg, _owner(call), requested))
         return build_result(version, cfg, [(a.pool_range.rng.version, a.address) for a in assigned])
 
     return _logged("ADD", call, log, action)
