@@ -166,3 +166,15 @@ def test_add_batch_is_idempotent_and_retries_as_a_whole() -> None:
     assert [r[0].address for r in first] == ["10.7.0.1/29", "10.7.0.2/29"]
     assert [r[0].address for r in again] == ["10.7.0.2/29", "10.7.0.1/29", "10.7.0.1/29"]
     assert store.attempts == 2  # the second batch held everything already: nothing to commit
+
+
+def test_delete_batch_releases_every_attachment_in_one_commit() -> None:
+    store = RacingStore()
+    service = IPAMService(store)
+    owners = [Owner(f"ctr-{i}", "eth0") for i in range(4)]
+    service.add_batch(batch_cfg(), [(o, ()) for o in owners])
+    attempts = store.attempts
+    assert service.delete_batch(batch_cfg(), [*owners[:3], Owner("never-added", "eth0")]) == [None] * 4
+    assert store.attempts == attempts + 1
+    held = {o.container_id for pool in store.pools.values() for o in pool.allocations.values()}
+    assert held == {"ctr-3"}

@@ -122,19 +122,46 @@ class IPAMService:
         """Release the attachment's addresses in the configured pools; when it held nothing there (the
         config changed since its ADD), in whichever pools of the network hold it. With node slices also
         when a range released nothing: a re-slice since the ADD left its address in the node's old pool."""
+        (outcome,) = self.delete_batch(cfg, [owner])
+        if outcome is not None:
+            raise outcome
+
+    def delete_batch(self, cfg: IPAMConfig, owners: Sequence[Owner]) -> list[WhereaboutsError | None]:
+        """DEL for several attachments of one network at once (the node daemon's group commit): one read,
+        one commit for the configured pools; then, for each, the pools elsewhere and its leftovers. A
+        failure of that first commit fails them all; a later one fails only its own attachment."""
         configured = _keys(self._ranges(cfg, required=False))
-        released = self._release_in(configured, cfg, owner)
+        released = self._release_in(configured, cfg, owners)
+        outcomes: list[WhereaboutsError | None] = []
+        for owner, count in zip(owners, released, strict=True):
+            try:
+                self._release_elsewhere(cfg, owner, configured, count)
+                self.store.forget_attachment(cfg.network_name, owner)
+            except WhereaboutsError as exc:
+                outcomes.append(exc)
+                continue
+            outcomes.append(None)
+        return outcomes
+
+    def _release_elsewhere(self, cfg: IPAMConfig, owner: Owner, configured: list[PoolKey], released: int) -> None:
         if not released or (cfg.node_slice_size and released < len(cfg.ranges)):
             held = self.store.pools_holding(cfg.network_name, owner.container_id, owner.ifname)
             elsewhere = [key for key in held if key not in configured]
             if elsewhere:
-                self._release_in(elsewhere, cfg, owner)
-        self.store.forget_attachment(cfg.network_name, owner)
+                self._release_in(elsewhere, cfg, [owner])
 
-    def _release_in(self, keys: list[PoolKey], cfg: IPAMConfig, owner: Owner) -> int:
-        def decide(txn: Transaction, attempt: int) -> tuple[ChangeSet, int]:
-            changes = release(keys=keys, snapshot=txn.snapshot, owner=owner, overlapping=cfg.overlapping)
-            return changes, len(changes.changes)
+    def _release_in(self, keys: list[PoolKey], cfg: IPAMConfig, owners: Sequence[Owner]) -> list[int]:
+        """Release what each owner holds in `keys`, in one commit; how many addresses each released."""
+
+        def decide(txn: Transaction, attempt: int) -> tuple[ChangeSet, list[int]]:
+            changes: list[Change] = []
+            counts = []
+            for owner in owners:
+                released = release(keys=keys, snapshot=txn.snapshot, owner=owner, overlapping=cfg.overlapping)
+                changes += released.changes
+                counts.append(len(released.changes))
+            expected = tuple((key, txn.snapshot.pools[key].version) for key in keys)
+            return ChangeSet(tuple(changes), expected, cfg.overlapping), counts
 
         return self._run(keys, cfg.overlapping, decide)
 

@@ -84,8 +84,14 @@ def add(call: CallEnv, netconf: dict[str, Any], version: str) -> Result:
 
 def delete(call: CallEnv, netconf: dict[str, Any], version: str) -> Result:
     cfg, log = _setup(netconf)
-    release = lambda service: service.delete(cfg, _owner(call))  # noqa: E731
-    return _logged("DEL", call, log, lambda: _with_service(cfg, call, release))
+
+    def action() -> Result:
+        if BATCHER is not None:
+            batch = lambda owners: _with_service(cfg, call, lambda service: service.delete_batch(cfg, owners))  # noqa: E731
+            return BATCHER.submit(("DEL", repr(cfg), call.nodename), _owner(call), batch)
+        return _with_service(cfg, call, lambda service: service.delete(cfg, _owner(call)))
+
+    return _logged("DEL", call, log, action)
 
 
 def check(call: CallEnv, netconf: dict[str, Any], version: str) -> Result:
