@@ -3,8 +3,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-# a real kube-apiserver for the Kubernetes datastore tests: built once per machine, then cached
-bash scripts/kube-tools.sh >/dev/null
+if [ "$(id -u)" -eq 0 ]; then
+    # a real kube-apiserver for the Kubernetes datastore tests, and the kubelet, scheduler and controller-manager
+    # of the real node (tests/realnode): built once per machine (about 16 minutes on 2 cores), then cached
+    bash scripts/kube-tools.sh --node >/dev/null
+    # the real node's packages (containerd, runc, ...) and images (pause, busybox, a Python root): cached too
+    bash scripts/node-tools.sh >/dev/null
+else
+    bash scripts/kube-tools.sh >/dev/null  # the real-node tests need root and skip without it
+fi
 .venv/bin/ruff check src tests bench scripts
 .venv/bin/ruff format --check src tests bench scripts
 exec .venv/bin/pytest -ra "$@"
