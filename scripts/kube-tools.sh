@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 # Provide a real kube-apiserver (1.20.2, built from Debian's `kubernetes` source package) and the matching
 # kubectl (Debian's `kubernetes-client`, unpacked, not installed) in a cache directory, for the tests.
-# Built once per machine (about 6 minutes on 2 cores); later runs find the binaries and return at once.
-# Prints the directory holding `kube-apiserver` and `kubectl`.
+# With --node, also the node's binaries: kubelet, kube-scheduler and kube-controller-manager (a single-node
+# cluster, see ../shared/REALNODE.md). Built once per machine (about 6 minutes on 2 cores for the apiserver,
+# as much again for the node); later runs find the binaries and return at once.
+# Prints the directory holding them.
 set -euo pipefail
 
 CACHE=${WHEREABOUTS_CACHE:-/var/cache/whereabouts-py}/k8s-1.20.2
-if [ -x "$CACHE/kube-apiserver" ] && [ -x "$CACHE/kubectl" ]; then
+TARGETS=(kube-apiserver)
+[ "${1:-}" = "--node" ] && TARGETS+=(kubelet kube-scheduler kube-controller-manager)
+missing=()
+for target in "${TARGETS[@]}"; do
+    [ -x "$CACHE/$target" ] || missing+=("$target")
+done
+if [ "${#missing[@]}" -eq 0 ] && [ -x "$CACHE/kubectl" ]; then
     echo "$CACHE"
     exit 0
 fi
@@ -40,7 +48,7 @@ if [ ! -x "$CACHE/kubectl" ]; then
     install -m 0755 client/usr/bin/kubectl "$CACHE/kubectl"
 fi
 
-if [ ! -x "$CACHE/kube-apiserver" ]; then
+if [ "${#missing[@]}" -gt 0 ]; then
     log "fetching the kubernetes source package"
     apt-get source --download-only kubernetes >/dev/null 2>&1
     dpkg-source --no-check -x kubernetes_*.dsc src >/dev/null
@@ -48,10 +56,12 @@ if [ ! -x "$CACHE/kube-apiserver" ]; then
     rm -rf src/vendor/github.com/modern-go/reflect2
     cp -r /usr/share/gocode/src/github.com/modern-go/reflect2 src/vendor/github.com/modern-go/reflect2
     rm -f src/vendor/github.com/modern-go/reflect2/go.mod
-    log "building kube-apiserver (several minutes)"
-    export GOCACHE="$CACHE/gocache" GOFLAGS=-mod=vendor CGO_ENABLED=0
-    make -C src WHAT=cmd/kube-apiserver >"$WORK/build.log" 2>&1 || { tail -40 "$WORK/build.log" >&2; exit 1; }
-    install -m 0755 "$(find src/_output -type f -name kube-apiserver | head -1)" "$CACHE/kube-apiserver"
-    rm -rf "$CACHE/gocache"
+    log "building ${missing[*]} (several minutes)"
+    export GOCACHE="$WORK/gocache" GOFLAGS=-mod=vendor CGO_ENABLED=0
+    what=$(printf 'cmd/%s ' "${missing[@]}")
+    make -C src WHAT="${what% }" >"$WORK/build.log" 2>&1 || { tail -40 "$WORK/build.log" >&2; exit 1; }
+    for target in "${missing[@]}"; do
+        install -m 0755 "$(find src/_output -type f -name "$target" | head -1)" "$CACHE/$target"
+    done
 fi
 echo "$CACHE"
