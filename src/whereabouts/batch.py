@@ -5,8 +5,9 @@ When a burst of pods starts on a node, the daemon receives many ADDs for the sam
 one by one, each reads the pool, writes its reservation and writes the pool object again: on the Kubernetes
 store every pool write costs the API server a full validation of the object, and calls of one node take
 turns per pool anyway. Here the first caller of a group becomes its leader and serves every request that
-is waiting, in one `IPAMService.add_batch` (or `delete_batch`); requests that arrive meanwhile wait for the next round, served
-by the next leader in arrival order. Nothing waits on purpose: a lone call is served at once, as before.
+is waiting, in one `IPAMService.add_batch` (or `delete_batch`); requests that arrive meanwhile wait for the
+next round, served by the next leader in arrival order. Nothing waits on purpose: a lone call is served at
+once, as before.
 
 Each request still gets its own answer (its addresses, or its own error: one request's exhausted range or
 taken address does not fail the others), and a batch is all or nothing in the store, so a daemon that dies
