@@ -5,8 +5,9 @@
 #   pause-3.2.tar         docker-archive of k8s.gcr.io/pause:3.2: Kubernetes' own build/pause/linux/pause.c
 #                         (from Debian's `kubernetes` source package) compiled `gcc -static`, its only file
 #   busybox.tar           docker-archive of localhost/busybox:test: busybox-static and a symlink per applet
-#   bookworm-python3.tar  a plain tar (not an image) of a `debootstrap --variant=minbase bookworm` root with
-#                         Debian's python3 (3.11) and python3-yaml (the project's one dependency): extract a copy
+#   bookworm-python3-2.tar  a plain tar (not an image) of a `debootstrap --variant=minbase bookworm` root with
+#                         Debian's python3 (3.11), python3-yaml (the project's one dependency) and patchelf
+#                         (install-cni relocates the bundled interpreter with it): extract a copy
 #                         (`tar -xpf ... -C DIR`), add to it, and build an image of it with
 #                         `python3 scripts/oci_archive.py --root DIR --tag NAME:TAG --out X.tar`
 # Idempotent, run as root: a later run finds everything and returns at once. Prints the images directory.
@@ -14,6 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 IMAGES=${WHEREABOUTS_CACHE:-/var/cache/whereabouts-py}/images
+PYTHON_ROOT=bookworm-python3-2.tar  # the number names the recipe: change it when the recipe changes
 PACKAGES=(containerd runc containernetworking-plugins busybox-static debootstrap gcc libc6-dev iproute2
           iputils-ping mount util-linux tar)
 log() { echo "node-tools: $*" >&2; }
@@ -23,7 +25,7 @@ for pkg in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ "${#missing[@]}" -eq 0 ] && [ -f "$IMAGES/pause-3.2.tar" ] && [ -f "$IMAGES/busybox.tar" ] \
-        && [ -f "$IMAGES/bookworm-python3.tar" ]; then
+        && [ -f "$IMAGES/$PYTHON_ROOT" ]; then
     echo "$IMAGES"
     exit 0
 fi
@@ -104,18 +106,18 @@ build_python_root() {
     url=$(mirror)
     log "debootstrap --variant=minbase bookworm with python3 from $url (about a minute)"
     mkdir -p "$WORK/python"
-    debootstrap --variant=minbase --include=python3,python3-yaml bookworm "$root" "$url" >"$WORK/python/debootstrap.log" 2>&1 \
+    debootstrap --variant=minbase --include=python3,python3-yaml,patchelf bookworm "$root" "$url" >"$WORK/python/debootstrap.log" 2>&1 \
         || { tail -20 "$WORK/python/debootstrap.log" >&2; exit 1; }
     # what an image needs none of: apt's caches and lists, docs, man pages, logs
     rm -rf "$root"/var/cache/apt/*.bin "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* \
         "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/var/log/*.log "$root"/var/cache/debconf/*-old
     tar --numeric-owner --sort=name --mtime=@0 --exclude='./dev/*' --exclude='./proc/*' --exclude='./sys/*' \
         -C "$root" -cf "$WORK/python/root.tar" .
-    mv "$WORK/python/root.tar" "$IMAGES/bookworm-python3.tar"
-    log "built bookworm-python3.tar in $((SECONDS - started)) s"
+    mv "$WORK/python/root.tar" "$IMAGES/$PYTHON_ROOT"
+    log "built $PYTHON_ROOT in $((SECONDS - started)) s"
 }
 
 [ -f "$IMAGES/pause-3.2.tar" ] || build_pause
 [ -f "$IMAGES/busybox.tar" ] || build_busybox
-[ -f "$IMAGES/bookworm-python3.tar" ] || build_python_root
+[ -f "$IMAGES/$PYTHON_ROOT" ] || build_python_root
 echo "$IMAGES"

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Build the whereabouts image as a docker-archive tar, with no registry and no Docker engine (run as root):
+#   bash scripts/build-image.sh      # prints the tar; its image is localhost/whereabouts:<hash of the inputs>
+# The image is the Debian bookworm root that scripts/node-tools.sh builds (python3 3.11, python3-yaml,
+# patchelf), plus the project in /usr/lib/python3/dist-packages, its commands in /usr/local/bin, and the
+# self-contained plugin bundle in /opt/whereabouts/bundle (scripts/make_bundle.py) that install-cni copies
+# onto each node. The same image as the Dockerfile builds, for users with a Docker engine. Load it with
+# `ctr -n k8s.io image import X.tar` or `docker load -i X.tar`. Cached by the hash of its inputs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CACHE=${WHEREABOUTS_CACHE:-/var/cache/whereabouts-py}/images
+IMAGES=$(bash scripts/node-tools.sh)
+ROOT_TAR=$IMAGES/$(sed -n 's/^PYTHON_ROOT=\([^ ]*\).*/\1/p' scripts/node-tools.sh)
+inputs=$( (cd src && find whereabouts -name '*.py' -print0 | sort -z | xargs -0 sha256sum;
+           sha256sum ../scripts/make_bundle.py ../scripts/build-image.sh ../scripts/oci_archive.py;
+           basename "$ROOT_TAR") | sha256sum | cut -c1-12)
+TAG=localhost/whereabouts:$inputs
+OUT=$CACHE/whereabouts-$inputs.tar
+if [ -f "$OUT" ]; then
+    echo "$OUT"
+    exit 0
+fi
+WORK=$(mktemp -d /var/tmp/whereabouts-image.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+root=$WORK/root
+mkdir -p "$root"
+tar -xpf "$ROOT_TAR" -C "$root"
+cp -r src/whereabouts "$root/usr/lib/python3/dist-packages/whereabouts"
+find "$root/usr/lib/python3/dist-packages/whereabouts" -name __pycache__ -prune -exec rm -rf {} +
+for entry in whereabouts-controller:whereabouts.controller.cli whereabouts-install-cni:whereabouts.install \
+             whereabouts-node:whereabouts.daemon; do
+    name=${entry%%:*} module=${entry#*:}
+    printf '#!/usr/bin/python3\nimport sys\nfrom %s import main\nsys.exit(main())\n' "$module" > "$root/usr/local/bin/$name"
+    chmod 0755 "$root/usr/local/bin/$name"
+done
+chroot "$root" /usr/bin/python3 -m compileall -q /usr/lib/python3/dist-packages/whereabouts
+python3 scripts/make_bundle.py "$root" "$root/opt/whereabouts/bundle" >/dev/null
+python3 scripts/oci_archive.py --root "$root" --tag "$TAG" --out "$WORK/image.tar" --cmd '["whereabouts-install-cni"]' \
+    >/dev/null
+mv "$WORK/image.tar" "$OUT"
+echo "$OUT"

@@ -1,0 +1,274 @@
+"""`whereabouts-install-cni`: what the DaemonSet runs on every node.
+
+1. Installs the self-contained plugin (the bundle the image carries, see scripts/make_bundle.py) into the
+   host's CNI bin dir, atomically: the bundle is copied beside into `whereabouts.d/.<hash>.tmp`, its
+   interpreter pointed at where it lands (patchelf), and renamed to `whereabouts.d/<hash>`; then the
+   `whereabouts` launcher is written beside and renamed over the old one. A CNI call at that moment runs
+   the old plugin or the new one, never a half-written file; the previous bundle is kept for calls that
+   started just before.
+2. Writes into the host's `<cni conf dir>/whereabouts.d/`: the flat file `whereabouts.conf`, a kubeconfig
+   built from this pod's service-account token and CA (`KUBERNETES_SERVICE_HOST`/`_PORT` for the server),
+   and `nodename`. Each is written beside and renamed, and only when its content changes.
+3. Then, unless `--once`: re-reads the token and CA every few seconds and rewrites the kubeconfig when
+   either changed (token rotation); runs pod cleanup for its node; and serves the plugin's calls as the
+   node daemon (warm imports, kept connections, group commit; the plugin serves a call itself whenever the
+   daemon is not there). `/healthz` on 127.0.0.1 tells the kubelet whether those loops are alive.
+
+The DaemonSet mounts the host's directories at the same paths they have on the host (CNI bin and conf
+dirs, /var/lib/cni/whereabouts, /run/whereabouts), so the paths written here mean the same thing on the
+host and in the container.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from whereabouts.controller.context import Context, log_line
+from whereabouts.controller.metrics import Health, Registry, serve
+from whereabouts.errors import WhereaboutsError
+from whereabouts.kube.credentials import DEFAULT_NAMESPACE, SERVICE_ACCOUNT_DIR, load_credentials
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from whereabouts.daemon import NodeDaemon
+
+PYTHON = "python3.11"
+LOADER = "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
+LAUNCHER = """#!{python} -IS
+# The whereabouts CNI plugin (bundle {version}), installed by whereabouts-install-cni. Do not edit.
+import sys
+
+from whereabouts.cni.main import main
+
+sys.exit(main())
+"""
+
+
+def install_bundle(bundle: Path, bin_dir: Path, log: Callable[[str], None] = log_line) -> Path:
+    """Put the bundle and the launcher into `bin_dir`; returns the bundle's directory there."""
+    version = (bundle / "VERSION").read_text().strip()
+    home = bin_dir / "whereabouts.d"
+    target = home / version
+    if not target.exists():
+        staging = home / f".{version}.{os.getpid()}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(bundle, staging, symlinks=True)
+        _relocate(staging, target)
+        os.rename(staging, target)
+        log(f"install-cni: installed bundle {version} in {target}")
+    previous = _launcher_version(bin_dir / "whereabouts")
+    _write_atomically(bin_dir / "whereabouts", LAUNCHER.format(python=target / "bin" / PYTHON, version=version),
+                      mode=0o755, log=log)  # fmt: skip
+    keep = {version, previous, *(n for n in os.listdir(home) if n.startswith("."))}
+    for name in sorted(set(os.listdir(home)) - keep):
+        shutil.rmtree(home / name, ignore_errors=True)
+        log(f"install-cni: removed old bundle {name}")
+    return target
+
+
+def _relocate(staging: Path, final: Path) -> None:
+    """Point the interpreter at the bundle's own loader and libraries, at the path it will have."""
+    cmd = ["patchelf", "--set-interpreter", str(final / LOADER), "--force-rpath", "--set-rpath",
+           "$ORIGIN/../lib/x86_64-linux-gnu", str(staging / "bin" / PYTHON)]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+def _launcher_version(path: Path) -> str:
+    try:
+        first = path.read_text().splitlines()[0]
+    except (OSError, IndexError, UnicodeDecodeError):
+        return ""
+    parts = Path(first[2:].split()[0]).parts if first.startswith("#!") else ()
+    return parts[-3] if len(parts) >= 3 and "whereabouts.d" in parts else ""
+
+
+def _write_atomically(path: Path, text: str, *, mode: int = 0o644, log: Callable[[str], None] = log_line) -> bool:
+    """Write `text` to `path` by renaming a finished file over it; False when it already says that."""
+    try:
+        if path.read_text() == text and (path.stat().st_mode & 0o777) == mode:
+            return False
+    except (OSError, UnicodeDecodeError):
+        pass
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(staging, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(staging, mode)
+    os.rename(staging, path)
+    log(f"install-cni: wrote {path}")
+    return True
+
+
+def kubeconfig_text(*, server: str, ca: bytes, token: str, namespace: str) -> str:
+    """A kubeconfig in block YAML (what kubectl writes; the plugin parses it without PyYAML)."""
+    return (
+        "apiVersion: v1\nkind: Config\n"
+        f"clusters:\n- name: local\n  cluster:\n    server: {server}\n"
+        f"    certificate-authority-data: {base64.b64encode(ca).decode()}\n"
+        f"users:\n- name: whereabouts\n  user:\n    token: {token}\n"
+        "contexts:\n- name: whereabouts\n  context:\n    cluster: local\n    user: whereabouts\n"
+        f"    namespace: {namespace}\n"
+        "current-context: whereabouts\n"
+    )
+
+
+class NodeFiles:
+    """The files install-cni keeps in the host's `<conf dir>/whereabouts.d/`."""
+
+    def __init__(self, conf_dir: Path, *, account_dir: Path, namespace: str, node: str, cron: str) -> None:
+        self.dir = conf_dir / "whereabouts.d"
+        self.account_dir, self.node, self.cron = account_dir, node, cron
+        self.namespace = namespace or _read(account_dir / "namespace").strip() or DEFAULT_NAMESPACE
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.dir / "whereabouts.kubeconfig"
+
+    def write_all(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        flat = {
+            "datastore": "kubernetes",
+            "configuration_path": str(self.dir),
+            "kubernetes": {"kubeconfig": str(self.kubeconfig)},
+            "reconciler_cron_expression": self.cron,
+        }
+        _write_atomically(self.dir / "whereabouts.conf", json.dumps(flat, indent=2) + "\n")
+        _write_atomically(self.dir / "nodename", self.node + "\n")
+        self.refresh_kubeconfig()
+
+    def refresh_kubeconfig(self) -> bool:
+        """Rewrite the kubeconfig if the token, the CA or the server changed; True if it did."""
+        host = os.environ.get("KUBERNETES_SERVICE_HOST", "")
+        port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+        if not host:
+            raise SystemExit("install-cni: KUBERNETES_SERVICE_HOST is not set (not running in a pod?)")
+        server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+        token = _read(self.account_dir / "token").strip()
+        ca = (self.account_dir / "ca.crt").read_bytes()
+        text = kubeconfig_text(server=server, ca=ca, token=token, namespace=self.namespace)
+        return _write_atomically(self.kubeconfig, text, mode=0o600)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    p = argparse.ArgumentParser(prog="whereabouts-install-cni", description=__doc__.splitlines()[0])
+    p.add_argument("--bundle", type=Path, default=Path(env("WHEREABOUTS_BUNDLE", "/opt/whereabouts/bundle")))
+    p.add_argument("--cni-bin-dir", type=Path, default=Path(env("CNI_BIN_DIR", "/opt/cni/bin")))
+    p.add_argument("--cni-conf-dir", type=Path, default=Path(env("CNI_CONF_DIR", "/etc/cni/net.d")))
+    p.add_argument("--service-account-dir", type=Path, default=Path(SERVICE_ACCOUNT_DIR))
+    p.add_argument("--namespace", default=env("WHEREABOUTS_NAMESPACE", ""), help="default: this pod's")
+    p.add_argument("--node", default=env("NODENAME", "") or socket.gethostname())
+    p.add_argument("--cron-expression", default=env("WHEREABOUTS_RECONCILER_CRON", "30 4 * * *"))
+    p.add_argument("--socket", default=env("WHEREABOUTS_SOCKET", "/run/whereabouts/plugin.sock"))
+    p.add_argument("--no-node-daemon", action="store_true", help="the plugin then serves every call itself")
+    p.add_argument("--no-pod-cleanup", action="store_true")
+    p.add_argument("--health-address", default="127.0.0.1")
+    p.add_argument("--health-port", type=int, default=int(env("WHEREABOUTS_HEALTH_PORT", "9146")))
+    p.add_argument("--refresh", type=float, default=5.0, help="seconds between token and CA checks")
+    p.add_argument("--once", action="store_true", help="install and write the files, then exit")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    files = NodeFiles(args.cni_conf_dir, account_dir=args.service_account_dir, namespace=args.namespace,
+                      node=args.node, cron=args.cron_expression)  # fmt: skip
+    install_bundle(args.bundle, args.cni_bin_dir)
+    files.write_all()
+    if args.once:
+        return 0
+    return NodeAgent(args, files).run()
+
+
+class NodeAgent:
+    """The long-running part: kubeconfig refresh, pod cleanup for this node, the node daemon, health."""
+
+    def __init__(self, args: argparse.Namespace, files: NodeFiles) -> None:
+        self.args, self.files = args, files
+        self.stop = threading.Event()
+        self.health, self.registry = Health(), Registry()
+        self.ctx: Context | None = None
+
+    def run(self) -> int:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: self.stop.set())
+        server = serve(self.args.health_address, self.args.health_port, self.registry, self.health)
+        log_line(f"install-cni: node {self.args.node}: health on {self.args.health_address}:{server.server_address[1]}")
+        threads = [threading.Thread(target=self._refresh_loop, name="refresh", daemon=True)]
+        if not self.args.no_pod_cleanup:
+            threads.append(threading.Thread(target=self._pod_cleanup, name="pod-cleanup", daemon=True))
+        daemon = None if self.args.no_node_daemon else self._start_daemon()
+        for thread in threads:
+            thread.start()
+        self.health.ready.set()
+        self.stop.wait()
+        if daemon is not None:
+            daemon.shutdown()
+            daemon.server_close()  # removes the socket: the plugin serves calls itself from now on
+        server.shutdown()
+        return 0
+
+    def _refresh_loop(self) -> None:
+        while not self.stop.is_set():
+            self.health.beat("refresh", allowance=max(60.0, 10 * self.args.refresh))
+            try:
+                if self.files.refresh_kubeconfig():
+                    log_line("install-cni: service-account token or CA changed: kubeconfig rewritten")
+                    if self.ctx is not None:
+                        self.ctx.credentials = load_credentials("")
+            except OSError as exc:
+                log_line(f"install-cni: cannot refresh the kubeconfig: {exc}")
+            self.stop.wait(self.args.refresh)
+
+    def _pod_cleanup(self) -> None:
+        from whereabouts.controller.podcleanup import PodCleanup
+
+        while not self.stop.is_set():
+            self.health.beat("pod-cleanup", allowance=300.0)
+            try:
+                if self.ctx is None:
+                    credentials = load_credentials("")
+                    namespace = self.files.namespace
+                    self.ctx = Context(credentials, namespace, registry=self.registry, health=self.health,
+                                       identity=f"install-cni-{self.args.node}")  # fmt: skip
+                PodCleanup(self.ctx, node=self.args.node).run(self.stop)
+            except WhereaboutsError as exc:
+                log_line(f"install-cni: pod cleanup: {exc.msg}; retrying")
+            self.stop.wait(2.0)
+
+    def _start_daemon(self) -> NodeDaemon:
+        from whereabouts.batch import Batcher
+        from whereabouts.cni import verbs
+        from whereabouts.daemon import NodeDaemon
+        from whereabouts.store import http
+
+        http.keep_connections()
+        verbs.BATCHER = Batcher()
+        daemon = NodeDaemon(self.args.socket)
+        threading.Thread(target=daemon.serve_forever, kwargs={"poll_interval": 0.5}, name="node-daemon",
+                         daemon=True).start()  # fmt: skip
+        log_line(f"install-cni: node daemon serving the plugin's calls on {self.args.socket}")
+        return daemon
+
+
+if __name__ == "__main__":
+    sys.exit(main())
