@@ -115,7 +115,7 @@ def events(kube: KubeAPIServer, namespace: str) -> list[dict]:
 
 def controller_kubeconfig(kube: KubeAPIServer, path: Path, namespace: str) -> Path:
     """The controllers' kubeconfig: the kube-system/whereabouts-controller service account (RBAC from
-    deploy/rbac/controller.yaml), pools in `namespace`."""
+    deploy/base/rbac/controller.yaml), pools in `namespace`."""
     return kube.kubeconfig(path, token=kube.controller_token, namespace=namespace)
 
 

@@ -141,9 +141,9 @@ class KubeAPIServer:
 
     def install_whereabouts(self) -> None:
         """Apply the CRDs and RBAC from deploy/ with kubectl, and wait for the CRDs to be served."""
-        self.kubectl("apply", "-f", str(REPO / "deploy/crds"))
-        self.kubectl("apply", "-f", str(REPO / "deploy/rbac/plugin.yaml"))
-        self.kubectl("apply", "-f", str(REPO / "deploy/rbac/controller.yaml"))
+        self.kubectl("apply", "-f", str(REPO / "deploy/base/crds"))
+        self.kubectl("apply", "-f", str(REPO / "deploy/base/rbac/plugin.yaml"))
+        self.kubectl("apply", "-f", str(REPO / "deploy/base/rbac/controller.yaml"))
         self.kubectl("apply", "-f", str(REPO / "tests/manifests"))  # Multus's NAD CRD, for the node-slice tests
         self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
 

@@ -35,7 +35,7 @@ def write_slice_pool(
     else:
         obj = kube.request("PUT", f"{path}/{name}", {**current, "spec": body["spec"]})
     assert isinstance(obj, dict)
-    # free slices without nodeName: this test API server turns "" into null (deploy/crds/nodeslicepools.yaml)
+    # free slices without nodeName: this test API server turns "" into null (deploy/base/crds/nodeslicepools.yaml)
     obj["status"] = {"allocations": [{"nodeName": node, "sliceRange": cidr} if node else {"sliceRange": cidr}
                                      for node, cidr in listing]}  # fmt: skip
     kube.request("PUT", f"{path}/{name}/status", obj)

@@ -166,3 +166,30 @@ def test_kill_9_mid_add_leaves_nothing_held_twice(
         assert result.returncode == 0, result.stdout
     held, reserved = state(kube, kube_namespace)
     assert held == reserved and set(held.values()) == set(finished)
+
+
+def test_node_daemons_killed_mid_burst_lose_nothing(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path
+) -> None:
+    """kill -9 of every node daemon while its batches are in flight: the calls it was serving fall back to
+    serving themselves (an ADD is idempotent), every caller gets an answer, nothing is held twice, and the
+    DELs leave the pool and the reservations empty."""
+    config = conf(tmp_path, plugin_kubeconfig)
+    sockets = [str(tmp_path / f"node-{i}" / "plugin.sock") for i in range(4)]
+    with ExitStack() as stack:
+        daemons = [stack.enter_context(running_daemon(sock)) for sock in sockets]
+        with ThreadPoolExecutor(max_workers=40) as pool:
+            futures = [pool.submit(call, "ADD", config, n, "kd", sockets) for n in range(120)]
+            time.sleep(1.0)  # batches are being served now
+            for daemon in daemons:
+                daemon.send_signal(signal.SIGKILL)
+            results = [f.result() for f in futures]
+    assert all(d.wait() == -signal.SIGKILL for d in daemons)
+    failed = [r.stdout for r in results if r.returncode]
+    assert not failed, failed[:3]
+    addresses = [r.addresses()[0] for r in results]
+    assert len(set(addresses)) == 120
+    held, _ = state(kube, kube_namespace)  # every pool entry has its reservation
+    assert sorted(held.values()) == sorted(f"ctr-kd-{n}" for n in range(120))
+    assert all(r.returncode == 0 for r in burst("DEL", config, list(range(120)), "kd"))
+    assert state(kube, kube_namespace) == ({}, {})

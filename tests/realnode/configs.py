@@ -93,6 +93,7 @@ def kubelet_config(base: Path, *, port: int, healthz_port: int) -> dict[str, Any
         "volumePluginDir": str(base / "volume-plugins"),
         "staticPodPath": "",
         "serializeImagePulls": False,
+        "syncFrequency": "10s",  # mounted Secrets and ConfigMaps follow their objects within seconds (token rotation)
     }
 
 

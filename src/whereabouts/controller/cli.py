@@ -24,6 +24,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from whereabouts.controller.reconcile import Reconciler
 
+COMMANDS = ("reconcile", "pod-cleanup", "node-slice")
 SCHEDULE_POLL = 5.0  # seconds between reads of the schedule file while waiting for the next run
 
 
@@ -49,7 +50,8 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("reconcile", parents=[common, schedule], help="release leaked allocations on a schedule")
     sub.add_parser("pod-cleanup", parents=[common, node], help="release a deleted pod's allocations at once")
     sub.add_parser("node-slice", parents=[common], help="keep each network's NodeSlicePool in step with nodes")
-    sub.add_parser("all", parents=[common, schedule, node], help="all three in one process")
+    every = sub.add_parser("all", parents=[common, schedule, node], help="all three in one process")
+    every.add_argument("--skip", action="append", default=[], choices=COMMANDS, help="leave this one out (repeatable)")
     return top
 
 
@@ -78,18 +80,19 @@ Worker = tuple[str, Callable[[], object], Callable[[threading.Event], None]]  # 
 def _workers(args: argparse.Namespace, ctx: Context) -> list[Worker]:
     """Each subcommand imports only its own controller."""
     workers: list[Worker] = []
-    if args.command in ("reconcile", "all"):
+    chosen = [c for c in COMMANDS if c not in getattr(args, "skip", [])] if args.command == "all" else [args.command]
+    if "reconcile" in chosen:
         from whereabouts.controller.reconcile import Reconciler
 
         reconciler = Reconciler(ctx)
         schedule = Schedule(args.cron_file, _flat_file_expression(args.configuration_path), log=ctx.log)
         workers.append(("reconcile", reconciler.run_once, lambda stop: _on_schedule(ctx, schedule, reconciler, stop)))
-    if args.command in ("pod-cleanup", "all"):
+    if "pod-cleanup" in chosen:
         from whereabouts.controller.podcleanup import PodCleanup
 
         cleanup = PodCleanup(ctx, node=args.node)
         workers.append(("pod-cleanup", cleanup.sync, cleanup.run))
-    if args.command in ("node-slice", "all"):
+    if "node-slice" in chosen:
         from whereabouts.controller.nodeslice import NodeSliceController
 
         slicer = NodeSliceController(ctx)

@@ -366,7 +366,7 @@ def _listing(pool: dict[str, Any] | None) -> Listing:
 
 
 def _allocation(node: str, cidr: str) -> dict[str, str]:
-    """A listing entry; a free slice without `nodeName` (see deploy/crds/nodeslicepools.yaml)."""
+    """A listing entry; a free slice without `nodeName` (see deploy/base/crds/nodeslicepools.yaml)."""
     return {"nodeName": node, "sliceRange": cidr} if node else {"sliceRange": cidr}
 
 

@@ -1,0 +1,22 @@
+# The whereabouts image, for users with a Docker engine: `docker build -t whereabouts .`
+# The same image scripts/build-image.sh builds here without one: Debian bookworm with its Python 3.11,
+# python3-yaml and patchelf, the project, its commands, and the self-contained plugin bundle
+# (scripts/make_bundle.py) that install-cni copies onto each node.
+FROM debian:bookworm
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 python3-yaml patchelf binutils \
+    && rm -rf /var/lib/apt/lists/*
+COPY src/whereabouts /src/whereabouts
+COPY scripts/make_bundle.py /scripts/make_bundle.py
+RUN cp -r /src/whereabouts /usr/lib/python3/dist-packages/whereabouts \
+    && for entry in whereabouts-controller:whereabouts.controller.cli whereabouts-install-cni:whereabouts.install \
+                    whereabouts-node:whereabouts.daemon; do \
+           name=${entry%%:*} module=${entry#*:}; \
+           printf '#!/usr/bin/python3\nimport sys\nfrom %s import main\nsys.exit(main())\n' "$module" \
+               > /usr/local/bin/$name; \
+           chmod 0755 /usr/local/bin/$name; \
+       done \
+    && python3 -m compileall -q /usr/lib/python3/dist-packages/whereabouts \
+    && python3 /scripts/make_bundle.py / /opt/whereabouts/bundle \
+    && apt-get purge -y binutils && apt-get autoremove -y && rm -rf /src /scripts
+CMD ["whereabouts-install-cni"]

@@ -1,0 +1,357 @@
+"""Whereabouts installed as users install it, on the real node, with real pods made by the kubelet.
+
+The image is built here as a docker-archive tar (scripts/build-image.sh) and imported; `kubectl apply -k`
+installs an overlay of deploy/base that only says where this node keeps its CNI dirs and how pods reach the
+API server (it advertises 127.0.0.1: no Service endpoints). The node's CNI config is the reference `bridge`
+plugin with `ipam.type: whereabouts` on the kubernetes datastore, through the flat file install-cni writes.
+Before the install the cluster looks as the Go plugin left it: its CRDs, and an IPPool with addresses held.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+from collections.abc import Iterator
+from ipaddress import ip_address, ip_network
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from realnode.configs import POD_BRIDGE, POD_SUBNET, bridge_host_local
+from realnode.node import BUSYBOX_IMAGE, RealNode, wait_for
+
+pytestmark = [pytest.mark.realnode, pytest.mark.skipif(os.geteuid() != 0, reason="a real node needs root")]
+
+REPO = Path(__file__).resolve().parents[2]
+RANGE, GATEWAY = "10.198.0.0/24", "10.198.0.1"
+POOL = "10.198.0.0-24"
+BRIDGE = "wa-deploy0"
+GROUP = "/apis/whereabouts.cni.cncf.io/v1alpha1/namespaces/kube-system"
+GO_HELD = {"2": "go-a", "3": "go-b", "6": "go-c"}  # offsets the Go plugin handed out before the switch
+HOST_DIRS = (Path("/run/whereabouts"), Path("/var/lib/cni/whereabouts"))  # the DaemonSet's hostPath dirs
+
+
+def build_image() -> tuple[Path, str]:
+    out = subprocess.run(["bash", str(REPO / "scripts/build-image.sh")], check=True, capture_output=True, text=True)
+    tar = Path(out.stdout.strip().splitlines()[-1])
+    with tarfile.open(tar) as archive:
+        manifest = json.load(archive.extractfile("manifest.json"))  # type: ignore[arg-type]
+    return tar, manifest[0]["RepoTags"][0]
+
+
+def go_crds(directory: Path) -> Path:
+    """The Go plugin's CRDs: the same schemas as ours without what we added (the atomic map of allocations,
+    the optional nodeName of a free slice)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for source in sorted((REPO / "deploy/base/crds").glob("*.yaml")):
+        crd = yaml.safe_load(source.read_text())
+        spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+        spec.get("spec", {}).get("properties", {}).get("allocations", {}).pop("x-kubernetes-map-type", None)
+        items = spec.get("status", {}).get("properties", {}).get("allocations", {}).get("items")
+        if items:
+            items["required"] = ["nodeName", "sliceRange"]
+        (directory / source.name).write_text(yaml.safe_dump(crd))
+    return directory
+
+
+def overlay(directory: Path, node: RealNode, tag: str) -> Path:
+    """deploy/base as this node needs it: its CNI dirs, the API server on loopback, the image built here, a
+    service-account token the test can rotate, the reconciler every minute, quick leader election."""
+    directory.mkdir(parents=True, exist_ok=True)
+    api = [{"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"},
+           {"name": "KUBERNETES_SERVICE_PORT", "value": str(node.port)}]  # fmt: skip
+    ds = [
+        {"op": "replace", "path": "/spec/template/spec/containers/0/env/1/value", "value": str(node.cni_bin_dir)},
+        {"op": "replace", "path": "/spec/template/spec/containers/0/env/2/value", "value": str(node.cni_conf_dir)},
+        *({"op": "add", "path": "/spec/template/spec/containers/0/env/-", "value": v} for v in api),
+        {"op": "replace", "path": "/spec/template/spec/containers/0/volumeMounts/0/mountPath",
+         "value": str(node.cni_bin_dir)},
+        {"op": "replace", "path": "/spec/template/spec/containers/0/volumeMounts/1/mountPath",
+         "value": str(node.cni_conf_dir)},
+        {"op": "replace", "path": "/spec/template/spec/volumes/0/hostPath/path", "value": str(node.cni_bin_dir)},
+        {"op": "replace", "path": "/spec/template/spec/volumes/1/hostPath/path", "value": str(node.cni_conf_dir)},
+        {"op": "add", "path": "/spec/template/spec/automountServiceAccountToken", "value": False},
+        {"op": "add", "path": "/spec/template/spec/volumes/-",
+         "value": {"name": "token", "secret": {"secretName": "whereabouts-token"}}},
+        {"op": "add", "path": "/spec/template/spec/containers/0/volumeMounts/-",
+         "value": {"name": "token", "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount", "readOnly": True}},
+    ]  # fmt: skip
+    command = ["whereabouts-controller", "all", "--skip", "pod-cleanup", "--cron-file", "/cron-schedule/config",
+               "--identity", "$(POD_NAME)", "--metrics-port", "0", "--lease-duration", "6", "--renew-deadline", "4",
+               "--retry-period", "1"]  # fmt: skip
+    controller = [
+        {"op": "add", "path": "/spec/template/spec/hostNetwork", "value": True},  # pods cannot reach the API here
+        *({"op": "add", "path": "/spec/template/spec/containers/0/env/-", "value": v} for v in api),
+        {"op": "replace", "path": "/spec/template/spec/containers/0/command", "value": command},
+        {"op": "remove", "path": "/spec/template/spec/containers/0/livenessProbe"},  # port 0: two on one host
+        {"op": "remove", "path": "/spec/template/spec/containers/0/readinessProbe"},
+        {"op": "remove", "path": "/spec/template/spec/containers/0/ports"},
+    ]  # fmt: skip
+    config = [{"op": "replace", "path": "/data/cron-expression", "value": "* * * * *"}]
+    token = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+             "metadata": {"name": "whereabouts-token", "namespace": "kube-system",
+                          "annotations": {"kubernetes.io/service-account.name": "whereabouts"}}}  # fmt: skip
+    for name, ops in (("ds.yaml", ds), ("controller.yaml", controller), ("config.yaml", config)):
+        (directory / name).write_text(yaml.safe_dump(ops))
+    (directory / "token.yaml").write_text(yaml.safe_dump(token))
+    name, _, version = tag.rpartition(":")
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "bases": [os.path.relpath(REPO / "deploy/base", directory)],
+        "resources": ["token.yaml"],
+        "images": [{"name": "localhost/whereabouts", "newName": name, "newTag": version}],
+        "patchesJson6902": [
+            {"target": {"group": "apps", "version": "v1", "kind": "DaemonSet", "name": "whereabouts"},
+             "path": "ds.yaml"},
+            {"target": {"group": "apps", "version": "v1", "kind": "Deployment", "name": "whereabouts-controller"},
+             "path": "controller.yaml"},
+            {"target": {"version": "v1", "kind": "ConfigMap", "name": "whereabouts-config"}, "path": "config.yaml"},
+        ],
+    }  # fmt: skip
+    (directory / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    return directory
+
+
+def network(node: RealNode) -> dict[str, Any]:
+    ipam = {"type": "whereabouts", "range": RANGE, "gateway": GATEWAY,
+            "configuration_path": str(node.cni_conf_dir / "whereabouts.d")}  # fmt: skip
+    plugin = {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False, "ipam": ipam}
+    return {"cniVersion": "0.4.0", "name": "wa-deploy", "plugins": [plugin]}
+
+
+def deployment(name: str, replicas: int) -> dict[str, Any]:
+    container = {"name": "main", "image": BUSYBOX_IMAGE, "imagePullPolicy": "Never", "command": ["sleep", "3600"]}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [container], "terminationGracePeriodSeconds": 1},
+            },
+        },
+    }
+
+
+def pool(node: RealNode) -> dict[str, dict[str, str]]:
+    obj = node.get("-n", "kube-system", "ippools.whereabouts.cni.cncf.io", POOL)
+    return obj["spec"].get("allocations") or {}
+
+
+def ours(node: RealNode) -> dict[str, dict[str, str]]:
+    return {k: v for k, v in pool(node).items() if k not in GO_HELD}
+
+
+def reservations(node: RealNode) -> set[str]:
+    items = node.get("-n", "kube-system", "overlappingrangeipreservations.whereabouts.cni.cncf.io")["items"]
+    return {item["metadata"]["name"] for item in items}
+
+
+def daemon_pod(node: RealNode) -> dict[str, Any]:
+    pods = node.pods("kube-system", "app.kubernetes.io/component=node")
+    assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
+    return pods[0]
+
+
+def scale(node: RealNode, name: str, replicas: int) -> list[dict[str, Any]]:
+    node.kubectl("scale", "deployment", name, f"--replicas={replicas}")
+    if replicas:
+        return node.wait_pods("default", f"app={name}", replicas)
+    node.wait_pods_gone("default", f"app={name}")
+    return []
+
+
+def wait_released(node: RealNode) -> None:
+    """The kubelet's DELs (one per sandbox it tore down) leave none of our addresses held."""
+    wait_for("every address of ours released", lambda: not ours(node), 60)
+
+
+def seed_go_world(node: RealNode, tmp: Path) -> None:
+    """What a cluster that ran the Go plugin has: its CRDs, its pool with three addresses held by pods that
+    exist (on a node the kubelet here does not run), and their reservations."""
+    node.kubectl("apply", "-f", str(go_crds(tmp / "go-crds")))
+    node.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+    node.kubectl("create", "namespace", "go-world")
+    wait_for("go-world's default ServiceAccount", lambda: node.get("-n", "go-world", "serviceaccount", "default"), 60)
+    for name in GO_HELD.values():
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "go-world"},
+               "spec": {"nodeName": "go-node", "containers": [{"name": "c", "image": BUSYBOX_IMAGE}]}}  # fmt: skip
+        node.apply(pod)
+    allocations = {k: {"id": f"ctr-{v}", "podref": f"go-world/{v}", "ifname": "eth0"} for k, v in GO_HELD.items()}
+    node.apply({"apiVersion": "whereabouts.cni.cncf.io/v1alpha1", "kind": "IPPool",
+                "metadata": {"name": POOL, "namespace": "kube-system"},
+                "spec": {"range": RANGE, "allocations": allocations}})  # fmt: skip
+    for offset, name in GO_HELD.items():
+        node.apply(
+            {
+                "apiVersion": "whereabouts.cni.cncf.io/v1alpha1",
+                "kind": "OverlappingRangeIPReservation",
+                "metadata": {"name": f"10.198.0.{offset}", "namespace": "kube-system"},
+                "spec": {"containerid": f"ctr-{name}", "podref": f"go-world/{name}", "ifname": "eth0"},
+            }
+        )
+
+
+@pytest.fixture(scope="module")
+def installed(real_node: RealNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNode]:
+    node, tmp = real_node, tmp_path_factory.mktemp("deploy")
+    existed = {path: path.exists() for path in HOST_DIRS}
+    tar, tag = build_image()
+    node.import_image(tar)
+    seed_go_world(node, tmp)
+    node.write_cni_config(network(node))
+    started = time.monotonic()
+    node.kubectl("apply", "-k", str(overlay(tmp / "overlay", node, tag)))
+    wait_for("install-cni ready", lambda: _ready(daemon_pod(node)), 180)
+    node.timings["install"] = time.monotonic() - started
+    print(f"\napply -k to install-cni ready: {node.timings['install']:.1f} s ({tag})")
+    try:
+        yield node
+    finally:
+        # pods bound to a node no kubelet runs never finish a graceful deletion
+        node.kubectl("delete", "pods", "--all", "-n", "go-world", "--grace-period=0", "--force")
+        node.kubectl("delete", "deployments", "--all", "-n", "default", "--wait=true")
+        node.wait_pods_gone("default")
+        node.kubectl("delete", "deployment", "whereabouts-controller", "-n", "kube-system", "--wait=true")
+        node.kubectl("delete", "daemonset", "whereabouts", "-n", "kube-system", "--wait=true")
+        wait_for("the DaemonSet pod gone", lambda: not node.pods("kube-system", "app.kubernetes.io/name=whereabouts"),
+                 120)  # fmt: skip
+        node.write_cni_config(
+            bridge_host_local(bridge=POD_BRIDGE, subnet=POD_SUBNET, data_dir=node.base / "host-local")
+        )
+        for path, was in existed.items():
+            if not was:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def _ready(pod: dict[str, Any]) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in pod.get("status", {}).get("conditions", []))
+
+
+def test_install_cni_puts_the_plugin_and_its_files_on_the_host(installed: RealNode) -> None:
+    node = installed
+    launcher = node.cni_bin_dir / "whereabouts"
+    first = launcher.read_text().splitlines()[0]
+    bundle = Path(first[2:].split()[0]).parents[1]
+    assert bundle.parent == node.cni_bin_dir / "whereabouts.d" and (bundle / "VERSION").exists()
+    files = node.cni_conf_dir / "whereabouts.d"
+    flat = json.loads((files / "whereabouts.conf").read_text())
+    assert flat["datastore"] == "kubernetes" and flat["kubernetes"]["kubeconfig"] == str(
+        files / "whereabouts.kubeconfig"
+    )
+    assert (files / "nodename").read_text().strip() == node.node_name
+    assert (files / "whereabouts.kubeconfig").stat().st_mode & 0o777 == 0o600
+    assert f"server: https://127.0.0.1:{node.port}" in (files / "whereabouts.kubeconfig").read_text()
+    # the installed plugin runs on the host with nothing from the host's Python
+    out = subprocess.run([str(bundle / "bin/python3.11"), "-IS", "-c", "import sys, ssl; print(sys.prefix)"],
+                         capture_output=True, text=True, check=True, env={})  # fmt: skip
+    assert out.stdout.strip() == str(bundle)
+
+
+def test_twenty_pods_get_distinct_addresses_reach_each_other_and_release_them(installed: RealNode) -> None:
+    node = installed
+    started = time.monotonic()
+    node.apply(deployment("twenty", 20))
+    pods = node.wait_pods("default", "app=twenty", 20, timeout=300)
+    took = time.monotonic() - started
+    print(f"\n20 pods Running {took:.1f} s after apply")
+    addresses = [p["status"]["podIP"] for p in pods]
+    assert len(set(addresses)) == 20
+    assert all(ip_address(a) in ip_network(RANGE) and a != GATEWAY for a in addresses)
+    held = ours(node)
+    base = int(ip_network(RANGE).network_address)
+    assert {str(ip_address(base + int(k))) for k in held} == set(addresses)
+    assert {v["podref"] for v in held.values()} == {f"default/{p['metadata']['name']}" for p in pods}
+    assert {k: v["podref"] for k, v in pool(node).items() if k in GO_HELD} == {
+        k: f"go-world/{v}" for k, v in GO_HELD.items()
+    }, "the Go plugin's allocations are honoured, untouched"
+    names = [p["metadata"]["name"] for p in pods]
+    for source, target in ((0, 1), (5, 17), (19, 2)):
+        out = node.kubectl("exec", names[source], "--", "ping", "-c1", "-W5", addresses[target])
+        assert "1 packets received" in out, out
+    scale(node, "twenty", 0)
+    wait_released(node)
+    assert reservations(node) == {f"10.198.0.{k}" for k in GO_HELD}
+    node.kubectl("delete", "deployment", "twenty")
+
+
+def test_killing_the_daemonset_pod_mid_run_loses_nothing(installed: RealNode) -> None:
+    node = installed
+    node.apply(deployment("churn", 0))
+    before = daemon_pod(node)
+    container = before["status"]["containerStatuses"][0]["containerID"].split("://")[1]
+    node.kubectl("scale", "deployment", "churn", "--replicas=12")
+    time.sleep(1.0)  # pods are being set up now
+    node.ctr("task", "kill", "--signal", "SIGKILL", container)  # kill -9: no clean hand-over
+    pods = node.wait_pods("default", "app=churn", 12, timeout=300)
+    assert len({p["status"]["podIP"] for p in pods}) == 12
+    wait_for("the DaemonSet pod back", lambda: _ready(daemon_pod(node)) and _restarts(daemon_pod(node)) > 0, 120)
+    assert len(ours(node)) == 12
+    scale(node, "churn", 0)
+    wait_released(node)  # nothing leaked
+    node.kubectl("delete", "deployment", "churn")
+
+
+def _restarts(pod: dict[str, Any]) -> int:
+    return sum(c.get("restartCount", 0) for c in pod["status"].get("containerStatuses", []))
+
+
+def test_token_rotation_rewrites_the_hosts_kubeconfig_and_the_plugin_keeps_working(installed: RealNode) -> None:
+    node = installed
+    kubeconfig = node.cni_conf_dir / "whereabouts.d" / "whereabouts.kubeconfig"
+    old = _token(kubeconfig)
+    secret = node.get("-n", "kube-system", "secret", "whereabouts-token")
+    node.kubectl("delete", "secret", "whereabouts-token", "-n", "kube-system")  # the old token is invalid now
+    fresh = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+             "metadata": {"name": "whereabouts-token", "namespace": "kube-system",
+                          "annotations": secret["metadata"]["annotations"]}}  # fmt: skip
+    node.apply(fresh)
+    started = time.monotonic()
+    wait_for("the host's kubeconfig rewritten", lambda: _token(kubeconfig) not in ("", old), 120)
+    print(f"\nkubeconfig rewritten {time.monotonic() - started:.1f} s after the token changed")
+    with pytest.raises(Exception, match="401"):
+        node.apiserver.request("GET", f"{GROUP}/ippools", token=old)  # type: ignore[union-attr]
+    node.apply(deployment("after-rotation", 3))
+    pods = node.wait_pods("default", "app=after-rotation", 3, timeout=180)
+    assert len({p["status"]["podIP"] for p in pods}) == 3
+    scale(node, "after-rotation", 0)
+    wait_released(node)
+    node.kubectl("delete", "deployment", "after-rotation")
+
+
+def _token(kubeconfig: Path) -> str:
+    doc = yaml.safe_load(kubeconfig.read_text())
+    return doc["users"][0]["user"]["token"]
+
+
+def test_the_controller_elects_one_leader_and_releases_a_leak(installed: RealNode) -> None:
+    node = installed
+    pods = node.wait_pods("kube-system", "app.kubernetes.io/component=controller", 2, timeout=180)
+    names = {p["metadata"]["name"] for p in pods}
+
+    def holder() -> str:
+        lease = node.get("-n", "kube-system", "lease", "whereabouts-controller")
+        return lease["spec"].get("holderIdentity") or ""
+
+    leader = wait_for("a leader", lambda: holder() or None, 60)
+    assert leader.split("_")[0] in names, (leader, names)
+    leak = {"op": "add", "path": "/spec/allocations/200",
+            "value": {"id": "ctr-ghost", "podref": "default/ghost", "ifname": "eth0"}}  # fmt: skip
+    node.kubectl("patch", "-n", "kube-system", "ippools.whereabouts.cni.cncf.io", POOL, "--type=json",
+                 f"--patch={json.dumps([leak])}")  # fmt: skip
+    assert "200" in pool(node)
+    started = time.monotonic()
+    wait_for("the reconciler releases the leaked address", lambda: "200" not in pool(node), 150)
+    print(f"\nleaked address released {time.monotonic() - started:.1f} s after it was leaked (cron * * * * *)")
+    assert set(GO_HELD) <= set(pool(node)), "live pods' addresses are never freed (the Go pods exist)"
+    assert holder() == leader or holder().split("_")[0] in names
