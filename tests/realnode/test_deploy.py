@@ -9,12 +9,14 @@ Before the install the cluster looks as the Go plugin left it: its CRDs, and an 
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
 import subprocess
 import tarfile
 import time
+import urllib.error
 from collections.abc import Iterator
 from ipaddress import ip_address, ip_network
 from pathlib import Path
@@ -34,6 +36,7 @@ POOL = "10.198.0.0-24"
 BRIDGE = "wa-deploy0"
 GROUP = "/apis/whereabouts.cni.cncf.io/v1alpha1/namespaces/kube-system"
 GO_HELD = {"2": "go-a", "3": "go-b", "6": "go-c"}  # offsets the Go plugin handed out before the switch
+GO_NODE = "go-node"  # where the Go plugin's pods run (a Node object only: no kubelet of it here)
 HOST_DIRS = (Path("/run/whereabouts"), Path("/var/lib/cni/whereabouts"))  # the DaemonSet's hostPath dirs
 
 
@@ -158,7 +161,9 @@ def reservations(node: RealNode) -> set[str]:
 
 
 def daemon_pod(node: RealNode) -> dict[str, Any]:
-    pods = node.pods("kube-system", "app.kubernetes.io/component=node")
+    """The DaemonSet's pod on this node (the Go plugin's node gets one too, that never runs)."""
+    pods = [p for p in node.pods("kube-system", "app.kubernetes.io/component=node")
+            if p["spec"].get("nodeName") == node.node_name]  # fmt: skip
     assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
     return pods[0]
 
@@ -178,14 +183,17 @@ def wait_released(node: RealNode) -> None:
 
 def seed_go_world(node: RealNode, tmp: Path) -> None:
     """What a cluster that ran the Go plugin has: its CRDs, its pool with three addresses held by pods that
-    exist (on a node the kubelet here does not run), and their reservations."""
+    exist (on another node, whose kubelet does not run here: its pods tolerate that, so neither the pod GC
+    nor eviction removes them), and their reservations."""
     node.kubectl("apply", "-f", str(go_crds(tmp / "go-crds")))
     node.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+    node.apply({"apiVersion": "v1", "kind": "Node", "metadata": {"name": GO_NODE}})
     node.kubectl("create", "namespace", "go-world")
     wait_for("go-world's default ServiceAccount", lambda: node.get("-n", "go-world", "serviceaccount", "default"), 60)
     for name in GO_HELD.values():
         pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "go-world"},
-               "spec": {"nodeName": "go-node", "containers": [{"name": "c", "image": BUSYBOX_IMAGE}]}}  # fmt: skip
+               "spec": {"nodeName": GO_NODE, "tolerations": [{"operator": "Exists"}],
+                        "containers": [{"name": "c", "image": BUSYBOX_IMAGE}]}}  # fmt: skip
         node.apply(pod)
     allocations = {k: {"id": f"ctr-{v}", "podref": f"go-world/{v}", "ifname": "eth0"} for k, v in GO_HELD.items()}
     node.apply({"apiVersion": "whereabouts.cni.cncf.io/v1alpha1", "kind": "IPPool",
@@ -206,32 +214,37 @@ def seed_go_world(node: RealNode, tmp: Path) -> None:
 def installed(real_node: RealNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNode]:
     node, tmp = real_node, tmp_path_factory.mktemp("deploy")
     existed = {path: path.exists() for path in HOST_DIRS}
-    tar, tag = build_image()
-    node.import_image(tar)
-    seed_go_world(node, tmp)
-    node.write_cni_config(network(node))
-    started = time.monotonic()
-    node.kubectl("apply", "-k", str(overlay(tmp / "overlay", node, tag)))
-    wait_for("install-cni ready", lambda: _ready(daemon_pod(node)), 180)
-    node.timings["install"] = time.monotonic() - started
-    print(f"\napply -k to install-cni ready: {node.timings['install']:.1f} s ({tag})")
     try:
+        tar, tag = build_image()
+        node.import_image(tar)
+        seed_go_world(node, tmp)
+        node.write_cni_config(network(node))
+        started = time.monotonic()
+        node.kubectl("apply", "-k", str(overlay(tmp / "overlay", node, tag)))
+        wait_for("install-cni ready", lambda: _ready(daemon_pod(node)), 180)
+        node.timings["install"] = time.monotonic() - started
+        print(f"\napply -k to install-cni ready: {node.timings['install']:.1f} s ({tag})")
         yield node
     finally:
-        # pods bound to a node no kubelet runs never finish a graceful deletion
-        node.kubectl("delete", "pods", "--all", "-n", "go-world", "--grace-period=0", "--force")
-        node.kubectl("delete", "deployments", "--all", "-n", "default", "--wait=true")
-        node.wait_pods_gone("default")
-        node.kubectl("delete", "deployment", "whereabouts-controller", "-n", "kube-system", "--wait=true")
-        node.kubectl("delete", "daemonset", "whereabouts", "-n", "kube-system", "--wait=true")
-        wait_for("the DaemonSet pod gone", lambda: not node.pods("kube-system", "app.kubernetes.io/name=whereabouts"),
-                 120)  # fmt: skip
-        node.write_cni_config(
-            bridge_host_local(bridge=POD_BRIDGE, subnet=POD_SUBNET, data_dir=node.base / "host-local")
-        )
-        for path, was in existed.items():
-            if not was:
-                shutil.rmtree(path, ignore_errors=True)
+        uninstall(node, existed)
+
+
+def uninstall(node: RealNode, existed: dict[Path, bool]) -> None:
+    """Take down what the tests and the install made, before the node itself goes (its teardown would
+    find DaemonSet pods on a node no kubelet runs, and the host's hostPath dirs)."""
+    # pods bound to a node no kubelet runs never finish a graceful deletion (the Go plugin's pods, and the
+    # DaemonSet's pod there): the node goes first, so that nothing is scheduled there again
+    node.kubectl("delete", "node", GO_NODE, "--ignore-not-found")
+    node.kubectl("delete", "pods", "-A", f"--field-selector=spec.nodeName={GO_NODE}", "--grace-period=0", "--force")
+    node.kubectl("delete", "deployments", "--all", "-n", "default", "--wait=true")
+    node.wait_pods_gone("default")
+    node.kubectl("delete", "deployment", "whereabouts-controller", "-n", "kube-system", "--ignore-not-found")
+    node.kubectl("delete", "daemonset", "whereabouts", "-n", "kube-system", "--ignore-not-found")
+    wait_for("the DaemonSet pod gone", lambda: not node.pods("kube-system", "app.kubernetes.io/name=whereabouts"), 120)
+    node.write_cni_config(bridge_host_local(bridge=POD_BRIDGE, subnet=POD_SUBNET, data_dir=node.base / "host-local"))
+    for path, was in existed.items():
+        if not was:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _ready(pod: dict[str, Any]) -> bool:
@@ -307,26 +320,41 @@ def _restarts(pod: dict[str, Any]) -> int:
 
 
 def test_token_rotation_rewrites_the_hosts_kubeconfig_and_the_plugin_keeps_working(installed: RealNode) -> None:
+    """A new token for the plugin's service account replaces the one the DaemonSet pod has mounted (the token
+    controller mints it in a Secret of its own; the mounted Secret takes its value), which makes the old token
+    invalid at once: install-cni must rewrite the host's kubeconfig for the plugin to keep working."""
     node = installed
     kubeconfig = node.cni_conf_dir / "whereabouts.d" / "whereabouts.kubeconfig"
     old = _token(kubeconfig)
-    secret = node.get("-n", "kube-system", "secret", "whereabouts-token")
-    node.kubectl("delete", "secret", "whereabouts-token", "-n", "kube-system")  # the old token is invalid now
-    fresh = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
-             "metadata": {"name": "whereabouts-token", "namespace": "kube-system",
-                          "annotations": secret["metadata"]["annotations"]}}  # fmt: skip
-    node.apply(fresh)
+    node.apply({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+                "metadata": {"name": "whereabouts-token-next", "namespace": "kube-system",
+                             "annotations": {"kubernetes.io/service-account.name": "whereabouts"}}})  # fmt: skip
+    minted = wait_for("a new token minted", lambda: _secret_token(node, "whereabouts-token-next"), 60)
+    patch = json.dumps({"data": {"token": base64.b64encode(minted.encode()).decode()}})
+    node.kubectl("patch", "secret", "whereabouts-token", "-n", "kube-system", "--type=merge", f"--patch={patch}")
     started = time.monotonic()
-    wait_for("the host's kubeconfig rewritten", lambda: _token(kubeconfig) not in ("", old), 120)
+    wait_for("the old token refused", lambda: _refused(node, old), 60)  # it names a Secret that holds another now
+    wait_for("the host's kubeconfig rewritten", lambda: _token(kubeconfig) == minted, 120)
     print(f"\nkubeconfig rewritten {time.monotonic() - started:.1f} s after the token changed")
-    with pytest.raises(Exception, match="401"):
-        node.apiserver.request("GET", f"{GROUP}/ippools", token=old)  # type: ignore[union-attr]
     node.apply(deployment("after-rotation", 3))
     pods = node.wait_pods("default", "app=after-rotation", 3, timeout=180)
     assert len({p["status"]["podIP"] for p in pods}) == 3
     scale(node, "after-rotation", 0)
     wait_released(node)
     node.kubectl("delete", "deployment", "after-rotation")
+
+
+def _refused(node: RealNode, token: str) -> bool:
+    try:
+        node.apiserver.request("GET", f"{GROUP}/ippools", token=token)  # type: ignore[union-attr]
+    except urllib.error.HTTPError as exc:
+        return exc.code == 401
+    return False
+
+
+def _secret_token(node: RealNode, name: str) -> str:
+    data = node.get("-n", "kube-system", "secret", name).get("data") or {}
+    return base64.b64decode(data["token"]).decode() if data.get("token") else ""
 
 
 def _token(kubeconfig: Path) -> str:
