@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 PAUSE_IMAGE = "k8s.gcr.io/pause:3.2"
+BUSYBOX_IMAGE = "localhost/busybox:test"  # node-tools.sh builds it
 POD_BRIDGE, POD_SUBNET = "wa-test0", "10.199.0.0/24"  # the session node's own bridge (unattached to eth0)
 # snapshotters that cannot work here and only log errors (or probe kernel modules) at start
 DISABLED_PLUGINS = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
@@ -104,3 +105,21 @@ def bridge_host_local(
     ipam = {"type": "host-local", "ranges": [[{"subnet": subnet}]], "dataDir": str(data_dir)}
     plugin = {"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": False, "ipam": ipam}
     return {"cniVersion": cni_version, "name": name, "plugins": [plugin]}
+
+
+def busybox_deployment(name: str, replicas: int) -> dict[str, Any]:
+    container = {"name": "main", "image": BUSYBOX_IMAGE, "imagePullPolicy": "Never", "command": ["sleep", "3600"]}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                # sleep as PID 1 ignores SIGTERM: a short grace keeps scale-down quick
+                "spec": {"containers": [container], "terminationGracePeriodSeconds": 1},
+            },
+        },
+    }

@@ -37,7 +37,6 @@ from support import stop_process
 CACHE = Path(os.environ.get("WHEREABOUTS_CACHE", "/var/cache/whereabouts-py"))
 IMAGES = CACHE / "images"
 PAUSE_TAR, BUSYBOX_TAR = IMAGES / "pause-3.2.tar", IMAGES / "busybox.tar"
-BUSYBOX_IMAGE = "localhost/busybox:test"
 REFERENCE_PLUGINS = Path("/usr/lib/cni")  # Debian's containernetworking-plugins
 NAMESPACE = "k8s.io"  # containerd's namespace for the CRI
 

@@ -25,8 +25,8 @@ from typing import Any
 import pytest
 import yaml
 
-from realnode.configs import POD_BRIDGE, POD_SUBNET, bridge_host_local
-from realnode.node import BUSYBOX_IMAGE, RealNode, wait_for
+from realnode.configs import BUSYBOX_IMAGE, POD_BRIDGE, POD_SUBNET, bridge_host_local, busybox_deployment
+from realnode.node import RealNode, wait_for
 
 pytestmark = [pytest.mark.realnode, pytest.mark.skipif(os.geteuid() != 0, reason="a real node needs root")]
 
@@ -127,23 +127,6 @@ def network(node: RealNode) -> dict[str, Any]:
             "configuration_path": str(node.cni_conf_dir / "whereabouts.d")}  # fmt: skip
     plugin = {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False, "ipam": ipam}
     return {"cniVersion": "0.4.0", "name": "wa-deploy", "plugins": [plugin]}
-
-
-def deployment(name: str, replicas: int) -> dict[str, Any]:
-    container = {"name": "main", "image": BUSYBOX_IMAGE, "imagePullPolicy": "Never", "command": ["sleep", "3600"]}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [container], "terminationGracePeriodSeconds": 1},
-            },
-        },
-    }
 
 
 def pool(node: RealNode) -> dict[str, dict[str, str]]:
@@ -274,7 +257,7 @@ def test_install_cni_puts_the_plugin_and_its_files_on_the_host(installed: RealNo
 def test_twenty_pods_get_distinct_addresses_reach_each_other_and_release_them(installed: RealNode) -> None:
     node = installed
     started = time.monotonic()
-    node.apply(deployment("twenty", 20))
+    node.apply(busybox_deployment("twenty", 20))
     pods = node.wait_pods("default", "app=twenty", 20, timeout=300)
     took = time.monotonic() - started
     print(f"\n20 pods Running {took:.1f} s after apply")
@@ -300,7 +283,7 @@ def test_twenty_pods_get_distinct_addresses_reach_each_other_and_release_them(in
 
 def test_killing_the_daemonset_pod_mid_run_loses_nothing(installed: RealNode) -> None:
     node = installed
-    node.apply(deployment("churn", 0))
+    node.apply(busybox_deployment("churn", 0))
     before = daemon_pod(node)
     container = before["status"]["containerStatuses"][0]["containerID"].split("://")[1]
     node.kubectl("scale", "deployment", "churn", "--replicas=12")
@@ -336,7 +319,7 @@ def test_token_rotation_rewrites_the_hosts_kubeconfig_and_the_plugin_keeps_worki
     wait_for("the old token refused", lambda: _refused(node, old), 60)  # it names a Secret that holds another now
     wait_for("the host's kubeconfig rewritten", lambda: _token(kubeconfig) == minted, 120)
     print(f"\nkubeconfig rewritten {time.monotonic() - started:.1f} s after the token changed")
-    node.apply(deployment("after-rotation", 3))
+    node.apply(busybox_deployment("after-rotation", 3))
     pods = node.wait_pods("default", "app=after-rotation", 3, timeout=180)
     assert len({p["status"]["podIP"] for p in pods}) == 3
     scale(node, "after-rotation", 0)

@@ -9,32 +9,13 @@ from __future__ import annotations
 import os
 import time
 from ipaddress import ip_address, ip_network
-from typing import Any
 
 import pytest
 
-from realnode.configs import POD_SUBNET
-from realnode.node import BUSYBOX_IMAGE, RealNode
+from realnode.configs import POD_SUBNET, busybox_deployment
+from realnode.node import RealNode
 
 pytestmark = [pytest.mark.realnode, pytest.mark.skipif(os.geteuid() != 0, reason="a real node needs root")]
-
-
-def busybox_deployment(name: str, replicas: int) -> dict[str, Any]:
-    container = {"name": "main", "image": BUSYBOX_IMAGE, "imagePullPolicy": "Never", "command": ["sleep", "3600"]}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                # sleep as PID 1 ignores SIGTERM: a short grace keeps scale-down quick
-                "spec": {"containers": [container], "terminationGracePeriodSeconds": 1},
-            },
-        },
-    }
 
 
 def test_busybox_deployment_on_bridge_and_host_local(real_node: RealNode) -> None:
