@@ -98,10 +98,8 @@ class KubeClient:
 
     def list(self, path: str, label_selector: str = "", *, cached: bool = False) -> list[dict[str, Any]]:
         """`cached`: served from the API server's watch cache (resourceVersion=0), not a quorum read."""
-        params = [f"labelSelector={_quote(label_selector)}"] if label_selector else []
-        params += ["resourceVersion=0"] if cached else []
-        query = "?" + "&".join(params) if params else ""
-        return self._ok(self._send("GET", path + query), "LIST", path).get("items", [])
+        params = {"labelSelector": label_selector, "resourceVersion": "0" if cached else ""}
+        return self.list_with_version(path, **params)[0]
 
     def create(self, path: str, obj: dict[str, Any]) -> dict[str, Any]:
         return self._ok(self._send("POST", path, obj), "POST", path)

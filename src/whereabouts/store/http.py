@@ -65,6 +65,7 @@ class Response:
 
 
 _idle: dict[tuple[Endpoint, TLSSettings], list[tuple[Any, Any]]] | None = None  # None: never reused
+_idle_lock: Any = None
 
 
 def keep_connections() -> None:
@@ -75,9 +76,6 @@ def keep_connections() -> None:
     import threading
 
     _idle, _idle_lock = {}, threading.Lock()
-
-
-_idle_lock: Any = None
 
 
 class HTTPConnection:
@@ -109,12 +107,7 @@ class HTTPConnection:
     def _exchange(self, method: str, path: str, payload: bytes, headers: dict[str, str]) -> Response:
         if self._sock is None:
             self._connect()
-        assert self._sock is not None
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.endpoint.host}:{self.endpoint.port}"]
-        if payload or method in ("POST", "PUT", "PATCH"):
-            headers = {"Content-Type": "application/json", **headers, "Content-Length": str(len(payload))}
-        lines += [f"{name}: {value}" for name, value in headers.items()]
-        self._sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + payload)
+        self._send_head(method, path, payload, headers)
         return self._read_response()
 
     def stream(self, path: str, headers: dict[str, str] | None = None) -> Iterator[bytes]:
@@ -123,32 +116,28 @@ class HTTPConnection:
         chunked (an error) comes whole, as one item. The connection is closed at the end."""
         self.close()
         self._connect()
-        assert self._sock is not None
-        lines = [f"GET {path} HTTP/1.1", f"Host: {self.endpoint.host}:{self.endpoint.port}"]
-        lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
-        self._sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
-        status_line = self._reader.readline()
-        if not status_line:
-            raise ConnectionError("connection closed by the server")
-        self.last_status = int(status_line.split()[1])
-        chunked = False
-        while (line := self._reader.readline()) not in (b"\r\n", b"\n", b""):
-            name, _, value = line.decode("latin-1").partition(":")
-            chunked = chunked or (name.strip().lower() == "transfer-encoding" and "chunked" in value.lower())
+        self._send_head("GET", path, b"", headers or {})
+        self.last_status, _, chunked, _ = self._read_head()
         try:
             if not chunked:
                 yield self._reader.read()
                 return
             pending = b""
-            while (size := int(self._reader.readline().split(b";")[0], 16)) > 0:
-                pending += self._reader.read(size)
-                self._reader.readline()
-                *complete, pending = pending.split(b"\n")
+            for chunk in self._chunks():
+                *complete, pending = (pending + chunk).split(b"\n")
                 yield from (line for line in complete if line.strip())
             if pending.strip():
                 yield pending
         finally:
             self.close()
+
+    def _send_head(self, method: str, path: str, payload: bytes, headers: dict[str, str]) -> None:
+        assert self._sock is not None
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.endpoint.host}:{self.endpoint.port}"]
+        if payload or method in ("POST", "PUT", "PATCH"):
+            headers = {"Content-Type": "application/json", **headers, "Content-Length": str(len(payload))}
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        self._sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + payload)
 
     def _connect(self) -> None:
         sock = socket.create_connection((self.endpoint.host, self.endpoint.port), timeout=self.connect_timeout)
@@ -169,7 +158,8 @@ class HTTPConnection:
             context.load_cert_chain(self.tls.cert_file, self.tls.key_file or None)
         return context.wrap_socket(sock, server_hostname=self.endpoint.host)
 
-    def _read_response(self) -> Response:
+    def _read_head(self) -> tuple[int, int, bool, bool]:
+        """The status line and headers: (status, content length or -1, chunked, connection: close)."""
         status_line = self._reader.readline()
         if not status_line:
             raise ConnectionError("connection closed by the server")
@@ -184,19 +174,25 @@ class HTTPConnection:
                 chunked = True
             elif name == "connection" and value == "close":
                 close = True
+        return status, length, chunked, close
+
+    def _read_response(self) -> Response:
+        status, length, chunked, close = self._read_head()
         body = self._read_chunked() if chunked else self._reader.read(length) if length >= 0 else self._reader.read()
         if close or (length < 0 and not chunked):
             self.close()
         return Response(status, body)
 
-    def _read_chunked(self) -> bytes:
-        parts = []
+    def _chunks(self) -> Iterator[bytes]:
         while (size := int(self._reader.readline().split(b";")[0], 16)) > 0:
-            parts.append(self._reader.read(size))
+            yield self._reader.read(size)
             self._reader.readline()
+
+    def _read_chunked(self) -> bytes:
+        body = b"".join(self._chunks())
         while self._reader.readline() not in (b"\r\n", b"\n", b""):
             pass  # trailers
-        return b"".join(parts)
+        return body
 
     def _take_idle(self) -> None:
         if _idle is None:
