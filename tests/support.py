@@ -50,7 +50,8 @@ class LocalDatastore:
     """The embedded default: a SQLite file in `local_data_dir`."""
 
     def ipam(self, data_dir: Path) -> dict[str, Any]:
-        return {"local_data_dir": str(data_dir)}
+        # explicit: calls from a pod (K8S_POD_NAMESPACE) refuse the local store unless it is chosen
+        return {"datastore": "local", "local_data_dir": str(data_dir)}
 
     def held(self, data_dir: Path) -> list[Held]:
         db = data_dir / "whereabouts.db"
@@ -61,10 +62,26 @@ class LocalDatastore:
 
 
 _datastore: Datastore = LocalDatastore()
+_socket = ""  # the node daemon's socket that calls go through; "": served in process
 
 
 def current_datastore() -> Datastore:
     return _datastore
+
+
+def current_socket() -> str:
+    return _socket
+
+
+@contextmanager
+def served_through(sock: str) -> Iterator[None]:
+    """`run_cni` hands calls to the node daemon on `sock` inside the block ("" : in process)."""
+    global _socket
+    previous, _socket = _socket, sock
+    try:
+        yield
+    finally:
+        _socket = previous
 
 
 @contextmanager
@@ -99,7 +116,7 @@ def run_cni(
     timeout: float = 60,
 ) -> CNIResult:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
-    environ["WHEREABOUTS_SOCKET"] = ""  # served in process unless a test hands it a node daemon's socket
+    environ["WHEREABOUTS_SOCKET"] = _socket  # in process, unless the suite or the test names a daemon's socket
     environ.update(
         CNI_COMMAND=command, CNI_CONTAINERID=container_id, CNI_IFNAME=ifname, CNI_NETNS=netns, CNI_PATH="/usr/lib/cni"
     )
@@ -108,16 +125,23 @@ def run_cni(
     environ.update(env or {})
     data = conf if isinstance(conf, bytes) else (conf if isinstance(conf, str) else json.dumps(conf)).encode()
     proc = subprocess.run([PLUGIN], input=data, capture_output=True, env=environ, timeout=timeout)
-    return CNIResult(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+    result = CNIResult(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+    if _socket and environ["WHEREABOUTS_SOCKET"] == _socket:
+        assert "serving the call in process" not in result.stderr, result.stderr  # the daemon must serve it
+    return result
 
 
 DAEMON = str(Path(PLUGIN).with_name("whereabouts-node"))
 
 
 @contextmanager
-def running_daemon(sock: str) -> Iterator[subprocess.Popen[bytes]]:
-    """whereabouts-node serving on `sock` until the block ends; stopped by PID."""
-    proc = subprocess.Popen([DAEMON, "--socket", sock], stderr=subprocess.DEVNULL)
+def running_daemon(
+    sock: str, *, log: Path | None = None, wrap: tuple[str, ...] = ()
+) -> Iterator[subprocess.Popen[bytes]]:
+    """whereabouts-node serving on `sock` until the block ends (its line per call in `log`, if given);
+    stopped by PID. `wrap` runs it under another command (e.g. in a mount namespace of its own)."""
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen([*wrap, DAEMON, "--socket", sock], stderr=out)
     try:
         deadline = time.monotonic() + 20
         while not os.path.exists(sock):
@@ -126,6 +150,8 @@ def running_daemon(sock: str) -> Iterator[subprocess.Popen[bytes]]:
         yield proc
     finally:
         stop_process(proc, 10)
+        if log:
+            out.close()
 
 
 def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float) -> None:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import socket
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,7 +16,12 @@ from pathlib import Path
 import pytest
 
 import whereabouts.cni.main as cni_main
-from support import netconf, run_cni, running_daemon
+import whereabouts.daemon as daemon_module
+from support import LocalDatastore, netconf, run_cni, running_daemon
+
+
+def held(data_dir: Path) -> list:
+    return LocalDatastore().held(data_dir)
 
 
 @pytest.fixture
@@ -83,3 +93,147 @@ def test_daemon_gone_mid_burst_calls_still_succeed(daemon: tuple, tmp_path: Path
     assert all(r.returncode == 0 for r in results), [r.stdout for r in results if r.returncode][:2]
     addresses = [r.addresses()[0] for r in results]
     assert len(set(addresses)) == 80
+
+
+def parallel_adds(conf: dict, env: dict[str, str], *, calls: int, callers: int, prefix: str) -> list:
+    with ThreadPoolExecutor(max_workers=callers) as pool:
+        return list(pool.map(lambda n: run_cni("ADD", conf, container_id=f"{prefix}{n}", env=env), range(calls)))
+
+
+def test_a_burst_is_served_by_the_daemon_alone(tmp_path: Path) -> None:
+    """300 ADDs from 40 concurrent processes: every one served by the daemon (a busy daemon makes callers
+    wait, it does not send them to a store of their own), none served in process, no address twice."""
+    sock, log = str(tmp_path / "run" / "plugin.sock"), tmp_path / "daemon.log"
+    conf = netconf(tmp_path, range="10.96.0.0/22")
+    with running_daemon(sock, log=log):
+        results = parallel_adds(conf, {"WHEREABOUTS_SOCKET": sock}, calls=300, callers=40, prefix="burst")
+    assert all(r.returncode == 0 for r in results), [r.stdout for r in results if r.returncode][:2]
+    assert [r.stderr for r in results if r.stderr] == []  # the plugin notes every call it serves itself
+    served = [line for line in log.read_text().splitlines() if line.startswith("whereabouts-node: ADD ")]
+    assert len(served) == 300 and all(" exit 0 " in line for line in served), served[:3]
+    addresses = [r.addresses()[0] for r in results]
+    assert len(set(addresses)) == 300
+
+
+@pytest.mark.netns  # root: a mount namespace of the daemon's own
+def test_a_daemon_that_sees_another_data_directory_gives_no_duplicates(tmp_path: Path) -> None:
+    """The daemon runs in a mount namespace where the data directory's path shows another directory (as in
+    a container with a different mount): it must not serve local-store calls from its own database."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a mount namespace")
+    data, other = tmp_path / "data", tmp_path / "other"
+    data.mkdir(mode=0o700)
+    other.mkdir(mode=0o700)
+    sock, log = str(tmp_path / "run" / "plugin.sock"), tmp_path / "daemon.log"
+    bind = (
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        'mount --bind "$1" "$2" && shift 2 && exec "$@"',
+    )
+    conf = netconf(data, range="10.96.4.0/24")
+    with running_daemon(sock, log=log, wrap=(*bind, "bind", str(other), str(data))):
+        results = parallel_adds(conf, {"WHEREABOUTS_SOCKET": sock}, calls=40, callers=40, prefix="view")
+    assert all(r.returncode == 0 for r in results), [r.stdout for r in results if r.returncode][:2]
+    addresses = [r.addresses()[0] for r in results]
+    assert len(set(addresses)) == 40, sorted(addresses)
+    assert all("not the same directory" in r.stderr for r in results)  # each served in process, and said so
+    assert not (other / "whereabouts.db").exists()  # the daemon's own view was never written
+    assert len(held(data)) == 40
+
+
+def test_the_relay_waits_for_a_busy_daemon_then_says_try_again(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """A daemon that takes no call (its backlog full) is waited for, then answered with code 11: the call is
+    not served elsewhere meanwhile, since the daemon may still be serving it."""
+    path = str(tmp_path / "busy.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(0)
+    queued = []
+    for _ in range(4):  # fill the backlog: nobody accepts them
+        waiting = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        waiting.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            waiting.connect(path)
+        queued.append(waiting)
+    monkeypatch.setattr(cni_main, "CONNECT_WAIT", 1)
+    started = time.monotonic()
+    answer = cni_main.relay(path, {"CNI_COMMAND": "ADD"}, b'{"cniVersion": "0.4.0"}')
+    assert time.monotonic() - started >= 0.9  # it waited
+    assert isinstance(answer, tuple) and answer[0] == 1
+    assert json.loads(answer[1]) == {
+        "cniVersion": "0.4.0", "code": 11, "msg": f"whereabouts node daemon on {path} took no call for 1 s"
+    }  # fmt: skip
+    for waiting in [*queued, listener]:
+        waiting.close()
+
+
+def test_the_relay_serves_in_process_only_when_nobody_listens_or_the_daemon_dies(tmp_path: Path) -> None:
+    assert cni_main.relay(str(tmp_path / "absent.sock"), {}, b"{}") == ""  # no daemon installed: silently here
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(tmp_path / "stale.sock"))
+    stale.close()  # the file stays, nobody listens: a daemon killed with SIGKILL
+    assert "Connection refused" in cni_main.relay(str(tmp_path / "stale.sock"), {}, b"{}")
+    dying = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dying.bind(str(tmp_path / "dying.sock"))
+    dying.listen(1)
+
+    def accept_and_die() -> None:
+        conn, _ = dying.accept()
+        conn.recv(10)
+        conn.close()
+
+    thread = threading.Thread(target=accept_and_die)
+    thread.start()
+    assert "went away" in cni_main.relay(str(tmp_path / "dying.sock"), {}, b"{}")
+    thread.join()
+    dying.close()
+
+
+@pytest.fixture
+def in_test_daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[daemon_module.NodeDaemon]:
+    monkeypatch.setattr(daemon_module, "REQUEST_WAIT", 0.5)
+    server = daemon_module.NodeDaemon(str(tmp_path / "d.sock"), quiet=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_daemon_declines_a_request_over_its_size_limit(in_test_daemon, tmp_path: Path) -> None:
+    conf = netconf(tmp_path, range="10.96.5.0/24", padding="x" * (daemon_module.MAX_REQUEST + 1))
+    answer = cni_main.relay(in_test_daemon.path, dict(CALL_ENV), json.dumps(conf).encode())
+    assert isinstance(answer, str) and "over the daemon's limit" in answer, answer
+    served = run_cni("ADD", conf, container_id="big", env={"WHEREABOUTS_SOCKET": in_test_daemon.path})
+    assert served.addresses() == ["10.96.5.1/24"]  # served by the caller, with its own memory
+    assert "over the daemon's limit" in served.stderr
+
+
+def test_a_half_sent_request_does_not_pin_a_thread(in_test_daemon) -> None:
+    slow = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    slow.connect(in_test_daemon.path)
+    slow.sendall(b"\x00\x00")  # two bytes of a length, then nothing
+    slow.settimeout(5)
+    started = time.monotonic()
+    assert slow.recv(10) == b""  # the daemon hung up on it
+    assert time.monotonic() - started < 3
+    slow.close()
+    assert in_test_daemon.slots._value == daemon_module.MAX_CALLS  # its slot was given back
+
+
+CALL_ENV = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c", "CNI_IFNAME": "eth0", "CNI_NETNS": "/x", "CNI_PATH": "/x"}
+
+
+def test_a_directory_yet_to_be_made_is_known_by_its_deepest_existing_ancestor(tmp_path: Path) -> None:
+    """Caller and daemon agree on a new data directory when they see the same parent: creating it then
+    makes one directory for both."""
+    info = tmp_path.stat()
+    assert cni_main.path_identity(str(tmp_path)) == f"{info.st_dev}:{info.st_ino}"
+    assert cni_main.path_identity(str(tmp_path / "new" / "dir")) == f"{info.st_dev}:{info.st_ino}/new/dir"
+    (tmp_path / "file").write_text("")
+    file_info = (tmp_path / "file").stat()
+    assert cni_main.path_identity(str(tmp_path / "file" / "x")) == f"{file_info.st_dev}:{file_info.st_ino}/x"

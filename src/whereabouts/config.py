@@ -28,6 +28,7 @@ FLAT_FILE_NAME = "whereabouts.conf"
 DEFAULT_LOCAL_DATA_DIR = "/var/lib/cni/whereabouts"
 DATASTORES = ("local", "etcd", "kubernetes")
 # Keys only the Go implementation used: accepted so old configs keep working, and ignored.
+LOG_LEVELS = ("debug", "verbose", "error", "panic")  # the Go plugin's names, lowest first
 IGNORED_KEYS = ("leader_lease_duration", "leader_renew_deadline", "leader_retry_period", "sleep_for_race")
 
 
@@ -70,18 +71,38 @@ class IPAMConfig:
     netconf_name: str = ""  # the network config's top-level `name`: names the NodeSlicePool without network_name
 
 
-def load_ipam(ipam: Mapping[str, Any], netconf_name: object = "") -> IPAMConfig:
-    """Merge the flat file under the inline `ipam` object, then parse and validate."""
+def load_ipam(ipam: Mapping[str, Any], netconf_name: object = "", *, on_kubernetes: bool = False) -> IPAMConfig:
+    """Merge the flat file under the inline `ipam` object, then parse and validate.
+
+    `on_kubernetes`: the call comes from a pod (K8S_POD_NAMESPACE in CNI_ARGS). There a node-local store
+    would hand the same addresses out on every node, so a config naming no datastore is refused rather than
+    served from the local default (the Go plugin fails closed too)."""
     if not isinstance(ipam, Mapping):
         raise InvalidConfig("invalid ipam: expected a JSON object")
-    merged = {**_read_flat_file(ipam.get("configuration_path")), **ipam}
+    flat, looked_at = _read_flat_file(ipam.get("configuration_path"))
+    merged = {**flat, **ipam}
+    if on_kubernetes and not _names_datastore(merged):
+        raise InvalidConfig(
+            "invalid datastore: none configured for a Kubernetes pod (K8S_POD_NAMESPACE in CNI_ARGS), and a "
+            "node-local store would give the same addresses to pods on other nodes. Looked for the flat file at "
+            f"{', '.join(looked_at)}: {'found, but it names no datastore' if flat else 'not found'}. Set "
+            "kubernetes.kubeconfig or etcd_host (install-cni writes the flat file), or datastore: local to "
+            "use a store of this node alone."
+        )
     return parse_ipam(merged, netconf_name if isinstance(netconf_name, str) else "")
 
 
-def _read_flat_file(configured: object) -> dict[str, Any]:
+def _names_datastore(raw: Mapping[str, Any]) -> bool:
+    kube = raw.get("kubernetes")
+    return bool(raw.get("datastore") or raw.get("etcd_host") or (isinstance(kube, Mapping) and kube.get("kubeconfig")))
+
+
+def _read_flat_file(configured: object) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The flat file's keys (empty when there is none) and the paths looked at."""
     if configured is not None and not isinstance(configured, str):
         raise InvalidConfig(f"invalid configuration_path {configured!r}: expected a path")
     if configured:
+        _check_path(configured, "configuration_path")
         path = os.path.join(configured, FLAT_FILE_NAME) if os.path.isdir(configured) else configured
         candidates: tuple[str, ...] = (path,)
     else:
@@ -92,12 +113,12 @@ def _read_flat_file(configured: object) -> dict[str, Any]:
                 data = json.loads(handle.read())
         except (FileNotFoundError, NotADirectoryError):
             continue  # a missing flat file is not an error
-        except (OSError, ValueError) as exc:
-            raise InvalidConfig(f"invalid flat file {path}: {exc}") from exc
+        except (OSError, ValueError, RecursionError) as exc:
+            raise InvalidConfig(f"invalid flat file {path}: {type(exc).__name__}: {exc}") from None
         if not isinstance(data, dict):
             raise InvalidConfig(f"invalid flat file {path}: expected a JSON object")
-        return data
-    return {}
+        return data, candidates
+    return {}, candidates
 
 
 def parse_ipam(raw: Mapping[str, Any], netconf_name: str = "") -> IPAMConfig:
@@ -108,6 +129,8 @@ def parse_ipam(raw: Mapping[str, Any], netconf_name: str = "") -> IPAMConfig:
     if not isinstance(kube, Mapping):
         raise InvalidConfig(f"invalid kubernetes {kube!r}: expected an object")
     kubeconfig = _opt_str(kube, "kubeconfig", "kubernetes.kubeconfig")
+    if kubeconfig:
+        _check_path(kubeconfig, "kubernetes.kubeconfig")
     etcd = _etcd(raw)
     ranges = _ranges(raw, gateway)
     datastore = _datastore(raw, kubeconfig, etcd)
@@ -120,12 +143,12 @@ def parse_ipam(raw: Mapping[str, Any], netconf_name: str = "") -> IPAMConfig:
         dns=_dns(raw.get("dns")),
         addresses=_addresses(raw.get("addresses")),
         datastore=datastore,
-        local_data_dir=_opt_str(raw, "local_data_dir") or DEFAULT_LOCAL_DATA_DIR,
+        local_data_dir=_local_data_dir(raw),
         node_slice_size=_node_slice_size(raw, ranges[0], datastore),
         kubeconfig=kubeconfig,
         etcd=etcd,
-        log_file=_opt_str(raw, "log_file"),
-        log_level=_opt_str(raw, "log_level"),
+        log_file=_log_file(raw),
+        log_level=_log_level(raw),
         reconciler_cron_expression=_opt_str(raw, "reconciler_cron_expression"),
         configuration_path=_opt_str(raw, "configuration_path"),
         netconf_name=netconf_name,
@@ -193,6 +216,33 @@ def _etcd(raw: Mapping[str, Any]) -> EtcdSettings | None:
         ca_cert_file=_opt_str(raw, "etcd_ca_cert_file"),
         prefix=_opt_str(raw, "etcd_prefix"),
     )
+
+
+def _local_data_dir(raw: Mapping[str, Any]) -> str:
+    """Absolute: the node daemon and the executable must name the same directory whatever their working
+    directories (a relative one would give each its own database, and duplicate addresses)."""
+    path = _opt_str(raw, "local_data_dir") or DEFAULT_LOCAL_DATA_DIR
+    _check_path(path, "local_data_dir")
+    return os.path.normpath(path)
+
+
+def _log_file(raw: Mapping[str, Any]) -> str:
+    path = _opt_str(raw, "log_file")
+    if path:
+        _check_path(path, "log_file")
+    return path
+
+
+def _log_level(raw: Mapping[str, Any]) -> str:
+    level = _opt_str(raw, "log_level")
+    if level and level.lower() not in LOG_LEVELS:
+        raise InvalidConfig(f"invalid log_level {level!r}: expected one of {', '.join(LOG_LEVELS)}")
+    return level.lower()
+
+
+def _check_path(path: str, key: str) -> None:
+    if not os.path.isabs(path) or "\0" in path:
+        raise InvalidConfig(f"invalid {key} {path!r}: expected an absolute path")
 
 
 def _datastore(raw: Mapping[str, Any], kubeconfig: str, etcd: EtcdSettings | None) -> str:
@@ -284,14 +334,24 @@ def _bool(raw: Mapping[str, Any], key: str, default: bool) -> bool:
 
 def requested_addresses(netconf: Mapping[str, Any], cni_args: Mapping[str, str]) -> tuple[tuple[int, int], ...]:
     """Requested addresses: runtimeConfig.ips, else args.cni.ips, else CNI_ARGS IP= (the deprecated path)."""
-    runtime = netconf.get("runtimeConfig") or {}
-    args = (netconf.get("args") or {}).get("cni") or {} if isinstance(netconf.get("args"), Mapping) else {}
+    runtime = _object(netconf, "runtimeConfig")
+    args = _object(_object(netconf, "args"), "cni", "args.cni")
     for source, ips in (("runtimeConfig.ips", runtime.get("ips")), ("args.cni.ips", args.get("ips"))):
         if ips:
             return _parse_requests(source, ips)
     if cni_args.get("IP"):
         return _parse_requests("CNI_ARGS IP", cni_args["IP"].split(","))
     return ()
+
+
+def _object(parent: Mapping[str, Any], key: str, label: str = "") -> Mapping[str, Any]:
+    """An optional JSON object of the network config: absent or null is empty; anything else is refused."""
+    value = parent.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidConfig(f"invalid {label or key} {value!r}: expected an object")
+    return value
 
 
 def _parse_requests(source: str, ips: object) -> tuple[tuple[int, int], ...]:

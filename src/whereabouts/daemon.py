@@ -1,13 +1,16 @@
 """`whereabouts-node`: a node-local daemon that serves the plugin's calls with warm imports.
 
 Optional. The `whereabouts` executable hands each call over on a unix socket (default
-/run/whereabouts/plugin.sock) and falls back to serving it itself when nobody listens. The daemon serves
-calls exactly as the executable would (the same `cni.call.handle`), each on a thread of its own; it holds
-no state between calls but open connections to the datastore's servers (kept for the next call, saving a
-TCP and TLS handshake each), so stopping or restarting it at any moment loses nothing.
+/run/whereabouts/plugin.sock); a busy daemon makes it wait, and it serves the call itself only when nobody
+listens, the daemon dies before answering, or the daemon declines. The daemon serves calls exactly as the
+executable would (the same `cni.call.handle`), each on a thread of its own; it holds no state between calls
+but open connections to the datastore's servers (kept for the next call, saving a TCP and TLS handshake
+each), so stopping or restarting it at any moment loses nothing.
 
-Wire format: request = 4-byte length + "K=V\\0..." environment + 4-byte length + stdin;
-answer = b"W" + 4-byte exit status + stdout.
+It trusts its callers no further than it must: a request larger than MAX_REQUEST is declined (the caller
+serves it with its own memory), one not sent in full within REQUEST_WAIT is dropped, at most MAX_CALLS
+are served at once (more wait in the listen backlog), and a local-store call is served only when the caller
+proves it sees the same data directory (see whereabouts.cni.main for the wire format).
 """
 
 from __future__ import annotations
@@ -20,44 +23,107 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 
 from whereabouts.cni.call import handle
 from whereabouts.cni.main import DEFAULT_SOCKET
+from whereabouts.cni.runtime import Peer, Runtime, ServeInProcess
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from whereabouts.batch import Batcher
+
+MAX_REQUEST = 1 << 20  # bytes of environment or of network config; a usual call sends a few kB
+REQUEST_WAIT = 10.0  # seconds for a caller to send its whole request
+MAX_CALLS = 128  # calls served at once; more wait to be accepted
+BACKLOG = 4096  # callers waiting to be accepted (the kernel caps it at net.core.somaxconn)
 
 
-def _read_exact(stream: socket.socket, size: int) -> bytes:
-    chunks, remaining = [], size
-    while remaining:
-        chunk = stream.recv(min(remaining, 65536))
-        if not chunk:
-            raise ConnectionError("caller went away mid-request")
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
+class Declined(Exception):
+    """A request the daemon will not serve: the caller serves it itself."""
 
 
-def decode_request(sock: socket.socket) -> tuple[dict[str, str], bytes]:
-    env_blob = _read_exact(sock, int.from_bytes(_read_exact(sock, 4), "big"))
-    stdin = _read_exact(sock, int.from_bytes(_read_exact(sock, 4), "big"))
+class _Reader:
+    """Exact reads from a caller, all within one deadline (a half-sent request must not pin a thread)."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock, self.deadline = sock, deadline
+
+    def exact(self, size: int) -> bytes:
+        chunks, remaining = [], size
+        while remaining:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("caller too slow to send its request")
+            self.sock.settimeout(left)
+            chunk = self.sock.recv(min(remaining, 65536))
+            if not chunk:
+                raise ConnectionError("caller went away mid-request")
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)
+
+    def sized(self, what: str) -> bytes:
+        size = int.from_bytes(self.exact(4), "big")
+        if size > MAX_REQUEST:
+            raise Declined(f"{what} of {size} bytes is over the daemon's limit of {MAX_REQUEST}")
+        return self.exact(size)
+
+
+def decode_request(reader: _Reader) -> tuple[dict[str, str], bytes]:
+    env_blob = reader.sized("environment")
+    stdin = reader.sized("network config")
     environ = dict(item.split("=", 1) for item in env_blob.decode().split("\0") if "=" in item)
     return environ, stdin
 
 
+class SocketPeer(Peer):
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def identity(self, path: str) -> str:
+        asked = path.encode()
+        self.sock.sendall(b"S" + len(asked).to_bytes(4, "big") + asked)
+        reader = _Reader(self.sock, time.monotonic() + REQUEST_WAIT)
+        if reader.exact(1) != b"s":
+            raise ConnectionError("caller answered out of turn")
+        return reader.sized("identity").decode(errors="replace")
+
+
 class _Handler(socketserver.BaseRequestHandler):
+    server: NodeDaemon
+
     def handle(self) -> None:
+        started = time.monotonic()
         try:
-            environ, stdin = decode_request(self.request)
+            environ, stdin = decode_request(_Reader(self.request, started + REQUEST_WAIT))
+        except Declined as exc:
+            self._send(b"R" + str(exc).encode())
+            return
         except (OSError, ValueError):
             return
-        status, text = handle(environ, stdin)
+        try:
+            status, text = handle(environ, stdin, Runtime(batcher=self.server.batcher, peer=SocketPeer(self.request)))
+        except ServeInProcess as exc:
+            self._send(b"R" + str(exc).encode())
+            self.server.log(environ, "served by the caller", started, str(exc))
+            return
+        except OSError:
+            return  # the caller went away while asked about its data directory
+        self.request.settimeout(REQUEST_WAIT)
+        self._send(b"W" + status.to_bytes(4, "big") + text.encode())
+        self.server.log(environ, f"exit {status}", started, text if status else "")
+
+    def _send(self, data: bytes) -> None:
         with contextlib.suppress(OSError):
-            self.request.sendall(b"W" + status.to_bytes(4, "big") + text.encode())
+            self.request.sendall(data)
 
 
 class NodeDaemon(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
+    request_queue_size = BACKLOG
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, batcher: Batcher | None = None, quiet: bool = False) -> None:
         os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # a stale socket from a previous run
@@ -67,6 +133,35 @@ class NodeDaemon(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         finally:
             os.umask(old)
         self.path = path
+        self.batcher = batcher
+        self.quiet = quiet
+        self.slots = threading.BoundedSemaphore(MAX_CALLS)
+        self.log_lock = threading.Lock()
+
+    def process_request(self, request: socket.socket, client_address: object) -> None:
+        self.slots.acquire()  # at MAX_CALLS, stop accepting: callers wait in the backlog, they never go elsewhere
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: socket.socket, client_address: object) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def log(self, environ: dict[str, str], outcome: str, started: float, detail: str = "") -> None:
+        """One line per call on stderr (the container log)."""
+        if self.quiet:
+            return
+        who = f"{environ.get('CNI_CONTAINERID', '-')}/{environ.get('CNI_IFNAME', '-')}"
+        elapsed = (time.monotonic() - started) * 1000
+        line = f"whereabouts-node: {environ.get('CNI_COMMAND', '?')} {who} {outcome} in {elapsed:.0f} ms"
+        with self.log_lock:  # whole lines: calls end on many threads at once
+            sys.stderr.write(f"{line} {detail.strip()}".rstrip() + "\n")
+            sys.stderr.flush()
 
     def server_close(self) -> None:
         super().server_close()
@@ -74,21 +169,31 @@ class NodeDaemon(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             os.unlink(self.path)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="whereabouts-node", description=__doc__.splitlines()[0])
-    parser.add_argument("--socket", default=os.environ.get("WHEREABOUTS_SOCKET") or DEFAULT_SOCKET)
-    args = parser.parse_args(argv)
+def start_serving(path: str, *, quiet: bool = False) -> NodeDaemon:
+    """A daemon on `path` with the process-wide parts of its runtime (kept connections, group commit)."""
     from whereabouts.batch import Batcher
-    from whereabouts.cni import verbs
     from whereabouts.store import http
 
     http.keep_connections()
-    verbs.BATCHER = Batcher()
-    server = NodeDaemon(args.socket)
-    stop = threading.Event()
+    return NodeDaemon(path, batcher=Batcher(), quiet=quiet)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="whereabouts-node", description=__doc__.splitlines()[0])
+    parser.add_argument("--socket", default=os.environ.get("WHEREABOUTS_SOCKET") or DEFAULT_SOCKET)
+    parser.add_argument("--quiet", action="store_true", help="no line per call on stderr")
+    parser.add_argument(
+        "--accept-store-loss",
+        metavar="DIR",
+        help="the local store in DIR is lost for good: set its remains aside so that calls start an empty one, "
+        "then exit (every address it held becomes free: only when no container on this node still uses one)",
+    )
+    args = parser.parse_args(argv)
+    if args.accept_store_loss:
+        return _accept_store_loss(args.accept_store_loss)
+    server = start_serving(args.socket, quiet=args.quiet)
 
     def shutdown(signum: int, frame: object) -> None:
-        stop.set()
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, shutdown)
@@ -98,6 +203,15 @@ def main(argv: list[str] | None = None) -> int:
         server.serve_forever(poll_interval=0.5)
     finally:
         server.server_close()
+    return 0
+
+
+def _accept_store_loss(directory: str) -> int:
+    from whereabouts.store.local import accept_loss
+
+    moved = accept_loss(os.path.abspath(directory))
+    kept = "; set aside: " + ", ".join(moved) if moved else ""
+    print(f"whereabouts-node: the local store in {directory} starts empty at the next call{kept}")
     return 0
 
 

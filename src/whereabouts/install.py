@@ -256,14 +256,9 @@ class NodeAgent:
             self.stop.wait(2.0)
 
     def _start_daemon(self) -> NodeDaemon:
-        from whereabouts.batch import Batcher
-        from whereabouts.cni import verbs
-        from whereabouts.daemon import NodeDaemon
-        from whereabouts.store import http
+        from whereabouts.daemon import start_serving
 
-        http.keep_connections()
-        verbs.BATCHER = Batcher()
-        daemon = NodeDaemon(self.args.socket)
+        daemon = start_serving(self.args.socket)
         threading.Thread(target=daemon.serve_forever, kwargs={"poll_interval": 0.5}, name="node-daemon",
                          daemon=True).start()  # fmt: skip
         log_line(f"install-cni: node daemon serving the plugin's calls on {self.args.socket}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+from whereabouts import deadline
 from whereabouts.allocator import Decision, PoolRange, allocate, release, release_all_but
 from whereabouts.config import IPAMConfig
 from whereabouts.errors import AttachmentNotFound, RangeExhausted, StatusUnavailable, TryAgainLater, WhereaboutsError
@@ -225,11 +226,14 @@ class IPAMService:
         for attempt in range(self.retry.attempts):
             with self.store.transaction(keys, overlapping=overlapping) as txn:
                 changes, outcome = decide(txn, attempt)
-                if not changes or txn.commit(changes):
+                if not changes:
+                    return outcome
+                deadline.remaining(self.retry.deadline)  # past the call's deadline: commit nothing, say so
+                if txn.commit(changes):
                     return outcome
             if time.monotonic() - started + delay > self.retry.deadline:
                 break
-            time.sleep(_random().uniform(0, delay))  # full jitter: racing callers spread out
+            time.sleep(_random().uniform(0, deadline.remaining(delay)))  # full jitter: racing callers spread out
             delay = min(delay * 2, self.retry.max_delay)
         raise TryAgainLater(
             f"gave up after {time.monotonic() - started:.1f}s: pools {', '.join(k.name for k in keys)} kept changing"

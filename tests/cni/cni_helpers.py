@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from support import PLUGIN, CNIResult, Held, current_datastore, run_cni
+from support import PLUGIN, CNIResult, Held, current_datastore, current_socket, run_cni
 
 ERROR_KEYS = {"cniVersion", "code", "msg", "details"}
 POD_ARGS = "IgnoreUnknown=true;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web-0"
@@ -39,7 +39,7 @@ def failed(result: CNIResult, code: int) -> dict[str, Any]:
 def run_plugin(env: dict[str, str], stdin: bytes | dict[str, Any] = b"") -> CNIResult:
     """Run the executable with exactly the CNI_* variables in `env` (absent ones are really absent)."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("CNI_")}
-    environ["WHEREABOUTS_SOCKET"] = ""
+    environ["WHEREABOUTS_SOCKET"] = current_socket()
     environ.update(env)
     data = stdin if isinstance(stdin, bytes) else json.dumps(stdin).encode()
     proc = subprocess.run([PLUGIN], input=data, capture_output=True, env=environ, timeout=60)

@@ -1,4 +1,6 @@
-"""Every CNI-level test runs once per datastore in DATASTORES; a `local_only` test runs on the local store alone.
+"""Every CNI-level test runs once per datastore in DATASTORES and once per way a call is served: in process
+(the executable alone) and through the node daemon (as the DaemonSet runs it). A `local_only` test runs on
+the local store alone; an `in_process_only` test is about the executable itself.
 
 A datastore is one entry here: a name and how to build it from the test's fixtures (fetched lazily, so a run
 of the local cases alone never starts a server).
@@ -11,7 +13,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from datastores import EtcdDatastore, KubernetesDatastore
 
-from support import Datastore, LocalDatastore, using_datastore
+from support import Datastore, LocalDatastore, running_daemon, served_through, using_datastore
 
 DATASTORES: dict[str, Callable[[pytest.FixtureRequest], Datastore]] = {
     "local": lambda request: LocalDatastore(),
@@ -22,16 +24,36 @@ DATASTORES: dict[str, Callable[[pytest.FixtureRequest], Datastore]] = {
         request.getfixturevalue("plugin_kubeconfig"),
     ),
 }
+SERVED = ("in-process", "daemon")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
         names = ["local"] if metafunc.definition.get_closest_marker("local_only") else list(DATASTORES)
         metafunc.parametrize("backend", names, indirect=True)
+    if "served" in metafunc.fixturenames:
+        ways = SERVED[:1] if metafunc.definition.get_closest_marker("in_process_only") else SERVED
+        metafunc.parametrize("served", ways, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def node_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One node daemon for the session's daemon-served cases; its socket."""
+    sock = str(tmp_path_factory.mktemp("node-daemon") / "plugin.sock")
+    with running_daemon(sock):
+        yield sock
 
 
 @pytest.fixture(autouse=True)
-def backend(request: pytest.FixtureRequest) -> Iterator[Datastore]:
+def served(request: pytest.FixtureRequest) -> Iterator[str]:
+    """How `run_cni` has this test's calls served."""
+    sock = request.getfixturevalue("node_daemon") if request.param == "daemon" else ""
+    with served_through(sock):
+        yield request.param
+
+
+@pytest.fixture(autouse=True)
+def backend(request: pytest.FixtureRequest, served: str) -> Iterator[Datastore]:
     """The datastore `netconf` and `held` target for this test."""
     with using_datastore(DATASTORES[request.param](request)) as store:
         yield store

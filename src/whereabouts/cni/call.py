@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 
+from whereabouts import deadline
 from whereabouts.cni.protocol import LATEST, SUPPORTED_VERSIONS, CallEnv, check_version, read_env
-from whereabouts.errors import UndecodableConfig, WhereaboutsError
+from whereabouts.cni.runtime import Runtime, ServeInProcess
+from whereabouts.errors import InvalidConfig, UndecodableConfig, WhereaboutsError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 if TYPE_CHECKING:
@@ -22,21 +24,29 @@ CNI protocol versions supported: {", ".join(SUPPORTED_VERSIONS)}
 """
 
 
-def handle(environ: Mapping[str, str], stdin: bytes) -> tuple[int, str]:
-    """Serve one call; errors become CNI error objects, never exceptions."""
+def handle(environ: Mapping[str, str], stdin: bytes, runtime: Runtime | None = None) -> tuple[int, str]:
+    """Serve one call; errors become CNI error objects, never exceptions (but ServeInProcess: the node daemon
+    declines a call its caller must serve)."""
     version = LATEST
+    deadline.start()
     try:
         call = read_env(environ)
         netconf = _decode(stdin)
-        declared = netconf.get("cniVersion") or "0.1.0"
-        version = declared if isinstance(declared, str) else LATEST
+        declared = netconf.get("cniVersion")
+        if declared is not None and not isinstance(declared, str):
+            raise InvalidConfig(f"invalid cniVersion {declared!r}: expected a version string such as {LATEST!r}")
+        version = declared or "0.1.0"
         check_version(version, call.command)
-        result = _dispatch(call, netconf, version)
+        result = _dispatch(call, netconf, version, runtime or Runtime())
+    except ServeInProcess:
+        raise
     except WhereaboutsError as exc:
         return 1, json.dumps(exc.to_cni(version)) + "\n"
     except Exception as exc:
         error = WhereaboutsError(f"internal error: {type(exc).__name__}: {exc}")
         return 1, json.dumps(error.to_cni(version)) + "\n"
+    finally:
+        deadline.clear()
     return 0, "" if result is None else json.dumps(result) + "\n"
 
 
@@ -55,14 +65,16 @@ def _decode(raw: bytes) -> dict[str, Any]:
         netconf = json.loads(raw) if raw.strip() else {}
     except ValueError as exc:
         raise UndecodableConfig(f"cannot decode network config: {exc}") from None
+    except RecursionError:
+        raise UndecodableConfig("cannot decode network config: nested too deeply") from None
     if not isinstance(netconf, dict):
         raise UndecodableConfig("cannot decode network config: expected a JSON object")
     return netconf
 
 
-def _dispatch(call: CallEnv, netconf: dict[str, Any], version: str) -> dict[str, Any] | None:
+def _dispatch(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtime) -> dict[str, Any] | None:
     if call.command == "VERSION":
         return {"cniVersion": version, "supportedVersions": list(SUPPORTED_VERSIONS)}
     from whereabouts.cni.verbs import VERBS  # after VERSION: only real calls load config and store code
 
-    return VERBS[call.command](call, netconf, version)
+    return VERBS[call.command](call, netconf, version, runtime)

@@ -2,8 +2,15 @@
 
 The container runtime starts it once per call, so start-up is most of its cost. When the node daemon
 (`whereabouts-node`) listens on its socket, the call is handed over whole (environment and stdin) and this
-process only relays the answer: it imports nothing beyond the interpreter's own. Otherwise, or when the
-daemon does not answer, the call is served here, in process. Either way the result is the same.
+process only relays the answer: it imports nothing beyond the interpreter's own. A busy daemon makes the call
+wait (it is never served elsewhere meanwhile); the call is served here, in process, only when nobody listens,
+when the daemon dies before answering, or when the daemon says so (it cannot prove it sees this process's
+local store, or the request is too large for it). Either way the result is the same.
+
+Wire format (see whereabouts.daemon): request = 4-byte length + "K=V\\0..." environment + 4-byte length + stdin.
+The daemon then answers with frames: b"S" + 4-byte length + path asks "what is this path to you?" (answered
+with b"s" + 4-byte length + "device:inode", empty when missing); b"R" + reason means "serve it yourself";
+b"W" + 4-byte exit status + stdout up to the end is the answer.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ import sys
 SOCKET_ENV = "WHEREABOUTS_SOCKET"  # empty: never use a daemon
 DEFAULT_SOCKET = "/run/whereabouts/plugin.sock"
 FORWARDED_ENV = ("CNI_", "NODENAME", "WHEREABOUTS_")
+CONNECT_WAIT = 30  # seconds a call waits for a busy daemon to take it
+ANSWER_WAIT = 60  # seconds for each read of its answer (the daemon's own deadline per call is 45 s)
 
 
 def main() -> int:
@@ -24,8 +33,10 @@ def main() -> int:
         return 0
     stdin = sys.stdin.buffer.read()
     path = os.environ.get(SOCKET_ENV, DEFAULT_SOCKET)
-    answer = relay(path, os.environ, stdin) if path else None
-    if answer is None:
+    answer = relay(path, os.environ, stdin) if path else ""
+    if not isinstance(answer, tuple):
+        if answer:
+            sys.stderr.write(f"whereabouts: serving the call in process: {answer}\n")
         from whereabouts.cni.call import handle
 
         status, text = handle(os.environ, stdin)
@@ -37,26 +48,114 @@ def main() -> int:
     os._exit(answer[0])
 
 
-def relay(path: str, environ: os._Environ[str] | dict[str, str], stdin: bytes) -> tuple[int, bytes] | None:
-    """Hand the call to the node daemon; None when there is none or it did not answer in full."""
+def relay(path: str, environ: os._Environ[str] | dict[str, str], stdin: bytes) -> tuple[int, bytes] | str:
+    """Hand the call to the node daemon: its (exit status, stdout), or why this process must serve the call
+    ("" when no daemon is installed at all)."""
     import _socket  # the C module: `socket` itself costs more than the relay saves
+    import _struct
 
     env = "\0".join(f"{k}={v}" for k, v in environ.items() if k.startswith(FORWARDED_ENV)).encode()
     request = len(env).to_bytes(4, "big") + env + len(stdin).to_bytes(4, "big") + stdin
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    # A blocking socket whose calls give up after a while: `settimeout` would make connect non-blocking, and a
+    # daemon whose backlog is full would then turn callers away (EAGAIN) instead of making them wait.
+    sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDTIMEO, _struct.pack("ll", CONNECT_WAIT, 0))
+    sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVTIMEO, _struct.pack("ll", ANSWER_WAIT, 0))
     try:
-        sock.settimeout(60)
-        sock.connect(path)
-        sock.sendall(request)
-        sock.shutdown(_socket.SHUT_WR)
-        reply = b"".join(iter(lambda: sock.recv(65536), b""))
-    except OSError:
-        return None  # no daemon, or it went away: serve the call here (idempotent if it got that far)
+        try:
+            sock.connect(path)
+        except FileNotFoundError:
+            return ""
+        except BlockingIOError:
+            return _busy(stdin, path, f"took no call for {CONNECT_WAIT} s")
+        except OSError as exc:
+            return f"node daemon on {path}: {exc.strerror or exc}"  # a stale socket: nobody listens
+        try:
+            try:  # noqa: SIM105 (contextlib would cost every call its import)
+                sock.sendall(request)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the daemon stopped reading (a request too large for it): its reason waits to be read
+            return _answer(sock, path)
+        except BlockingIOError:
+            return _busy(stdin, path, f"did not answer within {ANSWER_WAIT} s")
+        except OSError as exc:
+            return f"node daemon on {path} went away: {exc.strerror or exc}"
     finally:
         sock.close()
-    if len(reply) < 5 or reply[:1] != b"W":
-        return None
-    return int.from_bytes(reply[1:5], "big"), reply[5:]
+
+
+def _answer(sock: object, path: str) -> tuple[int, bytes] | str:
+    buffered = bytearray()
+
+    def take(size: int) -> bytes:
+        while len(buffered) < size:
+            chunk = sock.recv(65536)  # type: ignore[attr-defined]
+            if not chunk:
+                raise ConnectionError(0, "the connection ended before the answer")
+            buffered.extend(chunk)
+        taken = bytes(buffered[:size])
+        del buffered[:size]
+        return taken
+
+    while True:
+        kind = take(1)
+        if kind == b"S":
+            asked = take(int.from_bytes(take(4), "big")).decode()
+            sock.sendall(_identity(asked))  # type: ignore[attr-defined]
+        elif kind == b"R":
+            return "node daemon declined: " + _rest(sock, buffered).decode(errors="replace")
+        elif kind == b"W":
+            status = int.from_bytes(take(4), "big")
+            return status, _rest(sock, buffered)
+        else:
+            return f"node daemon on {path} answered {kind!r}: not a whereabouts daemon"
+
+
+def _rest(sock: object, buffered: bytearray) -> bytes:
+    chunks = [bytes(buffered)]
+    while chunk := sock.recv(65536):  # type: ignore[attr-defined]
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _identity(path: str) -> bytes:
+    text = path_identity(path).encode()
+    return b"s" + len(text).to_bytes(4, "big") + text
+
+
+def path_identity(path: str) -> str:
+    """What `path` is to this process: "device:inode" of the directory, or of its deepest existing ancestor
+    followed by the rest of the path. The daemon serves a local-store call only when its own answer is the
+    same: then both name one directory (or will create the same one)."""
+    rest = ""
+    while True:
+        try:
+            info = os.lstat(path)
+            return f"{info.st_dev}:{info.st_ino}{rest}"
+        except (FileNotFoundError, NotADirectoryError):
+            parent, name = os.path.split(path)
+            if parent == path or not name:
+                return ""
+            path, rest = parent, f"/{name}{rest}"
+        except (OSError, ValueError):
+            return ""
+
+
+def _busy(stdin: bytes, path: str, what: str) -> tuple[int, bytes]:
+    """A daemon that is there but does not answer: try again later (code 11), never serve the call here
+    meanwhile (it may still be serving it); the runtime retries, and the kubelet restarts a wedged daemon."""
+    text = f"whereabouts node daemon on {path} {what}"
+    msg = "".join(c if c >= " " else "?" for c in text).replace("\\", "\\\\").replace('"', '\\"')
+    return 1, b'{"cniVersion": "%s", "code": 11, "msg": "%s"}\n' % (_declared_version(stdin), msg.encode())
+
+
+def _declared_version(stdin: bytes) -> bytes:
+    """The request's cniVersion, found without a JSON parser (the error must be in the caller's version)."""
+    at = stdin.find(b'"cniVersion"')
+    start = stdin.find(b'"', stdin.find(b":", at) + 1) + 1 if at >= 0 else 0
+    end = stdin.find(b'"', start) if start else -1
+    version = stdin[start:end] if 0 < end - start < 16 else b""
+    return version if version.replace(b".", b"").isdigit() else b"1.1.0"
 
 
 if __name__ == "__main__":

@@ -14,15 +14,13 @@ from whereabouts.service import IPAMService
 from whereabouts.store.factory import open_store
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
-# Set by the node daemon: concurrent ADDs of one network share a decision and a commit (see whereabouts.batch).
-BATCHER: Batcher | None = None
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from typing import Any, TypeVar
 
-    from whereabouts.batch import Batcher
     from whereabouts.cni.protocol import CallEnv
+    from whereabouts.cni.runtime import Runtime
     from whereabouts.config import IPAMConfig
     from whereabouts.service import Assigned
 
@@ -30,11 +28,13 @@ if TYPE_CHECKING:
     T = TypeVar("T")
 
 
-def _setup(netconf: Mapping[str, Any]) -> tuple[IPAMConfig, Log]:
+def _setup(call: CallEnv, netconf: Mapping[str, Any], runtime: Runtime) -> tuple[IPAMConfig, Log]:
     ipam = netconf.get("ipam")
     if not isinstance(ipam, Mapping):
         raise InvalidConfig("invalid ipam: the network config needs an ipam object")
-    cfg = load_ipam(ipam, netconf.get("name"))
+    cfg = load_ipam(ipam, netconf.get("name"), on_kubernetes=bool(call.args.get("K8S_POD_NAMESPACE")))
+    if cfg.datastore == "local":
+        runtime.require_same_local_dir(cfg.local_data_dir)
     return cfg, Log(cfg.log_file, cfg.log_level)
 
 
@@ -67,14 +67,14 @@ def _logged(verb: str, call: CallEnv, log: Log, action: Callable[[], Result]) ->
     return outcome
 
 
-def add(call: CallEnv, netconf: dict[str, Any], version: str) -> Result:
-    cfg, log = _setup(netconf)
+def add(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtime) -> Result:
+    cfg, log = _setup(call, netconf, runtime)
     requested = requested_addresses(netconf, call.args)
 
     def action() -> Result:
-        if BATCHER is not None and not requested:
+        if runtime.batcher is not None and not requested:
             batch = lambda owners: _batch(cfg, call, owners)  # noqa: E731
-            assigned = BATCHER.submit((repr(cfg), call.nodename), _owner(call), batch)
+            assigned = runtime.batcher.submit((repr(cfg), call.nodename), _owner(call), batch)
         else:
             assigned = _with_service(cfg, call, lambda service: service.add(cfg, _owner(call), requested))
         return build_result(version, cfg, [(a.pool_range.rng.version, a.address) for a in assigned])
@@ -82,27 +82,27 @@ def add(call: CallEnv, netconf: dict[str, Any], version: str) -> Result:
     return _logged("ADD", call, log, action)
 
 
-def delete(call: CallEnv, netconf: dict[str, Any], version: str) -> Result:
-    cfg, log = _setup(netconf)
+def delete(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtime) -> Result:
+    cfg, log = _setup(call, netconf, runtime)
 
     def action() -> Result:
-        if BATCHER is not None:
+        if runtime.batcher is not None:
             batch = lambda owners: _with_service(cfg, call, lambda service: service.delete_batch(cfg, owners))  # noqa: E731
-            return BATCHER.submit(("DEL", repr(cfg), call.nodename), _owner(call), batch)
+            return runtime.batcher.submit(("DEL", repr(cfg), call.nodename), _owner(call), batch)
         return _with_service(cfg, call, lambda service: service.delete(cfg, _owner(call)))
 
     return _logged("DEL", call, log, action)
 
 
-def check(call: CallEnv, netconf: dict[str, Any], version: str) -> Result:
-    cfg, log = _setup(netconf)
+def check(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtime) -> Result:
+    cfg, log = _setup(call, netconf, runtime)
     expected = _prev_result_addresses(netconf, cfg)
     check_held = lambda service: service.check(cfg, _owner(call), expected)  # noqa: E731
     return _logged("CHECK", call, log, lambda: _with_service(cfg, call, check_held))
 
 
-def gc(call: CallEnv, netconf: dict[str, Any], version: str) -> Result:
-    cfg, log = _setup(netconf)
+def gc(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtime) -> Result:
+    cfg, log = _setup(call, netconf, runtime)
     valid = _valid_attachments(netconf)
 
     def action() -> Result:
@@ -113,13 +113,13 @@ def gc(call: CallEnv, netconf: dict[str, Any], version: str) -> Result:
     return _logged("GC", call, log, action)
 
 
-def status(call: CallEnv, netconf: dict[str, Any], version: str) -> Result:
-    cfg, log = _setup(netconf)
+def status(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtime) -> Result:
+    cfg, log = _setup(call, netconf, runtime)
 
     def action() -> Result:
         try:
             store = open_store(cfg)
-        except TryAgainLater as exc:  # a store that cannot even be opened cannot serve ADD
+        except (TryAgainLater, InvalidConfig) as exc:  # a store that cannot even be opened cannot serve ADD
             raise StatusUnavailable(f"cannot serve ADD: {exc.msg}") from exc
         try:
             return IPAMService(store, node=call.nodename).status(cfg)
@@ -135,6 +135,8 @@ def _prev_result_addresses(netconf: Mapping[str, Any], cfg: IPAMConfig) -> list[
     if not isinstance(prev, Mapping):
         return []
     entries = prev.get("ips") or [prev.get(k) for k in ("ip4", "ip6") if isinstance(prev.get(k), Mapping)]
+    if not isinstance(entries, list):
+        raise InvalidConfig(f"invalid prevResult ips {entries!r}: expected a list")
     found = []
     for entry in entries:
         text = entry.get("address") or entry.get("ip") if isinstance(entry, Mapping) else None
@@ -161,7 +163,7 @@ def _valid_attachments(netconf: Mapping[str, Any]) -> set[tuple[str, str]]:
     return valid
 
 
-VERBS: dict[str, Callable[[CallEnv, dict[str, Any], str], Result]] = {
+VERBS: dict[str, Callable[[CallEnv, dict[str, Any], str, Runtime], Result]] = {
     "ADD": add,
     "DEL": delete,
     "CHECK": check,

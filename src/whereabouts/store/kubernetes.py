@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from whereabouts import deadline
 from whereabouts.config import IPAMConfig
 from whereabouts.errors import TryAgainLater
 from whereabouts.kube.client import GROUP, VERSION, Conflict, KubeClient
@@ -195,7 +196,7 @@ class KubernetesStore:
     @contextmanager
     def transaction(self, keys: Sequence[PoolKey], *, overlapping: bool) -> Iterator[KubeTransaction]:
         names = [f"{self.client.namespace}.{key.name}" for key in keys]
-        with node_locks(self.lock_dir, names if self.lock_dir else [], timeout=LOCK_WAIT):
+        with node_locks(self.lock_dir, names if self.lock_dir else [], timeout=deadline.remaining(LOCK_WAIT)):
             objects = {key: self.client.get(self.client.path(IPPOOLS, key.name)) for key in keys}
             pools = {key: decode_pool(key, obj) for key, obj in objects.items()}
             if overlapping and self.contended:
