@@ -79,6 +79,13 @@ INVALID = [
     ({"range": None}, ["range"]),
     ({"range": None, "ipRanges": []}, ["range"]),
     ({"range": None, "ipRanges": [{"range_start": "10.0.0.5"}]}, ["ipRanges[0]", "range"]),
+    # a relative directory means another store to the node daemon than to the executable
+    ({"local_data_dir": "whereabouts-data"}, ["local_data_dir", "whereabouts-data", "absolute"]),
+    ({"local_data_dir": "/var/lib/x\u0000y"}, ["local_data_dir", "absolute"]),
+    ({"log_level": "silly"}, ["log_level", "silly", "debug"]),
+    ({"log_file": "calls.log"}, ["log_file", "calls.log"]),
+    ({"configuration_path": "etc/whereabouts.conf"}, ["configuration_path", "etc/whereabouts.conf"]),
+    ({"kubernetes": {"kubeconfig": "kubeconfig"}}, ["kubernetes.kubeconfig", "kubeconfig"]),
 ]
 
 
@@ -166,3 +173,43 @@ def test_bad_input_after_allocations_leaves_them_intact(tmp_path):
     failed(run_cni("DEL", netconf(tmp_path, range="bad"), container_id="a"), 7)
     assert held(tmp_path) == [("10.0.0.1", "a", "eth0")]
     assert add(conf, "b") == ["10.0.0.2/24"]
+
+
+# (top-level keys replacing the network config's, texts the message must name)
+INVALID_NETCONF = [
+    ({"runtimeConfig": "x"}, ["runtimeConfig", "x"]),
+    ({"runtimeConfig": [1]}, ["runtimeConfig", "[1]"]),
+    ({"args": "x"}, ["args", "x"]),
+    ({"args": {"cni": "x"}}, ["args.cni", "x"]),
+    ({"args": {"cni": [1]}}, ["args.cni", "[1]"]),
+    ({"cniVersion": 1}, ["cniVersion", "1"]),
+    ({"cniVersion": ["1.0.0"]}, ["cniVersion", "1.0.0"]),
+    ({"cniVersion": 1.1}, ["cniVersion", "1.1"]),
+]
+
+
+@pytest.mark.parametrize(("top", "words"), INVALID_NETCONF, ids=[json.dumps(t)[:40] for t, _ in INVALID_NETCONF])
+def test_invalid_netconf_keys_are_code_7_not_100(tmp_path, top, words):
+    error = failed(run_cni("ADD", {**netconf(tmp_path, **GOOD), **top}), 7)
+    for word in words:
+        assert word in error["msg"], error
+    assert_nothing_allocated(tmp_path)
+
+
+def test_json_nested_too_deeply_is_code_6(tmp_path):
+    conf = json.dumps(netconf(tmp_path, **GOOD))
+    deep = conf[:-1] + ', "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    error = failed(run_cni("ADD", deep), 6)
+    assert "nested" in error["msg"]
+    assert_nothing_allocated(tmp_path)
+
+
+@pytest.mark.local_only
+@pytest.mark.parametrize("below", ["", "store"], ids=["a file", "below a file"])
+def test_local_data_dir_naming_a_file_is_code_7_not_retried_forever(tmp_path, below):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a directory")
+    data = blocker / below if below else blocker
+    error = failed(run_cni("ADD", netconf(tmp_path, **GOOD, local_data_dir=str(data))), 7)
+    assert "local_data_dir" in error["msg"] and str(data) in error["msg"]
+    assert blocker.read_text() == "not a directory"

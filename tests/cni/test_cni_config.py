@@ -136,3 +136,51 @@ def test_log_file_receives_a_line_per_call(tmp_path):
     failed(run_cni("ADD", {**conf, "runtimeConfig": {"ips": ["10.9.9.9"]}}, container_id="ctr-failed"), 103)
     text = log.read_text()
     assert "ctr-logged" in text and "ctr-failed" in text
+
+
+ON_KUBERNETES = "IgnoreUnknown=true;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web-0"
+
+
+def bare_conf(tmp_path, **ipam):
+    """No datastore key at all, and a flat file only where a test writes one."""
+    ipam = {"type": "whereabouts", "range": "10.7.0.0/24", "configuration_path": str(tmp_path / "none"), **ipam}
+    return {"cniVersion": "1.0.0", "name": "n", "type": "bridge", "ipam": ipam}
+
+
+@pytest.mark.local_only
+def test_a_pod_without_a_configured_datastore_is_refused_not_served_from_the_node(tmp_path):
+    """On Kubernetes a node-local store would give the same address to pods on two nodes: fail closed (the
+    Go plugin does too), naming the flat-file paths looked at, and write nothing anywhere."""
+    data = tmp_path / "data"
+    error = failed(run_cni("ADD", bare_conf(tmp_path, local_data_dir=str(data)), cni_args=ON_KUBERNETES), 7)
+    assert "datastore" in error["msg"] and str(tmp_path / "none") in error["msg"], error
+    assert not data.exists()
+
+
+@pytest.mark.local_only
+def test_the_default_flat_file_paths_are_named_when_none_is_configured(tmp_path):
+    conf = bare_conf(tmp_path, local_data_dir=str(tmp_path / "data"))
+    del conf["ipam"]["configuration_path"]
+    error = failed(run_cni("ADD", conf, cni_args=ON_KUBERNETES), 7)
+    assert "/etc/cni/net.d/whereabouts.d/whereabouts.conf" in error["msg"], error
+
+
+@pytest.mark.local_only
+@pytest.mark.parametrize(
+    ("ipam", "cni_args"),
+    [({"datastore": "local"}, ON_KUBERNETES), ({}, ""), ({}, "IgnoreUnknown=true")],
+    ids=["explicit-local-on-kubernetes", "outside-kubernetes", "no-pod-namespace"],
+)
+def test_the_local_store_serves_when_chosen_or_outside_kubernetes(tmp_path, ipam, cni_args):
+    data = tmp_path / "data"
+    conf = bare_conf(tmp_path, local_data_dir=str(data), **ipam)
+    assert add(conf, "a", cni_args=cni_args) == ["10.7.0.1/24"]
+    assert held(data) == [("10.7.0.1", "a", "eth0")]
+
+
+@pytest.mark.local_only
+def test_a_flat_file_naming_the_local_store_serves_a_pod(tmp_path):
+    flat = tmp_path / "flat.conf"
+    flat.write_text(json.dumps({"datastore": "local", "local_data_dir": str(tmp_path / "data")}))
+    conf = bare_conf(tmp_path, configuration_path=str(flat))
+    assert add(conf, "a", cni_args=ON_KUBERNETES) == ["10.7.0.1/24"]

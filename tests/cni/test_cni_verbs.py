@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 from cni_helpers import add, failed, full_env, held, run_plugin
 
-from support import netconf, run_cni
+from support import DAEMON, netconf, run_cni
 
 ALL_VERSIONS = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
 # GC and STATUS get only CNI_COMMAND and CNI_PATH from the runtime.
@@ -146,13 +148,20 @@ def test_status_50_when_the_data_dir_cannot_be_used(tmp_path, where):
 
 
 @pytest.mark.local_only
-@pytest.mark.parametrize("verb", ["ADD", "DEL"], ids=["ADD", "DEL"])
-def test_unusable_data_dir_is_code_11_so_the_runtime_retries(tmp_path, verb):
-    blocker = tmp_path / "blocker"
-    blocker.write_text("not a directory")
-    conf = netconf(blocker / "store", "1.0.0", range="10.0.0.0/24")
-    error = failed(run_cni(verb, conf), 11)
-    assert str(blocker / "store") in error["msg"]
+@pytest.mark.parametrize("verb", ["ADD", "DEL", "CHECK"], ids=str)
+def test_a_lost_local_store_is_code_11_and_status_fails_until_the_loss_is_accepted(tmp_path, verb):
+    """A store that existed and is now empty must not hand out addresses running containers may hold."""
+    conf = netconf(tmp_path, "1.1.0", range="10.0.0.0/24")
+    add(conf, "a")
+    (tmp_path / "whereabouts.db").write_bytes(b"")
+    error = failed(run_cni(verb, conf, container_id="b"), 11)
+    assert str(tmp_path / "whereabouts.db") in error["msg"] and "--accept-store-loss" in error["msg"]
+    status = failed(run_cni("STATUS", conf, env=BARE_ENV), 50)
+    assert "lost" in status["msg"]
+    accepted = subprocess.run([DAEMON, "--accept-store-loss", str(tmp_path)], capture_output=True, text=True)
+    assert accepted.returncode == 0 and "starts empty" in accepted.stdout
+    assert run_cni("STATUS", conf, env=BARE_ENV).returncode == 0
+    assert add(conf, "b") == ["10.0.0.1/24"]
 
 
 ENV_CASES = [

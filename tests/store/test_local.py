@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from whereabouts.errors import TryAgainLater
+from whereabouts.errors import InvalidConfig, TryAgainLater
 from whereabouts.model import Change, ChangeSet, Owner, PoolKey
-from whereabouts.store.local import DB_NAME, SCHEMA_VERSION, LocalStore
+from whereabouts.store.local import DB_NAME, ID_NAME, SCHEMA_VERSION, LocalStore, StoreLost, accept_loss
 
 KEY = PoolKey("", "10.0.0.0/24")
 
@@ -30,11 +30,13 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
         LocalStore(str(tmp_path))
 
 
-def test_data_dir_that_cannot_exist_is_try_again(tmp_path: Path) -> None:
+@pytest.mark.parametrize("below", ["", "store"], ids=["the file", "below the file"])
+def test_data_dir_that_is_a_file_is_invalid_config(tmp_path: Path, below: str) -> None:
+    """Not a transient failure (code 11 would make the runtime retry forever): a config error, code 7."""
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    with pytest.raises(TryAgainLater, match="unavailable"):
-        LocalStore(str(blocker / "store"))
+    with pytest.raises(InvalidConfig, match=r"invalid local_data_dir .*not a directory"):
+        LocalStore(str(blocker / below) if below else str(blocker))
 
 
 def test_locked_database_times_out_with_try_again(tmp_path: Path) -> None:
@@ -56,3 +58,106 @@ def test_other_connection_sees_committed_state(tmp_path: Path) -> None:
     second = LocalStore(str(tmp_path))
     with second.transaction([KEY], overlapping=False) as txn:
         assert txn.snapshot.pools[KEY].allocations == {167772161: Owner("c", "eth0")}
+
+
+def hold_one(directory: Path, ip: int = 167772161, cid: str = "c") -> None:
+    store = LocalStore(str(directory))
+    with store.transaction([KEY], overlapping=True) as txn:
+        pool = txn.snapshot.pools[KEY]
+        txn.commit(ChangeSet((Change(KEY, 4, ip, Owner(cid, "eth0")),), ((KEY, pool.version),), True))
+    store.close()
+
+
+def held_ips(directory: Path) -> list[int]:
+    store = LocalStore(str(directory))
+    with store.transaction([KEY], overlapping=True) as txn:
+        ips = sorted(txn.snapshot.pools[KEY].allocations)
+    store.close()
+    return ips
+
+
+def truncate(db: Path) -> None:
+    db.write_bytes(b"")
+
+
+def delete(db: Path) -> None:
+    db.unlink()
+    for suffix in ("-wal", "-shm"):
+        db.with_name(db.name + suffix).unlink(missing_ok=True)
+
+
+def replace_with_another_store(db: Path) -> None:
+    other = db.parent.parent / "other"
+    LocalStore(str(other)).close()
+    delete(db)
+    (other / DB_NAME).rename(db)
+
+
+@pytest.mark.parametrize("lose", [truncate, delete, replace_with_another_store], ids=lambda f: f.__name__)
+def test_a_lost_store_is_an_error_until_the_loss_is_accepted(tmp_path: Path, lose) -> None:
+    """A store that existed and is gone, empty or replaced must not start empty: the addresses it held may
+    still be in use. Code 11 until the operator accepts the loss; then the next call starts afresh."""
+    data = tmp_path / "data"
+    hold_one(data)
+    lose(data / DB_NAME)
+    for _ in range(2):  # and it stays lost: the failed open created nothing that passes for the store
+        with pytest.raises(StoreLost, match=f"lost.*--accept-store-loss {data}") as caught:
+            LocalStore(str(data))
+        assert caught.value.code == 11
+    moved = accept_loss(str(data))
+    assert all(".lost-" in path for path in moved)
+    assert held_ips(data) == []
+    assert (data / ID_NAME).exists()  # the new store is guarded in its turn
+
+
+def test_a_brand_new_directory_starts_empty_and_an_intact_one_keeps_its_addresses(tmp_path: Path) -> None:
+    data = tmp_path / "new"
+    assert held_ips(data) == []
+    hold_one(data)
+    assert held_ips(data) == [167772161]
+    (data / ID_NAME).unlink()  # an id file lost on its own is rebuilt from the database
+    assert held_ips(data) == [167772161]
+    assert (data / ID_NAME).read_text().strip().isdigit()
+
+
+def test_a_store_written_before_the_id_existed_is_adopted(tmp_path: Path) -> None:
+    data = tmp_path / "old"
+    hold_one(data)
+    (data / ID_NAME).unlink()
+    db = sqlite3.connect(data / DB_NAME)
+    db.execute("PRAGMA application_id=0")  # as the previous release left it
+    db.commit()
+    db.close()
+    assert held_ips(data) == [167772161]
+    assert (data / ID_NAME).exists()
+
+
+def test_files_are_private_from_creation(tmp_path: Path) -> None:
+    data = tmp_path / "private"
+    hold_one(data)
+    for path in [data, *data.iterdir()]:
+        assert path.stat().st_mode & 0o077 == 0, f"{path} is {path.stat().st_mode & 0o777:o}"
+
+
+def test_a_symlinked_database_is_refused(tmp_path: Path) -> None:
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    hold_one(elsewhere)
+    data.mkdir(mode=0o700)
+    (data / DB_NAME).symlink_to(elsewhere / DB_NAME)
+    with pytest.raises(InvalidConfig, match="symlink"):
+        LocalStore(str(data))
+
+
+def test_a_symlinked_data_directory_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir(mode=0o700)
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(InvalidConfig, match="symlink"):
+        LocalStore(str(tmp_path / "link"))
+
+
+def test_a_data_directory_others_may_write_is_refused(tmp_path: Path) -> None:
+    data = tmp_path / "open"
+    data.mkdir()
+    data.chmod(0o777)
+    with pytest.raises(InvalidConfig, match="writable by it alone"):
+        LocalStore(str(data))

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 
-from whereabouts.errors import TryAgainLater
+from whereabouts import deadline
+from whereabouts.errors import InvalidConfig, TryAgainLater, WhereaboutsError
 from whereabouts.model import ChangeSet, Owner, PoolKey, PoolState, Snapshot
 from whereabouts.ranges import cidr_key_bounds, format_ip, from_sortable_key, sortable_key
 
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = 1
 DB_NAME = "whereabouts.db"
+ID_NAME = "whereabouts.db.id"  # the store's id, beside it: proof that a store existed here
+ACCEPT_LOSS = "whereabouts-node --accept-store-loss"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pools (
@@ -94,30 +98,58 @@ class LocalStore:
     def __init__(self, data_dir: str, *, busy_timeout: float = 10.0) -> None:
         self.path = os.path.join(data_dir, DB_NAME)
         try:
-            os.makedirs(data_dir, mode=0o700, exist_ok=True)
-            self.db = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None)
+            _own_directory(data_dir)
+            expected = _read_store_id(data_dir)
+            if expected is None:
+                _create_private(self.path)  # a brand-new store: the file is made 0600, never by SQLite
+            elif not os.path.lexists(self.path):
+                raise StoreLost(self.path, expected, "the database file is gone")
+            _own_file(self.path)
+            wait = deadline.remaining(busy_timeout)  # for the node's other calls to finish their writes
+            self.db = sqlite3.connect(_uri(self.path), timeout=wait, isolation_level=None, uri=True)
             self.db.execute("PRAGMA synchronous=NORMAL")
-            self._migrate()
+            store_id = self._migrate(expected)
+            if expected is None:
+                _write_store_id(data_dir, store_id)
+        except WhereaboutsError:
+            raise
+        except (NotADirectoryError, FileExistsError) as exc:
+            raise InvalidConfig(f"invalid local_data_dir {data_dir!r}: not a directory ({exc.strerror})") from None
         except (OSError, sqlite3.Error) as exc:
             raise TryAgainLater(f"local datastore {self.path} unavailable: {exc}") from exc
 
-    def _migrate(self) -> None:
-        if self.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
-            return
+    def _migrate(self, expected: int | None) -> int:
+        """Bring the schema up to date and check the store's identity (PRAGMA application_id, mirrored in
+        the id file beside it: a database that was emptied or replaced must not pass for the store that
+        held the node's addresses). Returns the store's id."""
+        version, store_id = self._header()
+        if version == SCHEMA_VERSION and store_id and store_id == (expected or store_id):
+            return store_id
         self.db.execute("PRAGMA journal_mode=WAL")  # persistent: set once, with the schema
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            found = self.db.execute("PRAGMA user_version").fetchone()[0]
-            if found > SCHEMA_VERSION:
-                raise TryAgainLater(f"local datastore {self.path} has schema {found}, newer than this plugin's")
-            if found < SCHEMA_VERSION:
+            version, store_id = self._header()  # another process may have set it up meanwhile
+            if version > SCHEMA_VERSION:
+                raise TryAgainLater(f"local datastore {self.path} has schema {version}, newer than this plugin's")
+            if expected is not None and store_id != expected:
+                found = "empty" if not version else f"store {store_id}"
+                raise StoreLost(self.path, expected, f"the database file is {found}")
+            if version < SCHEMA_VERSION:
                 for statement in _SCHEMA.split(";"):
                     self.db.execute(statement)
                 self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if not store_id:
+                store_id = int.from_bytes(os.urandom(4), "big") >> 1 or 1  # a positive 31-bit id
+                self.db.execute(f"PRAGMA application_id={store_id}")
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
+        return store_id
+
+    def _header(self) -> tuple[int, int]:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        return version, self.db.execute("PRAGMA application_id").fetchone()[0]
 
     def transaction(self, keys: Sequence[PoolKey], *, overlapping: bool) -> _Transacting:
         return _Transacting(self, keys, overlapping)
@@ -211,3 +243,92 @@ class _Transacting:
             self.store._rollback()
         if isinstance(exc, sqlite3.Error):
             raise TryAgainLater(f"local datastore {self.store.path} failed: {exc}") from exc
+
+
+class StoreLost(TryAgainLater):
+    """The store that held this node's addresses is gone or empty: handing addresses out from an empty one
+    could give a running container's address to another. Code 11 (and STATUS fails) until an operator
+    restores the file or accepts the loss."""
+
+    def __init__(self, path: str, store_id: int, what: str) -> None:
+        directory = os.path.dirname(path)
+        super().__init__(
+            f"local datastore {path} is lost: {what}, but {os.path.join(directory, ID_NAME)} says store {store_id} "
+            "was here and its addresses may still be in use. Restore the file, or accept the loss (every "
+            f"address it held becomes free) with `{ACCEPT_LOSS} {directory}`"
+        )
+
+
+def _own_directory(path: str) -> None:
+    """The data directory: created 0700 if missing; refused if it is a symlink, or someone else's, or others
+    may write to it (they could plant a symlink or a database of their own)."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        what = "a symlink" if stat.S_ISLNK(info.st_mode) else "not a directory"
+        raise InvalidConfig(f"invalid local_data_dir {path!r}: {what}")
+    if info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        raise InvalidConfig(
+            f"invalid local_data_dir {path!r}: owned by uid {info.st_uid} with mode {info.st_mode & 0o777:o}; "
+            f"it must belong to uid {os.geteuid()} and be writable by it alone"
+        )
+
+
+def _own_file(path: str) -> None:
+    info = os.lstat(path)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+        raise InvalidConfig(
+            f"invalid local_data_dir: {path} is not a regular file of uid {os.geteuid()} (a symlink, or planted)"
+        )
+
+
+def _create_private(path: str) -> None:
+    try:  # noqa: SIM105 (contextlib costs every CNI call its import)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+    except FileExistsError:
+        pass  # SQLite's journal files take the database file's mode
+
+
+def _read_store_id(directory: str) -> int | None:
+    try:
+        with open(os.path.join(directory, ID_NAME), "rb") as handle:
+            text = handle.read(32).strip()
+    except FileNotFoundError:
+        return None
+    return int(text) if text.isdigit() and int(text) else None
+
+
+def _write_store_id(directory: str, store_id: int) -> None:
+    path = os.path.join(directory, ID_NAME)
+    staging = f"{path}.{os.urandom(6).hex()}.tmp"
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, f"{store_id}\n".encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(staging, path)
+
+
+def _uri(path: str) -> str:
+    """A file: URI opening an existing database only (mode=rw): SQLite must never create it behind our back."""
+    escaped = path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+    return f"file:{escaped}?mode=rw"
+
+
+def accept_loss(directory: str) -> list[str]:
+    """The operator's decision that the store in `directory` is lost: set what is left aside (renamed with
+    a timestamp, never deleted) and drop the id file, so that the next call starts an empty store."""
+    import contextlib
+    import time
+
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    moved = []
+    for name in (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm"):
+        path = os.path.join(directory, name)
+        if os.path.lexists(path):
+            os.rename(path, f"{path}.lost-{stamp}")
+            moved.append(f"{path}.lost-{stamp}")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(directory, ID_NAME))
+    return moved
