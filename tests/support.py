@@ -98,6 +98,8 @@ def using_datastore(store: Datastore) -> Iterator[Datastore]:
 def netconf(data_dir: Path, cni_version: str = "1.0.0", **ipam: Any) -> dict[str, Any]:
     """A network config for the current datastore (local, in `data_dir`, unless a test chose another), no flat file."""
     store = _datastore.ipam(data_dir)
+    if any(key in ipam for key in ("datastore", "kubernetes", "etcd_host")):
+        store.pop("datastore", None)  # a test choosing its own store: the default's explicit "local" is not wanted
     if isinstance(ipam.get("kubernetes"), dict) and isinstance(store.get("kubernetes"), dict):
         ipam["kubernetes"] = {**store["kubernetes"], **ipam["kubernetes"]}  # a test's extra keys join the store's
     ipam = {"type": "whereabouts", **store, "configuration_path": str(data_dir / "none"), **ipam}

@@ -79,7 +79,7 @@ def load_ipam(ipam: Mapping[str, Any], netconf_name: object = "", *, on_kubernet
     served from the local default (the Go plugin fails closed too)."""
     if not isinstance(ipam, Mapping):
         raise InvalidConfig("invalid ipam: expected a JSON object")
-    flat, looked_at = _read_flat_file(ipam.get("configuration_path"))
+    flat, looked_at = read_flat_file(ipam.get("configuration_path"))
     merged = {**flat, **ipam}
     if on_kubernetes and not _names_datastore(merged):
         raise InvalidConfig(
@@ -97,7 +97,7 @@ def _names_datastore(raw: Mapping[str, Any]) -> bool:
     return bool(raw.get("datastore") or raw.get("etcd_host") or (isinstance(kube, Mapping) and kube.get("kubeconfig")))
 
 
-def _read_flat_file(configured: object) -> tuple[dict[str, Any], tuple[str, ...]]:
+def read_flat_file(configured: object) -> tuple[dict[str, Any], tuple[str, ...]]:
     """The flat file's keys (empty when there is none) and the paths looked at."""
     if configured is not None and not isinstance(configured, str):
         raise InvalidConfig(f"invalid configuration_path {configured!r}: expected a path")

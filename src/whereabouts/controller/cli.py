@@ -188,10 +188,10 @@ def _on_schedule(ctx: Context, schedule: Schedule, reconciler: Reconciler, stop:
 
 
 def _flat_file_expression(path: str) -> str:
-    from whereabouts.config import _read_flat_file
+    from whereabouts.config import read_flat_file
 
     try:
-        return str(_read_flat_file(path or None).get("reconciler_cron_expression") or "")
+        return str(read_flat_file(path or None)[0].get("reconciler_cron_expression") or "")
     except WhereaboutsError:
         return ""
 
