@@ -3,6 +3,10 @@
 `http.client` would drag the `email` package into every CNI call; this needs `socket`, `json` and, for
 https only, `ssl`. One connection is kept open for the whole call (a CNI call makes a handful of requests).
 Network failures surface as OSError / ValueError: each store maps them to TryAgainLater in one place.
+
+Nothing a caller passes reaches the wire unchecked: a method, path, header name or value that could end the
+request line or a header early (CR, LF, NUL, any control character; a space in the path) raises ValueError
+before a byte is sent, so no string from a config can smuggle a second request onto the connection.
 """
 
 from __future__ import annotations
@@ -41,9 +45,13 @@ def parse_endpoint(text: str, *, tls: bool, default_port: int = 2379) -> Endpoin
         port_text = rest.lstrip(":") or str(default_port)
     else:
         host, _, port_text = text.rpartition(":") if ":" in text else (text, "", str(default_port))
-    if scheme not in ("http", "https") or not host or not port_text.isdigit():
+    if scheme not in ("http", "https") or not _is_host(host) or not port_text.isdigit():
         raise ValueError(text)
     return Endpoint(scheme, host, int(port_text))
+
+
+def _is_host(host: str) -> bool:
+    return bool(host) and host.isascii() and host.isprintable() and not any(c in host for c in " /@")
 
 
 @record(frozen=True)
@@ -82,6 +90,8 @@ class HTTPConnection:
     def __init__(
         self, endpoint: Endpoint, *, tls: TLSSettings | None = None, timeout: float = 10.0, connect_timeout: float = 2.0
     ) -> None:
+        if not _is_host(endpoint.host):
+            raise ValueError(f"unsafe host {endpoint.host!r}")
         self.endpoint = endpoint
         self.tls = tls or TLSSettings()
         self.timeout = timeout  # per read: a busy server may take a while to answer a write
@@ -92,6 +102,7 @@ class HTTPConnection:
 
     def request(self, method: str, path: str, body: object = None, headers: dict[str, str] | None = None) -> Response:
         """Send one request; on a stale keep-alive connection, reconnect and send it once more."""
+        _check_head(method, path, headers or {})
         payload = b"" if body is None else json.dumps(body).encode()
         if self._sock is None:
             self._take_idle()
@@ -114,6 +125,7 @@ class HTTPConnection:
         """GET `path` and yield its body line by line as it arrives (a Kubernetes watch: one JSON event per
         line). `last_status` holds the answer's status once the first line is out; an answer that is not
         chunked (an error) comes whole, as one item. The connection is closed at the end."""
+        _check_head("GET", path, headers or {})
         self.close()
         self._connect()
         self._send_head("GET", path, b"", headers or {})
@@ -219,3 +231,16 @@ class HTTPConnection:
         if self._sock is not None:
             self._sock.close()
         self._sock, self._reader = None, None
+
+
+def _check_head(method: str, path: str, headers: dict[str, str]) -> None:
+    """Refuse a request whose method, path or headers could end its request line or a header early."""
+    if not (method.isascii() and method.isalpha()):
+        raise ValueError(f"unsafe HTTP method {method!r}")
+    if not (path.startswith("/") and path.isascii() and path.isprintable()) or " " in path:
+        raise ValueError(f"unsafe HTTP request path {path!r}")
+    for name, value in headers.items():
+        if not (name.isascii() and name.isprintable()) or not name or any(c in name for c in " :"):
+            raise ValueError(f"unsafe HTTP header name {name!r}")
+        if not (value.isascii() and value.isprintable()):
+            raise ValueError(f"unsafe value of HTTP header {name}")  # a credential, maybe: never quoted
