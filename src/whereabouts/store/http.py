@@ -12,6 +12,7 @@ before a byte is sent, so no string from a config can smuggle a second request o
 from __future__ import annotations
 
 import json
+import os
 import socket
 
 from whereabouts.record import record
@@ -56,10 +57,16 @@ def _is_host(host: str) -> bool:
 
 @record(frozen=True)
 class TLSSettings:
+    """What a TLS connection trusts and presents. Inline certificates and keys are kept as their PEM bytes,
+    never copied to files: settings read twice from one kubeconfig are equal, so the node daemon's kept
+    connections are found again by them."""
+
     ca_file: str = ""
     ca_data: str = ""  # PEM text
     cert_file: str = ""
     key_file: str = ""
+    cert_data: bytes = b""  # PEM, used instead of cert_file
+    key_data: bytes = b""  # PEM, used instead of key_file
     verify: bool = True
 
 
@@ -166,8 +173,8 @@ class HTTPConnection:
         if not self.tls.verify:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-        if self.tls.cert_file:
-            context.load_cert_chain(self.tls.cert_file, self.tls.key_file or None)
+        if self.tls.cert_file or self.tls.cert_data:
+            _load_client_certificate(context, self.tls)
         return context.wrap_socket(sock, server_hostname=self.endpoint.host)
 
     def _read_head(self) -> tuple[int, int, bool, bool]:
@@ -244,3 +251,34 @@ def _check_head(method: str, path: str, headers: dict[str, str]) -> None:
             raise ValueError(f"unsafe HTTP header name {name!r}")
         if not (value.isascii() and value.isprintable()):
             raise ValueError(f"unsafe value of HTTP header {name}")  # a credential, maybe: never quoted
+
+
+def _load_client_certificate(context: Any, tls: TLSSettings) -> None:
+    """ssl loads a client certificate and key only from paths: inline ones are handed over as anonymous
+    memory files (/proc/self/fd/N of a memfd), which exist for this process alone and vanish when closed,
+    so no key material is ever written to disk."""
+    fds = []
+    try:
+        cert, key = tls.cert_file, tls.key_file
+        if tls.cert_data:
+            fds.append(_memory_file(tls.cert_data))
+            cert = f"/proc/self/fd/{fds[-1]}"
+        if tls.key_data:
+            fds.append(_memory_file(tls.key_data))
+            key = f"/proc/self/fd/{fds[-1]}"
+        context.load_cert_chain(cert, key or None)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _memory_file(data: bytes) -> int:
+    fd = os.memfd_create("whereabouts-tls", os.MFD_CLOEXEC)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
