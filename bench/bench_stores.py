@@ -187,7 +187,8 @@ def kube_store(tmp: Path) -> Iterator[KubeStore]:
         server.start()
         server.install_whereabouts()
         server.namespace_for_plugin(NAMESPACE)
-        config = server.kubeconfig(tmp / "plugin.kubeconfig", token=server.plugin_token, namespace=NAMESPACE)
+        path = tmp / "plugin.kubeconfig"  # JSON, as install-cni writes it on a node
+        config = server.kubeconfig(path, token=server.plugin_token, namespace=NAMESPACE, as_json=True)
         yield KubeStore(server, config)
     finally:
         server.stop()  # the apiserver, then its etcd

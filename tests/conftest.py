@@ -64,5 +64,7 @@ def kube_namespace(kube: KubeAPIServer) -> str:
 
 @pytest.fixture
 def plugin_kubeconfig(kube: KubeAPIServer, kube_namespace: str, tmp_path: Path) -> Path:
-    """The plugin's kubeconfig: the kube-system/whereabouts service account, pools in the test's namespace."""
-    return kube.kubeconfig(tmp_path / "plugin.kubeconfig", token=kube.plugin_token, namespace=kube_namespace)
+    """The plugin's kubeconfig: the kube-system/whereabouts service account, pools in the test's namespace.
+    JSON, as install-cni writes it on a node (YAML kubeconfigs have tests of their own)."""
+    path = tmp_path / "plugin.kubeconfig"
+    return kube.kubeconfig(path, token=kube.plugin_token, namespace=kube_namespace, as_json=True)

@@ -120,9 +120,20 @@ class KubeAPIServer:
         with urllib.request.urlopen(req, timeout=10, context=context) as reply:
             return json.loads(reply.read())
 
-    def kubeconfig(self, path: Path, *, token: str, namespace: str = "kube-system") -> Path:
-        """A YAML kubeconfig, written the way kubectl and the Go installer write them."""
+    def kubeconfig(self, path: Path, *, token: str, namespace: str = "kube-system", as_json: bool = False) -> Path:
+        """A YAML kubeconfig, written the way kubectl and the Go installer write them; `as_json`: the same
+        as JSON, the way install-cni writes it (a CNI call then reads it without importing PyYAML)."""
         assert self.tls is not None
+        if as_json:
+            cluster = {"server": self.url, "certificate-authority": str(self.tls.ca)}
+            doc = {
+                "apiVersion": "v1", "kind": "Config", "current-context": "c",
+                "clusters": [{"name": "test", "cluster": cluster}],
+                "users": [{"name": "u", "user": {"token": token}}],
+                "contexts": [{"name": "c", "context": {"cluster": "test", "user": "u", "namespace": namespace}}],
+            }  # fmt: skip
+            path.write_text(json.dumps(doc))
+            return path
         path.write_text(
             "apiVersion: v1\nkind: Config\n"
             f"clusters:\n- name: test\n  cluster:\n    server: {self.url}\n    certificate-authority: {self.tls.ca}\n"

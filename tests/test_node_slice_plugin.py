@@ -35,7 +35,7 @@ def test_invalid_node_slice_size(ipam: dict, message: str) -> None:
 
 @pytest.mark.parametrize("size", ["/26", "26", " /26"], ids=["slash", "bare", "space"])
 def test_node_slice_size_kept_as_written(size: str) -> None:
-    assert parse_ipam({**KUBE, "range": "10.0.0.0/24", "node_slice_size": size}).node_slice_size == size
+    assert parse_ipam({**KUBE, "range": "10.0.0.0/24", "node_slice_size": size}, "net").node_slice_size == size
 
 
 @pytest.mark.parametrize(
@@ -52,12 +52,12 @@ def test_node_name_sources(tmp_path: Path) -> None:
     config = tmp_path / "whereabouts.d"
     config.mkdir()
     base = {**KUBE, "range": "10.0.0.0/24", "node_slice_size": "/26"}
-    in_dir = parse_ipam({**base, "configuration_path": str(config)})
+    in_dir = parse_ipam({**base, "configuration_path": str(config)}, "net")
     assert node_name(in_dir, "from-env") == "from-env"
     assert node_name(in_dir) == os.uname().nodename  # no nodename file: the hostname
     (config / "nodename").write_text("  worker-7\n")
     assert node_name(in_dir) == "worker-7"
-    at_file = parse_ipam({**base, "configuration_path": str(config / "whereabouts.conf")})
+    at_file = parse_ipam({**base, "configuration_path": str(config / "whereabouts.conf")}, "net")
     assert node_name(at_file) == "worker-7"  # the flat file's path: its directory
 
 

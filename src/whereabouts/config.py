@@ -134,9 +134,13 @@ def parse_ipam(raw: Mapping[str, Any], netconf_name: str = "") -> IPAMConfig:
     etcd = _etcd(raw)
     ranges = _ranges(raw, gateway)
     datastore = _datastore(raw, kubeconfig, etcd)
+    network_name = _opt_str(raw, "network_name")
+    node_slice_size = _node_slice_size(raw, ranges[0], datastore)
+    if datastore == "kubernetes":
+        _check_object_names(network_name, netconf_name, ranges, sliced=bool(node_slice_size))
     return IPAMConfig(
         ranges=ranges,
-        network_name=_opt_str(raw, "network_name"),
+        network_name=network_name,
         overlapping=_bool(raw, "enable_overlapping_ranges", True),
         gateway=gateway,
         routes=_routes(raw.get("routes")),
@@ -144,7 +148,7 @@ def parse_ipam(raw: Mapping[str, Any], netconf_name: str = "") -> IPAMConfig:
         addresses=_addresses(raw.get("addresses")),
         datastore=datastore,
         local_data_dir=_local_data_dir(raw),
-        node_slice_size=_node_slice_size(raw, ranges[0], datastore),
+        node_slice_size=node_slice_size,
         kubeconfig=kubeconfig,
         etcd=etcd,
         log_file=_log_file(raw),
@@ -201,6 +205,27 @@ def _node_slice_size(raw: Mapping[str, Any], sliced: IPRange, datastore: str) ->
             f"(the slices of range {sliced.cidr})"
         )
     return text
+
+
+def _check_object_names(network_name: str, netconf_name: str, ranges: tuple[IPRange, ...], *, sliced: bool) -> None:
+    """In Kubernetes these names become object names, and so parts of request paths: refuse what the API
+    server would refuse, before any request (`<network_name>-<cidr>` pools, `<network_name>-<address>`
+    reservations, the NodeSlicePool named `network_name` else `name`; the node's part is checked per call)."""
+    from whereabouts.kube.names import require_object_name
+    from whereabouts.model import PoolKey
+
+    for rng in ranges:
+        key, value = ("network_name", network_name) if network_name else ("range", rng.cidr)
+        require_object_name(PoolKey(network_name, rng.cidr).name, key, value)
+    longest_address = max(15 if rng.version == 4 else 39 for rng in ranges)
+    if network_name and len(network_name) + 1 + longest_address > 253:
+        raise InvalidConfig(
+            f"invalid network_name {network_name[:100]!r}...: too long, reservation names "
+            f"'<network_name>-<address>' would pass the 253 characters of a Kubernetes object name"
+        )
+    if sliced:
+        key, value = ("network_name", network_name) if network_name else ("name", netconf_name)
+        require_object_name(value, key, value)
 
 
 def _etcd(raw: Mapping[str, Any]) -> EtcdSettings | None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -33,6 +34,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from whereabouts.controller.context import Context, log_line
 from whereabouts.controller.metrics import Health, Registry, serve
@@ -101,27 +103,44 @@ def _write_atomically(path: Path, text: str, *, mode: int = 0o644, log: Callable
     except (OSError, UnicodeDecodeError):
         pass
     staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(staging, "w", encoding="utf-8") as handle:
-        handle.write(text)
+    with _create(staging, mode) as handle:
+        handle.write(text.encode())
         handle.flush()
         os.fsync(handle.fileno())
-    os.chmod(staging, mode)
     os.rename(staging, path)
     log(f"install-cni: wrote {path}")
     return True
 
 
+def _create(staging: Path, mode: int) -> BinaryIO:
+    """A new file that has `mode` from its first moment (O_EXCL: never one left by someone else, nor a link
+    to one): a rotated token is never readable by others, not even while it is being written."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(staging)  # left by a run of ours that died (a container's PID repeats)
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    os.fchmod(fd, mode)  # the umask may have taken bits away; the file is still empty
+    return os.fdopen(fd, "wb")
+
+
 def kubeconfig_text(*, server: str, ca: bytes, token: str, namespace: str) -> str:
-    """A kubeconfig in block YAML (what kubectl writes; the plugin parses it without PyYAML)."""
-    return (
-        "apiVersion: v1\nkind: Config\n"
-        f"clusters:\n- name: local\n  cluster:\n    server: {server}\n"
-        f"    certificate-authority-data: {base64.b64encode(ca).decode()}\n"
-        f"users:\n- name: whereabouts\n  user:\n    token: {token}\n"
-        "contexts:\n- name: whereabouts\n  context:\n    cluster: local\n    user: whereabouts\n"
-        f"    namespace: {namespace}\n"
-        "current-context: whereabouts\n"
-    )
+    """The kubeconfig as JSON (a kubeconfig may be JSON): the plugin reads it without importing PyYAML, and
+    whatever the token holds stays one JSON string."""
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "local",
+                "cluster": {"server": server, "certificate-authority-data": base64.b64encode(ca).decode()},
+            }
+        ],
+        "users": [{"name": "whereabouts", "user": {"token": token}}],
+        "contexts": [
+            {"name": "whereabouts", "context": {"cluster": "local", "user": "whereabouts", "namespace": namespace}}
+        ],
+        "current-context": "whereabouts",
+    }
+    return json.dumps(doc, indent=2) + "\n"
 
 
 class NodeFiles:

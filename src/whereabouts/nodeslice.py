@@ -23,6 +23,7 @@ from whereabouts.allocator import PoolRange
 from whereabouts.config import FLAT_FILE_PATHS
 from whereabouts.errors import AddressOutsideRanges, InvalidConfig, RangeExhausted, TryAgainLater
 from whereabouts.iptext import format_address, parse_network
+from whereabouts.kube.names import is_object_name, require_object_name
 from whereabouts.model import PoolKey
 from whereabouts.ranges import IPRange, format_ip
 
@@ -70,6 +71,8 @@ def node_pool_ranges(
     slice: TryAgainLater if `required`, else the other ranges alone."""
     whole = tuple(PoolRange(PoolKey(cfg.network_name, rng.cidr), rng) for rng in cfg.ranges)
     node = node_name(cfg, node)
+    if not _usable(node, node, required=required):
+        return whole[1:]
     cidr, problem = _slice_of(cfg, store, node)
     if problem:
         if required:
@@ -77,7 +80,10 @@ def node_pool_ranges(
         return whole[1:]
     version, network, prefix = parse_network(cidr)
     last = network | ((1 << ((32 if version == 4 else 128) - prefix)) - 1)
-    sliced = PoolRange(PoolKey(cfg.network_name, cidr, node), within_slice(cfg.ranges[0], network, last))
+    key = PoolKey(cfg.network_name, cidr, node)
+    if not _usable(key.name, node, required=required):  # `<network_name>-<node>-<slice>` may be too long
+        return whole[1:]
+    sliced = PoolRange(key, within_slice(cfg.ranges[0], network, last))
     if required and sliced.rng.first > sliced.rng.last:
         raise RangeExhausted(
             f"node {node}'s slice {cidr} of range {cfg.ranges[0].cidr} lies outside the range's window "
@@ -85,6 +91,14 @@ def node_pool_ranges(
         )
     _reject_outside(sliced, network, last, requested)
     return (sliced, *whole[1:])
+
+
+def _usable(name: str, node: str, *, required: bool) -> bool:
+    """Whether `name`, made from the node's name, is a Kubernetes object name. If not, an ADD fails with
+    code 7; a DEL or GC goes on without the slice (an ADD can never have used it)."""
+    if not is_object_name(name) and required:
+        require_object_name(name, "node name", node)
+    return is_object_name(name)
 
 
 def within_slice(rng: IPRange, lo: int, hi: int) -> IPRange:

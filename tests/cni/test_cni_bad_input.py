@@ -6,6 +6,7 @@ import json
 
 import pytest
 from cni_helpers import add, failed, held
+from datastores import KubernetesDatastore
 
 from support import netconf, run_cni
 
@@ -213,3 +214,34 @@ def test_local_data_dir_naming_a_file_is_code_7_not_retried_forever(tmp_path, be
     error = failed(run_cni("ADD", netconf(tmp_path, **GOOD, local_data_dir=str(data))), 7)
     assert "local_data_dir" in error["msg"] and str(data) in error["msg"]
     assert blocker.read_text() == "not a directory"
+
+
+# network_name values no Kubernetes object may be named after (`<network_name>-<cidr>` and so on)
+HOSTILE_NETWORK_NAMES = {
+    "crlf-smuggled-delete": "x HTTP/1.1\r\nHost: h\r\n\r\nDELETE /apis/whereabouts.cni.cncf.io/v1alpha1/x HTTP/1.1",
+    "dot-dot-slash": "../../../../api/v1/namespaces/kube-system/secrets",
+    "uppercase": "Blue",
+    "underscore": "blue_net",
+    "ends-with-dot": "blue.",
+    "nul": "blue\x00",
+    "too-long-for-reservations": "n" * 240,  # `<network_name>-<address>` passes 253 characters
+    "too-long-for-pools": "n" * 250,
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE_NETWORK_NAMES.values(), ids=HOSTILE_NETWORK_NAMES.keys())
+def test_a_network_name_that_makes_no_kubernetes_name(tmp_path, backend, name):
+    """Refused (code 7, before any request) by the kubernetes datastore; elsewhere a name is plain data
+    (an SQL parameter, an escaped etcd key segment) and works."""
+    conf = netconf(tmp_path, **GOOD, network_name=name)
+    if isinstance(backend, KubernetesDatastore):
+        before = len(backend.server.audited())
+        error = failed(run_cni("ADD", conf), 7)
+        assert error["msg"].startswith("invalid network_name"), error
+        assert len(backend.server.audited()) == before  # not one request made
+        assert_nothing_allocated(tmp_path)
+    else:
+        assert add(conf, "a") == ["10.0.0.1/24"]
+        assert held(tmp_path) == [("10.0.0.1", "a", "eth0")]
+        assert run_cni("DEL", conf, container_id="a").returncode == 0
+        assert_nothing_allocated(tmp_path)

@@ -247,7 +247,8 @@ def test_install_cni_puts_the_plugin_and_its_files_on_the_host(installed: RealNo
     )
     assert (files / "nodename").read_text().strip() == node.node_name
     assert (files / "whereabouts.kubeconfig").stat().st_mode & 0o777 == 0o600
-    assert f"server: https://127.0.0.1:{node.port}" in (files / "whereabouts.kubeconfig").read_text()
+    kubeconfig = json.loads((files / "whereabouts.kubeconfig").read_text())  # JSON: read without PyYAML
+    assert kubeconfig["clusters"][0]["cluster"]["server"] == f"https://127.0.0.1:{node.port}"
     # the installed plugin runs on the host with nothing from the host's Python
     out = subprocess.run([str(bundle / "bin/python3.11"), "-IS", "-c", "import sys, ssl; print(sys.prefix)"],
                          capture_output=True, text=True, check=True, env={})  # fmt: skip

@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from raw_http import RawHTTPServer
 from whereabouts.store import http
 from whereabouts.store.http import Endpoint, HTTPConnection
 
@@ -85,3 +86,63 @@ def test_a_failed_connection_is_never_kept(server: CountingServer, kept: None) -
     conn.request("GET", "/")
     conn.close()  # a call that hit an error closes, it does not release
     assert not any(http._idle.values())
+
+
+@pytest.fixture
+def raw() -> Iterator[RawHTTPServer]:
+    srv = RawHTTPServer()
+    yield srv
+    srv.close()
+
+
+# (method, path, headers): each could end the request line or a header early, or split the path
+UNSAFE = {
+    "path-crlf-second-request": ("GET", "/a HTTP/1.1\r\nHost: x\r\n\r\nDELETE /b", {}),
+    "path-lf": ("GET", "/a\nDELETE /b HTTP/1.1", {}),
+    "path-cr": ("GET", "/a\rb", {}),
+    "path-nul": ("GET", "/a\x00b", {}),
+    "path-del-char": ("GET", "/a\x7fb", {}),
+    "path-space": ("GET", "/a b", {}),
+    "path-tab": ("GET", "/a\tb", {}),
+    "path-non-ascii": ("GET", "/b\u00e4", {}),
+    "path-not-absolute": ("GET", "http://elsewhere/", {}),
+    "method-crlf": ("GET /x HTTP/1.1\r\n\r\nDELETE", "/", {}),
+    "method-space": ("GET /", "/", {}),
+    "header-name-crlf": ("GET", "/", {"X-A\r\nX-B": "v"}),
+    "header-name-colon": ("GET", "/", {"X-A: y\r\nX-B": "v"}),
+    "header-name-space": ("GET", "/", {"X A": "v"}),
+    "header-value-crlf": ("GET", "/", {"Authorization": "Bearer secret\r\nX-Evil: 1"}),
+    "header-value-lf": ("GET", "/", {"Authorization": "Bearer secret\nGET /b HTTP/1.1"}),
+    "header-value-nul": ("GET", "/", {"Authorization": "Bearer secret\x00"}),
+    "header-value-control": ("GET", "/", {"Authorization": "Bearer secret\x1b"}),
+}
+
+
+@pytest.mark.parametrize(("method", "path", "headers"), UNSAFE.values(), ids=UNSAFE.keys())
+def test_unsafe_request_heads_are_refused_before_anything_is_sent(
+    raw: RawHTTPServer, method: str, path: str, headers: dict[str, str]
+) -> None:
+    conn = HTTPConnection(Endpoint("http", "127.0.0.1", raw.port))
+    with pytest.raises(ValueError) as refused:
+        conn.request(method, path, None, headers)
+    assert "secret" not in str(refused.value)  # a header value may be a credential: never quoted
+    if method == "GET":
+        with pytest.raises(ValueError):
+            list(conn.stream(path, headers))
+    conn.close()
+    raw.wait_idle()
+    assert raw.connections == 0 and raw.received == b""  # refused before connecting
+
+
+def test_an_unsafe_host_is_refused() -> None:
+    with pytest.raises(ValueError):
+        HTTPConnection(Endpoint("http", "127.0.0.1\r\nX-Evil: 1", 80))
+
+
+def test_safe_requests_go_out_as_one_request_line_each(raw: RawHTTPServer) -> None:
+    conn = HTTPConnection(Endpoint("http", "127.0.0.1", raw.port))
+    assert conn.request("GET", "/a/b%0D%0A?x=1", None, {"Authorization": "Bearer abc.DEF-_~+/="}).status == 404
+    assert conn.request("POST", "/c", {"k": "v\r\n"}).status == 404  # a body may hold anything: it is JSON
+    conn.close()
+    raw.wait_idle()
+    assert raw.requests == ["GET /a/b%0D%0A?x=1 HTTP/1.1", "POST /c HTTP/1.1"]

@@ -16,6 +16,7 @@ from typing import Any
 
 from whereabouts.controller.slicing import Geometry, geometry
 from whereabouts.errors import InvalidConfig
+from whereabouts.kube.names import require_object_name
 from whereabouts.ranges import parse_range
 
 NAD_GROUP = "k8s.cni.cncf.io"
@@ -89,6 +90,7 @@ def _sliced(nad: dict[str, Any], network_names: set[str]) -> SlicedNetwork | Non
     name = network_name or netconf_name
     if not isinstance(size, str) or not name:
         raise InvalidConfig(f"invalid node_slice_size {size!r} (network {name!r}): expected '/N' and a network name")
+    require_object_name(name, "network_name" if network_name else "name", name)  # it names the NodeSlicePool
     cidr = _first_range(ipam).cidr
     try:
         geo = geometry(cidr, size)

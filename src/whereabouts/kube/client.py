@@ -10,7 +10,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from whereabouts.errors import TryAgainLater
+from whereabouts.errors import InvalidConfig, TryAgainLater
 from whereabouts.kube.credentials import Credentials
 from whereabouts.record import record
 from whereabouts.store.http import HTTPConnection, Response
@@ -58,11 +58,12 @@ class KubeClient:
         self, plural: str, name: str = "", *, group: str = "", version: str = "v1", namespace: str = ""
     ) -> str:
         """Any resource: `group` "" is the core API; `namespace` "" is cluster-scoped (or, for a list of a
-        namespaced resource, every namespace)."""
-        api = f"/apis/{group}/{version}" if group else f"/api/{version}"
-        scope = f"/namespaces/{namespace}" if namespace else ""
-        base = f"{self.credentials.base_path}{api}{scope}/{plural}"
-        return f"{base}/{name}" if name else base
+        namespaced resource, every namespace). Every segment is percent-encoded: a name can never end the
+        request line or climb to another API path."""
+        api = f"/apis/{_segment(group)}/{_segment(version)}" if group else f"/api/{_segment(version)}"
+        scope = f"/namespaces/{_segment(namespace)}" if namespace else ""
+        base = f"{self.credentials.base_path}{api}{scope}/{_segment(plural)}"
+        return f"{base}/{_segment(name)}" if name else base
 
     def list_with_version(self, path: str, **params: str) -> tuple[list[dict[str, Any]], str]:
         """The items and the list's resourceVersion (where a watch resumes from)."""
@@ -164,6 +165,17 @@ def _query(params: dict[str, str]) -> str:
     return "?" + "&".join(pairs) if pairs else ""
 
 
+def _segment(text: str) -> str:
+    """One path segment, percent-encoded. What the API server takes for no name at all (its path segment
+    rule: not '.' or '..', no '/' or '%', which it would decode back into path syntax) is never sent."""
+    if text in (".", "..") or "/" in text or "%" in text:
+        raise InvalidConfig(f"invalid Kubernetes object name {text[:300]!r}: cannot be a path segment")
+    return _quote(text)
+
+
+_UNRESERVED = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.~")
+
+
 def _quote(text: str) -> str:
-    safe = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.~"
-    return "".join(c if c in safe else f"%{ord(c):02X}" for c in text)
+    """RFC 3986 percent-encoding of the UTF-8 bytes: only unreserved characters stay as they are."""
+    return "".join(chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in text.encode())

@@ -3,11 +3,16 @@
 `http.client` would drag the `email` package into every CNI call; this needs `socket`, `json` and, for
 https only, `ssl`. One connection is kept open for the whole call (a CNI call makes a handful of requests).
 Network failures surface as OSError / ValueError: each store maps them to TryAgainLater in one place.
+
+Nothing a caller passes reaches the wire unchecked: a method, path, header name or value that could end the
+request line or a header early (CR, LF, NUL, any control character; a space in the path) raises ValueError
+before a byte is sent, so no string from a config can smuggle a second request onto the connection.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import socket
 
 from whereabouts.record import record
@@ -41,17 +46,27 @@ def parse_endpoint(text: str, *, tls: bool, default_port: int = 2379) -> Endpoin
         port_text = rest.lstrip(":") or str(default_port)
     else:
         host, _, port_text = text.rpartition(":") if ":" in text else (text, "", str(default_port))
-    if scheme not in ("http", "https") or not host or not port_text.isdigit():
+    if scheme not in ("http", "https") or not _is_host(host) or not port_text.isdigit():
         raise ValueError(text)
     return Endpoint(scheme, host, int(port_text))
 
 
+def _is_host(host: str) -> bool:
+    return bool(host) and host.isascii() and host.isprintable() and not any(c in host for c in " /@")
+
+
 @record(frozen=True)
 class TLSSettings:
+    """What a TLS connection trusts and presents. Inline certificates and keys are kept as their PEM bytes,
+    never copied to files: settings read twice from one kubeconfig are equal, so the node daemon's kept
+    connections are found again by them."""
+
     ca_file: str = ""
     ca_data: str = ""  # PEM text
     cert_file: str = ""
     key_file: str = ""
+    cert_data: bytes = b""  # PEM, used instead of cert_file
+    key_data: bytes = b""  # PEM, used instead of key_file
     verify: bool = True
 
 
@@ -82,6 +97,8 @@ class HTTPConnection:
     def __init__(
         self, endpoint: Endpoint, *, tls: TLSSettings | None = None, timeout: float = 10.0, connect_timeout: float = 2.0
     ) -> None:
+        if not _is_host(endpoint.host):
+            raise ValueError(f"unsafe host {endpoint.host!r}")
         self.endpoint = endpoint
         self.tls = tls or TLSSettings()
         self.timeout = timeout  # per read: a busy server may take a while to answer a write
@@ -92,6 +109,7 @@ class HTTPConnection:
 
     def request(self, method: str, path: str, body: object = None, headers: dict[str, str] | None = None) -> Response:
         """Send one request; on a stale keep-alive connection, reconnect and send it once more."""
+        _check_head(method, path, headers or {})
         payload = b"" if body is None else json.dumps(body).encode()
         if self._sock is None:
             self._take_idle()
@@ -114,6 +132,7 @@ class HTTPConnection:
         """GET `path` and yield its body line by line as it arrives (a Kubernetes watch: one JSON event per
         line). `last_status` holds the answer's status once the first line is out; an answer that is not
         chunked (an error) comes whole, as one item. The connection is closed at the end."""
+        _check_head("GET", path, headers or {})
         self.close()
         self._connect()
         self._send_head("GET", path, b"", headers or {})
@@ -154,8 +173,8 @@ class HTTPConnection:
         if not self.tls.verify:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-        if self.tls.cert_file:
-            context.load_cert_chain(self.tls.cert_file, self.tls.key_file or None)
+        if self.tls.cert_file or self.tls.cert_data:
+            _load_client_certificate(context, self.tls)
         return context.wrap_socket(sock, server_hostname=self.endpoint.host)
 
     def _read_head(self) -> tuple[int, int, bool, bool]:
@@ -219,3 +238,47 @@ class HTTPConnection:
         if self._sock is not None:
             self._sock.close()
         self._sock, self._reader = None, None
+
+
+def _check_head(method: str, path: str, headers: dict[str, str]) -> None:
+    """Refuse a request whose method, path or headers could end its request line or a header early."""
+    if not (method.isascii() and method.isalpha()):
+        raise ValueError(f"unsafe HTTP method {method!r}")
+    if not (path.startswith("/") and path.isascii() and path.isprintable()) or " " in path:
+        raise ValueError(f"unsafe HTTP request path {path!r}")
+    for name, value in headers.items():
+        if not (name.isascii() and name.isprintable()) or not name or any(c in name for c in " :"):
+            raise ValueError(f"unsafe HTTP header name {name!r}")
+        if not (value.isascii() and value.isprintable()):
+            raise ValueError(f"unsafe value of HTTP header {name}")  # a credential, maybe: never quoted
+
+
+def _load_client_certificate(context: Any, tls: TLSSettings) -> None:
+    """ssl loads a client certificate and key only from paths: inline ones are handed over as anonymous
+    memory files (/proc/self/fd/N of a memfd), which exist for this process alone and vanish when closed,
+    so no key material is ever written to disk."""
+    fds = []
+    try:
+        cert, key = tls.cert_file, tls.key_file
+        if tls.cert_data:
+            fds.append(_memory_file(tls.cert_data))
+            cert = f"/proc/self/fd/{fds[-1]}"
+        if tls.key_data:
+            fds.append(_memory_file(tls.key_data))
+            key = f"/proc/self/fd/{fds[-1]}"
+        context.load_cert_chain(cert, key or None)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _memory_file(data: bytes) -> int:
+    fd = os.memfd_create("whereabouts-tls", os.MFD_CLOEXEC)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError:
+        os.close(fd)
+        raise
+    return fd

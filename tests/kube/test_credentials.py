@@ -1,0 +1,302 @@
+"""Kubeconfigs and the service account: a kubeconfig is any file a network config names, so nothing in it
+may reach a header unchecked or an error message at all; TLS verification goes off only for a real true;
+inline client keys never touch the disk, and the node daemon keeps one connection per server and key."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import ssl
+import tempfile
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from etcd_server import TLSMaterial, make_tls
+from support import netconf, run_cni
+from whereabouts.errors import InvalidConfig
+from whereabouts.kube import credentials
+from whereabouts.kube.client import KubeClient
+from whereabouts.kube.credentials import load_credentials
+from whereabouts.store import http
+
+SECRET = "s3cr3t-hunter2"  # what must never show up in an error
+
+
+def kubeconfig(path: Path, *, cluster: dict[str, Any] | None = None, user: dict[str, Any] | None = None) -> Path:
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:6443", **(cluster or {})}}],
+        "users": [{"name": "u", "user": user or {}}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u", "namespace": "ns"}}],
+        "current-context": "x",
+    }
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def refused(path: Path) -> str:
+    """The message of the code 7 error loading `path` gives."""
+    with pytest.raises(InvalidConfig) as error:
+        load_credentials(str(path))
+    assert error.value.code == 7
+    return error.value.msg
+
+
+# --- tokens: what goes into the Authorization header -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "token",
+    [f"{SECRET}\r\nX-Evil: 1", f"{SECRET}\nGET /", f"{SECRET} x", f"{SECRET}\tx", f"{SECRET}\x00", f"{SECRET}\u00e4"],
+    ids=["crlf", "lf", "space", "tab", "nul", "non-ascii"],
+)
+def test_an_inline_token_with_whitespace_or_control_characters_is_refused(tmp_path: Path, token: str) -> None:
+    path = kubeconfig(tmp_path / "k", user={"token": token})
+    message = refused(path)
+    assert str(path) in message and "users[].user.token" in message and SECRET not in message
+
+
+def test_a_token_file_that_is_no_token_file_is_refused_unquoted(tmp_path: Path) -> None:
+    shadow = tmp_path / "shadow"  # a network config may name any file root can read
+    shadow.write_text(f"root:$6${SECRET}:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n")
+    path = kubeconfig(tmp_path / "k", user={"tokenFile": str(shadow)})
+    message = refused(path)
+    assert str(path) in message and "tokenFile" in message
+    assert SECRET not in message and "19000" not in message and "daemon" not in message
+
+
+def test_a_token_file_is_read_as_client_go_does(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("  abc.DEF-_~+/=\n")  # whitespace around is trimmed
+    path = kubeconfig(tmp_path / "k", user={"tokenFile": "token"})  # relative to the kubeconfig
+    assert load_credentials(str(path)).token == "abc.DEF-_~+/="
+    missing = kubeconfig(tmp_path / "m", user={"tokenFile": str(tmp_path / "absent")})
+    assert "cannot be read" in refused(missing)
+    (tmp_path / "binary").write_bytes(b"\xff\xfe" + SECRET.encode())
+    assert SECRET not in refused(kubeconfig(tmp_path / "b", user={"tokenFile": str(tmp_path / "binary")}))
+
+
+def test_an_in_cluster_token_with_whitespace_inside_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "token").write_text(f"{SECRET}\nsecond line\n")
+    (tmp_path / "namespace").write_text("kube-system\n")
+    monkeypatch.setattr(credentials, "SERVICE_ACCOUNT_DIR", str(tmp_path))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    with pytest.raises(InvalidConfig) as error:
+        load_credentials("")
+    assert str(tmp_path / "token") in error.value.msg and SECRET not in error.value.msg
+    (tmp_path / "token").write_text(f"{SECRET}\n")
+    assert load_credentials("").token == SECRET
+
+
+# --- errors never quote the file ---------------------------------------------------------------------
+
+UNQUOTED = {
+    "yaml-syntax": f"users:\n- name: u\n  user:\n    token: {SECRET}\n   bad: [indent\n",
+    "yaml-unclosed-flow": f"password: [{SECRET}\n",
+    "yaml-tab": f"a:\n\t{SECRET}: 1\n",
+    "json-syntax": f'{{"token": "{SECRET}", bad}}',
+    "not-a-mapping": f"- {SECRET}\n",
+    "current-context-unknown": f"current-context: {SECRET}\ncontexts: []\n",
+    "cluster-unknown": f"current-context: x\ncontexts: [{{name: x, context: {{cluster: {SECRET}}}}}]\n",
+    "server-not-a-url": (
+        f"current-context: x\ncontexts: [{{name: x, context: {{cluster: c}}}}]\n"
+        f"clusters: [{{name: c, cluster: {{server: 'https://{SECRET} x:1'}}}}]\n"
+    ),
+    "ca-data-not-base64": (
+        f"current-context: x\ncontexts: [{{name: x, context: {{cluster: c}}}}]\n"
+        f"clusters: [{{name: c, cluster: {{server: 'https://h:1', certificate-authority-data: '{SECRET}!'}}}}]\n"
+    ),
+    "namespace-not-a-label": (
+        f"current-context: x\ncontexts: [{{name: x, context: {{cluster: c, namespace: '{SECRET}/..'}}}}]\n"
+        "clusters: [{name: c, cluster: {server: 'https://h:1'}}]\n"
+    ),
+    "not-utf8": "\udcff" + SECRET,
+}
+
+
+@pytest.mark.parametrize("text", UNQUOTED.values(), ids=UNQUOTED.keys())
+def test_errors_never_quote_the_credentials_file(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "k"
+    path.write_bytes(text.encode("utf-8", "surrogateescape"))
+    message = refused(path)
+    assert str(path) in message and SECRET not in message
+
+
+def test_a_syntax_error_gives_its_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "k"
+    path.write_text(UNQUOTED["yaml-unclosed-flow"])
+    assert "line 2 column 1" in refused(path)
+    path.write_text(UNQUOTED["json-syntax"])
+    assert "line 1 column" in refused(path)
+
+
+# --- insecure-skip-tls-verify, as client-go reads it -------------------------------------------------
+
+VERIFY, SKIP, REFUSED = "verify", "skip", "refused"
+# client-go (1.20) turns a YAML kubeconfig into JSON with sigs.k8s.io/yaml over go-yaml v2, which resolves
+# the YAML 1.1 booleans (y/Y/yes/Yes/YES/true/True/TRUE/on/On/ON and their false twins), then decodes that
+# JSON into the field, a Go bool: a string or a number there fails to decode, and client-go refuses the
+# whole kubeconfig. So do we (code 7): verification is never turned off by anything but a real true.
+SPELLINGS = [
+    ("true", SKIP),  # YAML boolean
+    ("True", SKIP),  # YAML boolean
+    ("TRUE", SKIP),  # YAML boolean
+    ("yes", SKIP),  # YAML 1.1 boolean: go-yaml v2 resolves it
+    ("on", SKIP),  # YAML 1.1 boolean: go-yaml v2 resolves it
+    ("y", SKIP),  # go-yaml v2 resolves y/Y too (PyYAML alone would not)
+    ("false", VERIFY),  # YAML boolean
+    ("no", VERIFY),  # YAML 1.1 false, not the truthy string "no"
+    ("off", VERIFY),  # YAML 1.1 false
+    ("n", VERIFY),  # go-yaml v2's false
+    ("~", VERIFY),  # null: the zero value of a Go bool
+    ("absent", VERIFY),  # not set: the zero value
+    ('"true"', REFUSED),  # a quoted string: JSON string into a Go bool, client-go cannot load it
+    ('"yes"', REFUSED),  # a quoted string likewise
+    ("'no'", REFUSED),  # likewise, and truthy as a Python string
+    ("1", REFUSED),  # an integer: JSON number into a Go bool, client-go cannot load it
+    ("maybe", REFUSED),  # a plain string
+]
+
+
+@pytest.mark.parametrize(("spelling", "outcome"), SPELLINGS, ids=[s for s, _ in SPELLINGS])
+def test_insecure_skip_tls_verify_spellings(tmp_path: Path, spelling: str, outcome: str) -> None:
+    line = "" if spelling == "absent" else f"    insecure-skip-tls-verify: {spelling}\n"
+    path = tmp_path / "k"
+    path.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: x\n"
+        f"clusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:6443\n{line}"
+        "contexts:\n- name: x\n  context:\n    cluster: c\n"
+    )
+    if outcome == REFUSED:
+        assert "insecure-skip-tls-verify" in refused(path)
+    else:
+        assert load_credentials(str(path)).tls.verify == (outcome == VERIFY)
+
+
+@pytest.mark.parametrize(("value", "verify"), [(True, False), (False, True), ("true", None)], ids=str)
+def test_insecure_skip_tls_verify_in_json(tmp_path: Path, value: object, verify: bool | None) -> None:
+    path = kubeconfig(tmp_path / "k", cluster={"insecure-skip-tls-verify": value})
+    if verify is None:
+        assert "insecure-skip-tls-verify" in refused(path)
+    else:
+        assert load_credentials(str(path)).tls.verify is verify
+
+
+# --- inline client certificates: no key on disk, one kept connection ---------------------------------
+
+
+class ClientCertServer(ThreadingHTTPServer):
+    """HTTPS on loopback that insists on a client certificate signed by the test CA; answers with its CN."""
+
+    daemon_threads = True
+    accepted = 0
+
+    def get_request(self) -> tuple[Any, Any]:
+        request = super().get_request()
+        self.accepted += 1
+        return request
+
+
+class CertHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    status = 200
+
+    def do_GET(self) -> None:
+        subject = dict(item[0] for item in self.connection.getpeercert()["subject"])
+        body = json.dumps({"cn": subject["commonName"]}).encode()
+        self.send_response(self.server.status)  # type: ignore[attr-defined]
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> TLSMaterial:
+    return make_tls(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def cert_server(pki: TLSMaterial) -> Iterator[ClientCertServer]:
+    srv = ClientCertServer(("127.0.0.1", 0), CertHandler)
+    srv.status = 200  # type: ignore[attr-defined]
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    context.load_verify_locations(pki.ca)
+    context.verify_mode = ssl.CERT_REQUIRED
+    srv.socket = context.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def inline_cert_kubeconfig(path: Path, srv: ClientCertServer, pki: TLSMaterial) -> Path:
+    def b64(file: Path) -> str:
+        return base64.b64encode(file.read_bytes()).decode()
+
+    user = {"client-certificate-data": b64(pki.client_cert), "client-key-data": b64(pki.client_key)}
+    cluster = {"server": f"https://127.0.0.1:{srv.server_address[1]}", "certificate-authority-data": b64(pki.ca)}
+    return kubeconfig(path, cluster=cluster, user=user)
+
+
+@pytest.fixture
+def temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty temp dir of the test's own, for this process and the plugin it runs."""
+    directory = tmp_path / "tmp"
+    directory.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(directory))
+    monkeypatch.setenv("TMPDIR", str(directory))
+    return directory
+
+
+def one_call(path: Path) -> dict[str, Any]:
+    client = KubeClient(load_credentials(str(path)))
+    reply = client.get(client.path("ippools", "a"))
+    client.close()
+    assert reply is not None
+    return reply
+
+
+def test_inline_client_keys_leave_no_files(
+    cert_server: ClientCertServer, pki: TLSMaterial, tmp_path: Path, temp_dir: Path
+) -> None:
+    path = inline_cert_kubeconfig(tmp_path / "k", cert_server, pki)
+    for _ in range(5):
+        assert one_call(path) == {"cn": "client"}  # the inline certificate was presented
+    assert os.listdir(temp_dir) == []
+
+
+def test_the_node_daemon_keeps_one_connection_for_one_kubeconfig(
+    cert_server: ClientCertServer, pki: TLSMaterial, tmp_path: Path
+) -> None:
+    path = inline_cert_kubeconfig(tmp_path / "k", cert_server, pki)
+    http.keep_connections()
+    try:
+        for _ in range(5):
+            assert one_call(path) == {"cn": "client"}  # each call loads the kubeconfig afresh
+        assert cert_server.accepted == 1
+        assert sum(len(kept) for kept in http._idle.values()) == 1
+    finally:
+        http._idle = None  # back to a CNI process's behaviour
+
+
+def test_plugin_calls_with_an_inline_client_key_leave_no_files(
+    cert_server: ClientCertServer, pki: TLSMaterial, tmp_path: Path, temp_dir: Path
+) -> None:
+    cert_server.status = 503  # type: ignore[attr-defined]  # the call fails after the handshake: code 11
+    path = inline_cert_kubeconfig(tmp_path / "k", cert_server, pki)
+    for n in range(3):
+        result = run_cni("ADD", netconf(tmp_path, range="10.91.0.0/24", kubernetes={"kubeconfig": str(path)}))
+        assert result.json["code"] == 11 and "503" in result.json["msg"], result.stdout
+        assert cert_server.accepted == n + 1
+    assert os.listdir(temp_dir) == []

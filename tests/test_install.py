@@ -1,0 +1,88 @@
+"""install-cni's node files: written whole and with their final mode from their first moment, and a
+kubeconfig the plugin reads without PyYAML."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from whereabouts import install
+from whereabouts.install import NodeFiles, kubeconfig_text
+
+
+@pytest.fixture
+def umask() -> Iterator[None]:
+    previous = os.umask(0o022)  # the usual one: a file opened plainly would be readable by all
+    yield
+    os.umask(previous)
+
+
+@pytest.fixture
+def account(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    directory = tmp_path / "serviceaccount"
+    directory.mkdir()
+    (directory / "token").write_text("first-token\n")
+    (directory / "ca.crt").write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    (directory / "namespace").write_text("kube-system\n")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.233.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    return directory
+
+
+def node_files(tmp_path: Path, account: Path) -> NodeFiles:
+    return NodeFiles(tmp_path / "net.d", account_dir=account, namespace="", node="node-1", cron="30 4 * * *")
+
+
+def test_the_kubeconfig_is_never_readable_by_others_while_written(
+    tmp_path: Path, account: Path, umask: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[str, int]] = []
+    fsync = os.fsync
+
+    def watching_fsync(fd: int) -> None:  # the staging file is complete here, not yet renamed
+        seen.append((os.readlink(f"/proc/self/fd/{fd}"), os.fstat(fd).st_mode & 0o777))
+        fsync(fd)
+
+    monkeypatch.setattr(install.os, "fsync", watching_fsync)
+    files = node_files(tmp_path, account)
+    files.write_all()
+    (account / "token").write_text("rotated-token\n")
+    assert files.refresh_kubeconfig()
+    staged = [mode for name, mode in seen if Path(name).name.startswith(".whereabouts.kubeconfig.")]
+    assert staged == [0o600, 0o600]  # the first write and the rotation
+    assert files.kubeconfig.stat().st_mode & 0o777 == 0o600
+    assert (files.dir / "nodename").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_link_planted_at_the_staging_path_is_not_written_through(tmp_path: Path, account: Path, umask: None) -> None:
+    files = node_files(tmp_path, account)
+    files.dir.mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("untouched")
+    (files.dir / f".whereabouts.kubeconfig.{os.getpid()}.tmp").symlink_to(elsewhere)
+    files.write_all()
+    assert elsewhere.read_text() == "untouched"
+    assert "first-token" in files.kubeconfig.read_text() and not files.kubeconfig.is_symlink()
+
+
+def test_the_plugin_reads_the_kubeconfig_without_yaml(tmp_path: Path, account: Path) -> None:
+    files = node_files(tmp_path, account)
+    files.write_all()
+    probe = (
+        "import sys\nfrom whereabouts.kube.credentials import load_credentials\n"
+        f"c = load_credentials({str(files.kubeconfig)!r})\n"
+        "print(c.endpoint.url, c.namespace, c.token, 'yaml' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["https://10.233.0.1:443", "kube-system", "first-token", "False"]
+
+
+def test_the_kubeconfig_keeps_any_token_text_as_one_string() -> None:
+    text = kubeconfig_text(server="https://h:443", ca=b"ca", token="a: b # c", namespace="ns")
+    assert json.loads(text)["users"][0]["user"]["token"] == "a: b # c"
