@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 
@@ -112,6 +113,21 @@ def test_unreachable_etcd_is_code_11_within_seconds(command: str, tmp_path: Path
     assert time.monotonic() - started < 10
     assert result.returncode == 1 and result.json["code"] == 11, result.stdout
     assert "etcd unreachable" in result.json["msg"] and "127.0.0.2" in result.json["msg"]
+
+
+@pytest.mark.slow
+def test_endpoints_that_accept_and_never_answer_are_bounded_by_the_calls_deadline(tmp_path: Path) -> None:
+    """Six endpoints that accept and never answer would take six read timeouts (60 s) one after another:
+    the call's 45 s deadline ends it first, with code 11."""
+    silent = [socket.create_server(("127.0.0.1", 0), backlog=16) for _ in range(6)]
+    hosts = ",".join(f"127.0.0.1:{server.getsockname()[1]}" for server in silent)
+    started = time.monotonic()
+    result = run_cni("ADD", netconf(tmp_path, range="10.70.0.0/24", etcd_host=hosts))
+    elapsed = time.monotonic() - started
+    for server in silent:
+        server.close()
+    assert result.json["code"] == 11 and "deadline" in result.json["msg"], result.stdout
+    assert 44 < elapsed < 50
 
 
 def test_status_reports_unreachable_etcd(tmp_path: Path) -> None:

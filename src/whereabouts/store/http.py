@@ -15,6 +15,7 @@ import json
 import os
 import socket
 
+from whereabouts import deadline
 from whereabouts.record import record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
@@ -125,6 +126,8 @@ class HTTPConnection:
     def _exchange(self, method: str, path: str, payload: bytes, headers: dict[str, str]) -> Response:
         if self._sock is None:
             self._connect()
+        else:
+            self._sock.settimeout(deadline.remaining(self.timeout))
         self._send_head(method, path, payload, headers)
         return self._read_response()
 
@@ -159,8 +162,9 @@ class HTTPConnection:
         self._sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + payload)
 
     def _connect(self) -> None:
-        sock = socket.create_connection((self.endpoint.host, self.endpoint.port), timeout=self.connect_timeout)
-        sock.settimeout(self.timeout)
+        address = (self.endpoint.host, self.endpoint.port)
+        sock = socket.create_connection(address, timeout=deadline.remaining(self.connect_timeout))
+        sock.settimeout(deadline.remaining(self.timeout))  # no wait outlives the CNI call's deadline
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.endpoint.scheme == "https":
             sock = self._wrap_tls(sock)
