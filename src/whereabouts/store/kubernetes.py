@@ -1,7 +1,10 @@
-"""The Kubernetes datastore: the Go plugin's custom resources, read and written in its exact format.
+"""The Kubernetes datastore: the Go plugin's custom resources, read and written in its format.
 
     IPPool <network_name->[<node>-]<cidr, ':' and '/' as '-'>
         spec.range: the CIDR; spec.allocations: {"<offset from the network address>": {id, podref, ifname}}
+        and, beyond the Go plugin's format, `netconf`: the network config name the address was allocated
+        under (GC goes by it). The Go plugin ignores it; where its CRD is installed the API server prunes it,
+        and an entry without it is never collected by GC.
     OverlappingRangeIPReservation <network_name->]<address, ':' as '-', a trailing '-' gets '0'>
         spec: {containerid, podref, ifname}; we also label it with a hash of the attachment, so that a DEL
         finds reservations a crashed call left behind (labels are invisible to the Go plugin).
@@ -78,7 +81,8 @@ def decode_pool(key: PoolKey, obj: dict[str, Any] | None) -> PoolState:
     _, base = _network_address(key.cidr)
     allocations = {}
     for offset, entry in (obj.get("spec", {}).get("allocations") or {}).items():
-        owner = Owner(entry.get("id", ""), entry.get("ifname", ""), _podref_in(entry.get("podref", "")))
+        podref = _podref_in(entry.get("podref", ""))
+        owner = Owner(entry.get("id", ""), entry.get("ifname", ""), podref, entry.get("netconf", ""))
         allocations[base + int(offset)] = owner
     return PoolState(key, obj["metadata"]["resourceVersion"], allocations)
 
@@ -117,7 +121,7 @@ class KubeTransaction:
             return True
         name = reservation_name(network, change.version, change.ip)
         try:
-            if current is not None and current == change.previous:  # a recreated pod takes it over
+            if current is not None and current.same_holder(change.previous):  # a recreated pod takes it over
                 self.store.replace_reservation(name, change.owner)
             else:
                 self.store.create_reservation(name, change.owner)
@@ -130,12 +134,12 @@ class KubeTransaction:
             return False
         self.store.pending.append(name)
         # ours now: a retry after a lost pool write resumes it rather than picking another address
-        self.store.known_reservations[(network, change.version, change.ip)] = change.owner
+        self.store.known_reservations[(network, change.version, change.ip)] = change.owner.named("")
         return True
 
     def _unreserve(self, change: Change) -> None:
         current = self.snapshot.reservations.get((change.key.network, change.version, change.ip))
-        if current is None or current == change.previous:
+        if current is None or current.same_holder(change.previous):
             self.store.delete_reservation(reservation_name(change.key.network, change.version, change.ip))
 
     def _write_pool(self, key: PoolKey, changes: list[Change]) -> None:
@@ -167,7 +171,10 @@ class KubeTransaction:
 
 
 def _entry(owner: Owner) -> dict[str, str]:
-    return {"id": owner.container_id, "podref": _podref_out(owner), "ifname": owner.ifname}
+    entry = {"id": owner.container_id, "podref": _podref_out(owner), "ifname": owner.ifname}
+    if owner.netconf:
+        entry["netconf"] = owner.netconf
+    return entry
 
 
 def _entry_patch(path: str, change: Change) -> list[dict[str, Any]]:
@@ -178,6 +185,8 @@ def _entry_patch(path: str, change: Change) -> list[dict[str, Any]]:
             {"op": "test", "path": f"{path}/id", "value": change.previous.container_id},
             {"op": "test", "path": f"{path}/ifname", "value": change.previous.ifname},
         ]
+        if change.previous.netconf:  # e.g. a GC frees only the entry of the network config it judged
+            guard.append({"op": "test", "path": f"{path}/netconf", "value": change.previous.netconf})
     if change.owner is None:
         return [*guard, {"op": "remove", "path": path}]
     return [*guard, {"op": "add", "path": path, "value": _entry(change.owner)}]
