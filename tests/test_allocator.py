@@ -8,7 +8,7 @@ import pytest
 
 from whereabouts.allocator import PoolRange, allocate, release, release_all_but
 from whereabouts.errors import AddressOutsideRanges, AddressTaken, RangeExhausted
-from whereabouts.model import Owner, PoolKey, PoolState, Snapshot
+from whereabouts.model import Change, Owner, PoolKey, PoolState, Snapshot
 from whereabouts.ranges import parse_range
 
 A = Owner("ctr-a", "eth0", "ns/a")
@@ -118,12 +118,49 @@ def test_exhausted_range_names_range_and_attachment() -> None:
         allocate(ranges=[pr], snapshot=snap, owner=A)
 
 
-def test_release_only_the_attachment_and_gc_keeps_valid() -> None:
+def test_release_only_the_attachment() -> None:
     pr = pool_range("10.0.0.0/24")
     snap = snapshot(pr, held={"10.0.0.1": A, "10.0.0.2": B})
     assert [c.ip for c in release(keys=[pr.key], snapshot=snap, owner=A, overlapping=True).changes] == [ip("10.0.0.1")]
-    gc = release_all_but(keys=[pr.key], snapshot=snap, keep={("ctr-b", "eth0")}, overlapping=True)
-    assert [(c.ip, c.previous) for c in gc.changes] == [(ip("10.0.0.1"), A)]
+
+
+GC_HELD = {
+    "10.0.0.1": Owner("a1", "eth0", "", "netA"),
+    "10.0.0.2": Owner("a2", "eth0", "", "netA"),
+    "10.0.0.3": Owner("b1", "eth0", "", "netB"),
+    "10.0.0.4": Owner("go", "eth0", "ns/go"),  # no name: the Go plugin's, or written before names were recorded
+}
+
+
+@pytest.mark.parametrize(
+    ("netconf", "keep", "released"),
+    [
+        ("netA", {("a1", "eth0")}, ["10.0.0.2"]),
+        ("netA", set(), ["10.0.0.1", "10.0.0.2"]),  # an empty list: none of netA's is valid
+        ("netB", {("a1", "eth0")}, ["10.0.0.3"]),
+        ("netC", set(), []),
+        ("", set(), []),  # a config without a name proves nothing its own
+    ],
+    ids=["netA-keeps-a1", "netA-empty-list", "netB", "other-name", "no-name"],
+)
+def test_gc_releases_only_its_network_configs_allocations_not_kept(
+    netconf: str, keep: set[tuple[str, str]], released: list[str]
+) -> None:
+    pr = pool_range("10.0.0.0/24")
+    snap = snapshot(pr, held=GC_HELD)
+    gc = release_all_but(keys=[pr.key], snapshot=snap, netconf=netconf, keep=keep, overlapping=True)
+    assert [(c.ip, c.previous) for c in gc.changes] == [(ip(text), GC_HELD[text]) for text in released]
+
+
+@pytest.mark.parametrize("recorded", ["", "netB"], ids=["unnamed", "other-name"])
+def test_idempotent_add_records_the_network_config_name(recorded: str) -> None:
+    pr = pool_range("10.0.0.0/24")
+    named = A.named("netA")
+    decision = allocate(ranges=[pr], snapshot=snapshot(pr, held={"10.0.0.5": A.named(recorded)}), owner=named)
+    assert held_addresses(decision) == ["10.0.0.5/24"]
+    assert decision.changes.changes == (Change(pr.key, 4, ip("10.0.0.5"), named, previous=A.named(recorded)),)
+    again = allocate(ranges=[pr], snapshot=snapshot(pr, held={"10.0.0.5": named}), owner=named)
+    assert held_addresses(again) == ["10.0.0.5/24"] and not again.changes
 
 
 def test_reservation_left_by_an_interrupted_call_is_resumed() -> None:

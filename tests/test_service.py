@@ -101,15 +101,31 @@ def test_delete_of_unknown_attachment_writes_nothing() -> None:
     assert store.commits == 0
 
 
-def test_gc_keeps_only_valid_attachments() -> None:
+def named_cfg(name: str):
+    return parse_ipam({"type": "whereabouts", "range": "10.0.0.0/29"}, name)
+
+
+def test_add_records_the_network_config_name_with_the_pool_entry_only() -> None:
+    store = MemoryStore()
+    (assigned,) = IPAMService(store).add(named_cfg("netA"), A)
+    (pool,) = store.pools.values()
+    assert pool.allocations == {int(ipaddress.ip_interface(assigned.address).ip): A.named("netA")}
+    assert list(store.reservations.values()) == [A]  # a reservation records no name
+
+
+def test_gc_keeps_valid_attachments_and_other_network_configs() -> None:
     store = MemoryStore()
     service = IPAMService(store)
     for n in range(4):
-        service.add(cfg(), Owner(f"ctr-{n}", "eth0"))
-    released = service.gc(cfg(), {("ctr-1", "eth0"), ("ctr-3", "eth0")})
+        service.add(named_cfg("netA"), Owner(f"ctr-{n}", "eth0"))
+    service.add(named_cfg("netB"), Owner("ctr-b", "eth0"))
+    service.add(cfg(), Owner("ctr-unnamed", "eth0"))  # a config without a name: its entry proves nothing
+    released = service.gc(named_cfg("netA"), {("ctr-1", "eth0"), ("ctr-3", "eth0")})
     assert released == 2
     (pool,) = store.pools.values()
-    assert sorted(o.container_id for o in pool.allocations.values()) == ["ctr-1", "ctr-3"]
+    assert sorted(o.container_id for o in pool.allocations.values()) == ["ctr-1", "ctr-3", "ctr-b", "ctr-unnamed"]
+    assert len(store.reservations) == 4  # the released addresses' reservations went with them
+    assert service.gc(cfg(), set()) == 0  # GC of a config without a name releases nothing
 
 
 def test_status_reports_exhaustion() -> None:

@@ -39,18 +39,19 @@ def allocate(
 ) -> Decision:
     """Decide which address each range gives `owner`.
 
-    Per range, in order: what the attachment already holds (idempotent ADD); else the address its pod
-    held under an older container (recreated pod keeps its IP); else an address the attachment reserved
-    network-wide without its pool entry (a call interrupted between its writes, on stores that write them
-    one at a time); else the requested addresses that fall in this range; else the lowest free address
-    (passing over `skip` free ones: see `lowest_free`). Raises the CNI error that ends the call otherwise.
+    Per range, in order: what the attachment already holds (idempotent ADD; an entry recorded under another
+    network config name, or none, is rewritten under `owner`'s, the config the runtime now says it is in);
+    else the address its pod held under an older container (recreated pod keeps its IP); else an address the
+    attachment reserved network-wide without its pool entry (a call interrupted between its writes, on stores
+    that write them one at a time); else the requested addresses that fall in this range; else the lowest free
+    address (passing over `skip` free ones: see `lowest_free`). Raises the CNI error that ends the call otherwise.
     """
     by_range = _assign_requests(ranges, requested, owner)
     planned: list[Change] = []
     held: list[tuple[PoolRange, tuple[int, ...]]] = []
     for pool_range in ranges:
         state = snapshot.pools[pool_range.key]
-        mine = sorted(ip for ip, who in state.allocations.items() if who.same_attachment(owner))
+        mine = _already_held(pool_range, state.allocations, owner, planned)
         if not mine:
             mine = _adopt_pod_address(pool_range, state.allocations, owner, planned)
         if not mine and not by_range[pool_range]:
@@ -79,14 +80,16 @@ def release(*, keys: Sequence[PoolKey], snapshot: Snapshot, owner: Owner, overla
 
 
 def release_all_but(
-    *, keys: Sequence[PoolKey], snapshot: Snapshot, keep: set[tuple[str, str]], overlapping: bool
+    *, keys: Sequence[PoolKey], snapshot: Snapshot, netconf: str, keep: set[tuple[str, str]], overlapping: bool
 ) -> ChangeSet:
-    """GC: release every allocation whose (container ID, ifname) is not in `keep`."""
+    """GC of network config `netconf`: release every allocation recorded under that name whose (container ID,
+    ifname) is not in `keep`. Other network configs' allocations, and those whose name is unknown, are not
+    this GC's to judge: `keep` lists only `netconf`'s attachments."""
     planned = [
         Change(key, _ip_version(key), ip, None, previous=who)
         for key in keys
         for ip, who in sorted(snapshot.pools[key].allocations.items())
-        if (who.container_id, who.ifname) not in keep
+        if netconf and who.netconf == netconf and (who.container_id, who.ifname) not in keep
     ]
     expected = tuple((key, snapshot.pools[key].version) for key in keys)
     return ChangeSet(tuple(planned), expected, overlapping)
@@ -115,6 +118,18 @@ def _assign_requests(
         if ip not in by_range[home]:
             by_range[home].append(ip)
     return by_range
+
+
+def _already_held(
+    pool_range: PoolRange, allocations: dict[int, Owner], owner: Owner, planned: list[Change]
+) -> list[int]:
+    """What the attachment holds in the pool; entries recorded under another network config name are
+    rewritten under `owner`'s (left as they were, a GC of that other config would free a live address)."""
+    mine = sorted(ip for ip, who in allocations.items() if who.same_attachment(owner))
+    for ip in mine:
+        if allocations[ip].netconf != owner.netconf:
+            planned.append(Change(pool_range.key, pool_range.rng.version, ip, owner, previous=allocations[ip]))
+    return mine
 
 
 def _adopt_pod_address(

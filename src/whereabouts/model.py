@@ -7,14 +7,33 @@ from whereabouts.record import field, record
 
 @record(frozen=True)
 class Owner:
-    """Who holds an address: one attachment (container + interface), and the pod behind it if known."""
+    """Who holds an address: one attachment (container + interface), the pod behind it if known, and the
+    network config `name` the address was allocated under.
+
+    `netconf` is what lets a CNI GC (which speaks for one network config) tell its own allocations from
+    those of other network configs sharing the range. It is recorded with pool entries only, never with
+    overlapping-range reservations; empty means unknown (written by the Go plugin, or by this plugin before
+    it recorded names), and such an entry is never collected by GC.
+    """
 
     container_id: str
     ifname: str
     podref: str = ""  # "<namespace>/<pod>", empty when the runtime did not say
+    netconf: str = ""
 
     def same_attachment(self, other: Owner) -> bool:
         return self.container_id == other.container_id and self.ifname == other.ifname
+
+    def same_holder(self, other: Owner | None) -> bool:
+        """The same attachment and pod, whatever network config name either records: how a reservation
+        (which records none) is matched with the pool entry it backs."""
+        return other is not None and self.same_attachment(other) and self.podref == other.podref
+
+    def named(self, netconf: str) -> Owner:
+        """This holder as recorded under network config `netconf` ("": as a reservation records it)."""
+        if netconf == self.netconf:
+            return self
+        return Owner(self.container_id, self.ifname, self.podref, netconf)
 
     def same_pod_interface(self, other: Owner) -> bool:
         return bool(self.podref) and self.podref == other.podref and self.ifname == other.ifname

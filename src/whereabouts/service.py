@@ -78,7 +78,9 @@ class IPAMService:
     ) -> list[list[Assigned] | WhereaboutsError]:
         """ADD for several attachments of one network at once (the node daemon's group commit): one read,
         one decision taking them in order, one commit. Each gets its addresses or its own error (an
-        exhausted range, a taken address); a failure of the store fails them all."""
+        exhausted range, a taken address); a failure of the store fails them all. Every address is recorded
+        under the network config's name (GC goes by it)."""
+        requests = [(owner.named(cfg.netconf_name), requested) for owner, requested in requests]
         ranges = self._ranges(cfg, requested=requests[0][1] if len(requests) == 1 else ())
         keys = _keys(ranges)
 
@@ -197,11 +199,16 @@ class IPAMService:
         }
 
     def gc(self, cfg: IPAMConfig, valid: set[tuple[str, str]]) -> int:
-        """Release every allocation in the configured pools whose attachment is not in `valid`."""
+        """Release every allocation in the configured pools made under this network config's name whose
+        attachment is not in `valid` (the runtime's list for this network config only). A config without
+        a name can prove no allocation its own: nothing is released."""
+        if not cfg.netconf_name:
+            return 0
         keys = _keys(self._ranges(cfg, required=False))
 
         def decide(txn: Transaction, attempt: int) -> tuple[ChangeSet, int]:
-            changes = release_all_but(keys=keys, snapshot=txn.snapshot, keep=valid, overlapping=cfg.overlapping)
+            changes = release_all_but(keys=keys, snapshot=txn.snapshot, netconf=cfg.netconf_name, keep=valid,
+                                      overlapping=cfg.overlapping)  # fmt: skip
             return changes, len(changes.changes)
 
         return self._run(keys, cfg.overlapping, decide)

@@ -47,7 +47,7 @@ def test_datastore_defaults_to_kubernetes_with_a_kubeconfig(
     pool = kube.objects(kube_namespace, "ippools")["10.80.0.0-24"]
     assert pool["spec"] == {
         "range": "10.80.0.0/24",
-        "allocations": {"1": {"id": "ctr-1", "podref": "ns/p1", "ifname": "eth0"}},
+        "allocations": {"1": {"id": "ctr-1", "podref": "ns/p1", "ifname": "eth0", "netconf": "testnet"}},
     }
     reservation = kube.objects(kube_namespace, "overlappingrangeipreservations")["10.80.0.1"]
     assert reservation["spec"] == {"containerid": "ctr-1", "podref": "ns/p1", "ifname": "eth0"}
@@ -77,12 +77,36 @@ def test_pools_written_by_the_go_plugin_are_honoured(
     assert run_cni("ADD", blue, container_id="py-3").addresses() == ["10.82.0.2/24"]
     pools = kube.objects(kube_namespace, "ippools")
     assert set(pools) == {"10.81.0.0-16", "caa5---64", "blue-10.82.0.0-24"}  # no second pool beside Go's
-    assert pools["10.81.0.0-16"]["spec"]["allocations"]["3"] == {"id": "py-1", "podref": "/", "ifname": "eth0"}
+    py = {"id": "py-1", "podref": "/", "ifname": "eth0", "netconf": "testnet"}
+    assert pools["10.81.0.0-16"]["spec"]["allocations"]["3"] == py
     assert pools["caa5---64"]["spec"]["allocations"]["2"]["id"] == "py-1"
-    # the Go plugin's DEL path reads these: every entry keyed by offset, with id / podref / ifname
+    # the Go plugin's DEL path reads these: every entry keyed by offset, with id / podref / ifname (and
+    # ours with the network config name, which the Go plugin ignores)
     for pool in pools.values():
         for offset, entry in pool["spec"]["allocations"].items():
-            assert offset.isdigit() and set(entry) == {"id", "podref", "ifname"}
+            assert offset.isdigit() and set(entry) - {"netconf"} == {"id", "podref", "ifname"}
+
+
+def test_gc_collects_only_its_network_configs_entries_never_the_go_plugins(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path
+) -> None:
+    go = {"1": {"id": "go-1", "podref": "ns/go-1", "ifname": "net1"}}
+    kube.request("POST", f"{GROUP_PATH}/{kube_namespace}/ippools",
+                 go_pool(kube_namespace, "10.86.0.0-24", "10.86.0.0/24", go))  # fmt: skip
+    kube.request("POST", f"{GROUP_PATH}/{kube_namespace}/overlappingrangeipreservations",
+                 go_reservation(kube_namespace, "10.86.0.1", "ns/go-1", "go-1"))  # fmt: skip
+    conf = kube_conf(tmp_path, plugin_kubeconfig, "1.1.0", range="10.86.0.0/24")
+    net_a, net_b = {**conf, "name": "netA"}, {**conf, "name": "netB"}
+    assert run_cni("ADD", net_a, container_id="py-a").addresses() == ["10.86.0.2/24"]
+    assert run_cni("ADD", net_b, container_id="py-b").addresses() == ["10.86.0.3/24"]
+    entries = kube.objects(kube_namespace, "ippools")["10.86.0.0-24"]["spec"]["allocations"]
+    assert entries["2"]["netconf"] == "netA"  # the CRD from deploy/ keeps the field (the Go plugin's prunes it)
+    gc = {**net_a, "cni.dev/valid-attachments": []}
+    result = run_cni("GC", gc, env={"CNI_CONTAINERID": "", "CNI_IFNAME": "", "CNI_NETNS": ""})
+    assert (result.returncode, result.stdout) == (0, ""), result.stderr
+    entries = kube.objects(kube_namespace, "ippools")["10.86.0.0-24"]["spec"]["allocations"]
+    assert {offset: entry["id"] for offset, entry in entries.items()} == {"1": "go-1", "3": "py-b"}
+    assert set(kube.objects(kube_namespace, "overlappingrangeipreservations")) == {"10.86.0.1", "10.86.0.3"}
 
 
 def test_reservations_written_by_the_go_plugin_block_overlapping_ranges(

@@ -88,6 +88,29 @@ def test_release_removes_only_the_recorded_holder(store: Store) -> None:
     assert snap.pools[KEY].allocations == {} and snap.reservations == {}
 
 
+def test_pool_entries_record_the_network_config_name_and_reservations_do_not(store: Store) -> None:
+    named = A.named("netA")
+    assert hold(store, KEY, "10.0.0.1", named)
+    assert hold(store, KEY, "10.0.0.2", B)  # no name: as the Go plugin, or this one before names, wrote it
+    snap = read(store, KEY)
+    assert snap.pools[KEY].allocations == {ip("10.0.0.1"): named, ip("10.0.0.2"): B}
+    assert snap.reservations == {("", 4, ip("10.0.0.1")): A, ("", 4, ip("10.0.0.2")): B}
+
+
+def test_entry_rewritten_under_a_name_and_released_with_its_reservation(store: Store) -> None:
+    hold(store, KEY, "10.0.0.1", A)
+    named = A.named("netA")
+    with store.transaction([KEY], overlapping=True) as txn:  # an ADD of the attachment under netA
+        version = txn.snapshot.pools[KEY].version
+        assert txn.commit(ChangeSet((Change(KEY, 4, ip("10.0.0.1"), named, previous=A),), ((KEY, version),), True))
+    assert read(store, KEY).pools[KEY].allocations == {ip("10.0.0.1"): named}
+    with store.transaction([KEY], overlapping=True) as txn:  # a GC of netA
+        version = txn.snapshot.pools[KEY].version
+        txn.commit(ChangeSet((Change(KEY, 4, ip("10.0.0.1"), None, previous=named),), ((KEY, version),), True))
+    snap = read(store, KEY)
+    assert snap.pools[KEY].allocations == {} and snap.reservations == {}
+
+
 def test_reservations_are_per_network(store: Store) -> None:
     hold(store, KEY, "10.0.0.1", A)
     assert read(store, NET_KEY).reservations == {}

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
 
+from whereabouts.config import parse_ipam
 from whereabouts.errors import InvalidConfig, TryAgainLater
 from whereabouts.model import Change, ChangeSet, Owner, PoolKey
+from whereabouts.service import IPAMService
 from whereabouts.store.local import DB_NAME, ID_NAME, SCHEMA_VERSION, LocalStore, StoreLost, accept_loss
 
 KEY = PoolKey("", "10.0.0.0/24")
@@ -161,3 +164,44 @@ def test_a_data_directory_others_may_write_is_refused(tmp_path: Path) -> None:
     data.chmod(0o777)
     with pytest.raises(InvalidConfig, match="writable by it alone"):
         LocalStore(str(data))
+
+
+# The layout a plugin before network config names wrote (schema version 1), as it wrote it.
+V1_SCHEMA = """
+CREATE TABLE pools (
+    network TEXT NOT NULL, cidr TEXT NOT NULL, node TEXT NOT NULL, version INTEGER NOT NULL,
+    PRIMARY KEY (network, cidr, node)) WITHOUT ROWID;
+CREATE TABLE allocations (
+    network TEXT NOT NULL, cidr TEXT NOT NULL, node TEXT NOT NULL, ipkey TEXT NOT NULL, address TEXT NOT NULL,
+    container_id TEXT NOT NULL, ifname TEXT NOT NULL, podref TEXT NOT NULL,
+    PRIMARY KEY (network, cidr, node, ipkey)) WITHOUT ROWID;
+CREATE INDEX allocations_by_attachment ON allocations (container_id, ifname);
+CREATE TABLE reservations (
+    network TEXT NOT NULL, ipkey TEXT NOT NULL, address TEXT NOT NULL,
+    container_id TEXT NOT NULL, ifname TEXT NOT NULL, podref TEXT NOT NULL,
+    PRIMARY KEY (network, ipkey)) WITHOUT ROWID;
+INSERT INTO pools VALUES ('', '10.0.0.0/24', '', 3);
+INSERT INTO allocations VALUES ('', '10.0.0.0/24', '', '4:0a000005', '10.0.0.5', 'old', 'eth0', 'ns/old');
+INSERT INTO reservations VALUES ('', '4:0a000005', '10.0.0.5', 'old', 'eth0', 'ns/old');
+PRAGMA user_version=1;
+"""
+
+
+def test_version_1_file_is_upgraded_keeping_its_rows_unnamed(tmp_path: Path) -> None:
+    with closing(sqlite3.connect(tmp_path / DB_NAME)) as db:
+        db.executescript(V1_SCHEMA)
+    cfg = parse_ipam({"type": "whereabouts", "range": "10.0.0.0/24", "local_data_dir": str(tmp_path)}, "netA")
+    store = LocalStore(str(tmp_path))
+    with store.transaction([KEY], overlapping=True) as txn:
+        assert txn.snapshot.pools[KEY].version == 3
+        assert txn.snapshot.pools[KEY].allocations == {167772165: Owner("old", "eth0", "ns/old")}  # name unknown
+        assert txn.snapshot.reservations == {("", 4, 167772165): Owner("old", "eth0", "ns/old")}
+    service = IPAMService(store)
+    (assigned,) = service.add(cfg, Owner("new", "eth0"))
+    assert assigned.address == "10.0.0.1/24"
+    assert service.gc(cfg, set()) == 1  # netA's own entry only: the one from before names is never collected
+    with store.transaction([KEY], overlapping=True) as txn:
+        assert txn.snapshot.pools[KEY].allocations == {167772165: Owner("old", "eth0", "ns/old")}
+    store.close()
+    with closing(sqlite3.connect(tmp_path / DB_NAME)) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2

@@ -102,12 +102,22 @@ def check(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtime
 
 
 def gc(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtime) -> Result:
+    """Release this network config's allocations whose attachments the runtime no longer lists. Changes
+    nothing, and logs why, when the request has no list or the config no name: nothing can be judged stale."""
     cfg, log = _setup(call, netconf, runtime)
     valid = _valid_attachments(netconf)
 
     def action() -> Result:
+        if valid is None:
+            log.error(f"GC of network {cfg.netconf_name!r} changed nothing: the request lists no valid attachments "
+                      "(neither cni.dev/valid-attachments nor cni.dev/attachments)")  # fmt: skip
+            return None
+        if not cfg.netconf_name:
+            log.error("GC changed nothing: the network config has no name, and GC releases only allocations "
+                      "recorded under the name of the network config it is for")  # fmt: skip
+            return None
         released = _with_service(cfg, call, lambda service: service.gc(cfg, valid))
-        log.verbose(f"GC released {released} stale allocations")
+        log.verbose(f"GC of network {cfg.netconf_name!r} released {released} stale allocations")
         return None
 
     return _logged("GC", call, log, action)
@@ -149,16 +159,19 @@ def _prev_result_addresses(netconf: Mapping[str, Any], cfg: IPAMConfig) -> list[
     return found
 
 
-def _valid_attachments(netconf: Mapping[str, Any]) -> set[tuple[str, str]]:
-    listed = netconf.get("cni.dev/valid-attachments", netconf.get("cni.dev/attachments"))
+def _valid_attachments(netconf: Mapping[str, Any]) -> set[tuple[str, str]] | None:
+    """The attachments GC must keep; None when the request does not say (neither key, or null). An empty
+    list is a real answer: none of this network config's attachments is valid."""
+    key = "cni.dev/valid-attachments" if netconf.get("cni.dev/valid-attachments") is not None else "cni.dev/attachments"
+    listed = netconf.get(key)
     if listed is None:
-        listed = []
+        return None
     if not isinstance(listed, list):
-        raise InvalidConfig(f"invalid cni.dev/valid-attachments {listed!r}: expected a list")
+        raise InvalidConfig(f"invalid {key} {listed!r}: expected a list")
     valid = set()
     for item in listed:
         if not isinstance(item, Mapping) or not isinstance(item.get("containerID"), str):
-            raise InvalidConfig(f"invalid cni.dev/valid-attachments entry {item!r}: expected containerID and ifname")
+            raise InvalidConfig(f"invalid {key} entry {item!r}: expected containerID and ifname")
         valid.add((item["containerID"], str(item.get("ifname", ""))))
     return valid
 

@@ -3,8 +3,9 @@
 Key layout under `etcd_prefix` (default `/whereabouts`), network `-` for the default domain:
     <prefix>/<network>/pools/<node or ->/<cidr, '/' as '-'>/<ipkey>   who holds the address in that pool
     <prefix>/<network>/reservations/<ipkey>                          the network-wide overlapping guard
-Values are JSON `{"address", "id", "ifname", "podref"}`; `ipkey` is `4:0a000005` / `6:<32 hex>`, so a pool
-or a CIDR is one key range.
+Values are JSON `{"address", "id", "ifname", "podref"}`; pool entries also `"netconf"`, the network config name
+the address was allocated under (GC goes by it; absent from entries written before it was recorded). `ipkey` is
+`4:0a000005` / `6:<32 hex>`, so a pool or a CIDR is one key range.
 
 Why one key per address rather than one per pool: two callers conflict only when they write the same address,
 never because they touched the same pool; a transaction compares exactly the keys it writes: "does not exist
@@ -50,12 +51,15 @@ def _prefix_end(key: str) -> str:
 
 
 def _owner_value(owner: Owner, address: str) -> str:
-    return json.dumps({"address": address, "id": owner.container_id, "ifname": owner.ifname, "podref": owner.podref})
+    value = {"address": address, "id": owner.container_id, "ifname": owner.ifname, "podref": owner.podref}
+    if owner.netconf:
+        value["netconf"] = owner.netconf
+    return json.dumps(value)
 
 
 def _owner(value: str) -> Owner:
     data = json.loads(unb64(value))
-    return Owner(data.get("id", ""), data.get("ifname", ""), data.get("podref", ""))
+    return Owner(data.get("id", ""), data.get("ifname", ""), data.get("podref", ""), data.get("netconf", ""))
 
 
 def _split_ipkey(key: str) -> tuple[int, int]:
@@ -82,17 +86,20 @@ class EtcdTransaction:
         prefix, ik = self.store.prefix, sortable_key(change.version, change.ip)
         holder = self.snapshot.pools[change.key].allocations.get(change.ip)
         reserved = self.snapshot.reservations.get((change.key.network, change.version, change.ip))
-        keys = []  # a release removes only what the snapshot shows `previous` holding
+        # A release removes only what the snapshot shows `previous` holding. A reservation records no network
+        # config name (that goes with the pool entry), so it is matched by holder alone.
+        reserved_by_previous = reserved is not None and reserved.same_holder(change.previous)
+        keys: list[tuple[str, Owner | None]] = []
         if change.owner is not None or holder == change.previous:
-            keys.append(pool_prefix(prefix, change.key) + ik)
-        if overlapping and (change.owner is not None or reserved == change.previous):
-            keys.append(reservation_prefix(prefix, change.key.network) + ik)
-        for key in keys:
+            keys.append((pool_prefix(prefix, change.key) + ik, change.owner))
+        if overlapping and (change.owner is not None or reserved_by_previous):
+            keys.append((reservation_prefix(prefix, change.key.network) + ik, change.owner and change.owner.named("")))
+        for key, owner in keys:
             compares.append(self._unchanged(key))
-            if change.owner is None:
+            if owner is None:
                 ops.append({"request_delete_range": {"key": b64(key)}})
             else:
-                value = _owner_value(change.owner, format_ip(change.version, change.ip))
+                value = _owner_value(owner, format_ip(change.version, change.ip))
                 ops.append({"request_put": {"key": b64(key), "value": b64(value)}})
 
     def _unchanged(self, key: str) -> dict[str, Any]:

@@ -1,7 +1,10 @@
-"""The Kubernetes datastore: the Go plugin's custom resources, read and written in its exact format.
+"""The Kubernetes datastore: the Go plugin's custom resources, read and written in its format.
 
     IPPool <network_name->[<node>-]<cidr, ':' and '/' as '-'>
         spec.range: the CIDR; spec.allocations: {"<offset from the network address>": {id, podref, ifname}}
+        and, beyond the Go plugin's format, `netconf`: the network config name the address was allocated
+        under (GC goes by it). The Go plugin ignores it; where its CRD is installed the API server prunes it,
+        and an entry without it is never collected by GC.
     OverlappingRangeIPReservation <network_name->]<address, ':' as '-', a trailing '-' gets '0'>
         spec: {containerid, podref, ifname}; we also label it with a hash of the attachment, so that a DEL
         finds reservations a crashed call left behind (labels are invisible to the Go plugin).
@@ -79,7 +82,8 @@ def decode_pool(key: PoolKey, obj: dict[str, Any] | None) -> PoolState:
     _, base = _network_address(key.cidr)
     allocations = {}
     for offset, entry in (obj.get("spec", {}).get("allocations") or {}).items():
-        owner = Owner(entry.get("id", ""), entry.get("ifname", ""), _podref_in(entry.get("podref", "")))
+        podref = _podref_in(entry.get("podref", ""))
+        owner = Owner(entry.get("id", ""), entry.get("ifname", ""), podref, entry.get("netconf", ""))
         allocations[base + int(offset)] = owner
     return PoolState(key, obj["metadata"]["resourceVersion"], allocations)
 
@@ -105,8 +109,8 @@ class KubeTransaction:
                     self._unreserve(change)
         except Conflict:
             return False
-        self.store.pending.clear()  # all written: nothing for abort() to take back
-        self.store.pending_pools.clear()
+        for change in holds:  # written for good: nothing for abort() to take back (other attachments' stays)
+            self.store.committed(change.owner)
         return True
 
     def _reserve(self, change: Change) -> bool:
@@ -118,7 +122,7 @@ class KubeTransaction:
             return True
         name = reservation_name(network, change.version, change.ip)
         try:
-            if current is not None and current == change.previous:  # a recreated pod takes it over
+            if current is not None and current.same_holder(change.previous):  # a recreated pod takes it over
                 self.store.replace_reservation(name, change.owner)
             else:
                 self.store.create_reservation(name, change.owner)
@@ -129,27 +133,29 @@ class KubeTransaction:
             self.store.known_reservations[(network, change.version, change.ip)] = holder
             self.store.contended = True
             return False
-        self.store.pending.append(name)
+        self.store.pending.setdefault(_attachment(change.owner), []).append(name)
         # ours now: a retry after a lost pool write resumes it rather than picking another address
-        self.store.known_reservations[(network, change.version, change.ip)] = change.owner
+        self.store.known_reservations[(network, change.version, change.ip)] = change.owner.named("")
         return True
 
     def _unreserve(self, change: Change) -> None:
         current = self.snapshot.reservations.get((change.key.network, change.version, change.ip))
-        if current is None or current == change.previous:
+        if current is None or current.same_holder(change.previous):
             self.store.delete_reservation(reservation_name(change.key.network, change.version, change.ip))
 
     def _write_pool(self, key: PoolKey, changes: list[Change]) -> None:
         """Each entry is written guarded by what the decision saw at its offset (absent, or held by
         `previous`), in one JSON patch: no resourceVersion, so callers writing different addresses of one
         pool never conflict; a guard that fails means that address was taken meanwhile."""
-        self.store.pending_pools.add(key)
+        for change in changes:
+            if change.owner is not None:
+                self.store.pending_pools.setdefault(_attachment(change.owner), set()).add(key)
         if self.objects[key] is None and self._create_pool(key, changes):
             return
         _, base = _network_address(key.cidr)
         operations: list[dict[str, Any]] = []
         for change in changes:
-            operations += _entry_patch(f"/spec/allocations/{change.ip - base}", change)
+            operations += _entry_patch(f"/spec/allocations/{change.ip - base}", change.owner, change.previous)
         if operations:
             self.store.client.patch(self.store.client.path(IPPOOLS, key.name), operations)
 
@@ -168,20 +174,30 @@ class KubeTransaction:
 
 
 def _entry(owner: Owner) -> dict[str, str]:
-    return {"id": owner.container_id, "podref": _podref_out(owner), "ifname": owner.ifname}
+    entry = {"id": owner.container_id, "podref": _podref_out(owner), "ifname": owner.ifname}
+    if owner.netconf:
+        entry["netconf"] = owner.netconf
+    return entry
 
 
-def _entry_patch(path: str, change: Change) -> list[dict[str, Any]]:
-    if change.previous is None:
+def _attachment(owner: Owner) -> tuple[str, str]:
+    return owner.container_id, owner.ifname
+
+
+def _entry_patch(path: str, owner: Owner | None, previous: Owner | None) -> list[dict[str, Any]]:
+    """Write `owner` (None: remove) at `path`, guarded by what was read there: nothing, or `previous`."""
+    if previous is None:
         guard = [{"op": "test", "path": path, "value": None}]  # absent (the API server treats null as absent)
     else:
         guard = [
-            {"op": "test", "path": f"{path}/id", "value": change.previous.container_id},
-            {"op": "test", "path": f"{path}/ifname", "value": change.previous.ifname},
+            {"op": "test", "path": f"{path}/id", "value": previous.container_id},
+            {"op": "test", "path": f"{path}/ifname", "value": previous.ifname},
         ]
-    if change.owner is None:
+        if previous.netconf:  # e.g. a GC frees only the entry of the network config it judged
+            guard.append({"op": "test", "path": f"{path}/netconf", "value": previous.netconf})
+    if owner is None:
         return [*guard, {"op": "remove", "path": path}]
-    return [*guard, {"op": "add", "path": path, "value": _entry(change.owner)}]
+    return [*guard, {"op": "add", "path": path, "value": _entry(owner)}]
 
 
 @dataclass
@@ -189,8 +205,10 @@ class KubernetesStore:
     client: KubeClient
     lock_dir: str = ""  # node-local: this node's calls take turns per pool (see store.nodelock)
     known_reservations: dict[tuple[str, int, int], Owner] = field(default_factory=dict)
-    pending: list[str] = field(default_factory=list)  # reservations this call created
-    pending_pools: set[PoolKey] = field(default_factory=set)
+    # What this call wrote and has not committed for good, per attachment (container ID, ifname): a batch
+    # serves several, and one that fails takes back its own writes only.
+    pending: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # reservations created
+    pending_pools: dict[tuple[str, str], set[PoolKey]] = field(default_factory=dict)  # pools written into
     contended: bool = False  # an address this call chose was reserved by someone else
 
     @contextmanager
@@ -269,27 +287,37 @@ class KubernetesStore:
             if _reservation_owner(obj).same_attachment(owner):
                 self.client.delete(self.client.path(RESERVATIONS, obj["metadata"]["name"]))
 
+    def committed(self, owner: Owner) -> None:
+        """`owner`'s writes are part of a commit that succeeded: no longer pending."""
+        self.pending.pop(_attachment(owner), None)
+        self.pending_pools.pop(_attachment(owner), None)
+
     def abort(self, owner: Owner) -> None:
-        """A failed ADD: take back the reservations and pool entries this call wrote, best effort."""
+        """A failed ADD: take back the reservations and pool entries this call wrote for `owner` (and only
+        for it: in a batch the others' stand), best effort. Pool entries go first, as in a release: an
+        abort cut short leaves a reservation blocking the address, never an entry without its reservation."""
+        names = self.pending.pop(_attachment(owner), [])
+        pools = self.pending_pools.pop(_attachment(owner), set())
         try:
-            for name in self.pending:
-                self.client.delete(self.client.path(RESERVATIONS, name))
-            for key in self.pending_pools:
+            for key in sorted(pools):
                 self._drop_owner(key, owner)
+            for name in names:
+                self.client.delete(self.client.path(RESERVATIONS, name))
         except (TryAgainLater, Conflict):
             pass  # the API is failing too: what is left blocks addresses, never frees them; DEL repairs it
 
     def _drop_owner(self, key: PoolKey, owner: Owner) -> None:
+        """Remove `owner`'s entries from the pool, each guarded by its holder: a JSON patch, so that other
+        callers' writes to the pool meanwhile do not make it fail (a whole-object replace would)."""
         path = self.client.path(IPPOOLS, key.name)
-        obj = self.client.get(path)
-        allocations = (obj or {}).get("spec", {}).get("allocations") or {}
-        mine = [
-            k for k, v in allocations.items() if (v.get("id"), v.get("ifname")) == (owner.container_id, owner.ifname)
-        ]
-        if obj is not None and mine:
-            for offset in mine:
-                allocations.pop(offset)
-            self.client.replace(path, obj)
+        allocations = ((self.client.get(path) or {}).get("spec") or {}).get("allocations") or {}
+        holder = owner.named("")  # guarded by container ID and ifname: what it wrote may have lost its name
+        operations: list[dict[str, Any]] = []
+        for offset, entry in allocations.items():
+            if (entry.get("id"), entry.get("ifname")) == _attachment(owner):
+                operations += _entry_patch(f"/spec/allocations/{offset}", None, holder)
+        if operations:
+            self.client.patch(path, operations)
 
     def node_slice_pool(self, name: str) -> dict[str, Any] | None:
         """Fast IPAM: the network's NodeSlicePool (the node-slice controller writes it), None if absent."""

@@ -1,9 +1,11 @@
 """The embedded default datastore: one SQLite file per node, stdlib only.
 
-Layout (schema version 1, kept in PRAGMA user_version):
+Layout (schema version 2, kept in PRAGMA user_version):
     pools(network, cidr, node, version)                 one row per pool, version bumped on every write
-    allocations(network, cidr, node, ipkey, address, container_id, ifname, podref)
+    allocations(network, cidr, node, ipkey, address, container_id, ifname, podref, netconf)
     reservations(network, ipkey, address, container_id, ifname, podref)   overlapping-range guard
+`netconf` is the network config name the address was allocated under (GC goes by it); version 1 lacked it,
+and its rows read as '' (unknown) after the upgrade, which keeps them out of GC's reach.
 `ipkey` is the address as fixed-width hex behind its version ('4:0a000005'), so it sorts numerically and a
 CIDR is a key range. A transaction takes SQLite's write lock up front (BEGIN IMMEDIATE) and holds it while
 the allocator decides: the CNI runtime's parallel calls on one node queue there, and a process killed at any
@@ -25,7 +27,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type che
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "whereabouts.db"
 ID_NAME = "whereabouts.db.id"  # the store's id, beside it: proof that a store existed here
 ACCEPT_LOSS = "whereabouts-node --accept-store-loss"
@@ -36,7 +38,7 @@ CREATE TABLE IF NOT EXISTS pools (
     PRIMARY KEY (network, cidr, node)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS allocations (
     network TEXT NOT NULL, cidr TEXT NOT NULL, node TEXT NOT NULL, ipkey TEXT NOT NULL, address TEXT NOT NULL,
-    container_id TEXT NOT NULL, ifname TEXT NOT NULL, podref TEXT NOT NULL,
+    container_id TEXT NOT NULL, ifname TEXT NOT NULL, podref TEXT NOT NULL, netconf TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (network, cidr, node, ipkey)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS allocations_by_attachment ON allocations (container_id, ifname);
 CREATE TABLE IF NOT EXISTS reservations (
@@ -44,6 +46,8 @@ CREATE TABLE IF NOT EXISTS reservations (
     container_id TEXT NOT NULL, ifname TEXT NOT NULL, podref TEXT NOT NULL,
     PRIMARY KEY (network, ipkey)) WITHOUT ROWID;
 """
+# From version N to N + 1, for files written by an older plugin: existing rows are kept.
+_UPGRADES = {1: "ALTER TABLE allocations ADD COLUMN netconf TEXT NOT NULL DEFAULT ''"}
 
 
 class LocalTransaction:
@@ -73,8 +77,9 @@ class LocalTransaction:
     def _hold(self, overlapping: bool, key: PoolKey, ik: str, address: str, owner: Owner) -> None:
         row = (owner.container_id, owner.ifname, owner.podref)
         self.db.execute(
-            "INSERT OR REPLACE INTO allocations VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (key.network, key.cidr, key.node, ik, address, *row),
+            "INSERT OR REPLACE INTO allocations (network, cidr, node, ipkey, address, container_id, ifname, podref, "
+            "netconf) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (key.network, key.cidr, key.node, ik, address, *row, owner.netconf),
         )
         if overlapping:
             self.db.execute(
@@ -128,15 +133,19 @@ class LocalStore:
         self.db.execute("PRAGMA journal_mode=WAL")  # persistent: set once, with the schema
         self.db.execute("BEGIN IMMEDIATE")
         try:
-            version, store_id = self._header()  # another process may have set it up meanwhile
-            if version > SCHEMA_VERSION:
-                raise TryAgainLater(f"local datastore {self.path} has schema {version}, newer than this plugin's")
+            found, store_id = self._header()  # another process may have set it up meanwhile
+            if found > SCHEMA_VERSION:
+                raise TryAgainLater(f"local datastore {self.path} has schema {found}, newer than this plugin's")
             if expected is not None and store_id != expected:
-                found = "empty" if not version else f"store {store_id}"
-                raise StoreLost(self.path, expected, f"the database file is {found}")
-            if version < SCHEMA_VERSION:
+                what = "empty" if not found else f"store {store_id}"
+                raise StoreLost(self.path, expected, f"the database file is {what}")
+            if found == 0:  # a new file: the current layout at once
                 for statement in _SCHEMA.split(";"):
                     self.db.execute(statement)
+            else:
+                for version in range(found, SCHEMA_VERSION):
+                    self.db.execute(_UPGRADES[version])
+            if found < SCHEMA_VERSION:
                 self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             if not store_id:
                 store_id = int.from_bytes(os.urandom(4), "big") >> 1 or 1  # a positive 31-bit id
@@ -179,7 +188,9 @@ class LocalStore:
         args = (key.network, key.cidr, key.node)
         row = self.db.execute("SELECT version FROM pools WHERE network=? AND cidr=? AND node=?", args).fetchone()
         rows = self.db.execute(
-            "SELECT ipkey, container_id, ifname, podref FROM allocations WHERE network=? AND cidr=? AND node=?", args
+            "SELECT ipkey, container_id, ifname, podref, netconf FROM allocations "
+            "WHERE network=? AND cidr=? AND node=?",
+            args,
         )
         allocations = {from_sortable_key(ik)[1]: Owner(*owner) for ik, *owner in rows}
         return PoolState(key, row[0] if row else None, allocations)

@@ -1,7 +1,8 @@
 """An in-memory store: the reference backend for tests and the contract suite.
 
-It keeps the same model as the persistent stores: pools with a version bumped on every write, and
-network-wide reservations for overlapping ranges. Thread-safe; a transaction holds the store's lock.
+It keeps the same model as the persistent stores: pools with a version bumped on every write (entries
+record the network config name), and network-wide reservations for overlapping ranges (which do not).
+Thread-safe; a transaction holds the store's lock.
 """
 
 from __future__ import annotations
@@ -54,12 +55,13 @@ class MemoryStore:
                 if change.owner is None:
                     if pool.allocations.get(change.ip) == change.previous:
                         pool.allocations.pop(change.ip, None)
-                    if changes.overlapping and self.reservations.get(reservation) == change.previous:
+                    reserved = self.reservations.get(reservation)
+                    if changes.overlapping and reserved is not None and reserved.same_holder(change.previous):
                         self.reservations.pop(reservation, None)
                 else:
                     pool.allocations[change.ip] = change.owner
                     if changes.overlapping:
-                        self.reservations[reservation] = change.owner
+                        self.reservations[reservation] = change.owner.named("")  # names go with pool entries
             for key in dict.fromkeys(c.key for c in changes.changes):
                 self.pools[key].version = int(self.pools[key].version or 0) + 1
             self.commits += 1
