@@ -121,3 +121,43 @@ def test_an_attachment_failing_in_a_batch_takes_back_what_it_wrote_in_a_lost_att
     assert [a.address for a in first] == ["10.84.0.1/30"]
     assert isinstance(second, RangeExhausted)
     assert state(kube, kube_namespace, cidr) == ({"10.84.0.1": "ctr-a", "10.84.0.2": "go-y"}, {"10.84.0.1": "ctr-a"})
+
+
+def reservation(kube: KubeAPIServer, namespace: str, name: str, holder: str) -> None:
+    spec = {"containerid": holder, "podref": f"ns/{holder}", "ifname": "net1"}
+    kube.request("POST", f"{GROUP_PATH}/{namespace}/overlappingrangeipreservations",
+                 {"apiVersion": "whereabouts.cni.cncf.io/v1alpha1", "kind": "OverlappingRangeIPReservation",
+                  "metadata": {"name": name, "namespace": namespace}, "spec": spec})  # fmt: skip
+
+
+def test_a_release_never_deletes_the_reservation_someone_else_made_meanwhile(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path
+) -> None:
+    """A's pool entry outlived its reservation (a DEL of A racing its ADD removed it): the address was free
+    to take from that moment, and C took it (its reservation, its entry once A's is gone). A's DEL removes
+    A's entry, then must leave C's reservation alone (the old store deleted it by name: C then held the
+    address with no cluster-wide guard, and an overlapping range could hand it out twice)."""
+    cidr = "10.85.0.0/29"
+    cfg, store = setup(plugin_kubeconfig, tmp_path, cidr)
+    IPAMService(store).add(cfg, A)  # 10.85.0.1
+    kube.request("DELETE", f"{GROUP_PATH}/{kube_namespace}/overlappingrangeipreservations/10.85.0.1")
+    store.before_commit = [lambda: reservation(kube, kube_namespace, "10.85.0.1", "ctr-c")]
+    IPAMService(store).delete(cfg, A)
+    assert state(kube, kube_namespace, cidr) == ({}, {"10.85.0.1": "ctr-c"})
+
+
+def test_a_stale_cached_reservation_is_not_deleted_once_someone_else_holds_the_address(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """DEL's cleanup of leftovers lists reservations from the API server's watch cache, which can lag: it
+    may still show A's reservation after A's release deleted it and C created the same name. Deleting by
+    name took C's; only the very object listed may go."""
+    cidr = "10.86.0.0/29"
+    cfg, store = setup(plugin_kubeconfig, tmp_path, cidr)
+    reservation(kube, kube_namespace, "10.86.0.1", "ctr-a")
+    stale = store.client.list(store.client.path("overlappingrangeipreservations"))
+    kube.request("DELETE", f"{GROUP_PATH}/{kube_namespace}/overlappingrangeipreservations/10.86.0.1")
+    reservation(kube, kube_namespace, "10.86.0.1", "ctr-c")
+    monkeypatch.setattr(store.client, "list", lambda *args, **kw: stale)  # the cache, behind the writes
+    store.forget_attachment(cfg.network_name, A)
+    assert state(kube, kube_namespace, cidr)[1] == {"10.86.0.1": "ctr-c"}

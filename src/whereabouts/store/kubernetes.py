@@ -25,6 +25,7 @@ An uncontended single-range ADD makes three requests: GET the pool, POST the res
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Iterator, Sequence
@@ -123,9 +124,9 @@ class KubeTransaction:
         name = reservation_name(network, change.version, change.ip)
         try:
             if current is not None and current.same_holder(change.previous):  # a recreated pod takes it over
-                self.store.replace_reservation(name, change.owner)
+                created = self.store.replace_reservation(name, change.owner)
             else:
-                self.store.create_reservation(name, change.owner)
+                created = self.store.create_reservation(name, change.owner)
         except Conflict:
             holder = self.store.read_reservation(name)
             if holder is None or holder.same_attachment(change.owner):
@@ -133,15 +134,20 @@ class KubeTransaction:
             self.store.known_reservations[(network, change.version, change.ip)] = holder
             self.store.contended = True
             return False
-        self.store.pending.setdefault(_attachment(change.owner), []).append(name)
+        self.store.pending.setdefault(_attachment(change.owner), []).append((name, created))
         # ours now: a retry after a lost pool write resumes it rather than picking another address
         self.store.known_reservations[(network, change.version, change.ip)] = change.owner.named("")
         return True
 
     def _unreserve(self, change: Change) -> None:
-        current = self.snapshot.reservations.get((change.key.network, change.version, change.ip))
-        if current is None or current.same_holder(change.previous):
-            self.store.delete_reservation(reservation_name(change.key.network, change.version, change.ip))
+        """After the pool entry is gone: delete the address's reservation if it is still the released
+        holder's. Read first, deleted with that read's resourceVersion as a precondition: a reservation
+        someone else removed and another caller created meanwhile (the address was free from that moment)
+        is theirs, and must stay."""
+        assert change.previous is not None
+        self.store.delete_reservation_of(
+            reservation_name(change.key.network, change.version, change.ip), change.previous
+        )
 
     def _write_pool(self, key: PoolKey, changes: list[Change]) -> None:
         """Each entry is written guarded by what the decision saw at its offset (absent, or held by
@@ -207,7 +213,7 @@ class KubernetesStore:
     known_reservations: dict[tuple[str, int, int], Owner] = field(default_factory=dict)
     # What this call wrote and has not committed for good, per attachment (container ID, ifname): a batch
     # serves several, and one that fails takes back its own writes only.
-    pending: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # reservations created
+    pending: dict[tuple[str, str], list[tuple[str, str]]] = field(default_factory=dict)  # (name, rv) created
     pending_pools: dict[tuple[str, str], set[PoolKey]] = field(default_factory=dict)  # pools written into
     contended: bool = False  # an address this call chose was reserved by someone else
 
@@ -238,25 +244,36 @@ class KubernetesStore:
             "spec": {"range": key.cidr, "allocations": {}},
         }
 
-    def create_reservation(self, name: str, owner: Owner) -> None:
-        self.client.create(self.client.path(RESERVATIONS), self._reservation(name, owner))
+    def create_reservation(self, name: str, owner: Owner) -> str:
+        """Create it; its resourceVersion (what a later delete of this very object is conditioned on)."""
+        obj = self.client.create(self.client.path(RESERVATIONS), self._reservation(name, owner))
+        return str(obj.get("metadata", {}).get("resourceVersion", ""))
 
-    def replace_reservation(self, name: str, owner: Owner) -> None:
+    def replace_reservation(self, name: str, owner: Owner) -> str:
+        """Give it to `owner` (a recreated pod takes over its old attachment's); its new resourceVersion."""
         path = self.client.path(RESERVATIONS, name)
         current = self.client.get(path)
         obj = self._reservation(name, owner)
         if current is None:
-            self.client.create(self.client.path(RESERVATIONS), obj)
+            written = self.client.create(self.client.path(RESERVATIONS), obj)
         else:
             obj["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-            self.client.replace(path, obj)
+            written = self.client.replace(path, obj)
+        return str(written.get("metadata", {}).get("resourceVersion", ""))
 
     def read_reservation(self, name: str) -> Owner | None:
         obj = self.client.get(self.client.path(RESERVATIONS, name))
         return None if obj is None else _reservation_owner(obj)
 
-    def delete_reservation(self, name: str) -> None:
-        self.client.delete(self.client.path(RESERVATIONS, name))
+    def delete_reservation(self, name: str, resource_version: str = "") -> None:
+        """Delete it; with `resource_version`, only that very object (a 409 means someone else's now)."""
+        with contextlib.suppress(Conflict):
+            self.client.delete(self.client.path(RESERVATIONS, name), resource_version)
+
+    def delete_reservation_of(self, name: str, holder: Owner) -> None:
+        obj = self.client.get(self.client.path(RESERVATIONS, name))
+        if obj is not None and _reservation_owner(obj).same_holder(holder):
+            self.delete_reservation(name, obj["metadata"]["resourceVersion"])
 
     def _reservation(self, name: str, owner: Owner) -> dict[str, Any]:
         return {
@@ -284,8 +301,8 @@ class KubernetesStore:
         selector = f"{ATTACHMENT_LABEL}={attachment_label(owner)}"
         # from the API server's cache (resourceVersion=0): cheap; a leftover it misses, the reconciler finds
         for obj in self.client.list(self.client.path(RESERVATIONS), selector, cached=True):
-            if _reservation_owner(obj).same_attachment(owner):
-                self.client.delete(self.client.path(RESERVATIONS, obj["metadata"]["name"]))
+            if _reservation_owner(obj).same_attachment(owner):  # the cache may lag: only the object it shows
+                self.delete_reservation(obj["metadata"]["name"], obj["metadata"]["resourceVersion"])
 
     def committed(self, owner: Owner) -> None:
         """`owner`'s writes are part of a commit that succeeded: no longer pending."""
@@ -301,8 +318,8 @@ class KubernetesStore:
         try:
             for key in sorted(pools):
                 self._drop_owner(key, owner)
-            for name in names:
-                self.client.delete(self.client.path(RESERVATIONS, name))
+            for name, version in names:
+                self.delete_reservation(name, version)
         except (TryAgainLater, Conflict):
             pass  # the API is failing too: what is left blocks addresses, never frees them; DEL repairs it
 
