@@ -172,9 +172,9 @@ class NodeDaemon(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 def start_serving(path: str, *, quiet: bool = False) -> NodeDaemon:
     """A daemon on `path` with the process-wide parts of its runtime (kept connections, group commit)."""
     from whereabouts.batch import Batcher
-    from whereabouts.store import http
+    from whereabouts.kube import transport
 
-    http.keep_connections()
+    transport.keep_connections()
     return NodeDaemon(path, batcher=Batcher(), quiet=quiet)
 
 

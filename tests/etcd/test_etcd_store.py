@@ -12,10 +12,10 @@ from etcd_server import AUTH_PREFIX, ETCD_PASSWORD, ETCD_USER, EtcdServer, free_
 from support import netconf, run_cni
 from whereabouts.config import parse_ipam
 from whereabouts.errors import InvalidConfig, TryAgainLater
+from whereabouts.kube.transport import Endpoint, parse_endpoint
 from whereabouts.model import Owner
 from whereabouts.service import IPAMService
 from whereabouts.store.etcd import open_etcd
-from whereabouts.store.http import Endpoint, parse_endpoint
 
 
 def etcd_ipam(server: EtcdServer, prefix: str, **extra: object) -> dict:

@@ -20,10 +20,9 @@ import pytest
 from etcd_server import TLSMaterial, make_tls
 from support import netconf, run_cni
 from whereabouts.errors import InvalidConfig
-from whereabouts.kube import credentials
+from whereabouts.kube import credentials, transport
 from whereabouts.kube.client import KubeClient
 from whereabouts.kube.credentials import load_credentials
-from whereabouts.store import http
 
 SECRET = "s3cr3t-hunter2"  # what must never show up in an error
 
@@ -280,14 +279,14 @@ def test_the_node_daemon_keeps_one_connection_for_one_kubeconfig(
     cert_server: ClientCertServer, pki: TLSMaterial, tmp_path: Path
 ) -> None:
     path = inline_cert_kubeconfig(tmp_path / "k", cert_server, pki)
-    http.keep_connections()
+    transport.keep_connections()
     try:
         for _ in range(5):
             assert one_call(path) == {"cn": "client"}  # each call loads the kubeconfig afresh
         assert cert_server.accepted == 1
-        assert sum(len(kept) for kept in http._idle.values()) == 1
+        assert sum(len(kept) for kept in transport._idle.values()) == 1
     finally:
-        http._idle = None  # back to a CNI process's behaviour
+        transport._idle = None  # back to a CNI process's behaviour
 
 
 def test_plugin_calls_with_an_inline_client_key_leave_no_files(

@@ -15,7 +15,7 @@ from raw_http import RawHTTPServer
 from whereabouts.errors import InvalidConfig, TryAgainLater
 from whereabouts.kube.client import KubeClient
 from whereabouts.kube.credentials import Credentials, load_credentials
-from whereabouts.store.http import Endpoint, TLSSettings
+from whereabouts.kube.transport import Endpoint, TLSSettings
 
 GROUP_PATH = "/apis/whereabouts.cni.cncf.io/v1alpha1/namespaces"
 # a second request whose head ends with the rest of the first one's: the plugin's Authorization header

@@ -12,8 +12,8 @@ from typing import Any
 
 from whereabouts.errors import InvalidConfig, TryAgainLater
 from whereabouts.kube.credentials import Credentials
+from whereabouts.kube.transport import HTTPConnection, Response
 from whereabouts.record import record
-from whereabouts.store.http import HTTPConnection, Response
 
 GROUP = "whereabouts.cni.cncf.io"
 VERSION = "v1alpha1"

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from whereabouts.errors import InvalidConfig
 from whereabouts.kube.names import is_namespace
-from whereabouts.store.http import Endpoint, TLSSettings, parse_endpoint
+from whereabouts.kube.transport import Endpoint, TLSSettings, parse_endpoint
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 DEFAULT_NAMESPACE = "kube-system"

@@ -21,11 +21,11 @@ from contextlib import contextmanager
 
 from whereabouts.config import IPAMConfig
 from whereabouts.errors import InvalidConfig, TryAgainLater
+from whereabouts.kube.transport import TLSSettings
 from whereabouts.model import Change, ChangeSet, Owner, PoolKey, PoolState, Snapshot
 from whereabouts.ranges import cidr_key_bounds, format_ip, from_sortable_key, sortable_key
 from whereabouts.record import field, record
 from whereabouts.store.etcd_gateway import EtcdError, EtcdGateway, b64, parse_endpoint, unb64
-from whereabouts.store.http import TLSSettings
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ import base64
 import json
 
 from whereabouts.errors import TryAgainLater
-from whereabouts.store.http import Endpoint, HTTPConnection, TLSSettings, parse_endpoint
+from whereabouts.kube.transport import Endpoint, HTTPConnection, TLSSettings, parse_endpoint
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 if TYPE_CHECKING:

@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from raw_http import RawHTTPServer
-from whereabouts.store import http
-from whereabouts.store.http import Endpoint, HTTPConnection
+from whereabouts.kube import transport
+from whereabouts.kube.transport import Endpoint, HTTPConnection
 
 
 class CountingServer(ThreadingHTTPServer):
@@ -49,9 +49,9 @@ def server() -> Iterator[CountingServer]:
 
 @pytest.fixture
 def kept() -> Iterator[None]:
-    http.keep_connections()
+    transport.keep_connections()
     yield
-    http._idle = None  # back to a CNI process's behaviour
+    transport._idle = None  # back to a CNI process's behaviour
 
 
 def one_call(srv: CountingServer) -> None:
@@ -75,7 +75,7 @@ def test_the_node_daemon_keeps_connections_between_calls(server: CountingServer,
 
 def test_a_kept_connection_closed_by_the_server_is_replaced(server: CountingServer, kept: None) -> None:
     one_call(server)
-    for sock, _ in http._idle[(Endpoint("http", "127.0.0.1", server.server_address[1]), http.TLSSettings())]:
+    for sock, _ in transport._idle[(Endpoint("http", "127.0.0.1", server.server_address[1]), transport.TLSSettings())]:
         sock.shutdown(socket.SHUT_RDWR)  # as if the server had timed the idle connection out
     one_call(server)
     assert server.accepted == 2
@@ -85,7 +85,7 @@ def test_a_failed_connection_is_never_kept(server: CountingServer, kept: None) -
     conn = HTTPConnection(Endpoint("http", "127.0.0.1", server.server_address[1]))
     conn.request("GET", "/")
     conn.close()  # a call that hit an error closes, it does not release
-    assert not any(http._idle.values())
+    assert not any(transport._idle.values())
 
 
 @pytest.fixture

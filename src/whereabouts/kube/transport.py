@@ -1,4 +1,5 @@
-"""A small keep-alive HTTP/1.1 JSON client over the standard library's sockets, for the remote stores.
+"""A small keep-alive HTTP/1.1 JSON client over the standard library's sockets: the transport of the
+Kubernetes client (and of the etcd store's JSON gateway).
 
 `http.client` would drag the `email` package into every CNI call; this needs `socket`, `json` and, for
 https only, `ssl`. One connection is kept open for the whole call (a CNI call makes a handful of requests).
