@@ -16,8 +16,8 @@ from support import run_cni
 from whereabouts.controller.leaks import plan
 from whereabouts.controller.reconcile import Applier, Reconciler, observe
 from whereabouts.errors import TryAgainLater
+from whereabouts.kube.resources import ATTACHMENT_LABEL, attachment_label
 from whereabouts.model import Owner
-from whereabouts.store.kubernetes import ATTACHMENT_LABEL, attachment_label
 
 
 @pytest.fixture

@@ -28,9 +28,9 @@ from enum import Enum
 from typing import Any
 
 from whereabouts.errors import InvalidConfig
+from whereabouts.kube.resources import NO_POD, entry_owner, pool_entries, reservation_name, reservation_owner
 from whereabouts.model import Owner, PoolKey
 from whereabouts.ranges import format_ip, parse_range, parse_request
-from whereabouts.store.kubernetes import NO_POD, reservation_name
 
 GRACE = 120.0  # seconds before a lone reservation of a live pod counts as left behind (a CNI call gives up at 45)
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
@@ -206,25 +206,21 @@ def read_pool(obj: Mapping[str, Any]) -> tuple[Pool, list[Entry]] | None:
 
 
 def _allocations(obj: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
-    return sorted((obj.get("spec", {}).get("allocations") or {}).items(), key=lambda kv: kv[0].zfill(40))
+    return sorted(pool_entries(obj).items(), key=lambda kv: kv[0].zfill(40))
 
 
 def _entry(pool: str, prefix: str, offset: str, version: int, base: int, value: Mapping[str, Any]) -> Entry | None:
     if not offset.isdigit():
         return None
-    owner = Owner(value.get("id", ""), value.get("ifname", ""), _podref(value.get("podref", "")))
+    owner = entry_owner(value)
     return Entry(pool, prefix, offset, version, base + int(offset), owner)
 
 
 def read_reservation(obj: Mapping[str, Any]) -> Reservation:
-    meta, spec = obj.get("metadata", {}), obj.get("spec", {})
-    owner = Owner(spec.get("containerid", ""), spec.get("ifname", ""), _podref(spec.get("podref", "")))
+    meta = obj.get("metadata", {})
+    owner = reservation_owner(obj)
     created = timestamp(meta.get("creationTimestamp", ""))
     return Reservation(meta.get("name", ""), meta.get("resourceVersion", ""), created, owner)
-
-
-def _podref(text: str) -> str:
-    return "" if text == NO_POD else text
 
 
 def observed_from(

@@ -31,11 +31,10 @@ from whereabouts.controller.nads import NAD_GROUP, NAD_VERSION, NADS, NADProblem
 from whereabouts.controller.slicing import Listing, SlicePlan, plan_slices, pool_node
 from whereabouts.errors import TryAgainLater
 from whereabouts.iptext import format_address, parse_network
-from whereabouts.kube.client import GROUP, VERSION, Conflict, Expired, KubeClient
+from whereabouts.kube import resources
+from whereabouts.kube.client import Conflict, Expired, KubeClient
+from whereabouts.kube.resources import IPPOOLS, NETWORK_ANNOTATION, NODE_SLICE_POOLS
 
-NODE_SLICE_POOLS = "nodeslicepools"
-IPPOOLS = "ippools"
-NETWORK_ANNOTATION = f"{GROUP}/network-name"  # the ipam network_name, to find node pools once the NADs are gone
 RESYNC = 30.0  # seconds between passes when nothing is watched changing
 DEBOUNCE = 0.2  # seconds to let a burst of events (nodes joining together) settle into one pass
 WATCH_TIMEOUT = 20  # seconds a watch runs before it is renewed (so a stopped run's watchers end soon)
@@ -156,8 +155,7 @@ class NodeSliceController:
         annotations = {NETWORK_ANNOTATION: network.network_name}
         where = f"NodeSlicePool {self.ctx.namespace}/{network.name}"
         if pool is None:
-            meta = {"name": network.name, "namespace": self.ctx.namespace, "annotations": annotations}
-            body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "NodeSlicePool", "metadata": meta, "spec": spec}
+            body = resources.node_slice_pool(network.name, self.ctx.namespace, spec, annotations)
             action = f"created {where}: {network.range} in {network.slice_size} slices ({', '.join(network.nads)})"
             return self._act([action], lambda: self.client.create(self.client.path(NODE_SLICE_POOLS), body))
         meta = pool["metadata"]
@@ -186,7 +184,7 @@ class NodeSliceController:
             why = "re-sliced" if node in nodes else "node gone"
             actions.append(f"network {network.name}: freed slice {cidr} of node {node} ({why})")
         actions = actions or [f"network {network.name}: rewrote the slice listing ({len(plan.listing)} slices)"]
-        status = {"allocations": [_allocation(node, cidr) for node, cidr in plan.listing]}
+        status = {"allocations": [resources.slice_allocation(node, cidr) for node, cidr in plan.listing]}
         path = self.client.path(NODE_SLICE_POOLS, network.name) + "/status"
         written = self._act(actions, lambda: self.client.replace(path, {**pool, "status": status}))
         if written is not None:
@@ -206,7 +204,7 @@ class NodeSliceController:
             self.exhausted.inc(network=network.name)
             self.ctx.log(f"node-slice: {message}")
             if pool is not None and not self.ctx.dry_run and self.ctx.may_act():
-                involved = {**pool, "apiVersion": f"{GROUP}/{VERSION}", "kind": "NodeSlicePool"}
+                involved = {**pool, **resources.reference(NODE_SLICE_POOLS, _name(pool), self.ctx.namespace)}
                 self.ctx.event(self.client, involved, reason="NodeSlicesExhausted", message=message, warning=True)
         short = {(network.name, node) for node in plan.unplaced}
         self.reported = {key for key in self.reported if key[0] != network.name or key in short}
@@ -361,13 +359,7 @@ def _other_network(node: str, network_names: set[str]) -> bool:
 
 
 def _listing(pool: dict[str, Any] | None) -> Listing:
-    entries = ((pool or {}).get("status") or {}).get("allocations") or []
-    return tuple((str(e.get("nodeName") or ""), str(e.get("sliceRange") or "")) for e in entries)
-
-
-def _allocation(node: str, cidr: str) -> dict[str, str]:
-    """A listing entry; a free slice without `nodeName` (see deploy/base/crds/nodeslicepools.yaml)."""
-    return {"nodeName": node, "sliceRange": cidr} if node else {"sliceRange": cidr}
+    return resources.slice_listing(pool)
 
 
 def _managed(pool: dict[str, Any]) -> bool:

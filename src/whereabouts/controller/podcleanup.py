@@ -22,7 +22,7 @@ from whereabouts.controller import leaks
 from whereabouts.controller.context import Context
 from whereabouts.controller.reconcile import Applier, Report, observe
 from whereabouts.kube.client import Event, Expired, KubeClient
-from whereabouts.store.kubernetes import IPPOOLS, RESERVATIONS
+from whereabouts.kube.resources import IPPOOLS, RESERVATIONS
 
 WATCH_TIMEOUT = 30  # seconds each watch request lasts; the next resumes from the last resourceVersion seen
 

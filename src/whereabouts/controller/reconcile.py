@@ -44,8 +44,9 @@ from whereabouts.controller.leaks import (
 )
 from whereabouts.controller.metrics import Metric, Registry
 from whereabouts.errors import TryAgainLater
+from whereabouts.kube import resources
 from whereabouts.kube.client import Conflict, KubeClient
-from whereabouts.store.kubernetes import API_VERSION, IPPOOLS, RESERVATIONS, KubernetesStore
+from whereabouts.kube.resources import IPPOOLS, RESERVATIONS
 
 
 @dataclass
@@ -84,15 +85,6 @@ def observe(client: KubeClient, *, pods: bool = True, nodes: bool = True) -> Rea
     node_items = client.list(client.resource("nodes")) if nodes else None
     observed = observed_from(pools, reservations, pod_items, node_items)
     return Reading(observed, {p["metadata"]["name"]: p for p in pools}, version)
-
-
-def release_patch(entry: Entry) -> list[dict[str, Any]]:
-    path = f"/spec/allocations/{entry.offset}"
-    return [
-        {"op": "test", "path": f"{path}/id", "value": entry.owner.container_id},
-        {"op": "test", "path": f"{path}/ifname", "value": entry.owner.ifname},
-        {"op": "remove", "path": path},
-    ]
 
 
 class _LeaseLost(Exception):
@@ -146,7 +138,7 @@ class Applier:
     def _patch(self, entry: Entry) -> bool:
         path = self.client.path(IPPOOLS, entry.pool)
         try:
-            self.client.patch(path, release_patch(entry))
+            self.client.patch(path, resources.entry_patch(entry.offset, None, entry.owner))
         except Conflict:
             self._skip(f"{entry.describe()}: changed since read (taken over?), left alone")
             return False
@@ -184,9 +176,9 @@ class Applier:
 
     def _repair(self, repair: Repair) -> None:
         entry = repair.entry
-        current = (self.client.get(self.client.path(IPPOOLS, entry.pool)) or {}).get("spec", {})
-        held = (current.get("allocations") or {}).get(entry.offset) or {}
-        if (held.get("id"), held.get("ifname")) != (entry.owner.container_id, entry.owner.ifname):
+        current = resources.pool_entries(self.client.get(self.client.path(IPPOOLS, entry.pool)) or {})
+        held = current.get(entry.offset)
+        if held is None or not resources.entry_owner(held).same_attachment(entry.owner):
             self._skip(f"{entry.describe()}: changed since read, reservation not recreated")
             return
         what = f"reservation {repair.name} for {entry.describe()}: {repair.reason}"
@@ -194,7 +186,8 @@ class Applier:
             self.report.repaired.append(repair.name)
             return
         try:
-            KubernetesStore(self.client).create_reservation(repair.name, entry.owner)
+            reservation = resources.reservation(repair.name, entry.owner, self.client.namespace)
+            self.client.create(self.client.path(RESERVATIONS), reservation)
         except Conflict:
             self._skip(f"reservation {repair.name} exists now, not recreated")
             return
@@ -238,12 +231,11 @@ class Applier:
 
 
 def _pool_ref(client: KubeClient, name: str) -> dict[str, Any]:
-    return {"apiVersion": API_VERSION, "kind": "IPPool", "metadata": {"name": name, "namespace": client.namespace}}
+    return resources.reference(IPPOOLS, name, client.namespace)
 
 
 def _reservation_ref(client: KubeClient, name: str) -> dict[str, Any]:
-    meta = {"name": name, "namespace": client.namespace}
-    return {"apiVersion": API_VERSION, "kind": "OverlappingRangeIPReservation", "metadata": meta}
+    return resources.reference(RESERVATIONS, name, client.namespace)
 
 
 class ReconcileMetrics:

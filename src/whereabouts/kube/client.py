@@ -12,11 +12,9 @@ from typing import Any
 
 from whereabouts.errors import InvalidConfig, TryAgainLater
 from whereabouts.kube.credentials import Credentials
+from whereabouts.kube.resources import GROUP, VERSION
 from whereabouts.kube.transport import HTTPConnection, Response
 from whereabouts.record import record
-
-GROUP = "whereabouts.cni.cncf.io"
-VERSION = "v1alpha1"
 
 
 class Conflict(Exception):

@@ -1,13 +1,4 @@
-"""The Kubernetes datastore: the Go plugin's custom resources, read and written in its format.
-
-    IPPool <network_name->[<node>-]<cidr, ':' and '/' as '-'>
-        spec.range: the CIDR; spec.allocations: {"<offset from the network address>": {id, podref, ifname}}
-        and, beyond the Go plugin's format, `netconf`: the network config name the address was allocated
-        under (GC goes by it). The Go plugin ignores it; where its CRD is installed the API server prunes it,
-        and an entry without it is never collected by GC.
-    OverlappingRangeIPReservation <network_name->]<address, ':' as '-', a trailing '-' gets '0'>
-        spec: {containerid, podref, ifname}; we also label it with a hash of the attachment, so that a DEL
-        finds reservations a crashed call left behind (labels are invisible to the Go plugin).
+"""The Kubernetes datastore: the Go plugin's custom resources (formats and names: whereabouts.kube.resources).
 
 No lock, and no resourceVersion either: each pool entry is written by a JSON patch whose `test` guard says
 what the decision saw at that offset (absent, or held by the one being replaced). The API server applies the
@@ -26,7 +17,6 @@ An uncontended single-range ADD makes three requests: GET the pool, POST the res
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -36,57 +26,15 @@ from typing import Any
 from whereabouts import deadline
 from whereabouts.config import IPAMConfig
 from whereabouts.errors import TryAgainLater
-from whereabouts.kube.client import GROUP, VERSION, Conflict, KubeClient
+from whereabouts.kube import resources
+from whereabouts.kube.client import Conflict, KubeClient
 from whereabouts.kube.credentials import load_credentials
-from whereabouts.model import Change, ChangeSet, Owner, PoolKey, PoolState, Snapshot
-from whereabouts.ranges import format_ip, parse_request
+from whereabouts.kube.resources import ATTACHMENT_LABEL, IPPOOLS, NODE_SLICE_POOLS, RESERVATIONS, reservation_name
+from whereabouts.model import Change, ChangeSet, Owner, PoolKey, Snapshot
+from whereabouts.ranges import parse_request
 from whereabouts.store.nodelock import node_locks
 
-IPPOOLS = "ippools"
-RESERVATIONS = "overlappingrangeipreservations"
-NODE_SLICE_POOLS = "nodeslicepools"
-ATTACHMENT_LABEL = f"{GROUP}/attachment"
-API_VERSION = f"{GROUP}/{VERSION}"
 LOCK_WAIT = 20.0  # seconds a call waits for its node's turn on a pool before going ahead unlocked
-
-
-def reservation_name(network: str, version: int, ip: int) -> str:
-    name = format_ip(version, ip).replace(":", "-")
-    name = name + "0" if name.endswith("-") else name
-    return f"{network}-{name}" if network else name
-
-
-def attachment_label(owner: Owner) -> str:
-    return hashlib.sha256(f"{owner.container_id}/{owner.ifname}".encode()).hexdigest()[:40]
-
-
-# The CRDs require a non-empty podref. Without a pod (a runtime that sends no K8S_POD_NAMESPACE/NAME) the
-# Go plugin writes its "<namespace>/<name>" join of two empty strings, "/"; so do we, and read it back as none.
-NO_POD = "/"
-
-
-def _podref_out(owner: Owner) -> str:
-    return owner.podref or NO_POD
-
-
-def _podref_in(text: str) -> str:
-    return "" if text == NO_POD else text
-
-
-def _network_address(cidr: str) -> tuple[int, int]:
-    return parse_request(cidr)
-
-
-def decode_pool(key: PoolKey, obj: dict[str, Any] | None) -> PoolState:
-    if obj is None:
-        return PoolState(key)
-    _, base = _network_address(key.cidr)
-    allocations = {}
-    for offset, entry in (obj.get("spec", {}).get("allocations") or {}).items():
-        podref = _podref_in(entry.get("podref", ""))
-        owner = Owner(entry.get("id", ""), entry.get("ifname", ""), podref, entry.get("netconf", ""))
-        allocations[base + int(offset)] = owner
-    return PoolState(key, obj["metadata"]["resourceVersion"], allocations)
 
 
 @dataclass
@@ -158,20 +106,20 @@ class KubeTransaction:
                 self.store.pending_pools.setdefault(_attachment(change.owner), set()).add(key)
         if self.objects[key] is None and self._create_pool(key, changes):
             return
-        _, base = _network_address(key.cidr)
+        _, base = parse_request(key.cidr)
         operations: list[dict[str, Any]] = []
         for change in changes:
-            operations += _entry_patch(f"/spec/allocations/{change.ip - base}", change.owner, change.previous)
+            operations += resources.entry_patch(change.ip - base, change.owner, change.previous)
         if operations:
             self.store.client.patch(self.store.client.path(IPPOOLS, key.name), operations)
 
     def _create_pool(self, key: PoolKey, changes: list[Change]) -> bool:
         """The first write into a range creates its pool; False if someone created it meanwhile."""
-        obj = self.store.new_pool(key)
-        _, base = _network_address(key.cidr)
+        obj = resources.new_pool(key, self.store.client.namespace)
+        _, base = parse_request(key.cidr)
         for change in changes:
             if change.owner is not None:
-                obj["spec"]["allocations"][str(change.ip - base)] = _entry(change.owner)
+                obj["spec"]["allocations"][str(change.ip - base)] = resources.entry(change.owner)
         try:
             self.objects[key] = self.store.client.create(self.store.client.path(IPPOOLS), obj)
         except Conflict:
@@ -179,31 +127,8 @@ class KubeTransaction:
         return True
 
 
-def _entry(owner: Owner) -> dict[str, str]:
-    entry = {"id": owner.container_id, "podref": _podref_out(owner), "ifname": owner.ifname}
-    if owner.netconf:
-        entry["netconf"] = owner.netconf
-    return entry
-
-
 def _attachment(owner: Owner) -> tuple[str, str]:
     return owner.container_id, owner.ifname
-
-
-def _entry_patch(path: str, owner: Owner | None, previous: Owner | None) -> list[dict[str, Any]]:
-    """Write `owner` (None: remove) at `path`, guarded by what was read there: nothing, or `previous`."""
-    if previous is None:
-        guard = [{"op": "test", "path": path, "value": None}]  # absent (the API server treats null as absent)
-    else:
-        guard = [
-            {"op": "test", "path": f"{path}/id", "value": previous.container_id},
-            {"op": "test", "path": f"{path}/ifname", "value": previous.ifname},
-        ]
-        if previous.netconf:  # e.g. a GC frees only the entry of the network config it judged
-            guard.append({"op": "test", "path": f"{path}/netconf", "value": previous.netconf})
-    if owner is None:
-        return [*guard, {"op": "remove", "path": path}]
-    return [*guard, {"op": "add", "path": path, "value": _entry(owner)}]
 
 
 @dataclass
@@ -222,7 +147,7 @@ class KubernetesStore:
         names = [f"{self.client.namespace}.{key.name}" for key in keys]
         with node_locks(self.lock_dir, names if self.lock_dir else [], timeout=deadline.remaining(LOCK_WAIT)):
             objects = {key: self.client.get(self.client.path(IPPOOLS, key.name)) for key in keys}
-            pools = {key: decode_pool(key, obj) for key, obj in objects.items()}
+            pools = {key: resources.decode_pool(key, obj) for key, obj in objects.items()}
             if overlapping and self.contended:
                 self._learn_reservations({key.network for key in keys})
             reservations = dict(self.known_reservations) if overlapping else {}
@@ -232,28 +157,22 @@ class KubernetesStore:
         """After losing an address to a reservation the pool did not show (a call between its two
         writes): learn every reservation at once, from the API server's cache, rather than one per try."""
         for obj in self.client.list(self.client.path(RESERVATIONS), cached=True):
-            parsed = _reservation_address(obj["metadata"]["name"], networks)
+            parsed = resources.reservation_address(obj["metadata"]["name"], networks)
             if parsed is not None:
-                self.known_reservations.setdefault(parsed, _reservation_owner(obj))
-
-    def new_pool(self, key: PoolKey) -> dict[str, Any]:
-        return {
-            "apiVersion": API_VERSION,
-            "kind": "IPPool",
-            "metadata": {"name": key.name, "namespace": self.client.namespace},
-            "spec": {"range": key.cidr, "allocations": {}},
-        }
+                self.known_reservations.setdefault(parsed, resources.reservation_owner(obj))
 
     def create_reservation(self, name: str, owner: Owner) -> str:
         """Create it; its resourceVersion (what a later delete of this very object is conditioned on)."""
-        obj = self.client.create(self.client.path(RESERVATIONS), self._reservation(name, owner))
+        obj = self.client.create(
+            self.client.path(RESERVATIONS), resources.reservation(name, owner, self.client.namespace)
+        )
         return str(obj.get("metadata", {}).get("resourceVersion", ""))
 
     def replace_reservation(self, name: str, owner: Owner) -> str:
         """Give it to `owner` (a recreated pod takes over its old attachment's); its new resourceVersion."""
         path = self.client.path(RESERVATIONS, name)
         current = self.client.get(path)
-        obj = self._reservation(name, owner)
+        obj = resources.reservation(name, owner, self.client.namespace)
         if current is None:
             written = self.client.create(self.client.path(RESERVATIONS), obj)
         else:
@@ -263,7 +182,7 @@ class KubernetesStore:
 
     def read_reservation(self, name: str) -> Owner | None:
         obj = self.client.get(self.client.path(RESERVATIONS, name))
-        return None if obj is None else _reservation_owner(obj)
+        return None if obj is None else resources.reservation_owner(obj)
 
     def delete_reservation(self, name: str, resource_version: str = "") -> None:
         """Delete it; with `resource_version`, only that very object (a 409 means someone else's now)."""
@@ -272,36 +191,26 @@ class KubernetesStore:
 
     def delete_reservation_of(self, name: str, holder: Owner) -> None:
         obj = self.client.get(self.client.path(RESERVATIONS, name))
-        if obj is not None and _reservation_owner(obj).same_holder(holder):
+        if obj is not None and resources.reservation_owner(obj).same_holder(holder):
             self.delete_reservation(name, obj["metadata"]["resourceVersion"])
-
-    def _reservation(self, name: str, owner: Owner) -> dict[str, Any]:
-        return {
-            "apiVersion": API_VERSION,
-            "kind": "OverlappingRangeIPReservation",
-            "metadata": {
-                "name": name,
-                "namespace": self.client.namespace,
-                "labels": {ATTACHMENT_LABEL: attachment_label(owner)},
-            },
-            "spec": {"containerid": owner.container_id, "podref": _podref_out(owner), "ifname": owner.ifname},
-        }
 
     def pools_holding(self, network: str, container_id: str, ifname: str) -> list[PoolKey]:
         probe = Owner(container_id, ifname)
         found = []
         for obj in self.client.list(self.client.path(IPPOOLS)):
-            key = _pool_key(obj, network)
-            if key is not None and any(o.same_attachment(probe) for o in decode_pool(key, obj).allocations.values()):
+            key = resources.pool_key(obj, network)
+            if key is None:
+                continue
+            if any(owner.same_attachment(probe) for owner in resources.decode_pool(key, obj).allocations.values()):
                 found.append(key)
         return sorted(found)
 
     def forget_attachment(self, network: str, owner: Owner) -> None:
         """After a DEL released the pools: remove reservations a crashed call of this attachment left."""
-        selector = f"{ATTACHMENT_LABEL}={attachment_label(owner)}"
+        selector = f"{ATTACHMENT_LABEL}={resources.attachment_label(owner)}"
         # from the API server's cache (resourceVersion=0): cheap; a leftover it misses, the reconciler finds
         for obj in self.client.list(self.client.path(RESERVATIONS), selector, cached=True):
-            if _reservation_owner(obj).same_attachment(owner):  # the cache may lag: only the object it shows
+            if resources.reservation_owner(obj).same_attachment(owner):  # the cache may lag: only the object it shows
                 self.delete_reservation(obj["metadata"]["name"], obj["metadata"]["resourceVersion"])
 
     def committed(self, owner: Owner) -> None:
@@ -332,7 +241,7 @@ class KubernetesStore:
         operations: list[dict[str, Any]] = []
         for offset, entry in allocations.items():
             if (entry.get("id"), entry.get("ifname")) == _attachment(owner):
-                operations += _entry_patch(f"/spec/allocations/{offset}", None, holder)
+                operations += resources.entry_patch(offset, None, holder)
         if operations:
             self.client.patch(path, operations)
 
@@ -345,39 +254,6 @@ class KubernetesStore:
 
     def close(self) -> None:
         self.client.close()
-
-
-def _reservation_owner(obj: dict[str, Any]) -> Owner:
-    spec = obj.get("spec", {})
-    return Owner(spec.get("containerid", ""), spec.get("ifname", ""), _podref_in(spec.get("podref", "")))
-
-
-def _reservation_address(name: str, networks: set[str]) -> tuple[str, int, int] | None:
-    """(network, IP version, address) from a reservation's name, for one of `networks`; else None."""
-    for network in networks:
-        text = name[len(network) + 1 :] if network else name
-        if network and not name.startswith(network + "-"):
-            continue
-        try:
-            version, ip = parse_request(text if "." in text else text.replace("-", ":"))
-        except ValueError:
-            continue
-        if reservation_name(network, version, ip) == name:
-            return network, version, ip
-    return None
-
-
-def _pool_key(obj: dict[str, Any], network: str) -> PoolKey | None:
-    """The PoolKey of a listed IPPool named `[<network>-][<node>-]<cidr>`, or None if not of `network`."""
-    cidr = obj.get("spec", {}).get("range", "")
-    name = obj.get("metadata", {}).get("name", "")
-    head, tail = (f"{network}-" if network else ""), PoolKey("", cidr).name
-    if not cidr or not name.startswith(head) or not name.endswith(tail) or len(name) < len(head) + len(tail):
-        return None
-    middle = name[len(head) : len(name) - len(tail)]
-    if middle and not middle.endswith("-"):
-        return None
-    return PoolKey(network, cidr, middle[:-1])
 
 
 def open_kubernetes(cfg: IPAMConfig) -> KubernetesStore:

@@ -1,0 +1,191 @@
+"""Every Kubernetes resource the plugin and the controllers read and write: names, formats, guarded patches.
+
+The Go plugin's custom resources (group whereabouts.cni.cncf.io/v1alpha1), in its exact format:
+
+    IPPool <network_name->[<node>-]<cidr, ':' and '/' as '-'>
+        spec.range: the CIDR; spec.allocations: {"<offset from the network address>": {id, podref, ifname}}
+        and, beyond the Go plugin's format, `netconf`: the network config name the address was allocated
+        under (GC goes by it). The Go plugin ignores it; where its CRD is installed the API server prunes it.
+    OverlappingRangeIPReservation <network_name->]<address, ':' as '-', a trailing '-' gets '0'>
+        spec: {containerid, podref, ifname}; labelled with a hash of the attachment, so that a DEL finds
+        reservations a crashed call left behind (labels are invisible to the Go plugin).
+    NodeSlicePool <network_name, else the network config's name>
+        spec: {range, sliceSize}; status.allocations: [{nodeName ("" = free), sliceRange}].
+
+Only this module knows these shapes: the Kubernetes store (whereabouts.store.kubernetes), the plugin's node
+slices (whereabouts.nodeslice) and the controllers all read and build them here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from whereabouts.model import Owner, PoolKey, PoolState
+from whereabouts.ranges import format_ip, parse_request
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
+    Read = Mapping[str, Any]  # an object as the API server gave it
+
+GROUP = "whereabouts.cni.cncf.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+IPPOOLS = "ippools"
+RESERVATIONS = "overlappingrangeipreservations"
+NODE_SLICE_POOLS = "nodeslicepools"
+KINDS = {IPPOOLS: "IPPool", RESERVATIONS: "OverlappingRangeIPReservation", NODE_SLICE_POOLS: "NodeSlicePool"}
+ATTACHMENT_LABEL = f"{GROUP}/attachment"
+NETWORK_ANNOTATION = f"{GROUP}/network-name"  # a NodeSlicePool's network_name, to find its node pools later
+# The CRDs require a non-empty podref. Without a pod (a runtime that sends no K8S_POD_NAMESPACE/NAME) the
+# Go plugin writes its "<namespace>/<name>" join of two empty strings, "/"; so do we, and read it back as none.
+NO_POD = "/"
+Object = dict[str, "Any"]
+
+
+def reference(plural: str, name: str, namespace: str) -> Object:
+    """Enough of one of our objects to name it (an Event's involved object)."""
+    return {"apiVersion": API_VERSION, "kind": KINDS[plural], "metadata": {"name": name, "namespace": namespace}}
+
+
+# -- IPPool ---------------------------------------------------------------------------------------------------
+
+
+def pool_name(key: PoolKey) -> str:
+    """'10.0.0.0-8', 'caa5---64', '<net>-<node>-<cidr>' (the Go plugin's names)."""
+    return key.name
+
+
+def pool_key(obj: Read, network: str) -> PoolKey | None:
+    """The PoolKey of a listed IPPool named `[<network>-][<node>-]<cidr>`, or None if not of `network`."""
+    cidr = obj.get("spec", {}).get("range", "")
+    name = obj.get("metadata", {}).get("name", "")
+    head, tail = (f"{network}-" if network else ""), PoolKey("", cidr).name
+    if not cidr or not name.startswith(head) or not name.endswith(tail) or len(name) < len(head) + len(tail):
+        return None
+    middle = name[len(head) : len(name) - len(tail)]
+    if middle and not middle.endswith("-"):
+        return None
+    return PoolKey(network, cidr, middle[:-1])
+
+
+def new_pool(key: PoolKey, namespace: str) -> Object:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "IPPool",
+        "metadata": {"name": key.name, "namespace": namespace},
+        "spec": {"range": key.cidr, "allocations": {}},
+    }
+
+
+def pool_entries(obj: Read) -> Mapping[str, Read]:
+    """spec.allocations as listed: offset text -> entry."""
+    return (obj.get("spec") or {}).get("allocations") or {}
+
+
+def decode_pool(key: PoolKey, obj: Read | None) -> PoolState:
+    if obj is None:
+        return PoolState(key)
+    _, base = parse_request(key.cidr)
+    allocations = {base + int(offset): entry_owner(entry) for offset, entry in pool_entries(obj).items()}
+    return PoolState(key, obj["metadata"]["resourceVersion"], allocations)
+
+
+def entry(owner: Owner) -> dict[str, str]:
+    written = {"id": owner.container_id, "podref": owner.podref or NO_POD, "ifname": owner.ifname}
+    if owner.netconf:
+        written["netconf"] = owner.netconf
+    return written
+
+
+def entry_owner(written: Read) -> Owner:
+    podref = written.get("podref", "")
+    return Owner(written.get("id", ""), written.get("ifname", ""), "" if podref == NO_POD else podref,
+                 written.get("netconf", ""))  # fmt: skip
+
+
+def entry_path(offset: int | str) -> str:
+    return f"/spec/allocations/{offset}"
+
+
+def entry_patch(offset: int | str, owner: Owner | None, previous: Owner | None) -> list[Object]:
+    """JSON patch operations writing `owner` (None: removing the entry) at `offset`, guarded by what was read
+    there: nothing, or `previous` (its container ID and interface, and its network config name if it has
+    one). The API server applies a patch atomically: a failed guard fails it whole (TestFailed)."""
+    path = entry_path(offset)
+    if previous is None:
+        guard = [{"op": "test", "path": path, "value": None}]  # absent (the API server treats null as absent)
+    else:
+        guard = [
+            {"op": "test", "path": f"{path}/id", "value": previous.container_id},
+            {"op": "test", "path": f"{path}/ifname", "value": previous.ifname},
+        ]
+        if previous.netconf:  # e.g. a GC frees only the entry of the network config it judged
+            guard.append({"op": "test", "path": f"{path}/netconf", "value": previous.netconf})
+    if owner is None:
+        return [*guard, {"op": "remove", "path": path}]
+    return [*guard, {"op": "add", "path": path, "value": entry(owner)}]
+
+
+# -- OverlappingRangeIPReservation -----------------------------------------------------------------------------
+
+
+def reservation_name(network: str, version: int, ip: int) -> str:
+    name = format_ip(version, ip).replace(":", "-")
+    name = name + "0" if name.endswith("-") else name
+    return f"{network}-{name}" if network else name
+
+
+def reservation_address(name: str, networks: set[str]) -> tuple[str, int, int] | None:
+    """(network, IP version, address) from a reservation's name, for one of `networks`; else None."""
+    for network in networks:
+        text = name[len(network) + 1 :] if network else name
+        if network and not name.startswith(network + "-"):
+            continue
+        try:
+            version, ip = parse_request(text if "." in text else text.replace("-", ":"))
+        except ValueError:
+            continue
+        if reservation_name(network, version, ip) == name:
+            return network, version, ip
+    return None
+
+
+def attachment_label(owner: Owner) -> str:
+    return hashlib.sha256(f"{owner.container_id}/{owner.ifname}".encode()).hexdigest()[:40]
+
+
+def reservation(name: str, owner: Owner, namespace: str) -> Object:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "OverlappingRangeIPReservation",
+        "metadata": {"name": name, "namespace": namespace, "labels": {ATTACHMENT_LABEL: attachment_label(owner)}},
+        "spec": {"containerid": owner.container_id, "podref": owner.podref or NO_POD, "ifname": owner.ifname},
+    }
+
+
+def reservation_owner(obj: Read) -> Owner:
+    spec = obj.get("spec", {})
+    podref = spec.get("podref", "")
+    return Owner(spec.get("containerid", ""), spec.get("ifname", ""), "" if podref == NO_POD else podref)
+
+
+# -- NodeSlicePool ---------------------------------------------------------------------------------------------
+
+
+def node_slice_pool(name: str, namespace: str, spec: Object, annotations: dict[str, str]) -> Object:
+    meta = {"name": name, "namespace": namespace, "annotations": annotations}
+    return {"apiVersion": API_VERSION, "kind": "NodeSlicePool", "metadata": meta, "spec": spec}
+
+
+def slice_listing(obj: Read | None) -> tuple[tuple[str, str], ...]:
+    """status.allocations as (nodeName, sliceRange) pairs, in their order ("" node: a free slice)."""
+    entries = ((obj or {}).get("status") or {}).get("allocations") or []
+    return tuple((str(e.get("nodeName") or ""), str(e.get("sliceRange") or "")) for e in entries)
+
+
+def slice_allocation(node: str, cidr: str) -> dict[str, str]:
+    """A listing entry; a free slice without `nodeName` (see deploy/base/crds/nodeslicepools.yaml)."""
+    return {"nodeName": node, "sliceRange": cidr} if node else {"sliceRange": cidr}
