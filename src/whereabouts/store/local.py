@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from itertools import groupby
 
 from whereabouts.errors import TryAgainLater
-from whereabouts.model import ChangeSet, Owner, PoolKey, PoolState, Snapshot
+from whereabouts.model import Change, ChangeSet, Owner, PoolKey, PoolState, Snapshot
 from whereabouts.ranges import cidr_key_bounds, format_ip, from_sortable_key, sortable_key
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
@@ -42,6 +43,27 @@ CREATE TABLE IF NOT EXISTS reservations (
 """
 
 
+CHUNK = 200  # pools per snapshot query: 600 parameters, under the 999 of SQLite builds older than 3.32
+# Join the wanted pools, given as a VALUES list, on the tables' primary keys.
+_SELECT_POOLS = (
+    "WITH w(network, cidr, node) AS (VALUES {}) SELECT p.network, p.cidr, p.node, p.version FROM w "
+    "JOIN pools AS p ON p.network = w.network AND p.cidr = w.cidr AND p.node = w.node"
+)
+_SELECT_ALLOCATIONS = (
+    "WITH w(network, cidr, node) AS (VALUES {}) SELECT a.network, a.cidr, a.node, a.ipkey, a.container_id, "
+    "a.ifname, a.podref FROM w JOIN allocations AS a ON a.network = w.network AND a.cidr = w.cidr AND a.node = w.node"
+)
+_SELECT_RESERVATIONS = (
+    "WITH w(network, lo, hi) AS (VALUES {}) SELECT r.network, r.ipkey, r.container_id, r.ifname, r.podref FROM w "
+    "JOIN reservations AS r ON r.network = w.network AND r.ipkey BETWEEN w.lo AND w.hi"
+)
+
+
+def _values(rows: list[tuple[str, str, str]]) -> tuple[str, list[str]]:
+    """A VALUES list of placeholders for `rows` of three, and the parameters."""
+    return ", ".join(["(?, ?, ?)"] * len(rows)), [value for row in rows for value in row]
+
+
 class LocalTransaction:
     __slots__ = ("committed", "db", "snapshot")
 
@@ -51,43 +73,52 @@ class LocalTransaction:
         self.committed = committed
 
     def commit(self, changes: ChangeSet) -> bool:
-        for change in changes.changes:
-            key, ik = change.key, sortable_key(change.version, change.ip)
-            if change.owner is None:
-                self._release(changes.overlapping, key, ik, change.previous)
-            else:
-                self._hold(changes.overlapping, key, ik, format_ip(change.version, change.ip), change.owner)
-        for key in dict.fromkeys(c.key for c in changes.changes):
-            self.db.execute(
-                "INSERT INTO pools VALUES (?, ?, ?, 1) ON CONFLICT DO UPDATE SET version = version + 1",
-                (key.network, key.cidr, key.node),
-            )
+        # One statement per table for each run of holds or of releases (thousands of ranges make thousands
+        # of changes); runs keep the order of the changes.
+        for is_hold, run in groupby(changes.changes, key=lambda change: change.owner is not None):
+            (self._hold if is_hold else self._release)(changes.overlapping, list(run))
+        self.db.executemany(
+            "INSERT INTO pools VALUES (?, ?, ?, 1) ON CONFLICT DO UPDATE SET version = version + 1",
+            [(key.network, key.cidr, key.node) for key in dict.fromkeys(c.key for c in changes.changes)],
+        )
         self.db.execute("COMMIT")
         self.committed = True
         return True
 
-    def _hold(self, overlapping: bool, key: PoolKey, ik: str, address: str, owner: Owner) -> None:
-        row = (owner.container_id, owner.ifname, owner.podref)
-        self.db.execute(
-            "INSERT OR REPLACE INTO allocations VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (key.network, key.cidr, key.node, ik, address, *row),
-        )
+    def _hold(self, overlapping: bool, changes: list[Change]) -> None:
+        rows = [
+            (*_address_row(c), format_ip(c.version, c.ip), c.owner.container_id, c.owner.ifname, c.owner.podref)
+            for c in changes
+            if c.owner
+        ]
+        self.db.executemany("INSERT OR REPLACE INTO allocations VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
         if overlapping:
-            self.db.execute(
-                "INSERT OR REPLACE INTO reservations VALUES (?, ?, ?, ?, ?, ?)", (key.network, ik, address, *row)
+            self.db.executemany(
+                "INSERT OR REPLACE INTO reservations VALUES (?, ?, ?, ?, ?, ?)", [(r[0], *r[3:]) for r in rows]
             )
 
-    def _release(self, overlapping: bool, key: PoolKey, ik: str, previous: Owner | None) -> None:
-        holder = (previous.container_id, previous.ifname) if previous else ("", "")
-        self.db.execute(
+    def _release(self, overlapping: bool, changes: list[Change]) -> None:
+        """Remove each address only from the holder the decision saw (`previous`)."""
+        rows = [(*_address_row(c), *_holder(c.previous)) for c in changes]
+        self.db.executemany(
             "DELETE FROM allocations WHERE network=? AND cidr=? AND node=? AND ipkey=? AND container_id=? AND ifname=?",
-            (key.network, key.cidr, key.node, ik, *holder),
+            rows,
         )
         if overlapping:
-            self.db.execute(
+            self.db.executemany(
                 "DELETE FROM reservations WHERE network=? AND ipkey=? AND container_id=? AND ifname=?",
-                (key.network, ik, *holder),
+                [(r[0], *r[3:]) for r in rows],
             )
+
+
+def _address_row(change: Change) -> tuple[str, str, str, str]:
+    """(network, cidr, node, ipkey) of a change."""
+    key = change.key
+    return key.network, key.cidr, key.node, sortable_key(change.version, change.ip)
+
+
+def _holder(owner: Owner | None) -> tuple[str, str]:
+    return (owner.container_id, owner.ifname) if owner else ("", "")
 
 
 class LocalStore:
@@ -129,28 +160,24 @@ class LocalStore:
             return  # SQLite may have rolled back already (e.g. after an I/O error): nothing was written
 
     def _snapshot(self, keys: Sequence[PoolKey], overlapping: bool) -> Snapshot:
-        pools = {key: self._pool(key) for key in keys}
+        """The pools and, with overlapping ranges, the reservations inside their CIDRs: a few queries per
+        CHUNK pools (a config may list thousands of ranges), each a join on the primary keys."""
+        pools = {key: PoolState(key) for key in keys}
+        by_row = {(key.network, key.cidr, key.node): state for key, state in pools.items()}
+        wanted = list(by_row)
+        for i in range(0, len(wanted), CHUNK):
+            chunk, params = _values(wanted[i : i + CHUNK])
+            for *row, version in self.db.execute(_SELECT_POOLS.format(chunk), params):
+                by_row[tuple(row)].version = version
+            for network, cidr, node, ik, *owner in self.db.execute(_SELECT_ALLOCATIONS.format(chunk), params):
+                by_row[(network, cidr, node)].allocations[from_sortable_key(ik)[1]] = Owner(*owner)
         reservations: dict[tuple[str, int, int], Owner] = {}
-        if overlapping:
-            for key in keys:
-                lo, hi = cidr_key_bounds(key.cidr)
-                rows = self.db.execute(
-                    "SELECT ipkey, container_id, ifname, podref FROM reservations "
-                    "WHERE network=? AND ipkey BETWEEN ? AND ?",
-                    (key.network, lo, hi),
-                )
-                for ik, *owner in rows:
-                    reservations[(key.network, *from_sortable_key(ik))] = Owner(*owner)
+        bounds = list(dict.fromkeys((key.network, *cidr_key_bounds(key.cidr)) for key in pools)) if overlapping else []
+        for i in range(0, len(bounds), CHUNK):
+            chunk, params = _values(bounds[i : i + CHUNK])
+            for network, ik, *owner in self.db.execute(_SELECT_RESERVATIONS.format(chunk), params):
+                reservations[(network, *from_sortable_key(ik))] = Owner(*owner)
         return Snapshot(pools, reservations)
-
-    def _pool(self, key: PoolKey) -> PoolState:
-        args = (key.network, key.cidr, key.node)
-        row = self.db.execute("SELECT version FROM pools WHERE network=? AND cidr=? AND node=?", args).fetchone()
-        rows = self.db.execute(
-            "SELECT ipkey, container_id, ifname, podref FROM allocations WHERE network=? AND cidr=? AND node=?", args
-        )
-        allocations = {from_sortable_key(ik)[1]: Owner(*owner) for ik, *owner in rows}
-        return PoolState(key, row[0] if row else None, allocations)
 
     def pools_holding(self, network: str, container_id: str, ifname: str) -> list[PoolKey]:
         rows = self._read(
