@@ -9,7 +9,7 @@ from whereabouts.config import load_ipam, requested_addresses
 from whereabouts.errors import InvalidConfig, StatusUnavailable, TryAgainLater, WhereaboutsError
 from whereabouts.log import Log
 from whereabouts.model import Owner
-from whereabouts.ranges import parse_request
+from whereabouts.ranges import RangeIndex, parse_request
 from whereabouts.service import IPAMService
 from whereabouts.store.factory import open_store
 
@@ -135,6 +135,7 @@ def _prev_result_addresses(netconf: Mapping[str, Any], cfg: IPAMConfig) -> list[
     if not isinstance(prev, Mapping):
         return []
     entries = prev.get("ips") or [prev.get(k) for k in ("ip4", "ip6") if isinstance(prev.get(k), Mapping)]
+    index = RangeIndex(cfg.ranges)
     found = []
     for entry in entries:
         text = entry.get("address") or entry.get("ip") if isinstance(entry, Mapping) else None
@@ -142,7 +143,7 @@ def _prev_result_addresses(netconf: Mapping[str, Any], cfg: IPAMConfig) -> list[
             version, value = parse_request(text) if isinstance(text, str) else (0, 0)
         except ValueError:
             raise InvalidConfig(f"invalid prevResult address {text!r}") from None
-        if any(rng.contains(version, value) for rng in cfg.ranges):
+        if index.first(version, value) is not None:
             found.append(text)
     return found
 
