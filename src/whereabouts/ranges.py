@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 
-from whereabouts.errors import InvalidConfig
+from whereabouts.errors import InvalidConfig, shown
 from whereabouts.iptext import format_address, parse_address, parse_network
 from whereabouts.record import record
 from whereabouts.sortedints import SortedInts
@@ -284,9 +284,9 @@ def parse_range(
         try:
             ver, value = parse_ip(text)
         except ValueError:
-            raise InvalidConfig(f"invalid {name} {text!r}: not an IP address") from None
+            raise InvalidConfig(f"invalid {name} {shown(text)}: not an IP address") from None
         if ver != version or not network <= value <= broadcast:
-            raise InvalidConfig(f"invalid {name} {text!r}: not inside range {spec!r}")
+            raise InvalidConfig(f"invalid {name} {shown(text)}: not inside range {shown(spec)}")
         return value
 
     window_start = in_cidr(f"{key} range_start", range_start) if range_start else None
@@ -311,7 +311,7 @@ def parse_range(
 
 def _parse_range_spec(spec: str, key: str) -> tuple[int, int, int, int | None, int | None]:
     if not isinstance(spec, str) or "/" not in spec:
-        raise InvalidConfig(f"invalid {key} {spec!r}: expected a CIDR or START-END/PREFIX")
+        raise InvalidConfig(f"invalid {key} {shown(spec)}: expected a CIDR or START-END/PREFIX")
     body, _, prefix_text = spec.strip().rpartition("/")
     start_text, dash, end_text = body.partition("-")  # addresses hold no '-', so it splits START-END
     try:
@@ -321,11 +321,11 @@ def _parse_range_spec(spec: str, key: str) -> tuple[int, int, int, int | None, i
         if end_version != version:
             raise ValueError("START and END of different IP versions")
     except ValueError:
-        raise InvalidConfig(f"invalid {key} {spec!r}: expected a CIDR or START-END/PREFIX") from None
+        raise InvalidConfig(f"invalid {key} {shown(spec)}: expected a CIDR or START-END/PREFIX") from None
     if dash and (end is None or not network <= end <= _last(version, network, prefix)):
-        raise InvalidConfig(f"invalid {key} {spec!r}: range end outside {format_ip(version, network)}/{prefix}")
+        raise InvalidConfig(f"invalid {key} {shown(spec)}: range end outside {format_ip(version, network)}/{prefix}")
     if start is not None and end is not None and end < start:
-        raise InvalidConfig(f"invalid {key} {spec!r}: range end before range start")
+        raise InvalidConfig(f"invalid {key} {shown(spec)}: range end before range start")
     return version, network, prefix, start, end
 
 
@@ -347,7 +347,7 @@ def _parse_exclude(item: str, key: str) -> tuple[int, int, int]:
         ver, value = parse_ip(item)
         return ver, value, value
     except ValueError:
-        raise InvalidConfig(f"invalid {key} exclude {item!r}: expected a CIDR, an address or A-B") from None
+        raise InvalidConfig(f"invalid {key} exclude {shown(item)}: expected a CIDR, an address or A-B") from None
 
 
 def _merge(intervals: list[Interval]) -> list[Interval]:

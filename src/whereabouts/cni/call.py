@@ -53,7 +53,7 @@ def run(environ: Mapping[str, str], read_stdin: Callable[[], bytes] | None, out:
 def _decode(raw: bytes) -> dict[str, Any]:
     try:
         netconf = json.loads(raw) if raw.strip() else {}
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the decoder goes
         raise UndecodableConfig(f"cannot decode network config: {exc}") from None
     if not isinstance(netconf, dict):
         raise UndecodableConfig("cannot decode network config: expected a JSON object")

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from whereabouts.cni.result import build_result
 from whereabouts.config import load_ipam, requested_addresses
-from whereabouts.errors import InvalidConfig, StatusUnavailable, TryAgainLater, WhereaboutsError
+from whereabouts.errors import InvalidConfig, StatusUnavailable, TryAgainLater, WhereaboutsError, shown
 from whereabouts.log import Log
 from whereabouts.model import Owner
 from whereabouts.ranges import RangeIndex, parse_request
@@ -142,7 +142,7 @@ def _prev_result_addresses(netconf: Mapping[str, Any], cfg: IPAMConfig) -> list[
         try:
             version, value = parse_request(text) if isinstance(text, str) else (0, 0)
         except ValueError:
-            raise InvalidConfig(f"invalid prevResult address {text!r}") from None
+            raise InvalidConfig(f"invalid prevResult address {shown(text)}") from None
         if index.first(version, value) is not None:
             found.append(text)
     return found
@@ -153,11 +153,13 @@ def _valid_attachments(netconf: Mapping[str, Any]) -> set[tuple[str, str]]:
     if listed is None:
         listed = []
     if not isinstance(listed, list):
-        raise InvalidConfig(f"invalid cni.dev/valid-attachments {listed!r}: expected a list")
+        raise InvalidConfig(f"invalid cni.dev/valid-attachments {shown(listed)}: expected a list")
     valid = set()
     for item in listed:
         if not isinstance(item, Mapping) or not isinstance(item.get("containerID"), str):
-            raise InvalidConfig(f"invalid cni.dev/valid-attachments entry {item!r}: expected containerID and ifname")
+            raise InvalidConfig(
+                f"invalid cni.dev/valid-attachments entry {shown(item)}: expected containerID and ifname"
+            )
         valid.add((item["containerID"], str(item.get("ifname", ""))))
     return valid
 
