@@ -22,7 +22,7 @@ from whereabouts.ranges import cidr_key_bounds, format_ip, from_sortable_key, so
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
 SCHEMA_VERSION = 1
 DB_NAME = "whereabouts.db"
@@ -44,24 +44,39 @@ CREATE TABLE IF NOT EXISTS reservations (
 
 
 CHUNK = 200  # pools per snapshot query: 600 parameters, under the 999 of SQLite builds older than 3.32
-# Join the wanted pools, given as a VALUES list, on the tables' primary keys.
+FEW = 8  # up to this many pools, one plain query per pool: a CNI call's fresh connection prepares them cheaper
+# Join the wanted pools, given as a VALUES list, on the tables' primary keys; or look one pool up.
 _SELECT_POOLS = (
     "WITH w(network, cidr, node) AS (VALUES {}) SELECT p.network, p.cidr, p.node, p.version FROM w "
     "JOIN pools AS p ON p.network = w.network AND p.cidr = w.cidr AND p.node = w.node"
 )
+_SELECT_POOL = "SELECT network, cidr, node, version FROM pools WHERE network=? AND cidr=? AND node=?"
 _SELECT_ALLOCATIONS = (
     "WITH w(network, cidr, node) AS (VALUES {}) SELECT a.network, a.cidr, a.node, a.ipkey, a.container_id, "
     "a.ifname, a.podref FROM w JOIN allocations AS a ON a.network = w.network AND a.cidr = w.cidr AND a.node = w.node"
+)
+_SELECT_POOL_ALLOCATIONS = (
+    "SELECT network, cidr, node, ipkey, container_id, ifname, podref FROM allocations "
+    "WHERE network=? AND cidr=? AND node=?"
 )
 _SELECT_RESERVATIONS = (
     "WITH w(network, lo, hi) AS (VALUES {}) SELECT r.network, r.ipkey, r.container_id, r.ifname, r.podref FROM w "
     "JOIN reservations AS r ON r.network = w.network AND r.ipkey BETWEEN w.lo AND w.hi"
 )
+_SELECT_CIDR_RESERVATIONS = (
+    "SELECT network, ipkey, container_id, ifname, podref FROM reservations WHERE network=? AND ipkey BETWEEN ? AND ?"
+)
 
 
-def _values(rows: list[tuple[str, str, str]]) -> tuple[str, list[str]]:
-    """A VALUES list of placeholders for `rows` of three, and the parameters."""
-    return ", ".join(["(?, ?, ?)"] * len(rows)), [value for row in rows for value in row]
+def _chunks(rows: list[tuple[str, str, str]], many: str, one: str) -> Iterator[tuple[str, list[str]]]:
+    """(statement, parameters) for `rows` of three: a join per CHUNK rows, or with FEW rows or fewer one
+    plain query each."""
+    if len(rows) <= FEW:
+        yield from ((one, list(row)) for row in rows)
+        return
+    for i in range(0, len(rows), CHUNK):
+        chunk = rows[i : i + CHUNK]
+        yield many.format(", ".join(["(?, ?, ?)"] * len(chunk))), [value for row in chunk for value in row]
 
 
 class LocalTransaction:
@@ -160,22 +175,21 @@ class LocalStore:
             return  # SQLite may have rolled back already (e.g. after an I/O error): nothing was written
 
     def _snapshot(self, keys: Sequence[PoolKey], overlapping: bool) -> Snapshot:
-        """The pools and, with overlapping ranges, the reservations inside their CIDRs: a few queries per
-        CHUNK pools (a config may list thousands of ranges), each a join on the primary keys."""
+        """The pools and, with overlapping ranges, the reservations inside their CIDRs. A config may list
+        thousands of ranges: then a few joins on the primary keys per CHUNK pools, not queries per pool."""
         pools = {key: PoolState(key) for key in keys}
         by_row = {(key.network, key.cidr, key.node): state for key, state in pools.items()}
         wanted = list(by_row)
-        for i in range(0, len(wanted), CHUNK):
-            chunk, params = _values(wanted[i : i + CHUNK])
-            for *row, version in self.db.execute(_SELECT_POOLS.format(chunk), params):
+        for sql, params in _chunks(wanted, _SELECT_POOLS, _SELECT_POOL):
+            for *row, version in self.db.execute(sql, params):
                 by_row[tuple(row)].version = version
-            for network, cidr, node, ik, *owner in self.db.execute(_SELECT_ALLOCATIONS.format(chunk), params):
+        for sql, params in _chunks(wanted, _SELECT_ALLOCATIONS, _SELECT_POOL_ALLOCATIONS):
+            for network, cidr, node, ik, *owner in self.db.execute(sql, params):
                 by_row[(network, cidr, node)].allocations[from_sortable_key(ik)[1]] = Owner(*owner)
         reservations: dict[tuple[str, int, int], Owner] = {}
         bounds = list(dict.fromkeys((key.network, *cidr_key_bounds(key.cidr)) for key in pools)) if overlapping else []
-        for i in range(0, len(bounds), CHUNK):
-            chunk, params = _values(bounds[i : i + CHUNK])
-            for network, ik, *owner in self.db.execute(_SELECT_RESERVATIONS.format(chunk), params):
+        for sql, params in _chunks(bounds, _SELECT_RESERVATIONS, _SELECT_CIDR_RESERVATIONS):
+            for network, ik, *owner in self.db.execute(sql, params):
                 reservations[(network, *from_sortable_key(ik))] = Owner(*owner)
         return Snapshot(pools, reservations)
 
