@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from etcd_server import AUTH_PREFIX, ETCD_PASSWORD, ETCD_USER, EtcdServer, make_tls
 from kube_server import KubeAPIServer, kube_tools
+
+# Property tests: the same examples on every run (derandomized, so CI cannot flake on a new one), no example
+# database, no per-example deadline (the machine may be busy). Hypothesis still caches some data of its own:
+# outside the repository.
+settings.register_profile("whereabouts", derandomize=True, database=None, deadline=None)
+settings.load_profile("whereabouts")
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(tempfile.gettempdir(), "whereabouts-py-hypothesis"))
 
 
 @pytest.fixture(scope="session")

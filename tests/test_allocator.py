@@ -169,3 +169,52 @@ def test_reservation_left_by_an_interrupted_call_is_resumed() -> None:
     decision = allocate(ranges=[pr], snapshot=snap, owner=A)
     assert held_addresses(decision) == ["10.0.0.9/24"]
     assert held_addresses(allocate(ranges=[pr], snapshot=snap, owner=B)) == ["10.0.0.1/24"]
+
+
+def _commit(snap: Snapshot, decision) -> None:
+    for change in decision.changes.changes:
+        snap.pools[change.key].allocations[change.ip] = change.owner
+        snap.reservations[(change.key.network, change.version, change.ip)] = change.owner
+
+
+def test_ranges_sharing_a_pool_get_their_own_address_again_on_a_repeated_add() -> None:
+    """Two windows of one CIDR share its pool: a repeated ADD gives each range what the first gave it, once,
+    instead of every address the attachment holds there for each range."""
+    low = pool_range("10.0.0.0/24", exclude=["10.0.0.1-10.0.0.9"])
+    high = pool_range("10.0.0.0/24", range_start="10.0.0.100")
+    whole = pool_range("10.0.0.0/24")
+    ranges = [high, low, whole]
+    snap = snapshot(high, held={"10.0.0.10": B})
+    first = allocate(ranges=ranges, snapshot=snap, owner=A)
+    assert held_addresses(first) == ["10.0.0.100/24", "10.0.0.11/24", "10.0.0.1/24"]
+    _commit(snap, first)
+    again = allocate(ranges=ranges, snapshot=snap, owner=A)
+    assert held_addresses(again) == held_addresses(first)
+    assert not again.changes
+
+
+def test_recreated_pod_adopts_each_shared_pool_address_for_its_own_range() -> None:
+    low, high = pool_range("10.0.0.0/24"), pool_range("10.0.0.0/24", range_start="10.0.0.100")
+    snap = snapshot(low)
+    _commit(snap, allocate(ranges=[low, high], snapshot=snap, owner=A))
+    recreated = Owner("ctr-a2", "eth0", "ns/a")
+    decision = allocate(ranges=[low, high], snapshot=snap, owner=recreated)
+    assert held_addresses(decision) == ["10.0.0.1/24", "10.0.0.100/24"]
+    assert [(c.ip, c.previous) for c in decision.changes.changes] == [(ip("10.0.0.1"), A), (ip("10.0.0.100"), A)]
+
+
+def test_a_range_added_over_a_shared_pool_gets_a_new_address() -> None:
+    """The config grew a second window over the same CIDR since the first ADD: the attachment's one address
+    stays with the first range, the new one gets its own."""
+    low, high = pool_range("10.0.0.0/24"), pool_range("10.0.0.0/24", range_start="10.0.0.100")
+    snap = snapshot(low, held={"10.0.0.1": A})
+    decision = allocate(ranges=[low, high], snapshot=snap, owner=A)
+    assert held_addresses(decision) == ["10.0.0.1/24", "10.0.0.100/24"]
+    assert [c.ip for c in decision.changes.changes] == [ip("10.0.0.100")]
+
+
+def test_requested_address_outside_every_range_lists_a_few_ranges_only() -> None:
+    ranges = [pool_range(f"10.0.{i}.0/24") for i in range(50)]
+    with pytest.raises(AddressOutsideRanges) as raised:
+        allocate(ranges=ranges, snapshot=snapshot(*ranges), owner=A, requested=[(4, ip("192.168.0.1"))])
+    assert "(10.0.0.0/24, 10.0.1.0/24," in raised.value.msg and raised.value.msg.endswith("10.0.9.0/24, ...)")

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from itertools import islice
+
 from whereabouts.errors import AddressOutsideRanges, AddressTaken, RangeExhausted
 from whereabouts.model import Change, ChangeSet, Owner, PoolKey, Snapshot
-from whereabouts.ranges import IPRange, TakenAddresses, format_ip, lowest_free
+from whereabouts.occupancy import Occupancy
+from whereabouts.ranges import IPRange, RangeIndex, format_ip
 from whereabouts.record import record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
 
 
 @record(frozen=True)
@@ -45,26 +48,31 @@ def allocate(
     attachment reserved network-wide without its pool entry (a call interrupted between its writes, on stores
     that write them one at a time); else the requested addresses that fall in this range; else the lowest free
     address (passing over `skip` free ones: see `lowest_free`). Raises the CNI error that ends the call otherwise.
+    Costs O((ranges + allocations + reservations) log n): see `whereabouts.occupancy`.
     """
     by_range = _assign_requests(ranges, requested, owner)
-    planned: list[Change] = []
+    seen = Occupancy(snapshot, owner, overlapping)
+    readers: dict[PoolKey, int] = {}  # ranges still to come per pool: several may share one
+    for pool_range in ranges:
+        readers[pool_range.key] = readers.get(pool_range.key, 0) + 1
     held: list[tuple[PoolRange, tuple[int, ...]]] = []
     for pool_range in ranges:
-        state = snapshot.pools[pool_range.key]
-        mine = _already_held(pool_range, state.allocations, owner, planned)
+        wanted = by_range.get(pool_range, {}) if by_range else {}
+        readers[pool_range.key] -= 1
+        last = not readers[pool_range.key]
+        mine = seen.take_held(pool_range, wanted, last)
+        _record_under_owners_name(pool_range, seen, mine)
         if not mine:
-            mine = _adopt_pod_address(pool_range, state.allocations, owner, planned)
-        if not mine and not by_range[pool_range]:
-            mine = _resume_reservation(pool_range, snapshot, owner, overlapping, planned)
-        if not mine and by_range[pool_range]:
-            mine = [
-                _claim_requested(pool_range, ip, snapshot, owner, overlapping, planned) for ip in by_range[pool_range]
-            ]
+            mine = _adopt_pod_address(pool_range, seen, wanted, last)
+        if not mine and not wanted and overlapping:
+            mine = _resume_reservation(pool_range, seen)
+        if not mine and wanted:
+            mine = [_claim_requested(pool_range, ip, seen) for ip in wanted]
         if not mine:
-            mine = [_claim_lowest(pool_range, snapshot, owner, overlapping, planned, skip)]
+            mine = [_claim_lowest(pool_range, seen, skip)]
         held.append((pool_range, tuple(mine)))
     expected = tuple((key, snapshot.pools[key].version) for key in dict.fromkeys(r.key for r in ranges))
-    return Decision(tuple(held), ChangeSet(tuple(planned), expected, overlapping))
+    return Decision(tuple(held), ChangeSet(tuple(seen.planned), expected, overlapping))
 
 
 def release(*, keys: Sequence[PoolKey], snapshot: Snapshot, owner: Owner, overlapping: bool) -> ChangeSet:
@@ -101,120 +109,84 @@ def _ip_version(key: PoolKey) -> int:
 
 def _assign_requests(
     ranges: Sequence[PoolRange], requested: Sequence[tuple[int, int]], owner: Owner
-) -> dict[PoolRange, list[int]]:
-    by_range: dict[PoolRange, list[int]] = {r: [] for r in ranges}
+) -> dict[PoolRange, dict[int, None]]:
+    """Each requested address goes to the first range (in config order) whose CIDR holds it (and to the
+    ranges equal to that one)."""
+    by_range: dict[PoolRange, dict[int, None]] = {}
+    if not requested:
+        return by_range
+    index = RangeIndex([r.rng for r in ranges])
     for version, ip in requested:
-        home = next((r for r in ranges if r.rng.contains(version, ip)), None)
-        if home is None:
-            cidrs = ", ".join(r.rng.cidr for r in ranges)
+        position = index.first(version, ip)
+        if position is None:
             raise AddressOutsideRanges(
-                f"requested address {format_ip(version, ip)} for {_who(owner)} is in no configured range ({cidrs})"
+                f"requested address {format_ip(version, ip)} for {_who(owner)} is in no configured range "
+                f"({_listed(r.rng.cidr for r in ranges)})"
             )
+        home = ranges[position]
         if home.rng.is_edge(ip):
             raise AddressOutsideRanges(
                 f"requested address {format_ip(version, ip)} for {_who(owner)} is the network or broadcast "
                 f"address of range {home.rng.cidr}"
             )
-        if ip not in by_range[home]:
-            by_range[home].append(ip)
+        by_range.setdefault(home, {})[ip] = None
     return by_range
 
 
-def _already_held(
-    pool_range: PoolRange, allocations: dict[int, Owner], owner: Owner, planned: list[Change]
-) -> list[int]:
-    """What the attachment holds in the pool; entries recorded under another network config name are
-    rewritten under `owner`'s (left as they were, a GC of that other config would free a live address)."""
-    mine = sorted(ip for ip, who in allocations.items() if who.same_attachment(owner))
-    for ip in mine:
-        if allocations[ip].netconf != owner.netconf:
-            planned.append(Change(pool_range.key, pool_range.rng.version, ip, owner, previous=allocations[ip]))
-    return mine
+def _record_under_owners_name(pool_range: PoolRange, seen: Occupancy, held: list[int]) -> None:
+    """Entries the attachment holds under another network config name (or none) are rewritten under its
+    current one: left as they were, a GC of that other config would free a live address."""
+    for ip in held:
+        recorded = seen.holder(pool_range, ip)
+        if recorded is not None and recorded.netconf != seen.owner.netconf:
+            seen.plan(Change(pool_range.key, pool_range.rng.version, ip, seen.owner, previous=recorded))
 
 
-def _adopt_pod_address(
-    pool_range: PoolRange, allocations: dict[int, Owner], owner: Owner, planned: list[Change]
-) -> list[int]:
+def _adopt_pod_address(pool_range: PoolRange, seen: Occupancy, wanted: dict[int, None], last: bool) -> list[int]:
     """A pod recreated under the same name (StatefulSet) takes over the address its old container held."""
-    if not owner.podref:
+    adopted = seen.take_pod_held(pool_range, wanted, last)
+    for ip, previous in adopted:
+        seen.plan(Change(pool_range.key, pool_range.rng.version, ip, seen.owner, previous=previous))
+    return [ip for ip, _ in adopted]
+
+
+def _resume_reservation(pool_range: PoolRange, seen: Occupancy) -> list[int]:
+    ip = seen.resumable(pool_range)
+    if ip is None:
         return []
-    adopted = sorted(ip for ip, who in allocations.items() if who.same_pod_interface(owner))
-    for ip in adopted:
-        planned.append(Change(pool_range.key, pool_range.rng.version, ip, owner, previous=allocations[ip]))
-    return adopted
+    seen.plan(Change(pool_range.key, pool_range.rng.version, ip, seen.owner, previous=None))
+    return [ip]
 
 
-def _resume_reservation(
-    pool_range: PoolRange, snapshot: Snapshot, owner: Owner, overlapping: bool, planned: list[Change]
-) -> list[int]:
-    if not overlapping:
-        return []
-    rng, allocations = pool_range.rng, snapshot.pools[pool_range.key].allocations
-    for (network, version, ip), who in sorted(snapshot.reservations.items()):
-        free_here = ip not in allocations and not any(c.ip == ip for c in _planned_holds(pool_range, planned, True))
-        if network == pool_range.key.network and rng.contains(version, ip) and who.same_attachment(owner) and free_here:
-            planned.append(Change(pool_range.key, version, ip, owner, previous=None))
-            return [ip]
-    return []
-
-
-def _planned_holds(pool_range: PoolRange, planned: list[Change], overlapping: bool) -> list[Change]:
-    """Addresses this decision already gives out that compete with `pool_range`'s: same pool, or with
-    overlapping ranges the same allocation domain."""
-    key = pool_range.key
-    return [
-        c
-        for c in planned
-        if c.owner is not None
-        and c.version == pool_range.rng.version
-        and (c.key == key or (overlapping and c.key.network == key.network))
-    ]
-
-
-def _holder(
-    pool_range: PoolRange, ip: int, snapshot: Snapshot, overlapping: bool, planned: list[Change]
-) -> Owner | None:
-    for change in _planned_holds(pool_range, planned, overlapping):
-        if change.ip == ip:
-            return change.owner
-    holder = snapshot.pools[pool_range.key].allocations.get(ip)
-    if holder is None and overlapping:
-        holder = snapshot.reservations.get((pool_range.key.network, pool_range.rng.version, ip))
-    return holder
-
-
-def _claim_requested(
-    pool_range: PoolRange, ip: int, snapshot: Snapshot, owner: Owner, overlapping: bool, planned: list[Change]
-) -> int:
-    holder = _holder(pool_range, ip, snapshot, overlapping, planned)
-    if holder is not None and not holder.same_attachment(owner):
+def _claim_requested(pool_range: PoolRange, ip: int, seen: Occupancy) -> int:
+    holder = seen.holder(pool_range, ip)
+    if holder is not None and not holder.same_attachment(seen.owner):
         raise AddressTaken(
             f"requested address {format_ip(pool_range.rng.version, ip)} in range {pool_range.rng.cidr} "
-            f"is already held by {_who(holder)}; cannot give it to {_who(owner)}"
+            f"is already held by {_who(holder)}; cannot give it to {_who(seen.owner)}"
         )
-    planned.append(Change(pool_range.key, pool_range.rng.version, ip, owner))
+    seen.plan(Change(pool_range.key, pool_range.rng.version, ip, seen.owner))
     return ip
 
 
-def _claim_lowest(
-    pool_range: PoolRange, snapshot: Snapshot, owner: Owner, overlapping: bool, planned: list[Change], skip: int
-) -> int:
+def _claim_lowest(pool_range: PoolRange, seen: Occupancy, skip: int) -> int:
     rng = pool_range.rng
-    taken = TakenAddresses(snapshot.pools[pool_range.key].allocations)
-    if overlapping:
-        for network, version, ip in snapshot.reservations:
-            if network == pool_range.key.network and rng.contains(version, ip):
-                taken.add(ip)
-    for change in _planned_holds(pool_range, planned, overlapping):
-        taken.add(change.ip)
-    ip = lowest_free(rng, taken, skip)
+    ip = seen.lowest(pool_range, skip)
     if ip is None:
         raise RangeExhausted(
             f"no free address in range {rng.cidr} (window {format_ip(rng.version, rng.first)}-"
-            f"{format_ip(rng.version, rng.last)}, {len(taken)} held) for {_who(owner)}"
+            f"{format_ip(rng.version, rng.last)}, {seen.held_in(pool_range)} held) for {_who(seen.owner)}"
         )
-    planned.append(Change(pool_range.key, rng.version, ip, owner))
+    seen.plan(Change(pool_range.key, rng.version, ip, seen.owner))
     return ip
+
+
+def _listed(items: Iterable[str], limit: int = 10) -> str:
+    """At most `limit` items: an error naming 20,000 ranges would bury the point."""
+    shown = list(islice(items, limit + 1))
+    if len(shown) <= limit:
+        return ", ".join(shown)
+    return ", ".join(shown[:limit]) + ", ..."
 
 
 def _who(owner: Owner) -> str:

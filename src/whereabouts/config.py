@@ -10,7 +10,7 @@ import json
 import os
 from collections.abc import Mapping
 
-from whereabouts.errors import InvalidConfig
+from whereabouts.errors import InvalidConfig, shown
 from whereabouts.iptext import parse_network
 from whereabouts.ranges import IPRange, parse_ip, parse_range, parse_request
 from whereabouts.record import record
@@ -100,7 +100,7 @@ def _names_datastore(raw: Mapping[str, Any]) -> bool:
 def read_flat_file(configured: object) -> tuple[dict[str, Any], tuple[str, ...]]:
     """The flat file's keys (empty when there is none) and the paths looked at."""
     if configured is not None and not isinstance(configured, str):
-        raise InvalidConfig(f"invalid configuration_path {configured!r}: expected a path")
+        raise InvalidConfig(f"invalid configuration_path {shown(configured)}: expected a path")
     if configured:
         _check_path(configured, "configuration_path")
         path = os.path.join(configured, FLAT_FILE_NAME) if os.path.isdir(configured) else configured
@@ -123,11 +123,11 @@ def read_flat_file(configured: object) -> tuple[dict[str, Any], tuple[str, ...]]
 
 def parse_ipam(raw: Mapping[str, Any], netconf_name: str = "") -> IPAMConfig:
     if raw.get("type", "whereabouts") != "whereabouts":
-        raise InvalidConfig(f"invalid ipam type {raw.get('type')!r}: expected 'whereabouts'")
+        raise InvalidConfig(f"invalid ipam type {shown(raw.get('type'))}: expected 'whereabouts'")
     gateway = _opt_str(raw, "gateway")
     kube = raw.get("kubernetes") or {}
     if not isinstance(kube, Mapping):
-        raise InvalidConfig(f"invalid kubernetes {kube!r}: expected an object")
+        raise InvalidConfig(f"invalid kubernetes {shown(kube)}: expected an object")
     kubeconfig = _opt_str(kube, "kubeconfig", "kubernetes.kubeconfig")
     if kubeconfig:
         _check_path(kubeconfig, "kubernetes.kubeconfig")
@@ -165,10 +165,10 @@ def _ranges(raw: Mapping[str, Any], gateway: str) -> tuple[IPRange, ...]:
         specs.append(("range", raw))
     ip_ranges = raw.get("ipRanges") or []
     if not isinstance(ip_ranges, list):
-        raise InvalidConfig(f"invalid ipRanges {ip_ranges!r}: expected a list")
+        raise InvalidConfig(f"invalid ipRanges {shown(ip_ranges)}: expected a list")
     for i, item in enumerate(ip_ranges):
         if not isinstance(item, Mapping) or not item.get("range"):
-            raise InvalidConfig(f"invalid ipRanges[{i}] {item!r}: expected an object with a range")
+            raise InvalidConfig(f"invalid ipRanges[{i}] {shown(item)}: expected an object with a range")
         specs.append((f"ipRanges[{i}].range", item))
     if not specs:
         raise InvalidConfig("invalid ipam config: no range (set range or ipRanges)")
@@ -178,7 +178,7 @@ def _ranges(raw: Mapping[str, Any], gateway: str) -> tuple[IPRange, ...]:
 def _one_range(key: str, item: Mapping[str, Any], gateway: str) -> IPRange:
     exclude = item.get("exclude") or []
     if not isinstance(exclude, list):
-        raise InvalidConfig(f"invalid {key} exclude {exclude!r}: expected a list")
+        raise InvalidConfig(f"invalid {key} exclude {shown(exclude)}: expected a list")
     return parse_range(
         item["range"],
         key=key,
@@ -196,12 +196,14 @@ def _node_slice_size(raw: Mapping[str, Any], sliced: IPRange, datastore: str) ->
         return ""
     if datastore != "kubernetes":
         raise InvalidConfig(
-            f"invalid node_slice_size {text!r}: node slices (Fast IPAM) need the kubernetes datastore, not {datastore}"
+            f"invalid node_slice_size {shown(text)}: node slices (Fast IPAM) need the kubernetes datastore, "
+            f"not {datastore}"
         )
     body = text.strip().removeprefix("/")
-    if not body or body.strip("0123456789") or not sliced.prefix <= int(body) <= sliced.bits:
+    # ASCII digits only, and few of them: int() refuses strings of over 4,300 digits with a ValueError
+    if not body or body.strip("0123456789") or len(body) > 3 or not sliced.prefix <= int(body) <= sliced.bits:
         raise InvalidConfig(
-            f"invalid node_slice_size {text!r}: expected a prefix length from /{sliced.prefix} to /{sliced.bits} "
+            f"invalid node_slice_size {shown(text)}: expected a prefix length from /{sliced.prefix} to /{sliced.bits} "
             f"(the slices of range {sliced.cidr})"
         )
     return text
@@ -273,7 +275,7 @@ def _check_path(path: str, key: str) -> None:
 def _datastore(raw: Mapping[str, Any], kubeconfig: str, etcd: EtcdSettings | None) -> str:
     chosen = _opt_str(raw, "datastore") or ("kubernetes" if kubeconfig else "etcd" if etcd else "local")
     if chosen not in DATASTORES:
-        raise InvalidConfig(f"invalid datastore {chosen!r}: expected one of {', '.join(DATASTORES)}")
+        raise InvalidConfig(f"invalid datastore {shown(chosen)}: expected one of {', '.join(DATASTORES)}")
     return chosen
 
 
@@ -281,10 +283,10 @@ def _routes(routes: object) -> tuple[Mapping[str, Any], ...]:
     if routes is None:
         return ()
     if not isinstance(routes, list):
-        raise InvalidConfig(f"invalid routes {routes!r}: expected a list")
+        raise InvalidConfig(f"invalid routes {shown(routes)}: expected a list")
     for route in routes:
         if not isinstance(route, Mapping) or not isinstance(route.get("dst"), str):
-            raise InvalidConfig(f"invalid route {route!r}: expected an object with a dst CIDR")
+            raise InvalidConfig(f"invalid route {shown(route)}: expected an object with a dst CIDR")
         _check_cidr(route["dst"], "route dst")
         if route.get("gw") is not None:
             _check_address(route["gw"], "route gw")
@@ -295,7 +297,7 @@ def _dns(dns: object) -> Mapping[str, Any] | None:
     if dns is None:
         return None
     if not isinstance(dns, Mapping):
-        raise InvalidConfig(f"invalid dns {dns!r}: expected an object")
+        raise InvalidConfig(f"invalid dns {shown(dns)}: expected an object")
     return dns
 
 
@@ -303,12 +305,12 @@ def _addresses(addresses: object) -> tuple[StaticAddress, ...]:
     if addresses is None:
         return ()
     if not isinstance(addresses, list):
-        raise InvalidConfig(f"invalid addresses {addresses!r}: expected a list")
+        raise InvalidConfig(f"invalid addresses {shown(addresses)}: expected a list")
     parsed = []
     for item in addresses:
         entry = {"address": item} if isinstance(item, str) else item
         if not isinstance(entry, Mapping) or not isinstance(entry.get("address"), str):
-            raise InvalidConfig(f"invalid addresses entry {item!r}: expected an object with an address")
+            raise InvalidConfig(f"invalid addresses entry {shown(item)}: expected an object with an address")
         version = _check_cidr(entry["address"], "addresses address")
         gateway = entry.get("gateway") or ""
         if gateway:
@@ -325,7 +327,7 @@ def _check_cidr(text: object, key: str) -> int:
             raise ValueError
         return parse_network(text, strict=False)[0]
     except ValueError:
-        raise InvalidConfig(f"invalid {key} {text!r}: expected a CIDR") from None
+        raise InvalidConfig(f"invalid {key} {shown(text)}: expected a CIDR") from None
 
 
 def _check_address(text: object, key: str) -> None:
@@ -334,7 +336,7 @@ def _check_address(text: object, key: str) -> None:
             raise ValueError
         parse_ip(text)  # a bare address: a prefix here would end up in the result
     except ValueError:
-        raise InvalidConfig(f"invalid {key} {text!r}: expected an IP address") from None
+        raise InvalidConfig(f"invalid {key} {shown(text)}: expected an IP address") from None
 
 
 def _opt_str(raw: Mapping[str, Any], key: str, label: str = "") -> str:
@@ -342,7 +344,7 @@ def _opt_str(raw: Mapping[str, Any], key: str, label: str = "") -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise InvalidConfig(f"invalid {label or key} {value!r}: expected a string")
+        raise InvalidConfig(f"invalid {label or key} {shown(value)}: expected a string")
     if key == "gateway" and value:
         _check_address(value, "gateway")
     return value
@@ -353,7 +355,7 @@ def _bool(raw: Mapping[str, Any], key: str, default: bool) -> bool:
     if isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
     if not isinstance(value, bool):
-        raise InvalidConfig(f"invalid {key} {value!r}: expected true or false")
+        raise InvalidConfig(f"invalid {key} {shown(value)}: expected true or false")
     return value
 
 
@@ -381,7 +383,7 @@ def _object(parent: Mapping[str, Any], key: str, label: str = "") -> Mapping[str
 
 def _parse_requests(source: str, ips: object) -> tuple[tuple[int, int], ...]:
     if not isinstance(ips, list):
-        raise InvalidConfig(f"invalid {source} {ips!r}: expected a list of addresses")
+        raise InvalidConfig(f"invalid {source} {shown(ips)}: expected a list of addresses")
     parsed = []
     for ip in ips:
         try:
@@ -389,5 +391,5 @@ def _parse_requests(source: str, ips: object) -> tuple[tuple[int, int], ...]:
                 raise ValueError
             parsed.append(parse_request(ip))
         except ValueError:
-            raise InvalidConfig(f"invalid {source} entry {ip!r}: expected an IP address") from None
+            raise InvalidConfig(f"invalid {source} entry {shown(ip)}: expected an IP address") from None
     return tuple(parsed)

@@ -19,6 +19,21 @@ not exceptions; these errors end the CNI call.
 from __future__ import annotations
 
 
+def shown(value: object) -> str:
+    """`repr(value)` for an error message, bounded in depth and length: configs are untrusted, and repr()
+    itself fails on a value nested a thousand deep or an int of 5,000 digits, and a megabyte string would
+    swamp the message. Short values read as repr() shows them."""
+    import reprlib  # the error path only
+
+    bounded = reprlib.Repr()
+    bounded.maxlevel, bounded.maxstring, bounded.maxother, bounded.maxlong = 3, 120, 120, 40
+    bounded.maxlist = bounded.maxtuple = bounded.maxdict = bounded.maxset = 10
+    try:
+        return bounded.repr(value)
+    except (ValueError, RecursionError):
+        return f"<{type(value).__name__}>"
+
+
 class WhereaboutsError(Exception):
     code = 100
 

@@ -1,21 +1,22 @@
 """Range arithmetic: addresses as integers, a range as a canonical frozen value, the lowest free pick.
 
 A range is parsed and validated once (`parse_range`); everything downstream trusts it. Addresses are plain
-ints tagged by the range's IP version, so picking from a /8 or a /64 costs the same: the search below is a
-binary search over counts, never a walk over the range.
+ints tagged by the range's IP version, so picking from a /8 or a /64 costs the same: the search below gallops
+and bisects over counts, never walks the range.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right, insort
+from bisect import bisect_right
 
-from whereabouts.errors import InvalidConfig
+from whereabouts.errors import InvalidConfig, shown
 from whereabouts.iptext import format_address, parse_address, parse_network
 from whereabouts.record import record
+from whereabouts.sortedints import SortedInts
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
 Interval = tuple[int, int]
 
@@ -86,6 +87,14 @@ class IPRange:
         """Network or broadcast address of a range wide enough to have them."""
         return self.bits - self.prefix >= 2 and value in (self.network, self.broadcast)
 
+    def pickable(self, value: int) -> bool:
+        """Whether an automatic pick may hand out `value`: in the window, not excluded (nor the gateway),
+        not an IPv4 .0 address."""
+        if not self.first <= value <= self.last or (self.version == 4 and not value & 0xFF):
+            return False
+        i = bisect_right(self.excluded, (value, 1 << 129)) - 1  # the last interval starting at or before value
+        return i < 0 or self.excluded[i][1] < value
+
     def with_address(self, value: int) -> str:
         return f"{format_ip(self.version, value)}/{self.prefix}"
 
@@ -113,34 +122,50 @@ class IPRange:
 
 
 class TakenAddresses:
-    """A sorted set of taken addresses (one IP version) answering range counts in O(log n)."""
+    """A set of taken addresses (one IP version) answering range counts in O(log n); it only grows.
+
+    It also remembers, per window start, how far the addresses from there are all taken (or .0): a
+    decision handing out the addresses of one window one after another starts each search where the last
+    one ended instead of searching the taken run again.
+    """
 
     def __init__(self, values: Iterable[int] = ()) -> None:
-        self._all = sorted(set(values))
-        self._zeros = [v for v in self._all if v & 0xFF == 0]
+        unique = set(values)
+        self._all = SortedInts(unique)
+        self._zeros = SortedInts([v for v in unique if v & 0xFF == 0])
+        self._dense: dict[tuple[int, int], int] = {}  # (IP version, lo) -> x: nothing in [lo, x) is pickable
 
     def __len__(self) -> int:
         return len(self._all)
 
     def __contains__(self, value: object) -> bool:
-        i = bisect_left(self._all, value)  # type: ignore[arg-type]
-        return i < len(self._all) and self._all[i] == value
+        return value in self._all
 
     def add(self, value: int) -> None:
-        if value not in self:
-            insort(self._all, value)
-            if value & 0xFF == 0:
-                insort(self._zeros, value)
+        if self._all.add(value) and value & 0xFF == 0:
+            self._zeros.add(value)
 
     def count(self, lo: int, hi: int) -> int:
-        return _count(self._all, lo, hi)
+        return self._all.count(lo, hi)
 
     def count_zeros(self, lo: int, hi: int) -> int:
-        return _count(self._zeros, lo, hi)
+        return self._zeros.count(lo, hi) if len(self._zeros) else 0
 
+    def rank_queries(self) -> tuple[Callable[[int], int], Callable[[int], int] | None]:
+        """How many taken addresses lie below a value, and how many taken .0 ones (None: there are none): the
+        bound methods themselves, as the search for a free address calls them in a tight loop."""
+        return self._all.rank, self._zeros.rank if len(self._zeros) else None
 
-def _count(values: Sequence[int], lo: int, hi: int) -> int:
-    return bisect_right(values, hi) - bisect_left(values, lo)
+    def between(self, lo: int, hi: int) -> list[int]:
+        return self._all.between(lo, hi)
+
+    def pickable_from(self, version: int, lo: int) -> int:
+        """Where a search for a free address from `lo` starts: nothing before it is pickable."""
+        return self._dense.get((version, lo), lo)
+
+    def note_first_pickable(self, version: int, lo: int, found: int) -> None:
+        """Nothing in [lo, found) is pickable: all taken, or .0. True for good, as the set only grows."""
+        self._dense[(version, lo)] = found
 
 
 def lowest_free(rng: IPRange, taken: TakenAddresses, skip: int = 0) -> int | None:
@@ -151,30 +176,92 @@ def lowest_free(rng: IPRange, taken: TakenAddresses, skip: int = 0) -> int | Non
     """
     remaining = skip
     for lo, hi in rng.free_segments():
-        free = _free_between(rng, taken, lo, hi)
-        if free > remaining:
-            return _nth_free(rng, taken, lo, hi, remaining + 1)
-        remaining -= free
+        start = taken.pickable_from(rng.version, lo)
+        if remaining:
+            free = _free_between(rng, taken, start, hi)
+            if free <= remaining:
+                remaining -= free
+                continue
+        found = _nth_free(rng, taken, start, hi, remaining + 1)
+        if found is not None:
+            if not remaining:
+                taken.note_first_pickable(rng.version, lo, found)
+            return found
     return lowest_free(rng, taken) if skip else None
 
 
 def _free_between(rng: IPRange, taken: TakenAddresses, lo: int, hi: int) -> int:
     """Pickable, untaken addresses in [lo, hi], a span with no excluded interval inside."""
-    zeros = rng._zeros_between(lo, hi)
-    taken_zeros = taken.count_zeros(lo, hi) if rng.version == 4 else 0
-    return (hi - lo + 1) - zeros - taken.count(lo, hi) + taken_zeros
+    if hi < lo:
+        return 0
+    if rng.version != 4:
+        return (hi - lo + 1) - taken.count(lo, hi)
+    return (hi - lo + 1) - rng._zeros_between(lo, hi) - taken.count(lo, hi) + taken.count_zeros(lo, hi)
 
 
-def _nth_free(rng: IPRange, taken: TakenAddresses, lo: int, hi: int, n: int) -> int:
-    # The free count over [lo, x] never decreases as x grows: binary search for where it reaches n.
-    left, right = lo, hi
+def _nth_free(rng: IPRange, taken: TakenAddresses, lo: int, hi: int, n: int) -> int | None:
+    """The n-th pickable, untaken address in [lo, hi] (a span with no excluded interval inside), or None.
+
+    Gallops out from `lo` and then bisects, as the free count over [lo, x] never decreases as x grows: the
+    cost grows with the log of how far the answer lies, never with the width of the range."""
+    if lo > hi:
+        return None
+    if n == 1 and lo not in taken and (rng.version != 4 or lo & 0xFF):
+        return lo
+    free = _free_from(rng, taken, lo)
+    left, right, width = lo, min(hi, lo + n - 1), n
+    while free(right) < n:
+        if right >= hi:
+            return None
+        left, width = right + 1, width * 2
+        right = min(hi, lo + width - 1)
     while left < right:
         mid = (left + right) // 2
-        if _free_between(rng, taken, lo, mid) >= n:
+        if free(mid) >= n:
             right = mid
         else:
             left = mid + 1
     return left
+
+
+def _free_from(rng: IPRange, taken: TakenAddresses, lo: int) -> Callable[[int], int]:
+    """x -> pickable, untaken addresses in [lo, x] (no excluded interval inside): one rank query a call."""
+    rank, rank_zeros = taken.rank_queries()
+    taken_before = rank(lo)
+    if rng.version != 4:
+        return lambda x: (x - lo + 1) - (rank(x + 1) - taken_before)
+    zeros_before = (lo - 1) >> 8  # .0 addresses below lo: never pickable, so they count as not free
+    if rank_zeros is None:
+        return lambda x: (x - lo + 1) - ((x >> 8) - zeros_before) - (rank(x + 1) - taken_before)
+    taken_zeros_before = rank_zeros(lo)
+
+    def free(x: int) -> int:
+        taken_zeros = rank_zeros(x + 1) - taken_zeros_before  # counted once, as .0, not again as taken
+        return (x - lo + 1) - ((x >> 8) - zeros_before) - (rank(x + 1) - taken_before) + taken_zeros
+
+    return free
+
+
+class RangeIndex:
+    """Which configured range's CIDR holds an address: the first in config order, found with one dict
+    lookup per distinct prefix length instead of a test of every range."""
+
+    def __init__(self, ranges: Sequence[IPRange]) -> None:
+        self._first: dict[tuple[int, int, int], int] = {}  # (IP version, prefix, network) -> position
+        for position, rng in enumerate(ranges):
+            self._first.setdefault((rng.version, rng.prefix, rng.network), position)
+        self._prefixes = sorted({(version, prefix) for version, prefix, _ in self._first})
+
+    def first(self, version: int, value: int) -> int | None:
+        """The position of the first range whose CIDR contains the address, or None."""
+        best = None
+        for ver, prefix in self._prefixes:
+            if ver == version:
+                host_bits = (32 if version == 4 else 128) - prefix
+                position = self._first.get((version, prefix, value >> host_bits << host_bits))
+                if position is not None and (best is None or position < best):
+                    best = position
+        return best
 
 
 def parse_range(
@@ -197,9 +284,9 @@ def parse_range(
         try:
             ver, value = parse_ip(text)
         except ValueError:
-            raise InvalidConfig(f"invalid {name} {text!r}: not an IP address") from None
+            raise InvalidConfig(f"invalid {name} {shown(text)}: not an IP address") from None
         if ver != version or not network <= value <= broadcast:
-            raise InvalidConfig(f"invalid {name} {text!r}: not inside range {spec!r}")
+            raise InvalidConfig(f"invalid {name} {shown(text)}: not inside range {shown(spec)}")
         return value
 
     window_start = in_cidr(f"{key} range_start", range_start) if range_start else None
@@ -224,7 +311,7 @@ def parse_range(
 
 def _parse_range_spec(spec: str, key: str) -> tuple[int, int, int, int | None, int | None]:
     if not isinstance(spec, str) or "/" not in spec:
-        raise InvalidConfig(f"invalid {key} {spec!r}: expected a CIDR or START-END/PREFIX")
+        raise InvalidConfig(f"invalid {key} {shown(spec)}: expected a CIDR or START-END/PREFIX")
     body, _, prefix_text = spec.strip().rpartition("/")
     start_text, dash, end_text = body.partition("-")  # addresses hold no '-', so it splits START-END
     try:
@@ -234,11 +321,11 @@ def _parse_range_spec(spec: str, key: str) -> tuple[int, int, int, int | None, i
         if end_version != version:
             raise ValueError("START and END of different IP versions")
     except ValueError:
-        raise InvalidConfig(f"invalid {key} {spec!r}: expected a CIDR or START-END/PREFIX") from None
+        raise InvalidConfig(f"invalid {key} {shown(spec)}: expected a CIDR or START-END/PREFIX") from None
     if dash and (end is None or not network <= end <= _last(version, network, prefix)):
-        raise InvalidConfig(f"invalid {key} {spec!r}: range end outside {format_ip(version, network)}/{prefix}")
+        raise InvalidConfig(f"invalid {key} {shown(spec)}: range end outside {format_ip(version, network)}/{prefix}")
     if start is not None and end is not None and end < start:
-        raise InvalidConfig(f"invalid {key} {spec!r}: range end before range start")
+        raise InvalidConfig(f"invalid {key} {shown(spec)}: range end before range start")
     return version, network, prefix, start, end
 
 
@@ -260,7 +347,7 @@ def _parse_exclude(item: str, key: str) -> tuple[int, int, int]:
         ver, value = parse_ip(item)
         return ver, value, value
     except ValueError:
-        raise InvalidConfig(f"invalid {key} exclude {item!r}: expected a CIDR, an address or A-B") from None
+        raise InvalidConfig(f"invalid {key} exclude {shown(item)}: expected a CIDR, an address or A-B") from None
 
 
 def _merge(intervals: list[Interval]) -> list[Interval]:

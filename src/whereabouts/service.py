@@ -149,7 +149,8 @@ class IPAMService:
     def _release_elsewhere(self, cfg: IPAMConfig, owner: Owner, configured: list[PoolKey], released: int) -> None:
         if not released or (cfg.node_slice_size and released < len(cfg.ranges)):
             held = self.store.pools_holding(cfg.network_name, owner.container_id, owner.ifname)
-            elsewhere = [key for key in held if key not in configured]
+            known = set(configured)
+            elsewhere = [key for key in held if key not in known]
             if elsewhere:
                 self._release_in(elsewhere, cfg, [owner])
 
@@ -171,15 +172,18 @@ class IPAMService:
     def check(self, cfg: IPAMConfig, owner: Owner, expected: list[str]) -> None:
         """Every range must still hold an address for the attachment, and so must each address in `expected`."""
         ranges = self._ranges(cfg)
-        with self.store.transaction(_keys(ranges), overlapping=False) as txn:
-            held = {pr: _held_by(txn, pr, owner) for pr in ranges}
+        keys = _keys(ranges)
+        with self.store.transaction(keys, overlapping=False) as txn:
+            by_key = {key: _held_by(txn, key, owner) for key in keys}  # once per pool: ranges may share one
+        held = {pr: by_key[pr.key] for pr in ranges}
         if cfg.node_slice_size and not all(held.values()):
             held = self._held_in_old_slices(cfg, owner, held)
         who = f"container {owner.container_id} interface {owner.ifname}"
         for pr, ips in held.items():
             if not ips:
                 raise AttachmentNotFound(f"{who} holds no address in range {pr.rng.cidr}")
-        addresses = {(pr.rng.version, ip) for pr, ips in held.items() for ip in ips}
+        lists = {id(ips): (pr.rng.version, ips) for pr, ips in held.items()}  # ranges sharing a pool share one
+        addresses = {(version, ip) for version, ips in lists.values() for ip in ips}
         missing = [address for address in expected if parse_request(address) not in addresses]
         if missing:
             raise AttachmentNotFound(f"{who} no longer holds {', '.join(missing)}")
@@ -270,8 +274,8 @@ def _apply(snapshot: Snapshot, changes: ChangeSet) -> None:
             snapshot.reservations[(change.key.network, change.version, change.ip)] = change.owner
 
 
-def _held_by(txn: Transaction, pr: PoolRange, owner: Owner) -> list[int]:
-    allocations = txn.snapshot.pools[pr.key].allocations
+def _held_by(txn: Transaction, key: PoolKey, owner: Owner) -> list[int]:
+    allocations = txn.snapshot.pools[key].allocations
     return sorted(ip for ip, who in allocations.items() if who.same_attachment(owner))
 
 

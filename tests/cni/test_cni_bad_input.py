@@ -27,6 +27,8 @@ RAW = [
     ('"a string"', 6, "object"),
     ("42", 6, "object"),
     ("null", 6, "object"),
+    ("[" * 5000 + "]" * 5000, 6, "decode"),  # deeper than the JSON decoder goes: not code 100
+    ('{"cniVersion": "1.0.0", "ipam": ' + '{"a": ' * 3000 + "1" + "}" * 3001, 6, "decode"),
 ]
 
 
@@ -87,6 +89,8 @@ INVALID = [
     ({"log_file": "calls.log"}, ["log_file", "calls.log"]),
     ({"configuration_path": "etc/whereabouts.conf"}, ["configuration_path", "etc/whereabouts.conf"]),
     ({"kubernetes": {"kubeconfig": "kubeconfig"}}, ["kubernetes.kubeconfig", "kubeconfig"]),
+    # more digits than int() takes (4,300): not code 100
+    ({"range": "10.0.0.0/24", "datastore": "kubernetes", "node_slice_size": "/" + "9" * 5000}, ["node_slice_size"]),
 ]
 
 
@@ -97,6 +101,28 @@ def test_invalid_config_is_code_7_naming_key_and_value(tmp_path, ipam, words):
     error = failed(run_cni("ADD", conf), 7)
     for word in words:
         assert word in error["msg"], error
+    assert_nothing_allocated(tmp_path)
+
+
+def nested(depth: int) -> object:
+    value: object = "0.0.0.0/0"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+HUGE_OR_DEEP = [
+    {"range": "10.0.0." + "9" * 100_000 + "/24"},
+    {"range": "10.0.0.0/24", "routes": [nested(900)]},
+    {"range": "10.0.0.0/24", "exclude": [{"k": nested(900)}]},
+]
+
+
+@pytest.mark.parametrize("ipam", HUGE_OR_DEEP, ids=["long-string", "deep-route", "deep-exclude"])
+def test_a_huge_or_deep_bad_value_is_quoted_short(tmp_path, ipam):
+    """The message quotes the bad value bounded: a 100 KB string or a list 900 deep is not echoed whole."""
+    error = failed(run_cni("ADD", netconf(tmp_path, **ipam)), 7)
+    assert len(error["msg"]) < 1000, error["msg"][:200]
     assert_nothing_allocated(tmp_path)
 
 

@@ -205,3 +205,43 @@ def test_version_1_file_is_upgraded_keeping_its_rows_unnamed(tmp_path: Path) -> 
     store.close()
     with closing(sqlite3.connect(tmp_path / DB_NAME)) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+
+
+def test_snapshot_of_many_pools_reads_them_all_in_a_few_statements(tmp_path: Path) -> None:
+    """A config with thousands of ranges: the snapshot joins the wanted pools in chunks instead of three
+    queries per pool, and still reads every pool's version, allocations and reservations."""
+    keys = [PoolKey("net", f"10.{i >> 8}.{i & 255}.0/24") for i in range(1000)]  # five chunks
+    store = LocalStore(str(tmp_path))
+    holder = Owner("ctr-a", "eth0", "ns/a")
+    changes = tuple(Change(key, 4, (10 << 24) + (i << 8) + 7, holder) for i, key in enumerate(keys[::2]))
+    with store.transaction(keys, overlapping=True) as txn:
+        txn.commit(ChangeSet(changes, (), True))
+    statements: list[str] = []
+    store.db.set_trace_callback(statements.append)
+    with store.transaction(keys, overlapping=True) as txn:
+        snapshot = txn.snapshot
+    store.db.set_trace_callback(None)
+    assert len(statements) <= 20, f"{len(statements)} statements for {len(keys)} pools"
+    assert [snapshot.pools[key].version for key in keys] == [1, None] * 500
+    assert {(c.key, c.ip): c.owner for c in changes} == {
+        (key, ip): who for key in keys for ip, who in snapshot.pools[key].allocations.items()
+    }
+    assert snapshot.reservations == {("net", 4, c.ip): holder for c in changes}
+
+
+def test_commit_of_holds_then_releases_keeps_their_order(tmp_path: Path) -> None:
+    """Changes go to SQLite as runs of holds and of releases: a release after a hold of the same address
+    still ends with the address free, and a hold after a release with it held."""
+    store = LocalStore(str(tmp_path))
+    a, b = Owner("ctr-a", "eth0"), Owner("ctr-b", "eth0")
+    ip = 167772161
+    sequence = (Change(KEY, 4, ip, a), Change(KEY, 4, ip, None, previous=a), Change(KEY, 4, ip, b))
+    with store.transaction([KEY], overlapping=True) as txn:
+        txn.commit(ChangeSet(sequence, (), True))
+    with store.transaction([KEY], overlapping=True) as txn:
+        assert txn.snapshot.pools[KEY].allocations == {ip: b}
+        assert txn.snapshot.reservations == {("", 4, ip): b}
+    with store.transaction([KEY], overlapping=True) as txn:
+        txn.commit(ChangeSet(sequence[1:2], (), True))
+    with store.transaction([KEY], overlapping=True) as txn:
+        assert txn.snapshot.pools[KEY].allocations == {ip: b}  # the release named a, not b: b keeps it

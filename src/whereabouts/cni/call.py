@@ -65,7 +65,7 @@ def _decode(raw: bytes) -> dict[str, Any]:
         netconf = json.loads(raw) if raw.strip() else {}
     except ValueError as exc:
         raise UndecodableConfig(f"cannot decode network config: {exc}") from None
-    except RecursionError:
+    except RecursionError:  # nested deeper than the decoder goes
         raise UndecodableConfig("cannot decode network config: nested too deeply") from None
     if not isinstance(netconf, dict):
         raise UndecodableConfig("cannot decode network config: expected a JSON object")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from whereabouts.errors import IncompatibleVersion, InvalidEnvironment
+from whereabouts.errors import IncompatibleVersion, InvalidEnvironment, shown
 from whereabouts.record import record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
@@ -33,14 +33,14 @@ def version_tuple(version: str) -> tuple[int, ...]:
         return tuple(int(part) for part in version.split("."))
     except ValueError:
         raise IncompatibleVersion(
-            f"unsupported cniVersion {version!r}; supported: {', '.join(SUPPORTED_VERSIONS)}"
+            f"unsupported cniVersion {shown(version)}; supported: {', '.join(SUPPORTED_VERSIONS)}"
         ) from None
 
 
 def check_version(version: str, command: str) -> None:
     if version not in SUPPORTED_VERSIONS:
         raise IncompatibleVersion(
-            f"unsupported cniVersion {version!r}; supported: {', '.join(SUPPORTED_VERSIONS)}",
+            f"unsupported cniVersion {shown(version)}; supported: {', '.join(SUPPORTED_VERSIONS)}",
         )
     minimum = MIN_VERSION.get(command)
     if minimum and version_tuple(version) < version_tuple(minimum):
@@ -65,7 +65,7 @@ class CallEnv:
 def read_env(environ: Mapping[str, str]) -> CallEnv:
     command = environ.get("CNI_COMMAND", "")
     if command not in REQUIRED_ENV:
-        raise InvalidEnvironment(f"unknown CNI_COMMAND {command!r}; expected one of {', '.join(REQUIRED_ENV)}")
+        raise InvalidEnvironment(f"unknown CNI_COMMAND {shown(command)}; expected one of {', '.join(REQUIRED_ENV)}")
     missing = [name for name in REQUIRED_ENV[command] if not environ.get(name)]
     if missing:
         raise InvalidEnvironment(f"{command} needs environment variables {', '.join(missing)}")
@@ -85,7 +85,7 @@ def parse_cni_args(text: str) -> dict[str, str]:
     for pair in filter(None, text.split(";")):
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise InvalidEnvironment(f"invalid CNI_ARGS entry {pair!r}: expected KEY=VALUE")
+            raise InvalidEnvironment(f"invalid CNI_ARGS entry {shown(pair)}: expected KEY=VALUE")
         args[key.strip()] = value.strip()
     ignore_unknown = args.get("IgnoreUnknown", "").lower() in ("1", "true")
     unknown = sorted(set(args) - KNOWN_CNI_ARGS)

@@ -6,10 +6,10 @@ from collections.abc import Mapping
 
 from whereabouts.cni.result import build_result
 from whereabouts.config import load_ipam, requested_addresses
-from whereabouts.errors import InvalidConfig, StatusUnavailable, TryAgainLater, WhereaboutsError
+from whereabouts.errors import InvalidConfig, StatusUnavailable, TryAgainLater, WhereaboutsError, shown
 from whereabouts.log import Log
 from whereabouts.model import Owner
-from whereabouts.ranges import parse_request
+from whereabouts.ranges import RangeIndex, parse_request
 from whereabouts.service import IPAMService
 from whereabouts.store.factory import open_store
 
@@ -146,15 +146,16 @@ def _prev_result_addresses(netconf: Mapping[str, Any], cfg: IPAMConfig) -> list[
         return []
     entries = prev.get("ips") or [prev.get(k) for k in ("ip4", "ip6") if isinstance(prev.get(k), Mapping)]
     if not isinstance(entries, list):
-        raise InvalidConfig(f"invalid prevResult ips {entries!r}: expected a list")
+        raise InvalidConfig(f"invalid prevResult ips {shown(entries)}: expected a list")
+    index = RangeIndex(cfg.ranges)
     found = []
     for entry in entries:
         text = entry.get("address") or entry.get("ip") if isinstance(entry, Mapping) else None
         try:
             version, value = parse_request(text) if isinstance(text, str) else (0, 0)
         except ValueError:
-            raise InvalidConfig(f"invalid prevResult address {text!r}") from None
-        if any(rng.contains(version, value) for rng in cfg.ranges):
+            raise InvalidConfig(f"invalid prevResult address {shown(text)}") from None
+        if index.first(version, value) is not None:
             found.append(text)
     return found
 
@@ -167,11 +168,11 @@ def _valid_attachments(netconf: Mapping[str, Any]) -> set[tuple[str, str]] | Non
     if listed is None:
         return None
     if not isinstance(listed, list):
-        raise InvalidConfig(f"invalid {key} {listed!r}: expected a list")
+        raise InvalidConfig(f"invalid {key} {shown(listed)}: expected a list")
     valid = set()
     for item in listed:
         if not isinstance(item, Mapping) or not isinstance(item.get("containerID"), str):
-            raise InvalidConfig(f"invalid {key} entry {item!r}: expected containerID and ifname")
+            raise InvalidConfig(f"invalid {key} entry {shown(item)}: expected containerID and ifname")
         valid.add((item["containerID"], str(item.get("ifname", ""))))
     return valid
 

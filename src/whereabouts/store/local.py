@@ -17,15 +17,16 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+from itertools import groupby
 
 from whereabouts import deadline
 from whereabouts.errors import InvalidConfig, TryAgainLater, WhereaboutsError
-from whereabouts.model import ChangeSet, Owner, PoolKey, PoolState, Snapshot
+from whereabouts.model import Change, ChangeSet, Owner, PoolKey, PoolState, Snapshot
 from whereabouts.ranges import cidr_key_bounds, format_ip, from_sortable_key, sortable_key
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
 SCHEMA_VERSION = 2
 DB_NAME = "whereabouts.db"
@@ -50,6 +51,43 @@ CREATE TABLE IF NOT EXISTS reservations (
 _UPGRADES = {1: "ALTER TABLE allocations ADD COLUMN netconf TEXT NOT NULL DEFAULT ''"}
 
 
+CHUNK = 200  # pools per snapshot query: 600 parameters, under the 999 of SQLite builds older than 3.32
+FEW = 8  # up to this many pools, one plain query per pool: a CNI call's fresh connection prepares them cheaper
+# Join the wanted pools, given as a VALUES list, on the tables' primary keys; or look one pool up.
+_SELECT_POOLS = (
+    "WITH w(network, cidr, node) AS (VALUES {}) SELECT p.network, p.cidr, p.node, p.version FROM w "
+    "JOIN pools AS p ON p.network = w.network AND p.cidr = w.cidr AND p.node = w.node"
+)
+_SELECT_POOL = "SELECT network, cidr, node, version FROM pools WHERE network=? AND cidr=? AND node=?"
+_SELECT_ALLOCATIONS = (
+    "WITH w(network, cidr, node) AS (VALUES {}) SELECT a.network, a.cidr, a.node, a.ipkey, a.container_id, "
+    "a.ifname, a.podref, a.netconf FROM w "
+    "JOIN allocations AS a ON a.network = w.network AND a.cidr = w.cidr AND a.node = w.node"
+)
+_SELECT_POOL_ALLOCATIONS = (
+    "SELECT network, cidr, node, ipkey, container_id, ifname, podref, netconf FROM allocations "
+    "WHERE network=? AND cidr=? AND node=?"
+)
+_SELECT_RESERVATIONS = (
+    "WITH w(network, lo, hi) AS (VALUES {}) SELECT r.network, r.ipkey, r.container_id, r.ifname, r.podref FROM w "
+    "JOIN reservations AS r ON r.network = w.network AND r.ipkey BETWEEN w.lo AND w.hi"
+)
+_SELECT_CIDR_RESERVATIONS = (
+    "SELECT network, ipkey, container_id, ifname, podref FROM reservations WHERE network=? AND ipkey BETWEEN ? AND ?"
+)
+
+
+def _chunks(rows: list[tuple[str, str, str]], many: str, one: str) -> Iterator[tuple[str, list[str]]]:
+    """(statement, parameters) for `rows` of three: a join per CHUNK rows, or with FEW rows or fewer one
+    plain query each."""
+    if len(rows) <= FEW:
+        yield from ((one, list(row)) for row in rows)
+        return
+    for i in range(0, len(rows), CHUNK):
+        chunk = rows[i : i + CHUNK]
+        yield many.format(", ".join(["(?, ?, ?)"] * len(chunk))), [value for row in chunk for value in row]
+
+
 class LocalTransaction:
     __slots__ = ("committed", "db", "snapshot")
 
@@ -59,44 +97,56 @@ class LocalTransaction:
         self.committed = committed
 
     def commit(self, changes: ChangeSet) -> bool:
-        for change in changes.changes:
-            key, ik = change.key, sortable_key(change.version, change.ip)
-            if change.owner is None:
-                self._release(changes.overlapping, key, ik, change.previous)
-            else:
-                self._hold(changes.overlapping, key, ik, format_ip(change.version, change.ip), change.owner)
-        for key in dict.fromkeys(c.key for c in changes.changes):
-            self.db.execute(
-                "INSERT INTO pools VALUES (?, ?, ?, 1) ON CONFLICT DO UPDATE SET version = version + 1",
-                (key.network, key.cidr, key.node),
-            )
+        # One statement per table for each run of holds or of releases (thousands of ranges make thousands
+        # of changes); runs keep the order of the changes.
+        for is_hold, run in groupby(changes.changes, key=lambda change: change.owner is not None):
+            (self._hold if is_hold else self._release)(changes.overlapping, list(run))
+        self.db.executemany(
+            "INSERT INTO pools VALUES (?, ?, ?, 1) ON CONFLICT DO UPDATE SET version = version + 1",
+            [(key.network, key.cidr, key.node) for key in dict.fromkeys(c.key for c in changes.changes)],
+        )
         self.db.execute("COMMIT")
         self.committed = True
         return True
 
-    def _hold(self, overlapping: bool, key: PoolKey, ik: str, address: str, owner: Owner) -> None:
-        row = (owner.container_id, owner.ifname, owner.podref)
-        self.db.execute(
+    def _hold(self, overlapping: bool, changes: list[Change]) -> None:
+        held = [c for c in changes if c.owner]
+        rows = [
+            (*_address_row(c), format_ip(c.version, c.ip), c.owner.container_id, c.owner.ifname, c.owner.podref)
+            for c in held
+        ]
+        self.db.executemany(
             "INSERT OR REPLACE INTO allocations (network, cidr, node, ipkey, address, container_id, ifname, podref, "
             "netconf) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (key.network, key.cidr, key.node, ik, address, *row, owner.netconf),
+            [(*row, c.owner.netconf) for row, c in zip(rows, held, strict=True)],
         )
-        if overlapping:
-            self.db.execute(
-                "INSERT OR REPLACE INTO reservations VALUES (?, ?, ?, ?, ?, ?)", (key.network, ik, address, *row)
+        if overlapping:  # the network-wide record: who, not under which network config
+            self.db.executemany(
+                "INSERT OR REPLACE INTO reservations VALUES (?, ?, ?, ?, ?, ?)", [(r[0], *r[3:]) for r in rows]
             )
 
-    def _release(self, overlapping: bool, key: PoolKey, ik: str, previous: Owner | None) -> None:
-        holder = (previous.container_id, previous.ifname) if previous else ("", "")
-        self.db.execute(
+    def _release(self, overlapping: bool, changes: list[Change]) -> None:
+        """Remove each address only from the holder the decision saw (`previous`)."""
+        rows = [(*_address_row(c), *_holder(c.previous)) for c in changes]
+        self.db.executemany(
             "DELETE FROM allocations WHERE network=? AND cidr=? AND node=? AND ipkey=? AND container_id=? AND ifname=?",
-            (key.network, key.cidr, key.node, ik, *holder),
+            rows,
         )
         if overlapping:
-            self.db.execute(
+            self.db.executemany(
                 "DELETE FROM reservations WHERE network=? AND ipkey=? AND container_id=? AND ifname=?",
-                (key.network, ik, *holder),
+                [(r[0], *r[3:]) for r in rows],
             )
+
+
+def _address_row(change: Change) -> tuple[str, str, str, str]:
+    """(network, cidr, node, ipkey) of a change."""
+    key = change.key
+    return key.network, key.cidr, key.node, sortable_key(change.version, change.ip)
+
+
+def _holder(owner: Owner | None) -> tuple[str, str]:
+    return (owner.container_id, owner.ifname) if owner else ("", "")
 
 
 class LocalStore:
@@ -170,30 +220,23 @@ class LocalStore:
             return  # SQLite may have rolled back already (e.g. after an I/O error): nothing was written
 
     def _snapshot(self, keys: Sequence[PoolKey], overlapping: bool) -> Snapshot:
-        pools = {key: self._pool(key) for key in keys}
+        """The pools and, with overlapping ranges, the reservations inside their CIDRs. A config may list
+        thousands of ranges: then a few joins on the primary keys per CHUNK pools, not queries per pool."""
+        pools = {key: PoolState(key) for key in keys}
+        by_row = {(key.network, key.cidr, key.node): state for key, state in pools.items()}
+        wanted = list(by_row)
+        for sql, params in _chunks(wanted, _SELECT_POOLS, _SELECT_POOL):
+            for *row, version in self.db.execute(sql, params):
+                by_row[tuple(row)].version = version
+        for sql, params in _chunks(wanted, _SELECT_ALLOCATIONS, _SELECT_POOL_ALLOCATIONS):
+            for network, cidr, node, ik, *owner in self.db.execute(sql, params):
+                by_row[(network, cidr, node)].allocations[from_sortable_key(ik)[1]] = Owner(*owner)
         reservations: dict[tuple[str, int, int], Owner] = {}
-        if overlapping:
-            for key in keys:
-                lo, hi = cidr_key_bounds(key.cidr)
-                rows = self.db.execute(
-                    "SELECT ipkey, container_id, ifname, podref FROM reservations "
-                    "WHERE network=? AND ipkey BETWEEN ? AND ?",
-                    (key.network, lo, hi),
-                )
-                for ik, *owner in rows:
-                    reservations[(key.network, *from_sortable_key(ik))] = Owner(*owner)
+        bounds = list(dict.fromkeys((key.network, *cidr_key_bounds(key.cidr)) for key in pools)) if overlapping else []
+        for sql, params in _chunks(bounds, _SELECT_RESERVATIONS, _SELECT_CIDR_RESERVATIONS):
+            for network, ik, *owner in self.db.execute(sql, params):
+                reservations[(network, *from_sortable_key(ik))] = Owner(*owner)
         return Snapshot(pools, reservations)
-
-    def _pool(self, key: PoolKey) -> PoolState:
-        args = (key.network, key.cidr, key.node)
-        row = self.db.execute("SELECT version FROM pools WHERE network=? AND cidr=? AND node=?", args).fetchone()
-        rows = self.db.execute(
-            "SELECT ipkey, container_id, ifname, podref, netconf FROM allocations "
-            "WHERE network=? AND cidr=? AND node=?",
-            args,
-        )
-        allocations = {from_sortable_key(ik)[1]: Owner(*owner) for ik, *owner in rows}
-        return PoolState(key, row[0] if row else None, allocations)
 
     def pools_holding(self, network: str, container_id: str, ifname: str) -> list[PoolKey]:
         rows = self._read(

@@ -1,0 +1,245 @@
+"""What one allocation decision sees as held: the snapshot, indexed once, plus the holds it plans.
+
+The allocator takes the configured ranges one by one. Looking through the pool's allocations, every
+reservation and every planned change again for each range made a call with thousands of ranges quadratic
+(20,000 ranges took minutes, with the local store's write lock held all along). Here the snapshot is indexed
+once per decision and each planned hold updates the indexes it affects: a decision costs
+O((ranges + allocations + reservations) log n).
+
+An allocation domain is what competes for one address: with overlapping ranges, every pool of the same
+`network_name` and IP version (they share the network-wide reservations); without, each pool alone.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+
+from whereabouts.model import Owner
+from whereabouts.ranges import TakenAddresses, lowest_free
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from whereabouts.allocator import PoolRange
+    from whereabouts.model import Change, PoolKey, Snapshot
+    from whereabouts.ranges import IPRange
+
+
+class _Domain:
+    """One allocation domain: the addresses every pool of it passes over (its reservations and the holds this
+    decision plans), and the taken-sets of pools that hold more than that, filed by CIDR so that a planned
+    hold reaches those whose CIDR holds it."""
+
+    __slots__ = ("planned", "prefixes", "stray", "taken")
+
+    def __init__(self, reserved: list[int]) -> None:
+        self.taken = TakenAddresses(reserved)
+        self.planned: set[int] = set()
+        self.stray: dict[tuple[int, int], list[TakenAddresses]] = {}  # (prefix, network address) -> sets
+        self.prefixes: list[int] = []  # the prefix lengths in `stray`
+
+
+class _Deck:
+    """Addresses held in one pool (by the attachment, or by its pod under an older container), dealt out to
+    the ranges that read the pool: each address to one range only, however many ranges share the pool."""
+
+    __slots__ = ("_next", "left", "values")
+
+    def __init__(self, values: list[int]) -> None:
+        self.values = sorted(values)
+        self.left = len(self.values)
+        self._next: dict[int, int] = {}  # dealt index -> an index at or before the next undealt one
+
+    def deal(self, rng: IPRange, wanted: Iterable[int], last: bool) -> list[int]:
+        """What one range gets: the addresses its call requests (every range requesting one gets it, as the
+        first ADD gave it), then for the last range reading the pool every address left, for an earlier one
+        the lowest address left that it could have picked itself, else the lowest left. So an ADD repeated
+        gives each range what the first one gave it."""
+        if not self.values:
+            return []
+        hits = [i for i in map(self._index_of, wanted) if i is not None]
+        for i in hits:
+            self._deal(i)
+        if last:
+            return [self.values[i] for i in sorted({*hits, *self._take_all()})]
+        if hits or not self.left:
+            return [self.values[i] for i in hits]
+        i = self._find(bisect_left(self.values, rng.first))
+        while i < len(self.values) and self.values[i] <= rng.last and not rng.pickable(self.values[i]):
+            i = self._find(i + 1)
+        if i == len(self.values) or not rng.pickable(self.values[i]):
+            i = self._find(0)
+        self._deal(i)
+        return [self.values[i]]
+
+    def _index_of(self, value: int) -> int | None:
+        i = bisect_left(self.values, value)
+        return i if i < len(self.values) and self.values[i] == value else None
+
+    def _find(self, i: int) -> int:
+        """The first undealt index at or after i (len(values) when none)."""
+        start, nxt = i, self._next
+        while i in nxt:
+            i = nxt[i]
+        while start in nxt and nxt[start] != i:  # path compression: the next search jumps straight there
+            nxt[start], start = i, nxt[start]
+        return i
+
+    def _deal(self, i: int) -> None:
+        if i not in self._next:
+            self._next[i] = i + 1
+            self.left -= 1
+
+    def _take_all(self) -> list[int]:
+        taken, i = [], self._find(0)
+        while i < len(self.values):
+            taken.append(i)
+            self._deal(i)
+            i = self._find(i + 1)
+        return taken
+
+
+_NO_DECK = _Deck([])  # nothing to deal: shared, as dealing from it changes nothing
+
+
+class _Pool:
+    """One pool as this decision reads it: its allocations and the decks of what the attachment and its pod
+    hold there. `covered`: the domain's taken-set holds all its allocations already (with overlapping
+    ranges, each is reserved network-wide too), so automatic picks need no taken-set of its own."""
+
+    __slots__ = ("allocations", "covered", "mine", "pod")
+
+    def __init__(self, allocations: dict[int, Owner], owner: Owner, covered: bool) -> None:
+        self.allocations, self.covered = allocations, covered
+        mine: list[int] = []
+        pod: list[int] = []
+        for ip, who in allocations.items():
+            if who.same_attachment(owner):
+                mine.append(ip)
+            elif owner.podref and who.same_pod_interface(owner):
+                pod.append(ip)
+        self.mine = _Deck(mine) if mine else _NO_DECK
+        self.pod = _Deck(pod) if pod else _NO_DECK
+
+
+_EMPTY_POOL = _Pool({}, Owner("", ""), covered=True)
+
+
+class Occupancy:
+    """The snapshot of one decision for one attachment (`owner`), and the changes it plans (in order)."""
+
+    def __init__(self, snapshot: Snapshot, owner: Owner, overlapping: bool) -> None:
+        self.snapshot, self.owner, self.overlapping = snapshot, owner, overlapping
+        self.planned: list[Change] = []
+        self._pools: dict[PoolKey, _Pool] = {}
+        self._domains: dict[object, _Domain] = {}
+        self._stray: dict[tuple[PoolKey, int, int], TakenAddresses] = {}  # (pool, network, prefix) -> set
+        self._reserved: dict[tuple[str, int], list[int]] = {}  # (network, IP version) -> reserved addresses
+        self._mine: dict[tuple[str, int], list[int]] = {}  # the same, reserved by this attachment
+        if overlapping:
+            for (network, version, ip), who in snapshot.reservations.items():
+                self._reserved.setdefault((network, version), []).append(ip)
+                if who.same_attachment(owner):
+                    self._mine.setdefault((network, version), []).append(ip)
+            for addresses in self._mine.values():
+                addresses.sort()
+
+    def take_held(self, pool_range: PoolRange, wanted: Iterable[int], last: bool) -> list[int]:
+        """What the attachment holds in the range's pool, as read, for this range (see `_Deck.deal`: `last`
+        says no later range of the call reads the pool)."""
+        return self._pool(pool_range).mine.deal(pool_range.rng, wanted, last)
+
+    def take_pod_held(self, pool_range: PoolRange, wanted: Iterable[int], last: bool) -> list[tuple[int, Owner]]:
+        """What the attachment's pod holds in the range's pool on the same interface under another
+        container, for this range, and who holds it."""
+        pool = self._pool(pool_range)
+        return [(ip, pool.allocations[ip]) for ip in pool.pod.deal(pool_range.rng, wanted, last)]
+
+    def holder(self, pool_range: PoolRange, ip: int) -> Owner | None:
+        """Who holds `ip` as this decision sees it: the attachment itself if it plans to, else the pool's
+        holder, else (overlapping ranges) whoever reserved it network-wide."""
+        key, version = pool_range.key, pool_range.rng.version
+        if ip in self._domain(key, version).planned:
+            return self.owner
+        holder = self._pool(pool_range).allocations.get(ip)
+        if holder is None and self.overlapping:
+            holder = self.snapshot.reservations.get((key.network, version, ip))
+        return holder
+
+    def resumable(self, pool_range: PoolRange) -> int | None:
+        """The lowest address in the range's CIDR that the attachment reserved network-wide, that its pool
+        does not hold, and that no earlier range of this decision took (overlapping ranges only)."""
+        key, rng = pool_range.key, pool_range.rng
+        mine = self._mine.get((key.network, rng.version))
+        if not mine:
+            return None
+        planned, allocations = self._domain(key, rng.version).planned, self._pool(pool_range).allocations
+        i = bisect_left(mine, rng.network)
+        while i < len(mine) and mine[i] <= rng.broadcast:
+            if mine[i] in planned:
+                del mine[i]  # taken by this decision for good: no later range needs to look at it again
+            elif mine[i] in allocations:
+                i += 1
+            else:
+                return mine[i]
+        return None
+
+    def lowest(self, pool_range: PoolRange, skip: int) -> int | None:
+        """The lowest free address of the range's window (see `lowest_free`)."""
+        return lowest_free(pool_range.rng, self._taken_for(pool_range), skip)
+
+    def held_in(self, pool_range: PoolRange) -> int:
+        """How many addresses of the range's CIDR count as held (for the error when none is free)."""
+        return self._taken_for(pool_range).count(pool_range.rng.network, pool_range.rng.broadcast)
+
+    def plan(self, change: Change) -> None:
+        """Add a hold to the decision: later ranges of the same domain see the address taken."""
+        self.planned.append(change)
+        domain = self._domain(change.key, change.version)
+        if change.ip in domain.planned:
+            return
+        domain.planned.add(change.ip)
+        domain.taken.add(change.ip)
+        bits = 32 if change.version == 4 else 128
+        for prefix in domain.prefixes:
+            host_bits = bits - prefix
+            for taken in domain.stray.get((prefix, change.ip >> host_bits << host_bits), ()):
+                taken.add(change.ip)
+
+    def _pool(self, pool_range: PoolRange) -> _Pool:
+        key = pool_range.key
+        pool = self._pools.get(key)
+        if pool is None:
+            allocations = self.snapshot.pools[key].allocations
+            if not allocations:
+                return _EMPTY_POOL
+            reservations, version = self.snapshot.reservations, pool_range.rng.version
+            covered = self.overlapping and all((key.network, version, ip) in reservations for ip in allocations)
+            pool = self._pools[key] = _Pool(allocations, self.owner, covered)
+        return pool
+
+    def _taken_for(self, pool_range: PoolRange) -> TakenAddresses:
+        pool, domain = self._pool(pool_range), self._domain(pool_range.key, pool_range.rng.version)
+        return domain.taken if pool.covered else self._stray_taken(pool_range, pool, domain)
+
+    def _domain(self, key: PoolKey, version: int) -> _Domain:
+        name = (key.network, version) if self.overlapping else (key, version)
+        domain = self._domains.get(name)
+        if domain is None:
+            domain = self._domains[name] = _Domain(self._reserved.get((key.network, version), []))
+        return domain
+
+    def _stray_taken(self, pool_range: PoolRange, pool: _Pool, domain: _Domain) -> TakenAddresses:
+        """The taken-set of a pool holding addresses its domain's set lacks (allocations never reserved
+        network-wide, or any allocation without overlapping ranges): its allocations plus, within its CIDR
+        (the window lies inside), the domain's set. Built once per pool and CIDR, kept up to date by `plan`."""
+        rng = pool_range.rng
+        taken = self._stray.get((pool_range.key, rng.network, rng.prefix))
+        if taken is None:
+            taken = TakenAddresses([*pool.allocations, *domain.taken.between(rng.network, rng.broadcast)])
+            self._stray[(pool_range.key, rng.network, rng.prefix)] = taken
+            if rng.prefix not in domain.prefixes:
+                domain.prefixes.append(rng.prefix)
+            domain.stray.setdefault((rng.prefix, rng.network), []).append(taken)
+        return taken
