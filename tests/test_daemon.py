@@ -222,7 +222,31 @@ def test_a_half_sent_request_does_not_pin_a_thread(in_test_daemon) -> None:
     assert slow.recv(10) == b""  # the daemon hung up on it
     assert time.monotonic() - started < 3
     slow.close()
-    assert in_test_daemon.slots._value == daemon_module.MAX_CALLS  # its slot was given back
+    wait_for(lambda: in_test_daemon.slots._value == daemon_module.MAX_CALLS)  # its slot is given back
+    assert in_test_daemon.budget.held == 0
+
+
+def wait_for(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.01)
+
+
+def test_requests_beyond_the_bytes_it_holds_at_once_are_declined(in_test_daemon, tmp_path, monkeypatch) -> None:
+    """Many large requests at once could take the daemon past its memory limit: past IN_FLIGHT bytes held,
+    the next is declined and its caller serves it (a budget given back once each request is done)."""
+    in_test_daemon.budget.limit = 4096
+    conf = netconf(tmp_path, range="10.96.6.0/24", padding="x" * 5000)
+    answer = cni_main.relay(in_test_daemon.path, dict(CALL_ENV), json.dumps(conf).encode())
+    assert isinstance(answer, str) and "does not fit" in answer, answer
+    small = netconf(tmp_path, range="10.96.6.0/24")
+    for n in range(3):  # what a served request held is given back: the budget never fills up
+        answer = cni_main.relay(
+            in_test_daemon.path, {**CALL_ENV, "CNI_CONTAINERID": f"s{n}"}, json.dumps(small).encode()
+        )
+        assert isinstance(answer, tuple) and answer[0] == 0, answer
+    wait_for(lambda: in_test_daemon.budget.held == 0)
 
 
 CALL_ENV = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c", "CNI_IFNAME": "eth0", "CNI_NETNS": "/x", "CNI_PATH": "/x"}

@@ -7,10 +7,11 @@ executable would (the same `cni.call.handle`), each on a thread of its own; it h
 but open connections to the datastore's servers (kept for the next call, saving a TCP and TLS handshake
 each), so stopping or restarting it at any moment loses nothing.
 
-It trusts its callers no further than it must: a request larger than MAX_REQUEST is declined (the caller
-serves it with its own memory), one not sent in full within REQUEST_WAIT is dropped, at most MAX_CALLS
-are served at once (more wait in the listen backlog), and a local-store call is served only when the caller
-proves it sees the same data directory (see whereabouts.cni.main for the wire format).
+It trusts its callers no further than it must: a request larger than MAX_REQUEST, or one that would take the
+bytes of requests being read and served past IN_FLIGHT, is declined (the caller serves it with its own
+memory), one not sent in full within REQUEST_WAIT is dropped, at most MAX_CALLS are served at once (more wait
+in the listen backlog), and a local-store call is served only when the caller proves it sees the same data
+directory (see whereabouts.cni.main for the wire format).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from whereabouts.batch import Batcher
 
-MAX_REQUEST = 1 << 20  # bytes of environment or of network config; a usual call sends a few kB
+MAX_REQUEST = 8 << 20  # bytes of environment or of network config; a usual call sends a few kB
+IN_FLIGHT = 32 << 20  # bytes of all requests held at once: well inside the DaemonSet's memory limit
 REQUEST_WAIT = 10.0  # seconds for a caller to send its whole request
 MAX_CALLS = 128  # calls served at once; more wait to be accepted
 BACKLOG = 4096  # callers waiting to be accepted (the kernel caps it at net.core.somaxconn)
@@ -43,11 +45,32 @@ class Declined(Exception):
     """A request the daemon will not serve: the caller serves it itself."""
 
 
-class _Reader:
-    """Exact reads from a caller, all within one deadline (a half-sent request must not pin a thread)."""
+class ByteBudget:
+    """The bytes of requests the daemon holds at once: a request that does not fit is declined."""
 
-    def __init__(self, sock: socket.socket, deadline: float) -> None:
+    def __init__(self, limit: int) -> None:
+        self.limit, self.held = limit, 0
+        self.lock = threading.Lock()
+
+    def take(self, size: int) -> bool:
+        with self.lock:
+            if self.held + size > self.limit:
+                return False
+            self.held += size
+            return True
+
+    def give_back(self, size: int) -> None:
+        with self.lock:
+            self.held -= size
+
+
+class _Reader:
+    """Exact reads from a caller, all within one deadline (a half-sent request must not pin a thread), each
+    sized part counted against the daemon's budget until `close`."""
+
+    def __init__(self, sock: socket.socket, deadline: float, budget: ByteBudget | None = None) -> None:
         self.sock, self.deadline = sock, deadline
+        self.budget, self.taken = budget, 0
 
     def exact(self, size: int) -> bytes:
         chunks, remaining = [], size
@@ -67,7 +90,27 @@ class _Reader:
         size = int.from_bytes(self.exact(4), "big")
         if size > MAX_REQUEST:
             raise Declined(f"{what} of {size} bytes is over the daemon's limit of {MAX_REQUEST}")
+        if self.budget is not None:
+            if not self.budget.take(size):
+                raise Declined(f"{what} of {size} bytes does not fit in the {IN_FLIGHT} bytes it serves at once")
+            self.taken += size
         return self.exact(size)
+
+    def close(self) -> None:
+        if self.budget is not None:
+            self.budget.give_back(self.taken)
+        self.taken = 0
+
+
+def _drain(reader: _Reader) -> None:
+    """After declining: end our side, then read and drop what the caller still sends until it hangs up (or
+    the request's deadline), so that it reads our reason rather than a reset connection."""
+    with contextlib.suppress(OSError):
+        reader.sock.shutdown(socket.SHUT_WR)
+        while reader.deadline > time.monotonic():
+            reader.sock.settimeout(reader.deadline - time.monotonic())
+            if not reader.sock.recv(65536):
+                return
 
 
 def decode_request(reader: _Reader) -> tuple[dict[str, str], bytes]:
@@ -94,11 +137,19 @@ class _Handler(socketserver.BaseRequestHandler):
     server: NodeDaemon
 
     def handle(self) -> None:
+        reader = _Reader(self.request, time.monotonic() + REQUEST_WAIT, self.server.budget)
+        try:
+            self._serve(reader)
+        finally:
+            reader.close()
+
+    def _serve(self, reader: _Reader) -> None:
         started = time.monotonic()
         try:
-            environ, stdin = decode_request(_Reader(self.request, started + REQUEST_WAIT))
+            environ, stdin = decode_request(reader)
         except Declined as exc:
             self._send(b"R" + str(exc).encode())
+            _drain(reader)
             return
         except (OSError, ValueError):
             return
@@ -136,6 +187,7 @@ class NodeDaemon(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.batcher = batcher
         self.quiet = quiet
         self.slots = threading.BoundedSemaphore(MAX_CALLS)
+        self.budget = ByteBudget(IN_FLIGHT)
         self.log_lock = threading.Lock()
 
     def process_request(self, request: socket.socket, client_address: object) -> None:
