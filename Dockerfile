@@ -9,13 +9,7 @@ RUN apt-get update \
 COPY src/whereabouts /src/whereabouts
 COPY scripts/make_bundle.py /scripts/make_bundle.py
 RUN cp -r /src/whereabouts /usr/lib/python3/dist-packages/whereabouts \
-    && for entry in whereabouts-controller:whereabouts.controller.cli whereabouts-install-cni:whereabouts.install \
-                    whereabouts-node:whereabouts.daemon; do \
-           name=${entry%%:*} module=${entry#*:}; \
-           printf '#!/usr/bin/python3\nimport sys\nfrom %s import main\nsys.exit(main())\n' "$module" \
-               > /usr/local/bin/$name; \
-           chmod 0755 /usr/local/bin/$name; \
-       done \
+    && python3 -m whereabouts.node.launcher /usr/local/bin --python /usr/bin/python3 \
     && python3 -m compileall -q /usr/lib/python3/dist-packages/whereabouts \
     && python3 /scripts/make_bundle.py / /opt/whereabouts/bundle \
     && apt-get purge -y binutils && apt-get autoremove -y && rm -rf /src /scripts

@@ -23,7 +23,7 @@ from bench_local import machine
 from common import ROOT, WHEREABOUTS, Latency, children_cpu_ms, cni_env, python_env, whereabouts
 
 sys.path.insert(0, str(ROOT / "src"))
-from whereabouts.install import install_bundle
+from whereabouts.node.install import install_bundle
 
 
 def build_bundle(tmp: Path) -> Path:

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 CACHE=${WHEREABOUTS_CACHE:-/var/cache/whereabouts-py}/images
 IMAGES=$(bash scripts/node-tools.sh)
 ROOT_TAR=$IMAGES/$(sed -n 's/^PYTHON_ROOT=\([^ ]*\).*/\1/p' scripts/node-tools.sh)
-inputs=$( (cd src && find whereabouts -name '*.py' -print0 | sort -z | xargs -0 sha256sum;
+inputs=$( (cd src && find whereabouts -type f \( -name '*.py' -o -name whereabouts \) -print0 | sort -z | xargs -0 sha256sum;
            sha256sum ../scripts/make_bundle.py ../scripts/build-image.sh ../scripts/oci_archive.py;
            basename "$ROOT_TAR") | sha256sum | cut -c1-12)
 TAG=localhost/whereabouts:$inputs
@@ -28,12 +28,7 @@ mkdir -p "$root"
 tar -xpf "$ROOT_TAR" -C "$root"
 cp -r src/whereabouts "$root/usr/lib/python3/dist-packages/whereabouts"
 find "$root/usr/lib/python3/dist-packages/whereabouts" -name __pycache__ -prune -exec rm -rf {} +
-for entry in whereabouts-controller:whereabouts.controller.cli whereabouts-install-cni:whereabouts.install \
-             whereabouts-node:whereabouts.daemon; do
-    name=${entry%%:*} module=${entry#*:}
-    printf '#!/usr/bin/python3\nimport sys\nfrom %s import main\nsys.exit(main())\n' "$module" > "$root/usr/local/bin/$name"
-    chmod 0755 "$root/usr/local/bin/$name"
-done
+chroot "$root" /usr/bin/python3 -m whereabouts.node.launcher /usr/local/bin --python /usr/bin/python3 >/dev/null
 chroot "$root" /usr/bin/python3 -m compileall -q /usr/lib/python3/dist-packages/whereabouts
 python3 scripts/make_bundle.py "$root" "$root/opt/whereabouts/bundle" >/dev/null
 python3 scripts/oci_archive.py --root "$root" --tag "$TAG" --out "$WORK/image.tar" --cmd '["whereabouts-install-cni"]' \

@@ -34,8 +34,9 @@ def test_invalid_node_slice_size(ipam: dict, message: str) -> None:
 
 
 @pytest.mark.parametrize("size", ["/26", "26", " /26"], ids=["slash", "bare", "space"])
-def test_node_slice_size_kept_as_written(size: str) -> None:
-    assert parse_ipam({**KUBE, "range": "10.0.0.0/24", "node_slice_size": size}, "net").node_slice_size == size
+def test_node_slice_size_becomes_a_prefix_length(size: str) -> None:
+    cfg = parse_ipam({**KUBE, "range": "10.0.0.0/24", "node_slice_size": size}, "net")
+    assert (cfg.slice_prefix, cfg.node_slice_size) == (26, "/26")
 
 
 @pytest.mark.parametrize(

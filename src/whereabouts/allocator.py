@@ -78,7 +78,7 @@ def allocate(
 def release(*, keys: Sequence[PoolKey], snapshot: Snapshot, owner: Owner, overlapping: bool) -> ChangeSet:
     """Release every address `owner`'s attachment holds in the given pools."""
     planned = [
-        Change(key, _ip_version(key), ip, None, previous=who)
+        Change(key, key.version, ip, None, previous=who)
         for key in keys
         for ip, who in sorted(snapshot.pools[key].allocations.items())
         if who.same_attachment(owner)
@@ -94,17 +94,13 @@ def release_all_but(
     ifname) is not in `keep`. Other network configs' allocations, and those whose name is unknown, are not
     this GC's to judge: `keep` lists only `netconf`'s attachments."""
     planned = [
-        Change(key, _ip_version(key), ip, None, previous=who)
+        Change(key, key.version, ip, None, previous=who)
         for key in keys
         for ip, who in sorted(snapshot.pools[key].allocations.items())
         if netconf and who.netconf == netconf and (who.container_id, who.ifname) not in keep
     ]
     expected = tuple((key, snapshot.pools[key].version) for key in keys)
     return ChangeSet(tuple(planned), expected, overlapping)
-
-
-def _ip_version(key: PoolKey) -> int:
-    return 6 if ":" in key.cidr else 4
 
 
 def _assign_requests(

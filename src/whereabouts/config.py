@@ -12,7 +12,8 @@ from collections.abc import Mapping
 
 from whereabouts.errors import InvalidConfig, shown
 from whereabouts.iptext import parse_network
-from whereabouts.ranges import IPRange, parse_ip, parse_range, parse_request
+from whereabouts.model import Address
+from whereabouts.ranges import IPRange, format_ip, parse_ip, parse_range, parse_request
 from whereabouts.record import record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
@@ -33,6 +34,14 @@ IGNORED_KEYS = ("leader_lease_duration", "leader_renew_deadline", "leader_retry_
 
 
 @record(frozen=True)
+class LocalSettings:
+    """The embedded store: a SQLite file in `data_dir` (absolute)."""
+
+    data_dir: str = DEFAULT_LOCAL_DATA_DIR
+    kind = "local"
+
+
+@record(frozen=True)
 class EtcdSettings:
     endpoints: tuple[str, ...]
     username: str = ""
@@ -41,6 +50,20 @@ class EtcdSettings:
     cert_file: str = ""
     ca_cert_file: str = ""
     prefix: str = ""
+    kind = "etcd"
+
+
+@record(frozen=True)
+class KubernetesSettings:
+    """The Kubernetes store: a kubeconfig (absolute; "": the pod's service account), and the node-local
+    directory where this node's calls take turns per pool (see whereabouts.store.nodelock)."""
+
+    kubeconfig: str = ""
+    lock_dir: str = ""
+    kind = "kubernetes"
+
+
+StoreSettings = LocalSettings | EtcdSettings | KubernetesSettings
 
 
 @record(frozen=True)
@@ -51,24 +74,70 @@ class StaticAddress:
 
 
 @record(frozen=True)
+class Route:
+    """A route of the result: `dst` and `gw` as written (their IP version known), and any further keys the
+    CNI spec has for routes (mtu, priority, table, ...) kept as JSON text, passed through."""
+
+    dst: str
+    version: int
+    gw: str = ""
+    extra: str = ""  # JSON object text, "" for none
+
+    def as_result(self) -> dict[str, Any]:
+        written: dict[str, Any] = json.loads(self.extra) if self.extra else {}
+        written["dst"] = self.dst
+        if self.gw:
+            written["gw"] = self.gw
+        return written
+
+
+@record(frozen=True)
+class DNS:
+    nameservers: tuple[str, ...] = ()
+    domain: str = ""
+    search: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()
+
+    def as_result(self) -> dict[str, Any]:
+        written: dict[str, Any] = {}
+        for key in ("nameservers", "domain", "search", "options"):
+            value = getattr(self, key)
+            if value:
+                written[key] = list(value) if isinstance(value, tuple) else value
+        return written
+
+
+@record(frozen=True)
 class IPAMConfig:
+    """The ipam config as canonical, frozen, hashable values (two calls of one network compare equal)."""
+
     ranges: tuple[IPRange, ...]
     network_name: str = ""
     overlapping: bool = True
-    gateway: str = ""
-    routes: tuple[Mapping[str, Any], ...] = ()
-    dns: Mapping[str, Any] | None = None
+    gateway: Address | None = None
+    routes: tuple[Route, ...] = ()
+    dns: DNS | None = None
     addresses: tuple[StaticAddress, ...] = ()
-    datastore: str = "local"
-    local_data_dir: str = DEFAULT_LOCAL_DATA_DIR
-    node_slice_size: str = ""
-    kubeconfig: str = ""
-    etcd: EtcdSettings | None = None
+    store: StoreSettings = LocalSettings()
+    slice_prefix: int = 0  # node_slice_size as a prefix length; 0: no node slices
     log_file: str = ""
     log_level: str = ""
     reconciler_cron_expression: str = ""
     configuration_path: str = ""
     netconf_name: str = ""  # the network config's top-level `name`: names the NodeSlicePool without network_name
+
+    @property
+    def datastore(self) -> str:
+        return self.store.kind
+
+    @property
+    def node_slice_size(self) -> str:
+        """As the NodeSlicePool writes it ('/26'); "" without node slices."""
+        return f"/{self.slice_prefix}" if self.slice_prefix else ""
+
+    def gateway_for(self, version: int) -> str:
+        gateway = self.gateway
+        return format_ip(gateway.version, gateway.value) if gateway and gateway.version == version else ""
 
 
 def load_ipam(ipam: Mapping[str, Any], netconf_name: object = "", *, on_kubernetes: bool = False) -> IPAMConfig:
@@ -125,32 +194,22 @@ def parse_ipam(raw: Mapping[str, Any], netconf_name: str = "") -> IPAMConfig:
     if raw.get("type", "whereabouts") != "whereabouts":
         raise InvalidConfig(f"invalid ipam type {shown(raw.get('type'))}: expected 'whereabouts'")
     gateway = _opt_str(raw, "gateway")
-    kube = raw.get("kubernetes") or {}
-    if not isinstance(kube, Mapping):
-        raise InvalidConfig(f"invalid kubernetes {shown(kube)}: expected an object")
-    kubeconfig = _opt_str(kube, "kubeconfig", "kubernetes.kubeconfig")
-    if kubeconfig:
-        _check_path(kubeconfig, "kubernetes.kubeconfig")
-    etcd = _etcd(raw)
     ranges = _ranges(raw, gateway)
-    datastore = _datastore(raw, kubeconfig, etcd)
+    store = _store(raw)
     network_name = _opt_str(raw, "network_name")
-    node_slice_size = _node_slice_size(raw, ranges[0], datastore)
-    if datastore == "kubernetes":
-        _check_object_names(network_name, netconf_name, ranges, sliced=bool(node_slice_size))
+    slice_prefix = _slice_prefix(raw, ranges[0], store.kind)
+    if store.kind == "kubernetes":
+        _check_object_names(network_name, netconf_name, ranges, sliced=bool(slice_prefix))
     return IPAMConfig(
         ranges=ranges,
         network_name=network_name,
         overlapping=_bool(raw, "enable_overlapping_ranges", True),
-        gateway=gateway,
+        gateway=Address(*parse_ip(gateway)) if gateway else None,
         routes=_routes(raw.get("routes")),
         dns=_dns(raw.get("dns")),
         addresses=_addresses(raw.get("addresses")),
-        datastore=datastore,
-        local_data_dir=_local_data_dir(raw),
-        node_slice_size=node_slice_size,
-        kubeconfig=kubeconfig,
-        etcd=etcd,
+        store=store,
+        slice_prefix=slice_prefix,
         log_file=_log_file(raw),
         log_level=_log_level(raw),
         reconciler_cron_expression=_opt_str(raw, "reconciler_cron_expression"),
@@ -189,11 +248,11 @@ def _one_range(key: str, item: Mapping[str, Any], gateway: str) -> IPRange:
     )
 
 
-def _node_slice_size(raw: Mapping[str, Any], sliced: IPRange, datastore: str) -> str:
+def _slice_prefix(raw: Mapping[str, Any], sliced: IPRange, datastore: str) -> int:
     """Fast IPAM slices the first range (as the Go plugin does); its NodeSlicePool lives in Kubernetes."""
     text = _opt_str(raw, "node_slice_size")
     if not text:
-        return ""
+        return 0
     if datastore != "kubernetes":
         raise InvalidConfig(
             f"invalid node_slice_size {shown(text)}: node slices (Fast IPAM) need the kubernetes datastore, "
@@ -206,15 +265,15 @@ def _node_slice_size(raw: Mapping[str, Any], sliced: IPRange, datastore: str) ->
             f"invalid node_slice_size {shown(text)}: expected a prefix length from /{sliced.prefix} to /{sliced.bits} "
             f"(the slices of range {sliced.cidr})"
         )
-    return text
+    return int(body)
 
 
 def _check_object_names(network_name: str, netconf_name: str, ranges: tuple[IPRange, ...], *, sliced: bool) -> None:
     """In Kubernetes these names become object names, and so parts of request paths: refuse what the API
     server would refuse, before any request (`<network_name>-<cidr>` pools, `<network_name>-<address>`
     reservations, the NodeSlicePool named `network_name` else `name`; the node's part is checked per call)."""
-    from whereabouts.kube.names import require_object_name
     from whereabouts.model import PoolKey
+    from whereabouts.names import require_object_name
 
     for rng in ranges:
         key, value = ("network_name", network_name) if network_name else ("range", rng.cidr)
@@ -272,33 +331,60 @@ def _check_path(path: str, key: str) -> None:
         raise InvalidConfig(f"invalid {key} {path!r}: expected an absolute path")
 
 
-def _datastore(raw: Mapping[str, Any], kubeconfig: str, etcd: EtcdSettings | None) -> str:
+def _store(raw: Mapping[str, Any]) -> StoreSettings:
+    """The datastore's settings: `datastore` if set, else kubernetes with a kubeconfig, else etcd with
+    `etcd_host`, else the local store."""
+    kube = raw.get("kubernetes") or {}
+    if not isinstance(kube, Mapping):
+        raise InvalidConfig(f"invalid kubernetes {shown(kube)}: expected an object")
+    kubeconfig = _opt_str(kube, "kubeconfig", "kubernetes.kubeconfig")
+    if kubeconfig:
+        _check_path(kubeconfig, "kubernetes.kubeconfig")
+    etcd = _etcd(raw)
+    data_dir = _local_data_dir(raw)
     chosen = _opt_str(raw, "datastore") or ("kubernetes" if kubeconfig else "etcd" if etcd else "local")
-    if chosen not in DATASTORES:
-        raise InvalidConfig(f"invalid datastore {shown(chosen)}: expected one of {', '.join(DATASTORES)}")
-    return chosen
+    if chosen == "local":
+        return LocalSettings(data_dir)
+    if chosen == "kubernetes":
+        return KubernetesSettings(kubeconfig, os.path.join(data_dir, "locks"))
+    if chosen == "etcd":
+        if etcd is None or not etcd.endpoints:
+            raise InvalidConfig("invalid etcd_host '': the etcd datastore needs etcd_host")
+        return etcd
+    raise InvalidConfig(f"invalid datastore {shown(chosen)}: expected one of {', '.join(DATASTORES)}")
 
 
-def _routes(routes: object) -> tuple[Mapping[str, Any], ...]:
+def _routes(routes: object) -> tuple[Route, ...]:
     if routes is None:
         return ()
     if not isinstance(routes, list):
         raise InvalidConfig(f"invalid routes {shown(routes)}: expected a list")
+    parsed = []
     for route in routes:
         if not isinstance(route, Mapping) or not isinstance(route.get("dst"), str):
             raise InvalidConfig(f"invalid route {shown(route)}: expected an object with a dst CIDR")
-        _check_cidr(route["dst"], "route dst")
-        if route.get("gw") is not None:
-            _check_address(route["gw"], "route gw")
-    return tuple(routes)
+        version = _check_cidr(route["dst"], "route dst")
+        gw = route.get("gw")
+        if gw is not None:
+            _check_address(gw, "route gw")
+        extra = {k: v for k, v in route.items() if k not in ("dst", "gw")}
+        parsed.append(Route(route["dst"], version, gw or "", json.dumps(extra, sort_keys=True) if extra else ""))
+    return tuple(parsed)
 
 
-def _dns(dns: object) -> Mapping[str, Any] | None:
+def _dns(dns: object) -> DNS | None:
     if dns is None:
         return None
     if not isinstance(dns, Mapping):
         raise InvalidConfig(f"invalid dns {shown(dns)}: expected an object")
-    return dns
+    lists = {}
+    for key in ("nameservers", "search", "options"):
+        value = dns.get(key) or []
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise InvalidConfig(f"invalid dns.{key} {shown(value)}: expected a list of strings")
+        lists[key] = tuple(value)
+    parsed = DNS(domain=_opt_str(dns, "domain", "dns.domain"), **lists)
+    return parsed if parsed.as_result() else None  # `"dns": {}` says nothing: no dns in the result
 
 
 def _addresses(addresses: object) -> tuple[StaticAddress, ...]:

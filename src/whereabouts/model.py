@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from whereabouts.iptext import parse_network
 from whereabouts.record import field, record
 
 
@@ -57,6 +58,11 @@ class PoolKey:
         prefixes = [p for p in (self.network, self.node) if p]
         return "-".join([*prefixes, base])
 
+    @property
+    def version(self) -> int:
+        """The IP version of its CIDR (parsed, not guessed from the text)."""
+        return parse_network(self.cidr, strict=False)[0]
+
 
 @record(frozen=True)
 class Address:
@@ -106,3 +112,14 @@ class ChangeSet:
 
     def __bool__(self) -> bool:
         return bool(self.changes)
+
+
+@record(frozen=True)
+class SlicePool:
+    """A network's node slices as listed (Fast IPAM): the range and slice size it slices, and for each
+    slice the node holding it ("" when free). `where` names it in messages."""
+
+    range: str
+    slice_size: str
+    listing: tuple[tuple[str, str], ...]  # (node, slice CIDR)
+    where: str

@@ -21,18 +21,16 @@ import os
 
 from whereabouts.allocator import PoolRange
 from whereabouts.config import FLAT_FILE_PATHS
-from whereabouts.errors import AddressOutsideRanges, InvalidConfig, RangeExhausted, TryAgainLater
+from whereabouts.errors import AddressOutsideRanges, RangeExhausted, TryAgainLater
 from whereabouts.iptext import format_address, parse_network
-from whereabouts.kube.names import is_object_name, require_object_name
 from whereabouts.model import PoolKey
-from whereabouts.ranges import IPRange, format_ip
+from whereabouts.names import is_object_name, require_object_name
+from whereabouts.ranges import IPRange, Network, format_ip
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 if TYPE_CHECKING:
-    from typing import Any
-
     from whereabouts.config import IPAMConfig
-    from whereabouts.store.base import Store
+    from whereabouts.storage import NodeSlices
 
 NODENAME_FILE = "nodename"
 
@@ -65,7 +63,7 @@ def slice_pool_name(cfg: IPAMConfig) -> str:
 
 
 def node_pool_ranges(
-    cfg: IPAMConfig, store: Store, node: str, *, required: bool, requested: tuple[tuple[int, int], ...] = ()
+    cfg: IPAMConfig, slices: NodeSlices, node: str, *, required: bool, requested: tuple[tuple[int, int], ...] = ()
 ) -> tuple[PoolRange, ...]:
     """The call's pools: this node's slice of the first range, then the other ranges whole. Without a
     slice: TryAgainLater if `required`, else the other ranges alone."""
@@ -73,13 +71,13 @@ def node_pool_ranges(
     node = node_name(cfg, node)
     if not _usable(node, node, required=required):
         return whole[1:]
-    cidr, problem = _slice_of(cfg, store, node)
+    cidr, problem = _slice_of(cfg, slices, node)
     if problem:
         if required:
             raise TryAgainLater(problem)
         return whole[1:]
-    version, network, prefix = parse_network(cidr)
-    last = network | ((1 << ((32 if version == 4 else 128) - prefix)) - 1)
+    net = Network.parse(cidr)
+    version, network, last = net.version, net.address, net.last
     key = PoolKey(cfg.network_name, cidr, node)
     if not _usable(key.name, node, required=required):  # `<network_name>-<node>-<slice>` may be too long
         return whole[1:]
@@ -108,31 +106,25 @@ def within_slice(rng: IPRange, lo: int, hi: int) -> IPRange:
     return IPRange(rng.version, rng.network, rng.prefix, first, last, excluded, rng.gateway)
 
 
-def _slice_of(cfg: IPAMConfig, store: Store, node: str) -> tuple[str, str]:
+def _slice_of(cfg: IPAMConfig, slices: NodeSlices, node: str) -> tuple[str, str]:
     """(this node's slice, "") or ("", why there is none to use)."""
-    read = getattr(store, "node_slice_pool", None)
-    if read is None:
-        raise InvalidConfig(f"invalid node_slice_size {cfg.node_slice_size!r}: needs the kubernetes datastore")
-    name, rng = slice_pool_name(cfg), cfg.ranges[0]
-    where = f"NodeSlicePool {store.client.namespace}/{name}"  # type: ignore[attr-defined]
-    pool: dict[str, Any] | None = read(name)
+    name, rng, size = slice_pool_name(cfg), cfg.ranges[0], cfg.slice_prefix
+    pool = slices.slice_pool(name)
     if pool is None:
-        return "", f"no {where} for network {name} (node {node}) yet: the node-slice controller creates it"
-    spec, size = pool.get("spec") or {}, _prefix(cfg.node_slice_size)
-    if _parse(spec.get("range")) != (rng.version, rng.network, rng.prefix) or _prefix(spec.get("sliceSize")) != size:
+        return "", f"no {slices.where(name)} for network {name} (node {node}) yet: the node-slice controller creates it"
+    if _parse(pool.range) != (rng.version, rng.network, rng.prefix) or _prefix(pool.slice_size) != size:
         return "", (
-            f"{where} slices {spec.get('range')} in {spec.get('sliceSize')} slices but the config of network "
-            f"{name} says {rng.cidr} in {cfg.node_slice_size} (node {node}): the node-slice controller has not "
-            "re-sliced yet"
+            f"{pool.where} slices {pool.range} in {pool.slice_size} slices but the config of network "
+            f"{name} says {rng.cidr} in /{size} (node {node}): the node-slice controller has not re-sliced yet"
         )
-    for entry in (pool.get("status") or {}).get("allocations") or []:
-        if entry.get("nodeName") == node:
-            parsed = _parse(entry.get("sliceRange"))
+    for holder, slice_range in pool.listing:
+        if holder == node:
+            parsed = _parse(slice_range)
             if parsed and parsed[0] == rng.version and parsed[2] == size and rng.contains(rng.version, parsed[1]):
                 return f"{format_address(parsed[0], parsed[1])}/{size}", ""
-            return "", f"{where} gives node {node} slice {entry.get('sliceRange')!r}: re-slicing in progress"
+            return "", f"{pool.where} gives node {node} slice {slice_range!r}: re-slicing in progress"
     return "", (
-        f"node {node} has no slice of network {name} (range {rng.cidr}) in {where} yet: the node-slice "
+        f"node {node} has no slice of network {name} (range {rng.cidr}) in {pool.where} yet: the node-slice "
         "controller assigns one when it sees the node"
     )
 

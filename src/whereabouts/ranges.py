@@ -40,15 +40,49 @@ def from_sortable_key(key: str) -> tuple[int, int]:
     return int(key[0]), int(key[2:], 16)
 
 
+@record(frozen=True)
+class Network:
+    """A CIDR as numbers: its IP version, network address and prefix length. The one place that knows a
+    network's last address, its size and what it contains."""
+
+    version: int
+    address: int
+    prefix: int
+
+    @staticmethod
+    def parse(text: str, *, strict: bool = True) -> Network:
+        """'10.0.0.0/24' (host bits refused unless not `strict`); ValueError on anything else."""
+        return Network(*parse_network(text, strict=strict))
+
+    @property
+    def bits(self) -> int:
+        return 32 if self.version == 4 else 128
+
+    @property
+    def last(self) -> int:
+        """Its last address (the broadcast address, for IPv4)."""
+        return self.address | ((1 << (self.bits - self.prefix)) - 1)
+
+    @property
+    def size(self) -> int:
+        return 1 << (self.bits - self.prefix)
+
+    @property
+    def text(self) -> str:
+        return f"{format_address(self.version, self.address)}/{self.prefix}"
+
+    def contains(self, version: int, value: int) -> bool:
+        return version == self.version and self.address <= value <= self.last
+
+
 def cidr_key_bounds(cidr: str) -> tuple[str, str]:
     """The sortable keys of a CIDR's first and last address."""
-    version, network, prefix = parse_network(cidr)
-    return sortable_key(version, network), sortable_key(version, _last(version, network, prefix))
+    net = Network.parse(cidr)
+    return sortable_key(net.version, net.address), sortable_key(net.version, net.last)
 
 
 def _last(version: int, network: int, prefix: int) -> int:
-    """The last address of a CIDR (its broadcast address, for IPv4)."""
-    return network | ((1 << ((32 if version == 4 else 128) - prefix)) - 1)
+    return Network(version, network, prefix).last
 
 
 def parse_request(text: str) -> tuple[int, int]:
@@ -73,8 +107,12 @@ class IPRange:
         return 32 if self.version == 4 else 128
 
     @property
+    def net(self) -> Network:
+        return Network(self.version, self.network, self.prefix)
+
+    @property
     def broadcast(self) -> int:
-        return self.network | ((1 << (self.bits - self.prefix)) - 1)
+        return self.net.last
 
     @property
     def cidr(self) -> str:
@@ -276,7 +314,7 @@ def parse_range(
     """Parse `CIDR` or `START-END/PREFIX` plus its window and excludes into a canonical IPRange."""
     version, network, prefix, start, end = _parse_range_spec(spec, key)
     bits = 32 if version == 4 else 128
-    broadcast = network | ((1 << (bits - prefix)) - 1)
+    broadcast = Network(version, network, prefix).last
     first, last = (network + 1, broadcast - 1) if bits - prefix >= 2 else (network, broadcast)
     first, last = max(first, start if start is not None else first), min(last, end if end is not None else last)
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from types import ModuleType
     from typing import TypeVar
 
-    from whereabouts.store.base import Store, Transaction
+    from whereabouts.storage import NodeSlices, Store, Transaction
 
     T = TypeVar("T")
 
@@ -51,21 +51,26 @@ def pool_ranges(cfg: IPAMConfig) -> tuple[PoolRange, ...]:
 
 
 class IPAMService:
-    def __init__(self, store: Store, *, retry: RetryPolicy | None = None, node: str = "") -> None:
+    def __init__(
+        self, store: Store, *, retry: RetryPolicy | None = None, node: str = "", slices: NodeSlices | None = None
+    ) -> None:
         self.store = store
         self.retry = retry or RetryPolicy()
         self.node = node  # Fast IPAM: the node whose slice this call allocates from ("": found by nodeslice)
+        self.slices = slices  # Fast IPAM: where the node slices are listed (configs with node_slice_size)
 
     def _ranges(
         self, cfg: IPAMConfig, *, required: bool = True, requested: tuple[tuple[int, int], ...] = ()
     ) -> tuple[PoolRange, ...]:
         """The pools a call works on. With node slices the first range's pool is this node's slice, looked
         up in the network's NodeSlicePool once per call; `required` False drops it when there is none."""
-        if not cfg.node_slice_size:
+        if not cfg.slice_prefix:
             return pool_ranges(cfg)
+        if self.slices is None:
+            raise TryAgainLater(f"network {cfg.network_name or cfg.netconf_name}: node slices, but none listed")
         from whereabouts.nodeslice import node_pool_ranges  # Fast IPAM only: other calls never load it
 
-        return node_pool_ranges(cfg, self.store, self.node, required=required, requested=requested)
+        return node_pool_ranges(cfg, self.slices, self.node, required=required, requested=requested)
 
     def add(self, cfg: IPAMConfig, owner: Owner, requested: tuple[tuple[int, int], ...] = ()) -> list[Assigned]:
         (outcome,) = self.add_batch(cfg, [(owner, requested)])
@@ -147,7 +152,7 @@ class IPAMService:
         return outcomes
 
     def _release_elsewhere(self, cfg: IPAMConfig, owner: Owner, configured: list[PoolKey], released: int) -> None:
-        if not released or (cfg.node_slice_size and released < len(cfg.ranges)):
+        if not released or (cfg.slice_prefix and released < len(cfg.ranges)):
             held = self.store.pools_holding(cfg.network_name, owner.container_id, owner.ifname)
             known = set(configured)
             elsewhere = [key for key in held if key not in known]
@@ -176,7 +181,7 @@ class IPAMService:
         with self.store.transaction(keys, overlapping=False) as txn:
             by_key = {key: _held_by(txn, key, owner) for key in keys}  # once per pool: ranges may share one
         held = {pr: by_key[pr.key] for pr in ranges}
-        if cfg.node_slice_size and not all(held.values()):
+        if cfg.slice_prefix and not all(held.values()):
             held = self._held_in_old_slices(cfg, owner, held)
         who = f"container {owner.container_id} interface {owner.ifname}"
         for pr, ips in held.items():
@@ -198,8 +203,7 @@ class IPAMService:
             found = [(key, ip) for key in others for ip, who in txn.snapshot.pools[key].allocations.items()
                      if who.same_attachment(owner)]  # fmt: skip
         return {
-            pr: ips or sorted(ip for key, ip in found if pr.rng.contains(_version_of(key), ip))
-            for pr, ips in held.items()
+            pr: ips or sorted(ip for key, ip in found if pr.rng.contains(key.version, ip)) for pr, ips in held.items()
         }
 
     def gc(self, cfg: IPAMConfig, valid: set[tuple[str, str]]) -> int:
@@ -277,10 +281,6 @@ def _apply(snapshot: Snapshot, changes: ChangeSet) -> None:
 def _held_by(txn: Transaction, key: PoolKey, owner: Owner) -> list[int]:
     allocations = txn.snapshot.pools[key].allocations
     return sorted(ip for ip, who in allocations.items() if who.same_attachment(owner))
-
-
-def _version_of(key: PoolKey) -> int:
-    return 6 if ":" in key.cidr else 4
 
 
 def _keys(ranges: tuple[PoolRange, ...]) -> list[PoolKey]:

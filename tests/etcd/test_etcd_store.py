@@ -51,12 +51,12 @@ def test_datastore_defaults_to_etcd_when_etcd_host_is_set(etcd: EtcdServer, etcd
 
 def test_bad_etcd_host_is_invalid_config(etcd_prefix: str) -> None:
     with pytest.raises(InvalidConfig, match="invalid etcd_host"):
-        open_etcd(parse_ipam({"type": "whereabouts", "range": "10.0.0.0/24", "etcd_host": "ftp://x:1"}))
+        open_etcd(parse_ipam({"type": "whereabouts", "range": "10.0.0.0/24", "etcd_host": "ftp://x:1"}).store)
 
 
 def test_keys_are_laid_out_as_documented(etcd: EtcdServer, etcd_prefix: str) -> None:
     cfg = parse_ipam(etcd_ipam(etcd, etcd_prefix, network_name="blue"))
-    IPAMService(open_etcd(cfg)).add(cfg, Owner("ctr-1", "net1", "ns/pod"))
+    IPAMService(open_etcd(cfg.store)).add(cfg, Owner("ctr-1", "net1", "ns/pod"))
     assert etcd.dump(etcd_prefix + "/") == {
         f"{etcd_prefix}/blue/pools/-/10.70.0.0-24/4:0a460001": {
             "address": "10.70.0.1", "id": "ctr-1", "ifname": "net1", "podref": "ns/pod"},
@@ -144,6 +144,6 @@ def test_failover_to_a_live_endpoint(etcd: EtcdServer, etcd_prefix: str, tmp_pat
 
 def test_store_error_maps_to_try_again(etcd: EtcdServer) -> None:
     cfg = parse_ipam(etcd_ipam(etcd, "/x"))
-    store = open_etcd(cfg)
+    store = open_etcd(cfg.store)
     with pytest.raises(TryAgainLater, match="etcd refused kv/bogus"):
         store.call("kv/bogus", {})

@@ -19,10 +19,12 @@ import pytest
 
 from etcd_server import TLSMaterial, make_tls
 from support import netconf, run_cni
+from whereabouts.config import KubernetesSettings
 from whereabouts.errors import InvalidConfig
-from whereabouts.kube import credentials, transport
+from whereabouts.kube import credentials
 from whereabouts.kube.client import KubeClient
 from whereabouts.kube.credentials import load_credentials
+from whereabouts.node.runtime import Lease, StorePool
 
 SECRET = "s3cr3t-hunter2"  # what must never show up in an error
 
@@ -275,18 +277,26 @@ def test_inline_client_keys_leave_no_files(
     assert os.listdir(temp_dir) == []
 
 
-def test_the_node_daemon_keeps_one_connection_for_one_kubeconfig(
+def test_the_node_daemon_keeps_one_store_and_connection_for_one_kubeconfig(
     cert_server: ClientCertServer, pki: TLSMaterial, tmp_path: Path
 ) -> None:
+    """Calls with one kubeconfig share one open store (and its TLS connection) in the daemon's pool; a
+    rewritten kubeconfig (install-cni after a token rotation) is read afresh by the next call."""
     path = inline_cert_kubeconfig(tmp_path / "k", cert_server, pki)
-    transport.keep_connections()
-    try:
-        for _ in range(5):
-            assert one_call(path) == {"cn": "client"}  # each call loads the kubeconfig afresh
-        assert cert_server.accepted == 1
-        assert sum(len(kept) for kept in transport._idle.values()) == 1
-    finally:
-        transport._idle = None  # back to a CNI process's behaviour
+    pool, settings = StorePool(), KubernetesSettings(str(path), str(tmp_path / "locks"))
+    stores = []
+    for _ in range(5):
+        with Lease(pool, settings) as store:
+            reply = store.client.get(store.client.path("ippools", "a"))  # type: ignore[attr-defined]
+            assert reply == {"cn": "client"}  # the inline certificate was presented
+            stores.append(store)
+    assert cert_server.accepted == 1 and len(set(map(id, stores))) == 1 and pool.open_count() == 1
+    path.write_text(path.read_text() + "\n")  # rewritten: the kept store is stale
+    with Lease(pool, settings) as store:
+        assert store is not stores[0]
+        assert store.client.get(store.client.path("ippools", "a")) == {"cn": "client"}  # type: ignore[attr-defined]
+    assert cert_server.accepted == 2 and pool.open_count() == 1
+    pool.close()
 
 
 def test_plugin_calls_with_an_inline_client_key_leave_no_files(

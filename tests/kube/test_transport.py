@@ -11,7 +11,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from raw_http import RawHTTPServer
-from whereabouts.kube import transport
 from whereabouts.kube.transport import Endpoint, HTTPConnection
 
 
@@ -47,45 +46,33 @@ def server() -> Iterator[CountingServer]:
     srv.server_close()
 
 
-@pytest.fixture
-def kept() -> Iterator[None]:
-    transport.keep_connections()
-    yield
-    transport._idle = None  # back to a CNI process's behaviour
-
-
-def one_call(srv: CountingServer) -> None:
-    conn = HTTPConnection(Endpoint("http", "127.0.0.1", srv.server_address[1]))
+def one_call(srv: CountingServer, conn: HTTPConnection | None = None) -> HTTPConnection:
+    conn = conn or HTTPConnection(Endpoint("http", "127.0.0.1", srv.server_address[1]))
     for _ in range(3):
         assert conn.request("GET", "/").json() == {"ok": True}
-    conn.release()
+    return conn
 
 
-def test_a_cni_process_uses_one_connection_per_call(server: CountingServer) -> None:
-    one_call(server)
-    one_call(server)
+def test_one_connection_serves_a_call_and_closing_it_ends_it(server: CountingServer) -> None:
+    one_call(server).close()
+    one_call(server).close()
     assert server.accepted == 2  # keep-alive within a call, nothing kept after it
 
 
-def test_the_node_daemon_keeps_connections_between_calls(server: CountingServer, kept: None) -> None:
-    for _ in range(5):
-        one_call(server)
+def test_a_connection_kept_between_calls_is_reused(server: CountingServer) -> None:
+    """The node daemon keeps a store open between calls, and with it the store's connection."""
+    conn = one_call(server)
+    for _ in range(4):
+        one_call(server, conn)
     assert server.accepted == 1
 
 
-def test_a_kept_connection_closed_by_the_server_is_replaced(server: CountingServer, kept: None) -> None:
-    one_call(server)
-    for sock, _ in transport._idle[(Endpoint("http", "127.0.0.1", server.server_address[1]), transport.TLSSettings())]:
-        sock.shutdown(socket.SHUT_RDWR)  # as if the server had timed the idle connection out
-    one_call(server)
+def test_a_kept_connection_closed_by_the_server_is_replaced(server: CountingServer) -> None:
+    conn = one_call(server)
+    assert conn._sock is not None
+    conn._sock.shutdown(socket.SHUT_RDWR)  # as if the server had timed the idle connection out
+    one_call(server, conn)
     assert server.accepted == 2
-
-
-def test_a_failed_connection_is_never_kept(server: CountingServer, kept: None) -> None:
-    conn = HTTPConnection(Endpoint("http", "127.0.0.1", server.server_address[1]))
-    conn.request("GET", "/")
-    conn.close()  # a call that hit an error closes, it does not release
-    assert not any(transport._idle.values())
 
 
 @pytest.fixture

@@ -143,10 +143,13 @@ def reservations(node: RealNode) -> set[str]:
     return {item["metadata"]["name"] for item in items}
 
 
-def daemon_pod(node: RealNode) -> dict[str, Any]:
-    """The DaemonSet's pod on this node (the Go plugin's node gets one too, that never runs)."""
+def daemon_pod(node: RealNode, *, wait: bool = False) -> dict[str, Any]:
+    """The DaemonSet's pod on this node (the Go plugin's node gets one too, that never runs). With `wait`,
+    none yet is an empty pod (the DaemonSet controller may not have made it yet: a probe waits for it)."""
     pods = [p for p in node.pods("kube-system", "app.kubernetes.io/component=node")
             if p["spec"].get("nodeName") == node.node_name]  # fmt: skip
+    if wait and not pods:
+        return {}
     assert len(pods) == 1, [p["metadata"]["name"] for p in pods]
     return pods[0]
 
@@ -204,7 +207,7 @@ def installed(real_node: RealNode, tmp_path_factory: pytest.TempPathFactory) -> 
         node.write_cni_config(network(node))
         started = time.monotonic()
         node.kubectl("apply", "-k", str(overlay(tmp / "overlay", node, tag)))
-        wait_for("install-cni ready", lambda: _ready(daemon_pod(node)), 180)
+        wait_for("install-cni ready", lambda: _ready(daemon_pod(node, wait=True)), 180)
         node.timings["install"] = time.monotonic() - started
         print(f"\napply -k to install-cni ready: {node.timings['install']:.1f} s ({tag})")
         yield node

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from whereabouts.model import Change, ChangeSet, Owner, PoolKey
-from whereabouts.store.base import Store
+from whereabouts.storage import Store
 from whereabouts.store.etcd import EtcdStore
 from whereabouts.store.etcd_gateway import EtcdGateway, parse_endpoint
 from whereabouts.store.local import LocalStore

@@ -9,8 +9,8 @@ import json
 
 from whereabouts import deadline
 from whereabouts.cni.protocol import LATEST, SUPPORTED_VERSIONS, CallEnv, check_version, read_env
-from whereabouts.cni.runtime import Runtime, ServeInProcess
 from whereabouts.errors import InvalidConfig, UndecodableConfig, WhereaboutsError
+from whereabouts.node.runtime import Runtime, ServeInProcess
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ wait (it is never served elsewhere meanwhile); the call is served here, in proce
 when the daemon dies before answering, or when the daemon says so (it cannot prove it sees this process's
 local store, or the request is too large for it). Either way the result is the same.
 
-Wire format (see whereabouts.daemon): request = 4-byte length + "K=V\\0..." environment + 4-byte length + stdin.
+Wire format (see whereabouts.node.daemon): request = 4-byte length + "K=V\\0..." environment + 4-byte length + stdin.
 The daemon then answers with frames: b"S" + 4-byte length + path asks "what is this path to you?" (answered
 with b"s" + 4-byte length + "device:inode", empty when missing); b"R" + reason means "serve it yourself";
 b"W" + 4-byte exit status + stdout up to the end is the answer.

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 def build_result(cni_version: str, cfg: IPAMConfig, addresses: Sequence[tuple[int, str]]) -> dict[str, Any]:
     """`addresses`: (IP version, 'address/prefix') per range in config order; static addresses follow."""
-    entries = [(version, address, _gateway(cfg, version)) for version, address in addresses]
+    entries = [(version, address, cfg.gateway_for(version)) for version, address in addresses]
     entries += [(s.version, s.address, s.gateway) for s in cfg.addresses]
     if version_tuple(cni_version) < (0, 3, 0):
         return _legacy(cni_version, cfg, entries)
@@ -28,9 +28,9 @@ def build_result(cni_version: str, cfg: IPAMConfig, addresses: Sequence[tuple[in
         ips.append(ip)
     result: dict[str, Any] = {"cniVersion": cni_version, "ips": ips}
     if cfg.routes:
-        result["routes"] = [dict(route) for route in cfg.routes]
+        result["routes"] = [route.as_result() for route in cfg.routes]
     if cfg.dns:
-        result["dns"] = dict(cfg.dns)
+        result["dns"] = cfg.dns.as_result()
     return result
 
 
@@ -44,16 +44,10 @@ def _legacy(cni_version: str, cfg: IPAMConfig, entries: list[tuple[int, str, str
         block: dict[str, Any] = {"ip": first[1]}
         if first[2]:
             block["gateway"] = first[2]
-        routes = [dict(r) for r in cfg.routes if (":" in r["dst"]) == (family == 6)]
+        routes = [route.as_result() for route in cfg.routes if route.version == family]
         if routes:
             block["routes"] = routes
         result[f"ip{family}"] = block
     if cfg.dns:
-        result["dns"] = dict(cfg.dns)
+        result["dns"] = cfg.dns.as_result()
     return result
-
-
-def _gateway(cfg: IPAMConfig, version: int) -> str:
-    if not cfg.gateway:
-        return ""
-    return cfg.gateway if (":" in cfg.gateway) == (version == 6) else ""

@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from whereabouts.cni.result import build_result
-from whereabouts.config import load_ipam, requested_addresses
+from whereabouts.config import LocalSettings, load_ipam, requested_addresses
 from whereabouts.errors import InvalidConfig, StatusUnavailable, TryAgainLater, WhereaboutsError, shown
 from whereabouts.log import Log
 from whereabouts.model import Owner
 from whereabouts.ranges import RangeIndex, parse_request
 from whereabouts.service import IPAMService
-from whereabouts.store.factory import open_store
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 
@@ -20,8 +19,8 @@ if TYPE_CHECKING:
     from typing import Any, TypeVar
 
     from whereabouts.cni.protocol import CallEnv
-    from whereabouts.cni.runtime import Runtime
     from whereabouts.config import IPAMConfig
+    from whereabouts.node.runtime import Runtime
     from whereabouts.service import Assigned
 
     Result = dict[str, Any] | None
@@ -33,23 +32,25 @@ def _setup(call: CallEnv, netconf: Mapping[str, Any], runtime: Runtime) -> tuple
     if not isinstance(ipam, Mapping):
         raise InvalidConfig("invalid ipam: the network config needs an ipam object")
     cfg = load_ipam(ipam, netconf.get("name"), on_kubernetes=bool(call.args.get("K8S_POD_NAMESPACE")))
-    if cfg.datastore == "local":
-        runtime.require_same_local_dir(cfg.local_data_dir)
+    if isinstance(cfg.store, LocalSettings):
+        runtime.require_same_local_dir(cfg.store.data_dir)
     return cfg, Log(cfg.log_file, cfg.log_level)
 
 
-def _with_service(cfg: IPAMConfig, call: CallEnv, use: Callable[[IPAMService], T]) -> T:
-    """Open the configured store for one call and close it after (the node daemon serves many calls)."""
-    store = open_store(cfg)
-    try:
-        return use(IPAMService(store, node=call.nodename))
-    finally:
-        store.close()
+def _with_service(cfg: IPAMConfig, call: CallEnv, runtime: Runtime, use: Callable[[IPAMService], T]) -> T:
+    """Serve with the configured store: the runtime's (the node daemon keeps it for the next call), or one
+    opened for this call."""
+    with runtime.store(cfg.store) as store:
+        slices = store.node_slices() if cfg.slice_prefix else None
+        return use(IPAMService(store, node=call.nodename, slices=slices))
 
 
-def _batch(cfg: IPAMConfig, call: CallEnv, owners: Sequence[Owner]) -> list[list[Assigned] | WhereaboutsError]:
+def _batch(
+    cfg: IPAMConfig, call: CallEnv, runtime: Runtime, owners: Sequence[Owner]
+) -> list[list[Assigned] | WhereaboutsError]:
     """One round of the node daemon's group commit: ADDs of one network on one node waiting together."""
-    return _with_service(cfg, call, lambda service: service.add_batch(cfg, [(owner, ()) for owner in owners]))
+    requests = [(owner, ()) for owner in owners]
+    return _with_service(cfg, call, runtime, lambda service: service.add_batch(cfg, requests))
 
 
 def _owner(call: CallEnv) -> Owner:
@@ -73,10 +74,10 @@ def add(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtime) 
 
     def action() -> Result:
         if runtime.batcher is not None and not requested:
-            batch = lambda owners: _batch(cfg, call, owners)  # noqa: E731
-            assigned = runtime.batcher.submit((repr(cfg), call.nodename), _owner(call), batch)
+            batch = lambda owners: _batch(cfg, call, runtime, owners)  # noqa: E731
+            assigned = runtime.batcher.submit(("ADD", cfg, call.nodename), _owner(call), batch)
         else:
-            assigned = _with_service(cfg, call, lambda service: service.add(cfg, _owner(call), requested))
+            assigned = _with_service(cfg, call, runtime, lambda service: service.add(cfg, _owner(call), requested))
         return build_result(version, cfg, [(a.pool_range.rng.version, a.address) for a in assigned])
 
     return _logged("ADD", call, log, action)
@@ -87,9 +88,9 @@ def delete(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtim
 
     def action() -> Result:
         if runtime.batcher is not None:
-            batch = lambda owners: _with_service(cfg, call, lambda service: service.delete_batch(cfg, owners))  # noqa: E731
-            return runtime.batcher.submit(("DEL", repr(cfg), call.nodename), _owner(call), batch)
-        return _with_service(cfg, call, lambda service: service.delete(cfg, _owner(call)))
+            batch = lambda owners: _with_service(cfg, call, runtime, lambda svc: svc.delete_batch(cfg, owners))  # noqa: E731
+            return runtime.batcher.submit(("DEL", cfg, call.nodename), _owner(call), batch)
+        return _with_service(cfg, call, runtime, lambda service: service.delete(cfg, _owner(call)))
 
     return _logged("DEL", call, log, action)
 
@@ -98,7 +99,7 @@ def check(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtime
     cfg, log = _setup(call, netconf, runtime)
     expected = _prev_result_addresses(netconf, cfg)
     check_held = lambda service: service.check(cfg, _owner(call), expected)  # noqa: E731
-    return _logged("CHECK", call, log, lambda: _with_service(cfg, call, check_held))
+    return _logged("CHECK", call, log, lambda: _with_service(cfg, call, runtime, check_held))
 
 
 def gc(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtime) -> Result:
@@ -116,7 +117,7 @@ def gc(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtime) -
             log.error("GC changed nothing: the network config has no name, and GC releases only allocations "
                       "recorded under the name of the network config it is for")  # fmt: skip
             return None
-        released = _with_service(cfg, call, lambda service: service.gc(cfg, valid))
+        released = _with_service(cfg, call, runtime, lambda service: service.gc(cfg, valid))
         log.verbose(f"GC of network {cfg.netconf_name!r} released {released} stale allocations")
         return None
 
@@ -128,13 +129,9 @@ def status(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtim
 
     def action() -> Result:
         try:
-            store = open_store(cfg)
+            return _with_service(cfg, call, runtime, lambda service: service.status(cfg))
         except (TryAgainLater, InvalidConfig) as exc:  # a store that cannot even be opened cannot serve ADD
             raise StatusUnavailable(f"cannot serve ADD: {exc.msg}") from exc
-        try:
-            return IPAMService(store, node=call.nodename).status(cfg)
-        finally:
-            store.close()
 
     return _logged("STATUS", call, log, action)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from whereabouts.controller.slicing import Geometry, geometry
 from whereabouts.errors import InvalidConfig
-from whereabouts.kube.names import require_object_name
+from whereabouts.names import require_object_name
 from whereabouts.ranges import parse_range
 
 NAD_GROUP = "k8s.cni.cncf.io"

@@ -147,7 +147,7 @@ class KubeClient:
         return response.json()
 
     def close(self) -> None:
-        self.conn.release()
+        self.conn.close()
 
 
 def _status(response: Response) -> dict[str, Any]:

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from whereabouts.errors import InvalidConfig
-from whereabouts.kube.names import is_namespace
 from whereabouts.kube.transport import Endpoint, TLSSettings, parse_endpoint
+from whereabouts.names import is_namespace
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 DEFAULT_NAMESPACE = "kube-system"
@@ -35,6 +35,19 @@ class Credentials:
     namespace: str
     token: str = ""
     basic: str = ""  # base64 user:password
+    sources: tuple[str, ...] = ()  # the files read: when one changes, these credentials are stale
+
+    def stamp(self) -> tuple[tuple[int, int, int], ...]:
+        """What the source files are now (inode, size, modification time): compare to tell a rewrite."""
+        return tuple(_stamp(path) for path in self.sources)
+
+
+def _stamp(path: str) -> tuple[int, int, int]:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return (0, 0, 0)
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 def load_credentials(kubeconfig: str) -> Credentials:
@@ -69,6 +82,7 @@ def _in_cluster() -> Credentials:
         tls=TLSSettings(ca_file=os.path.join(SERVICE_ACCOUNT_DIR, "ca.crt")),
         namespace=namespace,
         token=_checked_token("", f"service-account token {token_file}", token) if token else "",
+        sources=(token_file,),
     )
 
 
@@ -95,6 +109,7 @@ def _from_kubeconfig(path: str) -> Credentials:
         namespace=namespace,
         token=_token(path, user, base),
         basic=_basic(path, user),
+        sources=(path, *([_path(user["tokenFile"], base)] if user.get("tokenFile") and not user.get("token") else [])),
     )
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 
-from whereabouts.model import Owner, PoolKey, PoolState
+from whereabouts.model import Owner, PoolKey, PoolState, SlicePool
 from whereabouts.ranges import format_ip, parse_request
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
@@ -184,6 +184,11 @@ def slice_listing(obj: Read | None) -> tuple[tuple[str, str], ...]:
     """status.allocations as (nodeName, sliceRange) pairs, in their order ("" node: a free slice)."""
     entries = ((obj or {}).get("status") or {}).get("allocations") or []
     return tuple((str(e.get("nodeName") or ""), str(e.get("sliceRange") or "")) for e in entries)
+
+
+def slice_pool_value(obj: Read, where: str) -> SlicePool:
+    spec = obj.get("spec") or {}
+    return SlicePool(str(spec.get("range") or ""), str(spec.get("sliceSize") or ""), slice_listing(obj), where)
 
 
 def slice_allocation(node: str, cidr: str) -> dict[str, str]:

@@ -81,20 +81,6 @@ class Response:
         return json.loads(self.body) if self.body else {}
 
 
-_idle: dict[tuple[Endpoint, TLSSettings], list[tuple[Any, Any]]] | None = None  # None: never reused
-_idle_lock: Any = None
-
-
-def keep_connections() -> None:
-    """From now on, connections that end a call cleanly are kept open for the next call to the same server
-    (the node daemon serves many calls: each would otherwise pay a TCP and TLS handshake). A CNI process
-    makes one call and never calls this."""
-    global _idle, _idle_lock
-    import threading
-
-    _idle, _idle_lock = {}, threading.Lock()
-
-
 class HTTPConnection:
     def __init__(
         self, endpoint: Endpoint, *, tls: TLSSettings | None = None, timeout: float = 10.0, connect_timeout: float = 2.0
@@ -110,11 +96,10 @@ class HTTPConnection:
         self.last_status = 0
 
     def request(self, method: str, path: str, body: object = None, headers: dict[str, str] | None = None) -> Response:
-        """Send one request; on a stale keep-alive connection, reconnect and send it once more."""
+        """Send one request; on a stale keep-alive connection (the node daemon keeps a store, and so its
+        connection, between calls), reconnect and send it once more."""
         _check_head(method, path, headers or {})
         payload = b"" if body is None else json.dumps(body).encode()
-        if self._sock is None:
-            self._take_idle()
         fresh = self._sock is None
         try:
             return self._exchange(method, path, payload, headers or {})
@@ -217,25 +202,6 @@ class HTTPConnection:
         while self._reader.readline() not in (b"\r\n", b"\n", b""):
             pass  # trailers
         return body
-
-    def _take_idle(self) -> None:
-        if _idle is None:
-            return
-        with _idle_lock:
-            kept = _idle.get((self.endpoint, self.tls))
-            if kept:
-                self._sock, self._reader = kept.pop()
-                self._sock.settimeout(self.timeout)
-
-    def release(self) -> None:
-        """The call is done with this connection: keep it for the next call if connections are kept,
-        else close it. (`close` is for a connection in an unknown state: it is never kept.)"""
-        if _idle is None or self._sock is None:
-            self.close()
-            return
-        with _idle_lock:
-            _idle.setdefault((self.endpoint, self.tls), []).append((self._sock, self._reader))
-        self._sock, self._reader = None, None
 
     def close(self) -> None:
         if self._reader is not None:

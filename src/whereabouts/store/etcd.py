@@ -16,10 +16,11 @@ The snapshot is read in a single read-only transaction, so pools and reservation
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from whereabouts.config import IPAMConfig
+from whereabouts.config import EtcdSettings
 from whereabouts.errors import InvalidConfig, TryAgainLater
 from whereabouts.kube.transport import TLSSettings
 from whereabouts.model import Change, ChangeSet, Owner, PoolKey, PoolState, Snapshot
@@ -110,9 +111,11 @@ class EtcdTransaction:
 
 
 class EtcdStore:
-    def __init__(self, gateway: EtcdGateway, *, prefix: str = DEFAULT_PREFIX) -> None:
+    def __init__(self, gateway: EtcdGateway, *, prefix: str = DEFAULT_PREFIX, files: tuple[str, ...] = ()) -> None:
         self.gateway = gateway
         self.prefix = prefix.rstrip("/")
+        self.files = files  # TLS files it was opened with
+        self.stamp = _stamp(files)
 
     def call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -168,6 +171,13 @@ class EtcdStore:
     def abort(self, owner: Owner) -> None:
         return None
 
+    def node_slices(self) -> None:
+        return None
+
+    def reusable(self) -> bool:
+        """True while its TLS files are the ones it was opened with (a rotated client certificate: reopen)."""
+        return _stamp(self.files) == self.stamp
+
     def check_ready(self) -> None:
         self.call("kv/range", {"key": b64(self.prefix + "/"), "limit": "1", "keys_only": True})
 
@@ -184,10 +194,7 @@ def _cidr_from_segment(segment: str) -> str:
     return f"{address}/{prefix}"
 
 
-def open_etcd(cfg: IPAMConfig) -> EtcdStore:
-    settings = cfg.etcd
-    if settings is None or not settings.endpoints:
-        raise InvalidConfig("invalid etcd_host '': the etcd datastore needs etcd_host")
+def open_etcd(settings: EtcdSettings) -> EtcdStore:
     tls = TLSSettings(ca_file=settings.ca_cert_file, cert_file=settings.cert_file, key_file=settings.key_file)
     use_tls = bool(settings.ca_cert_file or settings.cert_file)
     try:
@@ -195,4 +202,16 @@ def open_etcd(cfg: IPAMConfig) -> EtcdStore:
     except ValueError:
         raise InvalidConfig(f"invalid etcd_host {','.join(settings.endpoints)!r}: expected host:port or URLs") from None
     gateway = EtcdGateway(endpoints, tls=tls, username=settings.username, password=settings.password)
-    return EtcdStore(gateway, prefix=settings.prefix or DEFAULT_PREFIX)
+    files = tuple(f for f in (settings.ca_cert_file, settings.cert_file, settings.key_file) if f)
+    return EtcdStore(gateway, prefix=settings.prefix or DEFAULT_PREFIX, files=files)
+
+
+def _stamp(files: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
+    stamps = []
+    for path in files:
+        try:
+            info = os.stat(path)
+            stamps.append((info.st_ino, info.st_mtime_ns))
+        except OSError:
+            stamps.append((0, 0))
+    return tuple(stamps)

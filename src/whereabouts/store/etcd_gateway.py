@@ -88,7 +88,7 @@ class EtcdGateway:
 
     def close(self) -> None:
         for conn in self.connections:
-            conn.release()
+            conn.close()
 
 
 def _error_message(body: bytes) -> str:

@@ -1,26 +1,23 @@
-"""Pick and open the configured datastore, importing only its backend."""
+"""Open the store that parsed datastore settings name, importing only its backend."""
 
 from __future__ import annotations
 
-from whereabouts.errors import InvalidConfig
-
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 if TYPE_CHECKING:
-    from whereabouts.config import IPAMConfig
-    from whereabouts.store.base import Store
+    from whereabouts.config import StoreSettings
+    from whereabouts.storage import Store
 
 
-def open_store(cfg: IPAMConfig) -> Store:
-    if cfg.datastore == "local":
+def open_store(settings: StoreSettings) -> Store:
+    kind = settings.kind
+    if kind == "local":
         from whereabouts.store.local import LocalStore
 
-        return LocalStore(cfg.local_data_dir)
-    if cfg.datastore == "etcd":
+        return LocalStore(settings.data_dir)  # type: ignore[union-attr]
+    if kind == "etcd":
         from whereabouts.store.etcd import open_etcd
 
-        return open_etcd(cfg)
-    if cfg.datastore == "kubernetes":
-        from whereabouts.store.kubernetes import open_kubernetes
+        return open_etcd(settings)  # type: ignore[arg-type]
+    from whereabouts.store.kubernetes import open_kubernetes
 
-        return open_kubernetes(cfg)
-    raise InvalidConfig(f"invalid datastore {cfg.datastore!r}")
+    return open_kubernetes(settings)  # type: ignore[arg-type]

@@ -17,20 +17,19 @@ An uncontended single-range ADD makes three requests: GET the pool, POST the res
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from whereabouts import deadline
-from whereabouts.config import IPAMConfig
+from whereabouts.config import KubernetesSettings
 from whereabouts.errors import TryAgainLater
 from whereabouts.kube import resources
 from whereabouts.kube.client import Conflict, KubeClient
 from whereabouts.kube.credentials import load_credentials
 from whereabouts.kube.resources import ATTACHMENT_LABEL, IPPOOLS, NODE_SLICE_POOLS, RESERVATIONS, reservation_name
-from whereabouts.model import Change, ChangeSet, Owner, PoolKey, Snapshot
+from whereabouts.model import Change, ChangeSet, Owner, PoolKey, SlicePool, Snapshot
 from whereabouts.ranges import parse_request
 from whereabouts.store.nodelock import node_locks
 
@@ -141,6 +140,10 @@ class KubernetesStore:
     pending: dict[tuple[str, str], list[tuple[str, str]]] = field(default_factory=dict)  # (name, rv) created
     pending_pools: dict[tuple[str, str], set[PoolKey]] = field(default_factory=dict)  # pools written into
     contended: bool = False  # an address this call chose was reserved by someone else
+    stamp: tuple[tuple[int, int, int], ...] = ()  # of the credentials' files when opened
+
+    def __post_init__(self) -> None:
+        self.stamp = self.client.credentials.stamp()
 
     @contextmanager
     def transaction(self, keys: Sequence[PoolKey], *, overlapping: bool) -> Iterator[KubeTransaction]:
@@ -245,9 +248,15 @@ class KubernetesStore:
         if operations:
             self.client.patch(path, operations)
 
-    def node_slice_pool(self, name: str) -> dict[str, Any] | None:
-        """Fast IPAM: the network's NodeSlicePool (the node-slice controller writes it), None if absent."""
-        return self.client.get(self.client.path(NODE_SLICE_POOLS, name))
+    def node_slices(self) -> KubeNodeSlices:
+        return KubeNodeSlices(self.client)
+
+    def reusable(self) -> bool:
+        self.known_reservations.clear()
+        self.pending.clear()
+        self.pending_pools.clear()
+        self.contended = False
+        return self.client.credentials.stamp() == self.stamp
 
     def check_ready(self) -> None:
         self.client.list(self.client.path(IPPOOLS) + "?limit=1")
@@ -256,6 +265,19 @@ class KubernetesStore:
         self.client.close()
 
 
-def open_kubernetes(cfg: IPAMConfig) -> KubernetesStore:
-    lock_dir = os.path.join(cfg.local_data_dir, "locks")
-    return KubernetesStore(KubeClient(load_credentials(cfg.kubeconfig)), lock_dir=lock_dir)
+@dataclass(frozen=True)
+class KubeNodeSlices:
+    """Fast IPAM's input: the networks' NodeSlicePools (the node-slice controller writes them)."""
+
+    client: KubeClient
+
+    def slice_pool(self, name: str) -> SlicePool | None:
+        obj = self.client.get(self.client.path(NODE_SLICE_POOLS, name))
+        return None if obj is None else resources.slice_pool_value(obj, self.where(name))
+
+    def where(self, name: str) -> str:
+        return f"NodeSlicePool {self.client.namespace}/{name}"
+
+
+def open_kubernetes(settings: KubernetesSettings) -> KubernetesStore:
+    return KubernetesStore(KubeClient(load_credentials(settings.kubeconfig)), lock_dir=settings.lock_dir)

@@ -159,11 +159,19 @@ class LocalStore:
                 _create_private(self.path)  # a brand-new store: the file is made 0600, never by SQLite
             elif not os.path.lexists(self.path):
                 raise StoreLost(self.path, expected, "the database file is gone")
+            elif os.lstat(self.path).st_size == 0:  # (a store in WAL mode has written its header at least)
+                raise StoreLost(self.path, expected, "the database file is empty")
             _own_file(self.path)
             wait = deadline.remaining(busy_timeout)  # for the node's other calls to finish their writes
-            self.db = sqlite3.connect(_uri(self.path), timeout=wait, isolation_level=None, uri=True)
+            # one call at a time uses it, but the node daemon keeps it for calls served on other threads
+            self.db = sqlite3.connect(
+                _uri(self.path), timeout=wait, isolation_level=None, uri=True, check_same_thread=False
+            )
+            self.busy_timeout, self.reused = busy_timeout, False
             self.db.execute("PRAGMA synchronous=NORMAL")
             store_id = self._migrate(expected)
+            info = os.lstat(self.path)
+            self.identity, self.store_id = (info.st_dev, info.st_ino), store_id
             if expected is None:
                 _write_store_id(data_dir, store_id)
         except WhereaboutsError:
@@ -251,6 +259,21 @@ class LocalStore:
     def abort(self, owner: Owner) -> None:
         return None
 
+    def node_slices(self) -> None:
+        return None
+
+    def reusable(self) -> bool:
+        """True while the database file is still the one it opened, not emptied, and its id file still says
+        so (deleted, truncated or replaced since: reopen, which finds the store lost rather than writing to a
+        file nobody else sees or trusting pages it cached)."""
+        self.reused = True
+        try:
+            info = os.lstat(self.path)
+            same_file = (info.st_dev, info.st_ino) == self.identity and info.st_size > 0  # not truncated
+            return same_file and _read_store_id(os.path.dirname(self.path)) == self.store_id
+        except (OSError, ValueError):
+            return False
+
     def check_ready(self) -> None:
         try:
             self.db.execute("BEGIN IMMEDIATE")
@@ -265,7 +288,20 @@ class LocalStore:
             raise TryAgainLater(f"local datastore {self.path} failed: {exc}") from exc
 
     def close(self) -> None:
+        if self._emptied():
+            # Closing the last connection checkpoints the write-ahead log into the database file: into an
+            # emptied one, that would bring back some pages and not others, a store that looks whole and
+            # is not. Leave it open: the loss must stay visible until an operator accepts it.
+            _ABANDONED.append(self.db)
+            return
         self.db.close()
+
+    def _emptied(self) -> bool:
+        try:
+            info = os.lstat(self.path)
+        except OSError:
+            return False
+        return (info.st_dev, info.st_ino) == getattr(self, "identity", None) and info.st_size == 0
 
 
 class _Transacting:
@@ -282,6 +318,8 @@ class _Transacting:
     def __enter__(self) -> LocalTransaction:
         store = self.store
         try:
+            if store.reused:  # the wait for the write lock ends with this call's deadline
+                store.db.execute(f"PRAGMA busy_timeout={int(deadline.remaining(store.busy_timeout) * 1000)}")
             store.db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise TryAgainLater(f"local datastore {store.path} busy: {exc}") from exc
@@ -297,6 +335,9 @@ class _Transacting:
             self.store._rollback()
         if isinstance(exc, sqlite3.Error):
             raise TryAgainLater(f"local datastore {self.store.path} failed: {exc}") from exc
+
+
+_ABANDONED: list[sqlite3.Connection] = []  # connections to an emptied database, never closed (see close)
 
 
 class StoreLost(TryAgainLater):

@@ -85,6 +85,12 @@ class MemoryStore:
     def check_ready(self) -> None:
         return None
 
+    def node_slices(self) -> None:
+        return None
+
+    def reusable(self) -> bool:
+        return True
+
     def close(self) -> None:
         return None
 

@@ -1,4 +1,5 @@
-"""The store interface: read a snapshot of some pools, commit a decision with compare-and-swap.
+"""What the IPAM service needs from a store (the stores in whereabouts.store implement it; the service and
+everything below it never import them): read a snapshot of some pools, commit a decision with compare-and-swap.
 
 `transaction(keys)` yields a `Transaction` whose `snapshot` holds the pools (and, with overlapping ranges,
 the network's reservations inside their CIDRs). `commit(changes)` writes the change set only if every pool
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-from whereabouts.model import ChangeSet, Owner, PoolKey, Snapshot
+from whereabouts.model import ChangeSet, Owner, PoolKey, SlicePool, Snapshot
 
 
 class Transaction(Protocol):
@@ -44,4 +45,24 @@ class Store(Protocol):
         """Raise TryAgainLater unless reads and writes can be served now (STATUS)."""
         ...
 
+    def node_slices(self) -> NodeSlices | None:
+        """Where Fast IPAM's node slices are listed (the Kubernetes store); None for stores without them."""
+        ...
+
+    def reusable(self) -> bool:
+        """After a call: whether this store may serve another (the node daemon keeps it open). It drops what
+        the call learned, and says False when what it was opened from changed under it (a kubeconfig or token
+        rewritten, a database file replaced): the daemon then opens it afresh."""
+        ...
+
     def close(self) -> None: ...
+
+
+class NodeSlices(Protocol):
+    def slice_pool(self, name: str) -> SlicePool | None:
+        """The NodeSlicePool `name` as plain values; None when there is none (yet)."""
+        ...
+
+    def where(self, name: str) -> str:
+        """The NodeSlicePool `name` named for a message ('NodeSlicePool kube-system/net1')."""
+        ...

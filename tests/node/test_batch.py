@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from whereabouts.batch import Batcher
 from whereabouts.errors import RangeExhausted, TryAgainLater
+from whereabouts.node.batch import Batcher
 
 
 def test_a_lone_request_is_served_at_once() -> None:

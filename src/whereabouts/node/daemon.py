@@ -28,11 +28,12 @@ import time
 
 from whereabouts.cni.call import handle
 from whereabouts.cni.main import DEFAULT_SOCKET
-from whereabouts.cni.runtime import Peer, Runtime, ServeInProcess
+from whereabouts.node.batch import Batcher
+from whereabouts.node.runtime import Peer, Runtime, ServeInProcess, StorePool
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from whereabouts.batch import Batcher
+    from whereabouts.node.batch import Batcher
 
 MAX_REQUEST = 8 << 20  # bytes of environment or of network config; a usual call sends a few kB
 IN_FLIGHT = 32 << 20  # bytes of all requests held at once: well inside the DaemonSet's memory limit
@@ -154,7 +155,7 @@ class _Handler(socketserver.BaseRequestHandler):
         except (OSError, ValueError):
             return
         try:
-            status, text = handle(environ, stdin, Runtime(batcher=self.server.batcher, peer=SocketPeer(self.request)))
+            status, text = handle(environ, stdin, self.server.runtime.for_peer(SocketPeer(self.request)))
         except ServeInProcess as exc:
             self._send(b"R" + str(exc).encode())
             self.server.log(environ, "served by the caller", started, str(exc))
@@ -174,7 +175,7 @@ class NodeDaemon(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     request_queue_size = BACKLOG
 
-    def __init__(self, path: str, *, batcher: Batcher | None = None, quiet: bool = False) -> None:
+    def __init__(self, path: str, *, runtime: Runtime | None = None, quiet: bool = False) -> None:
         os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # a stale socket from a previous run
@@ -184,7 +185,7 @@ class NodeDaemon(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         finally:
             os.umask(old)
         self.path = path
-        self.batcher = batcher
+        self.runtime = runtime or Runtime()
         self.quiet = quiet
         self.slots = threading.BoundedSemaphore(MAX_CALLS)
         self.budget = ByteBudget(IN_FLIGHT)
@@ -219,15 +220,14 @@ class NodeDaemon(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         super().server_close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
+        if self.runtime.stores is not None:
+            self.runtime.stores.close()
 
 
 def start_serving(path: str, *, quiet: bool = False) -> NodeDaemon:
-    """A daemon on `path` with the process-wide parts of its runtime (kept connections, group commit)."""
-    from whereabouts.batch import Batcher
-    from whereabouts.kube import transport
-
-    transport.keep_connections()
-    return NodeDaemon(path, batcher=Batcher(), quiet=quiet)
+    """A daemon on `path` with the process-wide parts of its runtime: open stores kept between calls, and
+    group commit."""
+    return NodeDaemon(path, runtime=Runtime(batcher=Batcher(), stores=StorePool()), quiet=quiet)
 
 
 def main(argv: list[str] | None = None) -> int:

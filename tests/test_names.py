@@ -4,14 +4,14 @@ the node's name when its slice is used; the node-slice controller skips networks
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 
 from whereabouts.config import parse_ipam
 from whereabouts.controller.nads import read_nads
 from whereabouts.errors import InvalidConfig
-from whereabouts.kube.names import is_namespace, is_object_name
+from whereabouts.model import SlicePool
+from whereabouts.names import is_namespace, is_object_name
 from whereabouts.nodeslice import node_pool_ranges
 
 KUBE = {"type": "whereabouts", "kubernetes": {"kubeconfig": "/etc/k.kubeconfig"}, "range": "10.0.0.0/24"}
@@ -71,18 +71,18 @@ def test_names_are_data_in_the_other_datastores() -> None:
 
 
 class SliceStore:
-    """The one call node_pool_ranges makes to the Kubernetes store: this NodeSlicePool."""
+    """What node_pool_ranges reads: one NodeSlicePool, giving `node` a slice."""
 
     def __init__(self, node: str) -> None:
-        self.client, self.reads = type("Client", (), {"namespace": "ns"})(), 0
-        self.pool = {
-            "spec": {"range": "10.0.0.0/24", "sliceSize": "/26"},
-            "status": {"allocations": [{"nodeName": node, "sliceRange": "10.0.0.64/26"}]},
-        }
+        self.reads = 0
+        self.pool = SlicePool("10.0.0.0/24", "/26", ((node, "10.0.0.64/26"),), "NodeSlicePool ns/net")
 
-    def node_slice_pool(self, name: str) -> dict[str, Any]:
+    def slice_pool(self, name: str) -> SlicePool:
         self.reads += 1
         return self.pool
+
+    def where(self, name: str) -> str:
+        return f"NodeSlicePool ns/{name}"
 
 
 @pytest.mark.parametrize("node", ["Worker_1", "worker\r\nX", "../w"], ids=["underscore", "crlf", "dot-dot"])
@@ -90,8 +90,8 @@ def test_a_node_name_that_makes_no_object_name(node: str) -> None:
     cfg = parse_ipam({**SLICED, "ipRanges": [{"range": "10.1.0.0/24"}]}, "net")
     store = SliceStore(node)
     with pytest.raises(InvalidConfig, match=r"^invalid node name "):
-        node_pool_ranges(cfg, store, node, required=True)  # type: ignore[arg-type]
-    assert [r.key.cidr for r in node_pool_ranges(cfg, store, node, required=False)] == ["10.1.0.0/24"]  # type: ignore[arg-type]
+        node_pool_ranges(cfg, store, node, required=True)
+    assert [r.key.cidr for r in node_pool_ranges(cfg, store, node, required=False)] == ["10.1.0.0/24"]
     assert store.reads == 0  # a DEL goes on with the other ranges
 
 
@@ -99,7 +99,7 @@ def test_a_node_slice_pool_name_past_253_characters() -> None:
     cfg = parse_ipam({**SLICED, "network_name": "n" * 200}, "net")
     node = "w" * 60  # a node name of its own is fine, '<network_name>-<node>-<slice>' is not
     with pytest.raises(InvalidConfig, match=r"^invalid node name "):
-        node_pool_ranges(cfg, SliceStore(node), node, required=True)  # type: ignore[arg-type]
+        node_pool_ranges(cfg, SliceStore(node), node, required=True)
     assert node_pool_ranges(cfg, SliceStore("w1"), "w1", required=True)[0].key.name == f"{'n' * 200}-w1-10.0.0.64-26"
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import whereabouts.cni.main as cni_main
-import whereabouts.daemon as daemon_module
+import whereabouts.node.daemon as daemon_module
 from support import LocalDatastore, netconf, run_cni, running_daemon
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from whereabouts import install
-from whereabouts.install import NodeFiles, kubeconfig_text
+from whereabouts.node import install
+from whereabouts.node.install import NodeFiles, kubeconfig_text
 
 
 @pytest.fixture

@@ -40,21 +40,14 @@ from whereabouts.controller.context import Context, log_line
 from whereabouts.controller.metrics import Health, Registry, serve
 from whereabouts.errors import WhereaboutsError
 from whereabouts.kube.credentials import DEFAULT_NAMESPACE, SERVICE_ACCOUNT_DIR, load_credentials
+from whereabouts.node.launcher import script
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from whereabouts.daemon import NodeDaemon
+    from whereabouts.node.daemon import NodeDaemon
 
 PYTHON = "python3.11"
 LOADER = "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
-LAUNCHER = """#!{python} -IS
-# The whereabouts CNI plugin (bundle {version}), installed by whereabouts-install-cni. Do not edit.
-import sys
-
-from whereabouts.cni.main import main
-
-sys.exit(main())
-"""
 
 
 def install_bundle(bundle: Path, bin_dir: Path, log: Callable[[str], None] = log_line) -> Path:
@@ -70,8 +63,9 @@ def install_bundle(bundle: Path, bin_dir: Path, log: Callable[[str], None] = log
         os.rename(staging, target)
         log(f"install-cni: installed bundle {version} in {target}")
     previous = _launcher_version(bin_dir / "whereabouts")
-    _write_atomically(bin_dir / "whereabouts", LAUNCHER.format(python=target / "bin" / PYTHON, version=version),
-                      mode=0o755, log=log)  # fmt: skip
+    note = f"The whereabouts CNI plugin (bundle {version}), installed by whereabouts-install-cni. Do not edit."
+    launcher = script("whereabouts", python=f"{target / 'bin' / PYTHON} -IS", note=note)
+    _write_atomically(bin_dir / "whereabouts", launcher, mode=0o755, log=log)
     keep = {version, previous, *(n for n in os.listdir(home) if n.startswith("."))}
     for name in sorted(set(os.listdir(home)) - keep):
         shutil.rmtree(home / name, ignore_errors=True)
@@ -275,7 +269,7 @@ class NodeAgent:
             self.stop.wait(2.0)
 
     def _start_daemon(self) -> NodeDaemon:
-        from whereabouts.daemon import start_serving
+        from whereabouts.node.daemon import start_serving
 
         daemon = start_serving(self.args.socket)
         threading.Thread(target=daemon.serve_forever, kwargs={"poll_interval": 0.5}, name="node-daemon",

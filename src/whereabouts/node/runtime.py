@@ -1,0 +1,147 @@
+"""What serving CNI calls keeps between them, passed explicitly to `cni.call.handle`.
+
+In process (one call, then the process ends) a throwaway `Runtime()`: it opens the call's store and closes
+it after. In the node daemon, one `Runtime` for the process: its `StorePool` keeps stores open between calls
+(their server connections, an etcd login, a parsed kubeconfig, an open SQLite file), keyed by the datastore
+settings; its `Batcher` lets concurrent ADDs and DELs of one network share a decision and a commit; and each
+call gets a view with its `Peer`, the process that handed the call over.
+"""
+
+from __future__ import annotations
+
+from whereabouts.errors import TryAgainLater, WhereaboutsError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from whereabouts.config import StoreSettings
+    from whereabouts.node.batch import Batcher
+    from whereabouts.storage import Store
+
+IDLE_PER_SETTINGS = 16  # stores kept open per datastore settings (a burst opens more; they close after)
+
+
+class ServeInProcess(Exception):
+    """The daemon declines the call: the caller serves it itself (never a CNI error)."""
+
+
+class Peer:
+    """The caller on the other end of the daemon's socket: `identity(path)` is its `path_identity(path)`
+    (see whereabouts.cni.main)."""
+
+    def identity(self, path: str) -> str:
+        raise NotImplementedError
+
+
+class StorePool:
+    """Open stores by datastore settings. A call leases one (an idle one, else a new one) and gives it back;
+    one that failed, or whose sources changed (a kubeconfig or token rewritten, a database file replaced:
+    `Store.reusable`), is closed, and the next call opens it afresh, reloading its credentials."""
+
+    def __init__(self, opener: Callable[[StoreSettings], Store] | None = None) -> None:
+        import threading  # the daemon's alone: a CNI process never makes a pool
+
+        self.opener = opener
+        self.idle: dict[StoreSettings, list[Store]] = {}
+        self.lock = threading.Lock()
+
+    def lease(self, settings: StoreSettings) -> Store:
+        """An idle store still fit to serve (checked now: its files may have changed while it waited), else
+        a new one."""
+        while True:
+            with self.lock:
+                kept = self.idle.get(settings)
+                store = kept.pop() if kept else None
+            if store is None:
+                return _open(settings, self.opener)
+            if store.reusable():
+                return store
+            store.close()
+
+    def give_back(self, settings: StoreSettings, store: Store, *, failed: bool) -> None:
+        if failed or not store.reusable():
+            store.close()
+            return
+        with self.lock:
+            kept = self.idle.setdefault(settings, [])
+            if len(kept) < IDLE_PER_SETTINGS:
+                kept.append(store)
+                return
+        store.close()
+
+    def open_count(self) -> int:
+        with self.lock:
+            return sum(len(kept) for kept in self.idle.values())
+
+    def close(self) -> None:
+        with self.lock:
+            stores = [store for kept in self.idle.values() for store in kept]
+            self.idle.clear()
+        for store in stores:
+            store.close()
+
+
+def _open(settings: StoreSettings, opener: Callable[[StoreSettings], Store] | None) -> Store:
+    if opener is not None:
+        return opener(settings)
+    from whereabouts.store.factory import open_store  # imports only the configured backend
+
+    return open_store(settings)
+
+
+class Lease:
+    """`with runtime.store(settings) as store`: leased from the pool (or opened for this call alone), given
+    back (or closed) after; an exception marks it failed. A class, not `contextlib.contextmanager`: the CNI
+    process would pay for importing contextlib."""
+
+    __slots__ = ("pool", "settings", "store")
+
+    def __init__(self, pool: StorePool | None, settings: StoreSettings) -> None:
+        self.pool, self.settings = pool, settings
+        self.store: Store | None = None
+
+    def __enter__(self) -> Store:
+        self.store = self.pool.lease(self.settings) if self.pool else _open(self.settings, None)
+        return self.store
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        assert self.store is not None
+        if self.pool is None:
+            self.store.close()
+        else:
+            self.pool.give_back(self.settings, self.store, failed=kind is not None and not _expected(exc))
+
+
+def _expected(exc: BaseException | None) -> bool:
+    """A CNI error the call ends with (an exhausted range, a taken address) leaves the store as good as
+    before; anything else (an unreachable server, a bug) may not."""
+    return isinstance(exc, WhereaboutsError) and not isinstance(exc, TryAgainLater)
+
+
+class Runtime:
+    def __init__(
+        self, *, batcher: Batcher | None = None, stores: StorePool | None = None, peer: Peer | None = None
+    ) -> None:
+        self.batcher = batcher  # concurrent ADDs/DELs of one network share a decision and a commit
+        self.stores = stores  # None: each call opens its store and closes it
+        self.peer = peer  # None: in process, the caller itself
+
+    def for_peer(self, peer: Peer) -> Runtime:
+        """The view one call of the daemon gets: the process's batcher and stores, and its caller."""
+        return Runtime(batcher=self.batcher, stores=self.stores, peer=peer)
+
+    def store(self, settings: StoreSettings) -> Lease:
+        return Lease(self.stores, settings)
+
+    def require_same_local_dir(self, path: str) -> None:
+        """Serve a local-store call only on the caller's own database: a daemon in another mount namespace,
+        or whose directory was replaced, would otherwise hand out addresses from a second store."""
+        if self.peer is None:
+            return
+        from whereabouts.cni.main import path_identity
+
+        mine = path_identity(path)
+        theirs = self.peer.identity(path)
+        if not mine or mine != theirs:
+            raise ServeInProcess(f"local_data_dir {path} is not the same directory for the daemon and the caller")
