@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import random
 import sys
+import time
 from collections.abc import Callable
 
 import pytest
@@ -284,3 +285,78 @@ def test_random_values_format_as_ipaddress_formats_them(seed: int) -> None:
         v4 = value & 0xFFFFFFFF
         assert format_address(4, v4) == str(ipaddress.IPv4Address(v4))
         assert parse_address(format_address(6, value)) == (6, value)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("0001::", (6, 1 << 112)),  # leading zeros inside a hextet: up to four digits
+        ("00001::", None),
+        ("10.0.0.001", None),  # IPv4 octets never have them (ambiguous: octal to some parsers)
+        ("010.0.0.1", None),
+        ("0.0.0.00", None),
+        ("::ffff:01.2.3.4", None),  # nor the IPv4 tail of an IPv6 address
+        ("::ffff:1.2.3.4", (6, 0xFFFF01020304)),  # IPv4-mapped
+        ("::FFFF:1.2.3.4", (6, 0xFFFF01020304)),
+        ("::ffff:0:1.2.3.4", (6, 0xFFFF000000000000 | 0x01020304)),  # IPv4-translated (RFC 2765)
+        ("::ffff:256.1.1.1", None),
+        ("::ffff:1.2.3.4.5", None),
+        ("::1.2.3.4:5", None),  # the IPv4 tail only last
+        ("1.2.3.4:5::", None),
+        ("::ffff:1.2.3.4%eth0", (6, 0xFFFF01020304)),  # a zone id on any IPv6 address; it is not kept
+        ("1:2:3:4:5:6:7:8%z", (6, 0x00010002000300040005000600070008)),
+        ("fe80::1% ", (6, 0xFE80 << 112 | 1)),  # a zone id may be anything but empty or with '%' or '/'
+        ("fe80::1%\u0661", (6, 0xFE80 << 112 | 1)),
+        ("fe80::1%eth0\n", (6, 0xFE80 << 112 | 1)),
+        ("fe80::1%eth0%", None),
+        ("fe80::1%%", None),
+        ("fe80::1%/", None),
+        ("fe80::1%eth0/64", None),  # an address, not a network
+        ("10.0.0.1\n", None),  # whitespace is not trimmed: callers strip what they read
+        ("\t10.0.0.1", None),
+        ("::1\n", None),
+        ("::1 ", None),
+        ("10.0.0.1\x00", None),
+        ("::\x00", None),
+        ("\uff11\uff10.0.0.1", None),  # fullwidth digits, which int() would read
+    ],
+    ids=repr,
+)
+def test_address_edge_cases(text: str, expected: tuple[int, int] | None) -> None:
+    assert ours(parse_address, text) == expected == stdlib_address(text)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("10.0.0.0/0024", (4, 0x0A000000, 24)),  # a prefix length may have leading zeros, as ipaddress reads it
+        ("::/00000000000000000000128", (6, 0, 128)),
+        ("10.0.0.0/" + "0" * 5000 + "24", None),  # too many digits for int(): refused, not a crash
+        ("10.0.0.0/" + "9" * 5000, None),
+        ("10.0.0.0/\u0662\u0664", None),  # Arabic-Indic digits
+        ("10.0.0.0/24\n", None),
+        ("10.0.0.0/24 ", None),
+        ("::ffff:1.2.3.4/128", (6, 0xFFFF01020304, 128)),
+        ("fe80::%eth0/64", (6, 0xFE80 << 112, 64)),  # the zone id before the prefix
+        ("fe80::%eth/0/64", None),
+    ],
+    ids=lambda v: repr(v)[:40],
+)
+def test_network_edge_cases(text: str, expected: tuple[int, int, int] | None) -> None:
+    for strict in (True, False):
+        assert ours(parse_network, text, strict=strict) == expected == stdlib_network(text, strict)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["1" * 200_000, "1." * 100_000, ":" * 200_000, "1:" * 100_000, "::" + "f" * 200_000, "::1%" + "%" * 200_000],
+    ids=["digits", "dots", "colons", "hextets", "long-hextet", "long-zone"],
+)
+def test_very_long_input_is_refused_quickly(text: str) -> None:
+    """Refused in linear time: a quadratic parse of 200 kB would take minutes, the bound is far above a
+    linear one's few milliseconds even on a busy machine."""
+    started = time.perf_counter()
+    for parse in (parse_address, parse_network):
+        with pytest.raises(ValueError):
+            parse(text)
+    assert time.perf_counter() - started < 2.0

@@ -81,17 +81,30 @@ def test_a_schedule_change_takes_effect_without_a_restart(bed: Harness, tmp_path
     conf = bed.conf("10.91.0.0/24")
     bed.add(conf, bed.pod("gone").split("/")[1], "ctr-gone")
     delete_pod(bed.kube, bed.pods_ns, "gone")
-    with bed.running("reconcile", f"--cron-file={schedule}") as controller:
+    # A Lease that a busy machine's slow renewal does not lose: a replica that is not leading skips a run that
+    # falls due, and this test is about the schedule, not about leadership (the tests above are).
+    lease = ("--lease-duration=30", "--renew-deadline=20")
+    with bed.running("reconcile", f"--cron-file={schedule}", *lease) as controller:
         controller.wait_for("next run at 20")
         assert re.search(r"next run at \d{4}-01-01T00:00:00Z", controller.text())
-        time.sleep(2)
+        time.sleep(2)  # real time passing: nothing may run meanwhile
         assert bed.held(), "nothing runs before the schedule says so"
-        schedule.write_text("* * * * *")
+        replace_file(schedule, "* * * * *")
         controller.wait_for("reconcile schedule is now '* * * * *'", timeout=15)
-        wait_until(lambda: not bed.held(), 75, "the leak is released at the next minute")
-        schedule.write_text("not a cron expression")
-        controller.wait_for("keeping '* * * * *'", timeout=15)
+        controller.wait_for("('* * * * *')", timeout=15)  # the next run is computed from the new schedule
+        wait_until(lambda: not bed.held(), 90, "the leak is released at the next minute")
+        controller.wait_for("reconcile: released 1 allocation(s)", timeout=30)  # that run is over
+        replace_file(schedule, "not a cron expression")
+        controller.wait_for("keeping '* * * * *'", timeout=30)  # read at the next poll of the file
         assert controller.proc.poll() is None
+
+
+def replace_file(path: Path, text: str) -> None:
+    """As the kubelet updates a mounted ConfigMap: the new file in one step. (Rewriting it in place, a read
+    between the truncation and the write would find it empty, which means the flat file's schedule.)"""
+    staging = path.with_name(path.name + ".new")
+    staging.write_text(text)
+    staging.replace(path)
 
 
 def test_all_serves_every_controller_with_health_and_metrics(bed: Harness) -> None:
@@ -104,7 +117,7 @@ def test_all_serves_every_controller_with_health_and_metrics(bed: Harness) -> No
         for path in ("/healthz", "/readyz"):
             with urllib.request.urlopen(f"http://127.0.0.1:{port[1]}{path}", timeout=5) as reply:
                 assert reply.status == 200
-        time.sleep(1)  # the pod-cleanup watch is established
+        controller.wait_for("pod-cleanup: watching pod deletions")  # a deletion before the watch waits for a sweep
         delete_pod(bed.kube, bed.pods_ns, "p1")
         wait_until(lambda: not bed.held(), 10, "pod cleanup, inside `all`, releases the deleted pod's address")
         metrics = controller.metrics()

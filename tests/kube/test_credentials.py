@@ -21,7 +21,7 @@ from etcd_server import TLSMaterial, make_tls
 from support import netconf, run_cni
 from whereabouts.config import KubernetesSettings
 from whereabouts.errors import InvalidConfig
-from whereabouts.kube import credentials
+from whereabouts.kube import credentials, transport
 from whereabouts.kube.client import KubeClient
 from whereabouts.kube.credentials import load_credentials
 from whereabouts.node.runtime import Lease, StorePool
@@ -309,3 +309,246 @@ def test_plugin_calls_with_an_inline_client_key_leave_no_files(
         assert result.json["code"] == 11 and "503" in result.json["msg"], result.stdout
         assert cert_server.accepted == n + 1
     assert os.listdir(temp_dir) == []
+
+
+# --- in-cluster credentials: the pod's service account ----------------------------------------------------
+
+
+@pytest.fixture
+def service_account(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A service-account directory as the kubelet mounts it, and the environment of a pod."""
+    directory = tmp_path / "serviceaccount"
+    directory.mkdir()
+    (directory / "token").write_text("sa-token\n")
+    (directory / "namespace").write_text("whereabouts\n")
+    (directory / "ca.crt").write_text("not read until a connection is made")
+    monkeypatch.setattr(credentials, "SERVICE_ACCOUNT_DIR", str(directory))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.233.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "6443")
+    return directory
+
+
+def test_in_cluster_credentials_come_from_the_service_account(service_account: Path) -> None:
+    found = load_credentials("")
+    assert found.endpoint == transport.Endpoint("https", "10.233.0.1", 6443)
+    assert found.base_path == "" and found.namespace == "whereabouts"
+    assert found.token == "sa-token" and found.basic == ""
+    assert found.tls == transport.TLSSettings(ca_file=str(service_account / "ca.crt"))  # verified, by the pod's CA
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "expected"),
+    [
+        ("10.233.0.1", None, transport.Endpoint("https", "10.233.0.1", 443)),  # the port defaults to 443
+        ("fd00:233::1", "443", transport.Endpoint("https", "fd00:233::1", 443)),  # an IPv6 service address
+        ("kubernetes.default.svc", "6443", transport.Endpoint("https", "kubernetes.default.svc", 6443)),
+    ],
+    ids=["default-port", "ipv6", "name"],
+)
+def test_in_cluster_endpoint(
+    service_account: Path, monkeypatch: pytest.MonkeyPatch, host: str, port: str | None, expected: transport.Endpoint
+) -> None:
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", host)
+    if port is None:
+        monkeypatch.delenv("KUBERNETES_SERVICE_PORT")
+    else:
+        monkeypatch.setenv("KUBERNETES_SERVICE_PORT", port)
+    assert load_credentials("").endpoint == expected
+
+
+@pytest.mark.parametrize("namespace_file", ["absent", "", "\n"], ids=["absent", "empty", "blank"])
+def test_in_cluster_namespace_defaults_to_kube_system(service_account: Path, namespace_file: str) -> None:
+    if namespace_file == "absent":
+        (service_account / "namespace").unlink()
+    else:
+        (service_account / "namespace").write_text(namespace_file)
+    assert load_credentials("").namespace == "kube-system"
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"namespace": f"{SECRET}/../x"}, "namespace"),  # no namespace name, and never quoted
+        ({"port": "https"}, "KUBERNETES_SERVICE_HOST/PORT"),
+        ({"port": "70000"}, "KUBERNETES_SERVICE_HOST/PORT"),
+        ({"host": "10.0.0.1 x"}, "KUBERNETES_SERVICE_HOST/PORT"),
+    ],
+    ids=["namespace", "port-name", "port-out-of-range", "host-with-space"],
+)
+def test_in_cluster_settings_that_are_wrong_are_code_7(
+    service_account: Path, monkeypatch: pytest.MonkeyPatch, change: dict[str, str], named: str
+) -> None:
+    if "namespace" in change:
+        (service_account / "namespace").write_text(change["namespace"])
+    if "port" in change:
+        monkeypatch.setenv("KUBERNETES_SERVICE_PORT", change["port"])
+    if "host" in change:
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", change["host"])
+    with pytest.raises(InvalidConfig) as error:
+        load_credentials("")
+    assert error.value.code == 7 and named in error.value.msg and SECRET not in error.value.msg
+
+
+@pytest.mark.parametrize("missing", ["host", "token"], ids=["no-service-host", "no-token"])
+def test_no_kubeconfig_outside_a_pod_is_code_7(
+    service_account: Path, monkeypatch: pytest.MonkeyPatch, missing: str
+) -> None:
+    if missing == "host":
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST")
+    else:
+        (service_account / "token").unlink()
+    with pytest.raises(InvalidConfig) as error:
+        load_credentials("")
+    assert error.value.code == 7 and "not running in a pod" in error.value.msg
+
+
+# --- kubeconfig: server, namespace, authentication -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("server", "endpoint", "base_path"),
+    [
+        ("https://127.0.0.1:6443", transport.Endpoint("https", "127.0.0.1", 6443), ""),
+        ("https://kube.example", transport.Endpoint("https", "kube.example", 443), ""),
+        ("http://kube.example", transport.Endpoint("http", "kube.example", 80), ""),
+        ("https://kube.example/", transport.Endpoint("https", "kube.example", 443), ""),
+        (
+            "https://rancher.example/k8s/clusters/c-1",
+            transport.Endpoint("https", "rancher.example", 443),
+            "/k8s/clusters/c-1",
+        ),
+        ("https://[fd00::1]:6443/prefix/", transport.Endpoint("https", "fd00::1", 6443), "/prefix"),
+    ],
+    ids=["host-port", "https-default-port", "http-default-port", "trailing-slash", "path-prefix", "ipv6-prefix"],
+)
+def test_the_server_url_gives_endpoint_and_base_path(
+    tmp_path: Path, server: str, endpoint: transport.Endpoint, base_path: str
+) -> None:
+    found = load_credentials(str(kubeconfig(tmp_path / "k", cluster={"server": server})))
+    assert (found.endpoint, found.base_path) == (endpoint, base_path)
+
+
+def test_requests_go_under_the_base_path(tmp_path: Path) -> None:
+    path = kubeconfig(tmp_path / "k", cluster={"server": "https://h/k8s/clusters/c-1"})
+    client = KubeClient(load_credentials(str(path)))
+    assert client.path("ippools", "a") == (
+        "/k8s/clusters/c-1/apis/whereabouts.cni.cncf.io/v1alpha1/namespaces/ns/ippools/a"
+    )
+    client.close()
+
+
+@pytest.mark.parametrize(
+    "server",
+    ["", "https://h/a b", "https://h/a?b=c", "https://h/a#frag", "ftp://h", "https://h:0",
+     "https://h/\u00e4", 6443],
+    ids=["empty", "space", "query", "fragment", "ftp", "port-zero", "non-ascii-path", "a-number"],
+)  # fmt: skip
+def test_a_server_that_is_no_url_is_code_7(tmp_path: Path, server: object) -> None:
+    assert "clusters[].cluster.server" in refused(kubeconfig(tmp_path / "k", cluster={"server": server}))
+
+
+def test_the_namespace_defaults_to_kube_system(tmp_path: Path) -> None:
+    path = kubeconfig(tmp_path / "k")
+    doc = json.loads(path.read_text())
+    del doc["contexts"][0]["context"]["namespace"]
+    path.write_text(json.dumps(doc))
+    assert load_credentials(str(path)).namespace == "kube-system"
+
+
+@pytest.mark.parametrize("namespace", ["Upper", "a.b", "-a", "a" * 64, "a/b"], ids=repr)
+def test_a_namespace_that_is_no_dns_label_is_code_7(tmp_path: Path, namespace: str) -> None:
+    path = kubeconfig(tmp_path / "k")
+    doc = json.loads(path.read_text())
+    doc["contexts"][0]["context"]["namespace"] = namespace
+    path.write_text(json.dumps(doc))
+    assert "contexts[].context.namespace" in refused(path)
+
+
+def test_client_certificate_files_are_relative_to_the_kubeconfig(tmp_path: Path) -> None:
+    user = {"client-certificate": "pki/client.crt", "client-key": "/etc/abs/client.key"}
+    found = load_credentials(str(kubeconfig(tmp_path / "k", cluster={"certificate-authority": "ca.crt"}, user=user)))
+    assert found.tls == transport.TLSSettings(
+        ca_file=str(tmp_path / "ca.crt"), cert_file=str(tmp_path / "pki/client.crt"), key_file="/etc/abs/client.key"
+    )
+
+
+def test_client_certificate_data_is_kept_as_pem_bytes_not_files(tmp_path: Path) -> None:
+    cert, key, ca = b"-----BEGIN CERTIFICATE-----\nabc\n", b"-----BEGIN PRIVATE KEY-----\nxyz\n", "-----BEGIN CA-----\n"
+    user = {
+        "client-certificate-data": base64.b64encode(cert).decode(),
+        "client-key-data": base64.b64encode(key).decode(),
+    }
+    cluster = {"certificate-authority-data": base64.b64encode(ca.encode()).decode()}
+    found = load_credentials(str(kubeconfig(tmp_path / "k", cluster=cluster, user=user)))
+    assert found.tls == transport.TLSSettings(ca_data=ca, cert_data=cert, key_data=key)
+
+
+@pytest.mark.parametrize(
+    "user, key",
+    [
+        ({"client-certificate-data": f"{SECRET}!"}, "users[].user.client-certificate-data"),
+        ({"client-key-data": [SECRET]}, "users[].user.client-key-data"),
+        ({"username": ["admin"], "password": SECRET}, "users[].user.username/password"),
+        ({"username": "admin", "password": 1234}, "users[].user.username/password"),
+    ],
+    ids=["cert-data-not-base64", "key-data-not-a-string", "username-not-a-string", "password-not-a-string"],
+)
+def test_user_fields_of_the_wrong_form_are_code_7_naming_the_key(tmp_path: Path, user: dict, key: str) -> None:
+    message = refused(kubeconfig(tmp_path / "k", user=user))
+    assert key in message and SECRET not in message
+
+
+@pytest.mark.parametrize(
+    "user, token, basic",
+    [
+        ({}, "", ""),  # no authentication: a client certificate, or an anonymous API server
+        ({"token": "abc"}, "abc", ""),
+        ({"username": "admin", "password": "pw:with:colons"}, "", base64.b64encode(b"admin:pw:with:colons").decode()),
+        ({"username": "admin"}, "", base64.b64encode(b"admin:").decode()),
+    ],
+    ids=["none", "token", "basic", "basic-no-password"],
+)
+def test_authentication_of_the_user(tmp_path: Path, user: dict, token: str, basic: str) -> None:
+    found = load_credentials(str(kubeconfig(tmp_path / "k", user=user)))
+    assert (found.token, found.basic) == (token, basic)
+
+
+def test_an_inline_token_wins_over_a_token_file(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("from-file\n")
+    found = load_credentials(str(kubeconfig(tmp_path / "k", user={"token": "inline", "tokenFile": "token"})))
+    assert found.token == "inline"
+
+
+def test_a_context_without_user_sends_no_credentials(tmp_path: Path) -> None:
+    path = kubeconfig(tmp_path / "k", user={"token": "abc"})
+    doc = json.loads(path.read_text())
+    del doc["contexts"][0]["context"]["user"]
+    path.write_text(json.dumps(doc))
+    assert load_credentials(str(path)).token == ""
+
+
+@pytest.mark.parametrize(
+    "edit, key",
+    [
+        (lambda doc: doc.pop("current-context"), "current-context"),
+        (lambda doc: doc.update({"contexts": "x"}), "current-context"),
+        (lambda doc: doc["contexts"][0]["context"].update({"cluster": "other"}), "contexts[].context.cluster"),
+        (lambda doc: doc["contexts"][0]["context"].update({"user": "other"}), "contexts[].context.user"),
+        (lambda doc: doc["users"][0].update({"user": "a string"}), "contexts[].context.user"),
+        (lambda doc: doc["clusters"][0]["cluster"].pop("server"), "clusters[].cluster.server"),
+    ],
+    ids=["no-current-context", "contexts-not-a-list", "unknown-cluster", "unknown-user", "user-not-a-mapping",
+         "no-server"],
+)  # fmt: skip
+def test_a_kubeconfig_that_names_no_usable_entry_is_code_7(tmp_path: Path, edit: Any, key: str) -> None:
+    path = kubeconfig(tmp_path / "k")
+    doc = json.loads(path.read_text())
+    edit(doc)
+    path.write_text(json.dumps(doc))
+    assert key in refused(path)
+
+
+def test_a_kubeconfig_larger_than_any_kubeconfig_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "k"
+    path.write_bytes(b"#" * (credentials.MAX_FILE + 1))
+    assert "larger than" in refused(path)

@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from raw_http import RawHTTPServer
+from whereabouts.kube import transport
 from whereabouts.kube.transport import Endpoint, HTTPConnection
 
 
@@ -133,3 +134,63 @@ def test_safe_requests_go_out_as_one_request_line_each(raw: RawHTTPServer) -> No
     conn.close()
     raw.wait_idle()
     assert raw.requests == ["GET /a/b%0D%0A?x=1 HTTP/1.1", "POST /c HTTP/1.1"]
+
+
+# --- parse_endpoint: etcd_host entries, kubeconfig servers, the in-cluster service address -----------------
+
+ENDPOINTS = {
+    "host-port": ("127.0.0.1:2379", False, 2379, Endpoint("http", "127.0.0.1", 2379)),
+    "host-port-tls": ("127.0.0.1:2379", True, 2379, Endpoint("https", "127.0.0.1", 2379)),
+    "name": ("etcd.example:2379", False, 2379, Endpoint("http", "etcd.example", 2379)),
+    "no-port": ("etcd.example", False, 2379, Endpoint("http", "etcd.example", 2379)),
+    "no-port-kube": ("kube.example", True, 443, Endpoint("https", "kube.example", 443)),
+    "url-over-tls-flag": ("http://h:1", True, 2379, Endpoint("http", "h", 1)),  # the URL's scheme wins
+    "https-url": ("https://h:6443", False, 2379, Endpoint("https", "h", 6443)),
+    "url-no-port": ("https://h", False, 443, Endpoint("https", "h", 443)),
+    "url-path-dropped": ("https://h:6443/prefix/api", False, 2379, Endpoint("https", "h", 6443)),
+    "ipv6": ("[::1]:2379", False, 2379, Endpoint("http", "::1", 2379)),
+    "ipv6-no-port": ("[fd00::5]", False, 2379, Endpoint("http", "fd00::5", 2379)),
+    "ipv6-url": ("https://[fd00::5]:6443/", False, 2379, Endpoint("https", "fd00::5", 6443)),
+    "ipv6-empty-port": ("[::1]:", False, 2379, Endpoint("http", "::1", 2379)),
+    "port-leading-zeros": ("h:02379", False, 2379, Endpoint("http", "h", 2379)),
+    "highest-port": ("h:65535", False, 2379, Endpoint("http", "h", 65535)),
+}
+
+
+@pytest.mark.parametrize(("text", "tls", "port", "expected"), ENDPOINTS.values(), ids=ENDPOINTS.keys())
+def test_parse_endpoint(text: str, tls: bool, port: int, expected: Endpoint) -> None:
+    assert transport.parse_endpoint(text, tls=tls, default_port=port) == expected
+
+
+NOT_ENDPOINTS = {
+    "empty": "",
+    "scheme-only": "http://",
+    "other-scheme": "ftp://h:1",
+    "unix-scheme": "unix:///run/etcd.sock",
+    "no-host": ":2379",
+    "port-not-a-number": "h:abc",
+    "signed-port": "h:+1",
+    "negative-port": "h:-1",
+    "port-zero": "h:0",
+    "port-too-large": "h:65536",
+    "port-far-too-large": "h:99999999999999999999",
+    "arabic-indic-digit-port": "h:\u0663",  # int() reads it as 3
+    "superscript-port": "h:\u00b2",
+    "bare-ipv6": "fd00::5",  # host 'fd00:' port 5? Brackets say where the address ends
+    "bare-ipv6-loopback": "::1",
+    "two-ports": "h:1:2",
+    "unclosed-bracket": "[::1",
+    "junk-after-bracket": "[::1]x:1",
+    "empty-brackets": "[]:1",
+    "userinfo": "user:pw@h:1",
+    "space-in-host": "h x:1",
+    "trailing-space": "h:1 ",
+    "crlf-in-host": "h\r\n:1",
+    "non-ascii-host": "h\u00e4:1",
+}
+
+
+@pytest.mark.parametrize("text", NOT_ENDPOINTS.values(), ids=NOT_ENDPOINTS.keys())
+def test_parse_endpoint_refuses_what_is_no_endpoint(text: str) -> None:
+    with pytest.raises(ValueError):
+        transport.parse_endpoint(text, tls=False)

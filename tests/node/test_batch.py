@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 
@@ -17,14 +17,33 @@ def test_a_lone_request_is_served_at_once() -> None:
     assert Batcher().submit("k", 1, lambda requests: [r * 10 for r in requests]) == 10
 
 
+def queued(batcher: Batcher, key: str) -> int:
+    """How many requests of `key` wait for the next round (read under the group's lock, as submit writes it)."""
+    with batcher.lock:
+        group = batcher.groups.get(key)
+    if group is None:
+        return 0
+    with group.cond:
+        return len(group.queue)
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    """Poll an observable state until it holds: how long a busy machine takes does not matter, only order."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
+        time.sleep(0.001)
+
+
 def test_requests_waiting_during_a_round_are_served_together_in_arrival_order() -> None:
     batcher, rounds = Batcher(), []
-    first_round = threading.Event()
+    first_round_started, first_round_may_end = threading.Event(), threading.Event()
 
     def serve(requests: Sequence[int]) -> list[int]:
         rounds.append(list(requests))
         if len(rounds) == 1:
-            first_round.wait(5)  # hold the first round open while the others arrive
+            first_round_started.set()
+            assert first_round_may_end.wait(10)  # hold the first round open while the others arrive
         return [r * 10 for r in requests]
 
     results: dict[int, int] = {}
@@ -32,16 +51,16 @@ def test_requests_waiting_during_a_round_are_served_together_in_arrival_order() 
     def submit(n: int) -> None:
         results[n] = batcher.submit("k", n, serve)
 
-    threads = [threading.Thread(target=submit, args=(0,))]
+    threads = [threading.Thread(target=submit, args=(n,)) for n in range(6)]
     threads[0].start()
-    time.sleep(0.1)
-    for n in range(1, 6):
-        threads.append(threading.Thread(target=submit, args=(n,)))
-        threads[-1].start()
-        time.sleep(0.02)
-    first_round.set()
+    assert first_round_started.wait(10)
+    for n in range(1, 6):  # each queued before the next arrives: the arrival order is 1..5
+        threads[n].start()
+        wait_until(lambda n=n: queued(batcher, "k") == n, f"request {n} queued behind the round in flight")
+    first_round_may_end.set()
     for thread in threads:
-        thread.join()
+        thread.join(10)
+        assert not thread.is_alive()
     assert rounds == [[0], [1, 2, 3, 4, 5]]
     assert results == {n: n * 10 for n in range(6)}
 
@@ -61,15 +80,20 @@ def test_each_request_gets_its_own_error_and_a_failed_round_fails_everyone_in_it
 def test_keys_are_served_apart() -> None:
     batcher, seen = Batcher(), []
     barrier = threading.Barrier(2)
+    results: dict[str, str] = {}
 
     def serve(requests: Sequence[str]) -> list[str]:
         seen.append(list(requests))
-        barrier.wait(5)  # both rounds in flight at once: different keys never wait on each other
+        barrier.wait(10)  # both rounds in flight at once: different keys never wait on each other
         return list(requests)
 
-    threads = [threading.Thread(target=batcher.submit, args=(key, key, serve)) for key in ("a", "b")]
+    def submit(key: str) -> None:
+        results[key] = batcher.submit(key, key, serve)  # a broken barrier raises here: no result
+
+    threads = [threading.Thread(target=submit, args=(key,)) for key in ("a", "b")]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        thread.join(20)
     assert sorted(seen) == [["a"], ["b"]]
+    assert results == {"a": "a", "b": "b"}

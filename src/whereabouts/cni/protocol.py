@@ -84,11 +84,13 @@ def parse_cni_args(text: str) -> dict[str, str]:
     args: dict[str, str] = {}
     for pair in filter(None, text.split(";")):
         key, sep, value = pair.partition("=")
-        if not sep or not key:
+        key = key.strip()
+        if not sep or not key:  # a blank key is none: it would name nothing in an error, or hide under ''
             raise InvalidEnvironment(f"invalid CNI_ARGS entry {shown(pair)}: expected KEY=VALUE")
-        args[key.strip()] = value.strip()
+        args[key] = value.strip()
     ignore_unknown = args.get("IgnoreUnknown", "").lower() in ("1", "true")
     unknown = sorted(set(args) - KNOWN_CNI_ARGS)
     if unknown and not ignore_unknown:
-        raise InvalidEnvironment(f"unknown CNI_ARGS keys {', '.join(unknown)} (set IgnoreUnknown=true to allow them)")
+        named = ", ".join(shown(key)[1:-1] for key in unknown[:10]) + (", ..." if len(unknown) > 10 else "")
+        raise InvalidEnvironment(f"unknown CNI_ARGS keys {named} (set IgnoreUnknown=true to allow them)")
     return args

@@ -43,14 +43,23 @@ def parse_endpoint(text: str, *, tls: bool, default_port: int = 2379) -> Endpoin
     if "://" in text:
         scheme, _, text = text.partition("://")
     text = text.split("/", 1)[0]
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest.lstrip(":") or str(default_port)
+    if text.startswith("["):  # an IPv6 address: the brackets say where it ends
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(text)
+        port_text = rest[1:] or str(default_port)
     else:
-        host, _, port_text = text.rpartition(":") if ":" in text else (text, "", str(default_port))
-    if scheme not in ("http", "https") or not _is_host(host) or not port_text.isdigit():
+        host, _, port_text = text.partition(":") if ":" in text else (text, "", str(default_port))
+        if ":" in port_text:  # 'fd00::5' or 'h:1:2': no telling host from port
+            raise ValueError(text)
+    if scheme not in ("http", "https") or not _is_host(host) or not _is_port(port_text):
         raise ValueError(text)
     return Endpoint(scheme, host, int(port_text))
+
+
+def _is_port(text: str) -> bool:
+    # ASCII digits only (int() takes other scripts' digits); 0 and above 65535 reach no server
+    return 0 < len(text) <= 5 and text.isascii() and text.isdigit() and 0 < int(text) <= 65535
 
 
 def _is_host(host: str) -> bool:

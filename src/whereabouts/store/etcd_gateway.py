@@ -83,7 +83,7 @@ class EtcdGateway:
                 self.connections.insert(0, self.connections.pop(index))
             if response.status != 200:
                 raise EtcdError(response.status, _error_message(response.body))
-            return response.json()
+            return _json_object(response.status, response.body)
         raise TryAgainLater(f"etcd unreachable ({'; '.join(errors)})")
 
     def close(self) -> None:
@@ -91,9 +91,23 @@ class EtcdGateway:
             conn.close()
 
 
+def _json_object(status: int, body: bytes) -> dict[str, Any]:
+    """A success answer's JSON object. Anything else (a proxy's page, a cut-off body) is an error answer:
+    the callers read fields of an object."""
+    try:
+        reply = json.loads(body) if body else {}
+    except ValueError:
+        reply = None
+    if not isinstance(reply, dict):
+        raise EtcdError(status, f"the answer is not a JSON object: {_error_message(body)[:200]}")
+    return reply
+
+
 def _error_message(body: bytes) -> str:
     try:
         reply = json.loads(body)
-        return str(reply.get("error") or reply.get("message") or reply)
     except ValueError:
         return body.decode(errors="replace").strip()
+    if isinstance(reply, dict):
+        return str(reply.get("error") or reply.get("message") or reply)
+    return str(reply)

@@ -71,7 +71,7 @@ class KubeTransaction:
         name = reservation_name(network, change.version, change.ip)
         try:
             if current is not None and current.same_holder(change.previous):  # a recreated pod takes it over
-                created = self.store.replace_reservation(name, change.owner)
+                created = self.store.replace_reservation(name, change.owner, current)
             else:
                 created = self.store.create_reservation(name, change.owner)
         except Conflict:
@@ -171,13 +171,17 @@ class KubernetesStore:
         )
         return str(obj.get("metadata", {}).get("resourceVersion", ""))
 
-    def replace_reservation(self, name: str, owner: Owner) -> str:
-        """Give it to `owner` (a recreated pod takes over its old attachment's); its new resourceVersion."""
+    def replace_reservation(self, name: str, owner: Owner, previous: Owner) -> str:
+        """Give it to `owner` (a recreated pod takes over its old attachment's); its new resourceVersion.
+        Only from `previous`, the holder the decision saw: a reservation that changed hands meanwhile (the
+        old attachment's DEL, then another pod's ADD) is someone else's now, and taking it fails (Conflict)."""
         path = self.client.path(RESERVATIONS, name)
         current = self.client.get(path)
         obj = resources.reservation(name, owner, self.client.namespace)
         if current is None:
             written = self.client.create(self.client.path(RESERVATIONS), obj)
+        elif not resources.reservation_owner(current).same_holder(previous):
+            raise Conflict("Conflict")
         else:
             obj["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
             written = self.client.replace(path, obj)
