@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from itertools import islice
 
-from whereabouts.errors import AddressOutsideRanges, AddressTaken, RangeExhausted
-from whereabouts.model import Change, ChangeSet, Owner, PoolKey, Snapshot
+from whereabouts.model import EXHAUSTED, OUTSIDE, TAKEN, Change, ChangeSet, Owner, PoolKey, Refusal, Snapshot
 from whereabouts.occupancy import Occupancy
 from whereabouts.ranges import IPRange, RangeIndex, format_ip
 from whereabouts.record import record
@@ -39,18 +38,21 @@ def allocate(
     requested: Sequence[tuple[int, int]] = (),
     overlapping: bool = True,
     skip: int = 0,
-) -> Decision:
-    """Decide which address each range gives `owner`.
+) -> Decision | Refusal:
+    """Decide which address each range gives `owner`, or refuse.
 
     Per range, in order: what the attachment already holds (idempotent ADD; an entry recorded under another
     network config name, or none, is rewritten under `owner`'s, the config the runtime now says it is in);
     else the address its pod held under an older container (recreated pod keeps its IP); else an address the
     attachment reserved network-wide without its pool entry (a call interrupted between its writes, on stores
     that write them one at a time); else the requested addresses that fall in this range; else the lowest free
-    address (passing over `skip` free ones: see `lowest_free`). Raises the CNI error that ends the call otherwise.
+    address (passing over `skip` free ones: see `lowest_free`). A Refusal when a requested address is in no
+    range or held by another, or a range has no free address left.
     Costs O((ranges + allocations + reservations) log n): see `whereabouts.occupancy`.
     """
     by_range = _assign_requests(ranges, requested, owner)
+    if isinstance(by_range, Refusal):
+        return by_range
     seen = Occupancy(snapshot, owner, overlapping)
     readers: dict[PoolKey, int] = {}  # ranges still to come per pool: several may share one
     for pool_range in ranges:
@@ -67,9 +69,16 @@ def allocate(
         if not mine and not wanted and overlapping:
             mine = _resume_reservation(pool_range, seen)
         if not mine and wanted:
-            mine = [_claim_requested(pool_range, ip, seen) for ip in wanted]
+            claimed = [_claim_requested(pool_range, ip, seen) for ip in wanted]
+            refused = next((c for c in claimed if isinstance(c, Refusal)), None)
+            if refused is not None:
+                return refused
+            mine = claimed  # type: ignore[assignment]
         if not mine:
-            mine = [_claim_lowest(pool_range, seen, skip)]
+            lowest = _claim_lowest(pool_range, seen, skip)
+            if isinstance(lowest, Refusal):
+                return lowest
+            mine = [lowest]
         held.append((pool_range, tuple(mine)))
     expected = tuple((key, snapshot.pools[key].version) for key in dict.fromkeys(r.key for r in ranges))
     return Decision(tuple(held), ChangeSet(tuple(seen.planned), expected, overlapping))
@@ -105,7 +114,7 @@ def release_all_but(
 
 def _assign_requests(
     ranges: Sequence[PoolRange], requested: Sequence[tuple[int, int]], owner: Owner
-) -> dict[PoolRange, dict[int, None]]:
+) -> dict[PoolRange, dict[int, None]] | Refusal:
     """Each requested address goes to the first range (in config order) whose CIDR holds it (and to the
     ranges equal to that one)."""
     by_range: dict[PoolRange, dict[int, None]] = {}
@@ -115,15 +124,17 @@ def _assign_requests(
     for version, ip in requested:
         position = index.first(version, ip)
         if position is None:
-            raise AddressOutsideRanges(
+            return Refusal(
+                OUTSIDE,
                 f"requested address {format_ip(version, ip)} for {_who(owner)} is in no configured range "
-                f"({_listed(r.rng.cidr for r in ranges)})"
+                f"({_listed(r.rng.cidr for r in ranges)})",
             )
         home = ranges[position]
         if home.rng.is_edge(ip):
-            raise AddressOutsideRanges(
+            return Refusal(
+                OUTSIDE,
                 f"requested address {format_ip(version, ip)} for {_who(owner)} is the network or broadcast "
-                f"address of range {home.rng.cidr}"
+                f"address of range {home.rng.cidr}",
             )
         by_range.setdefault(home, {})[ip] = None
     return by_range
@@ -154,24 +165,26 @@ def _resume_reservation(pool_range: PoolRange, seen: Occupancy) -> list[int]:
     return [ip]
 
 
-def _claim_requested(pool_range: PoolRange, ip: int, seen: Occupancy) -> int:
+def _claim_requested(pool_range: PoolRange, ip: int, seen: Occupancy) -> int | Refusal:
     holder = seen.holder(pool_range, ip)
     if holder is not None and not holder.same_attachment(seen.owner):
-        raise AddressTaken(
+        return Refusal(
+            TAKEN,
             f"requested address {format_ip(pool_range.rng.version, ip)} in range {pool_range.rng.cidr} "
-            f"is already held by {_who(holder)}; cannot give it to {_who(seen.owner)}"
+            f"is already held by {_who(holder)}; cannot give it to {_who(seen.owner)}",
         )
     seen.plan(Change(pool_range.key, pool_range.rng.version, ip, seen.owner))
     return ip
 
 
-def _claim_lowest(pool_range: PoolRange, seen: Occupancy, skip: int) -> int:
+def _claim_lowest(pool_range: PoolRange, seen: Occupancy, skip: int) -> int | Refusal:
     rng = pool_range.rng
     ip = seen.lowest(pool_range, skip)
     if ip is None:
-        raise RangeExhausted(
+        return Refusal(
+            EXHAUSTED,
             f"no free address in range {rng.cidr} (window {format_ip(rng.version, rng.first)}-"
-            f"{format_ip(rng.version, rng.last)}, {seen.held_in(pool_range)} held) for {_who(seen.owner)}"
+            f"{format_ip(rng.version, rng.last)}, {seen.held_in(pool_range)} held) for {_who(seen.owner)}",
         )
     seen.plan(Change(pool_range.key, rng.version, ip, seen.owner))
     return ip

@@ -123,3 +123,19 @@ class SlicePool:
     slice_size: str
     listing: tuple[tuple[str, str], ...]  # (node, slice CIDR)
     where: str
+
+
+@record(frozen=True)
+class Refusal:
+    """What a decision answers when it cannot give the attachment what it asked for: an expected outcome,
+    not a failure of anything (those are exceptions: an unreachable store is TryAgainLater). Only the CNI
+    front end turns one into an error, by its `kind`."""
+
+    kind: str  # one of the kinds below
+    msg: str  # names the range, the address and the attachments involved
+
+
+EXHAUSTED = "exhausted"  # no free address left in a range
+TAKEN = "taken"  # a requested address is held by another attachment
+OUTSIDE = "outside"  # a requested address lies in no configured range (or not in this node's slice)
+GONE = "gone"  # CHECK: an address the attachment held is gone

@@ -21,9 +21,9 @@ import os
 
 from whereabouts.allocator import PoolRange
 from whereabouts.config import FLAT_FILE_PATHS
-from whereabouts.errors import AddressOutsideRanges, RangeExhausted, TryAgainLater
+from whereabouts.errors import TryAgainLater
 from whereabouts.iptext import format_address, parse_network
-from whereabouts.model import PoolKey
+from whereabouts.model import EXHAUSTED, OUTSIDE, PoolKey, Refusal
 from whereabouts.names import is_object_name, require_object_name
 from whereabouts.ranges import IPRange, Network, format_ip
 
@@ -64,9 +64,10 @@ def slice_pool_name(cfg: IPAMConfig) -> str:
 
 def node_pool_ranges(
     cfg: IPAMConfig, slices: NodeSlices, node: str, *, required: bool, requested: tuple[tuple[int, int], ...] = ()
-) -> tuple[PoolRange, ...]:
+) -> tuple[PoolRange, ...] | Refusal:
     """The call's pools: this node's slice of the first range, then the other ranges whole. Without a
-    slice: TryAgainLater if `required`, else the other ranges alone."""
+    slice: TryAgainLater if `required`, else the other ranges alone. A Refusal when the slice lies outside
+    the range's window, or a requested address outside the slice."""
     whole = tuple(PoolRange(PoolKey(cfg.network_name, rng.cidr), rng) for rng in cfg.ranges)
     node = node_name(cfg, node)
     if not _usable(node, node, required=required):
@@ -83,12 +84,12 @@ def node_pool_ranges(
         return whole[1:]
     sliced = PoolRange(key, within_slice(cfg.ranges[0], network, last))
     if required and sliced.rng.first > sliced.rng.last:
-        raise RangeExhausted(
+        return Refusal(
+            EXHAUSTED,
             f"node {node}'s slice {cidr} of range {cfg.ranges[0].cidr} lies outside the range's window "
-            f"{format_ip(version, cfg.ranges[0].first)}-{format_ip(version, cfg.ranges[0].last)}"
+            f"{format_ip(version, cfg.ranges[0].first)}-{format_ip(version, cfg.ranges[0].last)}",
         )
-    _reject_outside(sliced, network, last, requested)
-    return (sliced, *whole[1:])
+    return _outside(sliced, network, last, requested) or (sliced, *whole[1:])
 
 
 def _usable(name: str, node: str, *, required: bool) -> bool:
@@ -129,14 +130,16 @@ def _slice_of(cfg: IPAMConfig, slices: NodeSlices, node: str) -> tuple[str, str]
     )
 
 
-def _reject_outside(sliced: PoolRange, lo: int, hi: int, requested: tuple[tuple[int, int], ...]) -> None:
+def _outside(sliced: PoolRange, lo: int, hi: int, requested: tuple[tuple[int, int], ...]) -> Refusal | None:
     """A requested address in the sliced range must lie in this node's slice: the rest belong to other nodes."""
     for version, ip in requested:
         if sliced.rng.contains(version, ip) and not lo <= ip <= hi:
-            raise AddressOutsideRanges(
+            return Refusal(
+                OUTSIDE,
                 f"requested address {format_ip(version, ip)} is in range {sliced.rng.cidr} but outside slice "
-                f"{sliced.key.cidr} of node {sliced.key.node}: with node slices a node allocates from its own only"
+                f"{sliced.key.cidr} of node {sliced.key.node}: with node slices a node allocates from its own only",
             )
+    return None
 
 
 def _prefix(text: object) -> int:

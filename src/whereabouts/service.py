@@ -12,8 +12,8 @@ import time
 from whereabouts import deadline
 from whereabouts.allocator import Decision, PoolRange, allocate, release, release_all_but
 from whereabouts.config import IPAMConfig
-from whereabouts.errors import AttachmentNotFound, RangeExhausted, StatusUnavailable, TryAgainLater, WhereaboutsError
-from whereabouts.model import Change, ChangeSet, Owner, PoolKey, PoolState, Snapshot
+from whereabouts.errors import TryAgainLater, WhereaboutsError
+from whereabouts.model import GONE, Change, ChangeSet, Owner, PoolKey, PoolState, Refusal, Snapshot
 from whereabouts.ranges import parse_request
 from whereabouts.record import record
 
@@ -61,7 +61,7 @@ class IPAMService:
 
     def _ranges(
         self, cfg: IPAMConfig, *, required: bool = True, requested: tuple[tuple[int, int], ...] = ()
-    ) -> tuple[PoolRange, ...]:
+    ) -> tuple[PoolRange, ...] | Refusal:
         """The pools a call works on. With node slices the first range's pool is this node's slice, looked
         up in the network's NodeSlicePool once per call; `required` False drops it when there is none."""
         if not cfg.slice_prefix:
@@ -72,39 +72,45 @@ class IPAMService:
 
         return node_pool_ranges(cfg, self.slices, self.node, required=required, requested=requested)
 
-    def add(self, cfg: IPAMConfig, owner: Owner, requested: tuple[tuple[int, int], ...] = ()) -> list[Assigned]:
+    def _pools(self, cfg: IPAMConfig) -> tuple[PoolRange, ...]:
+        """The pools of a DEL or GC: the node's slice only where there is one (they never refuse)."""
+        ranges = self._ranges(cfg, required=False)
+        assert not isinstance(ranges, Refusal)  # only a call that must allocate is refused
+        return ranges
+
+    def add(
+        self, cfg: IPAMConfig, owner: Owner, requested: tuple[tuple[int, int], ...] = ()
+    ) -> list[Assigned] | Refusal:
         (outcome,) = self.add_batch(cfg, [(owner, requested)])
-        if isinstance(outcome, WhereaboutsError):
-            raise outcome
         return outcome
 
     def add_batch(
         self, cfg: IPAMConfig, requests: Sequence[tuple[Owner, tuple[tuple[int, int], ...]]]
-    ) -> list[list[Assigned] | WhereaboutsError]:
+    ) -> list[list[Assigned] | Refusal]:
         """ADD for several attachments of one network at once (the node daemon's group commit): one read,
-        one decision taking them in order, one commit. Each gets its addresses or its own error (an
-        exhausted range, a taken address); a failure of the store fails them all. Every address is recorded
-        under the network config's name (GC goes by it)."""
+        one decision taking them in order, one commit. Each gets its addresses or its own refusal (an
+        exhausted range, a taken address); a failure of the store (an exception) fails them all. Every
+        address is recorded under the network config's name (GC goes by it)."""
         requests = [(owner.named(cfg.netconf_name), requested) for owner, requested in requests]
         ranges = self._ranges(cfg, requested=requests[0][1] if len(requests) == 1 else ())
+        if isinstance(ranges, Refusal):
+            return [ranges] * len(requests)
         keys = _keys(ranges)
 
-        def decide(txn: Transaction, attempt: int) -> tuple[ChangeSet, list[Decision | WhereaboutsError]]:
+        def decide(txn: Transaction, attempt: int) -> tuple[ChangeSet, list[Decision | Refusal]]:
             # Lost a race twice: spread out among the lowest few free addresses, since callers that all
             # re-pick the lowest collide again and only one of them wins each round. (The first retry
             # re-picks the lowest: the race may have been with a holder the store now knows about.)
             skip = _random().randrange(min(2 ** (attempt - 1), SPREAD_LIMIT)) if attempt >= 2 else 0
             working = txn.snapshot if len(requests) == 1 else _working_copy(txn.snapshot)
             changes: list[Change] = []
-            outcomes: list[Decision | WhereaboutsError] = []
+            outcomes: list[Decision | Refusal] = []
             for owner, requested in requests:
-                try:
-                    decision = allocate(ranges=ranges, snapshot=working, owner=owner, requested=requested,
-                                        overlapping=cfg.overlapping, skip=skip)  # fmt: skip
-                except WhereaboutsError as exc:
-                    outcomes.append(exc)
-                    continue
+                decision = allocate(ranges=ranges, snapshot=working, owner=owner, requested=requested,
+                                    overlapping=cfg.overlapping, skip=skip)  # fmt: skip
                 outcomes.append(decision)
+                if isinstance(decision, Refusal):
+                    continue
                 changes += decision.changes.changes
                 if working is not txn.snapshot:
                     _apply(working, decision.changes)  # the next attachment sees what this one takes
@@ -117,9 +123,9 @@ class IPAMService:
             for owner, _ in requests:
                 self.store.abort(owner)
             raise
-        results: list[list[Assigned] | WhereaboutsError] = []
+        results: list[list[Assigned] | Refusal] = []
         for (owner, _), outcome in zip(requests, outcomes, strict=True):
-            if isinstance(outcome, WhereaboutsError):
+            if isinstance(outcome, Refusal):
                 self.store.abort(owner)  # what an earlier, lost attempt of this one wrote
                 results.append(outcome)
             else:
@@ -138,7 +144,7 @@ class IPAMService:
         """DEL for several attachments of one network at once (the node daemon's group commit): one read,
         one commit for the configured pools; then, for each, the pools elsewhere and its leftovers. A
         failure of that first commit fails them all; a later one fails only its own attachment."""
-        configured = _keys(self._ranges(cfg, required=False))
+        configured = _keys(self._pools(cfg))
         released = self._release_in(configured, cfg, owners)
         outcomes: list[WhereaboutsError | None] = []
         for owner, count in zip(owners, released, strict=True):
@@ -174,9 +180,12 @@ class IPAMService:
 
         return self._run(keys, cfg.overlapping, decide)
 
-    def check(self, cfg: IPAMConfig, owner: Owner, expected: list[str]) -> None:
-        """Every range must still hold an address for the attachment, and so must each address in `expected`."""
+    def check(self, cfg: IPAMConfig, owner: Owner, expected: list[str]) -> Refusal | None:
+        """Every range must still hold an address for the attachment, and so must each address in `expected`:
+        else a Refusal saying which is gone."""
         ranges = self._ranges(cfg)
+        if isinstance(ranges, Refusal):
+            return ranges
         keys = _keys(ranges)
         with self.store.transaction(keys, overlapping=False) as txn:
             by_key = {key: _held_by(txn, key, owner) for key in keys}  # once per pool: ranges may share one
@@ -186,12 +195,11 @@ class IPAMService:
         who = f"container {owner.container_id} interface {owner.ifname}"
         for pr, ips in held.items():
             if not ips:
-                raise AttachmentNotFound(f"{who} holds no address in range {pr.rng.cidr}")
+                return Refusal(GONE, f"{who} holds no address in range {pr.rng.cidr}")
         lists = {id(ips): (pr.rng.version, ips) for pr, ips in held.items()}  # ranges sharing a pool share one
         addresses = {(version, ip) for version, ips in lists.values() for ip in ips}
         missing = [address for address in expected if parse_request(address) not in addresses]
-        if missing:
-            raise AttachmentNotFound(f"{who} no longer holds {', '.join(missing)}")
+        return Refusal(GONE, f"{who} no longer holds {', '.join(missing)}") if missing else None
 
     def _held_in_old_slices(
         self, cfg: IPAMConfig, owner: Owner, held: dict[PoolRange, list[int]]
@@ -212,7 +220,7 @@ class IPAMService:
         a name can prove no allocation its own: nothing is released."""
         if not cfg.netconf_name:
             return 0
-        keys = _keys(self._ranges(cfg, required=False))
+        keys = _keys(self._pools(cfg))
 
         def decide(txn: Transaction, attempt: int) -> tuple[ChangeSet, int]:
             changes = release_all_but(keys=keys, snapshot=txn.snapshot, netconf=cfg.netconf_name, keep=valid,
@@ -221,17 +229,17 @@ class IPAMService:
 
         return self._run(keys, cfg.overlapping, decide)
 
-    def status(self, cfg: IPAMConfig) -> None:
-        """Raise StatusUnavailable unless an ADD could be served now: the store takes writes and every
-        range has a free address (found by running the allocator on a probe attachment, committing nothing)."""
+    def status(self, cfg: IPAMConfig) -> Refusal | None:
+        """Whether an ADD could be served now: the store takes writes (else TryAgainLater) and every range has
+        a free address (found by running the allocator on a probe attachment, committing nothing)."""
         probe = Owner("whereabouts-status-probe", "probe")
-        try:
-            ranges = self._ranges(cfg)
-            self.store.check_ready()
-            with self.store.transaction(_keys(ranges), overlapping=cfg.overlapping) as txn:
-                allocate(ranges=ranges, snapshot=txn.snapshot, owner=probe, overlapping=cfg.overlapping)
-        except (TryAgainLater, RangeExhausted) as exc:
-            raise StatusUnavailable(f"cannot serve ADD: {exc.msg}") from exc
+        ranges = self._ranges(cfg)
+        if isinstance(ranges, Refusal):
+            return ranges
+        self.store.check_ready()
+        with self.store.transaction(_keys(ranges), overlapping=cfg.overlapping) as txn:
+            decision = allocate(ranges=ranges, snapshot=txn.snapshot, owner=probe, overlapping=cfg.overlapping)
+        return decision if isinstance(decision, Refusal) else None
 
     def _run(
         self, keys: list[PoolKey], overlapping: bool, decide: Callable[[Transaction, int], tuple[ChangeSet, T]]

@@ -15,10 +15,9 @@ from pathlib import Path
 
 from kube_server import KubeAPIServer
 from whereabouts.config import IPAMConfig, parse_ipam
-from whereabouts.errors import AddressTaken, RangeExhausted
 from whereabouts.kube.client import KubeClient
 from whereabouts.kube.credentials import load_credentials
-from whereabouts.model import ChangeSet, Owner, PoolKey
+from whereabouts.model import EXHAUSTED, TAKEN, ChangeSet, Owner, PoolKey, Refusal
 from whereabouts.service import IPAMService, RetryPolicy
 from whereabouts.store.kubernetes import KubernetesStore, KubeTransaction
 
@@ -98,7 +97,7 @@ def test_an_attachment_failing_in_a_batch_leaves_the_others_reservation(
     service = IPAMService(store, retry=RetryPolicy(base_delay=0.001))
     first, second = service.add_batch(cfg, [(A, ()), (B, ((4, int(ipaddress.ip_address("10.83.0.5"))),))])
     assert [a.address for a in first] == ["10.83.0.1/29"]
-    assert isinstance(second, AddressTaken)
+    assert isinstance(second, Refusal) and second.kind == TAKEN
     assert state(kube, kube_namespace, cidr) == ({"10.83.0.1": "ctr-a"}, {"10.83.0.1": "ctr-a", "10.83.0.5": "go-x"})
 
 
@@ -119,7 +118,7 @@ def test_an_attachment_failing_in_a_batch_takes_back_what_it_wrote_in_a_lost_att
     service = IPAMService(store, retry=RetryPolicy(base_delay=0.001))
     first, second = service.add_batch(cfg, [(A, ()), (B, ())])
     assert [a.address for a in first] == ["10.84.0.1/30"]
-    assert isinstance(second, RangeExhausted)
+    assert isinstance(second, Refusal) and second.kind == EXHAUSTED
     assert state(kube, kube_namespace, cidr) == ({"10.84.0.1": "ctr-a", "10.84.0.2": "go-y"}, {"10.84.0.1": "ctr-a"})
 
 

@@ -6,9 +6,19 @@ from collections.abc import Mapping
 
 from whereabouts.cni.result import build_result
 from whereabouts.config import LocalSettings, load_ipam, requested_addresses
-from whereabouts.errors import InvalidConfig, StatusUnavailable, TryAgainLater, WhereaboutsError, shown
+from whereabouts.errors import (
+    AddressOutsideRanges,
+    AddressTaken,
+    AttachmentNotFound,
+    InvalidConfig,
+    RangeExhausted,
+    StatusUnavailable,
+    TryAgainLater,
+    WhereaboutsError,
+    shown,
+)
 from whereabouts.log import Log
-from whereabouts.model import Owner
+from whereabouts.model import EXHAUSTED, GONE, OUTSIDE, TAKEN, Owner, Refusal
 from whereabouts.ranges import RangeIndex, parse_request
 from whereabouts.service import IPAMService
 
@@ -45,12 +55,23 @@ def _with_service(cfg: IPAMConfig, call: CallEnv, runtime: Runtime, use: Callabl
         return use(IPAMService(store, node=call.nodename, slices=slices))
 
 
-def _batch(
-    cfg: IPAMConfig, call: CallEnv, runtime: Runtime, owners: Sequence[Owner]
-) -> list[list[Assigned] | WhereaboutsError]:
+def _batch(cfg: IPAMConfig, call: CallEnv, runtime: Runtime, owners: Sequence[Owner]) -> list[list[Assigned] | Refusal]:
     """One round of the node daemon's group commit: ADDs of one network on one node waiting together."""
     requests = [(owner, ()) for owner in owners]
     return _with_service(cfg, call, runtime, lambda service: service.add_batch(cfg, requests))
+
+
+# The one place a decision's refusal becomes the CNI error that ends the call.
+REFUSALS: dict[str, type[WhereaboutsError]] = {
+    EXHAUSTED: RangeExhausted,
+    TAKEN: AddressTaken,
+    OUTSIDE: AddressOutsideRanges,
+    GONE: AttachmentNotFound,
+}
+
+
+def refused(refusal: Refusal) -> WhereaboutsError:
+    return REFUSALS[refusal.kind](refusal.msg)
 
 
 def _owner(call: CallEnv) -> Owner:
@@ -78,6 +99,8 @@ def add(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtime) 
             assigned = runtime.batcher.submit(("ADD", cfg, call.nodename), _owner(call), batch)
         else:
             assigned = _with_service(cfg, call, runtime, lambda service: service.add(cfg, _owner(call), requested))
+        if isinstance(assigned, Refusal):
+            raise refused(assigned)
         return build_result(version, cfg, [(a.pool_range.rng.version, a.address) for a in assigned])
 
     return _logged("ADD", call, log, action)
@@ -98,8 +121,14 @@ def delete(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtim
 def check(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtime) -> Result:
     cfg, log = _setup(call, netconf, runtime)
     expected = _prev_result_addresses(netconf, cfg)
-    check_held = lambda service: service.check(cfg, _owner(call), expected)  # noqa: E731
-    return _logged("CHECK", call, log, lambda: _with_service(cfg, call, runtime, check_held))
+
+    def action() -> Result:
+        gone = _with_service(cfg, call, runtime, lambda service: service.check(cfg, _owner(call), expected))
+        if gone is not None:
+            raise refused(gone)
+        return None
+
+    return _logged("CHECK", call, log, action)
 
 
 def gc(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtime) -> Result:
@@ -129,9 +158,12 @@ def status(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtim
 
     def action() -> Result:
         try:
-            return _with_service(cfg, call, runtime, lambda service: service.status(cfg))
+            unable = _with_service(cfg, call, runtime, lambda service: service.status(cfg))
         except (TryAgainLater, InvalidConfig) as exc:  # a store that cannot even be opened cannot serve ADD
             raise StatusUnavailable(f"cannot serve ADD: {exc.msg}") from exc
+        if unable is not None:
+            raise StatusUnavailable(f"cannot serve ADD: {unable.msg}")
+        return None
 
     return _logged("STATUS", call, log, action)
 

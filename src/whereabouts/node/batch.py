@@ -68,9 +68,18 @@ class Batcher:
                     group.cond.acquire()
                     group.busy = False
                     group.cond.notify_all()
+        self._forget_if_idle(key, group)
         if isinstance(ticket.outcome, BaseException):
             raise ticket.outcome
         return ticket.outcome
+
+
+    def _forget_if_idle(self, key: Hashable, group: _Group) -> None:
+        """Drop a group nobody waits in: the keys are network configs, and a daemon serving for months sees
+        many come and go. (A caller that took the group just before is served by it all the same.)"""
+        with self.lock, group.cond:
+            if not group.busy and not group.queue and self.groups.get(key) is group:
+                del self.groups[key]
 
 
 def _serve(batch: list[_Ticket], serve: Callable[[Sequence[Any]], Sequence[Any]]) -> None:
