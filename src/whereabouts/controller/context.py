@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import sys
-import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,14 +16,26 @@ from whereabouts.kube.client import KubeClient
 from whereabouts.kube.credentials import Credentials
 
 COMPONENT = "whereabouts-controller"
-_log_lock = threading.Lock()
+LOGGER = logging.getLogger("whereabouts")
+
+
+def setup_logging() -> None:
+    """One format in every long-running process (controllers, install-cni, the node daemon): one line per
+    action on stderr (the container log), UTC with milliseconds."""
+    if LOGGER.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    formatter = logging.Formatter("%(asctime)s.%(msecs)03dZ %(message)s", "%Y-%m-%dT%H:%M:%S")
+    formatter.converter = time.gmtime
+    handler.setFormatter(formatter)
+    LOGGER.addHandler(handler)
+    LOGGER.setLevel(logging.INFO)
+    LOGGER.propagate = False
 
 
 def log_line(message: str) -> None:
-    """One line per action, timestamped, on stderr (the container log)."""
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    with _log_lock:
-        print(f"{stamp} {message}", file=sys.stderr, flush=True)
+    setup_logging()
+    LOGGER.info(message)
 
 
 @dataclass

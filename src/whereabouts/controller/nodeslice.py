@@ -34,6 +34,7 @@ from whereabouts.iptext import format_address, parse_network
 from whereabouts.kube import resources
 from whereabouts.kube.client import Conflict, Expired, KubeClient
 from whereabouts.kube.resources import IPPOOLS, NETWORK_ANNOTATION, NODE_SLICE_POOLS
+from whereabouts.ranges import Network
 
 RESYNC = 30.0  # seconds between passes when nothing is watched changing
 DEBOUNCE = 0.2  # seconds to let a burst of events (nodes joining together) settle into one pass
@@ -341,10 +342,11 @@ def _node_pools(network: SlicedNetwork, cluster: Cluster) -> list[NodePool]:
         if not node or (not network.network_name and _other_network(node, cluster.network_names)):
             continue
         try:
-            version, base, prefix = parse_network(cidr, strict=False)
+            net = Network.parse(cidr, strict=False)
         except ValueError:
             continue
-        if version != geo.version or base > geo.last or base | ((1 << (geo.bits - prefix)) - 1) < geo.network:
+        version, base, prefix = net.version, net.address, net.prefix
+        if version != geo.version or base > geo.last or net.last < geo.network:
             continue
         allocations = obj.get("spec", {}).get("allocations") or {}
         ips = tuple(base + int(offset) for offset in allocations if offset.isdigit())

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from whereabouts.iptext import format_address, parse_network
 from whereabouts.model import PoolKey
+from whereabouts.ranges import Network
 from whereabouts.record import record
 
 LISTED_SLICES = 1024
@@ -63,7 +64,7 @@ class Geometry:
     @property
     def last(self) -> int:
         """The range's last address."""
-        return self.network | ((1 << (self.bits - self.prefix)) - 1)
+        return Network(self.version, self.network, self.prefix).last
 
     @property
     def range_cidr(self) -> str:
@@ -93,7 +94,7 @@ class Geometry:
             return range(0)
         _, network, prefix = parsed
         lo = max(network, self.network)
-        hi = min(network | ((1 << (self.bits - prefix)) - 1), self.last)
+        hi = min(Network(self.version, network, prefix).last, self.last)
         shift = self.bits - self.slice_prefix
         return range((lo - self.network) >> shift, ((hi - self.network) >> shift) + 1) if lo <= hi else range(0)
 

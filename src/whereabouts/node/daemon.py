@@ -28,6 +28,7 @@ import time
 
 from whereabouts.cni.call import handle
 from whereabouts.cni.main import DEFAULT_SOCKET
+from whereabouts.controller.context import log_line
 from whereabouts.node.batch import Batcher
 from whereabouts.node.runtime import Peer, Runtime, ServeInProcess, StorePool
 
@@ -189,7 +190,6 @@ class NodeDaemon(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.quiet = quiet
         self.slots = threading.BoundedSemaphore(MAX_CALLS)
         self.budget = ByteBudget(IN_FLIGHT)
-        self.log_lock = threading.Lock()
 
     def process_request(self, request: socket.socket, client_address: object) -> None:
         self.slots.acquire()  # at MAX_CALLS, stop accepting: callers wait in the backlog, they never go elsewhere
@@ -212,9 +212,7 @@ class NodeDaemon(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         who = f"{environ.get('CNI_CONTAINERID', '-')}/{environ.get('CNI_IFNAME', '-')}"
         elapsed = (time.monotonic() - started) * 1000
         line = f"whereabouts-node: {environ.get('CNI_COMMAND', '?')} {who} {outcome} in {elapsed:.0f} ms"
-        with self.log_lock:  # whole lines: calls end on many threads at once
-            sys.stderr.write(f"{line} {detail.strip()}".rstrip() + "\n")
-            sys.stderr.flush()
+        log_line(f"{line} {detail.strip()}".rstrip())
 
     def server_close(self) -> None:
         super().server_close()
@@ -250,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
-    print(f"whereabouts-node: serving on {args.socket}", file=sys.stderr, flush=True)
+    log_line(f"whereabouts-node: serving on {args.socket}")
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
