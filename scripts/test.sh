@@ -14,4 +14,5 @@ else
 fi
 .venv/bin/ruff check src tests bench scripts
 .venv/bin/ruff format --check src tests bench scripts
+.venv/bin/mypy  # strict, over src/whereabouts: see [tool.mypy] in pyproject.toml
 exec .venv/bin/pytest -ra "$@"
