@@ -15,4 +15,5 @@ fi
 .venv/bin/ruff check src tests bench scripts
 .venv/bin/ruff format --check src tests bench scripts
 .venv/bin/lint-imports --no-cache >/dev/null || .venv/bin/lint-imports --no-cache  # the layers (pyproject.toml)
+.venv/bin/mypy  # strict, over src/whereabouts: see [tool.mypy] in pyproject.toml
 exec .venv/bin/pytest -ra "$@"

@@ -69,11 +69,10 @@ def allocate(
         if not mine and not wanted and overlapping:
             mine = _resume_reservation(pool_range, seen)
         if not mine and wanted:
-            claimed = [_claim_requested(pool_range, ip, seen) for ip in wanted]
-            refused = next((c for c in claimed if isinstance(c, Refusal)), None)
-            if refused is not None:
-                return refused
-            mine = claimed  # type: ignore[assignment]
+            claimed = _claim_all_requested(pool_range, wanted, seen)
+            if isinstance(claimed, Refusal):
+                return claimed
+            mine = claimed
         if not mine:
             lowest = _claim_lowest(pool_range, seen, skip)
             if isinstance(lowest, Refusal):
@@ -163,6 +162,16 @@ def _resume_reservation(pool_range: PoolRange, seen: Occupancy) -> list[int]:
         return []
     seen.plan(Change(pool_range.key, pool_range.rng.version, ip, seen.owner, previous=None))
     return [ip]
+
+
+def _claim_all_requested(pool_range: PoolRange, wanted: dict[int, None], seen: Occupancy) -> list[int] | Refusal:
+    claimed = []
+    for ip in wanted:
+        outcome = _claim_requested(pool_range, ip, seen)
+        if isinstance(outcome, Refusal):
+            return outcome  # the whole decision is refused: what `seen` planned so far goes with it
+        claimed.append(outcome)
+    return claimed
 
 
 def _claim_requested(pool_range: PoolRange, ip: int, seen: Occupancy) -> int | Refusal:

@@ -31,7 +31,7 @@ def clear() -> None:
 def remaining(cap: float) -> float:
     """Seconds a wait may take now: `cap`, or less as the deadline nears. Raises TryAgainLater (code 11)
     once the deadline has passed: the runtime retries the call."""
-    at = getattr(_current, "at", None)
+    at: float | None = getattr(_current, "at", None)
     if at is None:
         return cap
     left = at - time.monotonic()

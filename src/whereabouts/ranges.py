@@ -176,7 +176,7 @@ class TakenAddresses:
     def __len__(self) -> int:
         return len(self._all)
 
-    def __contains__(self, value: object) -> bool:
+    def __contains__(self, value: int) -> bool:
         return value in self._all
 
     def add(self, value: int) -> None:

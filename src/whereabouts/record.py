@@ -16,6 +16,10 @@ from __future__ import annotations
 
 from operator import attrgetter, eq, ge, gt, le, lt
 
+# The public names; listed so that type checkers see `record` and `field` (dataclass and field under
+# TYPE_CHECKING, imported under other names or from another module) as exported from here.
+__all__ = ["FrozenInstanceError", "field", "record"]
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 
 if TYPE_CHECKING:
@@ -107,9 +111,8 @@ def _init(qualname: str, names: tuple[str, ...], defaults: tuple[Any, ...]) -> C
     plain_defaults = not any(isinstance(default, _FieldFactory) for default in defaults)
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        if kwargs or len(args) != count:
-            args = bind(args, kwargs)
-        for name, value in zip(names, args):  # noqa: B905 (as long by now; strict= would slow every call)
+        values = bind(args, kwargs) if kwargs or len(args) != count else args
+        for name, value in zip(names, values):  # noqa: B905 (as long by now; strict= would slow every call)
             setattr_(self, name, value)
 
     def bind(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...] | list[Any]:

@@ -35,12 +35,12 @@ class SortedInts:
     def __len__(self) -> int:
         return self._size
 
-    def __contains__(self, value: object) -> bool:
-        b = bisect_left(self._maxes, value)  # type: ignore[arg-type]
+    def __contains__(self, value: int) -> bool:
+        b = bisect_left(self._maxes, value)
         if b == len(self._maxes):
             return False
         bucket = self._buckets[b]
-        return bucket[bisect_left(bucket, value)] == value  # type: ignore[arg-type]
+        return bucket[bisect_left(bucket, value)] == value
 
     def add(self, value: int) -> bool:
         """Insert `value`; False when it was there already."""

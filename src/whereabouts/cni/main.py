@@ -18,6 +18,10 @@ from __future__ import annotations
 import os
 import sys
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
+if TYPE_CHECKING:
+    import _socket
+
 SOCKET_ENV = "WHEREABOUTS_SOCKET"  # empty: never use a daemon
 DEFAULT_SOCKET = "/run/whereabouts/plugin.sock"
 FORWARDED_ENV = ("CNI_", "NODENAME", "WHEREABOUTS_")
@@ -84,12 +88,12 @@ def relay(path: str, environ: os._Environ[str] | dict[str, str], stdin: bytes) -
         sock.close()
 
 
-def _answer(sock: object, path: str) -> tuple[int, bytes] | str:
+def _answer(sock: _socket.socket, path: str) -> tuple[int, bytes] | str:
     buffered = bytearray()
 
     def take(size: int) -> bytes:
         while len(buffered) < size:
-            chunk = sock.recv(65536)  # type: ignore[attr-defined]
+            chunk = sock.recv(65536)
             if not chunk:
                 raise ConnectionError(0, "the connection ended before the answer")
             buffered.extend(chunk)
@@ -101,7 +105,7 @@ def _answer(sock: object, path: str) -> tuple[int, bytes] | str:
         kind = take(1)
         if kind == b"S":
             asked = take(int.from_bytes(take(4), "big")).decode()
-            sock.sendall(_identity(asked))  # type: ignore[attr-defined]
+            sock.sendall(_identity(asked))
         elif kind == b"R":
             return "node daemon declined: " + _rest(sock, buffered).decode(errors="replace")
         elif kind == b"W":
@@ -111,9 +115,9 @@ def _answer(sock: object, path: str) -> tuple[int, bytes] | str:
             return f"node daemon on {path} answered {kind!r}: not a whereabouts daemon"
 
 
-def _rest(sock: object, buffered: bytearray) -> bytes:
+def _rest(sock: _socket.socket, buffered: bytearray) -> bytes:
     chunks = [bytes(buffered)]
-    while chunk := sock.recv(65536):  # type: ignore[attr-defined]
+    while chunk := sock.recv(65536):
         chunks.append(chunk)
     return b"".join(chunks)
 

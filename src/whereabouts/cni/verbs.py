@@ -112,7 +112,8 @@ def delete(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtim
     def action() -> Result:
         if runtime.batcher is not None:
             batch = lambda owners: _with_service(cfg, call, runtime, lambda svc: svc.delete_batch(cfg, owners))  # noqa: E731
-            return runtime.batcher.submit(("DEL", cfg, call.nodename), _owner(call), batch)
+            runtime.batcher.submit(("DEL", cfg, call.nodename), _owner(call), batch)  # raises the error, if any
+            return None
         return _with_service(cfg, call, runtime, lambda service: service.delete(cfg, _owner(call)))
 
     return _logged("DEL", call, log, action)
@@ -177,11 +178,13 @@ def _prev_result_addresses(netconf: Mapping[str, Any], cfg: IPAMConfig) -> list[
     if not isinstance(entries, list):
         raise InvalidConfig(f"invalid prevResult ips {shown(entries)}: expected a list")
     index = RangeIndex(cfg.ranges)
-    found = []
+    found: list[str] = []
     for entry in entries:
         text = entry.get("address") or entry.get("ip") if isinstance(entry, Mapping) else None
+        if not isinstance(text, str):
+            continue  # no address: nothing of ours to check
         try:
-            version, value = parse_request(text) if isinstance(text, str) else (0, 0)
+            version, value = parse_request(text)
         except ValueError:
             raise InvalidConfig(f"invalid prevResult address {shown(text)}") from None
         if index.first(version, value) is not None:

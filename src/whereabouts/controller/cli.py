@@ -139,7 +139,9 @@ def _run_forever(args: argparse.Namespace, ctx: Context, workers: list[Worker]) 
     return 0
 
 
-def _leading(ctx: Context, name: str, forever: Callable[[threading.Event], None], stop: threading.Event):
+def _leading(
+    ctx: Context, name: str, forever: Callable[[threading.Event], None], stop: threading.Event
+) -> Callable[[], None]:
     """Run `forever` while this replica leads; when leadership is lost, stop it and wait to lead again."""
 
     def loop() -> None:

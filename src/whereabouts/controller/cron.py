@@ -23,8 +23,9 @@ MONTHS = {
     for i, name in enumerate(["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"])
 }
 WEEKDAYS = {name: i for i, name in enumerate(["sun", "mon", "tue", "wed", "thu", "fri", "sat"])}
-FIELDS = (("minute", 0, 59, {}), ("hour", 0, 23, {}), ("day of month", 1, 31, {}), ("month", 1, 12, MONTHS),
-          ("day of week", 0, 7, WEEKDAYS))  # fmt: skip
+FieldSpec = tuple[str, int, int, dict[str, int]]  # name, lowest value, highest value, names for values
+FIELDS: tuple[FieldSpec, ...] = (("minute", 0, 59, {}), ("hour", 0, 23, {}), ("day of month", 1, 31, {}),
+                                 ("month", 1, 12, MONTHS), ("day of week", 0, 7, WEEKDAYS))  # fmt: skip
 SEARCH_LIMIT = dt.timedelta(days=366 * 5)  # '0 0 30 2 *' never fires: give up instead of searching forever
 
 
@@ -80,14 +81,16 @@ def parse_cron(text: str) -> CronExpression:
     parts = text.split()
     if len(parts) != 5:
         raise CronError(f"invalid cron expression {text!r}: expected 5 fields, got {len(parts)}")
-    sets = [_parse_field(part, spec, text) for part, spec in zip(parts, FIELDS, strict=True)]
-    weekdays = frozenset(d % 7 for d in sets[4])  # 7 is Sunday too
-    expression = CronExpression(text.strip(), *sets[:4], weekdays, parts[2] == "*", parts[4] == "*")
+    minutes, hours, days, months, weekdays = [
+        _parse_field(p, spec, text) for p, spec in zip(parts, FIELDS, strict=True)
+    ]
+    weekdays = frozenset(d % 7 for d in weekdays)  # 7 is Sunday too
+    expression = CronExpression(text.strip(), minutes, hours, days, months, weekdays, parts[2] == "*", parts[4] == "*")
     expression.next_after(dt.datetime(2000, 1, 1))  # rejects expressions that can never fire
     return expression
 
 
-def _parse_field(part: str, spec: tuple[str, int, int, dict[str, int]], text: str) -> frozenset[int]:
+def _parse_field(part: str, spec: FieldSpec, text: str) -> frozenset[int]:
     name, low, high, names = spec
     values: set[int] = set()
     for item in part.split(","):

@@ -7,7 +7,7 @@ TryAgainLater (code 11) naming the request; 404 and 409 are normal outcomes that
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from whereabouts.errors import InvalidConfig, TryAgainLater
@@ -111,7 +111,7 @@ class KubeClient:
         response = self._send("PATCH", path, body, content_type="application/merge-patch+json")
         return self._ok(response, "PATCH", path)
 
-    def patch(self, path: str, operations: list[dict[str, Any]]) -> dict[str, Any]:
+    def patch(self, path: str, operations: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """An RFC 6902 JSON patch, applied by the API server atomically to the object's current state."""
         response = self._send("PATCH", path, operations, content_type="application/json-patch+json")
         if response.status == 422 and not _status(response).get("details", {}).get("causes"):
@@ -144,7 +144,8 @@ class KubeClient:
             status = _status(response)
             message = status.get("message") or response.body[:200].decode(errors="replace")
             raise TryAgainLater(f"kubernetes API refused {method} {path}: {response.status} {message}")
-        return response.json()
+        obj: dict[str, Any] = response.json()  # every call above answers with an object
+        return obj
 
     def close(self) -> None:
         self.conn.close()

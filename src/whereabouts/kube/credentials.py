@@ -149,6 +149,8 @@ def _yaml_loader() -> Any:
 
     base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
+    # A base chosen at run time (CSafeLoader exists only when PyYAML was built with libyaml) is not a type
+    # to mypy: it cannot check the subclass (callers get Any from this function anyway).
     class KubeconfigLoader(base):  # type: ignore[misc, valid-type]
         bool_values: ClassVar[dict[str, bool]] = {**base.bool_values, "y": True, "n": False}
 

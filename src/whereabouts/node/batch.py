@@ -21,7 +21,10 @@ import threading
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 if TYPE_CHECKING:
     from collections.abc import Callable, Hashable, Sequence
-    from typing import Any
+    from typing import Any, TypeVar
+
+    Request = TypeVar("Request")
+    Outcome = TypeVar("Outcome")
 
 MAX_BATCH = 64  # requests per round: bounds one round's latency and the size of its pool patch
 
@@ -47,7 +50,9 @@ class Batcher:
         self.lock = threading.Lock()
         self.groups: dict[Hashable, _Group] = {}
 
-    def submit(self, key: Hashable, request: Any, serve: Callable[[Sequence[Any]], Sequence[Any]]) -> Any:
+    def submit(
+        self, key: Hashable, request: Request, serve: Callable[[Sequence[Request]], Sequence[Outcome]]
+    ) -> Outcome:
         """Serve `request` together with the other requests of `key` waiting now. `serve` takes the requests
         and returns one outcome per request, in order; an outcome that is an exception is raised here."""
         with self.lock:
@@ -71,8 +76,8 @@ class Batcher:
         self._forget_if_idle(key, group)
         if isinstance(ticket.outcome, BaseException):
             raise ticket.outcome
-        return ticket.outcome
-
+        outcome: Outcome = ticket.outcome  # the ticket holds what `serve` answered for this request
+        return outcome
 
     def _forget_if_idle(self, key: Hashable, group: _Group) -> None:
         """Drop a group nobody waits in: the keys are network configs, and a daemon serving for months sees

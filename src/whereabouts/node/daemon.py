@@ -191,7 +191,7 @@ class NodeDaemon(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.slots = threading.BoundedSemaphore(MAX_CALLS)
         self.budget = ByteBudget(IN_FLIGHT)
 
-    def process_request(self, request: socket.socket, client_address: object) -> None:
+    def process_request(self, request: socket.socket | tuple[bytes, socket.socket], client_address: object) -> None:
         self.slots.acquire()  # at MAX_CALLS, stop accepting: callers wait in the backlog, they never go elsewhere
         try:
             super().process_request(request, client_address)
@@ -199,7 +199,9 @@ class NodeDaemon(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             self.slots.release()
             raise
 
-    def process_request_thread(self, request: socket.socket, client_address: object) -> None:
+    def process_request_thread(
+        self, request: socket.socket | tuple[bytes, socket.socket], client_address: object
+    ) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:

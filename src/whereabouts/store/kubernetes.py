@@ -58,6 +58,7 @@ class KubeTransaction:
         except Conflict:
             return False
         for change in holds:  # written for good: nothing for abort() to take back (other attachments' stays)
+            assert change.owner is not None  # (holds are the changes with an owner)
             self.store.committed(change.owner)
         return True
 

@@ -110,15 +110,15 @@ class LocalTransaction:
         return True
 
     def _hold(self, overlapping: bool, changes: list[Change]) -> None:
-        held = [c for c in changes if c.owner]
+        held = [(c, c.owner) for c in changes if c.owner is not None]
         rows = [
-            (*_address_row(c), format_ip(c.version, c.ip), c.owner.container_id, c.owner.ifname, c.owner.podref)
-            for c in held
+            (*_address_row(c), format_ip(c.version, c.ip), owner.container_id, owner.ifname, owner.podref)
+            for c, owner in held
         ]
         self.db.executemany(
             "INSERT OR REPLACE INTO allocations (network, cidr, node, ipkey, address, container_id, ifname, podref, "
             "netconf) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(*row, c.owner.netconf) for row, c in zip(rows, held, strict=True)],
+            [(*row, owner.netconf) for row, (_, owner) in zip(rows, held, strict=True)],
         )
         if overlapping:  # the network-wide record: who, not under which network config
             self.db.executemany(

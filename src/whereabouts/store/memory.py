@@ -63,7 +63,8 @@ class MemoryStore:
                     if changes.overlapping:
                         self.reservations[reservation] = change.owner.named("")  # names go with pool entries
             for key in dict.fromkeys(c.key for c in changes.changes):
-                self.pools[key].version = int(self.pools[key].version or 0) + 1
+                pool = self.pools[key]
+                pool.version = (pool.version if isinstance(pool.version, int) else 0) + 1  # None: a new pool
             self.commits += 1
             return True
 
