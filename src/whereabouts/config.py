@@ -15,6 +15,7 @@ from whereabouts.iptext import parse_network
 from whereabouts.model import Address
 from whereabouts.ranges import IPRange, format_ip, parse_ip, parse_range, parse_request
 from whereabouts.record import record
+from whereabouts.sticky import DEFAULT_RETENTION, FixedReservation, parse_mode, parse_reservations, parse_retention
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 if TYPE_CHECKING:
@@ -125,6 +126,9 @@ class IPAMConfig:
     reconciler_cron_expression: str = ""
     configuration_path: str = ""
     netconf_name: str = ""  # the network config's top-level `name`: names the NodeSlicePool without network_name
+    sticky: str = ""  # what addresses stick to: "pod", "mac", "claim" or "" (see whereabouts.sticky)
+    sticky_retention: int = DEFAULT_RETENTION  # seconds a pod's or MAC's address waits after its last DEL
+    reservations: tuple[FixedReservation, ...] = ()  # addresses only one pod or MAC ever gets
 
     @property
     def datastore(self) -> str:
@@ -140,7 +144,9 @@ class IPAMConfig:
         return format_ip(gateway.version, gateway.value) if gateway and gateway.version == version else ""
 
 
-def load_ipam(ipam: Mapping[str, Any], netconf_name: object = "", *, on_kubernetes: bool = False) -> IPAMConfig:
+def load_ipam(
+    ipam: Mapping[str, Any], netconf_name: object = "", *, on_kubernetes: bool = False, persistent: object = None
+) -> IPAMConfig:
     """Merge the flat file under the inline `ipam` object, then parse and validate.
 
     `on_kubernetes`: the call comes from a pod (K8S_POD_NAMESPACE in CNI_ARGS). There a node-local store
@@ -158,7 +164,7 @@ def load_ipam(ipam: Mapping[str, Any], netconf_name: object = "", *, on_kubernet
             "kubernetes.kubeconfig or etcd_host (install-cni writes the flat file), or datastore: local to "
             "use a store of this node alone."
         )
-    return parse_ipam(merged, netconf_name if isinstance(netconf_name, str) else "")
+    return parse_ipam(merged, netconf_name if isinstance(netconf_name, str) else "", persistent)
 
 
 def _names_datastore(raw: Mapping[str, Any]) -> bool:
@@ -190,7 +196,8 @@ def read_flat_file(configured: object) -> tuple[dict[str, Any], tuple[str, ...]]
     return {}, candidates
 
 
-def parse_ipam(raw: Mapping[str, Any], netconf_name: str = "") -> IPAMConfig:
+def parse_ipam(raw: Mapping[str, Any], netconf_name: str = "", persistent: object = None) -> IPAMConfig:
+    """`persistent`: the network config's top-level allowPersistentIPs (KubeVirt's knob), if any."""
     if raw.get("type", "whereabouts") != "whereabouts":
         raise InvalidConfig(f"invalid ipam type {shown(raw.get('type'))}: expected 'whereabouts'")
     gateway = _opt_str(raw, "gateway")
@@ -215,6 +222,9 @@ def parse_ipam(raw: Mapping[str, Any], netconf_name: str = "") -> IPAMConfig:
         reconciler_cron_expression=_opt_str(raw, "reconciler_cron_expression"),
         configuration_path=_opt_str(raw, "configuration_path"),
         netconf_name=netconf_name,
+        sticky=parse_mode({**raw, "allowPersistentIPs": raw.get("allowPersistentIPs", persistent)}, store.kind),
+        sticky_retention=parse_retention(raw),
+        reservations=parse_reservations(raw, ranges),
     )
 
 

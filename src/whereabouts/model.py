@@ -15,15 +15,33 @@ class Owner:
     those of other network configs sharing the range. It is recorded with pool entries only, never with
     overlapping-range reservations; empty means unknown (written by the Go plugin, or by this plugin before
     it recorded names), and such an entry is never collected by GC.
+
+    Sticky addresses (see docs/sticky.md): `sticky` is the key the address sticks to ("pod:<ns>/<name>/<if>",
+    "mac:<mac>", "claim:<ns>/<claim>"; "" for none). After the attachment's DEL the entry stays, `retained`
+    (the DEL's time, epoch seconds; 0 while an attachment holds it), until `expires` (epoch seconds; 0: only
+    when its owner is proven gone). `controller` is the pod's controlling owner ("<apiVersion>/<Kind>/<name>/
+    <uid>", Kubernetes only): its deletion proves a pod key gone. `fixed`: the config reserves the address for
+    this key (`reservations`). `node` is where the attachment was made (for operators; "" when unknown).
     """
 
     container_id: str
     ifname: str
     podref: str = ""  # "<namespace>/<pod>", empty when the runtime did not say
     netconf: str = ""
+    sticky: str = ""
+    retained: int = 0
+    expires: int = 0
+    controller: str = ""
+    fixed: bool = False
+    node: str = ""
 
     def same_attachment(self, other: Owner) -> bool:
         return self.container_id == other.container_id and self.ifname == other.ifname
+
+    def held_by(self, other: Owner) -> bool:
+        """Held by `other`'s attachment now: a retained entry is no attachment's any more (its DEL is done;
+        a second DEL or a GC must not release it, a CHECK must not find it)."""
+        return not self.retained and self.same_attachment(other)
 
     def same_holder(self, other: Owner | None) -> bool:
         """The same attachment and pod, whatever network config name either records: how a reservation
@@ -32,12 +50,30 @@ class Owner:
 
     def named(self, netconf: str) -> Owner:
         """This holder as recorded under network config `netconf` ("": as a reservation records it)."""
-        if netconf == self.netconf:
-            return self
-        return Owner(self.container_id, self.ifname, self.podref, netconf)
+        return self if netconf == self.netconf else self.but(netconf=netconf)
+
+    def but(self, **changes: object) -> Owner:
+        """A copy with some fields changed (records have no dataclasses.replace)."""
+        values = {name: getattr(self, name) for name in OWNER_FIELDS}
+        values.update(changes)
+        return Owner(**values)
 
     def same_pod_interface(self, other: Owner) -> bool:
         return bool(self.podref) and self.podref == other.podref and self.ifname == other.ifname
+
+    @property
+    def state(self) -> str:
+        """As operators see it: 'retained' after the DEL, 'reserved' for a fixed reservation, else 'held'."""
+        return "retained" if self.retained else "reserved" if self.fixed else "held"
+
+    @property
+    def sticky_kind(self) -> str:
+        """'pod', 'mac', 'claim', or '' for an address that sticks to nothing."""
+        return self.sticky.partition(":")[0] if self.sticky else ""
+
+
+OWNER_FIELDS = ("container_id", "ifname", "podref", "netconf", "sticky", "retained", "expires", "controller",
+                "fixed", "node")  # fmt: skip
 
 
 @record(frozen=True, order=True)
@@ -139,3 +175,12 @@ EXHAUSTED = "exhausted"  # no free address left in a range
 TAKEN = "taken"  # a requested address is held by another attachment
 OUTSIDE = "outside"  # a requested address lies in no configured range (or not in this node's slice)
 GONE = "gone"  # CHECK: an address the attachment held is gone
+
+
+@record(frozen=True)
+class PodFacts:
+    """What sticky addresses need to know of a pod (Kubernetes store): its controlling owner as
+    "<apiVersion>/<Kind>/<name>/<uid>" ("" for none) and its network-selection annotation's text."""
+
+    controller: str = ""
+    networks: str = ""

@@ -104,22 +104,26 @@ _NO_DECK = _Deck([])  # nothing to deal: shared, as dealing from it changes noth
 
 
 class _Pool:
-    """One pool as this decision reads it: its allocations and the decks of what the attachment and its pod
-    hold there. `covered`: the domain's taken-set holds all its allocations already (with overlapping
-    ranges, each is reserved network-wide too), so automatic picks need no taken-set of its own."""
+    """One pool as this decision reads it: its allocations and the decks of what the attachment, its sticky key
+    and its pod hold there. `covered`: the domain's taken-set holds all its allocations already (with
+    overlapping ranges, each is reserved network-wide too), so automatic picks need no taken-set of its own."""
 
-    __slots__ = ("allocations", "covered", "mine", "pod")
+    __slots__ = ("allocations", "covered", "mine", "pod", "sticky")
 
     def __init__(self, allocations: dict[int, Owner], owner: Owner, covered: bool) -> None:
         self.allocations, self.covered = allocations, covered
         mine: list[int] = []
+        sticky: list[int] = []
         pod: list[int] = []
         for ip, who in allocations.items():
             if who.same_attachment(owner):
                 mine.append(ip)
-            elif owner.podref and who.same_pod_interface(owner):
+            elif owner.sticky and who.sticky == owner.sticky:
+                sticky.append(ip)
+            elif owner.podref and who.same_pod_interface(owner) and not who.retained:
                 pod.append(ip)
         self.mine = _Deck(mine) if mine else _NO_DECK
+        self.sticky = _Deck(sticky) if sticky else _NO_DECK
         self.pod = _Deck(pod) if pod else _NO_DECK
 
 
@@ -137,6 +141,7 @@ class Occupancy:
         self._stray: dict[tuple[PoolKey, int, int], TakenAddresses] = {}  # (pool, network, prefix) -> set
         self._reserved: dict[tuple[str, int], list[int]] = {}  # (network, IP version) -> reserved addresses
         self._mine: dict[tuple[str, int], list[int]] = {}  # the same, reserved by this attachment
+        self._blocked: dict[tuple[int, int], str] = {}  # (IP version, ip) -> the key a fixed reservation names
         if overlapping:
             for (network, version, ip), who in snapshot.reservations.items():
                 self._reserved.setdefault((network, version), []).append(ip)
@@ -155,6 +160,40 @@ class Occupancy:
         container, for this range, and who holds it."""
         pool = self._pool(pool_range)
         return [(ip, pool.allocations[ip]) for ip in pool.pod.deal(pool_range.rng, wanted, last)]
+
+    def take_sticky(self, pool_range: PoolRange, wanted: Iterable[int], last: bool) -> list[tuple[int, Owner]]:
+        """What the attachment's sticky key holds (retained, or held by another container of the key) in the
+        range's pool, for this range, and who holds it."""
+        pool = self._pool(pool_range)
+        return [(ip, pool.allocations[ip]) for ip in pool.sticky.deal(pool_range.rng, wanted, last)]
+
+    def sticky_elsewhere(self, pool_range: PoolRange, others: Iterable[PoolKey]) -> list[tuple[PoolKey, int, Owner]]:
+        """Addresses of the range that the sticky key holds in other pools of the snapshot (node slices: the
+        key's address lives in the slice of the node it was on), not yet taken by this decision."""
+        rng, planned = pool_range.rng, self._domain(pool_range.key, pool_range.rng.version).planned
+        found = [
+            (key, ip, who)
+            for key in others
+            for ip, who in self.snapshot.pools[key].allocations.items()
+            if who.sticky == self.owner.sticky and rng.contains(key.version, ip) and ip not in planned
+        ]
+        return sorted(found, key=lambda item: item[1])[:1]
+
+    def block(self, pool_range: PoolRange, ip: int, key: str) -> None:
+        """Keep automatic picks off `ip` (a fixed reservation of another key) in the range's domain."""
+        domain = self._domain(pool_range.key, pool_range.rng.version)
+        self._blocked[(pool_range.rng.version, ip)] = key
+        self._mark(domain, pool_range.rng.version, ip)
+
+    def blocked_for(self, version: int, ip: int) -> str:
+        """The key a fixed reservation keeps `ip` for, if it is not this attachment's ("" otherwise)."""
+        return self._blocked.get((version, ip), "")
+
+    def retained_in(self, pool_range: PoolRange) -> int:
+        """How many addresses of the range's CIDR are retained for sticky keys (for the exhausted error)."""
+        rng = pool_range.rng
+        allocations = self._pool(pool_range).allocations
+        return sum(1 for ip, who in allocations.items() if who.retained and rng.network <= ip <= rng.broadcast)
 
     def holder(self, pool_range: PoolRange, ip: int) -> Owner | None:
         """Who holds `ip` as this decision sees it: the attachment itself if it plans to, else the pool's
@@ -200,12 +239,16 @@ class Occupancy:
         if change.ip in domain.planned:
             return
         domain.planned.add(change.ip)
-        domain.taken.add(change.ip)
-        bits = 32 if change.version == 4 else 128
+        self._mark(domain, change.version, change.ip)
+
+    @staticmethod
+    def _mark(domain: _Domain, version: int, ip: int) -> None:
+        domain.taken.add(ip)
+        bits = 32 if version == 4 else 128
         for prefix in domain.prefixes:
             host_bits = bits - prefix
-            for taken in domain.stray.get((prefix, change.ip >> host_bits << host_bits), ()):
-                taken.add(change.ip)
+            for taken in domain.stray.get((prefix, ip >> host_bits << host_bits), ()):
+                taken.add(ip)
 
     def _pool(self, pool_range: PoolRange) -> _Pool:
         key = pool_range.key

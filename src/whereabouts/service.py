@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from whereabouts import deadline
-from whereabouts.allocator import Decision, PoolRange, allocate, release, release_all_but
+from whereabouts.allocator import Decision, PoolRange, allocate, lapsed, release, release_all_but
 from whereabouts.config import IPAMConfig
 from whereabouts.errors import TryAgainLater, WhereaboutsError
 from whereabouts.model import GONE, Change, ChangeSet, Owner, PoolKey, PoolState, Refusal, Snapshot
@@ -79,13 +79,22 @@ class IPAMService:
         return ranges
 
     def add(
-        self, cfg: IPAMConfig, owner: Owner, requested: tuple[tuple[int, int], ...] = ()
+        self,
+        cfg: IPAMConfig,
+        owner: Owner,
+        requested: tuple[tuple[int, int], ...] = (),
+        fixed_mine: tuple[tuple[int, int], ...] = (),
     ) -> list[Assigned] | Refusal:
-        (outcome,) = self.add_batch(cfg, [(owner, requested)])
+        """ADD for one attachment. `fixed_mine`: the addresses of `reservations` that name its pod or MAC (the
+        caller requests them too); every other fixed reservation is kept from it."""
+        (outcome,) = self.add_batch(cfg, [(owner, requested)], fixed_mine)
         return outcome
 
     def add_batch(
-        self, cfg: IPAMConfig, requests: Sequence[tuple[Owner, tuple[tuple[int, int], ...]]]
+        self,
+        cfg: IPAMConfig,
+        requests: Sequence[tuple[Owner, tuple[tuple[int, int], ...]]],
+        fixed_mine: tuple[tuple[int, int], ...] = (),
     ) -> list[list[Assigned] | Refusal]:
         """ADD for several attachments of one network at once (the node daemon's group commit): one read,
         one decision taking them in order, one commit. Each gets its addresses or its own refusal (an
@@ -96,18 +105,25 @@ class IPAMService:
         if isinstance(ranges, Refusal):
             return [ranges] * len(requests)
         keys = _keys(ranges)
+        elsewhere = self._sticky_elsewhere(cfg, [owner for owner, _ in requests], keys)
+        keys += elsewhere
+        now = int(time.time())
 
         def decide(txn: Transaction, attempt: int) -> tuple[ChangeSet, list[Decision | Refusal]]:
             # Lost a race twice: spread out among the lowest few free addresses, since callers that all
             # re-pick the lowest collide again and only one of them wins each round. (The first retry
             # re-picks the lowest: the race may have been with a holder the store now knows about.)
             skip = _random().randrange(min(2 ** (attempt - 1), SPREAD_LIMIT)) if attempt >= 2 else 0
-            working = txn.snapshot if len(requests) == 1 else _working_copy(txn.snapshot)
+            freed = lapsed(keys=keys, snapshot=txn.snapshot, now=now, netconf=cfg.netconf_name,
+                           sticky_on=bool(cfg.sticky), expire_pods=cfg.store.kind != "kubernetes")  # fmt: skip
+            working = txn.snapshot if len(requests) == 1 and not freed else _working_copy(txn.snapshot)
+            _apply(working, ChangeSet(tuple(freed), (), cfg.overlapping))
             changes: list[Change] = []
             outcomes: list[Decision | Refusal] = []
             for owner, requested in requests:
                 decision = allocate(ranges=ranges, snapshot=working, owner=owner, requested=requested,
-                                    overlapping=cfg.overlapping, skip=skip)  # fmt: skip
+                                    overlapping=cfg.overlapping, skip=skip, fixed=cfg.reservations,
+                                    fixed_mine=fixed_mine, elsewhere=elsewhere)  # fmt: skip
                 outcomes.append(decision)
                 if isinstance(decision, Refusal):
                     continue
@@ -115,7 +131,7 @@ class IPAMService:
                 if working is not txn.snapshot:
                     _apply(working, decision.changes)  # the next attachment sees what this one takes
             expected = tuple((key, txn.snapshot.pools[key].version) for key in keys)
-            return ChangeSet(tuple(changes), expected, cfg.overlapping), outcomes
+            return ChangeSet(_after_freeing(freed, changes), expected, cfg.overlapping), outcomes
 
         try:
             outcomes = self._run(keys, cfg.overlapping, decide)
@@ -131,6 +147,17 @@ class IPAMService:
             else:
                 results.append([Assigned(pr, pr.rng.with_address(ip)) for pr, ips in outcome.held for ip in ips])
         return results
+
+    def _sticky_elsewhere(self, cfg: IPAMConfig, owners: Sequence[Owner], keys: list[PoolKey]) -> list[PoolKey]:
+        """With node slices: the other pools of the network where the attachments' sticky keys hold an address
+        (the node each was on before), so that the key gets it back on this node."""
+        if not cfg.slice_prefix or not any(owner.sticky for owner in owners):
+            return []
+        found: dict[PoolKey, None] = {}
+        for owner in owners:
+            if owner.sticky:
+                found.update(dict.fromkeys(self.store.pools_with_sticky(cfg.network_name, owner.sticky)))
+        return [key for key in found if key not in keys]
 
     def delete(self, cfg: IPAMConfig, owner: Owner) -> None:
         """Release the attachment's addresses in the configured pools; when it held nothing there (the
@@ -168,11 +195,14 @@ class IPAMService:
     def _release_in(self, keys: list[PoolKey], cfg: IPAMConfig, owners: Sequence[Owner]) -> list[int]:
         """Release what each owner holds in `keys`, in one commit; how many addresses each released."""
 
+        retain = _retainer(cfg)
+
         def decide(txn: Transaction, attempt: int) -> tuple[ChangeSet, list[int]]:
             changes: list[Change] = []
             counts = []
             for owner in owners:
-                released = release(keys=keys, snapshot=txn.snapshot, owner=owner, overlapping=cfg.overlapping)
+                released = release(keys=keys, snapshot=txn.snapshot, owner=owner, overlapping=cfg.overlapping,
+                                   retain=retain)  # fmt: skip
                 changes += released.changes
                 counts.append(len(released.changes))
             expected = tuple((key, txn.snapshot.pools[key].version) for key in keys)
@@ -209,7 +239,7 @@ class IPAMService:
         others = self.store.pools_holding(cfg.network_name, owner.container_id, owner.ifname)
         with self.store.transaction(others, overlapping=False) as txn:
             found = [(key, ip) for key in others for ip, who in txn.snapshot.pools[key].allocations.items()
-                     if who.same_attachment(owner)]  # fmt: skip
+                     if who.held_by(owner)]  # fmt: skip
         return {
             pr: ips or sorted(ip for key, ip in found if pr.rng.contains(key.version, ip)) for pr, ips in held.items()
         }
@@ -224,7 +254,7 @@ class IPAMService:
 
         def decide(txn: Transaction, attempt: int) -> tuple[ChangeSet, int]:
             changes = release_all_but(keys=keys, snapshot=txn.snapshot, netconf=cfg.netconf_name, keep=valid,
-                                      overlapping=cfg.overlapping)  # fmt: skip
+                                      overlapping=cfg.overlapping, retain=_retainer(cfg))  # fmt: skip
             return changes, len(changes.changes)
 
         return self._run(keys, cfg.overlapping, decide)
@@ -270,6 +300,40 @@ def _random() -> ModuleType:
     return random
 
 
+def _retainer(cfg: IPAMConfig) -> Callable[[Owner, Owner], Owner | None] | None:
+    """With `sticky` on: what a DEL (or a GC) leaves of an entry it would release: the entry retained for its
+    sticky key (as recorded, else the releasing call's), until the retention passes (a claim's: until the
+    IPAMClaim is deleted). An entry with no key, or a fixed reservation (the config keeps its address from
+    everyone else anyway), is released."""
+    if not cfg.sticky:
+        return None
+    now = int(time.time())
+
+    def retain(recorded: Owner, releasing: Owner) -> Owner | None:
+        key = recorded.sticky or releasing.sticky
+        if not key or recorded.fixed:
+            return None
+        expires = 0 if key.startswith("claim:") else now + cfg.sticky_retention
+        return recorded.but(sticky=key, retained=now, expires=expires)
+
+    return retain
+
+
+def _after_freeing(freed: list[Change], changes: list[Change]) -> tuple[Change, ...]:
+    """The lapsed entries' releases, then the decision's changes; where the decision takes a freed address,
+    one change replaces the lapsed holder instead (a store must not see a release and a hold of one address)."""
+    taken = {(change.key, change.ip): i for i, change in enumerate(changes)}
+    kept = []
+    for change in freed:
+        i = taken.get((change.key, change.ip))
+        if i is None:
+            kept.append(change)
+        else:
+            held = changes[i]
+            changes[i] = Change(held.key, held.version, held.ip, held.owner, previous=change.previous)
+    return (*kept, *changes)
+
+
 def _working_copy(snapshot: Snapshot) -> Snapshot:
     pools = {key: PoolState(key, pool.version, dict(pool.allocations)) for key, pool in snapshot.pools.items()}
     return Snapshot(pools, dict(snapshot.reservations))
@@ -280,6 +344,8 @@ def _apply(snapshot: Snapshot, changes: ChangeSet) -> None:
         allocations = snapshot.pools[change.key].allocations
         if change.owner is None:
             allocations.pop(change.ip, None)
+            if changes.overlapping:
+                snapshot.reservations.pop((change.key.network, change.version, change.ip), None)
             continue
         allocations[change.ip] = change.owner
         if changes.overlapping:
@@ -288,7 +354,7 @@ def _apply(snapshot: Snapshot, changes: ChangeSet) -> None:
 
 def _held_by(txn: Transaction, key: PoolKey, owner: Owner) -> list[int]:
     allocations = txn.snapshot.pools[key].allocations
-    return sorted(ip for ip, who in allocations.items() if who.same_attachment(owner))
+    return sorted(ip for ip, who in allocations.items() if who.held_by(owner))
 
 
 def _keys(ranges: tuple[PoolRange, ...]) -> list[PoolKey]:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-from whereabouts.model import ChangeSet, Owner, PoolKey, SlicePool, Snapshot
+from whereabouts.model import ChangeSet, Owner, PodFacts, PoolKey, SlicePool, Snapshot
 
 
 class Transaction(Protocol):
@@ -30,6 +30,11 @@ class Store(Protocol):
 
     def pools_holding(self, network: str, container_id: str, ifname: str) -> list[PoolKey]:
         """Every pool of `network` where the attachment holds an address (DEL releases them all)."""
+        ...
+
+    def pools_with_sticky(self, network: str, sticky: str) -> list[PoolKey]:
+        """Every pool of `network` with an entry (held or retained) recorded under the sticky key `sticky`
+        (with node slices, the key's address may be in another node's pool)."""
         ...
 
     def forget_attachment(self, network: str, owner: Owner) -> None:
@@ -49,6 +54,10 @@ class Store(Protocol):
         """Where Fast IPAM's node slices are listed (the Kubernetes store); None for stores without them."""
         ...
 
+    def pods(self) -> Pods | None:
+        """Where pods and IPAMClaims are read (the Kubernetes store); None for stores without them."""
+        ...
+
     def reusable(self) -> bool:
         """After a call: whether this store may serve another (the node daemon keeps it open). It drops what
         the call learned, and says False when what it was opened from changed under it (a kubeconfig or token
@@ -65,4 +74,16 @@ class NodeSlices(Protocol):
 
     def where(self, name: str) -> str:
         """The NodeSlicePool `name` named for a message ('NodeSlicePool kube-system/net1')."""
+        ...
+
+
+class Pods(Protocol):
+    """What sticky addresses read from Kubernetes beside the pools: each costs one request."""
+
+    def pod(self, namespace: str, name: str) -> PodFacts | None:
+        """The pod's controller and network-selection annotation; None when there is no such pod."""
+        ...
+
+    def record_claim(self, namespace: str, name: str, ips: Sequence[str]) -> bool:
+        """Write the IPAMClaim's status.ips (CIDR strings); False when there is no such claim."""
         ...

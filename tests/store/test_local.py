@@ -204,7 +204,7 @@ def test_version_1_file_is_upgraded_keeping_its_rows_unnamed(tmp_path: Path) -> 
         assert txn.snapshot.pools[KEY].allocations == {167772165: Owner("old", "eth0", "ns/old")}
     store.close()
     with closing(sqlite3.connect(tmp_path / DB_NAME)) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
 
 
 def test_snapshot_of_many_pools_reads_them_all_in_a_few_statements(tmp_path: Path) -> None:

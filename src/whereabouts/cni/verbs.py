@@ -20,6 +20,7 @@ from whereabouts.errors import (
 from whereabouts.log import Log
 from whereabouts.model import EXHAUSTED, GONE, OUTSIDE, TAKEN, Owner, Refusal
 from whereabouts.ranges import RangeIndex, parse_request
+from whereabouts.record import record
 from whereabouts.service import IPAMService
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
     from whereabouts.cni.protocol import CallEnv
     from whereabouts.config import IPAMConfig
+    from whereabouts.model import PodFacts
     from whereabouts.node.runtime import Runtime
     from whereabouts.service import Assigned
 
@@ -41,7 +43,8 @@ def _setup(call: CallEnv, netconf: Mapping[str, Any], runtime: Runtime) -> tuple
     ipam = netconf.get("ipam")
     if not isinstance(ipam, Mapping):
         raise InvalidConfig("invalid ipam: the network config needs an ipam object")
-    cfg = load_ipam(ipam, netconf.get("name"), on_kubernetes=bool(call.args.get("K8S_POD_NAMESPACE")))
+    cfg = load_ipam(ipam, netconf.get("name"), on_kubernetes=bool(call.args.get("K8S_POD_NAMESPACE")),
+                    persistent=netconf.get("allowPersistentIPs"))  # fmt: skip
     if isinstance(cfg.store, LocalSettings):
         runtime.require_same_local_dir(cfg.store.data_dir)
     return cfg, Log(cfg.log_file, cfg.log_level)
@@ -75,7 +78,81 @@ def refused(refusal: Refusal) -> WhereaboutsError:
 
 
 def _owner(call: CallEnv) -> Owner:
-    return Owner(call.container_id, call.ifname, call.podref)
+    return Owner(call.container_id, call.ifname, call.podref, node=call.nodename)
+
+
+@record(frozen=True)
+class Attachment:
+    """The caller as an ADD or DEL of a sticky network sees it: the owner with its sticky key (and, for a pod
+    key on Kubernetes, the pod's controller), the addresses of `reservations` naming its pod or MAC, and the
+    IPAMClaim whose status an ADD writes ("<namespace>/<name>", "" for none)."""
+
+    owner: Owner
+    fixed: tuple[tuple[int, int], ...] = ()
+    claim: str = ""
+
+
+def _attachment(call: CallEnv, netconf: Mapping[str, Any], cfg: IPAMConfig, runtime: Runtime) -> Attachment:
+    """ADD: a call without what its sticky key needs (a MAC, a pod) is refused, code 7."""
+    owner = _owner(call)
+    if not cfg.sticky and not cfg.reservations:
+        return Attachment(owner)
+    from whereabouts.sticky import call_key, call_mac, fixed_for
+
+    mac = call_mac(netconf, call.args)
+    fixed = tuple((r.version, r.ip) for r in fixed_for(cfg.reservations, call.podref, mac))
+    if cfg.sticky in ("pod", "claim") and cfg.store.kind == "kubernetes" and call.podref:
+        facts = _pod_facts(cfg, call, runtime)
+        if cfg.sticky == "claim":
+            claim = _claim_reference(facts.networks, call, cfg) if facts else ""
+            key = call_key("claim", call.podref, call.ifname, mac, claim) if claim else ""
+            return Attachment(owner.but(sticky=key), fixed, claim)
+        owner = owner.but(controller=facts.controller if facts else "")
+    key = call_key(cfg.sticky, call.podref, call.ifname, mac) if cfg.sticky != "claim" else ""
+    return Attachment(owner.but(sticky=key), fixed)
+
+
+def _releasing(call: CallEnv, netconf: Mapping[str, Any], cfg: IPAMConfig) -> Owner:
+    """DEL and GC never fail for want of a key: an entry keeps the key it was recorded with; one recorded
+    without (sticky turned on since its ADD) takes the call's, when the call carries it."""
+    owner = _owner(call)
+    if cfg.sticky not in ("pod", "mac"):
+        return owner
+    from whereabouts.sticky import call_key, call_mac
+
+    try:
+        return owner.but(sticky=call_key(cfg.sticky, call.podref, call.ifname, call_mac(netconf, call.args)))
+    except InvalidConfig:
+        return owner
+
+
+def _pod_facts(cfg: IPAMConfig, call: CallEnv, runtime: Runtime) -> PodFacts | None:
+    namespace, _, name = call.podref.partition("/")
+    with runtime.store(cfg.store) as store:
+        pods = store.pods()
+        return pods.pod(namespace, name) if pods is not None else None
+
+
+def _claim_reference(networks: str, call: CallEnv, cfg: IPAMConfig) -> str:
+    """The IPAMClaim the pod's network-selection element for this attachment names (`ipam-claim-reference`),
+    as "<namespace>/<name>"; "" when none does (a pod that is not a VM gets an ordinary address)."""
+    import json
+
+    try:
+        elements = json.loads(networks) if networks.strip().startswith("[") else []
+    except ValueError:
+        return ""
+    namespace = call.podref.partition("/")[0]
+    candidates = [e for e in elements if isinstance(e, dict) and isinstance(e.get("ipam-claim-reference"), str)]
+    for match in (
+        lambda e: e.get("interface") == call.ifname,
+        lambda e: str(e.get("name", "")).rpartition("/")[2] in (cfg.netconf_name, cfg.network_name),
+        lambda e: len(candidates) == 1,
+    ):
+        found = [e for e in candidates if match(e)]
+        if found:
+            return f"{found[0].get('namespace') or namespace}/{found[0]['ipam-claim-reference']}"
+    return ""
 
 
 def _logged(verb: str, call: CallEnv, log: Log, action: Callable[[], Result]) -> Result:
@@ -94,27 +171,42 @@ def add(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtime) 
     requested = requested_addresses(netconf, call.args)
 
     def action() -> Result:
-        if runtime.batcher is not None and not requested:
+        who = _attachment(call, netconf, cfg, runtime)
+        wanted = (*requested, *(ip for ip in who.fixed if ip not in requested))
+        if runtime.batcher is not None and not wanted:
             batch = lambda owners: _batch(cfg, call, runtime, owners)  # noqa: E731
-            assigned = runtime.batcher.submit(("ADD", cfg, call.nodename), _owner(call), batch)
+            assigned = runtime.batcher.submit(("ADD", cfg, call.nodename), who.owner, batch)
         else:
-            assigned = _with_service(cfg, call, runtime, lambda service: service.add(cfg, _owner(call), requested))
+            assigned = _with_service(cfg, call, runtime,
+                                     lambda service: service.add(cfg, who.owner, wanted, who.fixed))  # fmt: skip
         if isinstance(assigned, Refusal):
             raise refused(assigned)
+        if who.claim:
+            _record_claim(cfg, runtime, who.claim, [a.address for a in assigned])
         return build_result(version, cfg, [(a.pool_range.rng.version, a.address) for a in assigned])
 
     return _logged("ADD", call, log, action)
+
+
+def _record_claim(cfg: IPAMConfig, runtime: Runtime, claim: str, ips: list[str]) -> None:
+    """The IPAMClaim's status.ips say which addresses the claim holds (KubeVirt and operators read them)."""
+    namespace, _, name = claim.partition("/")
+    with runtime.store(cfg.store) as store:
+        pods = store.pods()
+        if pods is not None and not pods.record_claim(namespace, name, ips):
+            raise InvalidConfig(f"sticky claim: the pod names IPAMClaim {claim}, which does not exist")
 
 
 def delete(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtime) -> Result:
     cfg, log = _setup(call, netconf, runtime)
 
     def action() -> Result:
+        owner = _releasing(call, netconf, cfg)
         if runtime.batcher is not None:
             batch = lambda owners: _with_service(cfg, call, runtime, lambda svc: svc.delete_batch(cfg, owners))  # noqa: E731
-            runtime.batcher.submit(("DEL", cfg, call.nodename), _owner(call), batch)  # raises the error, if any
+            runtime.batcher.submit(("DEL", cfg, call.nodename), owner, batch)  # raises the error, if any
             return None
-        return _with_service(cfg, call, runtime, lambda service: service.delete(cfg, _owner(call)))
+        return _with_service(cfg, call, runtime, lambda service: service.delete(cfg, owner))
 
     return _logged("DEL", call, log, action)
 

@@ -111,6 +111,11 @@ class KubeClient:
         response = self._send("PATCH", path, body, content_type="application/merge-patch+json")
         return self._ok(response, "PATCH", path)
 
+    def merge_patch_existing(self, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """A merge patch of an object that may not exist: None on 404."""
+        response = self._send("PATCH", path, body, content_type="application/merge-patch+json")
+        return None if response.status == 404 else self._ok(response, "PATCH", path)
+
     def patch(self, path: str, operations: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """An RFC 6902 JSON patch, applied by the API server atomically to the object's current state."""
         response = self._send("PATCH", path, operations, content_type="application/json-patch+json")

@@ -6,9 +6,15 @@ The Go plugin's custom resources (group whereabouts.cni.cncf.io/v1alpha1), in it
         spec.range: the CIDR; spec.allocations: {"<offset from the network address>": {id, podref, ifname}}
         and, beyond the Go plugin's format, `netconf`: the network config name the address was allocated
         under (GC goes by it). The Go plugin ignores it; where its CRD is installed the API server prunes it.
+        Sticky addresses add `sticky`, `retained`, `expires`, `controller`, `fixed` and `node` (model.Owner),
+        each only when set.
     OverlappingRangeIPReservation <network_name->]<address, ':' as '-', a trailing '-' gets '0'>
         spec: {containerid, podref, ifname}; labelled with a hash of the attachment, so that a DEL finds
-        reservations a crashed call left behind (labels are invisible to the Go plugin).
+        reservations a crashed call left behind (labels are invisible to the Go plugin). The one object per
+        held or retained address (docs/sticky.md): beyond the Go plugin's format, spec also has `address`,
+        `state` (held / retained / reserved) and the entry's sticky fields, and labels for queries:
+        `subnet_<prefix>=<network address>` ('kubectl get ip -l subnet_24=10.1.2.0'), and the network, pod
+        namespace and name, node, sticky key kind and state under whereabouts.cni.cncf.io/.
     NodeSlicePool <network_name, else the network config's name>
         spec: {range, sliceSize}; status.allocations: [{nodeName ("" = free), sliceRange}].
 
@@ -20,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 
-from whereabouts.model import Owner, PoolKey, PoolState, SlicePool
+from whereabouts.model import Owner, PodFacts, PoolKey, PoolState, SlicePool
 from whereabouts.ranges import format_ip, parse_request
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
@@ -38,6 +44,12 @@ RESERVATIONS = "overlappingrangeipreservations"
 NODE_SLICE_POOLS = "nodeslicepools"
 KINDS = {IPPOOLS: "IPPool", RESERVATIONS: "OverlappingRangeIPReservation", NODE_SLICE_POOLS: "NodeSlicePool"}
 ATTACHMENT_LABEL = f"{GROUP}/attachment"
+STATE_LABEL = f"{GROUP}/state"  # held / retained / reserved
+NETWORK_LABEL = f"{GROUP}/network"  # network_name (absent for the default domain)
+POD_NAMESPACE_LABEL = f"{GROUP}/pod-namespace"
+POD_NAME_LABEL = f"{GROUP}/pod-name"
+NODE_LABEL = f"{GROUP}/node"
+STICKY_LABEL = f"{GROUP}/sticky"  # pod / mac / claim
 NETWORK_ANNOTATION = f"{GROUP}/network-name"  # a NodeSlicePool's network_name, to find its node pools later
 # The CRDs require a non-empty podref. Without a pod (a runtime that sends no K8S_POD_NAMESPACE/NAME) the
 # Go plugin writes its "<namespace>/<name>" join of two empty strings, "/"; so do we, and read it back as none.
@@ -93,17 +105,35 @@ def decode_pool(key: PoolKey, obj: Read | None) -> PoolState:
     return PoolState(key, obj["metadata"]["resourceVersion"], allocations)
 
 
-def entry(owner: Owner) -> dict[str, str]:
-    written = {"id": owner.container_id, "podref": owner.podref or NO_POD, "ifname": owner.ifname}
+STICKY_FIELDS = ("sticky", "retained", "expires", "controller", "fixed", "node")
+
+
+def entry(owner: Owner) -> dict[str, Any]:
+    written: dict[str, Any] = {"id": owner.container_id, "podref": owner.podref or NO_POD, "ifname": owner.ifname}
     if owner.netconf:
         written["netconf"] = owner.netconf
+    written.update(_sticky_fields(owner))
     return written
+
+
+def _sticky_fields(owner: Owner) -> dict[str, Any]:
+    return {name: getattr(owner, name) for name in STICKY_FIELDS if getattr(owner, name)}
 
 
 def entry_owner(written: Read) -> Owner:
     podref = written.get("podref", "")
     return Owner(written.get("id", ""), written.get("ifname", ""), "" if podref == NO_POD else podref,
-                 written.get("netconf", ""))  # fmt: skip
+                 written.get("netconf", ""), *_read_sticky(written))  # fmt: skip
+
+
+def _read_sticky(written: Read) -> tuple[str, int, int, str, bool, str]:
+    def number(name: str) -> int:
+        value = written.get(name)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    text = {name: str(written.get(name) or "") for name in ("sticky", "controller", "node")}
+    return (text["sticky"], number("retained"), number("expires"), text["controller"], written.get("fixed") is True,
+            text["node"])  # fmt: skip
 
 
 def entry_path(offset: int | str) -> str:
@@ -157,19 +187,59 @@ def attachment_label(owner: Owner) -> str:
     return hashlib.sha256(f"{owner.container_id}/{owner.ifname}".encode()).hexdigest()[:40]
 
 
-def reservation(name: str, owner: Owner, namespace: str) -> Object:
+def reservation(name: str, owner: Owner, namespace: str, *, network: str = "", cidr: str = "",
+                address: tuple[int, int] | None = None) -> Object:  # fmt: skip
+    """The per-address object: `cidr` (the pool's range) and `address` ((IP version, value)) add its address
+    and the `subnet_<prefix>` label; unknown (a repair that only knows the name), they are left out."""
+    spec: dict[str, Any] = {"containerid": owner.container_id, "podref": owner.podref or NO_POD,
+                            "ifname": owner.ifname, "state": owner.state, **_sticky_fields(owner)}  # fmt: skip
+    if address is not None:
+        spec["address"] = format_ip(*address)
     return {
         "apiVersion": API_VERSION,
         "kind": "OverlappingRangeIPReservation",
-        "metadata": {"name": name, "namespace": namespace, "labels": {ATTACHMENT_LABEL: attachment_label(owner)}},
-        "spec": {"containerid": owner.container_id, "podref": owner.podref or NO_POD, "ifname": owner.ifname},
+        "metadata": {"name": name, "namespace": namespace, "labels": reservation_labels(owner, network, cidr)},
+        "spec": spec,
     }
+
+
+def reservation_labels(owner: Owner, network: str, cidr: str) -> dict[str, str]:
+    """Labels for `kubectl get ip -l ...`; a value a label cannot hold (over 63 characters) is left out."""
+    labels = {ATTACHMENT_LABEL: attachment_label(owner), STATE_LABEL: owner.state}
+    if cidr:
+        address, _, prefix = cidr.partition("/")
+        labels[f"subnet_{prefix}"] = reservation_name("", *parse_request(address))  # '10.1.2.0', 'fd00--0'
+    namespace, _, pod = owner.podref.partition("/")
+    optional = {NETWORK_LABEL: network, POD_NAMESPACE_LABEL: namespace, POD_NAME_LABEL: pod, NODE_LABEL: owner.node,
+                STICKY_LABEL: owner.sticky_kind}  # fmt: skip
+    labels.update((key, value) for key, value in optional.items() if value and len(value) <= 63)
+    return labels
 
 
 def reservation_owner(obj: Read) -> Owner:
     spec = obj.get("spec", {})
     podref = spec.get("podref", "")
-    return Owner(spec.get("containerid", ""), spec.get("ifname", ""), "" if podref == NO_POD else podref)
+    return Owner(spec.get("containerid", ""), spec.get("ifname", ""), "" if podref == NO_POD else podref, "",
+                 *_read_sticky(spec))  # fmt: skip
+
+
+# -- Pods and IPAMClaims (read for sticky addresses) ------------------------------------------------------------
+
+CLAIMS_GROUP = "k8s.cni.cncf.io"
+CLAIMS_VERSION = "v1alpha1"
+IPAMCLAIMS = "ipamclaims"
+NETWORKS_ANNOTATION = "k8s.v1.cni.cncf.io/networks"  # the pod's network-selection elements
+
+
+def pod_facts(obj: Read) -> PodFacts:
+    """The pod's controlling owner ("<apiVersion>/<Kind>/<name>/<uid>") and network-selection annotation."""
+    meta = obj.get("metadata") or {}
+    controller = ""
+    for ref in meta.get("ownerReferences") or []:
+        if isinstance(ref, dict) and ref.get("controller") is True:
+            controller = "/".join(str(ref.get(k) or "") for k in ("apiVersion", "kind", "name", "uid"))
+    networks = (meta.get("annotations") or {}).get(NETWORKS_ANNOTATION) or ""
+    return PodFacts(controller, networks if isinstance(networks, str) else "")
 
 
 # -- NodeSlicePool ---------------------------------------------------------------------------------------------

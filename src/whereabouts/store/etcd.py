@@ -4,7 +4,9 @@ Key layout under `etcd_prefix` (default `/whereabouts`), network `-` for the def
     <prefix>/<network>/pools/<node or ->/<cidr, '/' as '-'>/<ipkey>   who holds the address in that pool
     <prefix>/<network>/reservations/<ipkey>                          the network-wide overlapping guard
 Values are JSON `{"address", "id", "ifname", "podref"}`; pool entries also `"netconf"`, the network config name
-the address was allocated under (GC goes by it; absent from entries written before it was recorded). `ipkey` is
+the address was allocated under (GC goes by it; absent from entries written before it was recorded). Sticky
+addresses add `"sticky"`, `"retained"`, `"expires"`, `"controller"`, `"fixed"` and `"node"` (see model.Owner),
+each only when set. `ipkey` is
 `4:0a000005` / `6:<32 hex>`, so a pool or a CIDR is one key range.
 
 Why one key per address rather than one per pool: two callers conflict only when they write the same address,
@@ -30,6 +32,7 @@ from whereabouts.store.etcd_gateway import EtcdError, EtcdGateway, b64, parse_en
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 DEFAULT_PREFIX = "/whereabouts"
@@ -51,16 +54,25 @@ def _prefix_end(key: str) -> str:
     return key[:-1] + chr(ord(key[-1]) + 1)
 
 
+_OPTIONAL = ("netconf", "sticky", "retained", "expires", "controller", "fixed", "node")
+
+
 def _owner_value(owner: Owner, address: str) -> str:
-    value = {"address": address, "id": owner.container_id, "ifname": owner.ifname, "podref": owner.podref}
-    if owner.netconf:
-        value["netconf"] = owner.netconf
+    value: dict[str, object] = {"address": address, "id": owner.container_id, "ifname": owner.ifname,
+                                "podref": owner.podref}  # fmt: skip
+    value.update((name, getattr(owner, name)) for name in _OPTIONAL if getattr(owner, name))
     return json.dumps(value)
 
 
 def _owner(value: str) -> Owner:
     data = json.loads(unb64(value))
-    return Owner(data.get("id", ""), data.get("ifname", ""), data.get("podref", ""), data.get("netconf", ""))
+    return Owner(data.get("id", ""), data.get("ifname", ""), data.get("podref", ""), data.get("netconf", ""),
+                 str(data.get("sticky", "")), _int(data.get("retained")), _int(data.get("expires")),
+                 str(data.get("controller", "")), data.get("fixed") is True, str(data.get("node", "")))  # fmt: skip
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _split_ipkey(key: str) -> tuple[int, int]:
@@ -155,15 +167,24 @@ class EtcdStore:
         return allocations
 
     def pools_holding(self, network: str, container_id: str, ifname: str) -> list[PoolKey]:
+        probe = Owner(container_id, ifname)
+        return self._pools_where(network, lambda owner: owner.same_attachment(probe))
+
+    def _pools_where(self, network: str, matches: Callable[[Owner], bool]) -> list[PoolKey]:
         base = f"{self.prefix}/{_segment(network)}/pools/"
         reply = self.call("kv/range", {"key": b64(base), "range_end": b64(_prefix_end(base))})
         found = set()
-        probe = Owner(container_id, ifname)
         for kv in reply.get("kvs", []):
-            if _owner(kv.get("value", "")).same_attachment(probe):
+            if matches(_owner(kv.get("value", ""))):
                 node, cidr, _ = unb64(kv["key"])[len(base) :].split("/")
                 found.add(PoolKey(network, _cidr_from_segment(cidr), "" if node == "-" else node))
         return sorted(found)
+
+    def pools_with_sticky(self, network: str, sticky: str) -> list[PoolKey]:
+        return self._pools_where(network, lambda owner: owner.sticky == sticky)
+
+    def pods(self) -> None:
+        return None
 
     def forget_attachment(self, network: str, owner: Owner) -> None:
         return None  # commits are atomic: nothing is ever left half-written

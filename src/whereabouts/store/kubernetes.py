@@ -17,7 +17,7 @@ An uncontended single-range ADD makes three requests: GET the pool, POST the res
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +29,7 @@ from whereabouts.kube import resources
 from whereabouts.kube.client import Conflict, KubeClient
 from whereabouts.kube.credentials import load_credentials
 from whereabouts.kube.resources import ATTACHMENT_LABEL, IPPOOLS, NODE_SLICE_POOLS, RESERVATIONS, reservation_name
-from whereabouts.model import Change, ChangeSet, Owner, PoolKey, SlicePool, Snapshot
+from whereabouts.model import Change, ChangeSet, Owner, PodFacts, PoolKey, SlicePool, Snapshot
 from whereabouts.ranges import parse_request
 from whereabouts.store.nodelock import node_locks
 
@@ -67,14 +67,17 @@ class KubeTransaction:
         assert change.owner is not None
         network = change.key.network
         current = self.snapshot.reservations.get((network, change.version, change.ip))
-        if current is not None and current.same_attachment(change.owner):
+        rewrite = current is not None and current.same_holder(change.previous)  # a takeover, or a new sticky state
+        if current is not None and current.same_attachment(change.owner) and not _restated(current, change.owner):
             return True
         name = reservation_name(network, change.version, change.ip)
+        where = {"network": network, "cidr": change.key.cidr, "address": (change.version, change.ip)}
         try:
-            if current is not None and current.same_holder(change.previous):  # a recreated pod takes it over
-                created = self.store.replace_reservation(name, change.owner, current)
+            if rewrite or (current is not None and current.same_attachment(change.owner)):
+                assert current is not None
+                created = self.store.replace_reservation(name, change.owner, current, **where)
             else:
-                created = self.store.create_reservation(name, change.owner)
+                created = self.store.create_reservation(name, change.owner, **where)
         except Conflict:
             holder = self.store.read_reservation(name)
             if holder is None or holder.same_attachment(change.owner):
@@ -165,20 +168,22 @@ class KubernetesStore:
             if parsed is not None:
                 self.known_reservations.setdefault(parsed, resources.reservation_owner(obj))
 
-    def create_reservation(self, name: str, owner: Owner) -> str:
-        """Create it; its resourceVersion (what a later delete of this very object is conditioned on)."""
+    def create_reservation(self, name: str, owner: Owner, **where: Any) -> str:
+        """Create it; its resourceVersion (what a later delete of this very object is conditioned on).
+        `where`: network, cidr and address, for the object's address and labels (resources.reservation)."""
         obj = self.client.create(
-            self.client.path(RESERVATIONS), resources.reservation(name, owner, self.client.namespace)
+            self.client.path(RESERVATIONS), resources.reservation(name, owner, self.client.namespace, **where)
         )
         return str(obj.get("metadata", {}).get("resourceVersion", ""))
 
-    def replace_reservation(self, name: str, owner: Owner, previous: Owner) -> str:
-        """Give it to `owner` (a recreated pod takes over its old attachment's); its new resourceVersion.
-        Only from `previous`, the holder the decision saw: a reservation that changed hands meanwhile (the
-        old attachment's DEL, then another pod's ADD) is someone else's now, and taking it fails (Conflict)."""
+    def replace_reservation(self, name: str, owner: Owner, previous: Owner, **where: Any) -> str:
+        """Give it to `owner` (a recreated pod or a sticky key takes over its old attachment's, or a DEL
+        retains it); its new resourceVersion. Only from `previous`, the holder the decision saw: a reservation
+        that changed hands meanwhile (the old attachment's DEL, then another pod's ADD) is someone else's now,
+        and taking it fails (Conflict)."""
         path = self.client.path(RESERVATIONS, name)
         current = self.client.get(path)
-        obj = resources.reservation(name, owner, self.client.namespace)
+        obj = resources.reservation(name, owner, self.client.namespace, **where)
         if current is None:
             written = self.client.create(self.client.path(RESERVATIONS), obj)
         elif not resources.reservation_owner(current).same_holder(previous):
@@ -204,14 +209,21 @@ class KubernetesStore:
 
     def pools_holding(self, network: str, container_id: str, ifname: str) -> list[PoolKey]:
         probe = Owner(container_id, ifname)
+        return self._pools_where(network, lambda owner: owner.same_attachment(probe))
+
+    def _pools_where(self, network: str, matches: Callable[[Owner], bool]) -> list[PoolKey]:
         found = []
         for obj in self.client.list(self.client.path(IPPOOLS)):
             key = resources.pool_key(obj, network)
-            if key is None:
-                continue
-            if any(owner.same_attachment(probe) for owner in resources.decode_pool(key, obj).allocations.values()):
+            if key is not None and any(map(matches, resources.decode_pool(key, obj).allocations.values())):
                 found.append(key)
         return sorted(found)
+
+    def pools_with_sticky(self, network: str, sticky: str) -> list[PoolKey]:
+        return self._pools_where(network, lambda owner: owner.sticky == sticky)
+
+    def pods(self) -> KubePods:
+        return KubePods(self.client)
 
     def forget_attachment(self, network: str, owner: Owner) -> None:
         """After a DEL released the pools: remove reservations a crashed call of this attachment left."""
@@ -282,6 +294,31 @@ class KubeNodeSlices:
 
     def where(self, name: str) -> str:
         return f"NodeSlicePool {self.client.namespace}/{name}"
+
+
+@dataclass(frozen=True)
+class KubePods:
+    """Sticky addresses' reads of pods and IPAMClaims (see whereabouts.storage.Pods)."""
+
+    client: KubeClient
+
+    def pod(self, namespace: str, name: str) -> PodFacts | None:
+        obj = self.client.get(self.client.resource("pods", name, namespace=namespace))
+        return None if obj is None else resources.pod_facts(obj)
+
+    def record_claim(self, namespace: str, name: str, ips: Sequence[str]) -> bool:
+        """Through the status subresource where the CRD declares one, else on the object itself."""
+        path = self.client.resource(resources.IPAMCLAIMS, name, group=resources.CLAIMS_GROUP,
+                                    version=resources.CLAIMS_VERSION, namespace=namespace)  # fmt: skip
+        body = {"status": {"ips": list(ips)}}
+        if self.client.merge_patch_existing(path + "/status", body) is not None:
+            return True
+        return self.client.merge_patch_existing(path, body) is not None
+
+
+def _restated(current: Owner, owner: Owner) -> bool:
+    """Whether the object's sticky record must be rewritten to say what `owner` says (retained now, or back)."""
+    return any(getattr(current, name) != getattr(owner, name) for name in resources.STICKY_FIELDS)
 
 
 def open_kubernetes(settings: KubernetesSettings) -> KubernetesStore:

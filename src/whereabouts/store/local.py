@@ -1,11 +1,13 @@
 """The embedded default datastore: one SQLite file per node, stdlib only.
 
-Layout (schema version 2, kept in PRAGMA user_version):
+Layout (schema version 3, kept in PRAGMA user_version):
     pools(network, cidr, node, version)                 one row per pool, version bumped on every write
-    allocations(network, cidr, node, ipkey, address, container_id, ifname, podref, netconf)
-    reservations(network, ipkey, address, container_id, ifname, podref)   overlapping-range guard
+    allocations(network, cidr, node, ipkey, address, container_id, ifname, podref, netconf, <sticky columns>)
+    reservations(network, ipkey, address, container_id, ifname, podref, <sticky columns>)   overlapping guard
+    <sticky columns>: sticky, retained, expires, controller, fixed, attached_on (see model.Owner; docs/sticky.md)
 `netconf` is the network config name the address was allocated under (GC goes by it); version 1 lacked it,
-and its rows read as '' (unknown) after the upgrade, which keeps them out of GC's reach.
+and its rows read as '' (unknown) after the upgrade, which keeps them out of GC's reach. Version 2 lacked the
+sticky columns: its rows read as held addresses that stick to nothing.
 `ipkey` is the address as fixed-width hex behind its version ('4:0a000005'), so it sorts numerically and a
 CIDR is a key range. A transaction takes SQLite's write lock up front (BEGIN IMMEDIATE) and holds it while
 the allocator decides: the CNI runtime's parallel calls on one node queue there, and a process killed at any
@@ -28,7 +30,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type che
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DB_NAME = "whereabouts.db"
 ID_NAME = "whereabouts.db.id"  # the store's id, beside it: proof that a store existed here
 ACCEPT_LOSS = "whereabouts-node --accept-store-loss"
@@ -40,15 +42,29 @@ CREATE TABLE IF NOT EXISTS pools (
 CREATE TABLE IF NOT EXISTS allocations (
     network TEXT NOT NULL, cidr TEXT NOT NULL, node TEXT NOT NULL, ipkey TEXT NOT NULL, address TEXT NOT NULL,
     container_id TEXT NOT NULL, ifname TEXT NOT NULL, podref TEXT NOT NULL, netconf TEXT NOT NULL DEFAULT '',
-    PRIMARY KEY (network, cidr, node, ipkey)) WITHOUT ROWID;
+    {sticky}, PRIMARY KEY (network, cidr, node, ipkey)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS allocations_by_attachment ON allocations (container_id, ifname);
 CREATE TABLE IF NOT EXISTS reservations (
     network TEXT NOT NULL, ipkey TEXT NOT NULL, address TEXT NOT NULL,
     container_id TEXT NOT NULL, ifname TEXT NOT NULL, podref TEXT NOT NULL,
-    PRIMARY KEY (network, ipkey)) WITHOUT ROWID;
+    {sticky}, PRIMARY KEY (network, ipkey)) WITHOUT ROWID;
 """
+_STICKY_COLUMNS = (
+    ("sticky", "TEXT NOT NULL DEFAULT ''"),
+    ("retained", "INTEGER NOT NULL DEFAULT 0"),
+    ("expires", "INTEGER NOT NULL DEFAULT 0"),
+    ("controller", "TEXT NOT NULL DEFAULT ''"),
+    ("fixed", "INTEGER NOT NULL DEFAULT 0"),
+    ("attached_on", "TEXT NOT NULL DEFAULT ''"),  # the node (`node` names the pool's node slice)
+)
+_SCHEMA = _SCHEMA.format(sticky=", ".join(f"{name} {kind}" for name, kind in _STICKY_COLUMNS))
+_STICKY = ", ".join(name for name, _ in _STICKY_COLUMNS)
 # From version N to N + 1, for files written by an older plugin: existing rows are kept.
-_UPGRADES = {1: "ALTER TABLE allocations ADD COLUMN netconf TEXT NOT NULL DEFAULT ''"}
+_UPGRADES = {
+    1: ["ALTER TABLE allocations ADD COLUMN netconf TEXT NOT NULL DEFAULT ''"],
+    2: [f"ALTER TABLE {table} ADD COLUMN {name} {kind}" for table in ("allocations", "reservations")
+        for name, kind in _STICKY_COLUMNS],
+}  # fmt: skip
 
 
 CHUNK = 200  # pools per snapshot query: 600 parameters, under the 999 of SQLite builds older than 3.32
@@ -61,19 +77,22 @@ _SELECT_POOLS = (
 _SELECT_POOL = "SELECT network, cidr, node, version FROM pools WHERE network=? AND cidr=? AND node=?"
 _SELECT_ALLOCATIONS = (
     "WITH w(network, cidr, node) AS (VALUES {}) SELECT a.network, a.cidr, a.node, a.ipkey, a.container_id, "
-    "a.ifname, a.podref, a.netconf FROM w "
+    "a.ifname, a.podref, a.netconf, " + ", ".join(f"a.{name}" for name, _ in _STICKY_COLUMNS) + " FROM w "
     "JOIN allocations AS a ON a.network = w.network AND a.cidr = w.cidr AND a.node = w.node"
 )
 _SELECT_POOL_ALLOCATIONS = (
-    "SELECT network, cidr, node, ipkey, container_id, ifname, podref, netconf FROM allocations "
+    f"SELECT network, cidr, node, ipkey, container_id, ifname, podref, netconf, {_STICKY} FROM allocations "
     "WHERE network=? AND cidr=? AND node=?"
 )
 _SELECT_RESERVATIONS = (
-    "WITH w(network, lo, hi) AS (VALUES {}) SELECT r.network, r.ipkey, r.container_id, r.ifname, r.podref FROM w "
+    "WITH w(network, lo, hi) AS (VALUES {}) SELECT r.network, r.ipkey, r.container_id, r.ifname, r.podref, '', "
+    + ", ".join(f"r.{name}" for name, _ in _STICKY_COLUMNS)
+    + " FROM w "
     "JOIN reservations AS r ON r.network = w.network AND r.ipkey BETWEEN w.lo AND w.hi"
 )
 _SELECT_CIDR_RESERVATIONS = (
-    "SELECT network, ipkey, container_id, ifname, podref FROM reservations WHERE network=? AND ipkey BETWEEN ? AND ?"
+    f"SELECT network, ipkey, container_id, ifname, podref, '', {_STICKY} FROM reservations "
+    "WHERE network=? AND ipkey BETWEEN ? AND ?"
 )
 
 
@@ -115,14 +134,17 @@ class LocalTransaction:
             (*_address_row(c), format_ip(c.version, c.ip), owner.container_id, owner.ifname, owner.podref)
             for c, owner in held
         ]
+        sticky = [_sticky_row(owner) for _, owner in held]
         self.db.executemany(
             "INSERT OR REPLACE INTO allocations (network, cidr, node, ipkey, address, container_id, ifname, podref, "
-            "netconf) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(*row, owner.netconf) for row, (_, owner) in zip(rows, held, strict=True)],
+            f"netconf, {_STICKY}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(*row, owner.netconf, *extra) for row, (_, owner), extra in zip(rows, held, sticky, strict=True)],
         )
         if overlapping:  # the network-wide record: who, not under which network config
             self.db.executemany(
-                "INSERT OR REPLACE INTO reservations VALUES (?, ?, ?, ?, ?, ?)", [(r[0], *r[3:]) for r in rows]
+                f"INSERT OR REPLACE INTO reservations (network, ipkey, address, container_id, ifname, podref, "
+                f"{_STICKY}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(r[0], *r[3:], *extra) for r, extra in zip(rows, sticky, strict=True)],
             )
 
     def _release(self, overlapping: bool, changes: list[Change]) -> None:
@@ -143,6 +165,17 @@ def _address_row(change: Change) -> tuple[str, str, str, str]:
     """(network, cidr, node, ipkey) of a change."""
     key = change.key
     return key.network, key.cidr, key.node, sortable_key(change.version, change.ip)
+
+
+def _sticky_row(owner: Owner) -> tuple[str, int, int, str, int, str]:
+    return owner.sticky, owner.retained, owner.expires, owner.controller, int(owner.fixed), owner.node
+
+
+def _owner(row: Sequence[object]) -> Owner:
+    """(container_id, ifname, podref, netconf, <sticky columns>) as read."""
+    container_id, ifname, podref, netconf, sticky, retained, expires, controller, fixed, node = row
+    return Owner(str(container_id), str(ifname), str(podref), str(netconf), str(sticky), int(retained),  # type: ignore[call-overload]
+                 int(expires), str(controller), bool(fixed), str(node))  # type: ignore[call-overload]  # fmt: skip
 
 
 def _holder(owner: Owner | None) -> tuple[str, str]:
@@ -202,7 +235,8 @@ class LocalStore:
                     self.db.execute(statement)
             else:
                 for version in range(found, SCHEMA_VERSION):
-                    self.db.execute(_UPGRADES[version])
+                    for statement in _UPGRADES[version]:
+                        self.db.execute(statement)
             if found < SCHEMA_VERSION:
                 self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             if not store_id:
@@ -238,12 +272,12 @@ class LocalStore:
                 by_row[tuple(row)].version = version
         for sql, params in _chunks(wanted, _SELECT_ALLOCATIONS, _SELECT_POOL_ALLOCATIONS):
             for network, cidr, node, ik, *owner in self.db.execute(sql, params):
-                by_row[(network, cidr, node)].allocations[from_sortable_key(ik)[1]] = Owner(*owner)
+                by_row[(network, cidr, node)].allocations[from_sortable_key(ik)[1]] = _owner(owner)
         reservations: dict[tuple[str, int, int], Owner] = {}
         bounds = list(dict.fromkeys((key.network, *cidr_key_bounds(key.cidr)) for key in pools)) if overlapping else []
         for sql, params in _chunks(bounds, _SELECT_RESERVATIONS, _SELECT_CIDR_RESERVATIONS):
             for network, ik, *owner in self.db.execute(sql, params):
-                reservations[(network, *from_sortable_key(ik))] = Owner(*owner)
+                reservations[(network, *from_sortable_key(ik))] = _owner(owner)
         return Snapshot(pools, reservations)
 
     def pools_holding(self, network: str, container_id: str, ifname: str) -> list[PoolKey]:
@@ -252,6 +286,14 @@ class LocalStore:
             (container_id, ifname, network),
         )
         return sorted(PoolKey(*row) for row in rows)
+
+    def pools_with_sticky(self, network: str, sticky: str) -> list[PoolKey]:
+        rows = self._read("SELECT DISTINCT network, cidr, node FROM allocations WHERE sticky=? AND network=?",
+                          (sticky, network))  # fmt: skip
+        return sorted(PoolKey(*row) for row in rows)
+
+    def pods(self) -> None:
+        return None
 
     def forget_attachment(self, network: str, owner: Owner) -> None:
         return None  # commits are atomic: nothing is ever left half-written

@@ -77,6 +77,17 @@ class MemoryStore:
                 if key.network == network and any(o.same_attachment(probe) for o in pool.allocations.values())
             )
 
+    def pools_with_sticky(self, network: str, sticky: str) -> list[PoolKey]:
+        with self._lock:
+            return sorted(
+                key
+                for key, pool in self.pools.items()
+                if key.network == network and any(o.sticky == sticky for o in pool.allocations.values())
+            )
+
+    def pods(self) -> None:
+        return None
+
     def forget_attachment(self, network: str, owner: Owner) -> None:
         return None  # commits are atomic: nothing is ever left half-written
 
