@@ -230,7 +230,9 @@ class KubernetesStore:
         selector = f"{ATTACHMENT_LABEL}={resources.attachment_label(owner)}"
         # from the API server's cache (resourceVersion=0): cheap; a leftover it misses, the reconciler finds
         for obj in self.client.list(self.client.path(RESERVATIONS), selector, cached=True):
-            if resources.reservation_owner(obj).same_attachment(owner):  # the cache may lag: only the object it shows
+            # the cache may lag: only the object it shows; never one retained for a sticky key (no leftover: it
+            # is what the DEL just wrote)
+            if resources.reservation_owner(obj).held_by(owner):
                 self.delete_reservation(obj["metadata"]["name"], obj["metadata"]["resourceVersion"])
 
     def committed(self, owner: Owner) -> None:
