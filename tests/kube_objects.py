@@ -56,13 +56,18 @@ def create_pod(
     phase: str = "Running",
     networks: str = "",
     network_status: list[dict] | None = None,
+    controller: dict | None = None,
 ) -> dict:
     """A pod bound to `node`, its status patched to `phase` as the kubelet would, and (if given) the
-    network-status annotation as Multus writes it after attaching."""
+    network-status annotation as Multus writes it after attaching; `controller` (an object as the API server
+    returned it) becomes its controlling ownerReference, as a StatefulSet's pods have."""
     ensure_namespace(kube, namespace)
     annotations = {"k8s.v1.cni.cncf.io/networks": networks} if networks else {}
+    meta: dict[str, Any] = {"name": name, "namespace": namespace, "annotations": annotations}
+    if controller is not None:
+        meta["ownerReferences"] = [owner_reference(controller)]
     pod = {
-        "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
+        "metadata": meta,
         "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]},
     }
     created = kube.request("POST", f"/api/v1/namespaces/{namespace}/pods", pod)
@@ -71,6 +76,29 @@ def create_pod(
     if network_status is not None:
         annotate_network_status(kube, namespace, name, network_status)
     return created
+
+
+def owner_reference(obj: dict) -> dict:
+    """The controlling ownerReference naming `obj`."""
+    meta = obj["metadata"]
+    return {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": meta["name"], "uid": meta["uid"],
+            "controller": True, "blockOwnerDeletion": True}  # fmt: skip
+
+
+def create_statefulset(kube: KubeAPIServer, namespace: str, name: str) -> dict:
+    """A StatefulSet object only: no controller-manager runs here to make its pods (tests make them)."""
+    ensure_namespace(kube, namespace)
+    labels = {"app": name}
+    template = {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}
+    spec = {"serviceName": name, "replicas": 1, "selector": {"matchLabels": labels}, "template": template}
+    body = {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": name}, "spec": spec}
+    created = kube.request("POST", f"/apis/apps/v1/namespaces/{namespace}/statefulsets", body)
+    assert isinstance(created, dict)
+    return created
+
+
+def delete_statefulset(kube: KubeAPIServer, namespace: str, name: str) -> None:
+    kube.request("DELETE", f"/apis/apps/v1/namespaces/{namespace}/statefulsets/{name}")
 
 
 def set_pod_phase(kube: KubeAPIServer, namespace: str, name: str, phase: str) -> None:

@@ -155,7 +155,7 @@ class KubeAPIServer:
         self.kubectl("apply", "-f", str(REPO / "deploy/base/crds"))
         self.kubectl("apply", "-f", str(REPO / "deploy/base/rbac/plugin.yaml"))
         self.kubectl("apply", "-f", str(REPO / "deploy/base/rbac/controller.yaml"))
-        self.kubectl("apply", "-f", str(REPO / "tests/manifests"))  # Multus's NAD CRD, for the node-slice tests
+        self.kubectl("apply", "-f", str(REPO / "tests/manifests"))  # Multus's NAD CRD and the IPAMClaim CRD
         self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
 
     def namespace_for_plugin(self, name: str) -> str:

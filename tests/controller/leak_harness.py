@@ -81,6 +81,12 @@ class Harness:
         assert result.returncode == 0, result.stdout + result.stderr
         return result.addresses()[0]
 
+    def delete(self, conf: dict[str, Any], pod: str, container: str, ifname: str = "net1") -> None:
+        """The real plugin's DEL (on a sticky network it leaves the address retained)."""
+        args = f"IgnoreUnknown=1;K8S_POD_NAMESPACE={self.pods_ns};K8S_POD_NAME={pod}"
+        result = run_cni("DEL", conf, container_id=container, ifname=ifname, cni_args=args)
+        assert result.returncode == 0, result.stdout + result.stderr
+
     # -- Go-format objects, written directly (leaks a crashed call leaves) ------------------------------------
 
     def create_pool(self, name: str, cidr: str, entries: dict[str, tuple[str, str, str]]) -> None:
@@ -90,8 +96,15 @@ class Harness:
                 "metadata": {"name": name}, "spec": {"range": cidr, "allocations": allocations}}  # fmt: skip
         self.kube.request("POST", f"{GROUP_PATH}/{self.pools_ns}/ippools", pool)
 
-    def create_reservation(self, name: str, containerid: str, podref: str, ifname: str = "net1") -> None:
-        spec = {"containerid": containerid, "podref": podref, "ifname": ifname}
+    def create_entries(self, name: str, cidr: str, allocations: dict[str, dict[str, Any]]) -> None:
+        """An IPPool with `allocations` (offset -> entry) as given, sticky fields and all."""
+        pool = {"apiVersion": "whereabouts.cni.cncf.io/v1alpha1", "kind": "IPPool",
+                "metadata": {"name": name}, "spec": {"range": cidr, "allocations": allocations}}  # fmt: skip
+        self.kube.request("POST", f"{GROUP_PATH}/{self.pools_ns}/ippools", pool)
+
+    def create_reservation(self, name: str, containerid: str, podref: str, ifname: str = "net1", **extra: Any) -> None:
+        """`extra`: more spec fields (state, sticky, retained, ...)."""
+        spec = {"containerid": containerid, "podref": podref, "ifname": ifname, **extra}
         obj = {"apiVersion": "whereabouts.cni.cncf.io/v1alpha1", "kind": "OverlappingRangeIPReservation",
                "metadata": {"name": name}, "spec": spec}  # fmt: skip
         self.kube.request("POST", f"{GROUP_PATH}/{self.pools_ns}/overlappingrangeipreservations", obj)

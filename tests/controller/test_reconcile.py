@@ -143,8 +143,11 @@ def test_every_kind_of_pool_and_both_directions_between_pools_and_reservations(b
     reservations = bed.reservations()
     assert set(reservations) == {"blue-10.77.0.6", "blue-10.77.0.7", "10.80.0.10"}
     repaired = reservations["blue-10.77.0.7"]
-    assert repaired["spec"] == {"containerid": "ctr-b", "podref": live_b, "ifname": "net1", "state": "held"}
-    assert repaired["metadata"]["labels"][ATTACHMENT_LABEL] == attachment_label(Owner("ctr-b", "net1"))
+    assert repaired["spec"] == {"containerid": "ctr-b", "podref": live_b, "ifname": "net1", "state": "held",
+                                "address": "10.77.0.7"}  # fmt: skip
+    labels = repaired["metadata"]["labels"]
+    assert labels[ATTACHMENT_LABEL] == attachment_label(Owner("ctr-b", "net1"))
+    assert (labels["subnet_24"], labels["whereabouts.cni.cncf.io/network"]) == ("10.77.0.0", "blue")
     assert "an ADD may be between its two writes" in done.stderr
     assert reasons(bed, bed.pods_ns, "RecreatedReservation") == [("Pod", "b")]
 

@@ -238,3 +238,23 @@ def test_kubeconfig_forms(kube: KubeAPIServer, kube_namespace: str, tmp_path: Pa
             f"    token: {kube.plugin_token}  # the plugin's\n"
         )
     assert run_cni("ADD", kube_conf(tmp_path, path, range="10.89.0.0/24")).addresses() == ["10.89.0.1/24"]
+
+
+def test_sticky_del_keeps_the_reservation_restated_as_retained(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path
+) -> None:
+    """The retained address keeps its one object, saying retained: the DEL rewrites it rather than leaving it
+    saying held, and its clean-up of a crashed call's leftovers does not take it for one."""
+    conf = kube_conf(tmp_path, plugin_kubeconfig, range="10.87.0.0/24", sticky="mac")
+    args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=vm;MAC=02:00:00:00:00:01"
+    assert run_cni("ADD", conf, container_id="ctr-1", cni_args=args).addresses() == ["10.87.0.1/24"]
+    result = run_cni("DEL", conf, container_id="ctr-1", cni_args=args)
+    assert result.returncode == 0, result.stdout + result.stderr
+    entry = kube.objects(kube_namespace, "ippools")["10.87.0.0-24"]["spec"]["allocations"]["1"]
+    reservation = kube.objects(kube_namespace, "overlappingrangeipreservations")["10.87.0.1"]
+    assert reservation["spec"]["state"] == "retained" and reservation["spec"]["retained"] == entry["retained"]
+    assert reservation["metadata"]["labels"]["whereabouts.cni.cncf.io/state"] == "retained"
+    args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=vm-renamed;MAC=02:00:00:00:00:01"
+    assert run_cni("ADD", conf, container_id="ctr-2", cni_args=args).addresses() == ["10.87.0.1/24"]
+    reservation = kube.objects(kube_namespace, "overlappingrangeipreservations")["10.87.0.1"]
+    assert (reservation["spec"]["containerid"], reservation["spec"]["state"]) == ("ctr-2", "held")

@@ -7,6 +7,8 @@ Evidence that an address is not in use, and nothing else, releases it:
     pod Succeeded/Failed   terminal: the kubelet tore its sandbox down (confirmed by the same fresh GET)
     lone reservation aged  no pool entry behind it, older than GRACE (an ADD writes the reservation, then the
                            pool entry, and gives up after 45 s) and still lone on a fresh re-read of the pools
+Sticky addresses (controller.sticky): a held entry with a sticky key whose pod is gone is turned retained
+instead (its DEL never ran); a retained entry is no pod's, and only its key's owner, proven gone, releases it.
 Everything else is kept, with its reason: a pod that exists under that name keeps all its entries (its
 network-status annotation may not be written yet: Go #162/#207; a StatefulSet pod recreated under the same
 name adopts its old address, so several entries of one pod cannot be told apart: #176), however its node
@@ -23,10 +25,12 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
+from whereabouts.controller import sticky
+from whereabouts.controller.sticky import Evidence
 from whereabouts.errors import InvalidConfig
 from whereabouts.kube.resources import NO_POD, entry_owner, pool_entries, reservation_name, reservation_owner
 from whereabouts.model import Owner, PoolKey
@@ -65,6 +69,7 @@ class Entry:
     version: int
     ip: int
     owner: Owner
+    cidr: str = ""  # the pool's range
 
     @property
     def address(self) -> str:
@@ -81,7 +86,8 @@ class Entry:
 
     def describe(self) -> str:
         who = f"container {self.owner.container_id} {self.owner.ifname}, pod {self.owner.podref or '-'}"
-        return f"{self.address} in IPPool {self.pool} ({who})"
+        state = ", retained" if self.owner.retained else ""
+        return f"{self.address} in IPPool {self.pool} ({who}{state})"
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,7 @@ class Observed:
     pods: Mapping[str, PodState] = field(default_factory=dict)
     nodes: Mapping[str, bool] | None = None  # name -> Ready; None: not read
     unreadable: tuple[str, ...] = ()  # IPPools whose range or name the plugin would not have written
+    sticky: Evidence | None = None  # read for retained entries; None: they are not judged (pod cleanup)
 
 
 class Verdict(Enum):
@@ -114,6 +121,7 @@ class Verdict(Enum):
     LIVE = "live"  # a pod of that name exists
     TERMINATING = "terminating"  # its DEL releases it
     UNKNOWN = "unknown"  # no pod recorded: cannot be judged
+    RETAINED = "retained"  # no pod's: its sticky key's owner is not proven gone
 
 
 @dataclass(frozen=True)
@@ -128,6 +136,17 @@ class EntryRelease:
     entry: Entry
     reservations: tuple[Reservation, ...]  # deleted after the entry, as the store orders a release
     reason: str
+
+
+@dataclass(frozen=True)
+class EntryRetain:
+    """A held sticky entry whose pod is gone: retained, as its DEL would have left it (controller.sticky)."""
+
+    entry: Entry
+    reservations: tuple[Reservation, ...]  # rewritten to say retained
+    reason: str
+    retention: int  # seconds (ignored for a claim key)
+    controller: str = ""  # recorded when the entry has none (the deleted pod's, seen by pod cleanup)
 
 
 @dataclass(frozen=True)
@@ -154,12 +173,13 @@ class Kept:
 @dataclass
 class Plan:
     releases: list[EntryRelease] = field(default_factory=list)
+    retains: list[EntryRetain] = field(default_factory=list)
     reservation_releases: list[ReservationRelease] = field(default_factory=list)
     repairs: list[Repair] = field(default_factory=list)
     kept: list[Kept] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.releases or self.reservation_releases or self.repairs)
+        return bool(self.releases or self.retains or self.reservation_releases or self.repairs)
 
 
 # -- reading the API's objects ------------------------------------------------------------------------------
@@ -201,7 +221,7 @@ def read_pool(obj: Mapping[str, Any]) -> tuple[Pool, list[Entry]] | None:
         return None
     if not cidr or not name.endswith(tail) or (prefix and not prefix.endswith("-")):
         return None
-    entries = [_entry(name, prefix, offset, version, base, value) for offset, value in _allocations(obj)]
+    entries = [_entry(name, prefix, cidr, offset, version, base, value) for offset, value in _allocations(obj)]
     return Pool(name, cidr, prefix, capacity), [e for e in entries if e is not None]
 
 
@@ -209,11 +229,12 @@ def _allocations(obj: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
     return sorted(pool_entries(obj).items(), key=lambda kv: kv[0].zfill(40))
 
 
-def _entry(pool: str, prefix: str, offset: str, version: int, base: int, value: Mapping[str, Any]) -> Entry | None:
+def _entry(
+    pool: str, prefix: str, cidr: str, offset: str, version: int, base: int, value: Mapping[str, Any]
+) -> Entry | None:
     if not offset.isdigit():
         return None
-    owner = entry_owner(value)
-    return Entry(pool, prefix, offset, version, base + int(offset), owner)
+    return Entry(pool, prefix, offset, version, base + int(offset), entry_owner(value), cidr)
 
 
 def read_reservation(obj: Mapping[str, Any]) -> Reservation:
@@ -300,14 +321,14 @@ def plan(observed: Observed, *, now: float, grace: float = GRACE, repair: bool =
     matched = {e: tuple(by_name[n] for n in e.candidates() if _same(by_name.get(n), e)) for e in observed.entries}
     heads, holders = _pool_heads(observed.entries, matched), _holders(observed.entries)
     for entry in observed.entries:
-        judgement = judge_pod(entry.owner.podref, observed.pods.get(entry.owner.podref), observed.nodes)
+        judgement = judge_entry(entry.owner, observed, now=now)
         if judgement.verdict is Verdict.RELEASE:
-            result.releases.append(EntryRelease(entry, matched[entry], judgement.reason))
+            _plan_release(result, entry, matched[entry], judgement, observed.sticky)
             continue
         note = _ambiguity(entry, holders) if judgement.verdict is Verdict.LIVE else ""
-        notable = judgement.verdict is not Verdict.LIVE or judgement.notable or bool(note)
+        notable = judgement.verdict not in (Verdict.LIVE, Verdict.RETAINED) or judgement.notable or bool(note)
         result.kept.append(Kept(entry.describe(), judgement.reason + note, notable))
-        if repair and not matched[entry] and judgement.verdict in (Verdict.LIVE, Verdict.UNKNOWN):
+        if repair and not matched[entry] and judgement.verdict in (Verdict.LIVE, Verdict.UNKNOWN, Verdict.RETAINED):
             _plan_repair(result, entry, heads.get(entry.pool), by_name)
     result.kept += [Kept(f"IPPool {name}", "range or name unreadable: its entries are not judged", True)
                     for name in observed.unreadable]  # fmt: skip
@@ -318,13 +339,44 @@ def plan(observed: Observed, *, now: float, grace: float = GRACE, repair: bool =
     return result
 
 
-def plan_for_pod(observed: Observed, podref: str) -> Plan:
-    """A deleted pod's allocations and reservations (the caller saw it deleted; the driver confirms it)."""
+def plan_for_pod(observed: Observed, podref: str, controller: str = "") -> Plan:
+    """A deleted pod's allocations and reservations (the caller saw it deleted; the driver confirms it); its
+    sticky entries retained, recording `controller` (the deleted pod's) where they recorded none."""
     full = plan(Observed(observed.pools, observed.entries, observed.reservations), now=0.0, repair=False, aged=False)
     return Plan(
         releases=[r for r in full.releases if r.entry.owner.podref == podref],
+        retains=[replace(r, controller=controller) for r in full.retains if r.entry.owner.podref == podref],
         reservation_releases=[r for r in full.reservation_releases if r.reservation.owner.podref == podref],
     )
+
+
+def judge_entry(owner: Owner, observed: Observed, *, now: float) -> Judgement:
+    """A held entry by its pod; a retained one by its sticky key's owner (controller.sticky)."""
+    pod = observed.pods.get(owner.podref)
+    if owner.retained:
+        return judge_retained(owner, pod_exists=pod is not None, evidence=observed.sticky, now=now)
+    return judge_pod(owner.podref, pod, observed.nodes)
+
+
+def judge_retained(owner: Owner, *, pod_exists: bool, evidence: Evidence | None, now: float) -> Judgement:
+    """Used on the listing and again on the fresh reads before the write, as judge_pod is."""
+    if evidence is None:
+        return Judgement(Verdict.RETAINED, f"retained for {owner.sticky}: the reconciler judges it")
+    release, why = sticky.judge_retained(owner, pod_exists=pod_exists, evidence=evidence, now=now)
+    return Judgement(Verdict.RELEASE if release else Verdict.RETAINED, why)
+
+
+def _plan_release(
+    result: Plan, entry: Entry, reservations: tuple[Reservation, ...], judgement: Judgement, evidence: Evidence | None
+) -> None:
+    """An entry not in use: released, or, held for a sticky key, retained (a missed DEL) unless sticky is off."""
+    evidence = evidence or Evidence()
+    off = evidence.sticky_off(entry.owner)
+    if sticky.retains(entry.owner) and off is None:
+        result.retains.append(EntryRetain(entry, reservations, judgement.reason, evidence.retention(entry.owner)))
+        return
+    why = f"; sticky is off for network {entry.owner.netconf}" if off is not None and not entry.owner.retained else ""
+    result.releases.append(EntryRelease(entry, reservations, judgement.reason + why))
 
 
 def _same(reservation: Reservation | None, entry: Entry) -> bool:
@@ -388,7 +440,8 @@ def _holders(entries: Iterable[Entry]) -> dict[tuple[str, str], set[str]]:
     """(podref, ifname) -> the container IDs holding entries for it."""
     holders: dict[tuple[str, str], set[str]] = defaultdict(set)
     for entry in entries:
-        holders[(entry.owner.podref, entry.owner.ifname)].add(entry.owner.container_id)
+        if not entry.owner.retained:  # no attachment's: not one of the pod's holders
+            holders[(entry.owner.podref, entry.owner.ifname)].add(entry.owner.container_id)
     return holders
 
 

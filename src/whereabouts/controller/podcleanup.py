@@ -6,6 +6,11 @@ belongs to pods that no longer exist or have finished (controller.leaks, the rec
 repairs and its age rule). So a pod deleted while no cleanup ran is found by listing, not lost (Go #546).
 Then it watches pod deletions from the pod list's resourceVersion.
 
+Sticky addresses (controller.sticky): a deleted pod's entries held for a sticky key are retained, not released,
+as the DEL the pod's deletion should have brought would have left them, recording the pod's controlling
+ownerReference where the entry has none. Retained entries are the reconciler's to release: it reads what
+proves their keys' owners gone, which the node agent's account may not read.
+
 With `node`, the watch sees only that node's pods (fieldSelector spec.nodeName). The sweep cannot do the
 same: a pod that is gone no longer says which node it ran on, and the pool entry never recorded it. So the
 sweep covers every entry in the namespace. That is safe with one cleanup per node running at once: each
@@ -22,7 +27,7 @@ from whereabouts.controller import leaks
 from whereabouts.controller.context import Context
 from whereabouts.controller.reconcile import Applier, Report, observe
 from whereabouts.kube.client import Event, Expired, KubeClient
-from whereabouts.kube.resources import IPPOOLS, RESERVATIONS
+from whereabouts.kube.resources import IPPOOLS, RESERVATIONS, pod_facts
 
 WATCH_TIMEOUT = 30  # seconds each watch request lasts; the next resumes from the last resourceVersion seen
 
@@ -32,6 +37,9 @@ class PodCleanup:
         self.ctx, self.node = ctx, node
         self.released = ctx.registry.counter(
             "pod_cleanup_released_total", "Allocations and reservations of deleted pods released, by kind"
+        )
+        self.retained = ctx.registry.counter(
+            "pod_cleanup_retained_total", "Sticky addresses of deleted pods turned retained"
         )
         self.resource_version = ""  # of the last pod list or watch event: where the watch resumes
         self.watch_timeout = WATCH_TIMEOUT
@@ -71,17 +79,18 @@ class PodCleanup:
         finally:
             client.close()
 
-    def release_pod(self, client: KubeClient, podref: str) -> Report:
+    def release_pod(self, client: KubeClient, podref: str, controller: str = "") -> Report:
         """A pod was seen deleted: release its entries, then their reservations (and any other reservation
-        of that pod), if no pod of that name exists now. Most pods hold no address here: reservations are
-        listed only when the pools show entries of this pod; a lone reservation of a pod without any (a
-        crashed ADD's) is left to the reconciler."""
+        of that pod), if no pod of that name exists now; sticky entries are retained instead, recording
+        `controller` (the deleted pod's "<apiVersion>/<Kind>/<name>/<uid>") where they recorded none. Most
+        pods hold no address here: reservations are listed only when the pools show entries of this pod; a
+        lone reservation of a pod without any (a crashed ADD's) is left to the reconciler."""
         pools = client.list(client.path(IPPOOLS))
         observed = leaks.observed_from(pools, ())
         if not any(entry.owner.podref == podref for entry in observed.entries):
             return Report(dry_run=self.ctx.dry_run)
         reservations = client.list(client.path(RESERVATIONS))
-        planned = leaks.plan_for_pod(leaks.observed_from(pools, reservations), podref)
+        planned = leaks.plan_for_pod(leaks.observed_from(pools, reservations), podref, controller)
         return self._applier(client).apply(planned, {p["metadata"]["name"]: p for p in pools})
 
     def _watch(self, client: KubeClient, stop: threading.Event) -> None:
@@ -97,7 +106,7 @@ class PodCleanup:
         version = event.object.get("metadata", {}).get("resourceVersion", "")
         self.resource_version = version or self.resource_version
         if event.type == "DELETED":
-            self.release_pod(client, leaks.pod_state(event.object).ref)
+            self.release_pod(client, leaks.pod_state(event.object).ref, pod_facts(event.object).controller)
 
     def _applier(self, client: KubeClient) -> Applier:
-        return Applier(self.ctx, client, source="pod-cleanup", released=self.released)
+        return Applier(self.ctx, client, source="pod-cleanup", released=self.released, retained=self.retained)

@@ -10,6 +10,12 @@ come first). Writes, each only while ctx.may_act() (a replica that lost its Leas
     reservation  a lone one: list the pools again; still no entry behind it (and, for pod evidence, the pod
                  still gone): delete it with its resourceVersion as a precondition.
     repair       GET the pool again; the entry unchanged: create its missing reservation.
+    retain       a held sticky entry whose pod is gone (its DEL never ran): GET the pod again; still gone, one
+                 guarded JSON patch rewrites the entry as retained (controller.sticky), then its reservation is
+                 replaced, with the resourceVersion read as a precondition, to say retained too.
+A retained entry is released as an allocation is, but confirmed by fresh reads of what proves its sticky key's
+owner gone (controller.stickyread: its controller, its IPAMClaim, the NADs), and its patch also tests that it
+is still retained at the time read.
 Ages are measured on this machine's clock against the API server's creationTimestamp: GRACE (120 s) is
 far beyond a CNI call's 45 s, so modest clock skew does not matter.
 """
@@ -19,13 +25,15 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from whereabouts.controller import sticky
 from whereabouts.controller.context import Context
 from whereabouts.controller.leaks import (
     Entry,
     EntryRelease,
+    EntryRetain,
     Judgement,
     Kept,
     Observed,
@@ -38,15 +46,18 @@ from whereabouts.controller.leaks import (
     backing_index,
     backs,
     judge_pod,
+    judge_retained,
     observed_from,
     plan,
     pod_state,
 )
 from whereabouts.controller.metrics import Metric, Registry
+from whereabouts.controller.stickyread import Lookups
 from whereabouts.errors import TryAgainLater
 from whereabouts.kube import resources
 from whereabouts.kube.client import Conflict, KubeClient
 from whereabouts.kube.resources import IPPOOLS, RESERVATIONS
+from whereabouts.model import Owner
 
 
 @dataclass
@@ -56,6 +67,7 @@ class Report:
     dry_run: bool = False
     released: list[Entry] = field(default_factory=list)
     released_reservations: list[str] = field(default_factory=list)
+    retained: list[Entry] = field(default_factory=list)  # sticky entries of gone pods, turned retained
     repaired: list[str] = field(default_factory=list)
     kept: list[Kept] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # changed since read: a race lost safely
@@ -66,6 +78,7 @@ class Report:
         notable = sum(1 for k in self.kept if k.notable)
         return (
             f"{verb} {len(self.released)} allocation(s) and {len(self.released_reservations)} reservation(s), "
+            f"{'would retain' if self.dry_run else 'retained'} {len(self.retained)}, "
             f"recreated {len(self.repaired)}, kept {len(self.kept)} ({notable} notable), skipped {len(self.skipped)}"
             + ("; stopped: lease lost" if self.stopped else "")
         )
@@ -95,11 +108,19 @@ class Applier:
     """Applies one plan: confirms, writes guarded, records. One per pass (it remembers the pods it read)."""
 
     def __init__(
-        self, ctx: Context, client: KubeClient, *, source: str, released: Metric, repaired: Metric | None = None
+        self,
+        ctx: Context,
+        client: KubeClient,
+        *,
+        source: str,
+        released: Metric,
+        repaired: Metric | None = None,
+        retained: Metric | None = None,
     ) -> None:
         self.ctx, self.client, self.source = ctx, client, source
-        self.released, self.repaired = released, repaired
+        self.released, self.repaired, self.retained = released, repaired, retained
         self.pods: dict[str, dict[str, Any] | None] = {}  # podref -> the fresh GET (None: 404)
+        self.lookups = Lookups(client, ctx.log)  # the sticky facts, read fresh in this pass
         self.report = Report(dry_run=ctx.dry_run)
 
     def apply(self, planned: Plan, pools: Mapping[str, dict[str, Any]]) -> Report:
@@ -107,6 +128,8 @@ class Applier:
         try:
             for release in planned.releases:
                 self._release_entry(release, pools)
+            for retain in planned.retains:
+                self._retain_entry(retain, pools)
             if planned.reservation_releases:
                 index = backing_index(observed_from(self.client.list(self.client.path(IPPOOLS)), ()).entries)
                 for lone in planned.reservation_releases:
@@ -120,7 +143,7 @@ class Applier:
 
     def _release_entry(self, release: EntryRelease, pools: Mapping[str, dict[str, Any]]) -> None:
         entry = release.entry
-        judgement, pod = self._confirm(entry.owner.podref)
+        judgement, pod = self._confirm_entry(entry.owner)
         if judgement.verdict is not Verdict.RELEASE:
             self._keep(entry.describe(), f"on a fresh read: {judgement.reason}")
             return
@@ -135,10 +158,52 @@ class Applier:
         for reservation in release.reservations:
             self._delete_reservation(reservation, judgement.reason, pod)
 
-    def _patch(self, entry: Entry) -> bool:
+    def _retain_entry(self, retain: EntryRetain, pools: Mapping[str, dict[str, Any]]) -> None:
+        entry = retain.entry
+        judgement, pod = self._confirm(entry.owner.podref)
+        if judgement.verdict is not Verdict.RELEASE:
+            self._keep(entry.describe(), f"on a fresh read: {judgement.reason}")
+            return
+        owner = sticky.retained(entry.owner, now=int(time.time()), retention=retain.retention,
+                                controller=retain.controller)  # fmt: skip
+        until = f" until {owner.expires}" if owner.expires else " until its owner is gone"
+        what = f"{entry.describe()} for {owner.sticky}{until}: {judgement.reason} (a missed DEL)"
+        if self._before_write(f"would retain {what}"):
+            self.report.retained.append(entry)
+            return
+        if not self._patch(entry, owner):
+            return
+        self.report.retained.append(entry)
+        if self.retained is not None:
+            self.retained.inc()
+        self.ctx.log(f"{self.source}: retained {what}")
+        self.ctx.event(self.client, pod or pools.get(entry.pool) or _pool_ref(self.client, entry.pool),
+                       reason="RetainedAllocation", message=f"{self.source}: retained {what}")  # fmt: skip
+        for reservation in retain.reservations:
+            self._restate(reservation, entry, owner)
+
+    def _restate(self, reservation: Reservation, entry: Entry, owner: Owner) -> None:
+        """Rewrite the entry's reservation to say what the entry now says (retained), from the version read."""
+        obj = _reservation_of(self.client, reservation.name, entry, owner)
+        obj["metadata"]["resourceVersion"] = reservation.resource_version
+        path = self.client.path(RESERVATIONS, reservation.name)
+        try:
+            self.client.replace(path, obj)
+        except Conflict:
+            self._skip(f"{reservation.describe()}: changed since read, not rewritten as retained")
+            return
+        except TryAgainLater:
+            if self.client.get(path) is not None:
+                raise
+            self._skip(f"{reservation.describe()}: gone, not rewritten as retained")
+            return
+        self.ctx.log(f"{self.source}: rewrote {reservation.describe()} as retained")
+
+    def _patch(self, entry: Entry, owner: Owner | None = None) -> bool:
+        """Remove the entry (or write `owner` there), guarded by the entry as read, retained or not."""
         path = self.client.path(IPPOOLS, entry.pool)
         try:
-            self.client.patch(path, resources.entry_patch(entry.offset, None, entry.owner))
+            self.client.patch(path, resources.entry_patch(entry.offset, owner, entry.owner, exact=True))
         except Conflict:
             self._skip(f"{entry.describe()}: changed since read (taken over?), left alone")
             return False
@@ -186,7 +251,7 @@ class Applier:
             self.report.repaired.append(repair.name)
             return
         try:
-            reservation = resources.reservation(repair.name, entry.owner, self.client.namespace)
+            reservation = _reservation_of(self.client, repair.name, entry, entry.owner)
             self.client.create(self.client.path(RESERVATIONS), reservation)
         except Conflict:
             self._skip(f"reservation {repair.name} exists now, not recreated")
@@ -198,6 +263,21 @@ class Applier:
         _, pod = self._confirm(entry.owner.podref)
         self.ctx.event(self.client, pod or _pool_ref(self.client, entry.pool), reason="RecreatedReservation",
                        message=f"{self.source}: recreated {what}")  # fmt: skip
+
+    def _confirm_entry(self, owner: Owner) -> tuple[Judgement, dict[str, Any] | None]:
+        """A held entry: its pod, as _confirm; one held for a sticky key is released only while sticky is still
+        off for its network (else it is retained). A retained entry: its sticky key's owner, read fresh."""
+        if owner.retained:
+            pod = self._confirm(owner.podref)[1] if owner.sticky_kind == "pod" else None
+            evidence = self.lookups.confirm(owner)
+            return judge_retained(owner, pod_exists=pod is not None, evidence=evidence, now=time.time()), pod
+        judgement, pod = self._confirm(owner.podref)
+        if judgement.verdict is Verdict.RELEASE and sticky.retains(owner) and not self._sticky_off(owner):
+            return Judgement(Verdict.RETAINED, "sticky is on for its network again: retained at the next pass"), pod
+        return judgement, pod
+
+    def _sticky_off(self, owner: Owner) -> bool:
+        return sticky.Evidence(networks=self.lookups.networks()).sticky_off(owner) is not None
 
     def _confirm(self, podref: str) -> tuple[Judgement, dict[str, Any] | None]:
         """The pod as it is now (one GET per pod per pass), judged again."""
@@ -230,6 +310,13 @@ class Applier:
         self.ctx.log(f"{self.source}: skipped {message}")
 
 
+def _reservation_of(client: KubeClient, name: str, entry: Entry, owner: Owner) -> dict[str, Any]:
+    """The per-address object `name` for `entry` held or retained by `owner`, with its address and labels."""
+    network = name[: len(name) - len(entry.suffix)].removesuffix("-")  # the name is '[<network>-]<address>'
+    return resources.reservation(name, owner, client.namespace, network=network, cidr=entry.cidr,
+                                 address=(entry.version, entry.ip))  # fmt: skip
+
+
 def _pool_ref(client: KubeClient, name: str) -> dict[str, Any]:
     return resources.reference(IPPOOLS, name, client.namespace)
 
@@ -244,6 +331,7 @@ class ReconcileMetrics:
         self.allocated = registry.gauge("pool_allocated", "Addresses allocated in the pool")
         self.released = registry.counter("leaks_released_total", "Leaked allocations and reservations released")
         self.repaired = registry.counter("reservations_repaired_total", "Missing reservations recreated")
+        self.retained = registry.counter("sticky_retained_total", "Sticky addresses of gone pods turned retained")
         self.runs = registry.counter("reconcile_runs_total", "Reconciler passes, by result")
         self.duration = registry.histogram("reconcile_duration_seconds", "Duration of a reconciler pass")
 
@@ -280,12 +368,13 @@ class Reconciler:
 
     def _pass(self, client: KubeClient) -> Report:
         reading = observe(client)
-        planned = plan(reading.observed, now=time.time())
+        evidence = Lookups(client, self.ctx.log).evidence(entry.owner for entry in reading.observed.entries)
+        planned = plan(replace(reading.observed, sticky=evidence), now=time.time())
         for kept in planned.kept:
             if kept.notable:
                 self.ctx.log(f"reconcile: kept {kept.what}: {kept.reason}")
         applier = Applier(self.ctx, client, source="reconcile", released=self.metrics.released,
-                          repaired=self.metrics.repaired)  # fmt: skip
+                          repaired=self.metrics.repaired, retained=self.metrics.retained)  # fmt: skip
         report = applier.apply(planned, reading.pools)
         self.metrics.pools(reading.observed, report)
         return report

@@ -140,11 +140,14 @@ def entry_path(offset: int | str) -> str:
     return f"/spec/allocations/{offset}"
 
 
-def entry_patch(offset: int | str, owner: Owner | None, previous: Owner | None) -> list[Object]:
+def entry_patch(offset: int | str, owner: Owner | None, previous: Owner | None, *, exact: bool = False) -> list[Object]:
     """JSON patch operations writing `owner` (None: removing the entry) at `offset`, guarded by what was read
     there: nothing, or `previous` (its container ID and interface, and its network config name if it has
-    one). The API server applies a patch atomically: a failed guard fails it whole (TestFailed)."""
+    one; with `exact`, also whether and when it was retained: the controllers judge a held and a retained
+    entry of one attachment differently). The API server applies a patch atomically: a failed guard fails it
+    whole (TestFailed)."""
     path = entry_path(offset)
+    guard: list[Object]
     if previous is None:
         guard = [{"op": "test", "path": path, "value": None}]  # absent (the API server treats null as absent)
     else:
@@ -154,6 +157,8 @@ def entry_patch(offset: int | str, owner: Owner | None, previous: Owner | None) 
         ]
         if previous.netconf:  # e.g. a GC frees only the entry of the network config it judged
             guard.append({"op": "test", "path": f"{path}/netconf", "value": previous.netconf})
+        if exact:  # absent (null) while held
+            guard.append({"op": "test", "path": f"{path}/retained", "value": previous.retained or None})
     if owner is None:
         return [*guard, {"op": "remove", "path": path}]
     return [*guard, {"op": "add", "path": path, "value": entry(owner)}]
@@ -190,7 +195,7 @@ def attachment_label(owner: Owner) -> str:
 def reservation(name: str, owner: Owner, namespace: str, *, network: str = "", cidr: str = "",
                 address: tuple[int, int] | None = None) -> Object:  # fmt: skip
     """The per-address object: `cidr` (the pool's range) and `address` ((IP version, value)) add its address
-    and the `subnet_<prefix>` label; unknown (a repair that only knows the name), they are left out."""
+    and the `subnet_<prefix>` label; unknown, they are left out."""
     spec: dict[str, Any] = {"containerid": owner.container_id, "podref": owner.podref or NO_POD,
                             "ifname": owner.ifname, "state": owner.state, **_sticky_fields(owner)}  # fmt: skip
     if address is not None:

@@ -80,6 +80,8 @@ class KubeTransaction:
                 created = self.store.create_reservation(name, change.owner, **where)
         except Conflict:
             holder = self.store.read_reservation(name)
+            if holder is not None and holder.same_attachment(change.owner) and _restated(holder, change.owner):
+                return self._restate(name, change, holder, where)  # e.g. a DEL retaining it: say so
             if holder is None or holder.same_attachment(change.owner):
                 return holder is not None
             self.store.known_reservations[(network, change.version, change.ip)] = holder
@@ -88,6 +90,15 @@ class KubeTransaction:
         self.store.pending.setdefault(_attachment(change.owner), []).append((name, created))
         # ours now: a retry after a lost pool write resumes it rather than picking another address
         self.store.known_reservations[(network, change.version, change.ip)] = change.owner.named("")
+        return True
+
+    def _restate(self, name: str, change: Change, holder: Owner, where: dict[str, Any]) -> bool:
+        """Rewrite the attachment's own reservation with its new sticky record; False if it changed hands."""
+        assert change.owner is not None
+        try:
+            self.store.replace_reservation(name, change.owner, holder, **where)
+        except Conflict:
+            return False
         return True
 
     def _unreserve(self, change: Change) -> None:
@@ -230,9 +241,9 @@ class KubernetesStore:
         selector = f"{ATTACHMENT_LABEL}={resources.attachment_label(owner)}"
         # from the API server's cache (resourceVersion=0): cheap; a leftover it misses, the reconciler finds
         for obj in self.client.list(self.client.path(RESERVATIONS), selector, cached=True):
-            # the cache may lag: only the object it shows; never one retained for a sticky key (no leftover: it
-            # is what the DEL just wrote)
-            if resources.reservation_owner(obj).held_by(owner):
+            found = resources.reservation_owner(obj)
+            # the cache may lag: only the object it shows; a retained address keeps its reservation
+            if found.same_attachment(owner) and not found.retained:
                 self.delete_reservation(obj["metadata"]["name"], obj["metadata"]["resourceVersion"])
 
     def committed(self, owner: Owner) -> None:
