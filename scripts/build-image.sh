@@ -2,10 +2,11 @@
 # Build the whereabouts image as a docker-archive tar, with no registry and no Docker engine (run as root):
 #   bash scripts/build-image.sh      # prints the tar; its image is localhost/whereabouts:<hash of the inputs>
 # The image is the Debian bookworm root that scripts/node-tools.sh builds (python3 3.11, python3-yaml,
-# patchelf), plus the project in /usr/lib/python3/dist-packages, its commands in /usr/local/bin, and the
-# self-contained plugin bundle in /opt/whereabouts/bundle (scripts/make_bundle.py) that install-cni copies
-# onto each node. The same image as the Dockerfile builds, for users with a Docker engine. Load it with
-# `ctr -n k8s.io image import X.tar` or `docker load -i X.tar`. Cached by the hash of its inputs.
+# python3-croniter, patchelf), plus the project in /usr/lib/python3/dist-packages, its commands in
+# /usr/local/bin, and the self-contained plugin bundle in /opt/whereabouts/bundle (scripts/make_bundle.py)
+# that install-cni copies onto each node. The same image as the Dockerfile builds, for users with a Docker
+# engine. Load it with `ctr -n k8s.io image import X.tar` or `docker load -i X.tar`. Cached by the hash of its
+# inputs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -5,8 +5,9 @@
 #   pause-3.2.tar         docker-archive of k8s.gcr.io/pause:3.2: Kubernetes' own build/pause/linux/pause.c
 #                         (from Debian's `kubernetes` source package) compiled `gcc -static`, its only file
 #   busybox.tar           docker-archive of localhost/busybox:test: busybox-static and a symlink per applet
-#   bookworm-python3-2.tar  a plain tar (not an image) of a `debootstrap --variant=minbase bookworm` root with
-#                         Debian's python3 (3.11), python3-yaml (the project's one dependency) and patchelf
+#   bookworm-python3-3.tar  a plain tar (not an image) of a `debootstrap --variant=minbase bookworm` root with
+#                         Debian's python3 (3.11), python3-yaml, python3-croniter (the controller's schedule)
+#                         and patchelf
 #                         (install-cni relocates the bundled interpreter with it): extract a copy
 #                         (`tar -xpf ... -C DIR`), add to it, and build an image of it with
 #                         `python3 scripts/oci_archive.py --root DIR --tag NAME:TAG --out X.tar`
@@ -15,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 IMAGES=${WHEREABOUTS_CACHE:-/var/cache/whereabouts-py}/images
-PYTHON_ROOT=bookworm-python3-2.tar  # the number names the recipe: change it when the recipe changes
+PYTHON_ROOT=bookworm-python3-3.tar  # the number names the recipe: change it when the recipe changes
 PACKAGES=(containerd runc containernetworking-plugins busybox-static debootstrap gcc libc6-dev iproute2
           iputils-ping mount util-linux tar)
 log() { echo "node-tools: $*" >&2; }
@@ -106,7 +107,7 @@ build_python_root() {
     url=$(mirror)
     log "debootstrap --variant=minbase bookworm with python3 from $url (about a minute)"
     mkdir -p "$WORK/python"
-    debootstrap --variant=minbase --include=python3,python3-yaml,patchelf bookworm "$root" "$url" >"$WORK/python/debootstrap.log" 2>&1 \
+    debootstrap --variant=minbase --include=python3,python3-yaml,python3-croniter,patchelf bookworm "$root" "$url" >"$WORK/python/debootstrap.log" 2>&1 \
         || { tail -20 "$WORK/python/debootstrap.log" >&2; exit 1; }
     # what an image needs none of: apt's caches and lists, docs, man pages, logs
     rm -rf "$root"/var/cache/apt/*.bin "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* \

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from whereabouts.errors import InvalidConfig, shown
 from whereabouts.iptext import parse_network
 from whereabouts.model import Address
-from whereabouts.ranges import IPRange, format_ip, parse_ip, parse_range, parse_request
+from whereabouts.ranges import IPRange, as_go_reads, format_ip, parse_ip, parse_range, parse_request
 from whereabouts.record import record
 from whereabouts.sticky import DEFAULT_RETENTION, FixedReservation, parse_mode, parse_reservations, parse_retention
 
@@ -129,6 +129,7 @@ class IPAMConfig:
     sticky: str = ""  # what addresses stick to: "pod", "mac", "claim" or "" (see whereabouts.sticky)
     sticky_retention: int = DEFAULT_RETENTION  # seconds a pod's or MAC's address waits after its last DEL
     reservations: tuple[FixedReservation, ...] = ()  # addresses only one pod or MAC ever gets
+    warnings: tuple[str, ...] = ()  # what the config says that the Go plugin reads its own way, and how it is read
 
     @property
     def datastore(self) -> str:
@@ -200,8 +201,9 @@ def parse_ipam(raw: Mapping[str, Any], netconf_name: str = "", persistent: objec
     """`persistent`: the network config's top-level allowPersistentIPs (KubeVirt's knob), if any."""
     if raw.get("type", "whereabouts") != "whereabouts":
         raise InvalidConfig(f"invalid ipam type {shown(raw.get('type'))}: expected 'whereabouts'")
-    gateway = _opt_str(raw, "gateway")
-    ranges = _ranges(raw, gateway)
+    warnings: list[str] = []
+    gateway = _go_address(_opt_str(raw, "gateway"), "gateway", warnings)
+    ranges = _ranges(raw, gateway, warnings)
     store = _store(raw)
     network_name = _opt_str(raw, "network_name")
     slice_prefix = _slice_prefix(raw, ranges[0], store.kind)
@@ -214,7 +216,7 @@ def parse_ipam(raw: Mapping[str, Any], netconf_name: str = "", persistent: objec
         gateway=Address(*parse_ip(gateway)) if gateway else None,
         routes=_routes(raw.get("routes")),
         dns=_dns(raw.get("dns")),
-        addresses=_addresses(raw.get("addresses")),
+        addresses=_addresses(raw.get("addresses"), warnings),
         store=store,
         slice_prefix=slice_prefix,
         log_file=_log_file(raw),
@@ -225,10 +227,11 @@ def parse_ipam(raw: Mapping[str, Any], netconf_name: str = "", persistent: objec
         sticky=parse_mode({**raw, "allowPersistentIPs": raw.get("allowPersistentIPs", persistent)}, store.kind),
         sticky_retention=parse_retention(raw),
         reservations=parse_reservations(raw, ranges),
+        warnings=tuple(warnings),
     )
 
 
-def _ranges(raw: Mapping[str, Any], gateway: str) -> tuple[IPRange, ...]:
+def _ranges(raw: Mapping[str, Any], gateway: str, warnings: list[str]) -> tuple[IPRange, ...]:
     specs: list[tuple[str, Mapping[str, Any]]] = []
     if raw.get("range"):
         specs.append(("range", raw))
@@ -241,10 +244,10 @@ def _ranges(raw: Mapping[str, Any], gateway: str) -> tuple[IPRange, ...]:
         specs.append((f"ipRanges[{i}].range", item))
     if not specs:
         raise InvalidConfig("invalid ipam config: no range (set range or ipRanges)")
-    return tuple(_one_range(key, item, gateway) for key, item in specs)
+    return tuple(_one_range(key, item, gateway, warnings) for key, item in specs)
 
 
-def _one_range(key: str, item: Mapping[str, Any], gateway: str) -> IPRange:
+def _one_range(key: str, item: Mapping[str, Any], gateway: str, warnings: list[str]) -> IPRange:
     exclude = item.get("exclude") or []
     if not isinstance(exclude, list):
         raise InvalidConfig(f"invalid {key} exclude {shown(exclude)}: expected a list")
@@ -255,6 +258,7 @@ def _one_range(key: str, item: Mapping[str, Any], gateway: str) -> IPRange:
         range_end=_opt_str(item, "range_end"),
         exclude=exclude,
         gateway=gateway,
+        warnings=warnings,
     )
 
 
@@ -397,7 +401,7 @@ def _dns(dns: object) -> DNS | None:
     return parsed if parsed.as_result() else None  # `"dns": {}` says nothing: no dns in the result
 
 
-def _addresses(addresses: object) -> tuple[StaticAddress, ...]:
+def _addresses(addresses: object, warnings: list[str]) -> tuple[StaticAddress, ...]:
     if addresses is None:
         return ()
     if not isinstance(addresses, list):
@@ -407,12 +411,44 @@ def _addresses(addresses: object) -> tuple[StaticAddress, ...]:
         entry = {"address": item} if isinstance(item, str) else item
         if not isinstance(entry, Mapping) or not isinstance(entry.get("address"), str):
             raise InvalidConfig(f"invalid addresses entry {shown(item)}: expected an object with an address")
-        version = _check_cidr(entry["address"], "addresses address")
-        gateway = entry.get("gateway") or ""
-        if gateway:
-            _check_address(gateway, "addresses gateway")
-        parsed.append(StaticAddress(entry["address"], version, gateway))
+        version, address = _go_cidr(entry["address"], "addresses address", warnings)
+        gateway = _go_address(entry.get("gateway") or "", "addresses gateway", warnings)
+        parsed.append(StaticAddress(address, version, gateway))
     return tuple(parsed)
+
+
+def _go_cidr(text: object, key: str, warnings: list[str]) -> tuple[int, str]:
+    """A static address ('10.1.0.5/24'): its IP version and its text, as written or, with leading zeros, as
+    the Go plugin reads it (the text goes into the result)."""
+
+    def read(written: str) -> tuple[int, str]:
+        if "/" not in written:
+            raise ValueError(f"{written!r} has no prefix length")
+        return parse_network(written, strict=False)[0], written
+
+    try:
+        if not isinstance(text, str):
+            raise ValueError
+        return as_go_reads(read, text, key, warnings)
+    except ValueError:
+        raise InvalidConfig(f"invalid {key} {shown(text)}: expected a CIDR") from None
+
+
+def _go_address(text: object, key: str, warnings: list[str]) -> str:
+    """An address as written or, with leading zeros, as the Go plugin reads it; "" for none."""
+
+    def read(written: str) -> str:
+        parse_ip(written)
+        return written
+
+    if text == "":
+        return ""
+    try:
+        if not isinstance(text, str):
+            raise ValueError
+        return as_go_reads(read, text, key, warnings)
+    except ValueError:
+        raise InvalidConfig(f"invalid {key} {shown(text)}: expected an IP address") from None
 
 
 def _check_cidr(text: object, key: str) -> int:
@@ -441,8 +477,6 @@ def _opt_str(raw: Mapping[str, Any], key: str, label: str = "") -> str:
         return ""
     if not isinstance(value, str):
         raise InvalidConfig(f"invalid {label or key} {shown(value)}: expected a string")
-    if key == "gateway" and value:
-        _check_address(value, "gateway")
     return value
 
 
@@ -455,16 +489,32 @@ def _bool(raw: Mapping[str, Any], key: str, default: bool) -> bool:
     return value
 
 
-def requested_addresses(netconf: Mapping[str, Any], cni_args: Mapping[str, str]) -> tuple[tuple[int, int], ...]:
+def requested_addresses(
+    netconf: Mapping[str, Any], cni_args: Mapping[str, str], warnings: list[str] | None = None
+) -> tuple[tuple[int, int], ...]:
     """Requested addresses: runtimeConfig.ips, else args.cni.ips, else CNI_ARGS IP= (the deprecated path)."""
     runtime = _object(netconf, "runtimeConfig")
     args = _object(_object(netconf, "args"), "cni", "args.cni")
     for source, ips in (("runtimeConfig.ips", runtime.get("ips")), ("args.cni.ips", args.get("ips"))):
         if ips:
-            return _parse_requests(source, ips)
+            return _parse_requests(source, ips, warnings)
     if cni_args.get("IP"):
-        return _parse_requests("CNI_ARGS IP", cni_args["IP"].split(","))
+        return _parse_requests("CNI_ARGS IP", cni_args["IP"].split(","), warnings)
     return ()
+
+
+def requested_gateways(cni_args: Mapping[str, str], warnings: list[str] | None = None) -> tuple[tuple[int, int], ...]:
+    """CNI_ARGS GATEWAY=a,b as the Go plugin reads it: each address the gateway of the static `addresses` and
+    the requested addresses whose subnet holds it (the last such wins). A bad entry is refused, as there."""
+    if not cni_args.get("GATEWAY"):
+        return ()
+    gateways = []
+    for item in cni_args["GATEWAY"].split(","):
+        try:
+            gateways.append(as_go_reads(parse_ip, item, "CNI_ARGS GATEWAY entry", warnings))
+        except ValueError:
+            raise InvalidConfig(f"invalid CNI_ARGS GATEWAY entry {shown(item)}: expected an IP address") from None
+    return tuple(gateways)
 
 
 def _object(parent: Mapping[str, Any], key: str, label: str = "") -> Mapping[str, Any]:
@@ -477,7 +527,7 @@ def _object(parent: Mapping[str, Any], key: str, label: str = "") -> Mapping[str
     return value
 
 
-def _parse_requests(source: str, ips: object) -> tuple[tuple[int, int], ...]:
+def _parse_requests(source: str, ips: object, warnings: list[str] | None) -> tuple[tuple[int, int], ...]:
     if not isinstance(ips, list):
         raise InvalidConfig(f"invalid {source} {shown(ips)}: expected a list of addresses")
     parsed = []
@@ -485,7 +535,7 @@ def _parse_requests(source: str, ips: object) -> tuple[tuple[int, int], ...]:
         try:
             if not isinstance(ip, str):
                 raise ValueError
-            parsed.append(parse_request(ip))
+            parsed.append(as_go_reads(parse_request, ip, f"{source} entry", warnings))
         except ValueError:
             raise InvalidConfig(f"invalid {source} entry {shown(ip)}: expected an IP address") from None
     return tuple(parsed)

@@ -160,3 +160,40 @@ def _v6_prefix(mask: str) -> int | None:
     if mask.isascii() and mask.isdigit() and int(mask) <= 128:
         return int(mask)
     return None
+
+
+def unzero(text: str) -> str | None:
+    """The address or CIDR the Go plugin reads in `text` when its numbers carry leading zeros, with those zeros
+    dropped ('00192.00168.01.0/024' -> '192.168.1.0/24'), or None when dropping them changes nothing.
+
+    The Go plugin parses with k8s.io/utils/net's ParseIPSloppy/ParseCIDRSloppy (Go's net parser from before 1.17):
+    each IPv4 number is decimal, never octal, however many zeros lead it, and an IPv6 group may carry more than
+    four hex digits while its value fits 16 bits. The caller parses the result as strictly as ever."""
+    addresses, slash, prefix = text.partition("/")
+    fixed = "-".join(_unzero_address(address) for address in addresses.split("-"))  # 'A-B' spans too
+    if slash and prefix.isascii() and prefix.isdigit():
+        prefix = prefix.lstrip("0") or "0"
+    fixed += slash + prefix
+    return fixed if fixed != text else None
+
+
+def _unzero_address(address: str) -> str:
+    if ":" not in address:
+        return _unzero_v4(address) or address
+    groups = address.split(":")
+    if "." in groups[-1]:
+        groups[-1] = _unzero_v4(groups[-1]) or groups[-1]
+    return ":".join(_unzero_group(group) for group in groups)
+
+
+def _unzero_v4(text: str) -> str | None:
+    octets = text.split(".")
+    if len(octets) != 4 or not all(octet and _DECIMAL.issuperset(octet) for octet in octets):
+        return None
+    return ".".join(octet.lstrip("0") or "0" for octet in octets)
+
+
+def _unzero_group(group: str) -> str:
+    if len(group) > 4 and _HEX.issuperset(group):
+        return group.lstrip("0").rjust(1, "0")
+    return group

@@ -26,8 +26,13 @@ class Log:
     def error(self, msg: str) -> None:
         self._write("error", msg)
 
+    def warning(self, msg: str) -> None:
+        """Written whenever errors are (the default level): what the config says that is read in a way it
+        may not mean, as the Go plugin reads it."""
+        self._write("warning", msg)
+
     def _write(self, level: str, msg: str) -> None:
-        if not self.path or LEVELS[level] < self.threshold:
+        if not self.path or LEVELS.get(level, LEVELS["error"]) < self.threshold:
             return
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
         line = f"{stamp}Z [{level}] pid={os.getpid()} {msg}\n"

@@ -10,13 +10,16 @@ from __future__ import annotations
 from bisect import bisect_right
 
 from whereabouts.errors import InvalidConfig, shown
-from whereabouts.iptext import format_address, parse_address, parse_network
+from whereabouts.iptext import format_address, parse_address, parse_network, unzero
 from whereabouts.record import record
 from whereabouts.sortedints import SortedInts
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
+    from typing import TypeVar
+
+    T = TypeVar("T")
 
 Interval = tuple[int, int]
 
@@ -28,6 +31,26 @@ def parse_ip(text: str) -> tuple[int, int]:
 
 def format_ip(version: int, value: int) -> str:
     return format_address(version, value)
+
+
+def as_go_reads(parse: Callable[[str], T], text: str, what: str, warnings: list[str] | None) -> T:
+    """`parse(text)`; failing that, `parse` of the text the Go plugin reads there, leading zeros dropped
+    (iptext.unzero), with a warning in `warnings` if given: a config the Go plugin took keeps working, and the
+    log says how it was read. ValueError as `parse` raises it."""
+    try:
+        return parse(text)
+    except ValueError:
+        fixed = unzero(text.strip())
+        if fixed is None:
+            raise
+        parsed = parse(fixed)
+        if warnings is not None:
+            warnings.append(zeros_dropped(what, text, fixed))
+        return parsed
+
+
+def zeros_dropped(what: str, text: str, fixed: str) -> str:
+    return f"{what} {shown(text)} read as {fixed!r}: leading zeros dropped, in decimal, as the Go plugin reads it"
 
 
 def sortable_key(version: int, value: int) -> str:
@@ -310,31 +333,42 @@ def parse_range(
     range_end: str | None = None,
     exclude: Sequence[str] = (),
     gateway: str | None = None,
+    warnings: list[str] | None = None,
 ) -> IPRange:
-    """Parse `CIDR` or `START-END/PREFIX` plus its window and excludes into a canonical IPRange."""
-    version, network, prefix, start, end = _parse_range_spec(spec, key)
+    """Parse `CIDR` or `START-END/PREFIX` plus its window and excludes into a canonical IPRange. What the Go
+    plugin takes and reads its own way is read so, with a line in `warnings` if given: addresses with leading
+    zeros, a `range_end` outside the range or below the window's start (ignored: picks run to the range's end)."""
+    version, network, prefix, start, end = _range_spec_as_go_reads(spec, key, warnings)
     bits = 32 if version == 4 else 128
     broadcast = Network(version, network, prefix).last
     first, last = (network + 1, broadcast - 1) if bits - prefix >= 2 else (network, broadcast)
     first, last = max(first, start if start is not None else first), min(last, end if end is not None else last)
 
-    def in_cidr(name: str, text: str) -> int:
+    def address(name: str, text: str) -> int:
         try:
-            ver, value = parse_ip(text)
+            ver, value = as_go_reads(parse_ip, text, name, warnings)
         except ValueError:
             raise InvalidConfig(f"invalid {name} {shown(text)}: not an IP address") from None
-        if ver != version or not network <= value <= broadcast:
+        if ver != version or not (network <= value <= broadcast or name.endswith("range_end")):
             raise InvalidConfig(f"invalid {name} {shown(text)}: not inside range {shown(spec)}")
         return value
 
-    window_start = in_cidr(f"{key} range_start", range_start) if range_start else None
-    window_end = in_cidr(f"{key} range_end", range_end) if range_end else None
-    if window_start is not None and window_end is not None and window_end < window_start:
-        window_end = None  # DESIGN rule 1: a range_end below range_start is ignored
-    first = max(first, window_start) if window_start is not None else first
-    last = min(last, window_end) if window_end is not None else last
+    first = max(first, address(f"{key} range_start", range_start)) if range_start else first
+    if range_end:
+        window_end = address(f"{key} range_end", range_end)
+        if window_end < first or window_end > broadcast:  # the Go plugin ignores one outside [first, last usable]
+            where = (
+                "below the window's start"
+                if window_end < first
+                else f"past range {format_ip(version, network)}/{prefix}"
+            )
+            if warnings is not None:
+                warnings.append(f"{key} range_end {shown(range_end)} lies {where}: ignored, as the Go plugin "
+                                f"ignores it; automatic picks run to {format_ip(version, last)}")  # fmt: skip
+        else:
+            last = min(last, window_end)
 
-    intervals = [_parse_exclude(item, key) for item in exclude]
+    intervals = [_parse_exclude(item, key, warnings) for item in exclude]
     gw = None
     if gateway:
         gw_version, gw = parse_ip(gateway)
@@ -345,6 +379,24 @@ def parse_range(
     clipped = [(max(lo, first), min(hi, last)) for ver, lo, hi in intervals if ver == version]
     excluded = _merge([(lo, hi) for lo, hi in clipped if lo <= hi])
     return IPRange(version, network, prefix, first, last, tuple(excluded), gw)
+
+
+def _range_spec_as_go_reads(
+    spec: str, key: str, warnings: list[str] | None
+) -> tuple[int, int, int, int | None, int | None]:
+    try:
+        return _parse_range_spec(spec, key)
+    except InvalidConfig as refused:
+        fixed = unzero(spec.strip()) if isinstance(spec, str) else None
+        if fixed is None:
+            raise
+        try:
+            parsed = _parse_range_spec(fixed, key)
+        except InvalidConfig:
+            raise refused from None  # naming the range as written
+        if warnings is not None:
+            warnings.append(zeros_dropped(key, spec, fixed))
+        return parsed
 
 
 def _parse_range_spec(spec: str, key: str) -> tuple[int, int, int, int | None, int | None]:
@@ -367,25 +419,30 @@ def _parse_range_spec(spec: str, key: str) -> tuple[int, int, int, int | None, i
     return version, network, prefix, start, end
 
 
-def _parse_exclude(item: str, key: str) -> tuple[int, int, int]:
+def _parse_exclude(item: str, key: str, warnings: list[str] | None = None) -> tuple[int, int, int]:
     """An exclude entry: CIDR, bare address or 'A-B' (inclusive) -> (version, lo, hi)."""
     try:
         if not isinstance(item, str):
             raise ValueError
-        if "/" in item:
-            version, network, prefix = parse_network(item.strip(), strict=False)
-            return version, network, _last(version, network, prefix)
-        if "-" in item:
-            lo_text, _, hi_text = item.partition("-")
-            lo_ver, lo = parse_ip(lo_text)
-            hi_ver, hi = parse_ip(hi_text)
-            if lo_ver != hi_ver or hi < lo:
-                raise ValueError
-            return lo_ver, lo, hi
-        ver, value = parse_ip(item)
-        return ver, value, value
+        return as_go_reads(_exclude_span, item, f"{key} exclude", warnings)
     except ValueError:
         raise InvalidConfig(f"invalid {key} exclude {shown(item)}: expected a CIDR, an address or A-B") from None
+
+
+def _exclude_span(item: str) -> tuple[int, int, int]:
+    """ValueError unless `item` is a CIDR, an address or 'A-B'."""
+    if "/" in item:
+        version, network, prefix = parse_network(item.strip(), strict=False)
+        return version, network, _last(version, network, prefix)
+    if "-" in item:
+        lo_text, _, hi_text = item.partition("-")
+        lo_ver, lo = parse_ip(lo_text)
+        hi_ver, hi = parse_ip(hi_text)
+        if lo_ver != hi_ver or hi < lo:
+            raise ValueError(f"{item!r} is not an address span")
+        return lo_ver, lo, hi
+    ver, value = parse_ip(item)
+    return ver, value, value
 
 
 def _merge(intervals: list[Interval]) -> list[Interval]:

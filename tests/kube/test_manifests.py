@@ -1,14 +1,19 @@
 """The install manifests: the kustomize base and the example overlay build with the kubectl the tests use,
-the overlay moves everything (RBAC subjects included) into its namespace and swaps the image, and the API
-server accepts every object of the base (a server-side dry run: nothing is created)."""
+the overlay moves everything (RBAC subjects included) into its namespace and swaps the image, the API
+server accepts every object of the base (a server-side dry run: nothing is created), and the controller's
+schedule ConfigMap, present or not, with either key or both, gives a pod that starts on the right schedule."""
 
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
+from typing import Any
 
+import pytest
 import yaml
 
 from kube_server import REPO, KubeAPIServer
+from whereabouts.controller.cron import Schedule
 
 
 def build(kube: KubeAPIServer, path: str) -> list[dict]:
@@ -41,3 +46,56 @@ def test_example_overlay_moves_everything_into_its_namespace(kube: KubeAPIServer
 def test_the_api_server_accepts_the_base(kube: KubeAPIServer) -> None:
     out = kube.kubectl("apply", "-k", str(REPO / "deploy/base"), "--dry-run=server")
     assert "daemonset.apps/whereabouts" in out and "deployment.apps/whereabouts-controller" in out
+
+
+# The schedule's ConfigMap as the controller Deployment mounts it, for each way a cluster may hold it: none at
+# all, the Go plugin's key, OpenShift's key, both, and the base's own. (expected schedule, ConfigMap data)
+CONFIGMAPS = [
+    ("30 4 * * *", None),
+    ("*/5 * * * *", {"cron-expression": "*/5 * * * *"}),
+    ("@hourly", {"reconciler_cron_expression": "@hourly"}),
+    ("@hourly", {"cron-expression": "*/5 * * * *", "reconciler_cron_expression": "@hourly"}),
+    ("30 4 * * *", {"other-key": "x"}),
+]
+
+
+@pytest.mark.parametrize(("expected", "data"), CONFIGMAPS, ids=["no-configmap", "go-key", "openshift-key", "both",
+                                                                 "neither-key"])  # fmt: skip
+def test_the_controller_starts_and_reads_the_schedule_whatever_the_configmap_holds(
+    kube: KubeAPIServer, tmp_path: Path, expected: str, data: dict[str, str] | None
+) -> None:
+    deployment = next(d for d in build(kube, "deploy/base") if d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "cron-schedule"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "cron-schedule"]
+    project(volume["configMap"], data, tmp_path)
+    command = container["command"]
+    files = [command[i + 1] for i, arg in enumerate(command) if arg == "--cron-file"]
+    assert files and all(f.startswith(mount["mountPath"] + "/") for f in files), "the schedule files are mounted"
+    local = [str(tmp_path / f.removeprefix(mount["mountPath"] + "/")) for f in files]
+    assert Schedule(local).current().text == expected
+
+
+def test_the_base_configmap_gives_the_default_schedule(kube: KubeAPIServer, tmp_path: Path) -> None:
+    docs = build(kube, "deploy/base")
+    configmap = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "whereabouts-config")
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    (volume,) = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "cron-schedule"]
+    project(volume["configMap"], configmap["data"], tmp_path)
+    assert Schedule([str(tmp_path / "reconciler_cron_expression"), str(tmp_path / "config")]).current().text == (
+        "30 4 * * *"
+    )
+
+
+def project(source: dict[str, Any], data: dict[str, str] | None, directory: Path) -> None:
+    """What the kubelet writes for a configMap volume (pkg/volume/configmap's makePayload): every key, or the
+    listed `items`; a missing ConfigMap, or a listed key it lacks, fails the pod's start unless `optional`."""
+    if data is None:
+        assert source.get("optional") is True, "without the ConfigMap the pod would not start"
+        return
+    for item in source.get("items") or [{"key": key, "path": key} for key in data]:
+        if item["key"] not in data:
+            assert source.get("optional") is True, f"without the key {item['key']} the pod would not start"
+            continue
+        (directory / item["path"]).write_text(data[item["key"]])

@@ -24,7 +24,16 @@ REQUIRED_ENV = {
 # The first spec version that has each verb.
 MIN_VERSION = {"CHECK": "0.4.0", "GC": "1.1.0", "STATUS": "1.1.0"}
 KNOWN_CNI_ARGS = frozenset(
-    {"IgnoreUnknown", "IP", "MAC", "K8S_POD_NAMESPACE", "K8S_POD_NAME", "K8S_POD_INFRA_CONTAINER_ID", "K8S_POD_UID"}
+    {
+        "IgnoreUnknown",
+        "IP",
+        "GATEWAY",
+        "MAC",
+        "K8S_POD_NAMESPACE",
+        "K8S_POD_NAME",
+        "K8S_POD_INFRA_CONTAINER_ID",
+        "K8S_POD_UID",
+    }
 )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from whereabouts.cni.result import build_result
-from whereabouts.config import LocalSettings, load_ipam, requested_addresses
+from whereabouts.config import LocalSettings, load_ipam, requested_addresses, requested_gateways
 from whereabouts.errors import (
     AddressOutsideRanges,
     AddressTaken,
@@ -47,7 +47,10 @@ def _setup(call: CallEnv, netconf: Mapping[str, Any], runtime: Runtime) -> tuple
                     persistent=netconf.get("allowPersistentIPs"))  # fmt: skip
     if isinstance(cfg.store, LocalSettings):
         runtime.require_same_local_dir(cfg.store.data_dir)
-    return cfg, Log(cfg.log_file, cfg.log_level)
+    log = Log(cfg.log_file, cfg.log_level)
+    for warning in cfg.warnings:
+        log.warning(warning)
+    return cfg, log
 
 
 def _with_service(cfg: IPAMConfig, call: CallEnv, runtime: Runtime, use: Callable[[IPAMService], T]) -> T:
@@ -168,7 +171,11 @@ def _logged(verb: str, call: CallEnv, log: Log, action: Callable[[], Result]) ->
 
 def add(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtime) -> Result:
     cfg, log = _setup(call, netconf, runtime)
-    requested = requested_addresses(netconf, call.args)
+    warnings: list[str] = []
+    requested = requested_addresses(netconf, call.args, warnings)
+    gateways = requested_gateways(call.args, warnings)
+    for warning in warnings:
+        log.warning(warning)
 
     def action() -> Result:
         who = _attachment(call, netconf, cfg, runtime)
@@ -183,7 +190,8 @@ def add(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtime) 
             raise refused(assigned)
         if who.claim:
             _record_claim(cfg, runtime, who.claim, [a.address for a in assigned])
-        return build_result(version, cfg, [(a.pool_range.rng.version, a.address) for a in assigned])
+        ips = [(a.pool_range.rng.version, a.address) for a in assigned]
+        return build_result(version, cfg, ips, gateways=gateways, requested=requested)
 
     return _logged("ADD", call, log, action)
 

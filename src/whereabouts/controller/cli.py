@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 
 from whereabouts.controller.context import Context
-from whereabouts.controller.cron import DEFAULT_SCHEDULE_FILE, Schedule
+from whereabouts.controller.cron import SCHEDULE_FILES, CronError, Schedule
 from whereabouts.controller.leader import LeaderElector
 from whereabouts.controller.metrics import serve
 from whereabouts.errors import WhereaboutsError
@@ -42,7 +42,14 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--renew-deadline", type=float, default=10.0)
     common.add_argument("--retry-period", type=float, default=2.0)
     schedule = argparse.ArgumentParser(add_help=False)
-    schedule.add_argument("--cron-file", default=DEFAULT_SCHEDULE_FILE, help="the whereabouts-config ConfigMap key")
+    schedule.add_argument(
+        "--cron-file",
+        action="append",
+        default=[],
+        help="a file of the whereabouts-config "
+        "ConfigMap (repeatable, the first holding an expression wins; default: "
+        f"{', '.join(SCHEDULE_FILES)})",
+    )
     schedule.add_argument("--configuration-path", default="", help="the flat file (reconciler_cron_expression)")
     node = argparse.ArgumentParser(add_help=False)
     node.add_argument("--node", default="", help="only pods of this node (default: all nodes)")
@@ -68,7 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         dry_run=args.dry_run,
         identity=args.identity or f"{socket.gethostname()}_{os.getpid()}",
     )
-    workers = _workers(args, ctx)
+    try:
+        workers = _workers(args, ctx)
+    except CronError as exc:  # a schedule that does not parse is a configuration error: say so, do not guess
+        print(f"whereabouts-controller: {exc}", file=sys.stderr)
+        return 2
     if args.once:
         return _run_once(ctx, workers)
     return _run_forever(args, ctx, workers)
@@ -85,7 +96,8 @@ def _workers(args: argparse.Namespace, ctx: Context) -> list[Worker]:
         from whereabouts.controller.reconcile import Reconciler
 
         reconciler = Reconciler(ctx)
-        schedule = Schedule(args.cron_file, _flat_file_expression(args.configuration_path), log=ctx.log)
+        files = args.cron_file or SCHEDULE_FILES
+        schedule = Schedule(files, _flat_file_expression(args.configuration_path), log=ctx.log)
         workers.append(("reconcile", reconciler.run_once, lambda stop: _on_schedule(ctx, schedule, reconciler, stop)))
     if "pod-cleanup" in chosen:
         from whereabouts.controller.podcleanup import PodCleanup
@@ -173,10 +185,14 @@ def _end_term(ctx: Context, term: threading.Event, stop: threading.Event) -> Non
 def _on_schedule(ctx: Context, schedule: Schedule, reconciler: Reconciler, stop: threading.Event) -> None:
     """Run the reconciler at each time the schedule names, re-reading the schedule while waiting."""
     run = reconciler.run_once
+    previous: tuple[object, dt.datetime] | None = None  # (expression, due time) of the last run
     while not stop.is_set():
         expression = schedule.current()
         now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-        due = expression.next_after(now)
+        # counted from the previous run's due time, as gocron counts (it matters for @every), unless that is past
+        due = expression.next_after(previous[1] if previous and previous[0] is expression else now)
+        if due <= now:
+            due = expression.next_after(now)
         ctx.log(f"reconcile: next run at {due.isoformat()}Z ({expression.text!r})")
         while not stop.is_set() and dt.datetime.now(dt.UTC).replace(tzinfo=None) < due:
             ctx.health.beat("reconcile")
@@ -185,6 +201,7 @@ def _on_schedule(ctx: Context, schedule: Schedule, reconciler: Reconciler, stop:
             if schedule.current() is not expression:
                 break  # the schedule changed: compute the next run from the new one
         else:
+            previous = (expression, due)
             if not stop.is_set() and ctx.may_act():
                 run()
 

@@ -1,0 +1,58 @@
+"""The docs' examples hold what they show: every NetworkAttachmentDefinition in docs/ and the README parses as
+an ipam config, and wherever a pod asks Multus for a static address (`"ips"` in its network selection), the
+NetworkAttachmentDefinition shown declares `"capabilities": {"ips": true}`, without which Multus does not hand
+the address to the plugin as runtimeConfig.ips."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from whereabouts.config import parse_ipam
+
+REPO = Path(__file__).resolve().parents[1]
+DOCS = sorted([REPO / "README.md", *(REPO / "docs").glob("*.md")])
+YAML_BLOCK = re.compile(r"```ya?ml\n(.*?)```", re.DOTALL)
+
+
+def yaml_documents(path: Path) -> list[Any]:
+    return [doc for block in YAML_BLOCK.findall(path.read_text()) for doc in yaml.safe_load_all(block) if doc]
+
+
+def nads(path: Path) -> list[dict[str, Any]]:
+    """The network configs of the NetworkAttachmentDefinitions the page shows."""
+    docs = yaml_documents(path)
+    return [json.loads(d["spec"]["config"]) for d in docs if d.get("kind") == "NetworkAttachmentDefinition"]
+
+
+def asks_for_static_addresses(path: Path) -> bool:
+    for doc in yaml_documents(path):
+        annotations = (doc.get("metadata") or {}).get("annotations") or {}
+        selection = annotations.get("k8s.v1.cni.cncf.io/networks", "")
+        if selection.strip().startswith("[") and any("ips" in element for element in json.loads(selection)):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("path", DOCS, ids=[p.name for p in DOCS])
+def test_a_static_address_example_shows_the_ips_capability_multus_needs(path: Path) -> None:
+    if not asks_for_static_addresses(path):
+        return
+    shown = nads(path)
+    assert shown, f"{path.name}: a static address asked for, but no NetworkAttachmentDefinition shown"
+    assert all(conf.get("capabilities", {}).get("ips") is True for conf in shown), path.name
+
+
+@pytest.mark.parametrize("path", DOCS, ids=[p.name for p in DOCS])
+def test_every_network_attachment_definition_shown_parses(path: Path) -> None:
+    for conf in nads(path):
+        parse_ipam({"datastore": "kubernetes", **conf["ipam"]}, conf.get("name", ""))  # the examples are for clusters
+
+
+def test_the_configuration_page_shows_a_static_address() -> None:
+    assert asks_for_static_addresses(REPO / "docs" / "configuration.md")
