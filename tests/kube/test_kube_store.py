@@ -258,3 +258,27 @@ def test_sticky_del_keeps_the_reservation_restated_as_retained(
     assert run_cni("ADD", conf, container_id="ctr-2", cni_args=args).addresses() == ["10.87.0.1/24"]
     reservation = kube.objects(kube_namespace, "overlappingrangeipreservations")["10.87.0.1"]
     assert (reservation["spec"]["containerid"], reservation["spec"]["state"]) == ("ctr-2", "held")
+
+
+def test_sticky_adds_at_most_one_request_even_taking_its_address_back(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path
+) -> None:
+    """`sticky: pod` reads the pod (its controller, for the reconciler) and nothing else more; taking a retained
+    address back rewrites its reservation in one guarded patch, never a create that finds it taken first."""
+    conf = kube_conf(tmp_path, plugin_kubeconfig, range="10.88.0.0/24", sticky="pod")
+    args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web-0"
+    assert run_cni("ADD", conf, container_id="warm", cni_args="IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=w")
+
+    def requests_of(command: str, container: str) -> list[str]:
+        before = len(kube.audited())
+        result = run_cni(command, conf, container_id=container, cni_args=args)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return [f"{e['verb']} {e['objectRef']['resource']}" for e in kube.audited()[before:]]
+
+    first = ["get pods", "get ippools", "create overlappingrangeipreservations", "patch ippools"]
+    assert requests_of("ADD", "web-0-a") == first
+    assert "delete overlappingrangeipreservations" not in requests_of("DEL", "web-0-a")  # retained, not freed
+    again = ["get pods", "get ippools", "patch overlappingrangeipreservations", "patch ippools"]
+    assert requests_of("ADD", "web-0-b") == again
+    reservation = kube.objects(kube_namespace, "overlappingrangeipreservations")["10.88.0.2"]
+    assert (reservation["spec"]["containerid"], reservation["spec"]["state"]) == ("web-0-b", "held")

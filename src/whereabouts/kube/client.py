@@ -118,7 +118,16 @@ class KubeClient:
 
     def patch(self, path: str, operations: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """An RFC 6902 JSON patch, applied by the API server atomically to the object's current state."""
+        patched = self.patch_existing(path, operations)
+        if patched is None:
+            raise TryAgainLater(f"kubernetes API: PATCH {path}: 404 not found")
+        return patched
+
+    def patch_existing(self, path: str, operations: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+        """`patch` of an object that may not exist: None on 404."""
         response = self._send("PATCH", path, operations, content_type="application/json-patch+json")
+        if response.status == 404:
+            return None
         if response.status == 422 and not _status(response).get("details", {}).get("causes"):
             raise Conflict("TestFailed")  # a `test` operation failed: no field-level causes, unlike validation
         return self._ok(response, "PATCH", path)

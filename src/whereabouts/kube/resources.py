@@ -221,6 +221,18 @@ def reservation_labels(owner: Owner, network: str, cidr: str) -> dict[str, str]:
     return labels
 
 
+def reservation_patch(obj: Read, previous: Owner) -> list[Object]:
+    """JSON patch operations turning a reservation held by `previous` into `obj` (its spec and labels): the
+    `test`s fail the patch whole (TestFailed) if it is someone else's now."""
+    return [
+        {"op": "test", "path": "/spec/containerid", "value": previous.container_id},
+        {"op": "test", "path": "/spec/ifname", "value": previous.ifname},
+        {"op": "test", "path": "/spec/podref", "value": previous.podref or NO_POD},
+        {"op": "replace", "path": "/spec", "value": obj["spec"]},
+        {"op": "add", "path": "/metadata/labels", "value": obj["metadata"]["labels"]},
+    ]
+
+
 def reservation_owner(obj: Read) -> Owner:
     spec = obj.get("spec", {})
     podref = spec.get("podref", "")

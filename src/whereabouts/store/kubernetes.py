@@ -67,15 +67,16 @@ class KubeTransaction:
         assert change.owner is not None
         network = change.key.network
         current = self.snapshot.reservations.get((network, change.version, change.ip))
-        rewrite = current is not None and current.same_holder(change.previous)  # a takeover, or a new sticky state
         if current is not None and current.same_attachment(change.owner) and not _restated(current, change.owner):
             return True
         name = reservation_name(network, change.version, change.ip)
         where = {"network": network, "cidr": change.key.cidr, "address": (change.version, change.ip)}
+        # A takeover (a recreated pod, a sticky key, a DEL retaining it) rewrites the holder the decision saw,
+        # known to this store or not: one guarded patch, no create that would only find it taken.
+        holder = current if current is not None and current.same_attachment(change.owner) else change.previous
         try:
-            if rewrite or (current is not None and current.same_attachment(change.owner)):
-                assert current is not None
-                created = self.store.replace_reservation(name, change.owner, current, **where)
+            if holder is not None:
+                created = self.store.replace_reservation(name, change.owner, holder, **where)
             else:
                 created = self.store.create_reservation(name, change.owner, **where)
         except Conflict:
@@ -191,17 +192,13 @@ class KubernetesStore:
         """Give it to `owner` (a recreated pod or a sticky key takes over its old attachment's, or a DEL
         retains it); its new resourceVersion. Only from `previous`, the holder the decision saw: a reservation
         that changed hands meanwhile (the old attachment's DEL, then another pod's ADD) is someone else's now,
-        and taking it fails (Conflict)."""
+        and taking it fails (Conflict). One request: a JSON patch whose `test`s name `previous` (or, when there
+        is no such object, a create)."""
         path = self.client.path(RESERVATIONS, name)
-        current = self.client.get(path)
         obj = resources.reservation(name, owner, self.client.namespace, **where)
-        if current is None:
+        written = self.client.patch_existing(path, resources.reservation_patch(obj, previous))
+        if written is None:
             written = self.client.create(self.client.path(RESERVATIONS), obj)
-        elif not resources.reservation_owner(current).same_holder(previous):
-            raise Conflict("Conflict")
-        else:
-            obj["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-            written = self.client.replace(path, obj)
         return str(written.get("metadata", {}).get("resourceVersion", ""))
 
     def read_reservation(self, name: str) -> Owner | None:
