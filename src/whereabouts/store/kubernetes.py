@@ -70,12 +70,17 @@ class KubeTransaction:
         rewrite = current is not None and current.same_holder(change.previous)  # a takeover, or a new sticky state
         if current is not None and current.same_attachment(change.owner) and not _restated(current, change.owner):
             return True
+        # Its own entry in a new sticky state (a DEL retaining it): the reservation says so too. The snapshot
+        # rarely knows the reservation (only after a lost race), so go by the pool entry the decision saw.
+        restating = change.previous is not None and change.previous.same_attachment(change.owner) and _restated(
+            change.previous, change.owner)  # fmt: skip
         name = reservation_name(network, change.version, change.ip)
         where = {"network": network, "cidr": change.key.cidr, "address": (change.version, change.ip)}
         try:
-            if rewrite or (current is not None and current.same_attachment(change.owner)):
-                assert current is not None
-                created = self.store.replace_reservation(name, change.owner, current, **where)
+            if rewrite or restating or (current is not None and current.same_attachment(change.owner)):
+                previous = current or change.previous
+                assert previous is not None
+                created = self.store.replace_reservation(name, change.owner, previous, **where)
             else:
                 created = self.store.create_reservation(name, change.owner, **where)
         except Conflict:
@@ -226,11 +231,12 @@ class KubernetesStore:
         return KubePods(self.client)
 
     def forget_attachment(self, network: str, owner: Owner) -> None:
-        """After a DEL released the pools: remove reservations a crashed call of this attachment left."""
+        """After a DEL released the pools: remove reservations a crashed call of this attachment left. Not a
+        retained one: the DEL (this one or an earlier) kept it for its sticky key, and its pool entry with it."""
         selector = f"{ATTACHMENT_LABEL}={resources.attachment_label(owner)}"
         # from the API server's cache (resourceVersion=0): cheap; a leftover it misses, the reconciler finds
         for obj in self.client.list(self.client.path(RESERVATIONS), selector, cached=True):
-            if resources.reservation_owner(obj).same_attachment(owner):  # the cache may lag: only the object it shows
+            if resources.reservation_owner(obj).held_by(owner):  # the cache may lag: only the object it shows
                 self.delete_reservation(obj["metadata"]["name"], obj["metadata"]["resourceVersion"])
 
     def committed(self, owner: Owner) -> None:
