@@ -182,18 +182,19 @@ def add(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtime) 
         if isinstance(assigned, Refusal):
             raise refused(assigned)
         if who.claim:
-            _record_claim(cfg, runtime, who.claim, [a.address for a in assigned])
+            _record_claim(cfg, call, runtime, who.claim, [a.address for a in assigned])
         return build_result(version, cfg, [(a.pool_range.rng.version, a.address) for a in assigned])
 
     return _logged("ADD", call, log, action)
 
 
-def _record_claim(cfg: IPAMConfig, runtime: Runtime, claim: str, ips: list[str]) -> None:
-    """The IPAMClaim's status.ips say which addresses the claim holds (KubeVirt and operators read them)."""
+def _record_claim(cfg: IPAMConfig, call: CallEnv, runtime: Runtime, claim: str, ips: list[str]) -> None:
+    """The IPAMClaim's status.ips say which addresses the claim holds, its ownerPod which pod holds them now
+    (KubeVirt and operators read them)."""
     namespace, _, name = claim.partition("/")
     with runtime.store(cfg.store) as store:
         pods = store.pods()
-        if pods is not None and not pods.record_claim(namespace, name, ips):
+        if pods is not None and not pods.record_claim(namespace, name, ips, call.podref.partition("/")[2]):
             raise InvalidConfig(f"sticky claim: the pod names IPAMClaim {claim}, which does not exist")
 
 

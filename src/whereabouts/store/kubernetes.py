@@ -312,14 +312,19 @@ class KubePods:
         obj = self.client.get(self.client.resource("pods", name, namespace=namespace))
         return None if obj is None else resources.pod_facts(obj)
 
-    def record_claim(self, namespace: str, name: str, ips: Sequence[str]) -> bool:
-        """Through the status subresource where the CRD declares one, else on the object itself."""
-        path = self.client.resource(resources.IPAMCLAIMS, name, group=resources.CLAIMS_GROUP,
-                                    version=resources.CLAIMS_VERSION, namespace=namespace)  # fmt: skip
-        body = {"status": {"ips": list(ips)}}
+    def record_claim(self, namespace: str, name: str, ips: Sequence[str], owner_pod: str) -> bool:
+        """Through the status subresource where the CRD declares one, else on the object itself. The IPAMClaim
+        CRD (k8snetworkplumbingwg/ipamclaims) requires both `ips` and `ownerPod` in a status: without the pod,
+        the API server refuses the patch (422)."""
+        path = self._claim_path(namespace, name)
+        body = {"status": {"ips": list(ips), "ownerPod": owner_pod}}
         if self.client.merge_patch_existing(path + "/status", body) is not None:
             return True
         return self.client.merge_patch_existing(path, body) is not None
+
+    def _claim_path(self, namespace: str, name: str) -> str:
+        return self.client.resource(resources.IPAMCLAIMS, name, group=resources.CLAIMS_GROUP,
+                                    version=resources.CLAIMS_VERSION, namespace=namespace)  # fmt: skip
 
 
 def _restated(current: Owner, owner: Owner) -> bool:
