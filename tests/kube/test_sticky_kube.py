@@ -109,6 +109,18 @@ def test_claim_status_written_and_a_migration_target_shares_the_address(
     assert add(config, "lc", "virt-launcher-vm1-c", ns, ifname="net1", node="n3") == address  # the VM restarts
 
 
+def test_claim_that_does_not_exist_is_code_7_and_holds_nothing(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path
+) -> None:
+    ns = kube_namespace
+    config = conf(tmp_path, plugin_kubeconfig, range="10.51.0.0/28", sticky="claim")
+    launcher(kube, ns, "virt-launcher-vm2-a", "vm2.tenantnet")
+    result = call("ADD", config, "la", "virt-launcher-vm2-a", ns, ifname="net1")
+    assert result.json["code"] == 7 and f"{ns}/vm2.tenantnet" in result.json["msg"], result.stdout
+    assert kube.objects(ns, "overlappingrangeipreservations") == {}
+    assert all(not p["spec"].get("allocations") for p in kube.objects(ns, "ippools").values())
+
+
 def test_kubectl_get_ip_lists_the_held_and_retained_addresses_of_a_subnet(
     kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path
 ) -> None:

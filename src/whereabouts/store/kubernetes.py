@@ -312,6 +312,9 @@ class KubePods:
         obj = self.client.get(self.client.resource("pods", name, namespace=namespace))
         return None if obj is None else resources.pod_facts(obj)
 
+    def has_claim(self, namespace: str, name: str) -> bool:
+        return self.client.get(self._claim_path(namespace, name)) is not None
+
     def record_claim(self, namespace: str, name: str, ips: Sequence[str], owner_pod: str) -> bool:
         """Through the status subresource where the CRD declares one, else on the object itself. The IPAMClaim
         CRD (k8snetworkplumbingwg/ipamclaims) requires both `ips` and `ownerPod` in a status: without the pod,
