@@ -78,6 +78,21 @@ def test_sticky_modes(ipam: dict[str, Any], mode: str) -> None:
     assert cfg(**ipam).sticky == mode
 
 
+@pytest.mark.parametrize(
+    ("ipam", "message"),
+    [({"sticky": "bogus"}, "invalid sticky 'bogus': expected one of pod, mac, claim"),
+     ({"sticky": True}, "invalid sticky True: expected one of pod, mac, claim"),
+     ({"sticky": "POD"}, "invalid sticky 'POD': expected one of pod, mac, claim"),
+     ({"allowPersistentIPs": "yes"}, "invalid allowPersistentIPs 'yes': expected true or false"),
+     ({"sticky": "mac", "allowPersistentIPs": True},
+      "invalid sticky 'mac': allowPersistentIPs true means sticky claim")],
+)  # fmt: skip
+def test_bad_sticky_modes_name_the_key(ipam: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidConfig) as raised:
+        cfg("kubernetes", **ipam)
+    assert raised.value.msg == message
+
+
 def test_claim_needs_kubernetes_and_allow_persistent_ips_means_claim() -> None:
     assert cfg("kubernetes", sticky="claim").sticky == "claim"
     assert cfg("kubernetes", allowPersistentIPs=True).sticky == "claim"
@@ -126,7 +141,11 @@ def test_reservations_parse_to_normalised_keys() -> None:
     [("10.0.0.5", "invalid reservations '10.0.0.5'"),
      ([["10.0.0.5", "ns/a"]], "invalid reservations entry"),
      ([{"address": 5, "pod": "ns/a"}], "invalid reservations entry"),
+     ([{"address": "10.0.0.5", "pod": "ns/a", "mac": "02:00:00:00:00:01"}], "invalid reservations entry"),
+     ([{"address": "not-an-ip", "pod": "ns/a"}], "invalid reservations address 'not-an-ip': expected an IP"),
      ([{"address": "10.0.0.0", "pod": "ns/a"}], "not a usable address"),  # the network address
+     ([{"address": "10.0.0.15", "pod": "ns/a"}], "not a usable address"),  # the broadcast address
+     ([{"address": "10.0.0.5", "pod": "a"}], "invalid reservations pod 'a'"),
      ([{"address": "fd00::5", "pod": "ns/a"}], "not a usable address"),
      ([{"address": "10.0.0.5", "pod": "ns/"}], "invalid reservations pod 'ns/'"),
      ([{"address": "10.0.0.5", "pod": "NS/a"}], "invalid reservations pod 'NS/a'"),

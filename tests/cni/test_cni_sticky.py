@@ -86,7 +86,7 @@ def test_mac_key_follows_the_mac_whatever_the_pod_is_called(tmp_path):
     assert add(conf, "x", "vm-x", mac="02:00:00:00:00:0b") == "10.41.0.2"  # another MAC: not the retained one
     # renamed, the MAC now from CNI_ARGS and written another way: the same interface
     assert add(conf, "b", "vm-b", mac="02-00-00-00-00-0a") == "10.41.0.1"
-    delete(conf, "b", "vm-b", mac="02-00-00-00-00-0a")
+    delete(conf, "b", "vm-b")  # a DEL without the MAC: the entry keeps the key it was recorded with
     assert add(with_mac(conf, "02:00:00:00:00:0a"), "c", "vm-c") == "10.41.0.1"
     before = held(tmp_path)
     error = failed(call("ADD", conf, "d", "vm-d"), 7)
@@ -192,24 +192,16 @@ def test_forty_pods_recreated_at_once_each_get_their_own_address_back(tmp_path, 
                 assert sorted(o["spec"]["containerid"] for o in objects) == sorted(f"{p}-r{generation}" for p in pods)
 
 
+# One of each kind per key (tests/test_sticky.py has the rest): what matters here is the code and that no
+# datastore was written.
 BAD_CONFIGS = [
     ({"sticky": "bogus"}, "invalid sticky 'bogus'"),
-    ({"sticky": True}, "invalid sticky True"),
     ({"sticky": "pod", "allowPersistentIPs": True}, "allowPersistentIPs true means sticky claim"),
-    ({"allowPersistentIPs": "yes"}, "invalid allowPersistentIPs 'yes'"),
     ({"sticky": "pod", "sticky_retention": "-1h"}, "invalid sticky_retention '-1h'"),
     ({"sticky": "pod", "sticky_retention": "abc"}, "invalid sticky_retention 'abc'"),
-    ({"sticky": "pod", "sticky_retention": "0s"}, "invalid sticky_retention '0s'"),
     ({"reservations": {"address": "10.47.0.5", "pod": "ns/a"}}, "invalid reservations {"),
     ({"reservations": [{"address": "10.47.0.5"}]}, "invalid reservations entry"),
-    (
-        {"reservations": [{"address": "10.47.0.5", "pod": "ns/a", "mac": "02:00:00:00:00:01"}]},
-        "invalid reservations entry",
-    ),
-    ({"reservations": [{"address": "not-an-ip", "pod": "ns/a"}]}, "invalid reservations address 'not-an-ip'"),
     ({"reservations": [{"address": "10.99.0.5", "pod": "ns/a"}]}, "invalid reservations address '10.99.0.5'"),
-    ({"reservations": [{"address": "10.47.0.15", "pod": "ns/a"}]}, "invalid reservations address '10.47.0.15'"),
-    ({"reservations": [{"address": "10.47.0.5", "pod": "a"}]}, "invalid reservations pod 'a'"),
     ({"reservations": [{"address": "10.47.0.5", "mac": "02:00"}]}, "invalid reservations mac '02:00'"),
     (
         {"reservations": [{"address": "10.47.0.5", "pod": "ns/a"}, {"address": "10.47.0.5", "pod": "ns/b"}]},
