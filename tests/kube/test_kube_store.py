@@ -50,7 +50,9 @@ def test_datastore_defaults_to_kubernetes_with_a_kubeconfig(
         "allocations": {"1": {"id": "ctr-1", "podref": "ns/p1", "ifname": "eth0", "netconf": "testnet"}},
     }
     reservation = kube.objects(kube_namespace, "overlappingrangeipreservations")["10.80.0.1"]
-    assert reservation["spec"] == {"containerid": "ctr-1", "podref": "ns/p1", "ifname": "eth0"}
+    # the Go plugin's fields, plus the address and its state for operators (kubectl get ip)
+    assert reservation["spec"] == {"containerid": "ctr-1", "podref": "ns/p1", "ifname": "eth0", "address": "10.80.0.1",
+                                   "state": "held"}  # fmt: skip
 
 
 def test_pools_written_by_the_go_plugin_are_honoured(
