@@ -84,6 +84,11 @@ class Pods(Protocol):
         """The pod's controller and network-selection annotation; None when there is no such pod."""
         ...
 
-    def record_claim(self, namespace: str, name: str, ips: Sequence[str]) -> bool:
-        """Write the IPAMClaim's status.ips (CIDR strings); False when there is no such claim."""
+    def has_claim(self, namespace: str, name: str) -> bool:
+        """Whether the IPAMClaim exists."""
+        ...
+
+    def record_claim(self, namespace: str, name: str, ips: Sequence[str], owner_pod: str) -> bool:
+        """Write the IPAMClaim's status: `ips` (CIDR strings) and `owner_pod`, the name of the pod now holding
+        it; False when there is no such claim."""
         ...

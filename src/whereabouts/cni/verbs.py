@@ -108,6 +108,8 @@ def _attachment(call: CallEnv, netconf: Mapping[str, Any], cfg: IPAMConfig, runt
         facts = _pod_facts(cfg, call, runtime)
         if cfg.sticky == "claim":
             claim = _claim_reference(facts.networks, call, cfg) if facts else ""
+            if claim:
+                _require_claim(cfg, runtime, claim)
             key = call_key("claim", call.podref, call.ifname, mac, claim) if claim else ""
             return Attachment(owner.but(sticky=key), fixed, claim)
         owner = owner.but(controller=facts.controller if facts else "")
@@ -189,20 +191,34 @@ def add(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtime) 
         if isinstance(assigned, Refusal):
             raise refused(assigned)
         if who.claim:
-            _record_claim(cfg, runtime, who.claim, [a.address for a in assigned])
+            _record_claim(cfg, call, runtime, who.claim, [a.address for a in assigned])
         ips = [(a.pool_range.rng.version, a.address) for a in assigned]
         return build_result(version, cfg, ips, gateways=gateways, requested=requested)
 
     return _logged("ADD", call, log, action)
 
 
-def _record_claim(cfg: IPAMConfig, runtime: Runtime, claim: str, ips: list[str]) -> None:
-    """The IPAMClaim's status.ips say which addresses the claim holds (KubeVirt and operators read them)."""
+def _require_claim(cfg: IPAMConfig, runtime: Runtime, claim: str) -> None:
+    """Before allocating: an address given for a claim that does not exist would be retained for it after the
+    runtime's DEL of the failed ADD, until the reconciler noticed."""
     namespace, _, name = claim.partition("/")
     with runtime.store(cfg.store) as store:
         pods = store.pods()
-        if pods is not None and not pods.record_claim(namespace, name, ips):
-            raise InvalidConfig(f"sticky claim: the pod names IPAMClaim {claim}, which does not exist")
+        if pods is not None and not pods.has_claim(namespace, name):
+            raise InvalidConfig(NO_CLAIM.format(claim))
+
+
+NO_CLAIM = "sticky claim: the pod names IPAMClaim {}, which does not exist"
+
+
+def _record_claim(cfg: IPAMConfig, call: CallEnv, runtime: Runtime, claim: str, ips: list[str]) -> None:
+    """The IPAMClaim's status.ips say which addresses the claim holds, its ownerPod which pod holds them now
+    (KubeVirt and operators read them)."""
+    namespace, _, name = claim.partition("/")
+    with runtime.store(cfg.store) as store:
+        pods = store.pods()
+        if pods is not None and not pods.record_claim(namespace, name, ips, call.podref.partition("/")[2]):
+            raise InvalidConfig(NO_CLAIM.format(claim))
 
 
 def delete(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtime) -> Result:

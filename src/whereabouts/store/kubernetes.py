@@ -234,7 +234,8 @@ class KubernetesStore:
         return KubePods(self.client)
 
     def forget_attachment(self, network: str, owner: Owner) -> None:
-        """After a DEL released the pools: remove reservations a crashed call of this attachment left."""
+        """After a DEL released the pools: remove reservations a crashed call of this attachment left. Not a
+        retained one: the DEL (this one or an earlier) kept it for its sticky key, and its pool entry with it."""
         selector = f"{ATTACHMENT_LABEL}={resources.attachment_label(owner)}"
         # from the API server's cache (resourceVersion=0): cheap; a leftover it misses, the reconciler finds
         for obj in self.client.list(self.client.path(RESERVATIONS), selector, cached=True):
@@ -316,14 +317,22 @@ class KubePods:
         obj = self.client.get(self.client.resource("pods", name, namespace=namespace))
         return None if obj is None else resources.pod_facts(obj)
 
-    def record_claim(self, namespace: str, name: str, ips: Sequence[str]) -> bool:
-        """Through the status subresource where the CRD declares one, else on the object itself."""
-        path = self.client.resource(resources.IPAMCLAIMS, name, group=resources.CLAIMS_GROUP,
-                                    version=resources.CLAIMS_VERSION, namespace=namespace)  # fmt: skip
-        body = {"status": {"ips": list(ips)}}
+    def has_claim(self, namespace: str, name: str) -> bool:
+        return self.client.get(self._claim_path(namespace, name)) is not None
+
+    def record_claim(self, namespace: str, name: str, ips: Sequence[str], owner_pod: str) -> bool:
+        """Through the status subresource where the CRD declares one, else on the object itself. The IPAMClaim
+        CRD (k8snetworkplumbingwg/ipamclaims) requires both `ips` and `ownerPod` in a status: without the pod,
+        the API server refuses the patch (422)."""
+        path = self._claim_path(namespace, name)
+        body = {"status": {"ips": list(ips), "ownerPod": owner_pod}}
         if self.client.merge_patch_existing(path + "/status", body) is not None:
             return True
         return self.client.merge_patch_existing(path, body) is not None
+
+    def _claim_path(self, namespace: str, name: str) -> str:
+        return self.client.resource(resources.IPAMCLAIMS, name, group=resources.CLAIMS_GROUP,
+                                    version=resources.CLAIMS_VERSION, namespace=namespace)  # fmt: skip
 
 
 def _restated(current: Owner, owner: Owner) -> bool:
