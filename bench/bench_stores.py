@@ -1,6 +1,7 @@
 """Benchmark: whereabouts on its shared datastores (etcd, Kubernetes custom resources) against the Go plugin's figures.
 
-Usage: .venv/bin/python bench/bench_stores.py [--quick] [--store etcd|kubernetes|all] [--node-daemon] [--json PATH]
+Usage: .venv/bin/python bench/bench_stores.py [--quick] [--store etcd|kubernetes|all] [--node-daemon] [--sticky pod|mac]
+       [--json PATH]
 
 Starts its own servers on loopback with temp dirs (etcd; for the kubernetes store a kube-apiserver 1.20 on its
 own etcd, with the CRDs and RBAC from deploy/) and stops them by PID when done. The plugin is exec'd once per
@@ -8,6 +9,12 @@ call, as a runtime execs it, with a warm bytecode cache: served in process, or w
 a `whereabouts-node` of its node (one per node; their CPU is counted with the plugin's). The burst poses as
 several nodes: each has its own local_data_dir (its node-local lock directory) and NODENAME, and every call
 names its pod in CNI_ARGS. What the store holds afterwards is read back from the store itself.
+
+With `--sticky pod|mac` the network config has `sticky` on (docs/sticky.md): every DEL retains its address, so
+the burst runs on a pool that already holds the sequential phase's retained addresses, and a third phase has
+the burst's pods come back under new container IDs, each of which must get its old address. Calls carry a MAC
+(`CNI_ARGS MAC=`) for `mac`; for `pod` on Kubernetes the pods exist (controlled by a StatefulSet), so the ADD's
+read of its pod finds one, as it does on a cluster.
 """
 
 from __future__ import annotations
@@ -21,11 +28,12 @@ import tempfile
 import time
 import urllib.request
 import uuid
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from ipaddress import ip_address, ip_network
 from pathlib import Path
@@ -52,12 +60,16 @@ TARGET_BURST_P99_MS = 2_000.0
 TARGET_SEQUENTIAL_ADD_MS = GO_SEQUENTIAL_ADD_MS  # mean per sequential ADD: no worse than the Go plugin's
 
 
+STICKY = ("pod", "mac")
+
+
 @dataclass(frozen=True)
 class Settings:
     sequential: int
     burst: int
     callers: int
     nodes: int
+    sticky: str = ""  # the network config's `sticky`, "" for off
 
 
 FULL = Settings(sequential=200, burst=300, callers=40, nodes=4)
@@ -87,6 +99,10 @@ class Store(Protocol):
 
     def holders(self) -> list[tuple[str, str]]: ...
 
+    def retained(self) -> int: ...
+
+    def prepare(self, pods: list[str]) -> None: ...
+
     def server_pids(self) -> list[int]: ...
 
     def traffic(self) -> Traffic: ...
@@ -102,11 +118,18 @@ class EtcdStore:
         return {"etcd_host": self.server.url, "etcd_prefix": self.prefix}
 
     def holders(self) -> list[tuple[str, str]]:
-        """(address, container ID) for every pool entry, checked against the overlapping reservations."""
+        """(address, container ID) for every pool entry held (not retained for a sticky key), checked against
+        the overlapping reservations."""
         keys = self.server.dump(self.prefix + "/")
-        pools = [(v["address"], v["id"]) for k, v in keys.items() if "/pools/" in k]
-        reserved = {(v["address"], v["id"]) for k, v in keys.items() if "/reservations/" in k}
+        pools = [(v["address"], v["id"]) for k, v in keys.items() if "/pools/" in k and not v.get("retained")]
+        reserved = {(v["address"], v["id"]) for k, v in keys.items() if "/reservations/" in k and not v.get("retained")}
         return pools if set(pools) == reserved else [*pools, ("pool/reservation mismatch", "")]
+
+    def retained(self) -> int:
+        return sum(1 for k, v in self.server.dump(self.prefix + "/").items() if "/pools/" in k and v.get("retained"))
+
+    def prepare(self, pods: list[str]) -> None:
+        return None  # the etcd store reads no pods
 
     def server_pids(self) -> list[int]:
         return [self.server.proc.pid] if self.server.proc else []
@@ -135,15 +158,36 @@ class KubeStore:
         return {"kubernetes": {"kubeconfig": str(self.kubeconfig)}}
 
     def holders(self) -> list[tuple[str, str]]:
-        """(address, container ID) for every entry of every IPPool, checked against the reservations."""
+        """(address, container ID) for every entry of every IPPool held (not retained for a sticky key),
+        checked against the reservations of held addresses."""
+        found = [(address, entry["id"]) for address, entry in self._entries() if not entry.get("retained")]
+        reservations = self.server.objects(NAMESPACE, "overlappingrangeipreservations").values()
+        reserved = {(r["metadata"]["name"], r["spec"]["containerid"]) for r in reservations
+                    if r["spec"].get("state") != "retained"}  # fmt: skip
+        return found if set(found) == reserved else [*found, ("pool/reservation mismatch", "")]
+
+    def retained(self) -> int:
+        return sum(1 for _, entry in self._entries() if entry.get("retained"))
+
+    def _entries(self) -> list[tuple[str, dict[str, Any]]]:
         found = []
         for pool in self.server.objects(NAMESPACE, "ippools").values():
             base = int(ip_network(pool["spec"]["range"]).network_address)
             for offset, entry in (pool["spec"].get("allocations") or {}).items():
-                found.append((str(ip_address(base + int(offset))), entry["id"]))
-        reservations = self.server.objects(NAMESPACE, "overlappingrangeipreservations").values()
-        reserved = {(r["metadata"]["name"], r["spec"]["containerid"]) for r in reservations}
-        return found if set(found) == reserved else [*found, ("pool/reservation mismatch", "")]
+                found.append((str(ip_address(base + int(offset))), entry))
+        return found
+
+    def prepare(self, pods: list[str]) -> None:
+        """The pods the calls name, controlled by a StatefulSet (a `sticky: pod` ADD reads its pod's controller),
+        made through the API as an admin; no kubelet runs them."""
+        self.server.request("POST", f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts",
+                            {"metadata": {"name": "default"}, "automountServiceAccountToken": False})  # fmt: skip
+        owner = {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "bench", "uid": str(uuid.uuid4()),
+                 "controller": True}  # fmt: skip
+        for pod in pods:
+            meta = {"name": pod, "namespace": NAMESPACE, "ownerReferences": [owner]}
+            body = {"metadata": meta, "spec": {"nodeName": "node-0", "containers": [{"name": "c", "image": "none"}]}}
+            self.server.request("POST", f"/api/v1/namespaces/{NAMESPACE}/pods", body)
 
     def server_pids(self) -> list[int]:
         procs = [self.server.proc, self.server.etcd.proc if self.server.etcd else None]
@@ -203,6 +247,7 @@ class Node:
     conf: bytes
     env: dict[str, str]
     daemon_pid: int = 0  # its whereabouts-node, if calls go through one
+    sticky: str = ""
 
 
 @dataclass(frozen=True)
@@ -212,26 +257,31 @@ class Outcome:
     error: str
 
 
-def nodes(store: Store, count: int, tmp: Path, daemons: list[tuple[Path, int]]) -> list[Node]:
-    """The network config as each node sees it: the same store, a local_data_dir of its own, and its
-    node daemon's (socket, pid) if `daemons` has one per node (else served in process)."""
+def nodes(store: Store, count: int, tmp: Path, daemons: list[tuple[Path, int]], sticky: str = "") -> list[Node]:
+    """The network config as each node sees it: the same store, a local_data_dir of its own, `sticky` if on,
+    and its node daemon's (socket, pid) if `daemons` has one per node (else served in process)."""
     env = python_env(tmp / "pycache")
     found = []
     for i in range(count):
         data_dir = tmp / store.name / f"node-{i}"
         ipam = {"type": "whereabouts", "range": SUBNET, "local_data_dir": str(data_dir)}
         ipam |= {"configuration_path": str(data_dir / "none"), **store.ipam(data_dir)}
+        if sticky:
+            ipam["sticky"] = sticky
         conf = {"cniVersion": "1.0.0", "name": "benchnet", "type": "bridge", "ipam": ipam}
         sock, pid = daemons[i] if daemons else (Path(""), 0)
         node_env = {**env, "NODENAME": f"node-{i}", "WHEREABOUTS_SOCKET": str(sock) if pid else ""}
-        found.append(Node(f"node-{i}", json.dumps(conf).encode(), node_env, pid))
+        found.append(Node(f"node-{i}", json.dumps(conf).encode(), node_env, pid, sticky))
     return found
 
 
-def cni(node: Node, command: str, pod: str) -> Outcome:
-    """Exec the plugin once for `pod` on `node`, timed from spawn to exit."""
-    env = cni_env(node.env, command, f"ctr-{pod}")
+def cni(node: Node, command: str, pod: str, container: str = "") -> Outcome:
+    """Exec the plugin once for `pod` on `node` (its container `ctr-<pod>` unless named), timed from spawn to
+    exit. With `sticky: mac` the call carries the pod's MAC, one per pod name."""
+    env = cni_env(node.env, command, container or f"ctr-{pod}")
     env["CNI_ARGS"] = f"IgnoreUnknown=1;K8S_POD_NAMESPACE={NAMESPACE};K8S_POD_NAME={pod}"
+    if node.sticky == "mac":
+        env["CNI_ARGS"] += f";MAC={pod_mac(pod)}"
     cpu, start = children_cpu_ms(), time.perf_counter()
     proc = subprocess.run([str(WHEREABOUTS)], input=node.conf, capture_output=True, env=env, timeout=120)
     ms, cpu = (time.perf_counter() - start) * 1000, children_cpu_ms() - cpu
@@ -239,6 +289,12 @@ def cni(node: Node, command: str, pod: str) -> Outcome:
         return Outcome(Call(ms, False, ""), cpu, (proc.stdout or proc.stderr).decode().strip()[:300])
     address = json.loads(proc.stdout)["ips"][0]["address"].split("/")[0] if command == "ADD" else ""
     return Outcome(Call(ms, True, address), cpu, "")
+
+
+def pod_mac(pod: str) -> str:
+    """A locally administered unicast MAC derived from the pod's name: the same pod, the same MAC."""
+    digest = zlib.crc32(pod.encode()).to_bytes(4, "big")
+    return ":".join(f"{b:02x}" for b in (0x02, 0x00, *digest))
 
 
 # --- phases ------------------------------------------------------------------------------------------------
@@ -261,13 +317,16 @@ class Phase:
     server_ms: dict[str, Latency]  # server-side latency of each kind of request (audit log; kubernetes only)
 
 
-def run_phase(store: Store, work: list[tuple[Node, str]], command: str, callers: int) -> tuple[Phase, list[Outcome]]:
+def run_phase(
+    store: Store, work: list[tuple[Node, str]], command: str, callers: int, generation: str = ""
+) -> tuple[Phase, list[Outcome]]:
+    """The calls of `work` from `callers` threads; `generation` names new containers for the same pods."""
     daemons = {node.daemon_pid for node, _ in work if node.daemon_pid}
     traffic, server_cpu, busy = store.traffic(), server_cpu_ms(store), machine_busy_ms()
     cpu = children_cpu_ms() + sum(process_cpu_ms(pid) for pid in daemons)
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=callers) as pool:
-        outcomes = list(pool.map(lambda job: cni(job[0], command, job[1]), work))
+        outcomes = list(pool.map(lambda job: cni(job[0], command, job[1], _container(job[1], generation)), work))
     wall = time.perf_counter() - start
     cpu = children_cpu_ms() + sum(process_cpu_ms(pid) for pid in daemons) - cpu
     server_cpu, busy = server_cpu_ms(store) - server_cpu, machine_busy_ms() - busy
@@ -291,6 +350,10 @@ def run_phase(store: Store, work: list[tuple[Node, str]], command: str, callers:
     return phase, outcomes
 
 
+def _container(pod: str, generation: str) -> str:
+    return f"ctr-{pod}-{generation}" if generation else ""
+
+
 def server_cpu_ms(store: Store) -> float:
     """CPU (user + system) the store's server processes have used so far, from /proc/<pid>/stat."""
     ticks = 0
@@ -312,9 +375,10 @@ class Check:
     unconfirmed: int  # answered addresses the store does not show held by that container
 
 
-def check(store: Store, work: list[tuple[Node, str]], outcomes: list[Outcome]) -> Check:
+def check(store: Store, work: list[tuple[Node, str]], outcomes: list[Outcome], generation: str = "") -> Check:
     held = store.holders()
-    answered = [(o.call.address, f"ctr-{pod}") for (_, pod), o in zip(work, outcomes, strict=True) if o.call.ok]
+    answered = [(o.call.address, _container(pod, generation) or f"ctr-{pod}")
+                for (_, pod), o in zip(work, outcomes, strict=True) if o.call.ok]  # fmt: skip
     twice = sum(n - 1 for n in Counter(a for a, _ in answered).values() if n > 1)
     twice += sum(n - 1 for n in Counter(c for _, c in held).values() if n > 1)
     return Check(len(held), twice, len(set(answered) - set(held)))
@@ -325,12 +389,25 @@ class Sequential:
     add: Phase
     delete: Phase
     held_after_del: int
+    retained_after_del: int  # sticky: the DELs retain every address for its key
 
 
 @dataclass(frozen=True)
 class Burst:
     add: Phase
     after_add: Check
+    delete: Phase
+    held_after_del: int
+    retained_after_del: int
+
+
+@dataclass(frozen=True)
+class Return:
+    """Sticky only: the burst's pods back under new container IDs, all at once, then DEL again."""
+
+    add: Phase
+    after_add: Check
+    same_address: int  # pods that got the address they had in the burst
     delete: Phase
     held_after_del: int
 
@@ -340,6 +417,7 @@ class Figures:
     store: str
     sequential: Sequential
     burst: Burst
+    returning: Return | None = None
 
 
 def warm_up(store: Store, node: Node) -> None:
@@ -353,15 +431,32 @@ def sequential(store: Store, node: Node, n: int) -> Sequential:
     work = [(node, f"seq-{i}") for i in range(n)]
     add, _ = run_phase(store, work, "ADD", 1)
     delete, _ = run_phase(store, work, "DEL", 1)
-    return Sequential(add, delete, len(store.holders()))
+    return Sequential(add, delete, len(store.holders()), store.retained())
 
 
-def burst(store: Store, on: list[Node], settings: Settings) -> Burst:
-    work = [(on[i % len(on)], f"burst-{i}") for i in range(settings.burst)]
+def burst_work(on: list[Node], settings: Settings, shift: int = 0) -> list[tuple[Node, str]]:
+    """The burst's pods, spread over the nodes (`shift`: each on another node than before)."""
+    return [(on[(i + shift) % len(on)], f"burst-{i}") for i in range(settings.burst)]
+
+
+def burst(store: Store, on: list[Node], settings: Settings) -> tuple[Burst, list[Outcome]]:
+    work = burst_work(on, settings)
     add, outcomes = run_phase(store, work, "ADD", settings.callers)
     after_add = check(store, work, outcomes)
     delete, _ = run_phase(store, work, "DEL", settings.callers)
-    return Burst(add, after_add, delete, len(store.holders()))
+    return Burst(add, after_add, delete, len(store.holders()), store.retained()), outcomes
+
+
+def returning(store: Store, on: list[Node], settings: Settings, before: list[Outcome]) -> Return:
+    """The burst's pods come back at once, each on the next node and under a new container ID."""
+    work = burst_work(on, settings, shift=1)
+    add, outcomes = run_phase(store, work, "ADD", settings.callers, generation="2")
+    after_add = check(store, work, outcomes, generation="2")
+    same = sum(
+        1 for old, new in zip(before, outcomes, strict=True) if old.call.ok and new.call.address == old.call.address
+    )
+    delete, _ = run_phase(store, work, "DEL", settings.callers, generation="2")
+    return Return(add, after_add, same, delete, len(store.holders()))
 
 
 def measure(store: Store, settings: Settings, tmp: Path, *, with_daemon: bool) -> Figures:
@@ -372,12 +467,26 @@ def measure(store: Store, settings: Settings, tmp: Path, *, with_daemon: bool) -
             for i in range(settings.nodes):
                 sock = tmp / f"node-{i}.sock"
                 daemons.append((sock, stack.enter_context(node_daemon(env, sock)).pid))
-        on = nodes(store, settings.nodes, tmp, daemons)
+        on = nodes(store, settings.nodes, tmp, daemons, settings.sticky)
+        if settings.sticky == "pod":
+            store.prepare([f"{kind}-{i}" for kind, n in workload_pods(settings) for i in range(n)])
         warm_up(store, on[0])
         print(f"  {store.name}: {settings.sequential} sequential ADDs, then DELs", flush=True)
         seq = sequential(store, on[0], settings.sequential)
         print(f"  {store.name}: burst of {settings.burst} ADDs from {settings.callers} callers, then DELs", flush=True)
-        return Figures(store.name, seq, burst(store, on, settings))
+        burst_figures, outcomes = burst(store, on, settings)
+        back = None
+        if settings.sticky:
+            print(
+                f"  {store.name}: the burst's {settings.burst} pods back under new container IDs, then DELs", flush=True
+            )
+            back = returning(store, on, settings, outcomes)
+        return Figures(store.name, seq, burst_figures, back)
+
+
+def workload_pods(settings: Settings) -> list[tuple[str, int]]:
+    """The pod names the calls use: '<kind>-<i>' for i below the count."""
+    return [("warmup", 3), ("seq", settings.sequential), ("burst", settings.burst)]
 
 
 def measure_store(name: str, settings: Settings, tmp: Path, *, with_daemon: bool) -> Figures:
@@ -430,6 +539,24 @@ def rows(f: Figures) -> list[Row]:
         ("held after burst DEL (must be 0)", b.held_after_del),
         ("store requests per sequential ADD", sum(s.add.requests_per_call.values())),
         ("store requests per burst ADD", sum(b.add.requests_per_call.values())),
+        *_sticky_rows(f),
+    ]
+
+
+def _sticky_rows(f: Figures) -> list[Row]:
+    """With sticky on: what the DELs retained, and the burst's pods coming back (blank when off)."""
+    r = f.returning
+    return [
+        ("retained after sequential DEL", f.sequential.retained_after_del),
+        ("retained after burst DEL", f.burst.retained_after_del),
+        ("returning burst ADDs/s", r.add.per_s if r else None),
+        ("returning burst ADD p50 (ms)", r.add.latency.p50 if r else None),
+        ("returning burst ADD p99 (ms)", r.add.latency.p99 if r else None),
+        ("returning burst ADD failures", r.add.failures if r else None),
+        ("returned to their old address (of the burst)", r.same_address if r else None),
+        ("returning burst duplicates (must be 0)", r.after_add.duplicates if r else None),
+        ("store requests per returning ADD", sum(r.add.requests_per_call.values()) if r else None),
+        ("held after returning DEL (must be 0)", r.held_after_del if r else None),
     ]
 
 
@@ -484,8 +611,10 @@ def traffic_report(f: Figures) -> str:
 
 
 def _phases(f: Figures) -> list[tuple[str, Phase]]:
-    s, b = f.sequential, f.burst
-    return [("sequential ADD", s.add), ("sequential DEL", s.delete), ("burst ADD", b.add), ("burst DEL", b.delete)]
+    s, b, r = f.sequential, f.burst, f.returning
+    back = [("returning ADD", r.add), ("returning DEL", r.delete)] if r else []
+    return [("sequential ADD", s.add), ("sequential DEL", s.delete), ("burst ADD", b.add), ("burst DEL", b.delete),
+            *back]  # fmt: skip
 
 
 def _timed(f: Figures) -> bool:
@@ -503,8 +632,13 @@ def errors_report(f: Figures) -> str:
 
 
 def targets(f: Figures) -> dict[str, bool]:
-    b = f.burst
+    b, r = f.burst, f.returning
+    sticky = {} if r is None else {
+        "sticky_every_pod_back_at_its_address": r.same_address == b.add.calls and r.add.failures == 0,
+        "sticky_no_duplicates_when_returning": r.after_add.duplicates == 0 and r.after_add.unconfirmed == 0,
+    }  # fmt: skip
     return {
+        **sticky,
         "burst_throughput_3x_go": b.add.per_s >= TARGET_THROUGHPUT_FACTOR * GO_BURST_ADDS_PER_S,
         "burst_p99_under_2s": b.add.latency.p99 < TARGET_BURST_P99_MS,
         "sequential_add_no_worse_than_go": f.sequential.add.latency.mean <= TARGET_SEQUENTIAL_ADD_MS,
@@ -529,8 +663,20 @@ def targets_report(f: Figures, met: dict[str, bool]) -> str:
             f"-> {verdict[met['sequential_add_no_worse_than_go']]}",
             f"  no address held twice, every answer in the store: -> {verdict[met['no_duplicates']]}",
             f"  pool empty after DEL: -> {verdict[met['pool_empty_after_del']]}",
+            *_sticky_targets(f, met, verdict),
         ]
     )
+
+
+def _sticky_targets(f: Figures, met: dict[str, bool], verdict: dict[bool, str]) -> list[str]:
+    if f.returning is None:
+        return []
+    r = f.returning
+    return [
+        f"  sticky: every pod back at its address ({r.same_address} of {f.burst.add.calls}): "
+        f"-> {verdict[met['sticky_every_pod_back_at_its_address']]}",
+        f"  sticky: no address held twice when they return: -> {verdict[met['sticky_no_duplicates_when_returning']]}",
+    ]
 
 
 def header(settings: Settings, info: dict[str, Any]) -> str:
@@ -541,7 +687,7 @@ def header(settings: Settings, info: dict[str, Any]) -> str:
         f"{noisy}\n"
         f"Workload per store: {settings.sequential} sequential ADDs then DELs (one node); burst of {settings.burst} "
         f"ADDs from {settings.callers} concurrent callers posing as {settings.nodes} nodes, then DEL all; "
-        f"subnet {SUBNET}\n"
+        f"subnet {SUBNET}; sticky: {settings.sticky or 'off'}\n"
         f"Go plugin, kubernetes store, on such a machine (from the issue): ~{GO_SEQUENTIAL_ADD_MS:g} ms per sequential "
         f"ADD; 300 ADDs from 40 callers: ~{GO_BURST_ADDS_PER_S:g} ADDs/s, p99 ~{GO_BURST_P99_MS / 1000:g} s\n"
     )
@@ -578,10 +724,12 @@ def main() -> None:
     parser.add_argument("--store", choices=[*STORES, "all"], default="all", help="which datastore(s) to measure")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures as JSON to PATH")
     parser.add_argument("--node-daemon", action="store_true", help="serve calls through a whereabouts-node per node")
+    parser.add_argument("--sticky", choices=STICKY, help="the network config's `sticky` (default: off)")
     args = parser.parse_args()
     names = list(STORES) if args.store == "all" else [args.store]
+    settings = replace(QUICK if args.quick else FULL, sticky=args.sticky or "")
     with tempfile.TemporaryDirectory(prefix="bench-stores-") as tmp:
-        result = run(QUICK if args.quick else FULL, names, Path(tmp), with_daemon=args.node_daemon)
+        result = run(settings, names, Path(tmp), with_daemon=args.node_daemon)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
         print(f"\nFigures written to {args.json}")

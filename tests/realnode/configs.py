@@ -123,3 +123,24 @@ def busybox_deployment(name: str, replicas: int) -> dict[str, Any]:
             },
         },
     }
+
+
+def busybox_statefulset(name: str, replicas: int) -> dict[str, Any]:
+    """Pods named `<name>-0` .. `<name>-<replicas - 1>`, made all at once (Parallel) rather than one by one, so
+    that their ADDs race for addresses as a Deployment's do. No Service is needed for the pods to run."""
+    container = {"name": "main", "image": BUSYBOX_IMAGE, "imagePullPolicy": "Never", "command": ["sleep", "3600"]}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "replicas": replicas,
+            "serviceName": name,
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [container], "terminationGracePeriodSeconds": 1},
+            },
+        },
+    }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -25,8 +26,15 @@ from typing import Any
 import pytest
 import yaml
 
-from realnode.configs import BUSYBOX_IMAGE, POD_BRIDGE, POD_SUBNET, bridge_host_local, busybox_deployment
-from realnode.node import RealNode, wait_for
+from realnode.configs import (
+    BUSYBOX_IMAGE,
+    POD_BRIDGE,
+    POD_SUBNET,
+    bridge_host_local,
+    busybox_deployment,
+    busybox_statefulset,
+)
+from realnode.node import RealNode, pod_ready, wait_for
 
 pytestmark = [pytest.mark.realnode, pytest.mark.skipif(os.geteuid() != 0, reason="a real node needs root")]
 
@@ -122,9 +130,10 @@ def overlay(directory: Path, node: RealNode, tag: str) -> Path:
     return directory
 
 
-def network(node: RealNode) -> dict[str, Any]:
+def network(node: RealNode, **extra: Any) -> dict[str, Any]:
+    """The node's network: `extra` ipam keys (e.g. sticky) on top of the plain config."""
     ipam = {"type": "whereabouts", "range": RANGE, "gateway": GATEWAY,
-            "configuration_path": str(node.cni_conf_dir / "whereabouts.d")}  # fmt: skip
+            "configuration_path": str(node.cni_conf_dir / "whereabouts.d"), **extra}  # fmt: skip
     plugin = {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False, "ipam": ipam}
     return {"cniVersion": "0.4.0", "name": "wa-deploy", "plugins": [plugin]}
 
@@ -370,3 +379,100 @@ def test_the_controller_elects_one_leader_and_releases_a_leak(installed: RealNod
     print(f"\nleaked address released {time.monotonic() - started:.1f} s after it was leaked (cron * * * * *)")
     assert set(GO_HELD) <= set(pool(node)), "live pods' addresses are never freed (the Go pods exist)"
     assert holder() == leader or holder().split("_")[0] in names
+
+
+def test_a_statefulset_on_a_sticky_network_gets_its_addresses_back(installed: RealNode) -> None:
+    """sticky: pod (docs/sticky.md): a StatefulSet's pods deleted and recreated, then the StatefulSet scaled to 0
+    and back, each pod has its old address again, although other pods of the network started in between, a
+    reconcile pass ran while it was scaled to 0, and without sticky the lowest free addresses (theirs) go to
+    whoever asks first."""
+    node = installed
+    node.write_cni_config(network(node, sticky="pod"))
+    try:
+        node.apply(busybox_deployment("squat", 0))
+        node.apply(busybox_statefulset("sticky", 5))
+        first = _addresses(node.wait_pods("default", "app=sticky", 5, timeout=300))
+        assert len(set(first.values())) == 5
+        _assert_recorded_for_their_keys(node, first)
+
+        uids = {p["metadata"]["uid"] for p in node.pods("default", "app=sticky")}
+        node.kubectl("delete", "pods", "-l", "app=sticky", "--wait=false")
+        node.kubectl("scale", "deployment", "squat", "--replicas=3")  # the freed addresses are theirs to take
+        again = wait_for("5 recreated pods Running", lambda: _recreated(node, uids), 300)
+        assert _addresses(again) == first, "a recreated pod gets its address back"
+        _assert_apart(node, "squat", 3, first)
+
+        node.kubectl("scale", "statefulset", "sticky", "--replicas=0")
+        node.wait_pods_gone("default", "app=sticky")
+        _wait_retained(node, set(first.values()))
+        passes = _reconcile_passes(node)
+        wait_for("a reconcile pass while scaled to 0", lambda: _reconcile_passes(node) > passes, 150, interval=2)
+        node.kubectl("scale", "deployment", "squat", "--replicas=6")
+        _assert_apart(node, "squat", 6, first)
+        node.kubectl("scale", "statefulset", "sticky", "--replicas=5")
+        back = _addresses(node.wait_pods("default", "app=sticky", 5, timeout=300))
+        assert back == first, "scaled back within the retention, each pod has its old address"
+    finally:
+        _unstick(node)
+
+
+def _addresses(pods: list[dict[str, Any]]) -> dict[str, str]:
+    return {p["metadata"]["name"]: p["status"]["podIP"] for p in pods}
+
+
+def _address(offset: str) -> str:
+    return str(ip_network(RANGE).network_address + int(offset))
+
+
+def _assert_recorded_for_their_keys(node: RealNode, first: dict[str, str]) -> None:
+    """Each pool entry names its pod's key and the pod's controller (what proves the key gone, once deleted)."""
+    by_address = {_address(offset): entry for offset, entry in ours(node).items()}
+    sts = node.get("statefulset", "sticky")
+    for name, address in first.items():
+        entry = by_address[address]
+        assert entry["sticky"] == f"pod:default/{name}/eth0" and not entry.get("retained"), entry
+        assert entry["controller"] == f"apps/v1/StatefulSet/sticky/{sts['metadata']['uid']}", entry
+
+
+def _wait_retained(node: RealNode, addresses: set[str]) -> None:
+    """The kubelet's DELs may come after the pods left the API: wait for them, not for a guess."""
+    try:
+        wait_for("the DELs to retain every address", lambda: _retained(node) == addresses, 60)
+    except TimeoutError as error:
+        raise AssertionError(f"{error}: scaled to 0, every address waits for its pod; the pool: {ours(node)}") from None
+
+
+def _retained(node: RealNode) -> set[str]:
+    return {_address(offset) for offset, entry in ours(node).items() if entry.get("retained")}
+
+
+def _recreated(node: RealNode, old: set[str]) -> list[dict[str, Any]] | None:
+    pods = [p for p in node.pods("default", "app=sticky") if not p["metadata"].get("deletionTimestamp")]
+    fresh = len(pods) == 5 and all(pod_ready(p) and p["metadata"]["uid"] not in old for p in pods)
+    return pods if fresh else None
+
+
+def _assert_apart(node: RealNode, name: str, count: int, taken: dict[str, str]) -> None:
+    others = _addresses(node.wait_pods("default", f"app={name}", count, timeout=300))
+    assert not set(others.values()) & set(taken.values()), (others, taken)
+
+
+def _reconcile_passes(node: RealNode) -> int:
+    """How many reconcile runs the controllers have logged (the leader's; a standby runs none)."""
+    logs = node.kubectl("logs", "-n", "kube-system", "-l", "app.kubernetes.io/component=controller",
+                        "--tail=-1", "--prefix")  # fmt: skip
+    return len(re.findall(r"reconcile: (?:released|would release) \d+ allocation\(s\)", logs))
+
+
+def _unstick(node: RealNode) -> None:
+    """Back to the plain network, with no address of ours left held: the next ADD of the network with sticky
+    off releases what the sticky one retained (a reconcile pass may get there first)."""
+    node.kubectl("delete", "statefulset", "sticky", "--ignore-not-found", "--wait=true")
+    node.kubectl("delete", "deployment", "squat", "--ignore-not-found", "--wait=true")
+    node.wait_pods_gone("default")
+    node.write_cni_config(network(node))
+    node.apply(busybox_deployment("sweep", 1))
+    node.wait_pods("default", "app=sweep", 1)
+    node.kubectl("delete", "deployment", "sweep", "--wait=true")
+    node.wait_pods_gone("default")
+    wait_released(node)
