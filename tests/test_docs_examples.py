@@ -51,7 +51,11 @@ def test_a_static_address_example_shows_the_ips_capability_multus_needs(path: Pa
 @pytest.mark.parametrize("path", DOCS, ids=[p.name for p in DOCS])
 def test_every_network_attachment_definition_shown_parses(path: Path) -> None:
     for conf in nads(path):
-        parse_ipam({"datastore": "kubernetes", **conf["ipam"]}, conf.get("name", ""))  # the examples are for clusters
+        plugins = conf["plugins"] if "plugins" in conf else [conf]  # a config list, or a single config
+        ipams = [plugin["ipam"] for plugin in plugins if plugin.get("ipam", {}).get("type") == "whereabouts"]
+        assert ipams, f"{path.name}: a NetworkAttachmentDefinition without whereabouts: {conf}"
+        for ipam in ipams:  # the examples are for clusters
+            parse_ipam({"datastore": "kubernetes", **ipam}, conf.get("name", ""), conf.get("allowPersistentIPs"))
 
 
 def test_the_configuration_page_shows_a_static_address() -> None:

@@ -60,13 +60,10 @@ class RangeSpec:
         first, last = (self.network + 1, self.broadcast - 1) if self.host_bits >= 2 else (self.network, self.broadcast)
         if self.start is not None and self.end is not None:
             first, last = max(first, self.start), min(last, self.end)
-        range_end = self.range_end
-        if self.range_start is not None and range_end is not None and range_end < self.range_start:
-            range_end = None  # a range_end below range_start is ignored
         if self.range_start is not None:
             first = max(first, self.range_start)
-        if range_end is not None:
-            last = min(last, range_end)
+        if self.range_end is not None and self.range_end >= first:  # one below the window's start is ignored,
+            last = min(last, self.range_end)  # as the Go plugin ignores it
         return first, last
 
     def excluded(self, ip: int, gateway: tuple[int, int] | None) -> bool:
