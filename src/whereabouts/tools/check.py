@@ -105,7 +105,7 @@ def _apply(service: IPAMService, pods: Pods, finding: Finding, dry_run: bool) ->
     else:
         done = service.release_reservation(key, ip, owner)
     verb = {"gone-pod": "released", "missing-reservation": "recreated the reservation of"}.get(finding.kind)
-    return f"{verb or 'released the reservation'} {what}" if done else f"skipped {what}: changed since read"
+    return f"{verb or 'released the reservation of'} {what}" if done else f"skipped {what}: changed since read"
 
 
 def report(outcome: Outcome, output: str) -> str:

@@ -81,6 +81,8 @@ def reservation_mismatches(pools: Pools, reserved: Reserved) -> list[Finding]:
             at[(key.network, key.version, ip)].append((key, owner))
     for key, entries in sorted(pools.items()):
         for ip, owner in sorted(entries.items()) if _uses_reservations(key, entries, reserved) else ():
+            if not _inside(key, key.version, ip):
+                continue  # outside-range says it; a reservation would block the address in another pool
             holder = reserved.get((key.network, key.version, ip))
             address = format_ip(key.version, ip)
             if holder is None:
