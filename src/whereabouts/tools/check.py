@@ -110,8 +110,9 @@ def _apply(service: IPAMService, pods: Pods, finding: Finding, dry_run: bool) ->
 
 def report(outcome: Outcome, output: str) -> str:
     if output in ("json", "yaml"):
-        doc = {"kind": "CheckReport", "items": [f.row() for f in outcome.findings], "repairs": outcome.repairs,
-               "remaining": None if outcome.remaining is None else [f.row() for f in outcome.remaining]}  # fmt: skip
+        remaining = None if outcome.remaining is None else [f.row() for f in _sorted(outcome.remaining)]
+        doc = {"kind": "CheckReport", "items": [f.row() for f in _sorted(outcome.findings)],
+               "repairs": outcome.repairs, "remaining": remaining}  # fmt: skip
         if output == "json":
             return json.dumps(doc, indent=2) + "\n"
         import yaml
@@ -129,5 +130,8 @@ def report(outcome: Outcome, output: str) -> str:
 def _table(listed: list[Finding], output: str) -> str:
     if not listed:
         return "No problems found.\n"
-    ordered = sorted(listed, key=lambda f: (f.severity != found.ERROR, f.kind, f.network, f.what))
-    return render("CheckReport", [f.row() for f in ordered], COLUMNS, output)
+    return render("CheckReport", [f.row() for f in _sorted(listed)], COLUMNS, output)
+
+
+def _sorted(listed: list[Finding]) -> list[Finding]:
+    return sorted(listed, key=lambda f: (f.severity != found.ERROR, f.kind, f.network, f.what))

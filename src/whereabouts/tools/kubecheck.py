@@ -74,7 +74,7 @@ def _from_plan(read: KubeReading, network: dict[str, str]) -> list[Finding]:
             found.append(Finding("missing-reservation", kept.what, "", kept.reason))
         elif "names another holder" in kept.reason:
             found.append(Finding("duplicate", kept.what, "", f"held twice: {kept.reason}"))
-    releasing = {r.reservation.name: r.reason for r in planned.reservation_releases}
+    releasing = {r.reservation.name: f"{who(r.reservation.owner)}: {r.reason}" for r in planned.reservation_releases}
     index = backing_index(observed.entries)
     kept_reasons = {k.what: k.reason for k in planned.kept}
     for reservation in (r for r in observed.reservations if not backs(index, r)):

@@ -177,8 +177,8 @@ def read_host_local(directory: str, ifname: str) -> list[tuple[int, int, str, st
             continue  # lock, last_reserved_ip.N
         path = os.path.join(directory, name)
         try:
-            with open(path, encoding="utf-8") as handle:
-                text = handle.read(4096)
+            with open(path, "rb") as handle:  # bytes: a text read would turn its "\r\n" into "\n"
+                text = handle.read(4096).decode()
         except (OSError, UnicodeDecodeError) as exc:
             raise BadInput(f"cannot read host-local file {path}: {exc}") from None
         container, _, interface = text.partition("\r\n")
