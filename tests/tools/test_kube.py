@@ -5,6 +5,7 @@ releases, and Fast IPAM's node slices."""
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from tool import run_tool
 
 from kube_objects import create_nad
 from kube_server import KubeAPIServer
+from support import run_cni
 
 
 @pytest.fixture
@@ -112,6 +114,10 @@ def test_release_refuses_a_live_pods_address_and_frees_a_gone_ones(bed: Bed) -> 
     assert bed.add(conf, "new", "ctr-new") == "10.74.0.2/24"  # the freed address goes to the next ADD
     forced = bed.tool("release", "10.74.0.1", "--force").ok()
     assert "forced (pod" in forced.stdout and ("10.74.0.0-24", "1", "ctr-live") not in bed.held()
+    bed.go_pool("go-10.74.1.0-24", "10.74.1.0/24", {"5": ("ctr-go", f"{bed.pods_ns}/old", "net1")})  # the Go plugin's
+    bed.go_reservation("go-10.74.1.5", "ctr-go", f"{bed.pods_ns}/old")
+    bed.tool("release", "10.74.1.5").ok()
+    assert not any(pool == "go-10.74.1.0-24" for pool, _, _ in bed.held()) and "go-10.74.1.5" not in bed.reservations()
 
 
 def test_node_slices_shown_per_node_and_checked_against_their_nad(bed: Bed) -> None:
@@ -164,3 +170,41 @@ def test_context_and_nad_select_what_is_read(bed: Bed) -> None:
     assert (pool["held"], pool["excluded"], pool["free"], pool["config"]) == (1, 17, 238, f"NAD {bed.pods_ns}/ctx-net")
     shown = run_tool(*base, "--context", "here", "show", "a").ok()  # the context's namespace is the pods'
     assert "10.91.0.16" in shown.stdout
+
+
+def test_check_under_churn_finds_nothing_and_repairs_nothing(bed: Bed) -> None:
+    """Pods' addresses added and deleted all along: a call between its two writes is no leak (check reports no
+    error, --repair releases nothing), and pools and who-has keep answering."""
+    conf = bed.conf("10.92.0.0/24")
+    for name in ("c0", "c1", "c2"):
+        bed.pod(name)
+    stop = threading.Event()
+    rounds = [0]
+
+    def churn() -> None:
+        while not stop.is_set():
+            for name in ("c0", "c1", "c2"):
+                container = f"{name}-{rounds[0]}"
+                bed.add(conf, name, container)
+                args = f"IgnoreUnknown=1;K8S_POD_NAMESPACE={bed.pods_ns};K8S_POD_NAME={name}"
+                assert run_cni("DEL", conf, container_id=container, ifname="net1", cni_args=args).returncode == 0
+            rounds[0] += 1
+
+    bed.pod("steady")
+    assert bed.add(conf, "steady", "steady") == "10.92.0.1/24"
+    worker = threading.Thread(target=churn, daemon=True)
+    worker.start()
+    try:
+        for _ in range(3):
+            done = bed.tool("check", "-o", "json")
+            assert done.returncode == 0, done.stdout
+            assert all(f["severity"] == "warning" for f in json.loads(done.stdout)["items"]), done.stdout
+        repaired = bed.tool("check", "--repair", "-o", "json")
+        assert repaired.returncode == 0 and json.loads(repaired.stdout)["repairs"] == [], repaired.stdout
+        assert items(bed, "who-has", "10.92.0.1")[0]["container"] == "steady"
+        assert items(bed, "pools")[0]["range"] == "10.92.0.0/24"
+    finally:
+        stop.set()
+        worker.join(60)
+    assert rounds[0] >= 2  # the churn ran alongside
+    assert ("10.92.0.0-24", "1", "steady") in bed.held()
