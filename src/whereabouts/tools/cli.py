@@ -135,7 +135,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "completion":
         from whereabouts.tools.completion import bash_script
 
-        print(bash_script(parser()), end="")
+        print(bash_script(), end="")
         return 0
     _check_args(args)
     from whereabouts.tools.target import resolve, warn

@@ -19,7 +19,7 @@ complete -F _kubectl_whereabouts kubectl-whereabouts
 """
 
 
-def bash_script(parser: argparse.ArgumentParser) -> str:
+def bash_script() -> str:
     return SCRIPT
 
 

@@ -38,9 +38,14 @@ from whereabouts.tools.kubeconfig import load, operator_kubeconfig
 
 if TYPE_CHECKING:
     import argparse
+    from typing import Protocol
 
+    from whereabouts.inventory import Inventory
     from whereabouts.kube.client import KubeClient
     from whereabouts.storage import Store
+
+    class ToolStore(Store, Inventory, Protocol):
+        """What every store is: what the service needs, and what the tools read besides."""
 
 NAD_PATH = ("network-attachment-definitions", "k8s.cni.cncf.io", "v1")
 
@@ -60,14 +65,14 @@ class Target:
     pool_namespace: str = ""
     pods_namespace: str = "default"  # the kubeconfig context's, for pod names given without one
     notes: list[str] = field(default_factory=list)  # what could not be read, for stderr
-    _store: Store | None = None
+    _store: ToolStore | None = None
     _kube: KubeClient | None = None
 
     @property
     def datastore(self) -> str:
         return self.settings.kind
 
-    def store(self, *, create: bool = False) -> Any:
+    def store(self, *, create: bool = False) -> ToolStore:
         """The store, opened once (Store and whereabouts.inventory.Inventory); `create`: a local store may be
         made where there is none (an import's target), else it must exist."""
         if self._store is None:
@@ -248,7 +253,7 @@ def _plugin_namespace(settings: StoreSettings) -> str:
         return ""
 
 
-def _open(settings: StoreSettings, target: Target, *, create: bool) -> Store:
+def _open(settings: StoreSettings, target: Target, *, create: bool) -> ToolStore:
     """The store as the plugin opens it; the local store only where one exists (the tools never make one), the
     Kubernetes store with the operator's credentials and without the node's lock directory."""
     try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from whereabouts.inventory import Tally
 from whereabouts.model import PoolKey
@@ -20,6 +20,9 @@ from whereabouts.nodeslice import within_slice
 from whereabouts.ranges import IPRange, Network, parse_range
 from whereabouts.tools.target import NetworkConfig, Target
 from whereabouts.tools.view import Column, bar, count, render
+
+if TYPE_CHECKING:
+    from whereabouts.tools.target import ToolStore
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ def window(key: PoolKey, configs: Sequence[NetworkConfig]) -> tuple[IPRange, str
     return parse_range(key.cidr, key="range"), ""
 
 
-def usage(store: Any, key: PoolKey, rng: IPRange, config: str) -> PoolUsage:
+def usage(store: ToolStore, key: PoolKey, rng: IPRange, config: str) -> PoolUsage:
     net = Network.parse(key.cidr)
     pickable = [(max(lo, net.address), min(hi, net.last)) for lo, hi in rng.free_segments()]
     pickable = [(lo, hi) for lo, hi in pickable if lo <= hi]
