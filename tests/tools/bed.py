@@ -4,6 +4,7 @@ kubectl-whereabouts run as the cluster admin (an operator's kubeconfig, its cont
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,11 @@ class Bed:
         obj = {"apiVersion": "whereabouts.cni.cncf.io/v1alpha1", "kind": "OverlappingRangeIPReservation",
                "metadata": {"name": name}, "spec": spec}  # fmt: skip
         self.kube.request("POST", f"{GROUP_PATH}/{self.pools_ns}/overlappingrangeipreservations", obj)
+
+    def errors(self) -> list[dict[str, Any]]:
+        """What `check` finds wrong here (NADs are cluster-wide: other tests' may add warnings, never errors)."""
+        done = self.tool("check", "-o", "json").ok()
+        return [f for f in json.loads(done.stdout)["items"] if f["severity"] == "error"]
 
     def held(self) -> set[tuple[str, str, str]]:
         """(pool, offset, container ID) of every allocation."""

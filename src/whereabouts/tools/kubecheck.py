@@ -103,7 +103,14 @@ def _slices(read: KubeReading) -> list[Finding]:
         what = f"NodeSlicePool {name}"
         said = f"NAD(s) {', '.join(sliced.nads)} slice {sliced.range} in {sliced.slice_size} slices"
         if obj is None:
-            found.append(Finding("slice-mismatch", what, sliced.network_name, f"{said}, but there is none"))
+            here = any(k.node and k.network == sliced.network_name for k in read.keys.values())
+            detail = f"{said}, but there is none" + (
+                ""
+                if here
+                else " (nor any node pool of the network here: is "
+                "the node-slice controller running, or are its pools elsewhere?)"
+            )
+            found.append(Finding("slice-mismatch", what, sliced.network_name, detail, ERROR if here else WARNING))
             continue
         value = slice_pool_value(obj, what)
         if (_net(value.range), _prefix(value.slice_size)) != (_net(sliced.range), _prefix(sliced.slice_size)):

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     class ToolStore(Store, Inventory, Protocol):
         """What every store is: what the service needs, and what the tools read besides."""
 
+
 NAD_PATH = ("network-attachment-definitions", "k8s.cni.cncf.io", "v1")
 
 
