@@ -5,12 +5,14 @@ releases, and Fast IPAM's node slices."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 from bed import Bed, write_slice_pool
-from tool import run_tool
+from tool import TOOL, run_tool
 
 from kube_objects import create_nad
 from kube_server import KubeAPIServer
@@ -216,3 +218,18 @@ def test_check_under_churn_finds_nothing_and_repairs_nothing(bed: Bed) -> None:
         worker.join(60)
     assert rounds[0] >= 2  # the churn ran alongside
     assert ("10.92.0.0-24", "1", "steady") in bed.held()
+
+
+def test_kubectl_runs_it_as_a_plugin(bed: Bed) -> None:
+    """`kubectl whereabouts ...`: kubectl finds kubectl-whereabouts on the PATH and hands it the arguments."""
+    conf = bed.conf("10.93.0.0/24")
+    bed.pod("a")
+    bed.add(conf, "a", "ctr-a")
+    env = {**os.environ, "PATH": f"{Path(TOOL).parent}:{os.environ['PATH']}", "HOME": str(bed.tmp_path)}
+    kubectl = str(bed.kube.tools / "kubectl")
+    listed = subprocess.run([kubectl, "plugin", "list"], capture_output=True, text=True, env=env, timeout=60)
+    assert TOOL in listed.stdout
+    done = subprocess.run([kubectl, "whereabouts", "--kubeconfig", str(bed.admin), "--pool-namespace", bed.pools_ns,
+                           "who-has", "10.93.0.1"], capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[1].split()[:5] == ["10.93.0.1", "-", f"{bed.pods_ns}/a", "net1", "ctr-a"]
