@@ -51,7 +51,7 @@ def test_a_static_address_example_shows_the_ips_capability_multus_needs(path: Pa
 @pytest.mark.parametrize("path", DOCS, ids=[p.name for p in DOCS])
 def test_every_network_attachment_definition_shown_parses(path: Path) -> None:
     for conf in nads(path):
-        plugins = conf["plugins"] if "plugins" in conf else [conf]  # a config list, or a single config
+        plugins = conf.get("plugins", [conf])  # a config list, or a single config
         ipams = [plugin["ipam"] for plugin in plugins if plugin.get("ipam", {}).get("type") == "whereabouts"]
         assert ipams, f"{path.name}: a NetworkAttachmentDefinition without whereabouts: {conf}"
         for ipam in ipams:  # the examples are for clusters

@@ -168,6 +168,12 @@ def load_ipam(
     return parse_ipam(merged, netconf_name if isinstance(netconf_name, str) else "", persistent)
 
 
+def named_store(raw: Mapping[str, Any]) -> StoreSettings | None:
+    """The datastore a flat file or an ipam object names, None when it names none (the operator's tools: the
+    plugin itself falls back to the local store, or refuses on Kubernetes)."""
+    return _store(raw) if _names_datastore(raw) else None
+
+
 def _names_datastore(raw: Mapping[str, Any]) -> bool:
     kube = raw.get("kubernetes")
     return bool(raw.get("datastore") or raw.get("etcd_host") or (isinstance(kube, Mapping) and kube.get("kubeconfig")))

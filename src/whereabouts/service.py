@@ -19,13 +19,14 @@ from whereabouts.record import record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from types import ModuleType
     from typing import TypeVar
 
     from whereabouts.storage import NodeSlices, Store, Transaction
 
     T = TypeVar("T")
+    Plan = tuple[Owner | None, Owner | None]  # (owner to write, None: release; the holder it replaces)
 
 SPREAD_LIMIT = 32  # a caller retrying after lost races picks among at most this many lowest free addresses
 
@@ -270,6 +271,68 @@ class IPAMService:
         with self.store.transaction(_keys(ranges), overlapping=cfg.overlapping) as txn:
             decision = allocate(ranges=ranges, snapshot=txn.snapshot, owner=probe, overlapping=cfg.overlapping)
         return decision if isinstance(decision, Refusal) else None
+
+    # -- the operator's tools (kubectl whereabouts): guarded writes of single entries, decided on a fresh read --
+
+    def release_entry(self, key: PoolKey, ip: int, holder: Owner) -> bool:
+        """Release `ip` of pool `key`, and its network-wide reservation, while `holder` (held or retained, as the
+        operator saw it) still has it there; False when it changed meanwhile (released, or taken over)."""
+        return self._one(key, ip, lambda current, reserved: (None, holder) if current == holder else None)
+
+    def restore_reservation(self, key: PoolKey, ip: int, holder: Owner) -> bool:
+        """Write the missing network-wide reservation of `holder`'s entry at `ip` (rewriting the entry as it is);
+        False when the entry changed meanwhile or the address is reserved by now."""
+
+        def plan(current: Owner | None, reserved: Owner | None) -> tuple[Owner | None, Owner | None] | None:
+            return (holder, holder) if current == holder and reserved is None else None
+
+        return self._one(key, ip, plan)
+
+    def release_reservation(self, key: PoolKey, ip: int, holder: Owner) -> bool:
+        """Drop `holder`'s reservation of `ip`, which no entry of pool `key` stands behind (stores that commit a
+        hold's entry and reservation at once: local, etcd); False when an entry holds the address by now."""
+
+        def plan(current: Owner | None, reserved: Owner | None) -> tuple[Owner | None, Owner | None] | None:
+            return (None, holder) if current is None and holder.same_holder(reserved) else None
+
+        return self._one(key, ip, plan)
+
+    def _one(self, key: PoolKey, ip: int, plan: Callable[[Owner | None, Owner | None], Plan | None]) -> bool:
+        """One guarded change of one address: `plan(current holder, reservation)` says (owner, previous) or
+        None (nothing to do: it changed meanwhile)."""
+
+        def decide(txn: Transaction, attempt: int) -> tuple[ChangeSet, bool]:
+            pool = txn.snapshot.pools[key]
+            planned = plan(pool.allocations.get(ip), txn.snapshot.reservations.get((key.network, key.version, ip)))
+            if planned is None:
+                return ChangeSet((), (), True), False
+            change = Change(key, key.version, ip, planned[0], previous=planned[1])
+            return ChangeSet((change,), ((key, pool.version),), True), True
+
+        return self._run([key], True, decide)
+
+    def import_entries(
+        self, key: PoolKey, entries: Mapping[int, Owner], *, overlapping: bool
+    ) -> tuple[list[int], list[tuple[int, Owner]]]:
+        """Write entries moved from another datastore (or host-local) into pool `key`, each only where the address
+        is free or already this attachment's: (the addresses written or found in place, those held by another
+        with that holder)."""
+
+        def decide(txn: Transaction, attempt: int) -> tuple[ChangeSet, tuple[list[int], list[tuple[int, Owner]]]]:
+            pool, placed, refused, changes = txn.snapshot.pools[key], [], [], []
+            for ip, owner in sorted(entries.items()):
+                current = pool.allocations.get(ip)
+                reserved = txn.snapshot.reservations.get((key.network, key.version, ip)) if overlapping else None
+                holder = current or reserved
+                if holder is not None and not holder.same_attachment(owner):
+                    refused.append((ip, holder))
+                    continue
+                placed.append(ip)
+                if current is None:
+                    changes.append(Change(key, key.version, ip, owner))
+            return ChangeSet(tuple(changes), ((key, pool.version),), overlapping), (placed, refused)
+
+        return self._run([key], overlapping, decide)
 
     def _run(
         self, keys: list[PoolKey], overlapping: bool, decide: Callable[[Transaction, int], tuple[ChangeSet, T]]

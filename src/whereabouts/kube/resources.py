@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import hashlib
 
+from whereabouts.iptext import parse_network
 from whereabouts.model import Owner, PodFacts, PoolKey, PoolState, SlicePool
 from whereabouts.ranges import format_ip, parse_request
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Collection, Mapping
     from typing import Any
 
     Read = Mapping[str, Any]  # an object as the API server gave it
@@ -81,6 +82,29 @@ def pool_key(obj: Read, network: str) -> PoolKey | None:
     if middle and not middle.endswith("-"):
         return None
     return PoolKey(network, cidr, middle[:-1])
+
+
+def guess_pool_key(obj: Read, networks: Collection[str], nodes: Collection[str]) -> PoolKey | None:
+    """The PoolKey of a listed IPPool of any network (None: not a name the plugin writes). A name
+    '<a>-<b>-<cidr>' does not say which part is the network and which the node: a known network (longest
+    first) decides, then a known node (one holding a node slice), else the whole prefix is the network."""
+    cidr = (obj.get("spec") or {}).get("range", "")
+    name = (obj.get("metadata") or {}).get("name", "")
+    tail = PoolKey("", cidr).name if isinstance(cidr, str) and cidr else ""
+    if not tail or not name.endswith(tail) or (len(name) > len(tail) and name[-len(tail) - 1] != "-"):
+        return None
+    try:
+        parse_network(cidr)  # a range the plugin writes: host bits clear
+    except ValueError:
+        return None
+    head = name[: -len(tail) - 1] if len(name) > len(tail) else ""
+    for network in sorted((n for n in networks if n), key=len, reverse=True):
+        if head == network or head.startswith(network + "-"):
+            return PoolKey(network, cidr, head[len(network) + 1 :])
+    for node in sorted((n for n in nodes if n), key=len, reverse=True):
+        if head == node or head.endswith("-" + node):
+            return PoolKey(head[: -len(node) - 1] if head != node else "", cidr, node)
+    return PoolKey(head, cidr)
 
 
 def new_pool(key: PoolKey, namespace: str) -> Object:
@@ -185,6 +209,23 @@ def reservation_address(name: str, networks: set[str]) -> tuple[str, int, int] |
             continue
         if reservation_name(network, version, ip) == name:
             return network, version, ip
+    return None
+
+
+def guess_reservation_address(obj: Read, networks: Collection[str]) -> tuple[str, int, int] | None:
+    """(network, IP version, address) of a listed reservation of any network: by `networks` (and the network
+    label this plugin writes), else by the shortest network prefix its name reads with; None if it reads
+    with none."""
+    name = (obj.get("metadata") or {}).get("name", "")
+    labelled = ((obj.get("metadata") or {}).get("labels") or {}).get(NETWORK_LABEL, "")
+    found = reservation_address(name, {"", labelled, *networks})
+    if found is not None:
+        return found
+    for i, char in enumerate(name):
+        if char == "-" and i:
+            found = reservation_address(name, {name[:i]})
+            if found is not None:
+                return found
     return None
 
 

@@ -32,8 +32,10 @@ from whereabouts.store.etcd_gateway import EtcdError, EtcdGateway, b64, parse_en
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Collection
     from typing import Any
+
+    from whereabouts.inventory import Tally
 
 DEFAULT_PREFIX = "/whereabouts"
 
@@ -48,6 +50,10 @@ def pool_prefix(prefix: str, key: PoolKey) -> str:
 
 def reservation_prefix(prefix: str, network: str) -> str:
     return f"{prefix}/{_segment(network)}/reservations/"
+
+
+def _unsegment(segment: str) -> str:
+    return "" if segment == "-" else segment.replace("%2F", "/").replace("%25", "%")
 
 
 def _prefix_end(key: str) -> str:
@@ -182,6 +188,36 @@ class EtcdStore:
 
     def pools_with_sticky(self, network: str, sticky: str) -> list[PoolKey]:
         return self._pools_where(network, lambda owner: owner.sticky == sticky)
+
+    # -- the operator's tools (whereabouts.inventory) --------------------------------------------------------
+
+    def pool_keys(self, networks: Collection[str] = ()) -> list[PoolKey]:
+        """From the keys alone (keys_only: the values stay on the server)."""
+        base = self.prefix + "/"
+        reply = self.call("kv/range", {"key": b64(base), "range_end": b64(_prefix_end(base)), "keys_only": True})
+        found = set()
+        for kv in reply.get("kvs", []):
+            parts = unb64(kv["key"])[len(base) :].split("/")
+            if len(parts) == 5 and parts[1] == "pools":
+                network, _, node, cidr, _ = parts
+                found.add(PoolKey(_unsegment(network), _cidr_from_segment(cidr), _unsegment(node)))
+        return sorted(found)
+
+    def tally(self, key: PoolKey, spans: Sequence[tuple[int, int]]) -> list[Tally]:
+        from whereabouts.inventory import tally_allocations
+
+        with self.transaction([key], overlapping=False) as txn:
+            return tally_allocations(key.version, txn.snapshot.pools[key].allocations, spans)
+
+    def reserved(self, networks: Collection[str] = ()) -> dict[tuple[str, int, int], Owner]:
+        base = self.prefix + "/"
+        reply = self.call("kv/range", {"key": b64(base), "range_end": b64(_prefix_end(base))})
+        found = {}
+        for kv in reply.get("kvs", []):
+            parts = unb64(kv["key"])[len(base) :].split("/")
+            if len(parts) == 3 and parts[1] == "reservations":
+                found[(_unsegment(parts[0]), *from_sortable_key(parts[2]))] = _owner(kv.get("value", ""))
+        return found
 
     def pods(self) -> None:
         return None

@@ -17,10 +17,10 @@ An uncontended single-range ADD makes three requests: GET the pool, POST the res
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from whereabouts import deadline
 from whereabouts.config import KubernetesSettings
@@ -32,6 +32,9 @@ from whereabouts.kube.resources import ATTACHMENT_LABEL, IPPOOLS, NODE_SLICE_POO
 from whereabouts.model import Change, ChangeSet, Owner, PodFacts, PoolKey, SlicePool, Snapshot
 from whereabouts.ranges import parse_request
 from whereabouts.store.nodelock import node_locks
+
+if TYPE_CHECKING:
+    from whereabouts.inventory import Tally
 
 LOCK_WAIT = 20.0  # seconds a call waits for its node's turn on a pool before going ahead unlocked
 
@@ -229,6 +232,30 @@ class KubernetesStore:
 
     def pools_with_sticky(self, network: str, sticky: str) -> list[PoolKey]:
         return self._pools_where(network, lambda owner: owner.sticky == sticky)
+
+    # -- the operator's tools (whereabouts.inventory) --------------------------------------------------------
+
+    def pool_keys(self, networks: Collection[str] = ()) -> list[PoolKey]:
+        """Every IPPool in the namespace, its network told from a node by `networks` and by the nodes that hold
+        a slice in a NodeSlicePool (resources.guess_pool_key)."""
+        nodes = {node for obj in self.client.list(self.client.path(NODE_SLICE_POOLS))
+                 for node, _ in resources.slice_listing(obj)}  # fmt: skip
+        listed = self.client.list(self.client.path(IPPOOLS))
+        return sorted(k for k in (resources.guess_pool_key(obj, networks, nodes) for obj in listed) if k is not None)
+
+    def tally(self, key: PoolKey, spans: Sequence[tuple[int, int]]) -> list[Tally]:
+        from whereabouts.inventory import tally_allocations
+
+        with self.transaction([key], overlapping=False) as txn:
+            return tally_allocations(key.version, txn.snapshot.pools[key].allocations, spans)
+
+    def reserved(self, networks: Collection[str] = ()) -> dict[tuple[str, int, int], Owner]:
+        found = {}
+        for obj in self.client.list(self.client.path(RESERVATIONS)):
+            address = resources.guess_reservation_address(obj, networks)
+            if address is not None:
+                found[address] = resources.reservation_owner(obj)
+        return found
 
     def pods(self) -> KubePods:
         return KubePods(self.client)

@@ -28,7 +28,10 @@ from whereabouts.ranges import cidr_key_bounds, format_ip, from_sortable_key, so
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Collection, Iterator, Sequence
+    from typing import Any
+
+    from whereabouts.inventory import Tally
 
 SCHEMA_VERSION = 3
 DB_NAME = "whereabouts.db"
@@ -93,6 +96,12 @@ _SELECT_RESERVATIONS = (
 _SELECT_CIDR_RESERVATIONS = (
     f"SELECT network, ipkey, container_id, ifname, podref, '', {_STICKY} FROM reservations "
     "WHERE network=? AND ipkey BETWEEN ? AND ?"
+)
+
+
+_TALLY = (  # entries, retained ones, and those on an IPv4 .0 address ('4:0a000100')
+    "SELECT count(*), sum(retained != 0), sum(substr(ipkey, -2) = '00') FROM allocations "
+    "WHERE network=? AND cidr=? AND node=? AND ipkey BETWEEN ? AND ?"
 )
 
 
@@ -292,6 +301,27 @@ class LocalStore:
                           (sticky, network))  # fmt: skip
         return sorted(PoolKey(*row) for row in rows)
 
+    # -- the operator's tools (whereabouts.inventory): never on a CNI call's path ------------------------------
+
+    def pool_keys(self, networks: Collection[str] = ()) -> list[PoolKey]:
+        return sorted(PoolKey(*row) for row in self._read("SELECT network, cidr, node FROM pools", ()))
+
+    def tally(self, key: PoolKey, spans: Sequence[tuple[int, int]]) -> list[Tally]:
+        """Counted in SQL over the primary key's range: a /8 of a million entries in a fraction of a second."""
+        from whereabouts.inventory import Tally
+
+        version = key.version
+        counted = []
+        for lo, hi in spans:
+            row = self._read(_TALLY, (key.network, key.cidr, key.node, sortable_key(version, lo),
+                                      sortable_key(version, hi)))[0]  # fmt: skip
+            counted.append(Tally(int(row[0]), int(row[1] or 0), int(row[2] or 0) if version == 4 else 0))
+        return counted
+
+    def reserved(self, networks: Collection[str] = ()) -> dict[tuple[str, int, int], Owner]:
+        rows = self._read(f"SELECT network, ipkey, container_id, ifname, podref, '', {_STICKY} FROM reservations", ())
+        return {(str(row[0]), *from_sortable_key(str(row[1]))): _owner(row[2:]) for row in rows}
+
     def pods(self) -> None:
         return None
 
@@ -323,7 +353,7 @@ class LocalStore:
         except sqlite3.Error as exc:
             raise TryAgainLater(f"local datastore {self.path} cannot take writes: {exc}") from exc
 
-    def _read(self, sql: str, args: tuple[str, ...]) -> list[tuple[str, ...]]:
+    def _read(self, sql: str, args: tuple[str, ...]) -> list[tuple[Any, ...]]:
         try:
             return self.db.execute(sql, args).fetchall()
         except sqlite3.Error as exc:

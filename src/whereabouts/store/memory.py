@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import ipaddress
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from whereabouts.inventory import Tally, tally_allocations
 from whereabouts.model import ChangeSet, Owner, PoolKey, PoolState, Snapshot
 
 
@@ -84,6 +85,18 @@ class MemoryStore:
                 for key, pool in self.pools.items()
                 if key.network == network and any(o.sticky == sticky for o in pool.allocations.values())
             )
+
+    def pool_keys(self, networks: Collection[str] = ()) -> list[PoolKey]:
+        with self._lock:
+            return sorted(self.pools)
+
+    def tally(self, key: PoolKey, spans: Sequence[tuple[int, int]]) -> list[Tally]:
+        with self._lock:
+            return tally_allocations(key.version, self._copy(key).allocations, spans)
+
+    def reserved(self, networks: Collection[str] = ()) -> dict[tuple[str, int, int], Owner]:
+        with self._lock:
+            return dict(self.reservations)
 
     def pods(self) -> None:
         return None

@@ -1,0 +1,190 @@
+"""`export`, `import FILE` and `import host-local DIR`: move allocations between datastores (or from the CNI
+host-local plugin) without renumbering: every address stays with the attachment (container ID and interface)
+that holds it, so the runtime's DEL still finds it.
+
+The export document (JSON, version 1):
+    {"kind": "WhereaboutsExport", "version": 1, "datastore": "etcd",
+     "pools": [{"network": "", "range": "10.0.0.0/24", "node": "",
+                "entries": [{"address": "10.0.0.5", "containerID": "...", "ifname": "eth0", "podref": "ns/pod",
+                             "netconf": "net1", "reserved": true, <sticky fields: model.Owner>}]}]}
+Fields that are empty or zero are left out; `reserved`: the network-wide reservation backs the entry (overlapping
+ranges on), so the import writes one too. An import writes through the IPAM service, each address only where it is
+free or already this attachment's (running it twice changes nothing); an address held by another is refused and
+named, and the exit status says so.
+
+host-local keeps one file per address in its directory (/var/lib/cni/networks/<network>), named by the address
+and holding "<container ID>\\r\\n<ifname>" (before CNI plugins 0.7: the container ID alone, read here with
+--ifname), beside `last_reserved_ip.<range>` files and a `lock`. Its addresses go into the pools of the target
+network's config (the first range whose CIDR holds each), recorded under that config's name; host-local records
+no pod.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from whereabouts.errors import WhereaboutsError
+from whereabouts.model import OWNER_FIELDS, Owner, PoolKey
+from whereabouts.ranges import format_ip, parse_ip
+from whereabouts.service import IPAMService
+from whereabouts.tools.errors import BadInput, ToolError
+from whereabouts.tools.findings import who
+from whereabouts.tools.reading import all_keys, read_pools
+from whereabouts.tools.target import NetworkConfig, Target
+
+KIND, VERSION = "WhereaboutsExport", 1
+FIELDS = {"container_id": "containerID"}  # model.Owner field -> document key, where they differ
+CHUNK = 500  # entries per commit: a Kubernetes pool patch stays small
+Entries = dict[PoolKey, dict[int, tuple[Owner, bool]]]  # pool -> address -> (holder, reserved)
+
+
+def export(target: Target) -> str:
+    keys = all_keys(target)
+    pools = read_pools(target, keys)
+    reserved = target.store().reserved(target.networks())
+    listed = []
+    for key in sorted(pools, key=lambda k: (k.network, k.version, k.cidr, k.node)):
+        entries = [_entry(key, ip, owner, reserved) for ip, owner in sorted(pools[key].items())]
+        listed.append({"network": key.network, "range": key.cidr, "node": key.node, "entries": entries})
+    doc = {"kind": KIND, "version": VERSION, "datastore": target.datastore, "pools": listed}
+    return json.dumps(doc, indent=1) + "\n"
+
+
+def _entry(key: PoolKey, ip: int, owner: Owner, reserved: Mapping[tuple[str, int, int], Owner]) -> dict[str, Any]:
+    written: dict[str, Any] = {"address": format_ip(key.version, ip)}
+    written.update((FIELDS.get(name, name), getattr(owner, name)) for name in OWNER_FIELDS if getattr(owner, name))
+    backing = reserved.get((key.network, key.version, ip))
+    if backing is not None and backing.same_attachment(owner):
+        written["reserved"] = True
+    return written
+
+
+def import_document(target: Target, path: str) -> tuple[list[str], bool]:
+    return write(target, _read_document(path))
+
+
+def _read_document(path: str) -> Entries:
+    try:
+        with open(path, "rb") as handle:
+            doc = json.loads(handle.read())
+    except OSError as exc:
+        raise BadInput(f"cannot read {path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise BadInput(f"{path} is not JSON: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("kind") != KIND or doc.get("version") != VERSION:
+        raise BadInput(f"{path} is not a {KIND} document of version {VERSION} (made by `kubectl whereabouts export`)")
+    entries: Entries = {}
+    for i, pool in enumerate(doc.get("pools") or []):
+        try:
+            key = PoolKey(str(pool.get("network", "")), str(pool["range"]), str(pool.get("node", "")))
+            entries[key] = dict(_owner(key, item) for item in pool.get("entries") or [])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise BadInput(
+                f"{path}: pools[{i}] is not a pool of the export format ({type(exc).__name__}: {exc})"
+            ) from None
+    return entries
+
+
+def _owner(key: PoolKey, item: Mapping[str, Any]) -> tuple[int, tuple[Owner, bool]]:
+    version, ip = parse_ip(str(item["address"]))
+    if version != key.version:
+        raise ValueError(f"address {item['address']} is not of range {key.cidr}")
+    values: dict[str, Any] = {name: _typed(name, item.get(FIELDS.get(name, name))) for name in OWNER_FIELDS}
+    owner = Owner(**values)
+    if not owner.container_id:
+        raise ValueError(f"address {item['address']} has no containerID")
+    return ip, (owner, item.get("reserved") is True)
+
+
+def _typed(name: str, value: object) -> object:
+    """A document value as model.Owner holds it (absent: the field's empty value)."""
+    if name in ("retained", "expires"):
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    if name == "fixed":
+        return value is True
+    return value if isinstance(value, str) else ""
+
+
+def write(target: Target, entries: Entries) -> tuple[list[str], bool]:
+    """Each pool's entries, through the service; (a line per pool, whether any address was refused)."""
+    service = IPAMService(target.store(create=True))
+    lines, refused_any = [], False
+    for key, held in sorted(entries.items()):
+        placed, refused = 0, list[tuple[int, Owner]]()
+        for reserved in (True, False):
+            chosen = {ip: owner for ip, (owner, r) in held.items() if r is reserved}
+            for chunk in _chunks(chosen):
+                try:
+                    done, lost = service.import_entries(key, chunk, overlapping=reserved)
+                except WhereaboutsError as exc:
+                    raise ToolError(f"pool {key.name}: {exc.msg}") from None
+                placed, refused = placed + len(done), refused + lost
+        refused_any = refused_any or bool(refused)
+        lines.append(f"pool {key.name}: {placed} address(es) in place" + "".join(
+            f"\n  refused {format_ip(key.version, ip)}: held by {who(holder)}" for ip, holder in refused))  # fmt: skip
+    return lines, refused_any
+
+
+def _chunks(entries: Mapping[int, Owner]) -> Iterable[dict[int, Owner]]:
+    items = sorted(entries.items())
+    for i in range(0, len(items), CHUNK):
+        yield dict(items[i : i + CHUNK])
+
+
+# -- host-local -------------------------------------------------------------------------------------------------
+
+
+def import_host_local(target: Target, directory: str, *, ifname: str, node: str) -> tuple[list[str], bool]:
+    config = _one_config(target.configs)
+    cfg = config.cfg
+    if cfg.slice_prefix:
+        raise BadInput(f"{config.source} slices its range per node (node_slice_size): import host-local into it "
+                       "is not supported")  # fmt: skip
+    entries: Entries = defaultdict(dict)
+    lines = []
+    for version, ip, container, interface in read_host_local(directory, ifname):
+        rng = next((r for r in cfg.ranges if r.contains(version, ip)), None)
+        if rng is None:
+            lines.append(f"skipped {format_ip(version, ip)} ({container} {interface}): in no range of {config.source}")
+            continue
+        owner = Owner(container, interface, netconf=cfg.netconf_name, node=node)
+        entries[PoolKey(cfg.network_name, rng.cidr)][ip] = (owner, cfg.overlapping)
+    written, refused = write(target, entries)
+    return lines + written, refused or bool(lines)
+
+
+def _one_config(configs: list[NetworkConfig]) -> NetworkConfig:
+    if len(configs) != 1:
+        raise BadInput("import host-local needs the target network's whereabouts config: --config FILE or --nad NAME")
+    return configs[0]
+
+
+def read_host_local(directory: str, ifname: str) -> list[tuple[int, int, str, str]]:
+    """(IP version, address, container ID, ifname) of each address file in host-local's network directory."""
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError as exc:
+        raise BadInput(f"cannot read host-local directory {directory}: {exc.strerror}") from None
+    found = []
+    for name in names:
+        try:
+            version, ip = parse_ip(name)
+        except ValueError:
+            continue  # lock, last_reserved_ip.N
+        path = os.path.join(directory, name)
+        try:
+            with open(path, "rb") as handle:  # bytes: a text read would turn its "\r\n" into "\n"
+                text = handle.read(4096).decode()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadInput(f"cannot read host-local file {path}: {exc}") from None
+        container, _, interface = text.partition("\r\n")
+        if not container.strip():
+            raise BadInput(f"host-local file {path} names no container")
+        found.append((version, ip, container.strip(), interface.strip() or ifname))
+    if not found and any(os.path.isdir(os.path.join(directory, n)) for n in names):
+        raise BadInput(f"{directory} holds no address files: give one network's directory ({directory}/<network>)")
+    return found
