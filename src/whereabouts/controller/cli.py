@@ -1,4 +1,4 @@
-"""`whereabouts-controller {reconcile,pod-cleanup,node-slice,all}`: the entry point. Thin: it parses flags,
+"""`whereabouts-controller {reconcile,pod-cleanup,node-slice,pool-usage,all}`: the entry point. Thin: it parses flags,
 builds the Context, and runs each controller either once (`--once`) or as a long-running, leader-elected
 loop with metrics and health endpoints."""
 
@@ -24,7 +24,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from whereabouts.controller.reconcile import Reconciler
 
-COMMANDS = ("reconcile", "pod-cleanup", "node-slice")
+COMMANDS = ("reconcile", "pod-cleanup", "node-slice", "pool-usage")
 SCHEDULE_POLL = 5.0  # seconds between reads of the schedule file while waiting for the next run
 
 
@@ -57,7 +57,8 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("reconcile", parents=[common, schedule], help="release leaked allocations on a schedule")
     sub.add_parser("pod-cleanup", parents=[common, node], help="release a deleted pod's allocations at once")
     sub.add_parser("node-slice", parents=[common], help="keep each network's NodeSlicePool in step with nodes")
-    every = sub.add_parser("all", parents=[common, schedule, node], help="all three in one process")
+    sub.add_parser("pool-usage", parents=[common], help="keep each IPPool's usage in its status (kubectl get ippools)")
+    every = sub.add_parser("all", parents=[common, schedule, node], help="all of them in one process")
     every.add_argument("--skip", action="append", default=[], choices=COMMANDS, help="leave this one out (repeatable)")
     return top
 
@@ -109,6 +110,11 @@ def _workers(args: argparse.Namespace, ctx: Context) -> list[Worker]:
 
         slicer = NodeSliceController(ctx)
         workers.append(("node-slice", slicer.sync, slicer.run))
+    if "pool-usage" in chosen:
+        from whereabouts.controller.usage import PoolUsage
+
+        usage = PoolUsage(ctx)
+        workers.append(("pool-usage", usage.sync, usage.run))
     return workers
 
 
