@@ -60,7 +60,8 @@ class Windows:
 
 def read_windows(client: KubeClient, log: Any) -> Windows:
     """The NADs (cluster-wide) and NodeSlicePools; what cannot be read is left out (pools fall back to CIDRs)."""
-    configs, nodes = [], set()
+    configs: list[tuple[str, IPAMConfig]] = []
+    nodes: set[str] = set()
     try:
         nads = client.list(client.resource(NADS, group=NAD_GROUP, version=NAD_VERSION))
     except WhereaboutsError as exc:
