@@ -29,6 +29,8 @@ from whereabouts.ranges import IPRange, Network, format_ip
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from whereabouts.config import IPAMConfig
     from whereabouts.storage import NodeSlices
 
@@ -105,6 +107,26 @@ def within_slice(rng: IPRange, lo: int, hi: int) -> IPRange:
     first, last = max(rng.first, lo), min(rng.last, hi)
     excluded = tuple((max(a, first), min(b, last)) for a, b in rng.excluded if max(a, first) <= min(b, last))
     return IPRange(rng.version, rng.network, rng.prefix, first, last, excluded, rng.gateway)
+
+
+def pool_window(key: PoolKey, configs: Sequence[tuple[str, IPAMConfig]]) -> tuple[IPRange, str]:
+    """The window a pool's picks run over, as the first of `configs` ((source, config) pairs) of its network
+    says (a node pool: its slice of the first range's window), else its bare CIDR's; and that source ("" for
+    none). What `kubectl whereabouts pools` and the pool-usage controller count free addresses in."""
+    from whereabouts.ranges import parse_range
+
+    net = Network.parse(key.cidr)
+    for source, cfg in configs:
+        if cfg.network_name != key.network:
+            continue
+        if key.node and cfg.slice_prefix and cfg.ranges[0].contains(net.version, net.address):
+            return within_slice(cfg.ranges[0], net.address, net.last), source
+        for rng in cfg.ranges if not key.node else ():
+            if rng.cidr == key.cidr:
+                return rng, source
+    if key.node:  # a slice's first and last addresses are ordinary hosts
+        return IPRange(net.version, net.address, net.prefix, net.address, net.last, (), None), ""
+    return parse_range(key.cidr, key="range"), ""
 
 
 def _slice_of(cfg: IPAMConfig, slices: NodeSlices, node: str) -> tuple[str, str]:

@@ -24,7 +24,7 @@ import datetime as dt
 import json
 import threading
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,9 +35,8 @@ from whereabouts.errors import TryAgainLater, WhereaboutsError
 from whereabouts.kube import resources
 from whereabouts.kube.client import Expired, KubeClient
 from whereabouts.kube.resources import IPPOOLS, NODE_SLICE_POOLS
-from whereabouts.model import PoolKey
-from whereabouts.nodeslice import within_slice
-from whereabouts.ranges import IPRange, Network, parse_range
+from whereabouts.nodeslice import pool_window
+from whereabouts.ranges import Network
 
 INTERVAL = 5.0  # seconds: at most one status write per pool in this time
 SETTLE = 1.0  # seconds a first change waits, so that the start of a burst lands in one write
@@ -94,29 +93,12 @@ def _nad_config(nad: dict[str, Any]) -> tuple[str, IPAMConfig] | None:
     return f"NAD {meta.get('namespace', '')}/{meta.get('name', '')}", cfg
 
 
-def window(key: PoolKey, configs: Sequence[tuple[str, IPAMConfig]]) -> tuple[IPRange, str]:
-    """The pool's window as the first config of its network says, else its bare CIDR's (as `kubectl whereabouts
-    pools` takes it)."""
-    net = Network.parse(key.cidr)
-    for source, cfg in configs:
-        if cfg.network_name != key.network:
-            continue
-        if key.node and cfg.slice_prefix and cfg.ranges[0].contains(net.version, net.address):
-            return within_slice(cfg.ranges[0], net.address, net.last), source
-        for rng in cfg.ranges if not key.node else ():
-            if rng.cidr == key.cidr:
-                return rng, source
-    if key.node:  # a slice's first and last addresses are ordinary hosts
-        return IPRange(net.version, net.address, net.prefix, net.address, net.last, (), None), ""
-    return parse_range(key.cidr, key="range"), ""
-
-
 def pool_status(obj: dict[str, Any], windows: Windows) -> dict[str, Any] | None:
     """The numbers of one listed IPPool; None for a pool whose name or range the plugin never writes."""
     key = resources.guess_pool_key(obj, windows.networks, windows.nodes)
     if key is None:
         return None
-    rng, source = window(key, windows.configs)
+    rng, source = pool_window(key, windows.configs)
     net = Network.parse(key.cidr)
     spans = [(max(lo, net.address), min(hi, net.last)) for lo, hi in rng.free_segments()]
     spans = [(lo, hi) for lo, hi in spans if lo <= hi]

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from whereabouts.inventory import Tally
 from whereabouts.model import PoolKey
-from whereabouts.nodeslice import within_slice
-from whereabouts.ranges import IPRange, Network, parse_range
+from whereabouts.nodeslice import pool_window
+from whereabouts.ranges import IPRange, Network
 from whereabouts.tools.target import NetworkConfig, Target
 from whereabouts.tools.view import Column, bar, count, render
 
@@ -68,19 +68,7 @@ def run(target: Target, output: str, network: str | None) -> str:
 
 def window(key: PoolKey, configs: Sequence[NetworkConfig]) -> tuple[IPRange, str]:
     """The pool's range as its network's config says (the first config naming it), else its bare CIDR."""
-    net = Network.parse(key.cidr)
-    for config in configs:
-        cfg = config.cfg
-        if cfg.network_name != key.network:
-            continue
-        if key.node and cfg.slice_prefix and cfg.ranges[0].contains(net.version, net.address):
-            return within_slice(cfg.ranges[0], net.address, net.last), config.source
-        for rng in cfg.ranges if not key.node else ():
-            if rng.cidr == key.cidr:
-                return rng, config.source
-    if key.node:  # a slice's first and last addresses are ordinary hosts
-        return IPRange(net.version, net.address, net.prefix, net.address, net.last, (), None), ""
-    return parse_range(key.cidr, key="range"), ""
+    return pool_window(key, [(config.source, config.cfg) for config in configs])
 
 
 def usage(store: ToolStore, key: PoolKey, rng: IPRange, config: str) -> PoolUsage:
