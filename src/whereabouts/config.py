@@ -175,7 +175,17 @@ def load_ipam(
             "kubernetes.kubeconfig or etcd_host (install-cni writes the flat file), or datastore: local to "
             "use a store of this node alone."
         )
-    return parse_ipam(merged, netconf_name if isinstance(netconf_name, str) else "", persistent)
+    cfg = parse_ipam(merged, netconf_name if isinstance(netconf_name, str) else "", persistent)
+    if isinstance(cfg.store, KubernetesSettings) and not cfg.store.kubeconfig:
+        # An empty kubeconfig means "the pod's service account" to the controllers. A CNI call runs on the node,
+        # in no pod: served in process it would find none, served by the node daemon it would find the daemon's
+        # own. One answer whoever serves the call: refused.
+        raise InvalidConfig(
+            "invalid kubernetes.kubeconfig '': the kubernetes datastore needs a kubeconfig on the node (the "
+            "plugin runs outside any pod). Looked for the flat file install-cni writes, which names one, at "
+            f"{', '.join(looked_at)}: {'found, but it names none' if flat else 'not found'}"
+        )
+    return cfg
 
 
 def _names_datastore(raw: Mapping[str, Any]) -> bool:
