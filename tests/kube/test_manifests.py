@@ -1,6 +1,6 @@
 """The install manifests: the kustomize base and the overlays build with the kubectl the tests use, the
 example overlay moves everything (RBAC subjects included) into its namespace and swaps the image, the k3s and
-OpenShift overlays move the CNI dirs, the API
+OpenShift overlays move the CNI dirs, the documented uninstall keeps the pools, the API
 server accepts every object of the base (a server-side dry run: nothing is created), and the controller's
 schedule ConfigMap, present or not, with either key or both, gives a pod that starts on the right schedule."""
 
@@ -132,6 +132,23 @@ def test_each_layout_mounts_its_cni_dirs_at_their_host_paths_and_tells_install_c
 def test_the_api_server_accepts_each_layout(kube: KubeAPIServer, path: str) -> None:
     out = kube.kubectl("apply", "-k", str(REPO / path), "--dry-run=server")
     assert "daemonset.apps/whereabouts" in out
+
+
+@pytest.mark.parametrize("path", ["deploy/base", "deploy/overlays/example", "deploy/overlays/k3s"])
+def test_the_documented_uninstall_deletes_all_but_the_crds_and_the_pools_namespace(
+    kube: KubeAPIServer, path: str
+) -> None:
+    """docs/install.md's `kubectl delete -k ... -l 'whereabouts.cni.cncf.io/uninstall!=keep'`: the pools are kept
+    (deleting a CRD, or the namespace they live in, would delete every pool), everything else goes."""
+    out = kube.kubectl("delete", "-k", str(REPO / path), "-l", "whereabouts.cni.cncf.io/uninstall!=keep",
+                       "--dry-run=client")  # fmt: skip
+    deleted = {(line.split(".")[0].split()[0], line.split('"')[1]) for line in out.splitlines() if "deleted" in line}
+    everything = {(d["kind"].lower(), d["metadata"]["name"]) for d in build(kube, path)}
+    crds = ("ippools", "overlappingrangeipreservations", "nodeslicepools")
+    kept = {("customresourcedefinition", f"{p}.whereabouts.cni.cncf.io") for p in crds}
+    if path.endswith("example"):
+        kept.add(("namespace", "whereabouts"))  # where the overlay keeps the pools
+    assert deleted == everything - kept
 
 
 def daemonset(docs: list[dict]) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -133,3 +134,39 @@ def test_the_installed_plugin_finds_the_flat_file_in_a_conf_dir_of_any_name(
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads(done.stdout)["ips"][0]["address"] == "10.97.0.1/29"
     assert LocalDatastore().held(data) == [("10.97.0.1", "c1", "eth0")]
+
+
+def test_uninstall_takes_off_the_node_what_install_cni_and_the_plugin_put_there(
+    tmp_path: Path, account: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(install, "_relocate", lambda staging, final: None)
+    bin_dir, conf_dir, data, run = tmp_path / "bin", tmp_path / "net.d", tmp_path / "data", tmp_path / "run"
+    for directory in (bin_dir, conf_dir, data / "locks", run):
+        directory.mkdir(parents=True)
+    (bin_dir / "bridge").write_text("another plugin")
+    (conf_dir / "10-pods.conflist").write_text("{}")
+    files = NodeFiles(conf_dir, account_dir=account, namespace="", node="node-1", cron="30 4 * * *")
+    files.write_all()
+    install.install_bundle(fake_bundle(tmp_path / "bundle"), bin_dir, log=lambda _: None, flat_file=files.flat_file)
+    (data / "locks" / "10.0.0.0-24.lock").write_text("")
+    (data / "whereabouts.db").write_text("a local store: kept")
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(run / "plugin.sock"))  # what a daemon killed with -9 leaves
+    args = ["--uninstall", "--once", f"--cni-bin-dir={bin_dir}", f"--cni-conf-dir={conf_dir}",
+            f"--socket={run / 'plugin.sock'}", f"--data-dir={data}"]  # fmt: skip
+    assert install.main(args) == 0
+    assert sorted(os.listdir(bin_dir)) == ["bridge"]
+    assert sorted(os.listdir(conf_dir)) == ["10-pods.conflist"]
+    assert not run.exists()
+    assert sorted(os.listdir(data)) == ["whereabouts.db"], "the local store stays: containers may hold its addresses"
+    assert install.main(args) == 0, "a second run finds nothing to do"
+
+
+def test_uninstall_leaves_a_whereabouts_plugin_install_cni_did_not_write(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "whereabouts").write_bytes(b"\x7fELF the Go plugin")
+    args = ["--uninstall", "--once", f"--cni-bin-dir={bin_dir}", f"--cni-conf-dir={tmp_path / 'net.d'}",
+            f"--socket={tmp_path / 'run' / 'plugin.sock'}", f"--data-dir={tmp_path / 'data'}"]  # fmt: skip
+    assert install.main(args) == 0
+    assert (bin_dir / "whereabouts").read_bytes() == b"\x7fELF the Go plugin"

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from whereabouts.config import FLAT_FILE_ENV, FLAT_FILE_NAME
+from whereabouts.config import DEFAULT_LOCAL_DATA_DIR, FLAT_FILE_ENV, FLAT_FILE_NAME
 from whereabouts.controller.context import Context, log_line
 from whereabouts.controller.metrics import Health, Registry, serve
 from whereabouts.errors import WhereaboutsError
@@ -207,11 +207,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--health-port", type=int, default=int(env("WHEREABOUTS_HEALTH_PORT", "9146")))
     p.add_argument("--refresh", type=float, default=5.0, help="seconds between token and CA checks")
     p.add_argument("--once", action="store_true", help="install and write the files, then exit")
+    p.add_argument("--data-dir", type=Path, default=Path(DEFAULT_LOCAL_DATA_DIR), help="the plugin's local data dir")
+    p.add_argument("--uninstall", action="store_true", default=env("WHEREABOUTS_UNINSTALL", "") in ("1", "true"),
+                   help="remove what install-cni and the plugin put on the node (docs/install.md), then stay idle "
+                   "(with --once: exit); also WHEREABOUTS_UNINSTALL=true")  # fmt: skip
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.uninstall:
+        from whereabouts.node.uninstall import uninstall
+
+        uninstall(bin_dir=args.cni_bin_dir, conf_dir=args.cni_conf_dir, socket=Path(args.socket),
+                  data_dir=args.data_dir, log=log_line)  # fmt: skip
+        log_line(f"install-cni: node {args.node}: uninstalled; nothing runs here any more")
+        return 0 if args.once else _idle(args)
     files = NodeFiles(args.cni_conf_dir, account_dir=args.service_account_dir, namespace=args.namespace,
                       node=args.node, cron=args.cron_expression)  # fmt: skip
     install_bundle(args.bundle, args.cni_bin_dir, flat_file=files.flat_file)
@@ -219,6 +230,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.once:
         return 0
     return NodeAgent(args, files).run()
+
+
+def _idle(args: argparse.Namespace) -> int:
+    """After an uninstall: stay, healthy and ready, until stopped (a DaemonSet's pod that exits is restarted)."""
+    stop, health = threading.Event(), Health()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    server = serve(args.health_address, args.health_port, Registry(), health)
+    health.ready.set()
+    stop.wait()
+    server.shutdown()
+    return 0
 
 
 class NodeAgent:
