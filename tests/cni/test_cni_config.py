@@ -138,6 +138,29 @@ def test_log_file_receives_a_line_per_call(tmp_path):
     assert "ctr-logged" in text and "ctr-failed" in text
 
 
+def test_handing_out_the_address_a_bridge_takes_with_no_gateway_is_warned_about_once(tmp_path):
+    """Without `gateway` the reference bridge plugin (isGateway) takes the subnet's first address for itself:
+    the pod given that address has no connectivity. Warned when that address is handed out, not at every call."""
+    log = tmp_path / "whereabouts.log"
+    conf = netconf(tmp_path, range="10.3.0.0/29", log_file=str(log))
+    assert add(conf, "first") == ["10.3.0.1/29"]
+    add(conf, "second")
+    warnings = [line for line in log.read_text().splitlines() if "[warning]" in line]
+    assert len(warnings) == 1, warnings
+    assert "10.3.0.1/29" in warnings[0] and "no gateway" in warnings[0] and "`gateway`" in warnings[0]
+    quiet = tmp_path / "quiet.log"
+    with_gateway = netconf(tmp_path / "gw", range="10.3.1.0/29", gateway="10.3.1.1", log_file=str(quiet))
+    assert add(with_gateway, "third") == ["10.3.1.2/29"]
+    assert not quiet.exists() or "[warning]" not in quiet.read_text()
+
+
+@pytest.mark.in_process_only
+def test_the_bridge_address_warning_reaches_the_runtime_log(tmp_path):
+    """The plugin's stderr is the runtime's log (containerd's), where a log_file is rarely configured."""
+    done = run_cni("ADD", netconf(tmp_path, range="10.3.2.0/29"))
+    assert done.returncode == 0 and "whereabouts: warning: network" in done.stderr, done.stderr
+
+
 ON_KUBERNETES = "IgnoreUnknown=true;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web-0"
 
 

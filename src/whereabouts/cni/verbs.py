@@ -192,10 +192,32 @@ def add(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtime) 
             raise refused(assigned)
         if who.claim:
             _record_claim(cfg, call, runtime, who.claim, [a.address for a in assigned])
+        _warn_bridge_address(cfg, assigned, gateways, log)
         ips = [(a.pool_range.rng.version, a.address) for a in assigned]
         return build_result(version, cfg, ips, gateways=gateways, requested=requested)
 
     return _logged("ADD", call, log, action)
+
+
+def _warn_bridge_address(
+    cfg: IPAMConfig, assigned: Sequence[Assigned], gateways: Sequence[tuple[int, int]], log: Log
+) -> None:
+    """A result naming no gateway makes the reference bridge plugin (isGateway) take the subnet's first address
+    for the bridge itself: a pod given that address has no connectivity (the Go plugin hands it out the same).
+    Said when it happens, so once per network and not on every call: one comparison per address otherwise."""
+    for item in assigned:
+        rng = item.pool_range.rng
+        if rng.bits - rng.prefix < 2 or item.address != rng.with_address(rng.network + 1):
+            continue
+        if cfg.gateway_for(rng.version) or any(version == rng.version for version, _ in gateways):
+            continue
+        text = (f"network {cfg.network_name or cfg.netconf_name or '-'}: handed out {item.address}, the first address "
+                f"of range {rng.cidr}, with no gateway configured: a bridge plugin with isGateway takes that address "
+                "for the bridge itself. Set `gateway` (it is then never handed out)")  # fmt: skip
+        log.warning(text)
+        import sys  # loaded already: only the name is bound
+
+        sys.stderr.write(f"whereabouts: warning: {text}\n")  # the runtime's log, or the node daemon's
 
 
 def _require_claim(cfg: IPAMConfig, runtime: Runtime, claim: str) -> None:
