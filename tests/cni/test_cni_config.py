@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import json
+import re
 
 import pytest
 from cni_helpers import add, failed, held
@@ -130,12 +132,19 @@ def test_local_datastore_keeps_a_sqlite_db_in_local_data_dir(tmp_path, datastore
 
 
 def test_log_file_receives_a_line_per_call(tmp_path):
+    """One line per call, stamped in UTC to the millisecond: calls of one second stay in order and apart."""
     log = tmp_path / "whereabouts.log"
-    conf = netconf(tmp_path, range="10.3.0.0/24", log_file=str(log), log_level="verbose")
+    conf = netconf(tmp_path, range="10.3.0.0/24", gateway="10.3.0.1", log_file=str(log), log_level="verbose")
+    before = datetime.datetime.now(datetime.UTC)
     add(conf, "ctr-logged")
     failed(run_cni("ADD", {**conf, "runtimeConfig": {"ips": ["10.9.9.9"]}}, container_id="ctr-failed"), 103)
-    text = log.read_text()
-    assert "ctr-logged" in text and "ctr-failed" in text
+    lines = log.read_text().splitlines()
+    assert [line.split("container=")[1].split()[0] for line in lines] == ["ctr-logged", "ctr-failed"], lines
+    for line in lines:
+        stamp = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z \[(verbose|error)\] pid=\d+ ADD ", line)
+        assert stamp, line
+        when = datetime.datetime.fromisoformat(stamp.group(1)).replace(tzinfo=datetime.UTC)
+        assert before - datetime.timedelta(seconds=1) <= when <= datetime.datetime.now(datetime.UTC), line
 
 
 def test_handing_out_the_address_a_bridge_takes_with_no_gateway_is_warned_about_once(tmp_path):
