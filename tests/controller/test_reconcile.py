@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from leak_harness import GROUP_PATH, Harness
 
-from kube_objects import delete_node, delete_pod, events, set_pod_phase
+from kube_objects import create_nad, delete_node, delete_pod, events, set_pod_phase
 from kube_server import KubeAPIServer
 from support import run_cni
 from whereabouts.controller.leaks import plan
@@ -188,6 +188,22 @@ def test_metrics(bed: Harness) -> None:
     with pytest.raises(TryAgainLater):
         reconciler.run_once()
     assert denied.registry.metrics["whereabouts_reconcile_runs_total"].value(result="error") == 1
+
+
+def test_pool_capacity_counts_what_the_network_config_keeps_out(bed: Harness) -> None:
+    """The gateway is never handed out, nor are excluded addresses or those outside range_start/range_end:
+    a pool a NetworkAttachmentDefinition configures has that many fewer to give."""
+    conf = bed.conf("10.82.1.0/24", gateway="10.82.1.1", exclude=["10.82.1.240/28"], range_end="10.82.1.249")
+    create_nad(bed.kube, bed.pods_ns, "capacity", conf)
+    bed.pod("live")
+    bed.add(conf, "live", "ctr-live")
+    bed.create_pool("10.82.2.0-24", "10.82.2.0/24", {})  # no NAD says more than its range
+    ctx = bed.context()
+    Reconciler(ctx).run_once()
+    metrics = ctx.registry.metrics
+    # the window .1-.249, less the gateway .1 and the excluded .240-.249
+    assert metrics["whereabouts_pool_capacity"].value(pool="10.82.1.0-24") == 249 - 1 - 10
+    assert metrics["whereabouts_pool_capacity"].value(pool="10.82.2.0-24") == 254
 
 
 def test_a_replica_that_lost_its_lease_writes_nothing(bed: Harness) -> None:
