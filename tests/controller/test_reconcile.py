@@ -5,6 +5,7 @@ and every write guarded by what was read."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -306,3 +307,22 @@ def test_pool_deleted_meanwhile_is_skipped_not_a_failed_run(bed: Harness) -> Non
         planned, reading.pools
     )
     assert report.released == [] and report.skipped == [f"{planned.releases[0].entry.describe()}: the pool is gone"]
+
+
+def test_the_pool_gauges_are_served_from_start_up_not_from_the_first_scheduled_run(bed: Harness) -> None:
+    """The default schedule runs at 04:30: until then /metrics had no pool at all."""
+    bed.pod("live")
+    bed.add(bed.conf("10.82.3.0/24"), "live", "ctr-live")
+    with bed.running("reconcile") as controller:  # the default schedule: no run during this test
+        controller.wait_for("became leader")
+        wait_for(lambda: 'whereabouts_pool_allocated{pool="10.82.3.0-24"} 1' in controller.metrics(), 10)
+        metrics = controller.metrics()
+    assert 'whereabouts_pool_capacity{pool="10.82.3.0-24"} 254' in metrics
+    assert "reconcile: released" not in controller.text() and "whereabouts_reconcile_runs_total{" not in metrics
+
+
+def wait_for(condition: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout} s"
+        time.sleep(0.1)

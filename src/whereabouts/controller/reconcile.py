@@ -55,7 +55,7 @@ from whereabouts.controller.leaks import (
 from whereabouts.controller.metrics import Metric, Registry
 from whereabouts.controller.nads import NAD_GROUP, NAD_VERSION, NADS
 from whereabouts.controller.stickyread import Lookups
-from whereabouts.errors import TryAgainLater
+from whereabouts.errors import TryAgainLater, WhereaboutsError
 from whereabouts.kube import resources
 from whereabouts.kube.client import Conflict, KubeClient
 from whereabouts.kube.resources import IPPOOLS, RESERVATIONS
@@ -367,6 +367,18 @@ class Reconciler:
         self.metrics.runs.inc(result="ok")
         self.ctx.log(f"reconcile: {report.summary()} in {time.monotonic() - started:.2f}s")
         return report
+
+    def publish_pools(self) -> None:
+        """The pool gauges from the pools as they are, before any pass: /metrics has them from start-up rather
+        than from the first scheduled run (04:30 by default). Reads only; a failure is logged."""
+        client = self.ctx.client()
+        try:
+            reading = observe(client, pods=False, nodes=False)
+            self.metrics.pools(reading.observed, Report(), configured_windows(client, self.ctx))
+        except WhereaboutsError as exc:
+            self.ctx.log(f"reconcile: pool gauges not read at start-up: {exc.msg}")
+        finally:
+            client.close()
 
     def _pass(self, client: KubeClient) -> Report:
         reading = observe(client)
