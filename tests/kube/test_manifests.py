@@ -154,3 +154,12 @@ def test_the_documented_uninstall_deletes_all_but_the_crds_and_the_pools_namespa
 def daemonset(docs: list[dict]) -> dict:
     (found,) = [d for d in docs if d["kind"] == "DaemonSet"]
     return found
+
+
+def test_the_api_server_configmap_is_optional_and_reaches_every_container(kube: KubeAPIServer) -> None:
+    """docs/install.md step 2: clusters whose host-network pods cannot use the `kubernetes` Service say where the
+    API server is in whereabouts-api-server; without that ConfigMap the pods start as before."""
+    for doc in build(kube, "deploy/base"):
+        if doc["kind"] in ("DaemonSet", "Deployment"):
+            (container,) = doc["spec"]["template"]["spec"]["containers"]
+            assert {"configMapRef": {"name": "whereabouts-api-server", "optional": True}} in container["envFrom"]
