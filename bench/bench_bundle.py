@@ -2,7 +2,7 @@
 
 Usage (as root): .venv/bin/python bench/bench_bundle.py [--rounds N] [--json PATH]
 
-Builds the bundle from the cached image root (scripts/node-tools.sh, scripts/make_bundle.py), installs it
+Builds the bundle from the cached image root (scripts/image-root.sh, scripts/make_bundle.py), installs it
 into a temp CNI bin dir with install-cni's own code, then execs ADD and DEL on the local store, the two
 plugins interleaved call by call (so the machine's noise hits both alike): the plain install is
 `.venv/bin/whereabouts` (pip install of this repo into a venv), the bundle is the launcher install-cni wrote.
@@ -27,12 +27,10 @@ from whereabouts.node.install import install_bundle
 
 
 def build_bundle(tmp: Path) -> Path:
-    images = subprocess.run(["bash", str(ROOT / "scripts/node-tools.sh")], check=True, capture_output=True, text=True)
-    name = next(line.split("=", 1)[1].split()[0] for line in (ROOT / "scripts/node-tools.sh").read_text().splitlines()
-                if line.startswith("PYTHON_ROOT="))  # fmt: skip
+    out = subprocess.run(["bash", str(ROOT / "scripts/image-root.sh")], check=True, capture_output=True, text=True)
     root = tmp / "root"
     root.mkdir()
-    subprocess.run(["tar", "-xpf", str(Path(images.stdout.strip()) / name), "-C", str(root)], check=True)
+    subprocess.run(["tar", "-xpf", out.stdout.strip(), "-C", str(root)], check=True)
     subprocess.run([sys.executable, str(ROOT / "scripts/make_bundle.py"), str(root), str(root / "bundle")],
                    check=True, capture_output=True)  # fmt: skip
     return root / "bundle"

@@ -1,32 +1,28 @@
 #!/usr/bin/env bash
 # What a real single-node Kubernetes needs on this machine (see ../shared/REALNODE.md), for tests/realnode:
-# the Debian packages (containerd, runc, the reference CNI plugins, busybox-static, debootstrap, gcc), and,
-# built once and cached in /var/cache/whereabouts-py/images/ with no image registry and no Docker engine:
+# the Debian packages (containerd, runc, the reference CNI plugins, busybox-static, gcc), and, built once and
+# cached in /var/cache/whereabouts-py/images/ with no image registry and no Docker engine:
 #   pause-3.2.tar         docker-archive of k8s.gcr.io/pause:3.2: Kubernetes' own build/pause/linux/pause.c
 #                         (from Debian's `kubernetes` source package) compiled `gcc -static`, its only file
 #   busybox.tar           docker-archive of localhost/busybox:test: busybox-static and a symlink per applet
-#   bookworm-python3-3.tar  a plain tar (not an image) of a `debootstrap --variant=minbase bookworm` root with
-#                         Debian's python3 (3.11), python3-yaml, python3-croniter (the controller's schedule)
-#                         and patchelf
-#                         (install-cni relocates the bundled interpreter with it): extract a copy
-#                         (`tar -xpf ... -C DIR`), add to it, and build an image of it with
+#   bookworm-python3-3.tar  the whereabouts image's root (scripts/image-root.sh, which build-image.sh uses alone):
+#                         extract a copy (`tar -xpf ... -C DIR`), add to it, and build an image of it with
 #                         `python3 scripts/oci_archive.py --root DIR --tag NAME:TAG --out X.tar`
 # Idempotent, run as root: a later run finds everything and returns at once. Prints the images directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 IMAGES=${WHEREABOUTS_CACHE:-/var/cache/whereabouts-py}/images
-PYTHON_ROOT=bookworm-python3-3.tar  # the number names the recipe: change it when the recipe changes
-PACKAGES=(containerd runc containernetworking-plugins busybox-static debootstrap gcc libc6-dev iproute2
-          iputils-ping mount util-linux tar)
+PACKAGES=(containerd runc containernetworking-plugins busybox-static gcc libc6-dev iproute2 iputils-ping mount
+          util-linux tar)
 log() { echo "node-tools: $*" >&2; }
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
-if [ "${#missing[@]}" -eq 0 ] && [ -f "$IMAGES/pause-3.2.tar" ] && [ -f "$IMAGES/busybox.tar" ] \
-        && [ -f "$IMAGES/$PYTHON_ROOT" ]; then
+if [ "${#missing[@]}" -eq 0 ] && [ -f "$IMAGES/pause-3.2.tar" ] && [ -f "$IMAGES/busybox.tar" ]; then
+    bash scripts/image-root.sh >/dev/null
     echo "$IMAGES"
     exit 0
 fi
@@ -43,23 +39,6 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-
-# The archive this machine's apt uses for bookworm (deb822 .sources first, then a one-line sources.list).
-mirror() {
-    local uri
-    uri=$(awk '
-        function flush() { if (deb && suite && uri != "") { print uri; found = 1; exit } deb = suite = 0; uri = "" }
-        FNR == 1 { flush() }
-        /^[[:space:]]*$/ { flush(); next }
-        /^Types:/ { for (i = 2; i <= NF; i++) if ($i == "deb") deb = 1 }
-        /^URIs:/ { uri = $2 }
-        /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == "bookworm") suite = 1 }
-        END { if (!found) flush() }' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
-    if [ -z "$uri" ] && [ -f /etc/apt/sources.list ]; then
-        uri=$(sed -E 's/\[[^]]*\]//' /etc/apt/sources.list | awk '$1 == "deb" && $3 == "bookworm" { print $2; exit }')
-    fi
-    echo "${uri:-http://deb.debian.org/debian}"
-}
 
 build_pause() {
     local started=$SECONDS
@@ -102,23 +81,7 @@ build_busybox() {
     log "built busybox.tar in $((SECONDS - started)) s"
 }
 
-build_python_root() {
-    local started=$SECONDS root=$WORK/python/root url
-    url=$(mirror)
-    log "debootstrap --variant=minbase bookworm with python3 from $url (about a minute)"
-    mkdir -p "$WORK/python"
-    debootstrap --variant=minbase --include=python3,python3-yaml,python3-croniter,patchelf bookworm "$root" "$url" >"$WORK/python/debootstrap.log" 2>&1 \
-        || { tail -20 "$WORK/python/debootstrap.log" >&2; exit 1; }
-    # what an image needs none of: apt's caches and lists, docs, man pages, logs
-    rm -rf "$root"/var/cache/apt/*.bin "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* \
-        "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/var/log/*.log "$root"/var/cache/debconf/*-old
-    tar --numeric-owner --sort=name --mtime=@0 --exclude='./dev/*' --exclude='./proc/*' --exclude='./sys/*' \
-        -C "$root" -cf "$WORK/python/root.tar" .
-    mv "$WORK/python/root.tar" "$IMAGES/$PYTHON_ROOT"
-    log "built $PYTHON_ROOT in $((SECONDS - started)) s"
-}
-
 [ -f "$IMAGES/pause-3.2.tar" ] || build_pause
 [ -f "$IMAGES/busybox.tar" ] || build_busybox
-[ -f "$IMAGES/$PYTHON_ROOT" ] || build_python_root
+bash scripts/image-root.sh >/dev/null
 echo "$IMAGES"

@@ -1,5 +1,7 @@
 """The docs' examples hold what they show: every NetworkAttachmentDefinition in docs/ and the README parses as
-an ipam config, and wherever a pod asks Multus for a static address (`"ips"` in its network selection), the
+an ipam config; the first example a reader meets (README, install.md, configuration.md) and every `bridge`
+example that makes the bridge a gateway set `gateway` (else the first pod gets the bridge's own address); and
+wherever a pod asks Multus for a static address (`"ips"` in its network selection), the
 NetworkAttachmentDefinition shown declares `"capabilities": {"ips": true}`, without which Multus does not hand
 the address to the plugin as runtimeConfig.ips."""
 
@@ -60,3 +62,53 @@ def test_every_network_attachment_definition_shown_parses(path: Path) -> None:
 
 def test_the_configuration_page_shows_a_static_address() -> None:
     assert asks_for_static_addresses(REPO / "docs" / "configuration.md")
+
+
+INLINE_IPAM = re.compile(r'`"ipam": (\{[^`]*\})`')
+JSON_BLOCK = re.compile(r"```json\n(.*?)```", re.DOTALL)
+
+
+def network_configs(path: Path) -> list[dict[str, Any]]:
+    """The network configs (or bare ipam objects, as {"ipam": ...}) the page shows, in page order."""
+    text, found = path.read_text(), []
+    matches = sorted([*INLINE_IPAM.finditer(text), *JSON_BLOCK.finditer(text), *YAML_BLOCK.finditer(text)],
+                     key=lambda m: m.start())  # fmt: skip
+    for match in matches:
+        body = match.group(1)
+        if "..." in body:
+            continue  # a mention with keys left out, not an example
+        if match.re is YAML_BLOCK:
+            found += [json.loads(d["spec"]["config"]) for d in yaml.safe_load_all(body)
+                      if isinstance(d, dict) and d.get("kind") == "NetworkAttachmentDefinition"]  # fmt: skip
+            continue
+        doc = _json(body) or _json("{" + body + "}")  # a block may show a fragment: `"ipam": {...}`
+        if isinstance(doc, dict):
+            found.append({"ipam": doc} if match.re is INLINE_IPAM else doc)
+    return found
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def whereabouts_plugins(conf: dict[str, Any]) -> list[dict[str, Any]]:
+    plugins = conf.get("plugins") if isinstance(conf.get("plugins"), list) else [conf]
+    return [p for p in plugins if isinstance(p, dict) and (p.get("ipam") or {}).get("type") == "whereabouts"]
+
+
+@pytest.mark.parametrize("name", ["README.md", "install.md", "configuration.md"])
+def test_the_first_example_a_reader_meets_sets_the_gateway(name: str) -> None:
+    path = REPO / name if name == "README.md" else REPO / "docs" / name
+    first = next(p for conf in network_configs(path) for p in whereabouts_plugins(conf))
+    assert first["ipam"].get("gateway"), f"{name}: {first}"
+
+
+@pytest.mark.parametrize("path", DOCS, ids=[p.name for p in DOCS])
+def test_every_bridge_example_that_is_a_gateway_sets_the_gateway(path: Path) -> None:
+    for conf in network_configs(path):
+        for plugin in whereabouts_plugins(conf):
+            if plugin.get("type") == "bridge" and (plugin.get("isGateway") or plugin.get("isDefaultGateway")):
+                assert plugin["ipam"].get("gateway"), f"{path.name}: {plugin}"

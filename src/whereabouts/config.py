@@ -21,12 +21,15 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type che
 if TYPE_CHECKING:
     from typing import Any
 
-FLAT_FILE_PATHS = (
+FLAT_FILE_PATHS = (  # the Go plugin's, in its order
     "/etc/kubernetes/cni/net.d/whereabouts.d/whereabouts.conf",
     "/etc/cni/net.d/whereabouts.d/whereabouts.conf",
     "/host/etc/cni/net.d/whereabouts.d/whereabouts.conf",
 )
 FLAT_FILE_NAME = "whereabouts.conf"
+# The flat file install-cni wrote, wherever the node keeps its CNI config: the launcher it installs sets this in
+# the call's environment (which the node daemon receives with the call), and the plugin looks there first.
+FLAT_FILE_ENV = "WHEREABOUTS_FLAT_FILE"
 DEFAULT_LOCAL_DATA_DIR = "/var/lib/cni/whereabouts"
 DATASTORES = ("local", "etcd", "kubernetes")
 # Keys only the Go implementation used: accepted so old configs keep working, and ignored.
@@ -146,16 +149,23 @@ class IPAMConfig:
 
 
 def load_ipam(
-    ipam: Mapping[str, Any], netconf_name: object = "", *, on_kubernetes: bool = False, persistent: object = None
+    ipam: Mapping[str, Any],
+    netconf_name: object = "",
+    *,
+    on_kubernetes: bool = False,
+    persistent: object = None,
+    flat_file: str = "",
 ) -> IPAMConfig:
-    """Merge the flat file under the inline `ipam` object, then parse and validate.
+    """Merge the flat file under the inline `ipam` object, then parse and validate: what a CNI call runs on.
 
+    `flat_file`: where install-cni wrote the flat file (FLAT_FILE_ENV of the call), looked at before the Go
+    plugin's default paths when the config names no `configuration_path`.
     `on_kubernetes`: the call comes from a pod (K8S_POD_NAMESPACE in CNI_ARGS). There a node-local store
     would hand the same addresses out on every node, so a config naming no datastore is refused rather than
     served from the local default (the Go plugin fails closed too)."""
     if not isinstance(ipam, Mapping):
         raise InvalidConfig("invalid ipam: expected a JSON object")
-    flat, looked_at = read_flat_file(ipam.get("configuration_path"))
+    flat, looked_at = read_flat_file(ipam.get("configuration_path"), installed=flat_file)
     merged = {**flat, **ipam}
     if on_kubernetes and not _names_datastore(merged):
         raise InvalidConfig(
@@ -165,7 +175,17 @@ def load_ipam(
             "kubernetes.kubeconfig or etcd_host (install-cni writes the flat file), or datastore: local to "
             "use a store of this node alone."
         )
-    return parse_ipam(merged, netconf_name if isinstance(netconf_name, str) else "", persistent)
+    cfg = parse_ipam(merged, netconf_name if isinstance(netconf_name, str) else "", persistent)
+    if isinstance(cfg.store, KubernetesSettings) and not cfg.store.kubeconfig:
+        # An empty kubeconfig means "the pod's service account" to the controllers. A CNI call runs on the node,
+        # in no pod: served in process it would find none, served by the node daemon it would find the daemon's
+        # own. One answer whoever serves the call: refused.
+        raise InvalidConfig(
+            "invalid kubernetes.kubeconfig '': the kubernetes datastore needs a kubeconfig on the node (the "
+            "plugin runs outside any pod). Looked for the flat file install-cni writes, which names one, at "
+            f"{', '.join(looked_at)}: {'found, but it names none' if flat else 'not found'}"
+        )
+    return cfg
 
 
 def named_store(raw: Mapping[str, Any]) -> StoreSettings | None:
@@ -179,14 +199,18 @@ def _names_datastore(raw: Mapping[str, Any]) -> bool:
     return bool(raw.get("datastore") or raw.get("etcd_host") or (isinstance(kube, Mapping) and kube.get("kubeconfig")))
 
 
-def read_flat_file(configured: object) -> tuple[dict[str, Any], tuple[str, ...]]:
-    """The flat file's keys (empty when there is none) and the paths looked at."""
+def read_flat_file(configured: object, *, installed: str = "") -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The flat file's keys (empty when there is none) and the paths looked at: `configured` (the
+    `configuration_path` key) alone if set, else `installed` (where install-cni wrote it) and the Go plugin's
+    default paths, in that order."""
     if configured is not None and not isinstance(configured, str):
         raise InvalidConfig(f"invalid configuration_path {shown(configured)}: expected a path")
     if configured:
         _check_path(configured, "configuration_path")
         path = os.path.join(configured, FLAT_FILE_NAME) if os.path.isdir(configured) else configured
         candidates: tuple[str, ...] = (path,)
+    elif installed and os.path.isabs(installed) and installed not in FLAT_FILE_PATHS:
+        candidates = (installed, *FLAT_FILE_PATHS)
     else:
         candidates = FLAT_FILE_PATHS
     for path in candidates:

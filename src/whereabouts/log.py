@@ -1,7 +1,8 @@
 """A small file logger for the CNI process (stdlib `logging` costs start-up time on every call).
 
 Levels as the Go plugin names them: debug < verbose < error < panic. Without `log_file` nothing is written:
-stdout carries the CNI result and must stay clean.
+stdout carries the CNI result and must stay clean. Each entry is one line, stamped in UTC to the millisecond
+(`2024-05-01T12:00:00.123Z [verbose] pid=42 ADD ... ok`): a call's outcome is one line.
 """
 
 from __future__ import annotations
@@ -34,8 +35,10 @@ class Log:
     def _write(self, level: str, msg: str) -> None:
         if not self.path or LEVELS.get(level, LEVELS["error"]) < self.threshold:
             return
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
-        line = f"{stamp}Z [{level}] pid={os.getpid()} {msg}\n"
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+        one_line = msg.replace("\r", "\\r").replace("\n", "\\n")  # one line per entry, whatever a message holds
+        line = f"{stamp}.{int(now * 1000) % 1000:03d}Z [{level}] pid={os.getpid()} {one_line}\n"
         try:
             with open(self.path, "a", encoding="utf-8") as handle:
                 handle.write(line)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import json
+import re
 
 import pytest
 from cni_helpers import add, failed, held
@@ -130,12 +132,42 @@ def test_local_datastore_keeps_a_sqlite_db_in_local_data_dir(tmp_path, datastore
 
 
 def test_log_file_receives_a_line_per_call(tmp_path):
+    """One line per call, stamped in UTC to the millisecond: calls of one second stay in order and apart."""
     log = tmp_path / "whereabouts.log"
-    conf = netconf(tmp_path, range="10.3.0.0/24", log_file=str(log), log_level="verbose")
+    conf = netconf(tmp_path, range="10.3.0.0/24", gateway="10.3.0.1", log_file=str(log), log_level="verbose")
+    before = datetime.datetime.now(datetime.UTC)
     add(conf, "ctr-logged")
     failed(run_cni("ADD", {**conf, "runtimeConfig": {"ips": ["10.9.9.9"]}}, container_id="ctr-failed"), 103)
-    text = log.read_text()
-    assert "ctr-logged" in text and "ctr-failed" in text
+    lines = log.read_text().splitlines()
+    assert [line.split("container=")[1].split()[0] for line in lines] == ["ctr-logged", "ctr-failed"], lines
+    for line in lines:
+        stamp = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z \[(verbose|error)\] pid=\d+ ADD ", line)
+        assert stamp, line
+        when = datetime.datetime.fromisoformat(stamp.group(1)).replace(tzinfo=datetime.UTC)
+        assert before - datetime.timedelta(seconds=1) <= when <= datetime.datetime.now(datetime.UTC), line
+
+
+def test_handing_out_the_address_a_bridge_takes_with_no_gateway_is_warned_about_once(tmp_path):
+    """Without `gateway` the reference bridge plugin (isGateway) takes the subnet's first address for itself:
+    the pod given that address has no connectivity. Warned when that address is handed out, not at every call."""
+    log = tmp_path / "whereabouts.log"
+    conf = netconf(tmp_path, range="10.3.0.0/29", log_file=str(log))
+    assert add(conf, "first") == ["10.3.0.1/29"]
+    add(conf, "second")
+    warnings = [line for line in log.read_text().splitlines() if "[warning]" in line]
+    assert len(warnings) == 1, warnings
+    assert "10.3.0.1/29" in warnings[0] and "no gateway" in warnings[0] and "`gateway`" in warnings[0]
+    quiet = tmp_path / "quiet.log"
+    with_gateway = netconf(tmp_path / "gw", range="10.3.1.0/29", gateway="10.3.1.1", log_file=str(quiet))
+    assert add(with_gateway, "third") == ["10.3.1.2/29"]
+    assert not quiet.exists() or "[warning]" not in quiet.read_text()
+
+
+@pytest.mark.in_process_only
+def test_the_bridge_address_warning_reaches_the_runtime_log(tmp_path):
+    """The plugin's stderr is the runtime's log (containerd's), where a log_file is rarely configured."""
+    done = run_cni("ADD", netconf(tmp_path, range="10.3.2.0/29"))
+    assert done.returncode == 0 and "whereabouts: warning: network" in done.stderr, done.stderr
 
 
 ON_KUBERNETES = "IgnoreUnknown=true;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web-0"

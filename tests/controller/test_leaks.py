@@ -4,10 +4,12 @@ what is repaired, and why everything else is kept."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
 import pytest
 
+from whereabouts.controller.capacity import capacity, windows
 from whereabouts.controller.leaks import (
     GRACE,
     Plan,
@@ -319,3 +321,26 @@ CAPACITY_CASES = {
 def test_pool_capacity(cidr: str, capacity: int) -> None:
     read = read_pool(pool(cidr.replace("/", "-").replace(":", "-"), cidr))
     assert read is not None and read[0].capacity == capacity
+
+
+def nad_of(config: dict, created: str = "2024-01-01T00:00:00Z") -> dict:
+    return {"metadata": {"name": "n", "namespace": "ns", "creationTimestamp": created},
+            "spec": {"config": json.dumps(config)}}  # fmt: skip
+
+
+def test_pool_capacity_of_a_nads_pools_leaves_out_the_gateway_in_whole_ranges_and_slices() -> None:
+    ipam = {"type": "whereabouts", "range": "10.0.0.0/24", "gateway": "10.0.0.1", "network_name": "blue",
+            "node_slice_size": "/26", "ipRanges": [{"range": "10.1.0.0/24"}]}  # fmt: skip
+    configured = windows([nad_of({"cniVersion": "1.0.0", "name": "net", "type": "macvlan", "ipam": ipam}),
+                          nad_of({"name": "broken", "ipam": {"type": "whereabouts", "range": "nope"}})])  # fmt: skip
+
+    def of(name: str, cidr: str, prefix: str) -> int:
+        read = read_pool(pool(name, cidr))
+        assert read is not None and read[0].prefix == prefix
+        return capacity(read[0], configured)
+
+    assert of("blue-10.0.0.0-24", "10.0.0.0/24", "blue-") == 253  # the gateway is never handed out
+    assert of("blue-10.1.0.0-24", "10.1.0.0/24", "blue-") == 254  # a range without it keeps every host
+    assert of("blue-node1-10.0.0.0-26", "10.0.0.0/26", "blue-node1-") == 62  # .1-.63 less the gateway
+    assert of("blue-node2-10.0.0.64-26", "10.0.0.64/26", "blue-node2-") == 64  # a slice's edges are hosts
+    assert of("10.2.0.0-24", "10.2.0.0/24", "") == 254  # no NAD: the range alone

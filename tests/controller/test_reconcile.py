@@ -5,12 +5,13 @@ and every write guarded by what was read."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from leak_harness import GROUP_PATH, Harness
 
-from kube_objects import delete_node, delete_pod, events, set_pod_phase
+from kube_objects import create_nad, delete_node, delete_pod, events, set_pod_phase
 from kube_server import KubeAPIServer
 from support import run_cni
 from whereabouts.controller.leaks import plan
@@ -190,6 +191,22 @@ def test_metrics(bed: Harness) -> None:
     assert denied.registry.metrics["whereabouts_reconcile_runs_total"].value(result="error") == 1
 
 
+def test_pool_capacity_counts_what_the_network_config_keeps_out(bed: Harness) -> None:
+    """The gateway is never handed out, nor are excluded addresses or those outside range_start/range_end:
+    a pool a NetworkAttachmentDefinition configures has that many fewer to give."""
+    conf = bed.conf("10.82.1.0/24", gateway="10.82.1.1", exclude=["10.82.1.240/28"], range_end="10.82.1.249")
+    create_nad(bed.kube, bed.pods_ns, "capacity", conf)
+    bed.pod("live")
+    bed.add(conf, "live", "ctr-live")
+    bed.create_pool("10.82.2.0-24", "10.82.2.0/24", {})  # no NAD says more than its range
+    ctx = bed.context()
+    Reconciler(ctx).run_once()
+    metrics = ctx.registry.metrics
+    # the window .1-.249, less the gateway .1 and the excluded .240-.249
+    assert metrics["whereabouts_pool_capacity"].value(pool="10.82.1.0-24") == 249 - 1 - 10
+    assert metrics["whereabouts_pool_capacity"].value(pool="10.82.2.0-24") == 254
+
+
 def test_a_replica_that_lost_its_lease_writes_nothing(bed: Harness) -> None:
     gone = f"{bed.pods_ns}/gone"
     bed.create_pool("10.83.0.0-24", "10.83.0.0/24", {"5": ("ctr-g", gone, "net1")})
@@ -290,3 +307,22 @@ def test_pool_deleted_meanwhile_is_skipped_not_a_failed_run(bed: Harness) -> Non
         planned, reading.pools
     )
     assert report.released == [] and report.skipped == [f"{planned.releases[0].entry.describe()}: the pool is gone"]
+
+
+def test_the_pool_gauges_are_served_from_start_up_not_from_the_first_scheduled_run(bed: Harness) -> None:
+    """The default schedule runs at 04:30: until then /metrics had no pool at all."""
+    bed.pod("live")
+    bed.add(bed.conf("10.82.3.0/24"), "live", "ctr-live")
+    with bed.running("reconcile") as controller:  # the default schedule: no run during this test
+        controller.wait_for("became leader")
+        wait_for(lambda: 'whereabouts_pool_allocated{pool="10.82.3.0-24"} 1' in controller.metrics(), 10)
+        metrics = controller.metrics()
+    assert 'whereabouts_pool_capacity{pool="10.82.3.0-24"} 254' in metrics
+    assert "reconcile: released" not in controller.text() and "whereabouts_reconcile_runs_total{" not in metrics
+
+
+def wait_for(condition: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout} s"
+        time.sleep(0.1)

@@ -282,3 +282,16 @@ def test_sticky_adds_at_most_one_request_even_taking_its_address_back(
     assert requests_of("ADD", "web-0-b") == again
     reservation = kube.objects(kube_namespace, "overlappingrangeipreservations")["10.88.0.2"]
     assert (reservation["spec"]["containerid"], reservation["spec"]["state"]) == ("web-0-b", "held")
+
+
+def test_the_node_local_lock_files_are_where_configuration_md_says(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path
+) -> None:
+    """The Kubernetes datastore takes no cluster-wide lock, but does leave a lock file per pool on the node:
+    the page says where, so that an operator (and the uninstall) knows what they are."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    assert "`<local_data_dir>/locks/<namespace>.<pool>.lock`" in doc
+    data = tmp_path / "data"
+    conf = kube_conf(tmp_path, plugin_kubeconfig, range="10.80.9.0/24", local_data_dir=str(data))
+    assert run_cni("ADD", conf, container_id="ctr-1").returncode == 0
+    assert [p.name for p in (data / "locks").iterdir()] == [f"{kube_namespace}.10.80.9.0-24.lock"]

@@ -1,5 +1,6 @@
-"""The install manifests: the kustomize base and the example overlay build with the kubectl the tests use,
-the overlay moves everything (RBAC subjects included) into its namespace and swaps the image, the API
+"""The install manifests: the kustomize base and the overlays build with the kubectl the tests use, the
+example overlay moves everything (RBAC subjects included) into its namespace and swaps the image, the k3s and
+OpenShift overlays move the CNI dirs, the documented uninstall keeps the pools, the API
 server accepts every object of the base (a server-side dry run: nothing is created), and the controller's
 schedule ConfigMap, present or not, with either key or both, gives a pod that starts on the right schedule."""
 
@@ -99,3 +100,66 @@ def project(source: dict[str, Any], data: dict[str, str] | None, directory: Path
             assert source.get("optional") is True, f"without the key {item['key']} the pod would not start"
             continue
         (directory / item["path"]).write_text(data[item["key"]])
+
+
+# Where each layout keeps CNI: (kustomization, bin dir, conf dir). The overlays must move the DaemonSet's mount,
+# not add one: install-cni writes the paths it sees, and the plugin on the host must find them there.
+LAYOUTS = [
+    ("deploy/base", "/opt/cni/bin", "/etc/cni/net.d"),
+    ("deploy/overlays/k3s", "/var/lib/rancher/k3s/data/current/bin", "/var/lib/rancher/k3s/agent/etc/cni/net.d"),
+    ("deploy/overlays/openshift", "/var/lib/cni/bin", "/etc/kubernetes/cni/net.d"),
+]
+
+
+@pytest.mark.parametrize(("path", "bin_dir", "conf_dir"), LAYOUTS, ids=[p.rpartition("/")[2] for p, _, _ in LAYOUTS])
+def test_each_layout_mounts_its_cni_dirs_at_their_host_paths_and_tells_install_cni(
+    kube: KubeAPIServer, path: str, bin_dir: str, conf_dir: str
+) -> None:
+    base = daemonset(build(kube, "deploy/base"))["spec"]["template"]["spec"]
+    pod = daemonset(build(kube, path))["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    host = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"]}
+    assert (env["CNI_BIN_DIR"], mounts["cni-bin"], host["cni-bin"]) == (bin_dir, bin_dir, bin_dir)
+    assert (env["CNI_CONF_DIR"], mounts["cni-conf"], host["cni-conf"]) == (conf_dir, conf_dir, conf_dir)
+    assert len(container["volumeMounts"]) == len(base["containers"][0]["volumeMounts"]), "moved, not added"
+    assert len(pod["volumes"]) == len(base["volumes"])
+    assert len(set(mounts.values())) == len(mounts)
+
+
+@pytest.mark.parametrize("path", ["deploy/overlays/k3s", "deploy/overlays/openshift"])
+def test_the_api_server_accepts_each_layout(kube: KubeAPIServer, path: str) -> None:
+    out = kube.kubectl("apply", "-k", str(REPO / path), "--dry-run=server")
+    assert "daemonset.apps/whereabouts" in out
+
+
+@pytest.mark.parametrize("path", ["deploy/base", "deploy/overlays/example", "deploy/overlays/k3s"])
+def test_the_documented_uninstall_deletes_all_but_the_crds_and_the_pools_namespace(
+    kube: KubeAPIServer, path: str
+) -> None:
+    """docs/install.md's `kubectl delete -k ... -l 'whereabouts.cni.cncf.io/uninstall!=keep'`: the pools are kept
+    (deleting a CRD, or the namespace they live in, would delete every pool), everything else goes."""
+    out = kube.kubectl("delete", "-k", str(REPO / path), "-l", "whereabouts.cni.cncf.io/uninstall!=keep",
+                       "--dry-run=client")  # fmt: skip
+    deleted = {(line.split(".")[0].split()[0], line.split('"')[1]) for line in out.splitlines() if "deleted" in line}
+    everything = {(d["kind"].lower(), d["metadata"]["name"]) for d in build(kube, path)}
+    crds = ("ippools", "overlappingrangeipreservations", "nodeslicepools")
+    kept = {("customresourcedefinition", f"{p}.whereabouts.cni.cncf.io") for p in crds}
+    if path.endswith("example"):
+        kept.add(("namespace", "whereabouts"))  # where the overlay keeps the pools
+    assert deleted == everything - kept
+
+
+def daemonset(docs: list[dict]) -> dict:
+    (found,) = [d for d in docs if d["kind"] == "DaemonSet"]
+    return found
+
+
+def test_the_api_server_configmap_is_optional_and_reaches_every_container(kube: KubeAPIServer) -> None:
+    """docs/install.md step 2: clusters whose host-network pods cannot use the `kubernetes` Service say where the
+    API server is in whereabouts-api-server; without that ConfigMap the pods start as before."""
+    for doc in build(kube, "deploy/base"):
+        if doc["kind"] in ("DaemonSet", "Deployment"):
+            (container,) = doc["spec"]["template"]["spec"]["containers"]
+            assert {"configMapRef": {"name": "whereabouts-api-server", "optional": True}} in container["envFrom"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from support import LocalDatastore, running_daemon
 from whereabouts.node import install
 from whereabouts.node.install import NodeFiles, kubeconfig_text
 
@@ -86,3 +88,85 @@ def test_the_plugin_reads_the_kubeconfig_without_yaml(tmp_path: Path, account: P
 def test_the_kubeconfig_keeps_any_token_text_as_one_string() -> None:
     text = kubeconfig_text(server="https://h:443", ca=b"ca", token="a: b # c", namespace="ns")
     assert json.loads(text)["users"][0]["user"]["token"] == "a: b # c"
+
+
+def fake_bundle(directory: Path) -> Path:
+    """A bundle whose `python3.11` runs this test environment's interpreter (the real one is built from an image
+    root: tests/realnode): the launcher install-cni writes is what is under test."""
+    (directory / "bin").mkdir(parents=True)
+    (directory / "VERSION").write_text("test-bundle\n")
+    python = directory / "bin" / "python3.11"
+    python.write_text(f'#!/bin/sh\nshift\nexec {sys.executable} "$@"\n')  # drops the launcher's -IS: site is needed
+    python.chmod(0o755)
+    return directory
+
+
+@pytest.mark.parametrize("through_daemon", [False, True], ids=["in-process", "node-daemon"])
+def test_the_installed_plugin_finds_the_flat_file_in_a_conf_dir_of_any_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, through_daemon: bool
+) -> None:
+    """k3s, OpenShift: a conf dir that is none of the Go plugin's default paths. The launcher install-cni writes
+    tells the plugin where the flat file is, so a config naming only its range works from a pod, served in
+    process or by the node daemon (which gets the setting with the call)."""
+    monkeypatch.setattr(install, "_relocate", lambda staging, final: None)  # patchelf: for the real bundle
+    bin_dir, conf_dir, data = tmp_path / "k3s/data/current/bin", tmp_path / "k3s/agent/etc/cni/net.d", tmp_path / "data"
+    bin_dir.mkdir(parents=True)
+    flat_file = conf_dir / "whereabouts.d" / "whereabouts.conf"
+    flat_file.parent.mkdir(parents=True)
+    flat_file.write_text(json.dumps({"datastore": "local", "local_data_dir": str(data)}))
+    install.install_bundle(fake_bundle(tmp_path / "bundle"), bin_dir, log=lambda _: None, flat_file=flat_file)
+    conf = {"cniVersion": "1.0.0", "name": "pods", "ipam": {"type": "whereabouts", "range": "10.97.0.0/29"}}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CNI_", "WHEREABOUTS_"))}
+    env |= {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0", "CNI_NETNS": "/x", "CNI_PATH": "/x",
+            "CNI_ARGS": "K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p", "WHEREABOUTS_SOCKET": ""}  # fmt: skip
+
+    def add() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(bin_dir / "whereabouts")], input=json.dumps(conf), capture_output=True,
+                              text=True, env=env, timeout=60)  # fmt: skip
+
+    if through_daemon:
+        env["WHEREABOUTS_SOCKET"] = str(tmp_path / "run" / "plugin.sock")
+        with running_daemon(env["WHEREABOUTS_SOCKET"]):
+            done = add()
+        assert "serving the call in process" not in done.stderr, done.stderr
+    else:
+        done = add()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["ips"][0]["address"] == "10.97.0.1/29"
+    assert LocalDatastore().held(data) == [("10.97.0.1", "c1", "eth0")]
+
+
+def test_uninstall_takes_off_the_node_what_install_cni_and_the_plugin_put_there(
+    tmp_path: Path, account: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(install, "_relocate", lambda staging, final: None)
+    bin_dir, conf_dir, data, run = tmp_path / "bin", tmp_path / "net.d", tmp_path / "data", tmp_path / "run"
+    for directory in (bin_dir, conf_dir, data / "locks", run):
+        directory.mkdir(parents=True)
+    (bin_dir / "bridge").write_text("another plugin")
+    (conf_dir / "10-pods.conflist").write_text("{}")
+    files = NodeFiles(conf_dir, account_dir=account, namespace="", node="node-1", cron="30 4 * * *")
+    files.write_all()
+    install.install_bundle(fake_bundle(tmp_path / "bundle"), bin_dir, log=lambda _: None, flat_file=files.flat_file)
+    (data / "locks" / "10.0.0.0-24.lock").write_text("")
+    (data / "whereabouts.db").write_text("a local store: kept")
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(run / "plugin.sock"))  # what a daemon killed with -9 leaves
+    args = ["--uninstall", "--once", f"--cni-bin-dir={bin_dir}", f"--cni-conf-dir={conf_dir}",
+            f"--socket={run / 'plugin.sock'}", f"--data-dir={data}"]  # fmt: skip
+    assert install.main(args) == 0
+    assert sorted(os.listdir(bin_dir)) == ["bridge"]
+    assert sorted(os.listdir(conf_dir)) == ["10-pods.conflist"]
+    assert not run.exists()
+    assert sorted(os.listdir(data)) == ["whereabouts.db"], "the local store stays: containers may hold its addresses"
+    assert install.main(args) == 0, "a second run finds nothing to do"
+
+
+def test_uninstall_leaves_a_whereabouts_plugin_install_cni_did_not_write(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "whereabouts").write_bytes(b"\x7fELF the Go plugin")
+    args = ["--uninstall", "--once", f"--cni-bin-dir={bin_dir}", f"--cni-conf-dir={tmp_path / 'net.d'}",
+            f"--socket={tmp_path / 'run' / 'plugin.sock'}", f"--data-dir={tmp_path / 'data'}"]  # fmt: skip
+    assert install.main(args) == 0
+    assert (bin_dir / "whereabouts").read_bytes() == b"\x7fELF the Go plugin"

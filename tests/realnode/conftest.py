@@ -1,7 +1,9 @@
 """The session's real node (../shared/REALNODE.md), for the tests that need pods made by a real kubelet.
 
 `real_node` comes up once, as root only (skipped otherwise), with the reference `bridge` plugin and `host-local`
-IPAM as its CNI config and the pause and busybox images imported. A test that wants another CNI config calls
+IPAM as its CNI config and the pause and busybox images imported. Its CNI dirs are where k3s keeps them
+(`K3S_CNI_DIRS`), none of the usual paths: what is installed there must find its way without them, and
+docs/install.md's k3s overlay is tested as written. A test that wants another CNI config calls
 `real_node.write_cni_config(conf)` (containerd picks it up without a restart), and
 `real_node.install_cni_plugin(path)` for a plugin of its own; it leaves no workloads behind for the next test.
 The node stops right after the last test of this directory, not at the end of the session: the rest of the
@@ -20,6 +22,8 @@ from realnode.configs import POD_BRIDGE, POD_SUBNET, bridge_host_local
 from realnode.node import BUSYBOX_TAR, PAUSE_TAR, RealNode, node_tools
 
 HERE = Path(__file__).parent
+RANCHER = Path("/var/lib/rancher")
+K3S_CNI_DIRS = (RANCHER / "k3s/data/current/bin", RANCHER / "k3s/agent/etc/cni/net.d")  # deploy/overlays/k3s
 
 
 @pytest.fixture(scope="session")
@@ -27,8 +31,11 @@ def real_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNode]:
     if os.geteuid() != 0:
         pytest.skip("a real node needs root (kubelet, containerd, network namespaces)")
     base = tmp_path_factory.mktemp("realnode")
+    if RANCHER.exists():
+        pytest.fail(f"{RANCHER} exists: this machine runs k3s, or a real node's teardown failed; the node needs it")
     conf = bridge_host_local(bridge=POD_BRIDGE, subnet=POD_SUBNET, data_dir=base / "host-local")
-    with RealNode(base, node_tools(), cni_config=conf, images=(PAUSE_TAR, BUSYBOX_TAR)) as node:
+    node = RealNode(base, node_tools(), cni_config=conf, images=(PAUSE_TAR, BUSYBOX_TAR), cni_dirs=K3S_CNI_DIRS)
+    with node:
         print(f"\nreal node up in {node.timings['bring-up']:.1f} s ({base})")
         yield node
 

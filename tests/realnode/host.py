@@ -46,6 +46,7 @@ WATCHED = (
     Watched(Path("/var/lib/cni"), "results", whole=False),  # libcni's result cache (containerd's go-cni)
     Watched(Path("/var/lib/cni/results")),
     Watched(Path("/usr/libexec/kubernetes")),  # the flexvolume dir, should a component default to it
+    Watched(Path("/var/lib/rancher")),  # the session node's CNI dirs, where k3s keeps them (conftest.py)
 )
 # the kubelet's kernel tunables (pkg/kubelet/cm setupKernelTunables) and the bridge plugin's forwarding
 SYSCTLS = ("net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding", "vm/overcommit_memory", "vm/panic_on_oom",

@@ -3,8 +3,9 @@
 etcd + kube-apiserver (tests/kube_server.py), kube-controller-manager, kube-scheduler, containerd (started by
 hand, its root, state and socket in the node's temp dir) and a kubelet, all on free loopback ports, stopped by
 PID. Images come from docker-archive tars (scripts/node-tools.sh) imported into containerd; pods use
-`imagePullPolicy: Never`. The node's CNI bin and conf dirs are its own: containerd reads new CNI configs
-without a restart, and the node turns Ready once one exists.
+`imagePullPolicy: Never`. The node's CNI bin and conf dirs are its own (in its temp dir, or host paths given as
+`cni_dirs`: the host snapshot removes them if it made them): containerd reads new CNI configs without a
+restart, and the node turns Ready once one exists.
 
     with RealNode(tmp, tools, cni_config=conf, images=[PAUSE_TAR, BUSYBOX_TAR]) as node:
         node.apply(manifest); node.wait_pods("default", "app=x", 3)
@@ -68,6 +69,7 @@ class RealNode:
     tools: Path
     cni_config: dict[str, Any] | None = None  # written before containerd starts, so the node comes up Ready
     images: Sequence[Path] = (PAUSE_TAR,)
+    cni_dirs: tuple[Path, Path] | None = None  # (bin, conf) on the host; default: two dirs in `base`
     node_name: str = field(default_factory=lambda: socket.gethostname().lower())
     apiserver: KubeAPIServer | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -80,11 +82,11 @@ class RealNode:
     # --- what tests use -------------------------------------------------------------------------------------
     @property
     def cni_bin_dir(self) -> Path:
-        return self.base / "cni" / "bin"
+        return self.cni_dirs[0] if self.cni_dirs else self.base / "cni" / "bin"
 
     @property
     def cni_conf_dir(self) -> Path:
-        return self.base / "cni" / "net.d"
+        return self.cni_dirs[1] if self.cni_dirs else self.base / "cni" / "net.d"
 
     @property
     def containerd_socket(self) -> Path:

@@ -64,6 +64,7 @@ class CallEnv:
     netns: str
     args: Mapping[str, str]
     nodename: str = ""  # NODENAME: the node whose slice Fast IPAM allocates from (else a file, else the hostname)
+    flat_file: str = ""  # WHEREABOUTS_FLAT_FILE: where install-cni wrote the flat file (see whereabouts.config)
 
     @property
     def podref(self) -> str:
@@ -85,6 +86,7 @@ def read_env(environ: Mapping[str, str]) -> CallEnv:
         netns=environ.get("CNI_NETNS", ""),
         args=parse_cni_args(environ.get("CNI_ARGS", "")),
         nodename=environ.get("NODENAME", "").strip(),
+        flat_file=environ.get("WHEREABOUTS_FLAT_FILE", ""),
     )
 
 

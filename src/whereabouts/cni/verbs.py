@@ -44,7 +44,7 @@ def _setup(call: CallEnv, netconf: Mapping[str, Any], runtime: Runtime) -> tuple
     if not isinstance(ipam, Mapping):
         raise InvalidConfig("invalid ipam: the network config needs an ipam object")
     cfg = load_ipam(ipam, netconf.get("name"), on_kubernetes=bool(call.args.get("K8S_POD_NAMESPACE")),
-                    persistent=netconf.get("allowPersistentIPs"))  # fmt: skip
+                    persistent=netconf.get("allowPersistentIPs"), flat_file=call.flat_file)  # fmt: skip
     if isinstance(cfg.store, LocalSettings):
         runtime.require_same_local_dir(cfg.store.data_dir)
     log = Log(cfg.log_file, cfg.log_level)
@@ -192,10 +192,32 @@ def add(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtime) 
             raise refused(assigned)
         if who.claim:
             _record_claim(cfg, call, runtime, who.claim, [a.address for a in assigned])
+        _warn_bridge_address(cfg, assigned, gateways, log)
         ips = [(a.pool_range.rng.version, a.address) for a in assigned]
         return build_result(version, cfg, ips, gateways=gateways, requested=requested)
 
     return _logged("ADD", call, log, action)
+
+
+def _warn_bridge_address(
+    cfg: IPAMConfig, assigned: Sequence[Assigned], gateways: Sequence[tuple[int, int]], log: Log
+) -> None:
+    """A result naming no gateway makes the reference bridge plugin (isGateway) take the subnet's first address
+    for the bridge itself: a pod given that address has no connectivity (the Go plugin hands it out the same).
+    Said when it happens, so once per network and not on every call: one comparison per address otherwise."""
+    for item in assigned:
+        rng = item.pool_range.rng
+        if rng.bits - rng.prefix < 2 or item.address != rng.with_address(rng.network + 1):
+            continue
+        if cfg.gateway_for(rng.version) or any(version == rng.version for version, _ in gateways):
+            continue
+        text = (f"network {cfg.network_name or cfg.netconf_name or '-'}: handed out {item.address}, the first address "
+                f"of range {rng.cidr}, with no gateway configured: a bridge plugin with isGateway takes that address "
+                "for the bridge itself. Set `gateway` (it is then never handed out)")  # fmt: skip
+        log.warning(text)
+        import sys  # loaded already: only the name is bound
+
+        sys.stderr.write(f"whereabouts: warning: {text}\n")  # the runtime's log, or the node daemon's
 
 
 def _require_claim(cfg: IPAMConfig, runtime: Runtime, claim: str) -> None:

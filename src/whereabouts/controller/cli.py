@@ -190,6 +190,7 @@ def _end_term(ctx: Context, term: threading.Event, stop: threading.Event) -> Non
 
 def _on_schedule(ctx: Context, schedule: Schedule, reconciler: Reconciler, stop: threading.Event) -> None:
     """Run the reconciler at each time the schedule names, re-reading the schedule while waiting."""
+    reconciler.publish_pools()  # the pool gauges from the start of this replica's term, not from the first run
     run = reconciler.run_once
     previous: tuple[object, dt.datetime] | None = None  # (expression, due time) of the last run
     while not stop.is_set():

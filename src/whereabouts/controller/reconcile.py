@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from whereabouts.controller import sticky
+from whereabouts.controller.capacity import Window, capacity, windows
 from whereabouts.controller.context import Context
 from whereabouts.controller.leaks import (
     Entry,
@@ -52,8 +53,9 @@ from whereabouts.controller.leaks import (
     pod_state,
 )
 from whereabouts.controller.metrics import Metric, Registry
+from whereabouts.controller.nads import NAD_GROUP, NAD_VERSION, NADS
 from whereabouts.controller.stickyread import Lookups
-from whereabouts.errors import TryAgainLater
+from whereabouts.errors import TryAgainLater, WhereaboutsError
 from whereabouts.kube import resources
 from whereabouts.kube.client import Conflict, KubeClient
 from whereabouts.kube.resources import IPPOOLS, RESERVATIONS
@@ -335,11 +337,11 @@ class ReconcileMetrics:
         self.runs = registry.counter("reconcile_runs_total", "Reconciler passes, by result")
         self.duration = registry.histogram("reconcile_duration_seconds", "Duration of a reconciler pass")
 
-    def pools(self, observed: Observed, report: Report) -> None:
+    def pools(self, observed: Observed, report: Report, configured: Sequence[Window] = ()) -> None:
         gone = Counter(entry.pool for entry in report.released) if not report.dry_run else Counter()
         held = Counter(entry.pool for entry in observed.entries)
         for pool in observed.pools:
-            self.capacity.set(pool.capacity, pool=pool.name)
+            self.capacity.set(capacity(pool, configured), pool=pool.name)
             self.allocated.set(held[pool.name] - gone[pool.name], pool=pool.name)
         names = [{"pool": pool.name} for pool in observed.pools]
         self.capacity.forget(names)
@@ -366,6 +368,18 @@ class Reconciler:
         self.ctx.log(f"reconcile: {report.summary()} in {time.monotonic() - started:.2f}s")
         return report
 
+    def publish_pools(self) -> None:
+        """The pool gauges from the pools as they are, before any pass: /metrics has them from start-up rather
+        than from the first scheduled run (04:30 by default). Reads only; a failure is logged."""
+        client = self.ctx.client()
+        try:
+            reading = observe(client, pods=False, nodes=False)
+            self.metrics.pools(reading.observed, Report(), configured_windows(client, self.ctx))
+        except WhereaboutsError as exc:
+            self.ctx.log(f"reconcile: pool gauges not read at start-up: {exc.msg}")
+        finally:
+            client.close()
+
     def _pass(self, client: KubeClient) -> Report:
         reading = observe(client)
         evidence = Lookups(client, self.ctx.log).evidence(entry.owner for entry in reading.observed.entries)
@@ -376,5 +390,14 @@ class Reconciler:
         applier = Applier(self.ctx, client, source="reconcile", released=self.metrics.released,
                           repaired=self.metrics.repaired, retained=self.metrics.retained)  # fmt: skip
         report = applier.apply(planned, reading.pools)
-        self.metrics.pools(reading.observed, report)
+        self.metrics.pools(reading.observed, report, configured_windows(client, self.ctx))
         return report
+
+
+def configured_windows(client: KubeClient, ctx: Context) -> list[Window]:
+    """The ranges the NetworkAttachmentDefinitions configure (none when their CRD is missing: no Multus)."""
+    try:
+        return windows(client.list(client.resource(NADS, group=NAD_GROUP, version=NAD_VERSION)))
+    except TryAgainLater as exc:
+        ctx.log(f"reconcile: pool capacities count the ranges alone: {exc.msg}")
+        return []

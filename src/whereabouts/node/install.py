@@ -36,6 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from whereabouts.config import DEFAULT_LOCAL_DATA_DIR, FLAT_FILE_ENV, FLAT_FILE_NAME
 from whereabouts.controller.context import Context, log_line
 from whereabouts.controller.metrics import Health, Registry, serve
 from whereabouts.errors import WhereaboutsError
@@ -50,8 +51,11 @@ PYTHON = "python3.11"
 LOADER = "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
 
 
-def install_bundle(bundle: Path, bin_dir: Path, log: Callable[[str], None] = log_line) -> Path:
-    """Put the bundle and the launcher into `bin_dir`; returns the bundle's directory there."""
+def install_bundle(
+    bundle: Path, bin_dir: Path, log: Callable[[str], None] = log_line, *, flat_file: Path | None = None
+) -> Path:
+    """Put the bundle and the launcher into `bin_dir`; returns the bundle's directory there. The launcher
+    tells the plugin where `flat_file` is (FLAT_FILE_ENV): a conf dir of any name needs no key in the configs."""
     version = (bundle / "VERSION").read_text().strip()
     home = bin_dir / "whereabouts.d"
     target = home / version
@@ -64,7 +68,8 @@ def install_bundle(bundle: Path, bin_dir: Path, log: Callable[[str], None] = log
         log(f"install-cni: installed bundle {version} in {target}")
     previous = _launcher_version(bin_dir / "whereabouts")
     note = f"The whereabouts CNI plugin (bundle {version}), installed by whereabouts-install-cni. Do not edit."
-    launcher = script("whereabouts", python=f"{target / 'bin' / PYTHON} -IS", note=note)
+    environ = {FLAT_FILE_ENV: str(flat_file)} if flat_file else None
+    launcher = script("whereabouts", python=f"{target / 'bin' / PYTHON} -IS", note=note, environ=environ)
     _write_atomically(bin_dir / "whereabouts", launcher, mode=0o755, log=log)
     keep = {version, previous, *(n for n in os.listdir(home) if n.startswith("."))}
     for name in sorted(set(os.listdir(home)) - keep):
@@ -149,6 +154,10 @@ class NodeFiles:
     def kubeconfig(self) -> Path:
         return self.dir / "whereabouts.kubeconfig"
 
+    @property
+    def flat_file(self) -> Path:
+        return self.dir / FLAT_FILE_NAME
+
     def write_all(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         flat = {
@@ -157,7 +166,7 @@ class NodeFiles:
             "kubernetes": {"kubeconfig": str(self.kubeconfig)},
             "reconciler_cron_expression": self.cron,
         }
-        _write_atomically(self.dir / "whereabouts.conf", json.dumps(flat, indent=2) + "\n")
+        _write_atomically(self.flat_file, json.dumps(flat, indent=2) + "\n")
         _write_atomically(self.dir / "nodename", self.node + "\n")
         self.refresh_kubeconfig()
 
@@ -198,18 +207,41 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--health-port", type=int, default=int(env("WHEREABOUTS_HEALTH_PORT", "9146")))
     p.add_argument("--refresh", type=float, default=5.0, help="seconds between token and CA checks")
     p.add_argument("--once", action="store_true", help="install and write the files, then exit")
+    p.add_argument("--data-dir", type=Path, default=Path(DEFAULT_LOCAL_DATA_DIR), help="the plugin's local data dir")
+    p.add_argument("--uninstall", action="store_true", default=env("WHEREABOUTS_UNINSTALL", "") in ("1", "true"),
+                   help="remove what install-cni and the plugin put on the node (docs/install.md), then stay idle "
+                   "(with --once: exit); also WHEREABOUTS_UNINSTALL=true")  # fmt: skip
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.uninstall:
+        from whereabouts.node.uninstall import uninstall
+
+        uninstall(bin_dir=args.cni_bin_dir, conf_dir=args.cni_conf_dir, socket=Path(args.socket),
+                  data_dir=args.data_dir, log=log_line)  # fmt: skip
+        log_line(f"install-cni: node {args.node}: uninstalled; nothing runs here any more")
+        return 0 if args.once else _idle(args)
     files = NodeFiles(args.cni_conf_dir, account_dir=args.service_account_dir, namespace=args.namespace,
                       node=args.node, cron=args.cron_expression)  # fmt: skip
-    install_bundle(args.bundle, args.cni_bin_dir)
+    install_bundle(args.bundle, args.cni_bin_dir, flat_file=files.flat_file)
     files.write_all()
     if args.once:
         return 0
     return NodeAgent(args, files).run()
+
+
+def _idle(args: argparse.Namespace) -> int:
+    """After an uninstall: stay, healthy and ready, until stopped (a DaemonSet's pod that exits is restarted)."""
+    stop, health = threading.Event(), Health()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    server = serve(args.health_address, args.health_port, Registry(), health)
+    health.ready.set()
+    stop.wait()
+    server.shutdown()
+    return 0
 
 
 class NodeAgent:

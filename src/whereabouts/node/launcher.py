@@ -24,13 +24,16 @@ COMMANDS = {
 }
 
 
-def script(command: str, *, python: str, note: str = "") -> str:
+def script(command: str, *, python: str, note: str = "", environ: dict[str, str] | None = None) -> str:
     """The launcher of `command` run by interpreter `python` (its arguments included), with `note` as a
-    comment line under the interpreter's."""
+    comment line under the interpreter's, setting each of `environ` unless the caller's environment has it."""
     first, *rest = TEMPLATE.read_text().splitlines(keepends=True)
     if first.strip() != "#!python":
         raise ValueError(f"{TEMPLATE}: expected '#!python' as its first line")
     body = "".join(rest).replace(f"from {PLUGIN_MODULE} import main", f"from {COMMANDS[command]} import main")
+    if environ:
+        settings = "".join(f"os.environ.setdefault({k!r}, {v!r})\n" for k, v in sorted(environ.items()))
+        body = body.replace("import sys\n", f"import os\nimport sys\n\n{settings}", 1)
     return f"#!{python}\n" + (f"# {note}\n" if note else "") + body
 
 

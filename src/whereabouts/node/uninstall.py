@@ -1,0 +1,87 @@
+"""`whereabouts-install-cni --uninstall`: take off a node what install-cni and the plugin put there.
+
+Removed: the `whereabouts` launcher (only if install-cni wrote it: another plugin of that name is left) and
+`whereabouts.d/` with every bundle in the CNI bin dir; the flat file, the kubeconfig and `nodename` (and their
+staging files) in `<CNI conf dir>/whereabouts.d/`, and that directory once empty; the node daemon's socket; the
+node-local lock files (`<local data dir>/locks/`, see whereabouts.store.nodelock).
+
+Left on purpose: a local store's database in the local data dir (`whereabouts.db` and its journal and id files:
+the addresses of `datastore: local` networks, which running containers may still hold), anything else found in
+those directories that is not ours, and, when run from the DaemonSet's pod, the directories that are its own
+mount points (a pod cannot remove them). What is left is logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+INSTALLER_NOTE = "installed by whereabouts-install-cni"
+NODE_FILES = ("whereabouts.conf", "whereabouts.kubeconfig", "nodename")
+
+
+def uninstall(*, bin_dir: Path, conf_dir: Path, socket: Path, data_dir: Path, log: Callable[[str], None]) -> list[Path]:
+    """Remove what is ours; returns what stays in the directories we used (logged)."""
+    _remove_launcher(bin_dir / "whereabouts", log)
+    for staged in bin_dir.glob(".whereabouts.*.tmp"):
+        _remove(staged, log)
+    _remove(bin_dir / "whereabouts.d", log)
+    files = conf_dir / "whereabouts.d"
+    for name in NODE_FILES:
+        _remove(files / name, log)
+    for staged in files.glob(".*.tmp"):
+        _remove(staged, log)
+    if _is_socket(socket):
+        _remove(socket, log)
+    _remove(data_dir / "locks", log)
+    left = []
+    for directory in (files, socket.parent, data_dir):
+        if not _rmdir(directory, log) and directory.exists():
+            left += sorted(directory.iterdir()) or [directory]
+    for path in left:
+        log(f"install-cni: uninstall: left {path}")
+    return left
+
+
+def _remove_launcher(path: Path, log: Callable[[str], None]) -> None:
+    try:
+        ours = INSTALLER_NOTE in path.read_text(errors="replace")[:1000]
+    except OSError:
+        return
+    if ours:
+        _remove(path, log)
+    else:
+        log(f"install-cni: uninstall: left {path}: not written by install-cni")
+
+
+def _remove(path: Path, log: Callable[[str], None]) -> None:
+    if not os.path.lexists(path):
+        return
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    if not os.path.lexists(path):
+        log(f"install-cni: uninstall: removed {path}")
+
+
+def _rmdir(directory: Path, log: Callable[[str], None]) -> bool:
+    """Remove an empty directory; False if it is not there, not empty, or a mount point (the pod's own)."""
+    try:
+        directory.rmdir()
+    except OSError:
+        return False
+    log(f"install-cni: uninstall: removed {directory}")
+    return True
+
+
+def _is_socket(path: Path) -> bool:
+    try:
+        return stat.S_ISSOCK(path.lstat().st_mode)
+    except OSError:
+        return False
