@@ -134,10 +134,10 @@ class HTTPConnection:
         self.close()
         self._connect()
         self._send_head("GET", path, b"", headers or {})
-        self.last_status, _, chunked, _ = self._read_head()
+        self.last_status, length, chunked, _ = self._read_head()
         try:
-            if not chunked:
-                yield self._reader.read()
+            if not chunked:  # an error: its body whole (by its length: the server keeps the connection open)
+                yield self._reader.read(length) if length >= 0 else self._reader.read()
                 return
             pending = b""
             for chunk in self._chunks():
