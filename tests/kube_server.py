@@ -8,6 +8,7 @@ deploy/ are what grants it access. An audit log records every request, so tests 
 from __future__ import annotations
 
 import json
+import os
 import ssl
 import subprocess
 import time
@@ -29,6 +30,27 @@ omitStages: [RequestReceived]
 rules:
 - level: Metadata
 """
+
+
+def write_token(path: Path, token: str) -> None:
+    """A projected token file as the kubelet's atomic writer updates it: the new file in one step (another
+    inode)."""
+    staging = path.with_name(path.name + ".new")
+    staging.write_text(token)
+    staging.replace(path)
+
+
+def rewrite_token_in_place(path: Path, token: str) -> None:
+    """The same inode, size and modification time (as a filesystem with coarse timestamps may show a
+    rewrite): only reading the file again tells the new token."""
+    before = os.stat(path)
+    data = token.encode().ljust(before.st_size, b"\n")  # whitespace around a token is stripped
+    assert len(data) == before.st_size, "tokens of one account from mint_token have one length"
+    with open(path, "r+b") as handle:
+        handle.write(data)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(path)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
 
 
 def kube_tools() -> Path:

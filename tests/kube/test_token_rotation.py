@@ -7,13 +7,12 @@ the old one revoked."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from kube_server import KubeAPIServer
+from kube_server import KubeAPIServer, rewrite_token_in_place, write_token
 from whereabouts.config import KubernetesSettings
 from whereabouts.errors import TryAgainLater
 from whereabouts.kube import client as client_module
@@ -30,34 +29,8 @@ def token_file(kube: KubeAPIServer, tmp_path: Path) -> Iterator[tuple[Path, str,
     """A projected token file as the kubelet writes it, holding a fresh bound token: (file, token, secret)."""
     token, secret = kube.mint_token(ACCOUNT)
     path = tmp_path / "token"
-    replace_file(path, token)
+    write_token(path, token)
     yield path, token, secret
-
-
-def replace_file(path: Path, text: str) -> None:
-    """As the kubelet's atomic writer: the new file in one step (another inode)."""
-    staging = path.with_name(path.name + ".new")
-    staging.write_text(text)
-    staging.replace(path)
-
-
-def rewrite_keeping_stamp(path: Path, text: str) -> None:
-    """The same inode, size and modification time: only reading the file again tells the new token."""
-    before = os.stat(path)
-    data = text.encode().ljust(before.st_size, b"\n")  # trailing whitespace is stripped from a token
-    assert len(data) == before.st_size, "tokens of one account and Secret name length have one length"
-    with open(path, "r+b") as handle:
-        handle.write(data)
-    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
-    assert _stamp(path) == _stamp_of(before)
-
-
-def _stamp(path: Path) -> tuple[int, int, int]:
-    return _stamp_of(os.stat(path))
-
-
-def _stamp_of(info: os.stat_result) -> tuple[int, int, int]:
-    return info.st_ino, info.st_size, info.st_mtime_ns
 
 
 def pools(client: KubeClient) -> list[dict]:
@@ -72,7 +45,7 @@ def test_a_rewritten_token_file_is_read_again_before_the_old_token_is_refused(
     client = KubeClient(load_credentials(str(config)))
     assert pools(client) == []
     new, _ = kube.mint_token(ACCOUNT)
-    replace_file(path, new)
+    write_token(path, new)
     kube.revoke(old, old_secret)
     assert not kube.accepts(old)
     sent = client.requests
@@ -90,7 +63,7 @@ def test_a_401_reads_the_token_file_at_once_and_retries_once(
     client = KubeClient(load_credentials(str(config)))
     assert pools(client) == []
     new, _ = kube.mint_token(ACCOUNT)
-    rewrite_keeping_stamp(path, new)  # nothing tells the rewrite but the server's 401
+    rewrite_token_in_place(path, new)  # nothing tells the rewrite but the server's 401
     kube.revoke(old, old_secret)
     sent = client.requests
     assert pools(client) == []
@@ -123,7 +96,7 @@ def test_the_token_file_is_read_again_every_minute_even_unchanged_in_appearance(
     client = KubeClient(load_credentials(str(config)))
     assert pools(client) == []
     new, _ = kube.mint_token(ACCOUNT)
-    rewrite_keeping_stamp(path, new)
+    rewrite_token_in_place(path, new)
     kube.revoke(old, old_secret)
     monkeypatch.setattr(client_module, "REREAD", 0.0)  # a minute has passed
     client.checked_at = -1.0
@@ -139,12 +112,12 @@ def test_a_watch_opened_after_a_rotation_carries_the_new_token(
     """(As the controller's account: it may watch Nodes.)"""
     old, old_secret = kube.mint_token(CONTROLLER_ACCOUNT)
     path = tmp_path / "controller-token"
-    replace_file(path, old)
+    write_token(path, old)
     config = kube.kubeconfig(tmp_path / "kubeconfig", token_file=path, namespace=kube_namespace)
     client = KubeClient(load_credentials(str(config)))
     _, version = client.list_with_version(client.resource("nodes"))
     new, _ = kube.mint_token(CONTROLLER_ACCOUNT)
-    rewrite_keeping_stamp(path, new)  # only the watch's own 401 tells
+    rewrite_token_in_place(path, new)  # only the watch's own 401 tells
     kube.revoke(old, old_secret)
     sent = client.requests
     events = [e for e in client.watch(client.resource("nodes"), version, timeout=1) if e.type != "BOOKMARK"]
@@ -193,7 +166,7 @@ def test_a_store_the_node_daemon_kept_follows_a_rotation_mid_call(
     with Lease(pool, settings) as store:
         kept = store
         new, _ = kube.mint_token(ACCOUNT)
-        rewrite_keeping_stamp(path, new)
+        rewrite_token_in_place(path, new)
         kube.revoke(old, old_secret)
         store.check_ready()  # refused once, the file read again, sent again
     assert pool.open_count() == 1
