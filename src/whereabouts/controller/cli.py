@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 from whereabouts.controller.context import Context
 from whereabouts.controller.cron import DEFAULT_SCHEDULE_FILE, Schedule
+from whereabouts.controller.health import serve
 from whereabouts.controller.leader import LeaderElector
-from whereabouts.controller.metrics import serve
 from whereabouts.errors import WhereaboutsError
 from whereabouts.kube.credentials import load_credentials
 

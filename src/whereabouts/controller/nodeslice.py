@@ -36,6 +36,7 @@ from whereabouts.kube.client import Conflict, Expired, KubeClient
 from whereabouts.kube.resources import IPPOOLS, NETWORK_ANNOTATION, NODE_SLICE_POOLS
 from whereabouts.ranges import Network
 
+NETWORK = ("network",)  # the label of the per-network metrics
 RESYNC = 30.0  # seconds between passes when nothing is watched changing
 DEBOUNCE = 0.2  # seconds to let a burst of events (nodes joining together) settle into one pass
 WATCH_TIMEOUT = 20  # seconds a watch runs before it is renewed (so a stopped run's watchers end soon)
@@ -69,13 +70,17 @@ class NodeSliceController:
         self.ctx = ctx
         self.client = ctx.client()
         metrics = ctx.registry
-        self.total = metrics.gauge("node_slices_total", "Slices the network's range is cut into")
-        self.assigned = metrics.gauge("node_slices_assigned", "Slices assigned to a node")
-        self.free = metrics.gauge("node_slices_free", "Slices a joining node could get now (unassigned, none in use)")
-        self.exhausted = metrics.counter("node_slice_exhausted_total", "Nodes left without a slice: none free")
-        self.assignments = metrics.counter("node_slice_assignments_total", "Slices given to nodes")
-        self.releases = metrics.counter("node_slice_releases_total", "Slices taken back (node left, or re-slice)")
-        self.deleted = metrics.counter("node_slice_ippools_deleted_total", "Empty node-slice IPPools deleted")
+        self.total = metrics.gauge("node_slices_total", "Slices the network's range is cut into", NETWORK)
+        self.assigned = metrics.gauge("node_slices_assigned", "Slices assigned to a node", NETWORK)
+        self.free = metrics.gauge(
+            "node_slices_free", "Slices a joining node could get now (unassigned, none in use)", NETWORK
+        )
+        self.exhausted = metrics.counter("node_slice_exhausted_total", "Nodes left without a slice: none free", NETWORK)
+        self.assignments = metrics.counter("node_slice_assignments_total", "Slices given to nodes", NETWORK)
+        self.releases = metrics.counter(
+            "node_slice_releases_total", "Slices taken back (node left, or re-slice)", NETWORK
+        )
+        self.deleted = metrics.counter("node_slice_ippools_deleted_total", "Empty node-slice IPPools deleted", NETWORK)
         self.duration = metrics.histogram("node_slice_sync_duration_seconds", "Duration of one node-slice pass")
         self.reported: set[tuple[str, str]] = set()  # Warnings already recorded, not repeated every pass
 

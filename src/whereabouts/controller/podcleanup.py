@@ -36,7 +36,7 @@ class PodCleanup:
     def __init__(self, ctx: Context, node: str = "") -> None:
         self.ctx, self.node = ctx, node
         self.released = ctx.registry.counter(
-            "pod_cleanup_released_total", "Allocations and reservations of deleted pods released, by kind"
+            "pod_cleanup_released_total", "Allocations and reservations of deleted pods released, by kind", ("kind",)
         )
         self.retained = ctx.registry.counter(
             "pod_cleanup_retained_total", "Sticky addresses of deleted pods turned retained"

@@ -327,12 +327,14 @@ def _reservation_ref(client: KubeClient, name: str) -> dict[str, Any]:
 
 class ReconcileMetrics:
     def __init__(self, registry: Registry) -> None:
-        self.capacity = registry.gauge("pool_capacity", "Addresses the pool's range can hand out")
-        self.allocated = registry.gauge("pool_allocated", "Addresses allocated in the pool")
-        self.released = registry.counter("leaks_released_total", "Leaked allocations and reservations released")
+        self.capacity = registry.gauge("pool_capacity", "Addresses the pool's range can hand out", ("pool",))
+        self.allocated = registry.gauge("pool_allocated", "Addresses allocated in the pool", ("pool",))
+        self.released = registry.counter(
+            "leaks_released_total", "Leaked allocations and reservations released", ("kind",)
+        )
         self.repaired = registry.counter("reservations_repaired_total", "Missing reservations recreated")
         self.retained = registry.counter("sticky_retained_total", "Sticky addresses of gone pods turned retained")
-        self.runs = registry.counter("reconcile_runs_total", "Reconciler passes, by result")
+        self.runs = registry.counter("reconcile_runs_total", "Reconciler passes, by result", ("result",))
         self.duration = registry.histogram("reconcile_duration_seconds", "Duration of a reconciler pass")
 
     def pools(self, observed: Observed, report: Report) -> None:

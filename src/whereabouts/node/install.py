@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from whereabouts.controller.context import Context, log_line
-from whereabouts.controller.metrics import Health, Registry, serve
+from whereabouts.controller.health import Health, serve
+from whereabouts.controller.metrics import Registry
 from whereabouts.errors import WhereaboutsError
 from whereabouts.kube.credentials import DEFAULT_NAMESPACE, SERVICE_ACCOUNT_DIR, load_credentials
 from whereabouts.node.launcher import script
