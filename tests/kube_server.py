@@ -252,6 +252,11 @@ class KubeAPIServer:
                     events.append(event)
         return events
 
+    def stop_apiserver(self) -> None:
+        """Stop the API server alone (its etcd keeps the data); `start` brings it back on the same port."""
+        stop_process(self.proc, 15)
+        self.proc = None
+
     def stop(self) -> None:
         stop_process(self.proc, 15)
         if self.etcd:

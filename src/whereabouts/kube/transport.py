@@ -202,9 +202,15 @@ class HTTPConnection:
         return Response(status, body)
 
     def _chunks(self) -> Iterator[bytes]:
-        while (size := int(self._reader.readline().split(b";")[0], 16)) > 0:
+        while (size := int(self._chunk_head().split(b";")[0], 16)) > 0:
             yield self._reader.read(size)
             self._reader.readline()
+
+    def _chunk_head(self) -> bytes:
+        line = self._reader.readline()
+        if not line:
+            raise ConnectionError("connection closed by the server mid-answer")
+        return bytes(line)
 
     def _read_chunked(self) -> bytes:
         body = b"".join(self._chunks())
