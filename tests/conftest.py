@@ -66,6 +66,18 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPIServer]:
         server.stop()
 
 
+@pytest.fixture(scope="module")
+def own_kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPIServer]:
+    """A kube-apiserver of the module's own, as `kube`: for tests that stop it or remove a CRD."""
+    server = KubeAPIServer(tmp_path_factory.mktemp("own-kube"), kube_tools())
+    try:
+        server.start()
+        server.install_whereabouts()
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def kube_namespace(kube: KubeAPIServer) -> str:
     """A namespace of its own per test, the plugin's ClusterRole bound in it."""

@@ -8,11 +8,13 @@ deploy/ are what grants it access. An audit log records every request, so tests 
 from __future__ import annotations
 
 import json
+import os
 import ssl
 import subprocess
 import time
 import urllib.error
 import urllib.request
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +30,27 @@ omitStages: [RequestReceived]
 rules:
 - level: Metadata
 """
+
+
+def write_token(path: Path, token: str) -> None:
+    """A projected token file as the kubelet's atomic writer updates it: the new file in one step (another
+    inode)."""
+    staging = path.with_name(path.name + ".new")
+    staging.write_text(token)
+    staging.replace(path)
+
+
+def rewrite_token_in_place(path: Path, token: str) -> None:
+    """The same inode, size and modification time (as a filesystem with coarse timestamps may show a
+    rewrite): only reading the file again tells the new token."""
+    before = os.stat(path)
+    data = token.encode().ljust(before.st_size, b"\n")  # whitespace around a token is stripped
+    assert len(data) == before.st_size, "tokens of one account from mint_token have one length"
+    with open(path, "r+b") as handle:
+        handle.write(data)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(path)
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
 
 
 def kube_tools() -> Path:
@@ -120,16 +143,21 @@ class KubeAPIServer:
         with urllib.request.urlopen(req, timeout=10, context=context) as reply:
             return json.loads(reply.read())
 
-    def kubeconfig(self, path: Path, *, token: str, namespace: str = "kube-system", as_json: bool = False) -> Path:
+    def kubeconfig(
+        self, path: Path, *, token: str = "", namespace: str = "kube-system", as_json: bool = False,
+        token_file: Path | None = None,
+    ) -> Path:  # fmt: skip
         """A YAML kubeconfig, written the way kubectl and the Go installer write them; `as_json`: the same
-        as JSON, the way install-cni writes it (a CNI call then reads it without importing PyYAML)."""
+        as JSON, the way install-cni writes it (a CNI call then reads it without importing PyYAML).
+        `token_file`: the user's `tokenFile` (a projected service-account token) instead of a token."""
         assert self.tls is not None
+        user = f"tokenFile: {token_file}" if token_file else f"token: {token}"
         if as_json:
             cluster = {"server": self.url, "certificate-authority": str(self.tls.ca)}
             doc = {
                 "apiVersion": "v1", "kind": "Config", "current-context": "c",
                 "clusters": [{"name": "test", "cluster": cluster}],
-                "users": [{"name": "u", "user": {"token": token}}],
+                "users": [{"name": "u", "user": {"tokenFile": str(token_file)} if token_file else {"token": token}}],
                 "contexts": [{"name": "c", "context": {"cluster": "test", "user": "u", "namespace": namespace}}],
             }  # fmt: skip
             path.write_text(json.dumps(doc))
@@ -137,11 +165,43 @@ class KubeAPIServer:
         path.write_text(
             "apiVersion: v1\nkind: Config\n"
             f"clusters:\n- name: test\n  cluster:\n    server: {self.url}\n    certificate-authority: {self.tls.ca}\n"
-            f"users:\n- name: u\n  user:\n    token: {token}\n"
+            f"users:\n- name: u\n  user:\n    {user}\n"
             f"contexts:\n- name: c\n  context:\n    cluster: test\n    user: u\n    namespace: {namespace}\n"
             "current-context: c\npreferences: {}\n"
         )
         return path
+
+    def mint_token(self, account: str, *, namespace: str = "kube-system") -> tuple[str, str]:
+        """A bound service-account token, as the kubelet gets one for a projected token volume (TokenRequest),
+        bound to a Secret of its own so that `revoke` can make the server refuse it. The account must exist
+        (deploy/'s RBAC creates whereabouts and whereabouts-controller). Returns (token, the Secret's name)."""
+        secret = f"token-{uuid.uuid4().hex[:12]}"  # one length for every token: see write_token_keeping_stamp
+        created = self.request("POST", f"/api/v1/namespaces/{namespace}/secrets", {"metadata": {"name": secret}})
+        assert isinstance(created, dict)
+        bound = {"kind": "Secret", "apiVersion": "v1", "name": secret, "uid": created["metadata"]["uid"]}
+        request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                   "spec": {"expirationSeconds": 3600, "boundObjectRef": bound}}  # fmt: skip
+        reply = self.request("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token", request)
+        assert isinstance(reply, dict)
+        return reply["status"]["token"], secret
+
+    def revoke(self, token: str, secret: str, *, namespace: str = "kube-system", timeout: float = 60) -> None:
+        """Delete the token's Secret and wait until the server refuses the token (401): its authenticator
+        keeps a token it accepted for 10 s."""
+        self.request("DELETE", f"/api/v1/namespaces/{namespace}/secrets/{secret}")
+        deadline = time.monotonic() + timeout
+        while self.accepts(token):
+            assert time.monotonic() < deadline, "the revoked token is still accepted"
+            time.sleep(0.5)
+
+    def accepts(self, token: str) -> bool:
+        try:
+            self.request("GET", "/api", token=token)
+        except urllib.error.HTTPError as exc:
+            if exc.code == 401:
+                return False
+            raise
+        return True
 
     def kubectl(self, *args: str) -> str:
         config = self.kubeconfig(self.base / "admin.kubeconfig", token=self.admin_token)
@@ -191,6 +251,11 @@ class KubeAPIServer:
                 if event.get("stage") == "ResponseComplete" and event.get("user", {}).get("username") == user:
                     events.append(event)
         return events
+
+    def stop_apiserver(self) -> None:
+        """Stop the API server alone (its etcd keeps the data); `start` brings it back on the same port."""
+        stop_process(self.proc, 15)
+        self.proc = None
 
     def stop(self) -> None:
         stop_process(self.proc, 15)

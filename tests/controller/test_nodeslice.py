@@ -28,6 +28,7 @@ from kube_objects import CONTROLLER, controller_kubeconfig, create_nad, create_n
 from kube_server import KubeAPIServer
 from support import netconf, run_cni, stop_process
 from whereabouts.controller.context import Context
+from whereabouts.controller.health import Backoff
 from whereabouts.controller.nodeslice import NodeSliceController
 from whereabouts.kube.client import Event, Expired
 from whereabouts.kube.credentials import load_credentials
@@ -353,9 +354,10 @@ class ExpiringClient:
 def test_a_watch_whose_version_expired_lists_again(cluster: Cluster) -> None:
     ctx = Context(credentials=load_credentials(str(cluster.controller_config)), namespace=cluster.namespace)
     controller, client, changed, stop = NodeSliceController(ctx), ExpiringClient(), threading.Event(), threading.Event()
-    assert controller._watch_once(client, "/api/v1/nodes", "7", lambda kind: True, changed, stop) == ""  # type: ignore[arg-type]
+    backoff = Backoff()
+    assert controller._watch_once(client, "/api/v1/nodes", "7", lambda kind: True, changed, stop, backoff) == ""  # type: ignore[arg-type]
     assert not changed.is_set()
-    assert controller._watch_once(client, "/api/v1/nodes", "", lambda kind: True, changed, stop) == "43"  # type: ignore[arg-type]
+    assert controller._watch_once(client, "/api/v1/nodes", "", lambda kind: True, changed, stop, backoff) == "43"  # type: ignore[arg-type]
     assert changed.is_set() and client.calls == ["watch 7", "list", "watch 42"]
 
 

@@ -66,8 +66,8 @@ def test_long_running_releases_a_deleted_pods_allocation_within_seconds(bed: Har
         assert set(bed.reservations()) == {f"10.90.0.{offsets['live']}"}
         controller.wait_for(f"released 10.90.0.{offsets['doomed']} in IPPool {POOL}")
         metrics = controller.metrics()
-    assert 'whereabouts_pod_cleanup_released_total{kind="allocation"} 1' in metrics
-    assert 'whereabouts_pod_cleanup_released_total{kind="reservation"} 1' in metrics
+    assert 'whereabouts_pod_cleanup_released_total{kind="allocation"} 1.0' in metrics
+    assert 'whereabouts_pod_cleanup_released_total{kind="reservation"} 1.0' in metrics
 
 
 def test_restart_finds_deletions_made_while_it_was_down(bed: Harness) -> None:

@@ -182,7 +182,7 @@ def test_metrics(bed: Harness) -> None:
     assert metrics["whereabouts_leaks_released_total"].value(kind="allocation") == 1
     assert metrics["whereabouts_leaks_released_total"].value(kind="reservation") == 1
     assert metrics["whereabouts_reconcile_runs_total"].value(result="ok") == 1
-    assert "whereabouts_reconcile_duration_seconds_count 1" in ctx.registry.render()
+    assert "whereabouts_reconcile_duration_seconds_count 1.0" in ctx.registry.render()
     denied = bed.context()
     denied.namespace = "default"  # the controller's Role is not bound there: the run fails
     reconciler = Reconciler(denied)

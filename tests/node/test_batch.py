@@ -97,3 +97,33 @@ def test_keys_are_served_apart() -> None:
         thread.join(20)
     assert sorted(seen) == [["a"], ["b"]]
     assert results == {"a": "a", "b": "b"}
+
+
+def test_the_groups_of_many_distinct_keys_do_not_accumulate() -> None:
+    """The keys are network configs, and a daemon serving for months sees many come and go: a group nobody
+    waits in is forgotten, so the map holds at most the keys being served right now."""
+    batcher, callers, per_caller = Batcher(), 8, 2_500
+    most, errors = 0, []
+
+    def serve(requests: Sequence[str]) -> list[str]:
+        nonlocal most
+        with batcher.lock:  # (submit does not hold it while a round is served)
+            most = max(most, len(batcher.groups))
+        return list(requests)
+
+    def caller(n: int) -> None:
+        try:
+            for k in range(per_caller):
+                key = f"network-{n}-{k}"
+                assert batcher.submit(key, key, serve) == key
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=caller, args=(n,)) for n in range(callers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert 1 <= most <= callers, f"{most} groups at once for {callers} callers"
+    assert batcher.groups == {}, f"{len(batcher.groups)} of {callers * per_caller} keys still held"

@@ -11,12 +11,13 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 
 from whereabouts.controller.context import Context
 from whereabouts.controller.cron import SCHEDULE_FILES, CronError, Schedule
+from whereabouts.controller.health import Backoff, serve
 from whereabouts.controller.leader import LeaderElector
-from whereabouts.controller.metrics import serve
 from whereabouts.errors import WhereaboutsError
 from whereabouts.kube.credentials import load_credentials
 
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 
 COMMANDS = ("reconcile", "pod-cleanup", "node-slice", "pool-usage")
 SCHEDULE_POLL = 5.0  # seconds between reads of the schedule file while waiting for the next run
+STEADY = 60.0  # seconds a controller ran before failing: its retries start again from the shortest wait
 
 
 def parser() -> argparse.ArgumentParser:
@@ -140,7 +142,7 @@ def _run_forever(args: argparse.Namespace, ctx: Context, workers: list[Worker]) 
         lease += f"-{args.node}"  # one per node: each node's cleanup acts on its own pods only
     elector = LeaderElector(
         ctx.client(), name=lease, namespace=ctx.namespace, identity=ctx.identity, duration=args.lease_duration,
-        deadline=args.renew_deadline, retry=args.retry_period, log=ctx.log,
+        deadline=args.renew_deadline, retry=args.retry_period, log=ctx.log, health=ctx.health,
     )  # fmt: skip
     elector.stop = stop
     ctx.may_act = lambda: elector.is_leader
@@ -163,6 +165,7 @@ def _leading(
     """Run `forever` while this replica leads; when leadership is lost, stop it and wait to lead again."""
 
     def loop() -> None:
+        backoff = Backoff()
         while not stop.is_set():
             ctx.health.beat(name)
             if not ctx.may_act():
@@ -171,11 +174,14 @@ def _leading(
             term = threading.Event()
             watcher = threading.Thread(target=_end_term, args=(ctx, term, stop), daemon=True)
             watcher.start()
+            started = time.monotonic()
             try:
                 forever(term)
-            except WhereaboutsError as exc:
-                ctx.log(f"{name}: {exc.msg}; retrying")
-                stop.wait(2.0)
+            except WhereaboutsError as exc:  # said once (log, /readyz); the controller says when it works again
+                ctx.health.failing(name, exc, ctx.log)
+                if time.monotonic() - started > STEADY:
+                    backoff.reset()  # it had been working: this is a new trouble
+                backoff.wait(stop)
             term.set()
 
     return loop
@@ -191,7 +197,8 @@ def _end_term(ctx: Context, term: threading.Event, stop: threading.Event) -> Non
 def _on_schedule(ctx: Context, schedule: Schedule, reconciler: Reconciler, stop: threading.Event) -> None:
     """Run the reconciler at each time the schedule names, re-reading the schedule while waiting."""
     reconciler.publish_pools()  # the pool gauges from the start of this replica's term, not from the first run
-    run = reconciler.run_once
+    if reconciler.owed:  # the last term's run never completed (the API server was down): run it now
+        reconciler.run_until_done(stop)
     previous: tuple[object, dt.datetime] | None = None  # (expression, due time) of the last run
     while not stop.is_set():
         expression = schedule.current()
@@ -210,7 +217,7 @@ def _on_schedule(ctx: Context, schedule: Schedule, reconciler: Reconciler, stop:
         else:
             previous = (expression, due)
             if not stop.is_set() and ctx.may_act():
-                run()
+                reconciler.run_until_done(stop)
 
 
 def _flat_file_expression(path: str) -> str:

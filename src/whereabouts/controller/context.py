@@ -10,7 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from whereabouts.controller.metrics import Health, Registry
+from whereabouts.controller.health import Health
+from whereabouts.controller.metrics import Registry
 from whereabouts.errors import TryAgainLater
 from whereabouts.kube.client import KubeClient
 from whereabouts.kube.credentials import Credentials

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from whereabouts.controller.health import Health
 from whereabouts.errors import TryAgainLater
 from whereabouts.kube.client import Conflict, KubeClient
 
@@ -39,14 +40,16 @@ class LeaderElector:
         deadline: float = 10.0,
         retry: float = 2.0,
         log: Callable[[str], None] = print,
+        health: Health | None = None,
     ) -> None:
         assert deadline < duration, "a holder must give up before others may take over"
-        self.client, self.identity, self.log = client, identity, log
+        self.client, self.identity, self.log, self.health = client, identity, log, health
         self.path = client.resource(LEASES, name, group=COORDINATION, namespace=namespace)
         self.collection = client.resource(LEASES, group=COORDINATION, namespace=namespace)
         self.name, self.namespace = name, namespace
         self.duration, self.deadline, self.retry = duration, deadline, retry
         self.renewed_at = -1e9  # monotonic time of our last successful acquire or renewal
+        self.last_renewal_reported = -1e9  # the renewal whose failure to renew was last logged
         self.observed: tuple[str, float] = ("", 0.0)  # (the Lease's resourceVersion, when we first saw it)
         self.stop = threading.Event()
         self.was_leader = False
@@ -66,9 +69,17 @@ class LeaderElector:
         try:
             if self._acquire_or_renew():
                 self.renewed_at = time.monotonic()
-        except (TryAgainLater, Conflict) as exc:
+            if self.health is not None:
+                self.health.working("leader election", self.log)
+        except Conflict as exc:
             if self.is_leader:
                 self.log(f"leader election: renewal failed ({exc}); still leader for {self._left():.1f}s")
+        except TryAgainLater as exc:
+            if self.is_leader and self.renewed_at != self.last_renewal_reported:  # once per renewal missed
+                self.last_renewal_reported = self.renewed_at
+                self.log(f"leader election: renewal failed ({exc.msg}); still leader for {self._left():.1f}s")
+            if self.health is not None:
+                self.health.failing("leader election", exc, self.log)
         leader = self.is_leader
         if leader != self.was_leader:
             self.log(f"leader election: {self.identity} {'became' if leader else 'is no longer'} leader of "

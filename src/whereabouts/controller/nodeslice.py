@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from whereabouts.controller.context import Context
+from whereabouts.controller.health import Backoff
 from whereabouts.controller.nads import NAD_GROUP, NAD_VERSION, NADS, NADProblem, SlicedNetwork, read_nads
 from whereabouts.controller.slicing import Listing, SlicePlan, plan_slices, pool_node
 from whereabouts.errors import TryAgainLater
@@ -36,6 +37,7 @@ from whereabouts.kube.client import Conflict, Expired, KubeClient
 from whereabouts.kube.resources import IPPOOLS, NETWORK_ANNOTATION, NODE_SLICE_POOLS
 from whereabouts.ranges import Network
 
+NETWORK = ("network",)  # the label of the per-network metrics
 RESYNC = 30.0  # seconds between passes when nothing is watched changing
 DEBOUNCE = 0.2  # seconds to let a burst of events (nodes joining together) settle into one pass
 WATCH_TIMEOUT = 20  # seconds a watch runs before it is renewed (so a stopped run's watchers end soon)
@@ -69,13 +71,17 @@ class NodeSliceController:
         self.ctx = ctx
         self.client = ctx.client()
         metrics = ctx.registry
-        self.total = metrics.gauge("node_slices_total", "Slices the network's range is cut into")
-        self.assigned = metrics.gauge("node_slices_assigned", "Slices assigned to a node")
-        self.free = metrics.gauge("node_slices_free", "Slices a joining node could get now (unassigned, none in use)")
-        self.exhausted = metrics.counter("node_slice_exhausted_total", "Nodes left without a slice: none free")
-        self.assignments = metrics.counter("node_slice_assignments_total", "Slices given to nodes")
-        self.releases = metrics.counter("node_slice_releases_total", "Slices taken back (node left, or re-slice)")
-        self.deleted = metrics.counter("node_slice_ippools_deleted_total", "Empty node-slice IPPools deleted")
+        self.total = metrics.gauge("node_slices_total", "Slices the network's range is cut into", NETWORK)
+        self.assigned = metrics.gauge("node_slices_assigned", "Slices assigned to a node", NETWORK)
+        self.free = metrics.gauge(
+            "node_slices_free", "Slices a joining node could get now (unassigned, none in use)", NETWORK
+        )
+        self.exhausted = metrics.counter("node_slice_exhausted_total", "Nodes left without a slice: none free", NETWORK)
+        self.assignments = metrics.counter("node_slice_assignments_total", "Slices given to nodes", NETWORK)
+        self.releases = metrics.counter(
+            "node_slice_releases_total", "Slices taken back (node left, or re-slice)", NETWORK
+        )
+        self.deleted = metrics.counter("node_slice_ippools_deleted_total", "Empty node-slice IPPools deleted", NETWORK)
         self.duration = metrics.histogram("node_slice_sync_duration_seconds", "Duration of one node-slice pass")
         self.reported: set[tuple[str, str]] = set()  # Warnings already recorded, not repeated every pass
 
@@ -266,33 +272,38 @@ class NodeSliceController:
         for path, relevant in ((nads, _any_change), (self.client.resource("nodes"), _node_came_or_went)):
             watcher = threading.Thread(target=self._watch, args=(path, relevant, changed, stop), daemon=True)
             watcher.start()
-        last = -RESYNC
+        last, backoff = -RESYNC, Backoff()
         while not stop.is_set():
             self.ctx.health.beat("node-slice")
             if changed.wait(1.0) or time.monotonic() - last >= RESYNC:
                 stop.wait(DEBOUNCE)
                 changed.clear()
                 last = time.monotonic()
-                self._sync_logged(changed, stop)
+                self._sync_reported(changed, stop, backoff)
 
-    def _sync_logged(self, changed: threading.Event, stop: threading.Event) -> None:
+    def _sync_reported(self, changed: threading.Event, stop: threading.Event, backoff: Backoff) -> None:
+        """A pass; one that could not read what it needs is said once (log, /readyz), changes nothing, and
+        is tried again with backoff."""
         try:
             self.sync()
         except TryAgainLater as exc:
-            self.ctx.log(f"node-slice: pass failed: {exc.msg}; retrying")
-            stop.wait(2.0)
+            self.ctx.health.failing("node-slice", exc, self.ctx.log)
+            backoff.wait(stop)
             changed.set()
+            return
+        backoff.reset()
+        self.ctx.health.working("node-slice", self.ctx.log)
 
     def _watch(
         self, path: str, relevant: Callable[[str], bool], changed: threading.Event, stop: threading.Event
     ) -> None:
         """List, then watch from the list's version; re-list when the version expires or the watch fails.
         Every (re-)list counts as a change: what happened in between is not known."""
-        client = self.ctx.client()
+        client, backoff = self.ctx.client(), Backoff()
         try:
             version = ""
             while not stop.is_set():
-                version = self._watch_once(client, path, version, relevant, changed, stop)
+                version = self._watch_once(client, path, version, relevant, changed, stop, backoff)
         finally:
             client.close()
 
@@ -304,12 +315,14 @@ class NodeSliceController:
         relevant: Callable[[str], bool],
         changed: threading.Event,
         stop: threading.Event,
+        backoff: Backoff,
     ) -> str:
         """One list-or-watch round; returns the version to watch from next ("" to list again)."""
         try:
             if not version:
                 _, version = client.list_with_version(path)
                 changed.set()
+                backoff.reset()
             for event in client.watch(path, version, timeout=WATCH_TIMEOUT):
                 version = event.object.get("metadata", {}).get("resourceVersion") or version
                 if relevant(event.type):
@@ -319,9 +332,9 @@ class NodeSliceController:
             return version
         except Expired:
             return ""
-        except TryAgainLater as exc:
-            self.ctx.log(f"node-slice: watch {path}: {exc.msg}; listing again")
-            stop.wait(1.0)
+        except TryAgainLater as exc:  # said once, with the passes' own trouble; a pass that works clears it
+            self.ctx.health.failing("node-slice", exc, self.ctx.log)
+            backoff.wait(stop)
             return ""
 
 

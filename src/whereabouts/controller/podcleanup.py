@@ -26,6 +26,7 @@ import time
 from whereabouts.controller import leaks
 from whereabouts.controller.context import Context
 from whereabouts.controller.reconcile import Applier, Report, observe
+from whereabouts.errors import TryAgainLater
 from whereabouts.kube.client import Event, Expired, KubeClient
 from whereabouts.kube.resources import IPPOOLS, RESERVATIONS, pod_facts
 
@@ -36,7 +37,7 @@ class PodCleanup:
     def __init__(self, ctx: Context, node: str = "") -> None:
         self.ctx, self.node = ctx, node
         self.released = ctx.registry.counter(
-            "pod_cleanup_released_total", "Allocations and reservations of deleted pods released, by kind"
+            "pod_cleanup_released_total", "Allocations and reservations of deleted pods released, by kind", ("kind",)
         )
         self.retained = ctx.registry.counter(
             "pod_cleanup_retained_total", "Sticky addresses of deleted pods turned retained"
@@ -51,11 +52,13 @@ class PodCleanup:
         try:
             reading = observe(client, nodes=False)
             planned = leaks.plan(reading.observed, now=time.time(), repair=False, aged=False)
-            report = self._applier(client).apply(planned, reading.pools)
+            applier = self._applier(client)
+            report = applier.apply(planned, reading.pools)
         finally:
             client.close()
         self.resource_version = reading.resource_version
         self.ctx.log(f"pod-cleanup: sweep {report.summary()} in {time.monotonic() - started:.2f}s")
+        self._say_what_was_unread(applier.lookups.unread)
         return report
 
     def run(self, stop: threading.Event) -> None:
@@ -91,7 +94,18 @@ class PodCleanup:
             return Report(dry_run=self.ctx.dry_run)
         reservations = client.list(client.path(RESERVATIONS))
         planned = leaks.plan_for_pod(leaks.observed_from(pools, reservations), podref, controller)
-        return self._applier(client).apply(planned, {p["metadata"]["name"]: p for p in pools})
+        applier = self._applier(client)
+        report = applier.apply(planned, {p["metadata"]["name"]: p for p in pools})
+        self._say_what_was_unread(applier.lookups.unread)
+        return report
+
+    def _say_what_was_unread(self, unread: list[TryAgainLater]) -> None:
+        """Once in the log and in /readyz while a fact it needed cannot be read (what needed it was kept);
+        and once when everything could be read again."""
+        for problem in unread:
+            self.ctx.health.failing("pod-cleanup", problem, self.ctx.log)
+        if not unread:
+            self.ctx.health.working("pod-cleanup", self.ctx.log)
 
     def _watch(self, client: KubeClient, stop: threading.Event) -> None:
         params = {"fieldSelector": f"spec.nodeName={self.node}"} if self.node else {}

@@ -22,6 +22,7 @@ far beyond a CNI call's 45 s, so modest clock skew does not matter.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -31,6 +32,7 @@ from typing import Any
 from whereabouts.controller import sticky
 from whereabouts.controller.capacity import Window, capacity, windows
 from whereabouts.controller.context import Context
+from whereabouts.controller.health import Backoff
 from whereabouts.controller.leaks import (
     Entry,
     EntryRelease,
@@ -61,6 +63,8 @@ from whereabouts.kube.client import Conflict, KubeClient
 from whereabouts.kube.resources import IPPOOLS, RESERVATIONS
 from whereabouts.model import Owner
 
+RETRY_CAP = 300.0  # seconds: a run that could not read all it needs is retried at least this often
+
 
 @dataclass
 class Report:
@@ -74,6 +78,7 @@ class Report:
     kept: list[Kept] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # changed since read: a race lost safely
     stopped: bool = False  # the Lease was lost: no further writes
+    unread: list[TryAgainLater] = field(default_factory=list)  # facts it could not read: what needs them was kept
 
     def summary(self) -> str:
         verb = "would release" if self.dry_run else "released"
@@ -329,12 +334,14 @@ def _reservation_ref(client: KubeClient, name: str) -> dict[str, Any]:
 
 class ReconcileMetrics:
     def __init__(self, registry: Registry) -> None:
-        self.capacity = registry.gauge("pool_capacity", "Addresses the pool's range can hand out")
-        self.allocated = registry.gauge("pool_allocated", "Addresses allocated in the pool")
-        self.released = registry.counter("leaks_released_total", "Leaked allocations and reservations released")
+        self.capacity = registry.gauge("pool_capacity", "Addresses the pool's range can hand out", ("pool",))
+        self.allocated = registry.gauge("pool_allocated", "Addresses allocated in the pool", ("pool",))
+        self.released = registry.counter(
+            "leaks_released_total", "Leaked allocations and reservations released", ("kind",)
+        )
         self.repaired = registry.counter("reservations_repaired_total", "Missing reservations recreated")
         self.retained = registry.counter("sticky_retained_total", "Sticky addresses of gone pods turned retained")
-        self.runs = registry.counter("reconcile_runs_total", "Reconciler passes, by result")
+        self.runs = registry.counter("reconcile_runs_total", "Reconciler passes, by result", ("result",))
         self.duration = registry.histogram("reconcile_duration_seconds", "Duration of a reconciler pass")
 
     def pools(self, observed: Observed, report: Report, configured: Sequence[Window] = ()) -> None:
@@ -352,6 +359,28 @@ class Reconciler:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.metrics = ReconcileMetrics(ctx.registry)
+        self.owed = False  # a scheduled run did not complete: the next term runs it at once
+
+    def run_until_done(self, stop: threading.Event) -> Report | None:
+        """A scheduled run, retried with backoff while it cannot read all it needs (the API server down, a
+        CRD not installed yet) and this replica leads; until it completes it stays `owed`. Each trouble is
+        said once (log, /readyz); what could not be judged was kept."""
+        self.owed = True
+        backoff = Backoff(cap=RETRY_CAP)
+        while not stop.is_set() and self.ctx.may_act():
+            try:
+                report = self.run_once()
+            except TryAgainLater as exc:
+                self.ctx.health.failing("reconcile", exc, self.ctx.log)
+            else:
+                for problem in report.unread:
+                    self.ctx.health.failing("reconcile", problem, self.ctx.log)
+                if not report.unread:
+                    self.owed = False
+                    self.ctx.health.working("reconcile", self.ctx.log)
+                    return report
+            backoff.wait(stop)
+        return None
 
     def run_once(self) -> Report:
         started = time.monotonic()
@@ -382,7 +411,8 @@ class Reconciler:
 
     def _pass(self, client: KubeClient) -> Report:
         reading = observe(client)
-        evidence = Lookups(client, self.ctx.log).evidence(entry.owner for entry in reading.observed.entries)
+        lookups = Lookups(client, self.ctx.log)
+        evidence = lookups.evidence(entry.owner for entry in reading.observed.entries)
         planned = plan(replace(reading.observed, sticky=evidence), now=time.time())
         for kept in planned.kept:
             if kept.notable:
@@ -390,6 +420,7 @@ class Reconciler:
         applier = Applier(self.ctx, client, source="reconcile", released=self.metrics.released,
                           repaired=self.metrics.repaired, retained=self.metrics.retained)  # fmt: skip
         report = applier.apply(planned, reading.pools)
+        report.unread = [*lookups.unread, *applier.lookups.unread]
         self.metrics.pools(reading.observed, report, configured_windows(client, self.ctx))
         return report
 

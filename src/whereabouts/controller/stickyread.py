@@ -3,7 +3,9 @@ NADs' sticky settings. Each read is made once per Lookups; the reconciler makes 
 and its Applier another, for the fresh reads right before each write.
 
 Whatever cannot be read proves nothing: a refused GET (403: the controller's ClusterRole may not name that
-kind) or a failing one leaves the fact unknown, and an unknown fact never releases anything.
+kind) or a failing one leaves the fact unknown, and an unknown fact never releases anything. Each such read,
+and each list of a kind the API server does not serve (its CRD not installed), is kept in `unread`: the
+controller says so (once, and in /readyz) and tries again.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 from whereabouts.controller.nads import NAD_GROUP, NAD_VERSION, NADS
 from whereabouts.controller.sticky import Evidence, NetworkSticky, OwnerRef, claim_ref, sticky_networks
 from whereabouts.errors import TryAgainLater
-from whereabouts.kube.client import KubeClient
+from whereabouts.kube.client import APIError, KubeClient
 from whereabouts.kube.resources import CLAIMS_GROUP, CLAIMS_VERSION, IPAMCLAIMS
 from whereabouts.model import Owner
 
@@ -26,6 +28,7 @@ class Lookups:
         self.claims: dict[str, bool | None] = {}
         self.nads: dict[str, NetworkSticky] | None = None
         self.nads_read = False
+        self.unread: list[TryAgainLater] = []  # what could not be read (see the module's docstring)
 
     def evidence(self, owners: Iterable[Owner]) -> Evidence:
         """From lists (one per kind) and a GET per distinct controller: what the plan judges by."""
@@ -76,25 +79,24 @@ class Lookups:
                 return None
             found = self._get(self._claims_path(namespace, name))
             if found is not None and found[0] is None:
-                listed = self._get(self._claims_path(namespace) + "?limit=1")
-                found = None if listed is None or listed[0] is None else found
+                listed = self._list(self._claims_path(namespace) + "?limit=1")
+                found = None if listed is None else found
             self.claims[ref] = None if found is None else found[0] is not None
         return self.claims[ref]
 
     def _all_claims(self) -> frozenset[str] | None:
-        found = self._get(self._claims_path(""))
-        if found is None or found[0] is None:
+        listed = self._list(self._claims_path(""))
+        if listed is None:
             return None  # the CRD is not installed: no claim can be proven gone
-        items = found[0].get("items") or []
+        items = listed.get("items") or []
         return frozenset(f"{i['metadata'].get('namespace', '')}/{i['metadata'].get('name', '')}" for i in items)
 
     def networks(self) -> dict[str, NetworkSticky] | None:
         """Network config name -> what its NADs say of sticky; None when NADs cannot be listed."""
         if not self.nads_read:
             self.nads_read = True
-            found = self._get(self.client.resource(NADS, group=NAD_GROUP, version=NAD_VERSION))
-            listed = None if found is None or found[0] is None else found[0].get("items") or []
-            self.nads = None if listed is None else sticky_networks(listed)
+            listed = self._list(self.client.resource(NADS, group=NAD_GROUP, version=NAD_VERSION))
+            self.nads = None if listed is None else sticky_networks(listed.get("items") or [])
         return self.nads
 
     def _claims_path(self, namespace: str, name: str = "") -> str:
@@ -105,5 +107,14 @@ class Lookups:
         try:
             return (self.client.get(path),)
         except TryAgainLater as exc:
-            self.log(f"sticky: could not read {path}, it proves nothing: {exc.msg}")
+            if not (isinstance(exc, APIError) and exc.status == 403):  # refused by RBAC: no outage, not retried
+                self.unread.append(exc)
             return None
+
+    def _list(self, path: str) -> dict[str, Any] | None:
+        """A list; None when it failed or the kind is not served (404: its CRD is not installed)."""
+        found = self._get(path)
+        if found is not None and found[0] is None:
+            message = f"kubernetes API does not serve {path.partition('?')[0]} (404): is its CRD installed?"
+            self.unread.append(APIError(message, status=404, path=path))
+        return None if found is None else found[0]

@@ -1,20 +1,38 @@
 """A thin REST client for the API server: JSON objects in and out, errors mapped in one place.
 
 Every failure to get an answer (connection refused, timeout, TLS) and every unexpected status becomes
-TryAgainLater (code 11) naming the request; 404 and 409 are normal outcomes that callers branch on.
+APIError, a TryAgainLater (code 11) naming the request; 404 and 409 are normal outcomes that callers branch on.
+
+The credentials' files are followed, as client-go follows them: looked at (a stat) at most every CHECK
+seconds and read again when they changed, and at least every REREAD seconds; a 401 reads them again at once
+and, if that gave other credentials, the request is made once more. A bound service-account token expires
+and the kubelet rewrites its file; install-cni rewrites the kubeconfig: a client living for months follows.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from whereabouts.errors import InvalidConfig, TryAgainLater
-from whereabouts.kube.credentials import Credentials
+from whereabouts.kube.credentials import Credentials, load_credentials
 from whereabouts.kube.resources import GROUP, VERSION
 from whereabouts.kube.transport import HTTPConnection, Response
 from whereabouts.record import record
+
+CHECK = 1.0  # seconds between looks at the credentials' files (one stat each)
+REREAD = 60.0  # seconds: the files are read again at least this often, changed or not (client-go's period)
+
+
+class APIError(TryAgainLater):
+    """The API server could not be reached (`status` 0) or answered `status` to a request on `path`. Callers
+    that must tell an outage from a missing CRD (404 on a collection) or refused credentials look at both."""
+
+    def __init__(self, msg: str, *, status: int = 0, path: str = "") -> None:
+        super().__init__(msg)
+        self.status, self.path = status, path
 
 
 class Conflict(Exception):
@@ -39,14 +57,40 @@ class Event:
 class KubeClient:
     def __init__(self, credentials: Credentials, *, timeout: float = 10.0) -> None:
         self.credentials = credentials
-        self.namespace = credentials.namespace
+        self.namespace = credentials.namespace  # fixed for the client's life, whatever a re-read says
+        self.timeout = timeout
         self.conn = HTTPConnection(credentials.endpoint, tls=credentials.tls, timeout=timeout)
-        self.headers = {"Accept": "application/json", "User-Agent": "whereabouts-py"}
-        if credentials.token:
-            self.headers["Authorization"] = f"Bearer {credentials.token}"
-        elif credentials.basic:
-            self.headers["Authorization"] = f"Basic {credentials.basic}"
+        self.headers = _headers(credentials)
         self.requests = 0
+        self.checked_at = -CHECK  # the first request looks: the credentials given may be old already
+        self.reload_error = ""  # why the last re-read failed ("" if it did not)
+
+    def reload(self) -> bool:
+        """Read the credentials' files again; True when that changed what is sent (the token, the server).
+        A file that cannot be read or parsed now (being rewritten?) leaves the credentials as they were."""
+        if self.credentials.origin is None:
+            return False  # made in memory: nothing to read
+        try:
+            fresh = load_credentials(self.credentials.origin)
+        except InvalidConfig as exc:
+            self.reload_error = exc.msg
+            return False
+        self.reload_error = ""
+        old, self.credentials = self.credentials, fresh
+        if (fresh.endpoint, fresh.tls) != (old.endpoint, old.tls):
+            self.conn.close()
+            self.conn = HTTPConnection(fresh.endpoint, tls=fresh.tls, timeout=self.timeout)
+        self.headers = _headers(fresh)
+        return _sent(fresh) != _sent(old)
+
+    def _follow_files(self) -> None:
+        """Before a request: read the credentials again when their files changed, or every REREAD seconds."""
+        now = time.monotonic()
+        if now - self.checked_at < CHECK:
+            return
+        self.checked_at = now
+        if self.credentials.changed() or now - self.credentials.read_at >= REREAD:
+            self.reload()
 
     def path(self, plural: str, name: str = "", *, group: str = GROUP, version: str = VERSION) -> str:
         """A whereabouts resource in the pools' namespace."""
@@ -73,23 +117,40 @@ class KubeClient:
         Expired when that version is too old (410 Gone): list again, then watch from the new version."""
         query = _query({**params, "watch": "true", "resourceVersion": resource_version,
                         "timeoutSeconds": str(timeout), "allowWatchBookmarks": "true"})  # fmt: skip
-        conn = HTTPConnection(self.credentials.endpoint, tls=self.credentials.tls, timeout=timeout + 30)
-        self.requests += 1
+        self._follow_files()
+        conn: HTTPConnection | None = None
         try:
-            for line in conn.stream(path + query, self.headers):
+            conn, lines = self._stream(path + query, timeout + 30)
+            for line in lines:
                 if conn.last_status >= 300:
-                    raise TryAgainLater(f"kubernetes API refused WATCH {path}: {conn.last_status} {line[:200]!r}")
+                    message = f"kubernetes API refused WATCH {path}: {conn.last_status} {line[:200]!r}"
+                    raise APIError(message + self._why_refused(conn.last_status), status=conn.last_status, path=path)
                 event = json.loads(line)
                 if event.get("type") == "ERROR":
                     code = event.get("object", {}).get("code")
                     if code == 410:
                         raise Expired(resource_version)
-                    raise TryAgainLater(f"kubernetes API ended WATCH {path}: {event.get('object')}")
+                    raise APIError(f"kubernetes API ended WATCH {path}: {event.get('object')}", status=500, path=path)
                 yield Event(event["type"], event["object"])
         except (OSError, ValueError) as exc:
-            raise TryAgainLater(f"kubernetes API {self.credentials.endpoint.url} WATCH {path}: {exc}") from exc
+            raise APIError(f"kubernetes API {self.credentials.endpoint.url} WATCH {path}: {exc}", path=path) from exc
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
+
+    def _stream(self, target: str, timeout: float) -> tuple[HTTPConnection, Iterable[bytes]]:
+        """A watch request's connection and its lines; refused with 401, made once more if reading the
+        credentials again changed them."""
+        for attempt in (1, 2):
+            conn = HTTPConnection(self.credentials.endpoint, tls=self.credentials.tls, timeout=timeout)
+            self.requests += 1
+            lines = conn.stream(target, self.headers)
+            first = next(lines, b"")
+            if conn.last_status == 401 and attempt == 1 and self.reload():
+                conn.close()
+                continue
+            break
+        return conn, _chain(first, lines)
 
     def get(self, path: str) -> dict[str, Any] | None:
         response = self._send("GET", path)
@@ -142,6 +203,13 @@ class KubeClient:
         return True
 
     def _send(self, method: str, path: str, body: object = None, content_type: str = "") -> Response:
+        self._follow_files()
+        response = self._exchange(method, path, body, content_type)
+        if response.status == 401 and self.reload():  # once: the credentials read again may be refused too
+            response = self._exchange(method, path, body, content_type)
+        return response
+
+    def _exchange(self, method: str, path: str, body: object, content_type: str) -> Response:
         self.requests += 1
         headers = {**self.headers, "Content-Type": content_type} if content_type else self.headers
         try:
@@ -149,7 +217,8 @@ class KubeClient:
         except (OSError, ValueError) as exc:
             self.conn.close()
             reason = f"{method} {path}: {exc or type(exc).__name__}"
-            raise TryAgainLater(f"kubernetes API {self.credentials.endpoint.url} unreachable ({reason})") from exc
+            url = self.credentials.endpoint.url
+            raise APIError(f"kubernetes API {url} unreachable ({reason})", path=path) from exc
 
     def _ok(self, response: Response, method: str, path: str) -> dict[str, Any]:
         if response.status == 409:
@@ -157,12 +226,38 @@ class KubeClient:
         if response.status >= 300:
             status = _status(response)
             message = status.get("message") or response.body[:200].decode(errors="replace")
-            raise TryAgainLater(f"kubernetes API refused {method} {path}: {response.status} {message}")
+            message = f"kubernetes API refused {method} {path}: {response.status} {message}"
+            raise APIError(message + self._why_refused(response.status), status=response.status, path=path)
         obj: dict[str, Any] = response.json()  # every call above answers with an object
         return obj
 
+    def _why_refused(self, status: int) -> str:
+        if status != 401 or not self.reload_error:
+            return ""
+        return f" (the credentials could not be read again: {self.reload_error})"
+
     def close(self) -> None:
         self.conn.close()
+
+
+def _headers(credentials: Credentials) -> dict[str, str]:
+    headers = {"Accept": "application/json", "User-Agent": "whereabouts-py"}
+    if credentials.token:
+        headers["Authorization"] = f"Bearer {credentials.token}"
+    elif credentials.basic:
+        headers["Authorization"] = f"Basic {credentials.basic}"
+    return headers
+
+
+def _sent(credentials: Credentials) -> tuple[object, ...]:
+    """What of the credentials reaches the server: a re-read that changed none of it changes nothing."""
+    return credentials.endpoint, credentials.tls, credentials.token, credentials.basic
+
+
+def _chain(first: bytes, rest: Iterable[bytes]) -> Iterator[bytes]:
+    if first:
+        yield first
+    yield from rest
 
 
 def _status(response: Response) -> dict[str, Any]:

@@ -5,6 +5,10 @@ the file and the key, never what the file says: a parse error gives only a line 
 with whitespace or control characters inside (a file that holds no token) is refused, never sent.
 JSON kubeconfigs (install-cni writes them) are read with json, so a CNI call need not import PyYAML; YAML
 ones are read as client-go reads them (go-yaml v2: YAML 1.1 booleans, y and n included).
+
+Credentials remember where they came from and what their files were when read (`origin`, `read_stamp`,
+`read_at`): bound service-account tokens expire and the kubelet rewrites the token file, install-cni rewrites
+the kubeconfig, so a long-lived client reads them again (`KubeClient.reload`).
 """
 
 from __future__ import annotations
@@ -14,8 +18,9 @@ import binascii
 import functools
 import json
 import os
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from whereabouts.errors import InvalidConfig
@@ -36,10 +41,17 @@ class Credentials:
     token: str = ""
     basic: str = ""  # base64 user:password
     sources: tuple[str, ...] = ()  # the files read: when one changes, these credentials are stale
+    origin: str | None = None  # what load_credentials read (a kubeconfig path, "" in-cluster); None: made in memory
+    read_stamp: tuple[tuple[int, int, int], ...] = field(default=(), compare=False)  # the sources when read
+    read_at: float = field(default=0.0, compare=False)  # when they were read (time.monotonic)
 
     def stamp(self) -> tuple[tuple[int, int, int], ...]:
         """What the source files are now (inode, size, modification time): compare to tell a rewrite."""
         return tuple(_stamp(path) for path in self.sources)
+
+    def changed(self) -> bool:
+        """Whether a source file was rewritten, replaced or removed since these credentials were read."""
+        return bool(self.sources) and self.stamp() != self.read_stamp
 
 
 def _stamp(path: str) -> tuple[int, int, int]:
@@ -52,7 +64,9 @@ def _stamp(path: str) -> tuple[int, int, int]:
 
 def load_credentials(kubeconfig: str) -> Credentials:
     """From the kubeconfig file if one is configured, else from the pod's service account."""
-    return _from_kubeconfig(kubeconfig) if kubeconfig else _in_cluster()
+    credentials = _from_kubeconfig(kubeconfig) if kubeconfig else _in_cluster()
+    # stamped after reading: a rewrite in between is caught by the periodic re-read (KubeClient.REREAD)
+    return replace(credentials, origin=kubeconfig, read_stamp=credentials.stamp(), read_at=time.monotonic())
 
 
 def _invalid(path: str, key: str, problem: str) -> InvalidConfig:

@@ -134,10 +134,10 @@ class HTTPConnection:
         self.close()
         self._connect()
         self._send_head("GET", path, b"", headers or {})
-        self.last_status, _, chunked, _ = self._read_head()
+        self.last_status, length, chunked, _ = self._read_head()
         try:
-            if not chunked:
-                yield self._reader.read()
+            if not chunked:  # an error: its body whole (by its length: the server keeps the connection open)
+                yield self._reader.read(length) if length >= 0 else self._reader.read()
                 return
             pending = b""
             for chunk in self._chunks():
@@ -202,9 +202,15 @@ class HTTPConnection:
         return Response(status, body)
 
     def _chunks(self) -> Iterator[bytes]:
-        while (size := int(self._reader.readline().split(b";")[0], 16)) > 0:
+        while (size := int(self._chunk_head().split(b";")[0], 16)) > 0:
             yield self._reader.read(size)
             self._reader.readline()
+
+    def _chunk_head(self) -> bytes:
+        line = self._reader.readline()
+        if not line:
+            raise ConnectionError("connection closed by the server mid-answer")
+        return bytes(line)
 
     def _read_chunked(self) -> bytes:
         body = b"".join(self._chunks())

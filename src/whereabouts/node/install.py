@@ -32,13 +32,15 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
 from whereabouts.config import DEFAULT_LOCAL_DATA_DIR, FLAT_FILE_ENV, FLAT_FILE_NAME
 from whereabouts.controller.context import Context, log_line
-from whereabouts.controller.metrics import Health, Registry, serve
+from whereabouts.controller.health import Backoff, Health, serve
+from whereabouts.controller.metrics import Registry
 from whereabouts.errors import WhereaboutsError
 from whereabouts.kube.credentials import DEFAULT_NAMESPACE, SERVICE_ACCOUNT_DIR, load_credentials
 from whereabouts.node.launcher import script
@@ -48,6 +50,7 @@ if TYPE_CHECKING:
     from whereabouts.node.daemon import NodeDaemon
 
 PYTHON = "python3.11"
+STEADY = 60.0  # seconds pod cleanup ran before failing: its retries start again from the shortest wait
 LOADER = "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
 
 
@@ -287,6 +290,7 @@ class NodeAgent:
     def _pod_cleanup(self) -> None:
         from whereabouts.controller.podcleanup import PodCleanup
 
+        backoff, started = Backoff(), time.monotonic()
         while not self.stop.is_set():
             self.health.beat("pod-cleanup", allowance=300.0)
             try:
@@ -295,10 +299,13 @@ class NodeAgent:
                     namespace = self.files.namespace
                     self.ctx = Context(credentials, namespace, registry=self.registry, health=self.health,
                                        identity=f"install-cni-{self.args.node}")  # fmt: skip
+                started = time.monotonic()
                 PodCleanup(self.ctx, node=self.args.node).run(self.stop)
-            except WhereaboutsError as exc:
-                log_line(f"install-cni: pod cleanup: {exc.msg}; retrying")
-            self.stop.wait(2.0)
+            except WhereaboutsError as exc:  # said once (log, /readyz) until a sweep works again
+                self.health.failing("pod-cleanup", exc, log_line)
+                if time.monotonic() - started > STEADY:
+                    backoff.reset()  # it had been working: a new trouble
+                backoff.wait(self.stop)
 
     def _start_daemon(self) -> NodeDaemon:
         from whereabouts.node.daemon import start_serving

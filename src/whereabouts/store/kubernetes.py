@@ -159,10 +159,10 @@ class KubernetesStore:
     pending: dict[tuple[str, str], list[tuple[str, str]]] = field(default_factory=dict)  # (name, rv) created
     pending_pools: dict[tuple[str, str], set[PoolKey]] = field(default_factory=dict)  # pools written into
     contended: bool = False  # an address this call chose was reserved by someone else
-    stamp: tuple[tuple[int, int, int], ...] = ()  # of the credentials' files when opened
+    stamp: tuple[tuple[int, int, int], ...] = ()  # of the credentials' files when read
 
     def __post_init__(self) -> None:
-        self.stamp = self.client.credentials.stamp()
+        self.stamp = self.client.credentials.read_stamp
 
     @contextmanager
     def transaction(self, keys: Sequence[PoolKey], *, overlapping: bool) -> Iterator[KubeTransaction]:
