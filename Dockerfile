@@ -1,11 +1,12 @@
 # The whereabouts image, for users with a Docker engine: `docker build -t whereabouts .`
 # The same image scripts/build-image.sh builds here without one: Debian bookworm with its Python 3.11,
-# python3-yaml, python3-croniter (the controller's schedule) and patchelf, the project, its commands, and the
+# python3-yaml, python3-croniter (the controller's schedule), python3-prometheus-client (metrics) and patchelf,
+# the project, its commands, and the
 # self-contained plugin bundle (scripts/make_bundle.py) that install-cni copies onto each node.
 FROM debian:bookworm
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 python3-yaml \
-       python3-croniter patchelf binutils \
+       python3-croniter python3-prometheus-client patchelf binutils \
     && rm -rf /var/lib/apt/lists/*
 COPY src/whereabouts /src/whereabouts
 COPY scripts/make_bundle.py /scripts/make_bundle.py

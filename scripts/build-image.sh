@@ -3,7 +3,7 @@
 #   bash scripts/build-image.sh      # prints the tar: /var/cache/whereabouts-py/images/whereabouts-<hash>.tar
 # The image is named twice: localhost/whereabouts:latest, the name deploy/base uses, and
 # localhost/whereabouts:<hash of the inputs>, a name that changes with the content (for an overlay's `images:`).
-# It is the Debian bookworm root of scripts/image-root.sh (python3 3.11, python3-yaml, python3-croniter,
+# It is the Debian bookworm root of scripts/image-root.sh (python3 3.11, python3-yaml, python3-croniter, python3-prometheus-client,
 # patchelf), plus the project in /usr/lib/python3/dist-packages, its commands in /usr/local/bin, and the
 # self-contained plugin bundle in /opt/whereabouts/bundle (scripts/make_bundle.py) that install-cni copies onto
 # each node. The same image as the Dockerfile builds, for users with a Docker engine. Load it with

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The root filesystem of the whereabouts image, cached: a plain tar (not an image) of a
 # `debootstrap --variant=minbase bookworm` root with Debian's python3 (3.11), python3-yaml, python3-croniter (the
-# controller's schedule) and patchelf (install-cni relocates the bundled interpreter with it). Prints its path:
-#   /var/cache/whereabouts-py/images/bookworm-python3-3.tar
+# controller's schedule), python3-prometheus-client (its metrics) and patchelf (install-cni relocates the bundled interpreter with it). Prints its path:
+#   /var/cache/whereabouts-py/images/bookworm-python3-4.tar
 # scripts/build-image.sh adds the project to a copy of it; scripts/node-tools.sh (the test node) uses it too.
 # Needs a Debian machine and root: it installs `debootstrap` if missing and downloads the packages from the archive
 # this machine's apt uses. About a minute, once; a later run finds the tar and returns at once.
@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 IMAGES=${WHEREABOUTS_CACHE:-/var/cache/whereabouts-py}/images
-PYTHON_ROOT=bookworm-python3-3.tar  # the number names the recipe: change it when the recipe changes
+PYTHON_ROOT=bookworm-python3-4.tar  # the number names the recipe: change it when the recipe changes
 log() { echo "image-root: $*" >&2; }
 
 if [ -f "$IMAGES/$PYTHON_ROOT" ]; then
@@ -51,7 +51,7 @@ started=$SECONDS
 root=$WORK/root
 url=$(mirror)
 log "debootstrap --variant=minbase bookworm with python3 from $url (about a minute)"
-debootstrap --variant=minbase --include=python3,python3-yaml,python3-croniter,patchelf bookworm "$root" "$url" \
+debootstrap --variant=minbase --include=python3,python3-yaml,python3-croniter,python3-prometheus-client,patchelf bookworm "$root" "$url" \
     >"$WORK/debootstrap.log" 2>&1 || { tail -20 "$WORK/debootstrap.log" >&2; exit 1; }
 # what an image needs none of: apt's caches and lists, docs, man pages, logs
 rm -rf "$root"/var/cache/apt/*.bin "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* \

@@ -5,7 +5,7 @@
 #   pause-3.2.tar         docker-archive of k8s.gcr.io/pause:3.2: Kubernetes' own build/pause/linux/pause.c
 #                         (from Debian's `kubernetes` source package) compiled `gcc -static`, its only file
 #   busybox.tar           docker-archive of localhost/busybox:test: busybox-static and a symlink per applet
-#   bookworm-python3-3.tar  the whereabouts image's root (scripts/image-root.sh, which build-image.sh uses alone):
+#   bookworm-python3-4.tar  the whereabouts image's root (scripts/image-root.sh, which build-image.sh uses alone):
 #                         extract a copy (`tar -xpf ... -C DIR`), add to it, and build an image of it with
 #                         `python3 scripts/oci_archive.py --root DIR --tag NAME:TAG --out X.tar`
 # Idempotent, run as root: a later run finds everything and returns at once. Prints the images directory.

@@ -9,7 +9,12 @@ daemon only).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
+
+# No `_created` series. prometheus_client 0.16 (Debian bookworm's, which the image uses) reads this once, when
+# it is imported; newer ones also have disable_created_metrics(), called below.
+os.environ.setdefault("PROMETHEUS_DISABLE_CREATED_SERIES", "True")
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -69,7 +74,9 @@ class Histogram(Metric):
 
 class Registry:
     def __init__(self) -> None:
-        prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series
+        disable = getattr(prometheus_client, "disable_created_metrics", None)  # 0.17 and later
+        if disable is not None:
+            disable()
         self.registry = CollectorRegistry(auto_describe=True)
         self.metrics: dict[str, Metric] = {}  # by the name exposed
 
