@@ -58,19 +58,24 @@ def test_the_controller_keeps_working_across_a_token_rotation(
     sliced = {"cniVersion": "1.0.0", "name": network, "type": "bridge",
               "ipam": {"type": "whereabouts", "range": "10.94.0.0/16", "node_slice_size": "/28"}}  # fmt: skip
     create_nad(kube, bed.pools_ns, network, sliced)
-    with bed.running("all", f"--cron-file={schedule}", "--lease-duration=15", "--renew-deadline=10") as controller:
-        controller.wait_for("became leader")
-        controller.wait_for("pod-cleanup: watching pod deletions")
-        wait_until(lambda: bed.node in slices(kube, bed.pools_ns, network), 30, "the node gets its slice")
-        new, _ = kube.mint_token("whereabouts-controller")
-        write_token(token, new)
-        kube.revoke(old, old_secret)
-        assert not kube.accepts(old)
-        delete_pod(kube, bed.pods_ns, "before")  # pod cleanup's watch
-        wait_until(lambda: not any(e[2] == "ctr-before" for e in bed.held()), 30, "the deleted pod's address released")
-        joined = bed.new_node("n2")  # the node-slice controller's watch
-        wait_until(lambda: joined in slices(kube, bed.pools_ns, network), 30, "the joining node gets a slice")
-        bed.create_pool("10.96.0.0-24", "10.96.0.0/24", {"5": ("ctr-leak", f"{bed.pods_ns}/ghost", "net1")})
-        wait_until(lambda: not any(e[2] == "ctr-leak" for e in bed.held()), 90, "the reconciler's next run")
-        assert "is no longer leader" not in controller.text(), controller.text()
-        assert " 401 " not in controller.text(), controller.text()
+    try:
+        with bed.running("all", f"--cron-file={schedule}", "--lease-duration=15", "--renew-deadline=10") as controller:
+            controller.wait_for("became leader")
+            controller.wait_for("pod-cleanup: watching pod deletions")
+            wait_until(lambda: bed.node in slices(kube, bed.pools_ns, network), 30, "the node gets its slice")
+            new, _ = kube.mint_token("whereabouts-controller")
+            write_token(token, new)
+            kube.revoke(old, old_secret)
+            assert not kube.accepts(old)
+            delete_pod(kube, bed.pods_ns, "before")  # pod cleanup's watch
+            released = lambda: not any(e[2] == "ctr-before" for e in bed.held())  # noqa: E731
+            wait_until(released, 30, "the deleted pod's address released")
+            joined = bed.new_node("n2")  # the node-slice controller's watch
+            wait_until(lambda: joined in slices(kube, bed.pools_ns, network), 30, "the joining node gets a slice")
+            bed.create_pool("10.96.0.0-24", "10.96.0.0/24", {"5": ("ctr-leak", f"{bed.pods_ns}/ghost", "net1")})
+            wait_until(lambda: not any(e[2] == "ctr-leak" for e in bed.held()), 90, "the reconciler's next run")
+            assert "is no longer leader" not in controller.text(), controller.text()
+            assert " 401 " not in controller.text(), controller.text()
+    finally:  # other tests of the session read every NAD (kubectl whereabouts check): take it away
+        nads = f"/apis/k8s.cni.cncf.io/v1/namespaces/{bed.pools_ns}/network-attachment-definitions"
+        kube.request("DELETE", f"{nads}/{network}")

@@ -156,7 +156,7 @@ def repair(target: Target, client: KubeClient, read: KubeReading, *, dry_run: bo
     registry = Registry()
     ctx = Context(client.credentials, client.namespace, registry=registry, log=lines.append, dry_run=dry_run,
                   identity=SOURCE)  # fmt: skip
-    applier = Applier(ctx, client, source=SOURCE, released=registry.counter("released", "released"),
+    applier = Applier(ctx, client, source=SOURCE, released=registry.counter("released", "released", ("kind",)),
                       repaired=registry.counter("repaired", "repaired"),
                       retained=registry.counter("retained", "retained"))  # fmt: skip
     applier.apply(read.planned, read.reading.pools)
