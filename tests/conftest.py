@@ -57,19 +57,17 @@ def etcd_prefix() -> str:
 @pytest.fixture(scope="session")
 def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPIServer]:
     """A real kube-apiserver with the CRDs and RBAC from deploy/ applied by kubectl."""
-    server = KubeAPIServer(tmp_path_factory.mktemp("kube"), kube_tools())
-    try:
-        server.start()
-        server.install_whereabouts()
-        yield server
-    finally:
-        server.stop()
+    yield from _running_kube(tmp_path_factory.mktemp("kube"))
 
 
 @pytest.fixture(scope="module")
 def own_kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeAPIServer]:
     """A kube-apiserver of the module's own, as `kube`: for tests that stop it or remove a CRD."""
-    server = KubeAPIServer(tmp_path_factory.mktemp("own-kube"), kube_tools())
+    yield from _running_kube(tmp_path_factory.mktemp("own-kube"))
+
+
+def _running_kube(base: Path) -> Iterator[KubeAPIServer]:
+    server = KubeAPIServer(base, kube_tools())
     try:
         server.start()
         server.install_whereabouts()

@@ -141,14 +141,19 @@ def _named_configs(args: argparse.Namespace, operator: str) -> list[tuple[Networ
     return []
 
 
-def _file_config(path: str, configuration_path: str) -> tuple[NetworkConfig, StoreSettings]:
+def read_json(path: str, what: str) -> Any:
+    """The JSON document in `path`; BadInput naming `what` when it cannot be read or parsed."""
     try:
         with open(path, "rb") as handle:
-            netconf = json.loads(handle.read())
+            return json.loads(handle.read())
     except OSError as exc:
-        raise BadInput(f"cannot read network config {path}: {exc.strerror}") from None
+        raise BadInput(f"cannot read {what}: {exc.strerror}") from None
     except ValueError as exc:
-        raise BadInput(f"network config {path} is not JSON: {exc}") from None
+        raise BadInput(f"{what} is not JSON: {exc}") from None
+
+
+def _file_config(path: str, configuration_path: str) -> tuple[NetworkConfig, StoreSettings]:
+    netconf = read_json(path, f"network config {path}")
     found = _whereabouts_ipam(netconf)
     if found is None:
         raise BadInput(f"network config {path} has no whereabouts ipam (a plugin with ipam.type whereabouts)")

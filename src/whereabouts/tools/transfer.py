@@ -34,7 +34,7 @@ from whereabouts.service import IPAMService
 from whereabouts.tools.errors import BadInput, ToolError
 from whereabouts.tools.findings import who
 from whereabouts.tools.reading import all_keys, read_pools
-from whereabouts.tools.target import NetworkConfig, Target
+from whereabouts.tools.target import NetworkConfig, Target, read_json
 
 KIND, VERSION = "WhereaboutsExport", 1
 FIELDS = {"container_id": "containerID"}  # model.Owner field -> document key, where they differ
@@ -68,13 +68,7 @@ def import_document(target: Target, path: str) -> tuple[list[str], bool]:
 
 
 def _read_document(path: str) -> Entries:
-    try:
-        with open(path, "rb") as handle:
-            doc = json.loads(handle.read())
-    except OSError as exc:
-        raise BadInput(f"cannot read {path}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise BadInput(f"{path} is not JSON: {exc}") from None
+    doc = read_json(path, path)
     if not isinstance(doc, dict) or doc.get("kind") != KIND or doc.get("version") != VERSION:
         raise BadInput(f"{path} is not a {KIND} document of version {VERSION} (made by `kubectl whereabouts export`)")
     entries: Entries = {}
