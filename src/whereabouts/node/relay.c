@@ -666,7 +666,9 @@ static void run_python(char **argv, envlist *e, const buf *in, const buf *reason
 }
 
 int main(int argc, char **argv) {
-    (void)argc;
+    char *no_arguments[] = {"whereabouts", NULL};
+    if (argc < 1) /* exec'd with no argv[0] at all */
+        argv = no_arguments;
     envlist e = caller_env();
     if (!env_get(&e, "CNI_COMMAND")) /* a person ran it: the Python plugin's help */
         run_python(argv, &e, NULL, NULL);
