@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -319,6 +320,42 @@ def test_the_request_carries_the_same_environment_bytes(compiled_relay: str, sho
         b"CNI_COMMAND=ADD", b"CNI_ARGS=K8S_POD_NAME=p;X=\xff\xfe", b"NODENAME=node-1", b"NODENAMES=prefix too",
         b"WHEREABOUTS_FLAT_FILE=/etc/x", b"WHEREABOUTS_SOCKET=" + str(sock).encode(), b"CNI_EMPTY=",
     ]  # fmt: skip
+
+
+def test_a_large_environment_is_forwarded_whole(compiled_relay: str, short_dir: Path) -> None:
+    sock = short_dir / "d.sock"
+    env = {**base_env(), **CALL, "WHEREABOUTS_SOCKET": str(sock), "CNI_ARGS": "K=" + "x" * 100_000}
+    env |= {f"WHEREABOUTS_V{n}": f"{n}" * 20 for n in range(3000)}
+    with scripted(sock, answers(0, b"{}")) as server:
+        for executable in (compiled_relay, PLUGIN):
+            done = subprocess.run([executable], input=b"{}", capture_output=True, env=env, timeout=30)
+            assert (done.returncode, done.stdout, done.stderr) == (0, b"{}", b"")
+    assert server.requests[0] == server.requests[1]
+    assert len(server.requests[0][0].split(b"\0")) == len(CALL) + 2 + 3000
+
+
+def test_a_call_stopped_and_continued_while_waiting_still_gets_its_answer(compiled_relay: str, short_dir: Path):
+    """SIGSTOP then SIGCONT interrupts a read that has a timeout (EINTR even without a handler): it is resumed."""
+    sock = short_dir / "d.sock"
+
+    def slow(conn: socket.socket, env: bytes, stdin: bytes) -> None:
+        time.sleep(1.5)
+        conn.sendall(b"W" + (0).to_bytes(4, "big") + b"{}")
+
+    env = {**base_env(), **CALL, "WHEREABOUTS_SOCKET": str(sock)}
+    (short_dir / "stdin").write_bytes(b"{}")
+    with scripted(sock, slow):
+        for executable in (compiled_relay, PLUGIN):
+            with open(short_dir / "stdin", "rb") as stdin:
+                proc = subprocess.Popen(
+                    [executable], stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+                )
+            time.sleep(0.7)  # in its read of the answer by now
+            os.kill(proc.pid, signal.SIGSTOP)
+            time.sleep(0.1)
+            os.kill(proc.pid, signal.SIGCONT)
+            out, err = proc.communicate(timeout=30)
+            assert (proc.returncode, out, err) == (0, b"{}", b""), executable
 
 
 RAW_EXEC = """
