@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from support import LocalDatastore, running_daemon
+from support import LocalDatastore, running_daemon, stop_process
 from whereabouts.node import install
 from whereabouts.node.install import NodeFiles, kubeconfig_text
 
@@ -152,6 +156,8 @@ def test_uninstall_takes_off_the_node_what_install_cni_and_the_plugin_put_there(
     (data / "whereabouts.db").write_text("a local store: kept")
     with socket.socket(socket.AF_UNIX) as server:
         server.bind(str(run / "plugin.sock"))  # what a daemon killed with -9 leaves
+    (run / "fallbacks").write_bytes(b"nu")  # the plugin's calls since (whereabouts.cni.main), not counted yet
+    (run / ".fallbacks.counting").write_bytes(b"n")  # and the daemon's, mid-count
     args = ["--uninstall", "--once", f"--cni-bin-dir={bin_dir}", f"--cni-conf-dir={conf_dir}",
             f"--socket={run / 'plugin.sock'}", f"--data-dir={data}"]  # fmt: skip
     assert install.main(args) == 0
@@ -170,3 +176,90 @@ def test_uninstall_leaves_a_whereabouts_plugin_install_cni_did_not_write(tmp_pat
             f"--socket={tmp_path / 'run' / 'plugin.sock'}", f"--data-dir={tmp_path / 'data'}"]  # fmt: skip
     assert install.main(args) == 0
     assert (bin_dir / "whereabouts").read_bytes() == b"\x7fELF the Go plugin"
+
+
+INSTALL_CNI = """
+import sys
+from whereabouts.node import install
+install._relocate = lambda staging, final: None  # patchelf: for the real bundle
+sys.exit(install.main(sys.argv[1:]))
+"""
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_install_cni_serves_the_node_daemons_metrics_on_the_metrics_port(tmp_path: Path, account: Path) -> None:
+    """As the DaemonSet runs it (WHEREABOUTS_METRICS_ADDRESS/_PORT): the node daemon's metrics beside its own,
+    on the metrics port for Prometheus; health stays on 127.0.0.1; the plugin it installs finds the daemon."""
+    bin_dir, conf_dir, sock = tmp_path / "bin", tmp_path / "net.d", tmp_path / "run" / "plugin.sock"
+    bin_dir.mkdir()
+    log = tmp_path / "install-cni.log"
+    args = [f"--bundle={fake_bundle(tmp_path / 'bundle')}", f"--cni-bin-dir={bin_dir}", f"--cni-conf-dir={conf_dir}",
+            f"--service-account-dir={account}", f"--socket={sock}", f"--data-dir={tmp_path / 'data'}",
+            "--node=node-1", "--no-pod-cleanup", "--health-port=0"]  # fmt: skip
+    env = {**os.environ, "WHEREABOUTS_METRICS_ADDRESS": "127.0.0.1", "WHEREABOUTS_METRICS_PORT": "0"}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", INSTALL_CNI, *args], stderr=out, env=env)
+    try:
+        ports = wait_for_ports(proc, log)
+        assert set(ports) == {"health", "metrics"} and ports["health"] != ports["metrics"]
+        conf = {"cniVersion": "1.0.0", "name": "pods",
+                "ipam": {"type": "whereabouts", "range": "10.97.1.0/29", "datastore": "local",
+                         "local_data_dir": str(tmp_path / "data")}}  # fmt: skip
+        call = {k: v for k, v in os.environ.items() if not k.startswith(("CNI_", "WHEREABOUTS_"))}
+        call |= {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0", "CNI_NETNS": "/x",
+                 "CNI_PATH": "/x"}  # fmt: skip
+        done = subprocess.run([str(bin_dir / "whereabouts")], input=json.dumps(conf), capture_output=True,
+                              text=True, env=call, timeout=60)  # fmt: skip
+        assert done.returncode == 0 and "in process" not in done.stderr, done.stdout + done.stderr  # the daemon's
+        found = scrape(ports["metrics"])
+        assert found[("whereabouts_node_calls_total", (("code", "0"), ("verb", "ADD")))] == 1
+        assert found[("whereabouts_ready", ())] == 1
+        assert scrape(ports["health"])[("whereabouts_node_calls_total", (("code", "0"), ("verb", "ADD")))] == 1
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['health']}/healthz", timeout=10) as reply:
+            assert reply.status == 200
+    finally:
+        stop_process(proc, 10)
+    assert proc.returncode == 0 and not sock.exists()
+
+
+def wait_for_ports(proc: subprocess.Popen[bytes], log: Path) -> dict[str, int]:
+    """install-cni's endpoints, as it logs them, once its node daemon listens."""
+    deadline = time.monotonic() + 30
+    while True:
+        text = log.read_text()
+        if "node daemon serving" in text:
+            return {kind: int(port) for kind, port in re.findall(r"(health|metrics) on 127\.0\.0\.1:(\d+)", text)}
+        assert proc.poll() is None, text
+        assert time.monotonic() < deadline, text
+        time.sleep(0.05)
+
+
+def test_without_the_node_daemon_the_plugin_never_looks_for_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--no-node-daemon: the launcher tells the plugin so; a call then leaves no fallback byte in the run
+    directory (which the DaemonSet's mount keeps), where nobody would ever count them."""
+    monkeypatch.setattr(install, "_relocate", lambda staging, final: None)
+    bin_dir, run, data = tmp_path / "bin", tmp_path / "run", tmp_path / "data"
+    bin_dir.mkdir()
+    run.mkdir()
+    ipam = {"type": "whereabouts", "range": "10.97.2.0/29", "datastore": "local", "local_data_dir": str(data)}
+    conf = {"cniVersion": "1.0.0", "name": "pods", "ipam": ipam}
+    call = {k: v for k, v in os.environ.items() if not k.startswith(("CNI_", "WHEREABOUTS_"))}
+    call |= {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0", "CNI_NETNS": "/x", "CNI_PATH": "/x"}
+    bundle = fake_bundle(tmp_path / "bundle")
+    for socket_path, recorded in ((str(run / "plugin.sock"), b"n"), ("", b"n")):  # the daemon's, then none
+        install.install_bundle(bundle, bin_dir, log=lambda _: None, socket_path=socket_path)
+        done = subprocess.run([str(bin_dir / "whereabouts")], input=json.dumps(conf), capture_output=True,
+                              text=True, env=call, timeout=60)  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert (run / "fallbacks").read_bytes() == recorded

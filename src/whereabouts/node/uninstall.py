@@ -2,8 +2,9 @@
 
 Removed: the `whereabouts` launcher (only if install-cni wrote it: another plugin of that name is left) and
 `whereabouts.d/` with every bundle in the CNI bin dir; the flat file, the kubeconfig and `nodename` (and their
-staging files) in `<CNI conf dir>/whereabouts.d/`, and that directory once empty; the node daemon's socket; the
-node-local lock files (`<local data dir>/locks/`, see whereabouts.store.nodelock).
+staging files) in `<CNI conf dir>/whereabouts.d/`, and that directory once empty; the node daemon's socket and
+the plugin's `fallbacks` file beside it (whereabouts.node.metrics); the node-local lock files
+(`<local data dir>/locks/`, see whereabouts.store.nodelock).
 
 Left on purpose: a local store's database in the local data dir (`whereabouts.db` and its journal and id files:
 the addresses of `datastore: local` networks, which running containers may still hold), anything else found in
@@ -19,6 +20,9 @@ import shutil
 import stat
 from collections.abc import Callable
 from pathlib import Path
+
+from whereabouts.cni.main import FALLBACKS
+from whereabouts.node.metrics import TAKEN
 
 INSTALLER_NOTE = "installed by whereabouts-install-cni"
 NODE_FILES = ("whereabouts.conf", "whereabouts.kubeconfig", "nodename")
@@ -37,6 +41,8 @@ def uninstall(*, bin_dir: Path, conf_dir: Path, socket: Path, data_dir: Path, lo
         _remove(staged, log)
     if _is_socket(socket):
         _remove(socket, log)
+    for name in (FALLBACKS, TAKEN):
+        _remove(socket.parent / name, log)
     _remove(data_dir / "locks", log)
     left = []
     for directory in (files, socket.parent, data_dir):
