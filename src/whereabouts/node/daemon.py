@@ -285,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.accept_store_loss:
         return _accept_store_loss(args.accept_store_loss)
-    registry = Registry()
+    registry = Registry()  # the endpoint first: a port taken fails the start before the socket is made
+    endpoint = _serve_metrics(args.metrics_address, args.metrics_port, registry) if args.metrics_address else None
     server = start_serving(args.socket, quiet=args.quiet, registry=registry)
 
     def shutdown(signum: int, frame: object) -> None:
@@ -293,7 +294,6 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
-    endpoint = _serve_metrics(args.metrics_address, args.metrics_port, registry) if args.metrics_address else None
     log_line(f"whereabouts-node: serving on {args.socket}")
     try:
         server.serve_forever(poll_interval=0.5)
