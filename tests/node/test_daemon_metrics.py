@@ -22,9 +22,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import whereabouts.cni.main as cni_main
+import whereabouts.node.metrics as node_metrics
 from etcd_server import EtcdServer
 from support import netconf, run_cni, running_daemon
-from whereabouts.node.daemon import MAX_REQUEST
+from whereabouts.controller.metrics import Registry
+from whereabouts.node.daemon import MAX_REQUEST, start_serving
 from whereabouts.node.metrics import TAKEN, VERBS
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -262,3 +264,24 @@ def test_hostile_verbs_do_not_grow_the_series(tmp_path: Path) -> None:
         *VERBS,
         "other",
     }
+
+
+def test_the_file_is_consumed_every_so_often_even_when_nobody_scrapes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node whose metrics nobody scrapes: the file stays a few bytes long all the same."""
+    monkeypatch.setattr(node_metrics, "TAKE_EVERY", 0.2)
+    registry = Registry()
+    server = start_serving(str(tmp_path / "run" / "plugin.sock"), quiet=True, registry=registry)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    fallbacks = registry.metrics["whereabouts_node_fallbacks_total"]
+    try:
+        for n in range(1, 4):
+            (tmp_path / "run" / "fallbacks").write_bytes(b"u")  # as the executable appends it
+            wait_until(lambda: not (tmp_path / "run" / "fallbacks").exists(), "the file consumed")
+            # read without a scrape: counted by the daemon's own loop
+            wait_until(lambda n=n: fallbacks.value(reason="unreachable") == n, f"{n} counted")
+    finally:
+        server.shutdown()
+        server.server_close()
