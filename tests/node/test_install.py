@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -196,51 +197,74 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-def test_install_cni_serves_the_node_daemons_metrics_on_the_metrics_port(tmp_path: Path, account: Path) -> None:
-    """As the DaemonSet runs it (WHEREABOUTS_METRICS_ADDRESS/_PORT): the node daemon's metrics beside its own,
-    on the metrics port for Prometheus; health stays on 127.0.0.1; the plugin it installs finds the daemon."""
+@contextmanager
+def running_install_cni(tmp_path: Path, account: Path, metrics_port: int) -> Iterator[tuple[Path, Path]]:
+    """install-cni as the DaemonSet runs it (WHEREABOUTS_METRICS_ADDRESS/_PORT; health on a free port), stopped
+    by PID; its log and the CNI bin dir it installed into."""
     bin_dir, conf_dir, sock = tmp_path / "bin", tmp_path / "net.d", tmp_path / "run" / "plugin.sock"
     bin_dir.mkdir()
     log = tmp_path / "install-cni.log"
     args = [f"--bundle={fake_bundle(tmp_path / 'bundle')}", f"--cni-bin-dir={bin_dir}", f"--cni-conf-dir={conf_dir}",
             f"--service-account-dir={account}", f"--socket={sock}", f"--data-dir={tmp_path / 'data'}",
             "--node=node-1", "--no-pod-cleanup", "--health-port=0"]  # fmt: skip
-    env = {**os.environ, "WHEREABOUTS_METRICS_ADDRESS": "127.0.0.1", "WHEREABOUTS_METRICS_PORT": "0"}
+    env = {**os.environ, "WHEREABOUTS_METRICS_ADDRESS": "127.0.0.1", "WHEREABOUTS_METRICS_PORT": str(metrics_port)}
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-c", INSTALL_CNI, *args], stderr=out, env=env)
     try:
-        ports = wait_for_ports(proc, log)
-        assert set(ports) == {"health", "metrics"} and ports["health"] != ports["metrics"]
-        conf = {"cniVersion": "1.0.0", "name": "pods",
-                "ipam": {"type": "whereabouts", "range": "10.97.1.0/29", "datastore": "local",
-                         "local_data_dir": str(tmp_path / "data")}}  # fmt: skip
-        call = {k: v for k, v in os.environ.items() if not k.startswith(("CNI_", "WHEREABOUTS_"))}
-        call |= {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0", "CNI_NETNS": "/x",
-                 "CNI_PATH": "/x"}  # fmt: skip
-        done = subprocess.run([str(bin_dir / "whereabouts")], input=json.dumps(conf), capture_output=True,
-                              text=True, env=call, timeout=60)  # fmt: skip
-        assert done.returncode == 0 and "in process" not in done.stderr, done.stdout + done.stderr  # the daemon's
-        found = scrape(ports["metrics"])
-        assert found[("whereabouts_node_calls_total", (("code", "0"), ("verb", "ADD")))] == 1
-        assert found[("whereabouts_ready", ())] == 1
-        assert scrape(ports["health"])[("whereabouts_node_calls_total", (("code", "0"), ("verb", "ADD")))] == 1
-        with urllib.request.urlopen(f"http://127.0.0.1:{ports['health']}/healthz", timeout=10) as reply:
-            assert reply.status == 200
+        deadline = time.monotonic() + 30
+        while "node daemon serving" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        yield log, bin_dir
     finally:
         stop_process(proc, 10)
-    assert proc.returncode == 0 and not sock.exists()
+    assert proc.returncode == 0 and not sock.exists(), log.read_text()
 
 
-def wait_for_ports(proc: subprocess.Popen[bytes], log: Path) -> dict[str, int]:
-    """install-cni's endpoints, as it logs them, once its node daemon listens."""
-    deadline = time.monotonic() + 30
-    while True:
-        text = log.read_text()
-        if "node daemon serving" in text:
-            return {kind: int(port) for kind, port in re.findall(r"(health|metrics) on 127\.0\.0\.1:(\d+)", text)}
-        assert proc.poll() is None, text
-        assert time.monotonic() < deadline, text
-        time.sleep(0.05)
+def ports(log: Path) -> dict[str, int]:
+    """install-cni's endpoints, as it logs them."""
+    return {kind: int(port) for kind, port in re.findall(r"(health|metrics) on 127\.0\.0\.1:(\d+)", log.read_text())}
+
+
+def add_through_installed_plugin(bin_dir: Path, data: Path) -> None:
+    """An ADD by the plugin install-cni installed, its launcher's settings alone telling it where the daemon is."""
+    ipam = {"type": "whereabouts", "range": "10.97.1.0/29", "datastore": "local", "local_data_dir": str(data)}
+    conf = {"cniVersion": "1.0.0", "name": "pods", "ipam": ipam}
+    call = {k: v for k, v in os.environ.items() if not k.startswith(("CNI_", "WHEREABOUTS_"))}
+    call |= {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0", "CNI_NETNS": "/x", "CNI_PATH": "/x"}
+    done = subprocess.run([str(bin_dir / "whereabouts")], input=json.dumps(conf), capture_output=True, text=True,
+                          env=call, timeout=60)  # fmt: skip
+    assert done.returncode == 0 and "in process" not in done.stderr, done.stdout + done.stderr  # the daemon's
+
+
+ADD_SERVED = ("whereabouts_node_calls_total", (("code", "0"), ("verb", "ADD")))
+
+
+def test_install_cni_serves_the_node_daemons_metrics_on_the_metrics_port(tmp_path: Path, account: Path) -> None:
+    """The node daemon's metrics beside install-cni's own, on the metrics port for Prometheus; health stays on
+    127.0.0.1 and serves them too; the plugin it installs finds the daemon."""
+    with running_install_cni(tmp_path, account, metrics_port=0) as (log, bin_dir):
+        endpoints = ports(log)
+        assert set(endpoints) == {"health", "metrics"} and endpoints["health"] != endpoints["metrics"]
+        add_through_installed_plugin(bin_dir, tmp_path / "data")
+        found = scrape(endpoints["metrics"])
+        assert found[ADD_SERVED] == 1
+        assert found[("whereabouts_ready", ())] == 1
+        assert scrape(endpoints["health"])[ADD_SERVED] == 1
+        with urllib.request.urlopen(f"http://127.0.0.1:{endpoints['health']}/healthz", timeout=10) as reply:
+            assert reply.status == 200
+
+
+def test_a_metrics_port_taken_leaves_the_node_daemon_serving(tmp_path: Path, account: Path) -> None:
+    """Another program on the node holds the port: install-cni says so and goes on (a CNI plugin must not wait
+    on a metrics port); /metrics stays on the health endpoint."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        with running_install_cni(tmp_path, account, metrics_port=taken.getsockname()[1]) as (log, bin_dir):
+            assert f"cannot serve metrics on 127.0.0.1:{taken.getsockname()[1]}" in log.read_text()
+            add_through_installed_plugin(bin_dir, tmp_path / "data")
+            assert scrape(ports(log)["health"])[ADD_SERVED] == 1
 
 
 def test_without_the_node_daemon_the_plugin_never_looks_for_one(

@@ -51,6 +51,8 @@ from whereabouts.node.launcher import script
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from http.server import ThreadingHTTPServer
+
     from whereabouts.node.daemon import NodeDaemon
 
 PYTHON = "python3.11"
@@ -280,11 +282,7 @@ class NodeAgent:
             signal.signal(signum, lambda *_: self.stop.set())
         server = serve(self.args.health_address, self.args.health_port, self.registry, self.health)
         log_line(f"install-cni: node {self.args.node}: health on {self.args.health_address}:{server.server_address[1]}")
-        servers = [server]
-        if self.args.metrics_address:
-            servers.append(serve(self.args.metrics_address, self.args.metrics_port, self.registry, self.health))
-            where = f"{self.args.metrics_address}:{servers[-1].server_address[1]}"
-            log_line(f"install-cni: node {self.args.node}: metrics on {where}")
+        servers = [server, *self._metrics_endpoint()]
         threads = [threading.Thread(target=self._refresh_loop, name="refresh", daemon=True)]
         if not self.args.no_pod_cleanup:
             threads.append(threading.Thread(target=self._pod_cleanup, name="pod-cleanup", daemon=True))
@@ -299,6 +297,20 @@ class NodeAgent:
         for endpoint in servers:
             endpoint.shutdown()
         return 0
+
+    def _metrics_endpoint(self) -> list[ThreadingHTTPServer]:
+        """/metrics for Prometheus on --metrics-address, if given. A port taken there is said and left: the
+        node's plugin must not wait on a metrics port (the health endpoint serves /metrics all the same)."""
+        address, port = self.args.metrics_address, self.args.metrics_port
+        if not address:
+            return []
+        try:
+            endpoint = serve(address, port, self.registry, self.health)
+        except OSError as exc:
+            log_line(f"install-cni: node {self.args.node}: cannot serve metrics on {address}:{port}: {exc}")
+            return []
+        log_line(f"install-cni: node {self.args.node}: metrics on {address}:{endpoint.server_address[1]}")
+        return [endpoint]
 
     def _refresh_loop(self) -> None:
         while not self.stop.is_set():
