@@ -242,14 +242,31 @@ class KubeAPIServer:
         assert isinstance(reply, dict)
         return {item["metadata"]["name"]: item for item in reply["items"]}
 
-    def audited(self, user: str = PLUGIN_USER) -> list[dict]:
-        """Every completed request `user` made so far, from the audit log."""
+    def mirrored_pools(self, namespace: str, wait: float = 15.0) -> dict[str, dict]:
+        """The IPPools once their entries hold every reservation's attachment (through a node daemon the pools
+        are written a moment after the reservations: store.kubecache); as they are after `wait` seconds."""
+        deadline = time.monotonic() + wait
+        while True:
+            pools = self.objects(namespace, "ippools")
+            entries = {(e.get("id"), e.get("ifname")) for pool in pools.values()
+                       for e in (pool.get("spec", {}).get("allocations") or {}).values()}  # fmt: skip
+            reserved = {(o["spec"].get("containerid"), o["spec"].get("ifname"))
+                        for o in self.objects(namespace, "overlappingrangeipreservations").values()}  # fmt: skip
+            if reserved <= entries or time.monotonic() > deadline:
+                return pools
+            time.sleep(0.1)
+
+    def audited(self, user: str = PLUGIN_USER, *, namespace: str = "") -> list[dict]:
+        """Every completed request `user` made so far, from the audit log; with `namespace`, not those in
+        other tests' namespaces (`wa-...`: the session's node daemon keeps watching them meanwhile)."""
         events = []
         if self.audit_log.exists():
             for line in self.audit_log.read_text().splitlines():
                 event = json.loads(line)
                 if event.get("stage") == "ResponseComplete" and event.get("user", {}).get("username") == user:
-                    events.append(event)
+                    elsewhere = event.get("objectRef", {}).get("namespace", "")
+                    if not namespace or not elsewhere.startswith("wa-") or elsewhere == namespace:
+                        events.append(event)
         return events
 
     def stop_apiserver(self) -> None:

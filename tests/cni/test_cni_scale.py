@@ -20,7 +20,7 @@ from support import CNIResult, netconf, run_cni
 pytestmark = pytest.mark.local_only
 
 RANGES = 20_000
-CPU_BUDGET = 3.0
+CPU_BUDGET = 5.0  # a call takes 1.5-3.2 s here, more on a contended machine; a quadratic pass takes minutes
 TIMEOUT = 30
 
 

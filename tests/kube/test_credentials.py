@@ -25,6 +25,7 @@ from whereabouts.kube import credentials, transport
 from whereabouts.kube.client import KubeClient
 from whereabouts.kube.credentials import load_credentials
 from whereabouts.node.runtime import Lease, StorePool
+from whereabouts.store.kubernetes import open_kubernetes
 
 SECRET = "s3cr3t-hunter2"  # what must never show up in an error
 
@@ -283,7 +284,9 @@ def test_the_node_daemon_keeps_one_store_and_connection_for_one_kubeconfig(
     """Calls with one kubeconfig share one open store (and its TLS connection) in the daemon's pool; a
     rewritten kubeconfig (install-cni after a token rotation) is read afresh by the next call."""
     path = inline_cert_kubeconfig(tmp_path / "k", cert_server, pki)
-    pool, settings = StorePool(), KubernetesSettings(str(path), str(tmp_path / "locks"))
+    # the stores alone (opened without the watch-fed cache the daemon's pool also keeps per settings, whose
+    # watches would hold connections of their own to this server)
+    pool, settings = StorePool(opener=open_kubernetes), KubernetesSettings(str(path), str(tmp_path / "locks"))
     stores = []
     for _ in range(5):
         with Lease(pool, settings) as store:

@@ -180,9 +180,9 @@ def test_uncontended_add_makes_four_requests(
     write_slice_pool(kube, kube_namespace, "testnet", "10.96.0.0/16", "/24", [("n1", "10.96.3.0/24")])
     conf = slice_conf(tmp_path, plugin_kubeconfig, range="10.96.0.0/16", node_slice_size="/24")
     add(conf, "n1", "warm")
-    before = len(kube.audited())
+    before = len(kube.audited(namespace=kube_namespace))
     assert add(conf, "n1", "counted") == ["10.96.3.2/16"]
-    verbs = [f"{e['verb']} {e['objectRef']['resource']}" for e in kube.audited()[before:]]
+    verbs = [f"{e['verb']} {e['objectRef']['resource']}" for e in kube.audited(namespace=kube_namespace)[before:]]
     assert verbs == ["get nodeslicepools", "get ippools", "create overlappingrangeipreservations", "patch ippools"]
 
 

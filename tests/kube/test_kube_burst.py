@@ -209,7 +209,7 @@ def test_node_daemons_killed_mid_burst_lose_nothing(
     reserved = {o["spec"]["address"]: o["spec"]["containerid"]
                 for o in kube.objects(kube_namespace, "overlappingrangeipreservations").values()}  # fmt: skip
     assert reserved == {r.addresses()[0].split("/")[0]: f"ctr-kd-{n}" for n, r in enumerate(results)}
-    with running_daemon(sockets[0]):  # a daemon serving the pool again writes the entries the killed ones owed
+    with running_daemon(sockets[0], log=tmp_path / "restarted.log"):  # it writes the entries the killed ones owed
         assert call("ADD", config, 120, "kd", sockets).returncode == 0
         deadline = time.monotonic() + 10
         while len(state(kube, kube_namespace, settle=False)[0]) < 121 and time.monotonic() < deadline:

@@ -51,7 +51,8 @@ def test_datastore_defaults_to_kubernetes_with_a_kubeconfig(
     }
     reservation = kube.objects(kube_namespace, "overlappingrangeipreservations")["10.80.0.1"]
     assert reservation["spec"] == {
-        "containerid": "ctr-1", "podref": "ns/p1", "ifname": "eth0", "address": "10.80.0.1", "state": "held"
+        "containerid": "ctr-1", "podref": "ns/p1", "ifname": "eth0", "address": "10.80.0.1", "state": "held",
+        "netconf": "testnet",
     }  # fmt: skip
     assert reservation["metadata"]["labels"]["subnet_24"] == "10.80.0.0"  # kubectl get ip -l subnet_24=10.80.0.0
 
@@ -134,16 +135,16 @@ def test_uncontended_add_makes_three_requests(
     assert run_cni("ADD", conf, container_id="warm").returncode == 0  # the pool exists from here on
 
     def requests_of(container: str) -> list[str]:
-        before = len(kube.audited())
+        before = len(kube.audited(namespace=kube_namespace))
         assert run_cni("ADD", conf, container_id=container).returncode == 0
-        return [f"{e['verb']} {e['objectRef']['resource']}" for e in kube.audited()[before:]]
+        return [f"{e['verb']} {e['objectRef']['resource']}" for e in kube.audited(namespace=kube_namespace)[before:]]
 
     assert requests_of("counted") == ["get ippools", "create overlappingrangeipreservations", "patch ippools"]
     # the very first ADD into a range creates its pool, still in three requests
     fresh = kube_conf(tmp_path, plugin_kubeconfig, range="10.85.0.0/24")
-    before = len(kube.audited())
+    before = len(kube.audited(namespace=kube_namespace))
     assert run_cni("ADD", fresh, container_id="creates-pool").returncode == 0
-    verbs = [f"{e['verb']} {e['objectRef']['resource']}" for e in kube.audited()[before:]]
+    verbs = [f"{e['verb']} {e['objectRef']['resource']}" for e in kube.audited(namespace=kube_namespace)[before:]]
     assert verbs == ["get ippools", "create overlappingrangeipreservations", "create ippools"]
 
 
@@ -270,10 +271,10 @@ def test_sticky_adds_at_most_one_request_even_taking_its_address_back(
     assert run_cni("ADD", conf, container_id="warm", cni_args="IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=w")
 
     def requests_of(command: str, container: str) -> list[str]:
-        before = len(kube.audited())
+        before = len(kube.audited(namespace=kube_namespace))
         result = run_cni(command, conf, container_id=container, cni_args=args)
         assert result.returncode == 0, result.stdout + result.stderr
-        return [f"{e['verb']} {e['objectRef']['resource']}" for e in kube.audited()[before:]]
+        return [f"{e['verb']} {e['objectRef']['resource']}" for e in kube.audited(namespace=kube_namespace)[before:]]
 
     first = ["get pods", "get ippools", "create overlappingrangeipreservations", "patch ippools"]
     assert requests_of("ADD", "web-0-a") == first

@@ -118,7 +118,7 @@ def test_claim_that_does_not_exist_is_code_7_and_holds_nothing(
     result = call("ADD", config, "la", "virt-launcher-vm2-a", ns, ifname="net1")
     assert result.json["code"] == 7 and f"{ns}/vm2.tenantnet" in result.json["msg"], result.stdout
     assert kube.objects(ns, "overlappingrangeipreservations") == {}
-    assert all(not p["spec"].get("allocations") for p in kube.objects(ns, "ippools").values())
+    assert all(not p["spec"].get("allocations") for p in kube.mirrored_pools(ns).values())
 
 
 def test_kubectl_get_ip_lists_the_held_and_retained_addresses_of_a_subnet(
@@ -173,7 +173,7 @@ def test_sticky_pod_records_its_controller_for_the_reconciler(
     config = conf(tmp_path, plugin_kubeconfig, range="10.55.0.0/28", sticky="pod")
     add(config, "a", "db-0", ns)
     delete(config, "a", "db-0", ns)
-    (entry,) = kube.objects(ns, "ippools")["10.55.0.0-28"]["spec"]["allocations"].values()
+    (entry,) = kube.mirrored_pools(ns)["10.55.0.0-28"]["spec"]["allocations"].values()
     assert entry["controller"] == "apps/v1/StatefulSet/db/0b5e-uid" and entry["retained"] > 0
     spec = kube.objects(ns, "overlappingrangeipreservations")["10.55.0.1"]["spec"]
     assert (spec["controller"], spec["state"], spec["sticky"]) == (
@@ -196,7 +196,7 @@ def test_retained_address_comes_back_on_another_nodes_slice(
     assert add(config, "new", "db-0", ns, node="n2") == "10.54.0.1/27"  # from n1's slice, on n2
     assert add(config, "y", "web-1", ns, node="n2") == "10.54.0.16/27"
     delete(config, "old", "db-0", ns, node="n1")  # the old container's late DEL changes nothing
-    held = kube.objects(ns, "ippools")["n1-10.54.0.0-28"]["spec"]["allocations"]["1"]
+    held = kube.mirrored_pools(ns)["n1-10.54.0.0-28"]["spec"]["allocations"]["1"]
     assert (held["id"], held.get("retained"), held.get("node")) == ("new", None, "n2")
     delete(config, "new", "db-0", ns, node="n2")
     assert add(config, "newer", "db-0", ns, node="n1") == "10.54.0.1/27"  # and back to the first node

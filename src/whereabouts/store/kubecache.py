@@ -48,6 +48,7 @@ MIRROR_DELAY = 0.2  # seconds a pool's mirror waits for more changes before its 
 MIRROR_SHARE = 10  # ... and at least this many times what the last round of patches took
 SYNC_WAIT = 5.0  # seconds a first call waits for the cache to fill before reading the server itself
 MAX_OPS = 3000  # JSON patch operations per request (a test and a write per entry, and their guards)
+CONFIRM_BY_LIST = 8  # removals confirmed by one LIST of the reservations rather than a GET each
 COMPLAIN_EVERY = 10.0  # seconds between log lines about a mirror that cannot be written
 ADOPT_EVERY = 300.0  # seconds between full comparisons of a pool served with its reservations
 
@@ -208,7 +209,7 @@ class KubeCache:
             if mirrored is not None and (mirrored.container_id, mirrored.ifname) in released:
                 del allocations[ip]
         network, (ip_version, base), size = key.network, parse_request(key.cidr), _size(key.cidr)
-        subnet = _key_subnet(key)
+        subnet = subnet_of(key)
         for (_, v, ip), held in self.network_holdings(network).items():
             # a pool entry only where the reservation says it was taken (another range of the network that
             # overlaps this one sees it among the reservations, which block it there too)
@@ -240,7 +241,11 @@ class KubeCache:
         self.pools.stop()
 
 
-def _key_subnet(key: PoolKey) -> tuple[int, int, int]:
+def _attachment_of(raw: Any) -> tuple[str, str] | None:
+    return None if raw is None else (raw.get("id", ""), raw.get("ifname", ""))
+
+
+def subnet_of(key: PoolKey) -> tuple[int, int, int]:
     version, base = parse_request(key.cidr)
     return version, base, int(key.cidr.partition("/")[2])
 
@@ -304,7 +309,7 @@ class MirrorWriter:
         """Compare the pools waiting for it; False while the copy is not current (try again, backing off)."""
         if not self.to_adopt:
             return True
-        if not self.cache.ready(0):
+        if not self.cache.ready(SYNC_WAIT):  # the writer's own thread: wait for the copy, then compare at once
             return False
         with self.lock:
             keys, self.to_adopt = self.to_adopt, set()
@@ -408,14 +413,15 @@ class MirrorWriter:
         """(offset, what the entry should say or None to remove it, what it says now) for each changed one."""
         _, base = parse_request(key.cidr)
         found: list[tuple[int, Owner | None, Owner | None]] = []
+        removing = [ip for ip, released in addresses.items() if self.cache.held((key.network, key.version, ip)) is None
+                    and _attachment_of(entries.get(str(ip - base))) in released]  # fmt: skip
+        confirmed = self._confirm_released(key, removing)  # the copy may lag: removing on its word could unmirror
         for ip, released in sorted(addresses.items()):
             offset = ip - base
             raw = entries.get(str(offset))
             have = None if raw is None else resources.entry_owner(raw)
-            held = self.cache.held((key.network, key.version, ip))
-            if held is None and have is not None and (have.container_id, have.ifname) in released:
-                held = self._confirm_released(key, ip)  # the copy may lag: removing on its word could unmirror
-            if held is not None and held.subnet != _key_subnet(key):
+            held = confirmed[ip] if ip in confirmed else self.cache.held((key.network, key.version, ip))
+            if held is not None and held.subnet != subnet_of(key):
                 held = None  # taken in another range of the network: not this pool's entry
             if held is not None:
                 owner = held.owner
@@ -427,16 +433,20 @@ class MirrorWriter:
                 found.append((offset, None, have))
         return found
 
-    def _confirm_released(self, key: PoolKey, ip: int) -> _Held | None:
-        """Before an entry goes: the address's reservation as the server has it now (None: there is none). A
-        call served in process meanwhile (this daemon died mid-call, or declined) may have taken it again for
-        the same attachment, after the copy last saw it."""
-        name = resources.reservation_name(key.network, key.version, ip)
-        obj = self.client.get(self.client.path(RESERVATIONS, name))
-        if obj is None:
-            return None
-        self.cache.wrote_reservation(obj)
-        return self.cache.held((key.network, key.version, ip))
+    def _confirm_released(self, key: PoolKey, ips: list[int]) -> dict[int, _Held | None]:
+        """Before entries go: their addresses' reservations as the server has them now (None: there is none). A
+        call served in process meanwhile (this daemon died mid-call, or declined) may have taken one again for
+        the same attachment after the copy last saw it. One GET each for a few; one LIST for many."""
+        names = {resources.reservation_name(key.network, key.version, ip): ip for ip in ips}
+        if len(names) > CONFIRM_BY_LIST:
+            listed, _ = self.client.list_with_version(self.client.path(RESERVATIONS))
+            found = {obj["metadata"]["name"]: obj for obj in listed if obj["metadata"]["name"] in names}
+        else:
+            found = {name: obj for name in names if (obj := self.client.get(self.client.path(RESERVATIONS, name)))}
+        for obj in found.values():
+            self.cache.wrote_reservation(obj)
+        return {ip: self.cache.held((key.network, key.version, ip)) if name in found else None
+                for name, ip in names.items()}  # fmt: skip
 
     def _operations(self, key: PoolKey, addresses: dict[int, set[tuple[str, str]]], entries: Any) -> list[Any]:
         operations: list[Any] = []

@@ -279,11 +279,22 @@ class KubernetesStore:
         return self._pools_where(network, lambda owner: owner.same_attachment(probe))
 
     def _pools_where(self, network: str, matches: Callable[[Owner], bool]) -> list[PoolKey]:
-        found = []
-        for obj in self.client.list(self.client.path(IPPOOLS)):
+        """The pools of `network` with an entry that `matches`; in the node daemon also those with a reservation
+        that does (its pool entry may not be written yet: the pools are the reservations' mirror)."""
+        found = set()
+        listed = self.client.list(self.client.path(IPPOOLS))
+        for obj in listed:
             key = resources.pool_key(obj, network)
             if key is not None and any(map(matches, resources.decode_pool(key, obj).allocations.values())):
-                found.append(key)
+                found.add(key)
+        if self.cache is not None and self.cache.ready(0):
+            from whereabouts.store.kubecache import subnet_of  # the daemon's: loaded already
+
+            subnets = {held.subnet for held in self.cache.network_holdings(network).values() if matches(held.owner)}
+            for obj in listed:
+                key = resources.pool_key(obj, network)
+                if key is not None and subnet_of(key) in subnets:
+                    found.add(key)
         return sorted(found)
 
     def pools_with_sticky(self, network: str, sticky: str) -> list[PoolKey]:
