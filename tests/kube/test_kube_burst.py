@@ -46,8 +46,8 @@ def burst(
 def state(kube: KubeAPIServer, namespace: str, *, settle: bool = True) -> tuple[dict[str, str], dict[str, str]]:
     """(address -> container ID in the pool, address -> container ID in reservations), checked for doubles;
     with `settle`, once the pool agrees with the reservations (a node daemon writes the pool, a mirror of the
-    reservations, a moment after them: store.kubecache), for up to 10 s."""
-    deadline = time.monotonic() + 10
+    reservations, a moment after them: store.kubecache), for up to 30 s (a burst's DELs on a busy machine)."""
+    deadline = time.monotonic() + 30
     while True:
         try:
             held, reserved = _state(kube, namespace)
