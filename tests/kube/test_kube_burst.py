@@ -209,13 +209,16 @@ def test_node_daemons_killed_mid_burst_lose_nothing(
     reserved = {o["spec"]["address"]: o["spec"]["containerid"]
                 for o in kube.objects(kube_namespace, "overlappingrangeipreservations").values()}  # fmt: skip
     assert reserved == {r.addresses()[0].split("/")[0]: f"ctr-kd-{n}" for n, r in enumerate(results)}
-    with running_daemon(sockets[0], log=tmp_path / "restarted.log"):  # it writes the entries the killed ones owed
-        assert call("ADD", config, 120, "kd", sockets).returncode == 0
-        deadline = time.monotonic() + 10
-        while len(state(kube, kube_namespace, settle=False)[0]) < 121 and time.monotonic() < deadline:
+    with ExitStack() as stack:  # restarted, the daemons write the pool entries the killed ones owed
+        for sock in sockets:
+            stack.enter_context(running_daemon(sock))
+        for n in range(120, 124):  # a call through each
+            assert call("ADD", config, n, "kd", sockets).returncode == 0
+        deadline = time.monotonic() + 30
+        while len(state(kube, kube_namespace, settle=False)[0]) < 124 and time.monotonic() < deadline:
             time.sleep(0.1)
     held, reserved = state(kube, kube_namespace)  # every pool entry has its reservation
-    assert held == reserved, (sorted(set(held.items()) ^ set(reserved.items())), sorted(reserved.items()))
-    assert sorted(held.values()) == sorted(f"ctr-kd-{n}" for n in range(121))
-    assert all(r.returncode == 0 for r in burst("DEL", config, list(range(121)), "kd"))
+    assert held == reserved, sorted(set(held.items()) ^ set(reserved.items()))
+    assert sorted(held.values()) == sorted(f"ctr-kd-{n}" for n in range(124))
+    assert all(r.returncode == 0 for r in burst("DEL", config, list(range(124)), "kd"))
     assert state(kube, kube_namespace) == ({}, {})

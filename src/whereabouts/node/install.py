@@ -367,7 +367,21 @@ class NodeAgent:
         threading.Thread(target=daemon.serve_forever, kwargs={"poll_interval": 0.5}, name="node-daemon",
                          daemon=True).start()  # fmt: skip
         log_line(f"install-cni: node daemon serving the plugin's calls on {self.args.socket}")
+        threading.Thread(target=self._warm, args=(daemon,), name="warm-store", daemon=True).start()
         return daemon
+
+    def _warm(self, daemon: NodeDaemon) -> None:
+        """Open the flat file's datastore now rather than at the first call: on Kubernetes its watch-fed copy
+        then writes the pool entries a daemon killed before had not written yet (store.kubecache), even if no
+        call for their pools comes."""
+        from whereabouts.config import named_store
+
+        try:
+            settings = named_store(json.loads(self.files.flat_file.read_text()))
+            if settings is not None and daemon.runtime.stores is not None:
+                daemon.runtime.stores.warm(settings)
+        except Exception as exc:  # the first call opens it then, and says what is wrong
+            log_line(f"install-cni: the datastore not opened ahead of calls: {type(exc).__name__}: {exc}")
 
 
 if __name__ == "__main__":

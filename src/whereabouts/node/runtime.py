@@ -93,6 +93,11 @@ class StorePool:
         if self.on_error is not None:
             self.on_error(settings, exc)
 
+    def warm(self, settings: StoreSettings) -> None:
+        """Open a store of `settings` (and what its stores share) ahead of the first call."""
+        store = self.lease(settings)
+        self.give_back(settings, store, failed=False)
+
     def give_back(self, settings: StoreSettings, store: Store, *, failed: bool) -> None:
         with self.lock:
             self.leased -= 1

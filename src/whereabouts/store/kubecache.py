@@ -42,7 +42,7 @@ from whereabouts.kube.credentials import load_credentials
 from whereabouts.kube.informer import Informer, Object
 from whereabouts.kube.resources import IPPOOLS, RESERVATIONS
 from whereabouts.model import Owner, PoolKey, PoolState
-from whereabouts.ranges import parse_request
+from whereabouts.ranges import format_ip, parse_request
 
 MIRROR_DELAY = 0.2  # seconds a pool's mirror waits for more changes before its patch
 MIRROR_SHARE = 10  # ... and at least this many times what the last round of patches took
@@ -265,6 +265,7 @@ class MirrorWriter:
         self.writing: dict[PoolKey, dict[int, set[tuple[str, str]]]] = {}  # the round being written
         self.adopted: dict[PoolKey, float] = {}
         self.to_adopt: set[PoolKey] = set()  # pools to compare with their reservations once the copy is current
+        self.held_adopted = False  # every pool with a reservation compared, once, when the copy is first current
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self.idle = threading.Event()
@@ -274,6 +275,7 @@ class MirrorWriter:
         self.complained = -COMPLAIN_EVERY
         self.thread = threading.Thread(target=self._run, name="ippool mirror", daemon=True)
         self.thread.start()
+        self.wake.set()  # a first round: compare the pools with their reservations once the copy is current
 
     def mark(self, key: PoolKey, ip: int, released: Owner | None = None) -> None:
         with self.lock:
@@ -305,12 +307,27 @@ class MirrorWriter:
             self.idle.clear()
         self.wake.set()
 
+    def adopt_held(self) -> None:
+        """Every pool that a reservation of the copy was taken in (a pool named for its network and range
+        alone: a node's slice pool waits for a call of that node): a daemon restarted after a kill -9 owes entries
+        even if no call for their pools comes."""
+        by_name = {obj.get("metadata", {}).get("name", ""): obj for obj in self.cache.pools.items()}
+        with self.cache.lock:
+            held = [(address[0], h.subnet) for address, h in self.cache.index.by_address.items() if h.subnet]
+        for network, (version, base, prefix) in set(held):
+            key = PoolKey(network, f"{format_ip(version, base)}/{prefix}")
+            if key.name in by_name and resources.pool_key(by_name[key.name], network) == key:
+                self.adopt(key)
+
     def _adopt_waiting(self) -> bool:
         """Compare the pools waiting for it; False while the copy is not current (try again, backing off)."""
-        if not self.to_adopt:
+        if not self.to_adopt and self.held_adopted:
             return True
         if not self.cache.ready(SYNC_WAIT):  # the writer's own thread: wait for the copy, then compare at once
             return False
+        if not self.held_adopted:
+            self.held_adopted = True
+            self.adopt_held()
         with self.lock:
             keys, self.to_adopt = self.to_adopt, set()
         for key in sorted(keys):
@@ -362,7 +379,7 @@ class MirrorWriter:
             took = min(time.monotonic() - started, 5.0)
             with self.lock:
                 self.writing = {}
-                if self.dirty or self.to_adopt:
+                if self.dirty or self.to_adopt or not self.held_adopted:
                     self.wake.set()
                 else:
                     self.idle.set()
