@@ -151,7 +151,7 @@ class Store(Protocol):
 
     def holders(self) -> list[tuple[str, str]]: ...
 
-    def left(self) -> Left: ...
+    def left(self, subnet: str = "") -> Left: ...
 
     def settle(self, timeout: float = 10.0) -> float: ...
 
@@ -184,7 +184,7 @@ class EtcdStore:
     def retained(self) -> int:
         return sum(1 for k, v in self.server.dump(self.prefix + "/").items() if "/pools/" in k and v.get("retained"))
 
-    def left(self) -> Left:
+    def left(self, subnet: str = "") -> Left:
         held = [k for k, v in self.server.dump(self.prefix + "/").items() if not v.get("retained")]
         return Left(sum("/reservations/" in k for k in held), sum("/pools/" in k for k in held))
 
@@ -235,8 +235,12 @@ class KubeStore:
     def retained(self) -> int:
         return sum(1 for _, entry in self._entries() if entry.get("retained"))
 
-    def left(self) -> Left:
-        return Left(len(self._reserved()), sum(1 for _, entry in self._entries() if not entry.get("retained")))
+    def left(self, subnet: str = "") -> Left:
+        """Held in `subnet` (the reservations' names are their addresses here: no network_name), else anywhere."""
+        within = ip_network(subnet or "0.0.0.0/0")
+        reserved = sum(1 for name, _ in self._reserved() if ip_address(name) in within)
+        entries = sum(1 for a, entry in self._entries() if not entry.get("retained") and ip_address(a) in within)
+        return Left(reserved, entries)
 
     def settle(self, timeout: float = 10.0) -> float:
         """Wait until the IPPools show what the reservations hold (a mirror written in batches, off the call's
@@ -623,11 +627,11 @@ def check(store: Store, work: list[tuple[Node, str]], outcomes: list[Outcome], g
     return Check(len(held), twice, len(set(answered) - set(held)), lag)
 
 
-def left_after(store: Store) -> tuple[Left, float]:
-    """What the store shows held once its pools agree with its reservations (or 10 s passed), and how long
-    that took."""
+def left_after(store: Store, subnet: str = "") -> tuple[Left, float]:
+    """What the store shows held (in `subnet` if given) once its pools agree with its reservations (or 10 s
+    passed), and how long that took."""
     lag = store.settle()
-    return store.left(), lag
+    return store.left(subnet), lag
 
 
 @dataclass(frozen=True)
@@ -825,7 +829,7 @@ def pool_series(store: KubeStore, settings: Settings, tmp: Path, daemons: list[t
         work = [(node, f"series{size}-{i}") for i in range(options.series_calls)]
         add, _ = run_phase(store, work, "ADD", 1)
         delete, _ = run_phase(store, work, "DEL", 1)
-        left, _ = left_after(store)  # also: the pools agree again before the next prefill writes into them
+        left, _ = left_after(store, SERIES_SUBNET)  # also: the pools agree before the next prefill writes there
         steps.append(PoolStep(held, prefill_s, quiet, add, delete,
                               Left(left.reservations - held, left.pool_entries - held)))  # fmt: skip
     return Series(SERIES_SUBNET, options.series_calls, steps)
