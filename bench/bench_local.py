@@ -1,10 +1,13 @@
 """Benchmark: whereabouts on its local store against the reference host-local IPAM plugin, in one run.
 
-Usage: .venv/bin/python bench/bench_local.py [--quick] [--json PATH]
+Usage: .venv/bin/python bench/bench_local.py [--quick] [--json PATH] [--node-daemon] [--relay python|compiled|both]
 
 Both plugins are exec'd exactly as a CNI runtime execs an IPAM plugin (CNI_COMMAND, config on stdin), each on
 its own fresh data directory. whereabouts runs with a warm bytecode cache kept outside src/
 (PYTHONPYCACHEPREFIX), as an installed package would; bench/imports.py also times it without one.
+`--relay compiled` runs the compiled relay (scripts/build-relay.sh) as the whereabouts executable, as
+install-cni deploys it; `--relay both` compares the node CPU per call of the two relays through the node
+daemon instead (bench/relays.py).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,7 @@ from common import (
     Plugin,
     call,
     children_cpu_ms,
+    compiled_relay,
     host_local,
     load_average,
     machine_busy_ms,
@@ -284,9 +288,10 @@ def header(settings: Settings, info: dict[str, Any]) -> str:
 
 
 @contextmanager
-def node_daemon(env: dict[str, str], sock: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """whereabouts-node on `sock`, stopped by PID afterwards."""
-    proc = subprocess.Popen([str(WHEREABOUTS.with_name("whereabouts-node")), "--socket", str(sock)], env=env)
+def node_daemon(env: dict[str, str], sock: Path, *, quiet: bool = False) -> Iterator[subprocess.Popen[bytes]]:
+    """whereabouts-node on `sock` (no line per call if `quiet`), stopped by PID afterwards."""
+    argv = [str(WHEREABOUTS.with_name("whereabouts-node")), "--socket", str(sock), *(["--quiet"] if quiet else [])]
+    proc = subprocess.Popen(argv, env=env)
     try:
         deadline = time.monotonic() + 30
         while not sock.exists():
@@ -305,16 +310,17 @@ def process_cpu_ms(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
 
 
-def run(settings: Settings, tmp: Path, *, with_daemon: bool = False) -> dict[str, Any]:
+def run(settings: Settings, tmp: Path, *, with_daemon: bool = False, relay: str = "python") -> dict[str, Any]:
     info = machine()
     print(header(settings, info), flush=True)
     env = python_env(tmp / "pycache")
+    executable = compiled_relay(tmp / "relay") if relay == "compiled" else WHEREABOUTS
     if not with_daemon:
         env["WHEREABOUTS_SOCKET"] = ""
-        return _run(settings, tmp, info, env)
+        return _run(settings, tmp, info, env, executable)
     env["WHEREABOUTS_SOCKET"] = str(tmp / "plugin.sock")
     with node_daemon(env, tmp / "plugin.sock") as daemon:
-        result = _run(settings, tmp, info, env)
+        result = _run(settings, tmp, info, env, executable)
         daemon_ms = process_cpu_ms(daemon.pid)
     calls = 2 * (settings.sequential + settings.burst)
     print(f"\nwhereabouts-node served every whereabouts call above; its own CPU: {daemon_ms:.0f} ms in all, "
@@ -323,9 +329,10 @@ def run(settings: Settings, tmp: Path, *, with_daemon: bool = False) -> dict[str
     return result
 
 
-def _run(settings: Settings, tmp: Path, info: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
-    wa_plugin = whereabouts(tmp / "whereabouts", env)
-    figures = measure([wa_plugin, host_local(tmp / "host-local")], settings)
+def _run(settings: Settings, tmp: Path, info: dict[str, Any], env: dict[str, str], executable: Path) -> dict[str, Any]:
+    wa_plugin = whereabouts(tmp / "whereabouts", env)  # the Python plugin: what the start-up section is about
+    measured = replace(wa_plugin, argv=(str(executable),))
+    figures = measure([measured, host_local(tmp / "host-local")], settings)
     wa, hl = figures["whereabouts"], figures["host-local"]
     ratio = ratios(wa, hl)
     met = targets(ratio)
@@ -336,6 +343,7 @@ def _run(settings: Settings, tmp: Path, info: dict[str, Any], env: dict[str, str
     return {
         "machine": info,
         "settings": asdict(settings),
+        "executable": str(executable),
         "whereabouts": asdict(wa),
         "host_local": asdict(hl),
         "ratios": ratio,
@@ -349,9 +357,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smaller workload, for a smoke run")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures as JSON to PATH")
     parser.add_argument("--node-daemon", action="store_true", help="serve whereabouts calls through whereabouts-node")
+    parser.add_argument("--relay", choices=("python", "compiled", "both"), default="python",
+                        help="the whereabouts executable: the Python plugin (pip's), the compiled relay beside it "
+                        "(as install-cni deploys it), or both compared through the node daemon")  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-local-") as tmp:
-        result = run(QUICK if args.quick else FULL, Path(tmp), with_daemon=args.node_daemon)
+        if args.relay == "both":
+            import relays  # it imports this module
+
+            result = relays.run(args.quick, Path(tmp))
+        else:
+            result = run(QUICK if args.quick else FULL, Path(tmp), with_daemon=args.node_daemon, relay=args.relay)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
         print(f"\nFigures written to {args.json}")

@@ -87,6 +87,20 @@ def whereabouts(data_dir: Path, env: Mapping[str, str]) -> Plugin:
     return Plugin("whereabouts", (str(WHEREABOUTS),), json.dumps(conf).encode(), env, data_dir)
 
 
+def compiled_relay(directory: Path) -> Path:
+    """The compiled relay (scripts/build-relay.sh) as `whereabouts` in `directory`, the Python plugin beside it
+    as `whereabouts-python` (this environment's), as install-cni lays them out on a node; the relay's path."""
+    from whereabouts.node.launcher import script
+
+    directory.mkdir(parents=True, exist_ok=True)
+    python = directory / "whereabouts-python"
+    python.write_text(script("whereabouts", python=str(PYTHON)))
+    python.chmod(0o755)
+    relay = directory / "whereabouts"
+    subprocess.run(["bash", str(ROOT / "scripts/build-relay.sh"), str(relay)], check=True, stdout=subprocess.DEVNULL)
+    return relay
+
+
 def host_local(data_dir: Path) -> Plugin:
     ipam = {"type": "host-local", "ranges": [[{"subnet": SUBNET}]], "dataDir": str(data_dir)}
     conf = {"cniVersion": "1.0.0", "name": NETWORK, "type": "bridge", "ipam": ipam}

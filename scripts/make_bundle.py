@@ -7,9 +7,12 @@ loader and libc included, so nothing is taken from the host. install-cni then po
 ELF loader and library path at where the bundle lands on the host (patchelf) and writes the `whereabouts`
 launcher: a plain script whose first line runs the bundled interpreter with `-IS` (no site, no user paths).
 Start-up is that of a plain CPython install; a frozen build (PyInstaller) measured 75% slower per call here.
+With `--relay`, the bundle also carries the compiled relay (scripts/build-relay.sh) as bin/whereabouts-relay:
+install-cni then makes it the `whereabouts` executable and the launcher `whereabouts-python`. The bundle's
+hash (its VERSION) covers every file, the relay included.
 
 Usage (as root: it runs the root's interpreter in a chroot to precompile):
-    python3 scripts/make_bundle.py ROOT OUT    # ROOT: an image root with python3.11; OUT: inside ROOT
+    python3 scripts/make_bundle.py ROOT OUT [--relay PATH]   # ROOT: an image root with python3.11; OUT: inside ROOT
 """
 
 from __future__ import annotations
@@ -27,16 +30,20 @@ LIBDIR = "lib/x86_64-linux-gnu"
 # Standard library parts a CNI call and the controllers never use.
 STDLIB_SKIP = {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data", "distutils",
                "unittest", "venv", "config-3.11-x86_64-linux-gnu", "dist-packages", "site-packages"}  # fmt: skip
+RELAY = "whereabouts-relay"  # whereabouts.node.relay.RELAY
 PACKAGES = ("whereabouts", "yaml", "_yaml")  # ours and PyYAML (Debian's python3-yaml in the root)
 REPO = Path(__file__).resolve().parent.parent
 
 
-def build(root: Path, out: Path) -> str:
-    """Assemble the bundle at `out` (a path inside `root`); returns its content hash."""
+def build(root: Path, out: Path, relay: Path | None = None) -> str:
+    """Assemble the bundle at `out` (a path inside `root`), with the compiled `relay` if given; returns its
+    content hash."""
     if out.exists():
         shutil.rmtree(out)
     (out / "bin").mkdir(parents=True)
     shutil.copy2(root / "usr/bin" / PYTHON, out / "bin" / PYTHON)
+    if relay is not None:
+        shutil.copy2(relay, out / "bin" / RELAY)
     stdlib = out / "lib" / PYTHON
     shutil.copytree(root / "usr/lib" / PYTHON, stdlib, ignore=_skip_stdlib, symlinks=False)
     shutil.copytree(REPO / "src/whereabouts", stdlib / "whereabouts", ignore=shutil.ignore_patterns("__pycache__"))
@@ -116,8 +123,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("root", type=Path)
     parser.add_argument("out", type=Path)
+    parser.add_argument("--relay", type=Path, help="the compiled relay to carry (scripts/build-relay.sh)")
     args = parser.parse_args()
-    print(build(args.root.resolve(), args.out.resolve()))
+    print(build(args.root.resolve(), args.out.resolve(), args.relay))
 
 
 if __name__ == "__main__":

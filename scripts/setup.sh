@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(containernetworking-plugins iproute2 iputils-ping socat etcd-server sqlite3 openssl)
+# gcc and libc6-dev: the compiled relay (scripts/build-relay.sh), which the tests build
+APT_PACKAGES=(containernetworking-plugins iproute2 iputils-ping socat etcd-server sqlite3 openssl gcc libc6-dev)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from etcd_server import AUTH_PREFIX, ETCD_PASSWORD, ETCD_USER, EtcdServer, make_tls
 from kube_server import KubeAPIServer, kube_tools
+from support import build_relay
 
 # Property tests: the same examples on every run (derandomized, so CI cannot flake on a new one), no example
 # database, no per-example deadline (the machine may be busy). Hypothesis still caches some data of its own:
@@ -23,6 +24,12 @@ from kube_server import KubeAPIServer, kube_tools
 settings.register_profile("whereabouts", derandomize=True, database=None, deadline=None)
 settings.load_profile("whereabouts")
 os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", os.path.join(tempfile.gettempdir(), "whereabouts-py-hypothesis"))
+
+
+@pytest.fixture(scope="session")
+def compiled_relay(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The compiled relay, built from this tree for the session, with the Python plugin beside it."""
+    return build_relay(tmp_path_factory.mktemp("relay"))
 
 
 @pytest.fixture(scope="session")

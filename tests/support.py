@@ -19,6 +19,22 @@ from typing import Any, Protocol
 PLUGIN = (
     shutil.which("whereabouts", path=os.path.dirname(sys.executable)) or shutil.which("whereabouts") or "whereabouts"
 )
+REPO = Path(__file__).resolve().parent.parent
+
+
+def build_relay(directory: Path, *flags: str) -> str:
+    """The compiled relay (scripts/build-relay.sh, with extra compiler `flags`) as `whereabouts` in `directory`,
+    the Python plugin beside it as `whereabouts-python` (run by this interpreter), as install-cni lays them out
+    on a node; the relay's path. No compiler fails the test session: scripts/setup.sh installs one."""
+    from whereabouts.node.launcher import script
+
+    directory.mkdir(parents=True, exist_ok=True)
+    python = directory / "whereabouts-python"
+    python.write_text(script("whereabouts", python=sys.executable))
+    python.chmod(0o755)
+    relay = directory / "whereabouts"
+    subprocess.run(["bash", str(REPO / "scripts/build-relay.sh"), str(relay), *flags], check=True, capture_output=True)
+    return str(relay)
 
 
 @dataclass
@@ -63,6 +79,7 @@ class LocalDatastore:
 
 _datastore: Datastore = LocalDatastore()
 _socket = ""  # the node daemon's socket that calls go through; "": served in process
+_plugin = PLUGIN  # the executable run_cni runs
 
 
 def current_datastore() -> Datastore:
@@ -73,15 +90,21 @@ def current_socket() -> str:
     return _socket
 
 
+def current_plugin() -> str:
+    return _plugin
+
+
 @contextmanager
-def served_through(sock: str) -> Iterator[None]:
-    """`run_cni` hands calls to the node daemon on `sock` inside the block ("" : in process)."""
-    global _socket
-    previous, _socket = _socket, sock
+def served_through(sock: str, plugin: str = PLUGIN) -> Iterator[None]:
+    """`run_cni` runs `plugin` (the Python executable unless told), which hands calls to the node daemon on
+    `sock`, inside the block ("" : in process)."""
+    global _socket, _plugin
+    previous = _socket, _plugin
+    _socket, _plugin = sock, plugin
     try:
         yield
     finally:
-        _socket = previous
+        _socket, _plugin = previous
 
 
 @contextmanager
@@ -126,7 +149,7 @@ def run_cni(
         environ["CNI_ARGS"] = cni_args
     environ.update(env or {})
     data = conf if isinstance(conf, bytes) else (conf if isinstance(conf, str) else json.dumps(conf)).encode()
-    proc = subprocess.run([PLUGIN], input=data, capture_output=True, env=environ, timeout=timeout)
+    proc = subprocess.run([_plugin], input=data, capture_output=True, env=environ, timeout=timeout)
     result = CNIResult(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
     if _socket and environ["WHEREABOUTS_SOCKET"] == _socket:
         assert "serving the call in process" not in result.stderr, result.stderr  # the daemon must serve it

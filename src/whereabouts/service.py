@@ -218,7 +218,9 @@ class IPAMService:
         if isinstance(ranges, Refusal):
             return ranges
         keys = _keys(ranges)
-        with self.store.transaction(keys, overlapping=False) as txn:
+        # as the config's ADD holds them: through the node daemon, the reservations are the record (the
+        # Kubernetes store's pools follow them a moment later)
+        with self.store.transaction(keys, overlapping=cfg.overlapping) as txn:
             by_key = {key: _held_by(txn, key, owner) for key in keys}  # once per pool: ranges may share one
         held = {pr: by_key[pr.key] for pr in ranges}
         if cfg.slice_prefix and not all(held.values()):

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from support import PLUGIN, CNIResult, Held, current_datastore, current_socket, run_cni
+from support import CNIResult, Held, current_datastore, current_plugin, current_socket, run_cni
 
 ERROR_KEYS = {"cniVersion", "code", "msg", "details"}
 POD_ARGS = "IgnoreUnknown=true;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web-0"
@@ -42,7 +42,7 @@ def run_plugin(env: dict[str, str], stdin: bytes | dict[str, Any] = b"") -> CNIR
     environ["WHEREABOUTS_SOCKET"] = current_socket()
     environ.update(env)
     data = stdin if isinstance(stdin, bytes) else json.dumps(stdin).encode()
-    proc = subprocess.run([PLUGIN], input=data, capture_output=True, env=environ, timeout=60)
+    proc = subprocess.run([current_plugin()], input=data, capture_output=True, env=environ, timeout=60)
     return CNIResult(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
 
 

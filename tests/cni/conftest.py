@@ -1,6 +1,7 @@
 """Every CNI-level test runs once per datastore in DATASTORES and once per way a call is served: in process
-(the executable alone) and through the node daemon (as the DaemonSet runs it). A `local_only` test runs on
-the local store alone; an `in_process_only` test is about the executable itself.
+(the Python executable alone) and through the node daemon as the DaemonSet runs it (the compiled relay, built
+for the session, hands the call over; tests/node/test_daemon.py covers the Python relay). A `local_only` test
+runs on the local store alone; an `in_process_only` test is about the executable itself.
 
 A datastore is one entry here: a name and how to build it from the test's fixtures (fetched lazily, so a run
 of the local cases alone never starts a server).
@@ -13,7 +14,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from datastores import EtcdDatastore, KubernetesDatastore
 
-from support import Datastore, LocalDatastore, running_daemon, served_through, using_datastore
+from support import PLUGIN, Datastore, LocalDatastore, running_daemon, served_through, using_datastore
 
 DATASTORES: dict[str, Callable[[pytest.FixtureRequest], Datastore]] = {
     "local": lambda request: LocalDatastore(),
@@ -47,8 +48,11 @@ def node_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(autouse=True)
 def served(request: pytest.FixtureRequest) -> Iterator[str]:
     """How `run_cni` has this test's calls served."""
-    sock = request.getfixturevalue("node_daemon") if request.param == "daemon" else ""
-    with served_through(sock):
+    if request.param == "daemon":
+        sock, plugin = request.getfixturevalue("node_daemon"), request.getfixturevalue("compiled_relay")
+    else:
+        sock, plugin = "", PLUGIN
+    with served_through(sock, plugin):
         yield request.param
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,9 +53,20 @@ class KubernetesDatastore:
         return {"local_data_dir": str(data_dir), "kubernetes": {"kubeconfig": str(self.kubeconfig)}}
 
     def held(self, data_dir: Path) -> list[Held]:
-        """The IPPool entries, after checking that each has its overlapping reservation (or the test turned
-        overlapping off) and that nothing went to the local store."""
+        """The IPPool entries, once they agree with the reservations: served by the node daemon, the pools are a
+        mirror written a moment after the reservations (store.kubecache); this waits for it, and fails if
+        it does not come. With overlapping off there are no reservations: the entries once they stay put."""
         assert not (data_dir / "whereabouts.db").exists(), "a kubernetes-configured call wrote to the local store"
+        deadline, last = time.monotonic() + 10, None
+        while True:
+            held, reserved = self._read()
+            if reserved == {(address, cid, ifname) for address, cid, ifname in held} or (not reserved and held == last):
+                return held
+            assert time.monotonic() < deadline, f"the pools do not mirror the reservations: {held} vs {reserved}"
+            last = held
+            time.sleep(0.3 if not reserved else 0.05)
+
+    def _read(self) -> tuple[list[Held], set[Held]]:
         held: list[Held] = []
         for pool in self.server.objects(self.namespace, "ippools").values():
             network = ipaddress.ip_network(pool["spec"]["range"])
@@ -62,8 +74,7 @@ class KubernetesDatastore:
                 address = str(network.network_address + int(offset))
                 held.append((address, entry["id"], entry.get("ifname", "")))
         reserved = {
-            (o["spec"]["containerid"], o["spec"].get("ifname", ""))
+            (o["spec"].get("address", ""), o["spec"]["containerid"], o["spec"].get("ifname", ""))
             for o in self.server.objects(self.namespace, "overlappingrangeipreservations").values()
         }
-        assert reserved <= {(cid, ifname) for _, cid, ifname in held}, "a reservation without its pool entry"
-        return sorted(held)
+        return sorted(held), reserved

@@ -7,11 +7,18 @@ import subprocess
 import pytest
 from cni_helpers import add, failed, full_env, held, run_plugin
 
-from support import DAEMON, netconf, run_cni
+from support import DAEMON, current_plugin, netconf, run_cni
 
 ALL_VERSIONS = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
 # GC and STATUS get only CNI_COMMAND and CNI_PATH from the runtime.
 BARE_ENV = {"CNI_CONTAINERID": "", "CNI_IFNAME": "", "CNI_NETNS": ""}
+
+
+@pytest.mark.local_only
+def test_calls_through_the_daemon_are_handed_over_by_the_compiled_relay(served):
+    """As install-cni deploys it: the executable the runtime starts is the compiled relay."""
+    with open(current_plugin(), "rb") as executable:
+        assert (executable.read(4) == b"\x7fELF") == (served == "daemon")
 
 
 def test_help_text_and_exit_0_without_cni_command():

@@ -184,12 +184,12 @@ CASES = {
         NONE,
         "an ADD may be between its two writes",
     ),
-    "lone reservation, live pod, past the grace period: released": (
+    "lone reservation, live pod, past the grace period: kept, the reservation is the record": (
         [],
         [resv("10.0.0.5", *A, age=GRACE + 10)],
         [pod("ns/a")],
-        {**NONE, "lone": ["10.0.0.5 (aged)"]},
-        "",
+        NONE,
+        "its pod is there: the reservation is the record",
     ),
     "lone reservation, no pod, past the grace period: released": (
         [],
@@ -287,14 +287,14 @@ def test_judge_pod(podref: str, obj: dict | None, verdict: Verdict) -> None:
 
 
 PLAN_MODES = {
-    "reconciler: releases an old lone reservation of a live pod": (True, ["10.0.0.5 (aged)"]),
+    "reconciler: releases an old lone reservation that records no pod": (True, ["10.0.0.5 (aged)"]),
     "pod cleanup (aged off): keeps it, pods are its only evidence": (False, []),
 }
 
 
 @pytest.mark.parametrize(("aged", "lone"), PLAN_MODES.values(), ids=PLAN_MODES)
 def test_age_rule_is_the_reconcilers_only(aged: bool, lone: list[str]) -> None:
-    observed = observed_from([], [resv("10.0.0.5", *A, age=GRACE * 10)], [pod("ns/a")])
+    observed = observed_from([], [resv("10.0.0.5", "ctr-x", "/", age=GRACE * 10)], [])
     assert outcome(plan(observed, now=NOW, aged=aged))["lone"] == lone
 
 

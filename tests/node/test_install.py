@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from support import LocalDatastore, running_daemon
-from whereabouts.node import install
+from whereabouts.node import install, relay
 from whereabouts.node.install import NodeFiles, kubeconfig_text
 
 
@@ -90,31 +91,37 @@ def test_the_kubeconfig_keeps_any_token_text_as_one_string() -> None:
     assert json.loads(text)["users"][0]["user"]["token"] == "a: b # c"
 
 
-def fake_bundle(directory: Path) -> Path:
+def fake_bundle(directory: Path, relay: str | None = None, version: str = "test-bundle") -> Path:
     """A bundle whose `python3.11` runs this test environment's interpreter (the real one is built from an image
-    root: tests/realnode): the launcher install-cni writes is what is under test."""
+    root: tests/realnode), with the compiled `relay` if given: the files install-cni writes are under test."""
     (directory / "bin").mkdir(parents=True)
-    (directory / "VERSION").write_text("test-bundle\n")
+    (directory / "VERSION").write_text(f"{version}\n")
     python = directory / "bin" / "python3.11"
     python.write_text(f'#!/bin/sh\nshift\nexec {sys.executable} "$@"\n')  # drops the launcher's -IS: site is needed
     python.chmod(0o755)
+    if relay:
+        shutil.copy(relay, directory / "bin" / "whereabouts-relay")
     return directory
 
 
+@pytest.mark.parametrize("relay", [False, True], ids=["python-launcher", "compiled-relay"])
 @pytest.mark.parametrize("through_daemon", [False, True], ids=["in-process", "node-daemon"])
 def test_the_installed_plugin_finds_the_flat_file_in_a_conf_dir_of_any_name(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, through_daemon: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, through_daemon: bool, relay: bool, request: pytest.FixtureRequest
 ) -> None:
-    """k3s, OpenShift: a conf dir that is none of the Go plugin's default paths. The launcher install-cni writes
-    tells the plugin where the flat file is, so a config naming only its range works from a pod, served in
-    process or by the node daemon (which gets the setting with the call)."""
+    """k3s, OpenShift: a conf dir that is none of the Go plugin's default paths. The executable install-cni
+    writes (the launcher, or the compiled relay with its settings) tells the plugin where the flat file is, so a
+    config naming only its range works from a pod, served in process or by the node daemon (which gets the
+    setting with the call)."""
     monkeypatch.setattr(install, "_relocate", lambda staging, final: None)  # patchelf: for the real bundle
     bin_dir, conf_dir, data = tmp_path / "k3s/data/current/bin", tmp_path / "k3s/agent/etc/cni/net.d", tmp_path / "data"
     bin_dir.mkdir(parents=True)
     flat_file = conf_dir / "whereabouts.d" / "whereabouts.conf"
     flat_file.parent.mkdir(parents=True)
     flat_file.write_text(json.dumps({"datastore": "local", "local_data_dir": str(data)}))
-    install.install_bundle(fake_bundle(tmp_path / "bundle"), bin_dir, log=lambda _: None, flat_file=flat_file)
+    bundle = fake_bundle(tmp_path / "bundle", request.getfixturevalue("compiled_relay") if relay else None)
+    install.install_bundle(bundle, bin_dir, log=lambda _: None, flat_file=flat_file)
+    assert (bin_dir / "whereabouts").read_bytes().startswith(b"\x7fELF") == relay
     conf = {"cniVersion": "1.0.0", "name": "pods", "ipam": {"type": "whereabouts", "range": "10.97.0.0/29"}}
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CNI_", "WHEREABOUTS_"))}
     env |= {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0", "CNI_NETNS": "/x", "CNI_PATH": "/x",
@@ -136,8 +143,9 @@ def test_the_installed_plugin_finds_the_flat_file_in_a_conf_dir_of_any_name(
     assert LocalDatastore().held(data) == [("10.97.0.1", "c1", "eth0")]
 
 
+@pytest.mark.parametrize("relay", [False, True], ids=["python-launcher", "compiled-relay"])
 def test_uninstall_takes_off_the_node_what_install_cni_and_the_plugin_put_there(
-    tmp_path: Path, account: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, account: Path, monkeypatch: pytest.MonkeyPatch, relay: bool, request: pytest.FixtureRequest
 ) -> None:
     monkeypatch.setattr(install, "_relocate", lambda staging, final: None)
     bin_dir, conf_dir, data, run = tmp_path / "bin", tmp_path / "net.d", tmp_path / "data", tmp_path / "run"
@@ -147,7 +155,11 @@ def test_uninstall_takes_off_the_node_what_install_cni_and_the_plugin_put_there(
     (conf_dir / "10-pods.conflist").write_text("{}")
     files = NodeFiles(conf_dir, account_dir=account, namespace="", node="node-1", cron="30 4 * * *")
     files.write_all()
-    install.install_bundle(fake_bundle(tmp_path / "bundle"), bin_dir, log=lambda _: None, flat_file=files.flat_file)
+    bundle = fake_bundle(tmp_path / "bundle", request.getfixturevalue("compiled_relay") if relay else None)
+    install.install_bundle(bundle, bin_dir, log=lambda _: None, flat_file=files.flat_file)
+    assert sorted(os.listdir(bin_dir)) == ["bridge", "whereabouts", *(["whereabouts-python"] if relay else []),
+                                           "whereabouts.d"]  # fmt: skip
+    (bin_dir / ".whereabouts-python.77.tmp").write_text("left by an install-cni that died")
     (data / "locks" / "10.0.0.0-24.lock").write_text("")
     (data / "whereabouts.db").write_text("a local store: kept")
     with socket.socket(socket.AF_UNIX) as server:
@@ -170,3 +182,59 @@ def test_uninstall_leaves_a_whereabouts_plugin_install_cni_did_not_write(tmp_pat
             f"--socket={tmp_path / 'run' / 'plugin.sock'}", f"--data-dir={tmp_path / 'data'}"]  # fmt: skip
     assert install.main(args) == 0
     assert (bin_dir / "whereabouts").read_bytes() == b"\x7fELF the Go plugin"
+
+
+def test_uninstall_leaves_a_compiled_program_install_cni_did_not_configure(tmp_path: Path, compiled_relay: str) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    shutil.copy(compiled_relay, bin_dir / "whereabouts")  # copied by hand: no note of install-cni's
+    args = ["--uninstall", "--once", f"--cni-bin-dir={bin_dir}", f"--cni-conf-dir={tmp_path / 'net.d'}",
+            f"--socket={tmp_path / 'run' / 'plugin.sock'}", f"--data-dir={tmp_path / 'data'}"]  # fmt: skip
+    assert install.main(args) == 0
+    assert (bin_dir / "whereabouts").exists()
+
+
+def test_the_relay_is_installed_last_beside_the_python_plugin_and_taken_back_with_the_bundle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compiled_relay: str
+) -> None:
+    """The Python plugin is written before the relay that execs it; a bundle without a relay puts the launcher
+    back as `whereabouts` and keeps `whereabouts-python` current for a relay still running from before."""
+    monkeypatch.setattr(install, "_relocate", lambda staging, final: None)
+    bin_dir, flat_file = tmp_path / "bin", tmp_path / "net.d" / "whereabouts.d" / "whereabouts.conf"
+    bin_dir.mkdir()
+    written: list[str] = []
+    rename = os.rename
+    monkeypatch.setattr(install.os, "rename", lambda a, b: (written.append(Path(b).name), rename(a, b))[1])
+    one = fake_bundle(tmp_path / "one", compiled_relay, version="one")
+    install.install_bundle(one, bin_dir, log=lambda _: None, flat_file=flat_file)
+    assert written == ["one", "whereabouts-python", "whereabouts"]
+    program = (bin_dir / "whereabouts").read_bytes()
+    assert relay.note_of(program).startswith(
+        "The whereabouts CNI plugin (bundle one), installed by whereabouts-install-cni"
+    )
+    assert f"WHEREABOUTS_FLAT_FILE={flat_file}\0".encode() in program
+    assert relay.configured(Path(compiled_relay).read_bytes(), note=relay.note_of(program),
+                            environ={"WHEREABOUTS_FLAT_FILE": str(flat_file)}) == program  # fmt: skip
+    launcher = (bin_dir / "whereabouts-python").read_text()
+    assert launcher.startswith(f"#!{bin_dir / 'whereabouts.d' / 'one' / 'bin' / 'python3.11'} -IS\n")
+    written.clear()
+    install.install_bundle(one, bin_dir, log=lambda _: None, flat_file=flat_file)
+    assert written == []  # nothing changed: nothing rewritten
+    two = fake_bundle(tmp_path / "two", version="two")
+    install.install_bundle(two, bin_dir, log=lambda _: None, flat_file=flat_file)
+    assert written == ["two", "whereabouts-python", "whereabouts"]
+    assert (bin_dir / "whereabouts").read_text() == (bin_dir / "whereabouts-python").read_text()
+    assert "whereabouts.d/two/bin" in (bin_dir / "whereabouts").read_text()
+    assert sorted(os.listdir(bin_dir / "whereabouts.d")) == ["one", "two"]  # the previous one kept for calls under way
+    three = fake_bundle(tmp_path / "three", compiled_relay, version="three")
+    install.install_bundle(three, bin_dir, log=lambda _: None, flat_file=flat_file)
+    assert sorted(os.listdir(bin_dir / "whereabouts.d")) == ["three", "two"]
+
+
+def test_relay_settings_that_do_not_fit_are_refused(compiled_relay: str) -> None:
+    program = Path(compiled_relay).read_bytes()
+    with pytest.raises(ValueError, match="do not fit"):
+        relay.configured(program, note="n", environ={"WHEREABOUTS_FLAT_FILE": "/x" * 3000})
+    with pytest.raises(ValueError, match="not a whereabouts relay"):
+        relay.configured(b"\x7fELF another program", note="n")
+    assert relay.note_of(program) == "" and relay.note_of(b"#!/bin/sh\n") == ""

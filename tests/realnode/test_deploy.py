@@ -35,6 +35,7 @@ from realnode.configs import (
     busybox_statefulset,
 )
 from realnode.node import RealNode, pod_ready, wait_for
+from whereabouts.node.relay import note_of
 
 pytestmark = [pytest.mark.realnode, pytest.mark.skipif(os.geteuid() != 0, reason="a real node needs root")]
 
@@ -248,10 +249,12 @@ def _ready(pod: dict[str, Any]) -> bool:
 
 def test_install_cni_puts_the_plugin_and_its_files_on_the_host(installed: RealNode) -> None:
     node = installed
-    launcher = node.cni_bin_dir / "whereabouts"
+    launcher = node.cni_bin_dir / "whereabouts-python"  # the compiled relay is `whereabouts`, execing this one
     first = launcher.read_text().splitlines()[0]
     bundle = Path(first[2:].split()[0]).parents[1]
     assert bundle.parent == node.cni_bin_dir / "whereabouts.d" and (bundle / "VERSION").exists()
+    version = (bundle / "VERSION").read_text().strip()
+    assert f"(bundle {version}), installed by" in note_of((node.cni_bin_dir / "whereabouts").read_bytes())
     files = node.cni_conf_dir / "whereabouts.d"
     flat = json.loads((files / "whereabouts.conf").read_text())
     assert flat["datastore"] == "kubernetes" and flat["kubernetes"]["kubeconfig"] == str(

@@ -118,8 +118,10 @@ def install(node: RealNode, shell: Shell, blocks: dict[str, str], bin_dir: Path,
     node.wait_pods_gone("kube-system", "app.kubernetes.io/component=controller")
     flat_file = conf_dir / "whereabouts.d" / "whereabouts.conf"
     assert json.loads(flat_file.read_text())["datastore"] == "kubernetes"
-    launcher = (bin_dir / "whereabouts").read_text()
+    launcher = (bin_dir / "whereabouts-python").read_text()
     assert repr(str(flat_file)) in launcher, "the launcher tells the plugin where the flat file is"
+    relay = (bin_dir / "whereabouts").read_bytes()
+    assert f"WHEREABOUTS_FLAT_FILE={flat_file}\0".encode() in relay, "and the compiled relay tells the daemon"
 
 
 def pods_on_the_documented_network(node: RealNode, blocks: dict[str, str]) -> None:

@@ -7,6 +7,10 @@ wait (it is never served elsewhere meanwhile); the call is served here, in proce
 when the daemon dies before answering, or when the daemon says so (it cannot prove it sees this process's
 local store, or the request is too large for it). Either way the result is the same.
 
+On the nodes install-cni puts the compiled relay (whereabouts/node/relay.c) in this module's place: it does
+the same without starting Python, and execs this module (installed as `whereabouts-python` beside it) with
+WHEREABOUTS_SOCKET empty and its reason in WHEREABOUTS_RELAY_REASON whenever the call is served in process.
+
 Wire format (see whereabouts.node.daemon): request = 4-byte length + "K=V\\0..." environment + 4-byte length + stdin.
 The daemon then answers with frames: b"S" + 4-byte length + path asks "what is this path to you?" (answered
 with b"s" + 4-byte length + "device:inode", empty when missing); b"R" + reason means "serve it yourself";
@@ -23,6 +27,7 @@ if TYPE_CHECKING:
     import _socket
 
 SOCKET_ENV = "WHEREABOUTS_SOCKET"  # empty: never use a daemon
+RELAY_REASON_ENV = "WHEREABOUTS_RELAY_REASON"  # why the compiled relay (node/relay.c) hands the call back
 DEFAULT_SOCKET = "/run/whereabouts/plugin.sock"
 FORWARDED_ENV = ("CNI_", "NODENAME", "WHEREABOUTS_")
 CONNECT_WAIT = 30  # seconds a call waits for a busy daemon to take it
@@ -37,7 +42,7 @@ def main() -> int:
         return 0
     stdin = sys.stdin.buffer.read()
     path = os.environ.get(SOCKET_ENV, DEFAULT_SOCKET)
-    answer = relay(path, os.environ, stdin) if path else ""
+    answer = relay(path, os.environ, stdin) if path else _relayed_reason()
     if not isinstance(answer, tuple):
         if answer:
             sys.stderr.write(f"whereabouts: serving the call in process: {answer}\n")
@@ -58,7 +63,8 @@ def relay(path: str, environ: os._Environ[str] | dict[str, str], stdin: bytes) -
     import _socket  # the C module: `socket` itself costs more than the relay saves
     import _struct
 
-    env = "\0".join(f"{k}={v}" for k, v in environ.items() if k.startswith(FORWARDED_ENV)).encode()
+    text = "\0".join(f"{k}={v}" for k, v in environ.items() if k.startswith(FORWARDED_ENV))
+    env = text.encode(errors="surrogateescape")  # the bytes the runtime set, as the compiled relay sends them
     request = len(env).to_bytes(4, "big") + env + len(stdin).to_bytes(4, "big") + stdin
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     # A blocking socket whose calls give up after a while: `settimeout` would make connect non-blocking, and a
@@ -104,7 +110,7 @@ def _answer(sock: _socket.socket, path: str) -> tuple[int, bytes] | str:
     while True:
         kind = take(1)
         if kind == b"S":
-            asked = take(int.from_bytes(take(4), "big")).decode()
+            asked = os.fsdecode(take(int.from_bytes(take(4), "big")))
             sock.sendall(_identity(asked))
         elif kind == b"R":
             return "node daemon declined: " + _rest(sock, buffered).decode(errors="replace")
@@ -123,7 +129,7 @@ def _rest(sock: _socket.socket, buffered: bytearray) -> bytes:
 
 
 def _identity(path: str) -> bytes:
-    text = path_identity(path).encode()
+    text = os.fsencode(path_identity(path))
     return b"s" + len(text).to_bytes(4, "big") + text
 
 
@@ -143,6 +149,11 @@ def path_identity(path: str) -> str:
             path, rest = parent, f"/{name}{rest}"
         except (OSError, ValueError):
             return ""
+
+
+def _relayed_reason() -> str:
+    """The reason the compiled relay passed along with a call it hands back, read as the daemon's is."""
+    return os.environ.pop(RELAY_REASON_ENV, "").encode(errors="surrogateescape").decode(errors="replace")
 
 
 def _busy(stdin: bytes, path: str, what: str) -> tuple[int, bytes]:

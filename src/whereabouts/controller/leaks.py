@@ -6,7 +6,10 @@ Evidence that an address is not in use, and nothing else, releases it:
     pod not found          the listed pods lack it, and a fresh GET right before the write says 404
     pod Succeeded/Failed   terminal: the kubelet tore its sandbox down (confirmed by the same fresh GET)
     lone reservation aged  no pool entry behind it, older than GRACE (an ADD writes the reservation, then the
-                           pool entry, and gives up after 45 s) and still lone on a fresh re-read of the pools
+                           pool entry, and gives up after 45 s), still lone on a fresh re-read of the pools, and
+                           recording no pod (one that records a live pod is that pod's: the reservation is the
+                           record, the IPPool entry a mirror the node daemon writes a moment later, see
+                           store.kubecache; it is kept until the pod is gone)
 Sticky addresses (controller.sticky): a held entry with a sticky key whose pod is gone is turned retained
 instead (its DEL never ran); a retained entry is no pod's, and only its key's owner, proven gone, releases it.
 Everything else is kept, with its reason: a pod that exists under that name keeps all its entries (its
@@ -423,7 +426,14 @@ def _plan_lone(
         result.reservation_releases.append(ReservationRelease(reservation, f"no pool entry; {judgement.reason}", False))
         return
     age = None if reservation.created is None else now - reservation.created
-    if grace is not None and age is not None and age > grace and not adoption_in_flight(index, reservation):
+    judged = judgement.verdict is not Verdict.UNKNOWN  # a pod it names exists (or is going): it is that pod's
+    if (
+        grace is not None
+        and age is not None
+        and age > grace
+        and not judged
+        and not adoption_in_flight(index, reservation)
+    ):
         reason = f"no pool entry for {age:.0f}s (> {grace:.0f}s); {judgement.reason}"
         result.reservation_releases.append(ReservationRelease(reservation, reason, True))
         return
@@ -431,8 +441,10 @@ def _plan_lone(
         why = "no release by age in this pass"
     elif age is None or age <= grace:
         why = f"not older than {grace:.0f}s: an ADD may be between its two writes"
-    else:
+    elif adoption_in_flight(index, reservation):
         why = "a recreated pod's ADD is taking it over"
+    else:
+        why = "its pod is there: the reservation is the record (the node daemon writes the pool's mirror entry)"
     result.kept.append(Kept(reservation.describe(), f"no pool entry, kept: {why}; {judgement.reason}", True))
 
 

@@ -239,6 +239,8 @@ def reservation(name: str, owner: Owner, namespace: str, *, network: str = "", c
     and the `subnet_<prefix>` label; unknown, they are left out."""
     spec: dict[str, Any] = {"containerid": owner.container_id, "podref": owner.podref or NO_POD,
                             "ifname": owner.ifname, "state": owner.state, **_sticky_fields(owner)}  # fmt: skip
+    if owner.netconf:
+        spec["netconf"] = owner.netconf
     if address is not None:
         spec["address"] = format_ip(*address)
     return {
@@ -277,8 +279,8 @@ def reservation_patch(obj: Read, previous: Owner) -> list[Object]:
 def reservation_owner(obj: Read) -> Owner:
     spec = obj.get("spec", {})
     podref = spec.get("podref", "")
-    return Owner(spec.get("containerid", ""), spec.get("ifname", ""), "" if podref == NO_POD else podref, "",
-                 *_read_sticky(spec))  # fmt: skip
+    return Owner(spec.get("containerid", ""), spec.get("ifname", ""), "" if podref == NO_POD else podref,
+                 str(spec.get("netconf") or ""), *_read_sticky(spec))  # fmt: skip
 
 
 # -- Pods and IPAMClaims (read for sticky addresses) ------------------------------------------------------------

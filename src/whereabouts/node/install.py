@@ -3,9 +3,12 @@
 1. Installs the self-contained plugin (the bundle the image carries, see scripts/make_bundle.py) into the
    host's CNI bin dir, atomically: the bundle is copied beside into `whereabouts.d/.<hash>.tmp`, its
    interpreter pointed at where it lands (patchelf), and renamed to `whereabouts.d/<hash>`; then the
-   `whereabouts` launcher is written beside and renamed over the old one. A CNI call at that moment runs
-   the old plugin or the new one, never a half-written file; the previous bundle is kept for calls that
-   started just before.
+   `whereabouts` launcher is written beside and renamed over the old one. When the bundle carries the
+   compiled relay (whereabouts.node.relay), the launcher goes to `whereabouts-python` instead and the relay,
+   written last, becomes `whereabouts`: it hands calls to the node daemon without starting Python and execs
+   `whereabouts-python` beside it for a call served in process. A CNI call at that moment runs the old
+   plugin or the new one, never a half-written file; the previous bundle is kept for calls that started
+   just before.
 2. Writes into the host's `<cni conf dir>/whereabouts.d/`: the flat file `whereabouts.conf`, a kubeconfig
    built from this pod's service-account token and CA (`KUBERNETES_SERVICE_HOST`/`_PORT` for the server),
    and `nodename`. Each is written beside and renamed, and only when its content changes.
@@ -44,6 +47,7 @@ from whereabouts.controller.metrics import Registry
 from whereabouts.errors import WhereaboutsError
 from whereabouts.kube.credentials import DEFAULT_NAMESPACE, SERVICE_ACCOUNT_DIR, load_credentials
 from whereabouts.node.launcher import script
+from whereabouts.node.relay import PYTHON_PLUGIN, RELAY, configured
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -69,11 +73,18 @@ def install_bundle(
         _relocate(staging, target)
         os.rename(staging, target)
         log(f"install-cni: installed bundle {version} in {target}")
-    previous = _launcher_version(bin_dir / "whereabouts")
+    plugin, python_plugin, relay = bin_dir / "whereabouts", bin_dir / PYTHON_PLUGIN, target / "bin" / RELAY
+    previous = _launcher_version(python_plugin) or _launcher_version(plugin)
     note = f"The whereabouts CNI plugin (bundle {version}), installed by whereabouts-install-cni. Do not edit."
     environ = {FLAT_FILE_ENV: str(flat_file)} if flat_file else None
     launcher = script("whereabouts", python=f"{target / 'bin' / PYTHON} -IS", note=note, environ=environ)
-    _write_atomically(bin_dir / "whereabouts", launcher, mode=0o755, log=log)
+    if relay.exists() or python_plugin.exists():  # also for a relay still running from the last install
+        _write_atomically(python_plugin, launcher, mode=0o755, log=log)
+    if relay.exists():
+        program = configured(relay.read_bytes(), note=note, environ=environ)
+        _write_atomically(plugin, program, mode=0o755, log=log)
+    else:
+        _write_atomically(plugin, launcher, mode=0o755, log=log)
     keep = {version, previous, *(n for n in os.listdir(home) if n.startswith("."))}
     for name in sorted(set(os.listdir(home)) - keep):
         shutil.rmtree(home / name, ignore_errors=True)
@@ -90,23 +101,28 @@ def _relocate(staging: Path, final: Path) -> None:
 
 def _launcher_version(path: Path) -> str:
     try:
-        first = path.read_text().splitlines()[0]
-    except (OSError, IndexError, UnicodeDecodeError):
+        with path.open("rb") as handle:
+            first = handle.readline(4096).decode()
+    except (OSError, UnicodeDecodeError):
         return ""
-    parts = Path(first[2:].split()[0]).parts if first.startswith("#!") else ()
+    words = first[2:].split() if first.startswith("#!") else []
+    parts = Path(words[0]).parts if words else ()
     return parts[-3] if len(parts) >= 3 and "whereabouts.d" in parts else ""
 
 
-def _write_atomically(path: Path, text: str, *, mode: int = 0o644, log: Callable[[str], None] = log_line) -> bool:
+def _write_atomically(
+    path: Path, text: str | bytes, *, mode: int = 0o644, log: Callable[[str], None] = log_line
+) -> bool:
     """Write `text` to `path` by renaming a finished file over it; False when it already says that."""
+    data = text.encode() if isinstance(text, str) else text
     try:
-        if path.read_text() == text and (path.stat().st_mode & 0o777) == mode:
+        if path.read_bytes() == data and (path.stat().st_mode & 0o777) == mode:
             return False
-    except (OSError, UnicodeDecodeError):
+    except OSError:
         pass
     staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with _create(staging, mode) as handle:
-        handle.write(text.encode())
+        handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
     os.rename(staging, path)

@@ -14,11 +14,15 @@ from whereabouts.errors import TryAgainLater, WhereaboutsError
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import TypeVar
 
     from whereabouts.config import StoreSettings
     from whereabouts.node.batch import Batcher
     from whereabouts.storage import Store
 
+    T = TypeVar("T")
+
+SHARED_IDLE = 120.0  # seconds a shared part (a watch-fed cache) is kept without a call asking for it
 IDLE_PER_SETTINGS = 16  # stores kept open per datastore settings (a burst opens more; they close after)
 
 
@@ -44,17 +48,20 @@ class StorePool:
 
         self.opener = opener
         self.idle: dict[StoreSettings, list[Store]] = {}
+        self.shared: dict[StoreSettings, object] = {}  # what the stores of one settings share (store.factory)
+        self.used: dict[StoreSettings, float] = {}  # when a call last asked for it
         self.lock = threading.Lock()
 
     def lease(self, settings: StoreSettings) -> Store:
         """An idle store still fit to serve (checked now: its files may have changed while it waited), else
         a new one."""
+        self._sweep(settings)
         while True:
             with self.lock:
                 kept = self.idle.get(settings)
                 store = kept.pop() if kept else None
             if store is None:
-                return _open(settings, self.opener)
+                return _open(settings, self.opener, self)
             if store.reusable():
                 return store
             store.close()
@@ -74,20 +81,58 @@ class StorePool:
         with self.lock:
             return sum(len(kept) for kept in self.idle.values())
 
+    def keep(self, settings: StoreSettings, make: Callable[[], T]) -> T:
+        """The one part every store of `settings` shares (the Kubernetes store's watch-fed cache), made by the
+        first that asks."""
+        with self.lock:
+            if settings not in self.shared:
+                self.shared[settings] = make()
+            kept: T = self.shared[settings]  # type: ignore[assignment]  # made by `make` for these settings
+            return kept
+
+    def _sweep(self, settings: StoreSettings) -> None:
+        """`settings` is in use now; shared parts no call used for SHARED_IDLE seconds are closed, with the idle
+        stores that use them (settings come and go over months: a kubeconfig moved, a network removed), and
+        made again by the next call that needs them."""
+        import time
+
+        now = time.monotonic()
+        with self.lock:
+            self.used[settings] = now
+            idle = [s for s, used in self.used.items() if now - used > SHARED_IDLE]
+            parts = [self.shared.pop(s) for s in idle if s in self.shared]
+            stores = [store for s in idle for store in self.idle.pop(s, [])]
+            for s in idle:
+                del self.used[s]
+        for store in stores:
+            store.close()
+        for part in parts:
+            _close(part)
+
     def close(self) -> None:
         with self.lock:
             stores = [store for kept in self.idle.values() for store in kept]
+            shared, self.shared = list(self.shared.values()), {}
+            self.used.clear()
             self.idle.clear()
         for store in stores:
             store.close()
+        for part in shared:
+            _close(part)
 
 
-def _open(settings: StoreSettings, opener: Callable[[StoreSettings], Store] | None) -> Store:
+def _close(part: object) -> None:
+    close = getattr(part, "close", None)
+    if close is not None:
+        close()
+
+
+def _open(settings: StoreSettings, opener: Callable[[StoreSettings], Store] | None, pool: StorePool | None) -> Store:
     if opener is not None:
         return opener(settings)
     from whereabouts.store.factory import open_store  # imports only the configured backend
 
-    return open_store(settings)
+    return open_store(settings, keep=pool.keep if pool is not None else None)
 
 
 class Lease:
@@ -102,7 +147,7 @@ class Lease:
         self.store: Store | None = None
 
     def __enter__(self) -> Store:
-        self.store = self.pool.lease(self.settings) if self.pool else _open(self.settings, None)
+        self.store = self.pool.lease(self.settings) if self.pool else _open(self.settings, None, None)
         return self.store
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:

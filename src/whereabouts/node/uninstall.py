@@ -1,6 +1,7 @@
 """`whereabouts-install-cni --uninstall`: take off a node what install-cni and the plugin put there.
 
-Removed: the `whereabouts` launcher (only if install-cni wrote it: another plugin of that name is left) and
+Removed: the `whereabouts` executable, the launcher or the compiled relay, and the `whereabouts-python`
+launcher beside a relay (each only if install-cni wrote it: another plugin of that name is left) and
 `whereabouts.d/` with every bundle in the CNI bin dir; the flat file, the kubeconfig and `nodename` (and their
 staging files) in `<CNI conf dir>/whereabouts.d/`, and that directory once empty; the node daemon's socket; the
 node-local lock files (`<local data dir>/locks/`, see whereabouts.store.nodelock).
@@ -20,6 +21,8 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
+from whereabouts.node.relay import PYTHON_PLUGIN, note_of
+
 INSTALLER_NOTE = "installed by whereabouts-install-cni"
 NODE_FILES = ("whereabouts.conf", "whereabouts.kubeconfig", "nodename")
 
@@ -27,7 +30,9 @@ NODE_FILES = ("whereabouts.conf", "whereabouts.kubeconfig", "nodename")
 def uninstall(*, bin_dir: Path, conf_dir: Path, socket: Path, data_dir: Path, log: Callable[[str], None]) -> list[Path]:
     """Remove what is ours; returns what stays in the directories we used (logged)."""
     _remove_launcher(bin_dir / "whereabouts", log)
-    for staged in bin_dir.glob(".whereabouts.*.tmp"):
+    if (bin_dir / PYTHON_PLUGIN).exists():
+        _remove_launcher(bin_dir / PYTHON_PLUGIN, log)
+    for staged in [*bin_dir.glob(".whereabouts.*.tmp"), *bin_dir.glob(f".{PYTHON_PLUGIN}.*.tmp")]:
         _remove(staged, log)
     _remove(bin_dir / "whereabouts.d", log)
     files = conf_dir / "whereabouts.d"
@@ -49,9 +54,10 @@ def uninstall(*, bin_dir: Path, conf_dir: Path, socket: Path, data_dir: Path, lo
 
 def _remove_launcher(path: Path, log: Callable[[str], None]) -> None:
     try:
-        ours = INSTALLER_NOTE in path.read_text(errors="replace")[:1000]
+        content = path.read_bytes()
     except OSError:
         return
+    ours = INSTALLER_NOTE in content[:1000].decode(errors="replace") or INSTALLER_NOTE in note_of(content)
     if ours:
         _remove(path, log)
     else:

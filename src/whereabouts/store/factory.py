@@ -6,11 +6,18 @@ from whereabouts.config import EtcdSettings, LocalSettings  # loaded already: th
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
     from whereabouts.config import StoreSettings
     from whereabouts.storage import Store
 
+    Keep = Callable[[StoreSettings, Callable[[], Any]], Any]
 
-def open_store(settings: StoreSettings) -> Store:
+
+def open_store(settings: StoreSettings, *, keep: Keep | None = None) -> Store:
+    """`keep(settings, make)`: where a long-running process keeps what the stores of one settings share (the
+    node daemon's StorePool); None in a CNI process, which opens one store and ends."""
     if isinstance(settings, LocalSettings):
         from whereabouts.store.local import LocalStore
 
@@ -21,4 +28,4 @@ def open_store(settings: StoreSettings) -> Store:
         return open_etcd(settings)
     from whereabouts.store.kubernetes import open_kubernetes
 
-    return open_kubernetes(settings)
+    return open_kubernetes(settings, keep=keep)

@@ -35,6 +35,8 @@ from whereabouts.store.nodelock import node_locks
 
 if TYPE_CHECKING:
     from whereabouts.inventory import Tally
+    from whereabouts.store.factory import Keep
+    from whereabouts.store.kubecache import KubeCache
 
 LOCK_WAIT = 20.0  # seconds a call waits for its node's turn on a pool before going ahead unlocked
 
@@ -44,10 +46,13 @@ class KubeTransaction:
     store: KubernetesStore
     snapshot: Snapshot
     objects: dict[PoolKey, dict[str, Any] | None]
+    cache: KubeCache | None = None  # the node daemon's: reservations are the record, the pools a mirror
 
     def commit(self, changes: ChangeSet) -> bool:
         holds = [c for c in changes.changes if c.owner is not None]
         releases = [c for c in changes.changes if c.owner is None]
+        if self.cache is not None:
+            return self._commit_reservations(self.cache, holds, releases)
         try:
             if changes.overlapping:
                 for change in holds:
@@ -62,6 +67,26 @@ class KubeTransaction:
             return False
         for change in holds:  # written for good: nothing for abort() to take back (other attachments' stays)
             assert change.owner is not None  # (holds are the changes with an owner)
+            self.store.committed(change.owner)
+        return True
+
+    def _commit_reservations(self, cache: KubeCache, holds: list[Change], releases: list[Change]) -> bool:
+        """Hold by creating (or, from the holder seen, rewriting) each address's reservation, release by
+        deleting it; the pools' entries follow through the cache's mirror writer (store.kubecache)."""
+        try:
+            for change in holds:
+                if not self._reserve(change):
+                    return False
+                assert change.owner is not None
+                self.store.pending_addresses.setdefault(_attachment(change.owner), []).append((change.key, change.ip))
+                cache.mirror.mark(change.key, change.ip)
+            for change in releases:
+                self._unreserve(change)
+                cache.mirror.mark(change.key, change.ip, change.previous)
+        except Conflict:
+            return False
+        for change in holds:
+            assert change.owner is not None
             self.store.committed(change.owner)
         return True
 
@@ -93,7 +118,7 @@ class KubeTransaction:
             return False
         self.store.pending.setdefault(_attachment(change.owner), []).append((name, created))
         # ours now: a retry after a lost pool write resumes it rather than picking another address
-        self.store.known_reservations[(network, change.version, change.ip)] = change.owner.named("")
+        self.store.known_reservations[(network, change.version, change.ip)] = change.owner
         return True
 
     def _restate(self, name: str, change: Change, holder: Owner, where: dict[str, Any]) -> bool:
@@ -158,8 +183,10 @@ class KubernetesStore:
     # serves several, and one that fails takes back its own writes only.
     pending: dict[tuple[str, str], list[tuple[str, str]]] = field(default_factory=dict)  # (name, rv) created
     pending_pools: dict[tuple[str, str], set[PoolKey]] = field(default_factory=dict)  # pools written into
+    pending_addresses: dict[tuple[str, str], list[tuple[PoolKey, int]]] = field(default_factory=dict)  # cached
     contended: bool = False  # an address this call chose was reserved by someone else
     stamp: tuple[tuple[int, int, int], ...] = ()  # of the credentials' files when read
+    cache: KubeCache | None = None  # the node daemon's (store.kubecache); None in a CNI process
 
     def __post_init__(self) -> None:
         self.stamp = self.client.credentials.read_stamp
@@ -168,6 +195,13 @@ class KubernetesStore:
     def transaction(self, keys: Sequence[PoolKey], *, overlapping: bool) -> Iterator[KubeTransaction]:
         names = [f"{self.client.namespace}.{key.name}" for key in keys]
         with node_locks(self.lock_dir, names if self.lock_dir else [], timeout=deadline.remaining(LOCK_WAIT)):
+            if overlapping and self.cache is not None and self.cache.ready():
+                snapshot = Snapshot({key: self.cache.pool_state(key) for key in keys},
+                                    self.cache.reservations_of({key.network for key in keys}))  # fmt: skip
+                for key in keys:
+                    self.cache.mirror.adopt(key)
+                yield KubeTransaction(self, snapshot, {}, self.cache)
+                return
             objects = {key: self.client.get(self.client.path(IPPOOLS, key.name)) for key in keys}
             pools = {key: resources.decode_pool(key, obj) for key, obj in objects.items()}
             if overlapping and self.contended:
@@ -189,6 +223,8 @@ class KubernetesStore:
         obj = self.client.create(
             self.client.path(RESERVATIONS), resources.reservation(name, owner, self.client.namespace, **where)
         )
+        if self.cache is not None:
+            self.cache.wrote_reservation(obj)
         return str(obj.get("metadata", {}).get("resourceVersion", ""))
 
     def replace_reservation(self, name: str, owner: Owner, previous: Owner, **where: Any) -> str:
@@ -202,19 +238,38 @@ class KubernetesStore:
         written = self.client.patch_existing(path, resources.reservation_patch(obj, previous))
         if written is None:
             written = self.client.create(self.client.path(RESERVATIONS), obj)
+        if self.cache is not None:
+            self.cache.wrote_reservation(written)
         return str(written.get("metadata", {}).get("resourceVersion", ""))
 
     def read_reservation(self, name: str) -> Owner | None:
-        obj = self.client.get(self.client.path(RESERVATIONS, name))
+        if self.cache is not None:  # and keep it: the next decision sees who won
+            obj = self.cache.reservations.fresh(name)
+        else:
+            obj = self.client.get(self.client.path(RESERVATIONS, name))
         return None if obj is None else resources.reservation_owner(obj)
 
     def delete_reservation(self, name: str, resource_version: str = "") -> None:
         """Delete it; with `resource_version`, only that very object (a 409 means someone else's now)."""
         with contextlib.suppress(Conflict):
             self.client.delete(self.client.path(RESERVATIONS, name), resource_version)
+            if self.cache is not None:
+                self.cache.deleted_reservation(name, int(resource_version) if resource_version.isdigit() else -1)
 
     def delete_reservation_of(self, name: str, holder: Owner) -> None:
-        obj = self.client.get(self.client.path(RESERVATIONS, name))
+        """Delete it if `holder` holds it: as the cache shows it first (its resourceVersion the delete's
+        precondition), then as the server does, if the cache was behind."""
+        if self.cache is not None:
+            obj = self.cache.reservations.get(name)
+            if obj is not None and resources.reservation_owner(obj).same_holder(holder):
+                path, version = self.client.path(RESERVATIONS, name), obj["metadata"]["resourceVersion"]
+                with contextlib.suppress(Conflict):  # a 409: changed since the cache saw it, read it below
+                    self.client.delete(path, version)  # deleted, or already gone (404): either way not there
+                    self.cache.deleted_reservation(name, int(version) if version.isdigit() else -1)
+                    return
+            obj = self.cache.reservations.fresh(name)
+        else:
+            obj = self.client.get(self.client.path(RESERVATIONS, name))
         if obj is not None and resources.reservation_owner(obj).same_holder(holder):
             self.delete_reservation(name, obj["metadata"]["resourceVersion"])
 
@@ -263,6 +318,11 @@ class KubernetesStore:
     def forget_attachment(self, network: str, owner: Owner) -> None:
         """After a DEL released the pools: remove reservations a crashed call of this attachment left. Not a
         retained one: the DEL (this one or an earlier) kept it for its sticky key, and its pool entry with it."""
+        if self.cache is not None and self.cache.ready(0):
+            for name, obj in self.cache.attachment_reservations(network, owner):
+                if not resources.reservation_owner(obj).retained:
+                    self.delete_reservation(name, obj["metadata"]["resourceVersion"])
+            return
         selector = f"{ATTACHMENT_LABEL}={resources.attachment_label(owner)}"
         # from the API server's cache (resourceVersion=0): cheap; a leftover it misses, the reconciler finds
         for obj in self.client.list(self.client.path(RESERVATIONS), selector, cached=True):
@@ -275,6 +335,7 @@ class KubernetesStore:
         """`owner`'s writes are part of a commit that succeeded: no longer pending."""
         self.pending.pop(_attachment(owner), None)
         self.pending_pools.pop(_attachment(owner), None)
+        self.pending_addresses.pop(_attachment(owner), None)
 
     def abort(self, owner: Owner) -> None:
         """A failed ADD: take back the reservations and pool entries this call wrote for `owner` (and only
@@ -282,11 +343,15 @@ class KubernetesStore:
         abort cut short leaves a reservation blocking the address, never an entry without its reservation."""
         names = self.pending.pop(_attachment(owner), [])
         pools = self.pending_pools.pop(_attachment(owner), set())
+        marked = self.pending_addresses.pop(_attachment(owner), [])
         try:
             for key in sorted(pools):
                 self._drop_owner(key, owner)
             for name, version in names:
                 self.delete_reservation(name, version)
+            if self.cache is not None:  # the mirror takes back the entries it may have written meanwhile
+                for key, ip in marked:
+                    self.cache.mirror.mark(key, ip, owner)
         except (TryAgainLater, Conflict):
             pass  # the API is failing too: what is left blocks addresses, never frees them; DEL repairs it
 
@@ -310,6 +375,7 @@ class KubernetesStore:
         self.known_reservations.clear()
         self.pending.clear()
         self.pending_pools.clear()
+        self.pending_addresses.clear()
         self.contended = False
         return self.client.credentials.stamp() == self.stamp
 
@@ -363,9 +429,21 @@ class KubePods:
 
 
 def _restated(current: Owner, owner: Owner) -> bool:
-    """Whether the object's sticky record must be rewritten to say what `owner` says (retained now, or back)."""
+    """Whether the object's record must be rewritten to say what `owner` says: its sticky record (retained now,
+    or back), or the network config it is held under (an ADD under a name took the attachment's address over:
+    a GC of that config judges it now)."""
+    if owner.netconf and current.netconf != owner.netconf:
+        return True
     return any(getattr(current, name) != getattr(owner, name) for name in resources.STICKY_FIELDS)
 
 
-def open_kubernetes(settings: KubernetesSettings) -> KubernetesStore:
-    return KubernetesStore(KubeClient(load_credentials(settings.kubeconfig)), lock_dir=settings.lock_dir)
+def open_kubernetes(settings: KubernetesSettings, *, keep: Keep | None = None) -> KubernetesStore:
+    """With `keep` (the node daemon), the store decides from the watch-fed cache its stores share and holds
+    addresses by their reservations alone (store.kubecache); without it, as every CNI process does, it reads
+    the pools and writes them with each call."""
+    store = KubernetesStore(KubeClient(load_credentials(settings.kubeconfig)), lock_dir=settings.lock_dir)
+    if keep is not None:
+        from whereabouts.store.kubecache import KubeCache
+
+        store.cache = keep(settings, lambda: KubeCache(settings))
+    return store

@@ -1,0 +1,407 @@
+"""The node daemon's view of the Kubernetes datastore: per-address objects as the unit of truth, the IPPool a
+mirror written behind them.
+
+One `KubeCache` per datastore settings, for the life of the daemon (the StorePool keeps it; a CNI process
+never makes one). It watches the namespace's OverlappingRangeIPReservations and IPPools (kube.informer), so a
+decision costs no read: the snapshot of a pool is its cached IPPool with every reservation of its network
+inside its range laid over it (a reservation says who holds an address; an IPPool entry with no reservation
+still blocks its address, since the Go plugin writes its entry before its reservation). Holding an address is
+creating its reservation: the API server lets one create win, so two nodes deciding from copies that lag
+each other never both hold it; the loser learns the holder and decides again. Releasing it is deleting the
+reservation (with the resourceVersion seen as a precondition).
+
+The IPPool entries follow, in batches, off the call's critical path (`MirrorWriter`): every MIRROR_DELAY
+seconds each pool written into gets one JSON patch that makes its entries say what the reservations say for
+the addresses this daemon touched (the Go plugin, and every reader of the Go format, still sees every
+address). A patch guards each entry it changes by what the cache showed there; one that fails reads the pool
+and is made again. An entry is removed only when its address has no reservation and it is the entry of the
+attachment this daemon released. A daemon killed before a batch leaves entries missing (the reservations still
+hold the addresses: the Go plugin checks them before it hands one out) or left over (they block an address,
+never free one); the next daemon that serves the pool writes the missing ones (`adopt`), and the reconciler
+releases left-over entries of pods that are gone.
+
+Cost: an uncontended ADD is one create of a small object; the server's work per call no longer grows with
+the number of addresses held. The mirror's patch still does, once per pool per MIRROR_DELAY, not per call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from whereabouts.config import KubernetesSettings
+from whereabouts.kube import resources
+from whereabouts.kube.client import Conflict, KubeClient
+from whereabouts.kube.credentials import load_credentials
+from whereabouts.kube.informer import Informer, Object
+from whereabouts.kube.resources import IPPOOLS, RESERVATIONS
+from whereabouts.model import Owner, PoolKey, PoolState
+from whereabouts.ranges import parse_request
+
+MIRROR_DELAY = 0.2  # seconds a pool's mirror waits for more changes before its patch
+MIRROR_SHARE = 10  # ... and at least this many times what the last round of patches took
+SYNC_WAIT = 5.0  # seconds a first call waits for the cache to fill before reading the server itself
+MAX_OPS = 3000  # JSON patch operations per request (a test and a write per entry, and their guards)
+ADOPT_EVERY = 300.0  # seconds between full comparisons of a pool served with its reservations
+
+Address = tuple[str, int, int]  # (network, IP version, value)
+
+
+@dataclass
+class _Held:
+    name: str
+    owner: Owner
+    obj: Object
+    subnet: tuple[int, int, int] | None  # (IP version, network, prefix) of the pool it was taken in, if it says
+
+
+def _subnet(labels: dict[str, str]) -> tuple[int, int, int] | None:
+    """The range a reservation was taken in, from its `subnet_<prefix>` label (resources.reservation_labels)."""
+    for key, value in labels.items():
+        if key.startswith("subnet_") and key[7:].isdigit():
+            with contextlib.suppress(ValueError):
+                version, network = parse_request(value.replace("-", ":") if "-" in value else value)
+                return version, network, int(key[7:])
+    return None
+
+
+@dataclass
+class _Index:
+    """Reservations by (network, version, ip) and by attachment; names whose network is not known yet (a Go
+    plugin's object carries no label) wait in `unplaced` until a call of some network asks."""
+
+    by_address: dict[Address, _Held] = field(default_factory=dict)
+    by_name: dict[str, Address] = field(default_factory=dict)
+    by_network: dict[str, set[Address]] = field(default_factory=dict)
+    by_attachment: dict[str, set[str]] = field(default_factory=dict)  # attachment label -> names
+    unplaced: dict[str, Object] = field(default_factory=dict)
+    objects: dict[str, Object] = field(default_factory=dict)  # every one indexed, by name
+    generation: int = 0  # of `unplaced`: a network tries to place them once per change
+    tried: dict[str, int] = field(default_factory=dict)  # network -> the generation it tried
+
+
+class KubeCache:
+    def __init__(self, settings: KubernetesSettings) -> None:
+        def client() -> KubeClient:  # one each: a client's connection serves one request at a time
+            return KubeClient(load_credentials(settings.kubeconfig))
+
+        first = client()
+        self.namespace = first.namespace
+        self.lock = threading.Lock()
+        self.index = _Index()
+        self.decoded: dict[str, tuple[object, PoolState]] = {}  # pool name -> (its resourceVersion, decoded)
+        self.reservations = Informer(first, first.path(RESERVATIONS), listener=self._reindex)
+        pools_client = client()
+        self.pools = Informer(pools_client, pools_client.path(IPPOOLS))
+        self.mirror = MirrorWriter(client(), self)
+        self.reservations.start()
+        self.pools.start()
+
+    def ready(self, wait: float = SYNC_WAIT) -> bool:
+        """Whether decisions may come from the copy: both resources listed and watched (a watch refused, say
+        by RBAC without `watch`, or failing: no, and the store reads the server as a CNI process does)."""
+        return self.reservations.usable(wait) and self.pools.usable(wait)
+
+    # -- the index of reservations ------------------------------------------------------------------------------
+
+    def _reindex(self, name: str, obj: Object | None) -> None:
+        with self.lock:
+            self._unindex(name)
+            if obj is None:
+                return
+            labels = obj.get("metadata", {}).get("labels") or {}
+            owner_key = resources.attachment_label(resources.reservation_owner(obj))
+            self.index.by_attachment.setdefault(owner_key, set()).add(name)
+            self.index.objects[name] = obj
+            network = labels.get(resources.NETWORK_LABEL, "")
+            address = self._address(name, obj, network)
+            if address is None:
+                self.index.unplaced[name] = obj
+                self.index.generation += 1
+                return
+            self._place(name, obj, address)
+
+    def _address(self, name: str, obj: Object, network: str) -> Address | None:
+        text = (obj.get("spec") or {}).get("address")
+        if isinstance(text, str):
+            with contextlib.suppress(ValueError):
+                version, ip = parse_request(text)
+                if resources.reservation_name(network, version, ip) == name:
+                    return network, version, ip
+        return resources.reservation_address(name, {network})
+
+    def _place(self, name: str, obj: Object, address: Address) -> None:
+        index = self.index
+        labels = obj.get("metadata", {}).get("labels") or {}
+        index.by_address[address] = _Held(name, resources.reservation_owner(obj), obj, _subnet(labels))
+        index.by_name[name] = address
+        index.by_network.setdefault(address[0], set()).add(address)
+
+    def _unindex(self, name: str) -> None:
+        index = self.index
+        index.unplaced.pop(name, None)
+        obj = index.objects.pop(name, None)
+        if obj is not None:
+            label = resources.attachment_label(resources.reservation_owner(obj))
+            names = index.by_attachment.get(label, set())
+            names.discard(name)
+            if not names:  # attachments come and go for months: keep none that holds nothing
+                index.by_attachment.pop(label, None)
+        address = index.by_name.pop(name, None)
+        if address is not None:
+            index.by_address.pop(address, None)
+            index.by_network.get(address[0], set()).discard(address)
+
+    def _place_unplaced(self, network: str) -> None:
+        """Names of reservations not placed yet that read as `network`'s (caller holds the lock)."""
+        for name, obj in list(self.index.unplaced.items()):
+            address = resources.reservation_address(name, {network})
+            if address is not None:
+                del self.index.unplaced[name]
+                self._place(name, obj, address)
+
+    def held(self, address: Address) -> _Held | None:
+        with self.lock:
+            return self.index.by_address.get(address)
+
+    def network_holdings(self, network: str) -> dict[Address, _Held]:
+        with self.lock:
+            if self.index.unplaced and self.index.tried.get(network) != self.index.generation:
+                self.index.tried[network] = self.index.generation
+                self._place_unplaced(network)
+            return {a: self.index.by_address[a] for a in self.index.by_network.get(network, ())}
+
+    def attachment_reservations(self, network: str, owner: Owner) -> list[tuple[str, Object]]:
+        """The reservations of the attachment (container ID and interface) in `network`: a reservation is the
+        record of its address, and another network's is not this DEL's to drop."""
+        with self.lock:
+            names = self.index.by_attachment.get(resources.attachment_label(owner), set())
+            found = [(name, self.index.objects[name]) for name in sorted(names)
+                     if name in self.index.objects and self.index.by_name.get(name, ("",))[0] == network]  # fmt: skip
+        return [(name, obj) for name, obj in found if resources.reservation_owner(obj).same_attachment(owner)]
+
+    # -- snapshots ----------------------------------------------------------------------------------------------
+
+    def pool_object(self, key: PoolKey) -> Object | None:
+        return self.pools.get(key.name)
+
+    def pool_state(self, key: PoolKey) -> PoolState:
+        """The pool as the mirror shows it with the network's reservations in its range laid over it."""
+        obj = self.pools.get(key.name)
+        version = None if obj is None else obj["metadata"].get("resourceVersion")
+        with self.lock:
+            memo = self.decoded.get(key.name)
+        if memo is None or memo[0] != version or memo[1].key != key:
+            memo = (version, resources.decode_pool(key, obj))
+            with self.lock:
+                self.decoded[key.name] = memo
+        allocations = dict(memo[1].allocations)
+        for ip, released in self.mirror.releasing(key).items():  # entries this daemon is removing
+            mirrored = allocations.get(ip)
+            if mirrored is not None and (mirrored.container_id, mirrored.ifname) in released:
+                del allocations[ip]
+        network, (ip_version, base), size = key.network, parse_request(key.cidr), _size(key.cidr)
+        subnet = _key_subnet(key)
+        for (_, v, ip), held in self.network_holdings(network).items():
+            # a pool entry only where the reservation says it was taken (another range of the network that
+            # overlaps this one sees it among the reservations, which block it there too)
+            if v == ip_version and base <= ip < base + size and held.subnet == subnet:
+                mirrored = allocations.get(ip)
+                owner = held.owner
+                if not owner.netconf and mirrored is not None and mirrored.same_attachment(owner):
+                    owner = owner.but(netconf=mirrored.netconf)  # a reservation written before it said its config
+                allocations[ip] = owner
+        return PoolState(key, version, allocations)
+
+    def reservations_of(self, networks: Iterable[str]) -> dict[Address, Owner]:
+        found: dict[Address, Owner] = {}
+        for network in networks:
+            found.update((a, h.owner) for a, h in self.network_holdings(network).items())
+        return found
+
+    # -- the process's own writes -------------------------------------------------------------------------------
+
+    def wrote_reservation(self, obj: Object) -> None:
+        self.reservations.put(obj)
+
+    def deleted_reservation(self, name: str, version: int) -> None:
+        self.reservations.drop(name, version)
+
+    def close(self) -> None:
+        self.mirror.close()
+        self.reservations.stop()
+        self.pools.stop()
+
+
+def _key_subnet(key: PoolKey) -> tuple[int, int, int]:
+    version, base = parse_request(key.cidr)
+    return version, base, int(key.cidr.partition("/")[2])
+
+
+def _size(cidr: str) -> int:
+    version, _ = parse_request(cidr)
+    prefix = int(cidr.partition("/")[2] or (32 if version == 4 else 128))
+    return 1 << ((32 if version == 4 else 128) - prefix)
+
+
+class MirrorWriter:
+    """Writes the IPPool entries of the addresses this daemon touched, batched per pool (see the module)."""
+
+    def __init__(self, client: KubeClient, cache: KubeCache) -> None:
+        self.client, self.cache = client, cache
+        self.dirty: dict[PoolKey, dict[int, set[tuple[str, str]]]] = {}  # ip -> attachments released there
+        self.writing: dict[PoolKey, dict[int, set[tuple[str, str]]]] = {}  # the round being written
+        self.adopted: dict[PoolKey, float] = {}
+        self.lock = threading.Lock()
+        self.wake = threading.Event()
+        self.idle = threading.Event()
+        self.idle.set()
+        self.stopping = threading.Event()
+        self.writes = self.failures = 0
+        self.thread = threading.Thread(target=self._run, name="ippool mirror", daemon=True)
+        self.thread.start()
+
+    def mark(self, key: PoolKey, ip: int, released: Owner | None = None) -> None:
+        with self.lock:
+            attachments = self.dirty.setdefault(key, {}).setdefault(ip, set())
+            if released is not None:
+                attachments.add((released.container_id, released.ifname))
+            self.idle.clear()
+        self.wake.set()
+
+    def releasing(self, key: PoolKey) -> dict[int, set[tuple[str, str]]]:
+        """The addresses of `key` whose entries this daemon will remove (if still the released attachments')."""
+        with self.lock:
+            found = {ip: set(released) for ip, released in self.writing.get(key, {}).items() if released}
+            for ip, released in self.dirty.get(key, {}).items():
+                if released:
+                    found.setdefault(ip, set()).update(released)
+            return found
+
+    def adopt(self, key: PoolKey) -> None:
+        """Compare the whole pool with its reservations now and then: entries a killed daemon did not write."""
+        now = time.monotonic()
+        with self.lock:
+            if now - self.adopted.get(key, -ADOPT_EVERY) < ADOPT_EVERY:
+                return
+            self.adopted[key] = now
+        state = self.cache.pool_state(key)
+        mirrored = resources.decode_pool(key, self.cache.pool_object(key)).allocations
+        for ip, owner in state.allocations.items():
+            if mirrored.get(ip) != owner:
+                self.mark(key, ip)
+
+    def flush(self, wait: float = 10.0) -> bool:
+        """Wait until everything marked so far is written (or `wait` passes)."""
+        self.wake.set()
+        return self.idle.wait(wait)
+
+    def close(self) -> None:
+        self.flush()
+        self.stopping.set()
+        self.wake.set()
+
+    def _run(self) -> None:
+        failures, took = 0, 0.0
+        while not self.stopping.is_set():
+            self.wake.wait()
+            self.wake.clear()
+            # gather more: at least MIRROR_DELAY, and ten times what the last round took (a big pool's patch
+            # costs the server more: its share of the server's time stays small); back off while failing
+            self.stopping.wait(max(MIRROR_DELAY, MIRROR_SHARE * took) * (2 ** min(failures, 7)))
+            started = time.monotonic()
+            with self.lock:
+                batch, self.dirty = self.dirty, {}
+                self.writing = batch
+            failed = False
+            for key, addresses in sorted(batch.items()):
+                try:
+                    self._write(key, addresses)
+                except Exception:  # the API server is down, or a bug: keep it for the next round
+                    failed = True
+                    self.failures += 1
+                    self._requeue(key, addresses)
+            failures = failures + 1 if failed else 0
+            took = min(time.monotonic() - started, 5.0)
+            with self.lock:
+                self.writing = {}
+                if self.dirty:
+                    self.wake.set()
+                else:
+                    self.idle.set()
+
+    def _requeue(self, key: PoolKey, addresses: dict[int, set[tuple[str, str]]]) -> None:
+        with self.lock:
+            pending = self.dirty.setdefault(key, {})
+            for ip, released in addresses.items():
+                pending.setdefault(ip, set()).update(released)
+
+    def _write(self, key: PoolKey, addresses: dict[int, set[tuple[str, str]]]) -> None:
+        path = self.client.path(IPPOOLS, key.name)
+        for attempt in (1, 2, 3):
+            obj = self.cache.pool_object(key) if attempt == 1 else self.client.get(path)
+            if attempt > 1 and obj is not None:
+                self.cache.pools.put(obj)
+            if obj is None:
+                wanted = self._wanted(key, addresses, {})
+                if not any(owner is not None for _, owner, _ in wanted):
+                    return
+                if self._create(key, wanted):
+                    return
+                continue
+            operations = self._operations(key, addresses, resources.pool_entries(obj))
+            if not operations:
+                return
+            try:
+                for start in range(0, len(operations), MAX_OPS):
+                    self.cache.pools.put(self.client.patch(path, operations[start : start + MAX_OPS]))
+                    self.writes += 1
+                return
+            except Conflict:
+                continue  # an entry changed since the cache showed it: read the pool, make the patch again
+        raise Conflict("TestFailed")
+
+    def _wanted(
+        self, key: PoolKey, addresses: dict[int, set[tuple[str, str]]], entries: Any
+    ) -> list[tuple[int, Owner | None, Owner | None]]:
+        """(offset, what the entry should say or None to remove it, what it says now) for each changed one."""
+        _, base = parse_request(key.cidr)
+        found: list[tuple[int, Owner | None, Owner | None]] = []
+        for ip, released in sorted(addresses.items()):
+            offset = ip - base
+            raw = entries.get(str(offset))
+            have = None if raw is None else resources.entry_owner(raw)
+            held = self.cache.held((key.network, key.version, ip))
+            if held is not None and held.subnet != _key_subnet(key):
+                held = None  # taken in another range of the network: not this pool's entry
+            if held is not None:
+                owner = held.owner
+                if not owner.netconf and have is not None and have.same_attachment(owner):
+                    owner = owner.but(netconf=have.netconf)  # a reservation written before it said its config
+                if raw is None or raw != resources.entry(owner):
+                    found.append((offset, owner, have))
+            elif have is not None and (have.container_id, have.ifname) in released:
+                found.append((offset, None, have))
+        return found
+
+    def _operations(self, key: PoolKey, addresses: dict[int, set[tuple[str, str]]], entries: Any) -> list[Any]:
+        operations: list[Any] = []
+        for offset, owner, have in self._wanted(key, addresses, entries):
+            operations += resources.entry_patch(offset, owner, have, exact=have is not None)
+        return operations
+
+    def _create(self, key: PoolKey, wanted: list[tuple[int, Owner | None, Owner | None]]) -> bool:
+        obj = resources.new_pool(key, self.client.namespace)
+        for offset, owner, _ in wanted:
+            if owner is not None:
+                obj["spec"]["allocations"][str(offset)] = resources.entry(owner)
+        try:
+            self.cache.pools.put(self.client.create(self.client.path(IPPOOLS), obj))
+        except Conflict:
+            return False
+        self.writes += 1
+        return True

@@ -1,0 +1,188 @@
+"""The per-address objects as the unit of truth (store.kubecache), on a real kube-apiserver: node daemons on
+many nodes deciding from watch-fed copies that lag each other, killed mid-burst, and a Go-plugin-like
+allocator writing the same pool beside them."""
+
+from __future__ import annotations
+
+import ipaddress
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kube_server import KubeAPIServer
+from support import CNIResult, netconf, run_cni, running_daemon
+from whereabouts.kube.client import Conflict, KubeClient
+from whereabouts.kube.credentials import load_credentials
+from whereabouts.kube.resources import IPPOOLS, RESERVATIONS
+
+pytestmark = pytest.mark.slow
+RANGE = "10.91.0.0/22"
+POOL = "10.91.0.0-22"
+NODES = 10
+
+
+def configs(tmp_path: Path, kubeconfig: Path) -> list[dict[str, Any]]:
+    kube = {"kubeconfig": str(kubeconfig)}
+    return [netconf(tmp_path / f"node-{i}", range=RANGE, kubernetes=kube) for i in range(NODES)]
+
+
+def call(command: str, config: list[dict[str, Any]], n: int, sockets: list[str]) -> CNIResult:
+    node = n % NODES
+    args = f"IgnoreUnknown=1;K8S_POD_NAMESPACE=race;K8S_POD_NAME=p-{n}"
+    env = {"NODENAME": f"node-{node}", "WHEREABOUTS_SOCKET": sockets[node]}
+    return run_cni(command, config[node], container_id=f"ctr-{n}", cni_args=args, env=env, timeout=120)
+
+
+def pool_entries(kube: KubeAPIServer, namespace: str) -> dict[str, str]:
+    base = int(ipaddress.ip_network(RANGE).network_address)
+    pool = kube.objects(namespace, "ippools").get(POOL)
+    entries = (pool or {}).get("spec", {}).get("allocations") or {}
+    return {str(ipaddress.ip_address(base + int(k))): v["id"] for k, v in entries.items()}
+
+
+def reservations(kube: KubeAPIServer, namespace: str) -> dict[str, str]:
+    return {o["spec"]["address"]: o["spec"]["containerid"]
+            for o in kube.objects(namespace, "overlappingrangeipreservations").values()}  # fmt: skip
+
+
+def mirrored(kube: KubeAPIServer, namespace: str, wait: float = 15.0) -> dict[str, str]:
+    """The pool's entries once they say what the reservations say (the mirror is written a moment after)."""
+    deadline = time.monotonic() + wait
+    while True:
+        entries, reserved = pool_entries(kube, namespace), reservations(kube, namespace)
+        if entries == reserved or time.monotonic() > deadline:
+            assert entries == reserved, f"the pool does not mirror the reservations: {entries} vs {reserved}"
+            return entries
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def sockets(tmp_path: Path) -> list[str]:
+    return [str(tmp_path / f"node-{i}" / "plugin.sock") for i in range(NODES)]
+
+
+def test_ten_nodes_racing_with_daemons_killed_mid_burst_hold_nothing_twice(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path, sockets: list[str]
+) -> None:
+    """200 ADDs from 50 callers on 10 nodes, each node's daemon deciding from its own copy; 3 daemons are
+    killed (kill -9) mid-burst and their calls serve themselves. Every call gets an address, none twice, each
+    address's reservation names its attachment; restarted, the daemons write the pool entries the killed ones
+    owed; the DELs leave nothing."""
+    config = configs(tmp_path, plugin_kubeconfig)
+    with ExitStack() as stack:
+        daemons = [stack.enter_context(running_daemon(sock)) for sock in sockets]
+        with ThreadPoolExecutor(max_workers=50) as pool:
+            futures = [pool.submit(call, "ADD", config, n, sockets) for n in range(200)]
+            time.sleep(1.5)
+            for daemon in daemons[:3]:
+                daemon.send_signal(signal.SIGKILL)
+            results = [f.result() for f in futures]
+        failed = [r.stdout for r in results if r.returncode]
+        assert not failed, failed[:3]
+        got = {f"ctr-{n}": r.addresses()[0].split("/")[0] for n, r in enumerate(results)}
+        assert len(set(got.values())) == 200, "an address handed out twice"
+        assert reservations(kube, kube_namespace) == {address: cid for cid, address in got.items()}
+        for daemon in daemons[:3]:
+            daemon.wait()
+        restarted = [stack.enter_context(running_daemon(sock)) for sock in sockets[:3]]
+        assert restarted
+        for n in range(200, 203):  # a call through each restarted daemon: it reads the pool, writes what is owed
+            assert call("ADD", config, n, sockets).returncode == 0
+        entries = mirrored(kube, kube_namespace)
+        assert len(entries) == 203
+        with ThreadPoolExecutor(max_workers=50) as pool:
+            dels = list(pool.map(lambda n: call("DEL", config, n, sockets), range(203)))
+        assert all(r.returncode == 0 for r in dels), [r.stdout for r in dels if r.returncode][:3]
+        assert mirrored(kube, kube_namespace) == {}
+
+
+class GoLikeAllocator:
+    """Stands in for the Go plugin (which cannot be built here: its Go modules are not reachable), doing what
+    its Kubernetes IPAM does per ADD with overlapping ranges on (its default): read the IPPool, take the
+    lowest offset not in its allocations, skip it if its OverlappingRangeIPReservation exists, write the whole
+    pool back under its resourceVersion (a conflict: read and try again), then create the reservation (if
+    that create fails, the ADD fails)."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        self.client = KubeClient(load_credentials(str(kubeconfig)))
+        self.network = ipaddress.ip_network(RANGE)
+        self.got: dict[str, str] = {}
+        self.failed = 0
+
+    def add(self, cid: str) -> None:
+        skip: set[int] = set()
+        for _ in range(200):
+            pool = self.client.get(self.client.path(IPPOOLS, POOL))
+            if pool is None:
+                time.sleep(0.05)  # our plugin creates it with its first ADD
+                continue
+            taken = {int(k) for k in pool["spec"].get("allocations") or {}} | skip
+            offset = next(o for o in range(1, self.network.num_addresses - 1) if o not in taken)
+            address = str(self.network.network_address + offset)
+            if self.client.get(self.client.path(RESERVATIONS, address)) is not None:
+                skip.add(offset)
+                continue
+            pool["spec"].setdefault("allocations", {})[str(offset)] = {"id": cid, "podref": "go/p", "ifname": "eth0"}
+            try:
+                self.client.replace(self.client.path(IPPOOLS, POOL), pool)
+            except Conflict:
+                continue
+            reservation = {
+                "apiVersion": "whereabouts.cni.cncf.io/v1alpha1",
+                "kind": "OverlappingRangeIPReservation",
+                "metadata": {"name": address, "namespace": self.client.namespace},
+                "spec": {"containerid": cid, "podref": "go/p", "ifname": "eth0"},
+            }
+            try:
+                self.client.create(self.client.path(RESERVATIONS), reservation)
+            except Conflict:
+                self.failed += 1  # the Go plugin's ADD fails here (its entry stays: a leak, never a double)
+                return
+            self.got[cid] = address
+            return
+        raise AssertionError(f"{cid}: the Go-like allocator found no address")
+
+
+@pytest.fixture
+def go_like(plugin_kubeconfig: Path) -> Iterator[GoLikeAllocator]:
+    allocator = GoLikeAllocator(plugin_kubeconfig)
+    yield allocator
+    allocator.client.close()
+
+
+def test_a_go_like_allocator_beside_the_daemons_never_gets_an_address_they_hold(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path, sockets: list[str],
+    go_like: GoLikeAllocator,
+) -> None:  # fmt: skip
+    config = configs(tmp_path, plugin_kubeconfig)
+    assert call("ADD", config, 0, [""] * NODES).returncode == 0  # the pool exists for the Go-like allocator
+    with ExitStack() as stack:
+        for sock in sockets:
+            stack.enter_context(running_daemon(sock))
+        go_thread = threading.Thread(target=lambda: [go_like.add(f"go-{i}") for i in range(40)])
+        go_thread.start()
+        with ThreadPoolExecutor(max_workers=30) as pool:
+            results = list(pool.map(lambda n: call("ADD", config, n, sockets), range(1, 121)))
+        go_thread.join(120)
+        assert not go_thread.is_alive()
+        assert all(r.returncode == 0 for r in results), [r.stdout for r in results if r.returncode][:3]
+        ours = {r.addresses()[0].split("/")[0] for r in results}
+        assert len(ours) == 120
+        assert not ours & set(go_like.got.values()), "the Go-like allocator got an address the daemons hold"
+        assert len(set(go_like.got.values())) == len(go_like.got)
+        reserved = reservations(kube, kube_namespace)
+        for address in ours:
+            assert reserved[address].startswith("ctr-")
+        time.sleep(1.0)  # the mirror settles: the Go-like allocator's entries and ours, none overwritten
+        entries = pool_entries(kube, kube_namespace)
+        for cid, address in go_like.got.items():
+            assert entries[address] == cid
+        for address in ours:
+            assert entries[address].startswith("ctr-")
