@@ -1,7 +1,8 @@
 """Benchmark: whereabouts on its shared datastores (etcd, Kubernetes custom resources) against the Go plugin's figures.
 
 Usage: .venv/bin/python bench/bench_stores.py [--quick] [--store etcd|kubernetes|all] [--node-daemon] [--sticky pod|mac]
-       [--workload default|scale|none] [--pool-sizes N,N,..] [--node-slices SIZE] [--src DIR] [--json PATH]
+       [--workload default|scale|none] [--pool-sizes N,N,..] [--node-slices SIZE] [--relay python|compiled]
+       [--src DIR] [--json PATH]
 
 Starts its own servers on loopback with temp dirs (etcd; for the kubernetes store a kube-apiserver 1.20 on its
 own etcd, with the CRDs and RBAC from deploy/) and stops them by PID when done. The plugin is exec'd once per
@@ -26,6 +27,8 @@ Issue 16 (scale) adds, each an option of the same run:
                         against the empty pool's.
   --node-slices /24     fast IPAM: `node_slice_size` in the network config, with the NodeSlicePool written as the
                         node-slice controller writes it (one slice per node).
+  --relay compiled      the compiled relay (scripts/build-relay.sh) is the executable the runtime execs, the Python
+                        plugin beside it, as install-cni deploys them (default: the Python plugin itself).
   --src DIR             the plugin and the node daemons import `whereabouts` from DIR (another revision's src/),
                         so that one session can alternate revisions under the same load.
 Every run reports the node CPU per call (the exec'd executable plus, with --node-daemon, the daemons' CPU over
@@ -59,7 +62,18 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from bench_local import machine, process_cpu_ms
-from common import ROOT, SUBNET, WHEREABOUTS, Call, Latency, children_cpu_ms, cni_env, machine_busy_ms, python_env
+from common import (
+    ROOT,
+    SUBNET,
+    WHEREABOUTS,
+    Call,
+    Latency,
+    children_cpu_ms,
+    cni_env,
+    compiled_relay,
+    machine_busy_ms,
+    python_env,
+)
 
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -153,7 +167,7 @@ class Store(Protocol):
 
     def left(self, subnet: str = "") -> Left: ...
 
-    def settle(self, timeout: float = 10.0) -> float: ...
+    def settle(self, timeout: float = 60.0) -> float: ...
 
     def retained(self) -> int: ...
 
@@ -188,7 +202,7 @@ class EtcdStore:
         held = [k for k, v in self.server.dump(self.prefix + "/").items() if not v.get("retained")]
         return Left(sum("/reservations/" in k for k in held), sum("/pools/" in k for k in held))
 
-    def settle(self, timeout: float = 10.0) -> float:
+    def settle(self, timeout: float = 60.0) -> float:
         return 0.0  # every write is done when the call answers
 
     def prepare(self, pods: list[str]) -> None:
@@ -242,7 +256,7 @@ class KubeStore:
         entries = sum(1 for a, entry in self._entries() if not entry.get("retained") and ip_address(a) in within)
         return Left(reserved, entries)
 
-    def settle(self, timeout: float = 10.0) -> float:
+    def settle(self, timeout: float = 60.0) -> float:
         """Wait until the IPPools show what the reservations hold (a mirror written in batches, off the call's
         path, lags them); the seconds that took (`timeout` if they never agreed)."""
         start = time.perf_counter()
@@ -252,7 +266,7 @@ class KubeStore:
                 return time.perf_counter() - start if attempt else 0.0
             if time.perf_counter() - start > timeout:
                 break
-            time.sleep(0.25)
+            time.sleep(0.5)
         return timeout
 
     def _entries(self) -> list[tuple[str, dict[str, Any]]]:
@@ -307,7 +321,8 @@ class KubeStore:
         def reserve(offset: int) -> None:
             ip = int(network.network_address) + offset
             name = resources.reservation_name("", network.version, ip)
-            obj = resources.reservation(name, owners[offset], NAMESPACE, cidr=subnet, address=(network.version, ip))
+            owner = owners[offset].named(netconf)  # (the revision's resources module writes it or not)
+            obj = resources.reservation(name, owner, NAMESPACE, cidr=subnet, address=(network.version, ip))
             admin.send("POST", _crd_path("overlappingrangeipreservations"), obj)
 
         with ThreadPoolExecutor(max_workers=PREFILL_THREADS) as pool:
@@ -424,6 +439,7 @@ class Node:
     env: dict[str, str]
     daemon_pid: int = 0  # its whereabouts-node, if calls go through one
     sticky: str = ""
+    executable: str = str(WHEREABOUTS)  # what the runtime execs: the Python plugin, or the compiled relay
 
 
 @dataclass(frozen=True)
@@ -460,7 +476,8 @@ def node_daemon(env: dict[str, str], sock: Path, log: Path) -> Iterator[subproce
 
 
 def nodes(store: Store, settings: Settings, tmp: Path, daemons: list[tuple[Path, int]], env: dict[str, str], *,
-          network: str = NETWORK, subnet: str = "", slices: bool = True) -> list[Node]:  # fmt: skip
+          network: str = NETWORK, subnet: str = "", slices: bool = True,
+          executable: str = str(WHEREABOUTS)) -> list[Node]:  # fmt: skip
     """The network config as each node sees it: the same store, a local_data_dir of its own, `sticky` and
     `node_slice_size` if on, and its node daemon's (socket, pid) if `daemons` has one per node (else served in
     process)."""
@@ -476,7 +493,7 @@ def nodes(store: Store, settings: Settings, tmp: Path, daemons: list[tuple[Path,
         conf = {"cniVersion": "1.0.0", "name": network, "type": "bridge", "ipam": ipam}
         sock, pid = daemons[i] if daemons else (Path(""), 0)
         node_env = {**env, "NODENAME": f"node-{i}", "WHEREABOUTS_SOCKET": str(sock) if pid else ""}
-        found.append(Node(f"node-{i}", json.dumps(conf).encode(), node_env, pid, settings.sticky))
+        found.append(Node(f"node-{i}", json.dumps(conf).encode(), node_env, pid, settings.sticky, executable))
     return found
 
 
@@ -488,7 +505,7 @@ def cni(node: Node, command: str, pod: str, container: str = "") -> Outcome:
     if node.sticky == "mac":
         env["CNI_ARGS"] += f";MAC={pod_mac(pod)}"
     cpu, start = children_cpu_ms(), time.perf_counter()
-    proc = subprocess.run([str(WHEREABOUTS)], input=node.conf, capture_output=True, env=env, timeout=120)
+    proc = subprocess.run([node.executable], input=node.conf, capture_output=True, env=env, timeout=120)
     ms, cpu = (time.perf_counter() - start) * 1000, children_cpu_ms() - cpu
     if proc.returncode:
         return Outcome(Call(ms, False, ""), cpu, (proc.stdout or proc.stderr).decode().strip()[:300])
@@ -565,7 +582,7 @@ def run_phase(
     with ThreadPoolExecutor(max_workers=callers) as pool:
         outcomes = list(pool.map(lambda job: cni(job[0], command, job[1], _container(job[1], generation)), work))
     wall = time.perf_counter() - start
-    settle = wait_quiet([*store.server_pids(), *daemons], limit=5.0)  # a daemon's writes left for later: counted
+    settle = wait_quiet([*store.server_pids(), *daemons], limit=30.0)  # a daemon's writes left for later: counted
     relay_cpu, daemon_cpu = children_cpu_ms() - relay_cpu, pids_cpu_ms(daemons) - daemon_cpu
     cpu = relay_cpu + daemon_cpu
     server_cpu, busy = server_cpu_ms(store) - server_cpu, machine_busy_ms() - busy
@@ -628,7 +645,7 @@ def check(store: Store, work: list[tuple[Node, str]], outcomes: list[Outcome], g
 
 
 def left_after(store: Store, subnet: str = "") -> tuple[Left, float]:
-    """What the store shows held (in `subnet` if given) once its pools agree with its reservations (or 10 s
+    """What the store shows held (in `subnet` if given) once its pools agree with its reservations (or 60 s
     passed), and how long that took."""
     lag = store.settle()
     return store.left(subnet), lag
@@ -761,6 +778,7 @@ class Options:
     pool_sizes: tuple[int, ...] = ()  # the pool-size series (kubernetes), none if empty
     series_calls: int = SERIES_CALLS
     src: Path | None = None  # import whereabouts from there (another revision) in the plugin and the daemons
+    relay: str = "python"  # the executable the runtime execs: the Python plugin, or the compiled relay beside it
 
 
 @dataclass(frozen=True)
@@ -773,26 +791,27 @@ class Measured:
 def measure(store: Store, settings: Settings, tmp: Path, options: Options) -> Measured:
     with ExitStack() as stack:
         env = plugin_env(tmp, options.src)
+        executable = str(compiled_relay(tmp / "relay") if options.relay == "compiled" else WHEREABOUTS)
         daemons = []
         if options.with_daemon:
             for i in range(settings.nodes):
                 sock, log = tmp / f"node-{i}.sock", tmp / f"node-{i}.log"
                 daemons.append((sock, stack.enter_context(node_daemon(env, sock, log)).pid))
-        figures = workload(store, settings, tmp, daemons, env) if settings.workload != "none" else None
+        figures = workload(store, settings, tmp, daemons, env, executable) if settings.workload != "none" else None
         series = None
         if options.pool_sizes and isinstance(store, KubeStore):
-            series = pool_series(store, settings, tmp, daemons, env, options)
+            series = pool_series(store, settings, tmp, daemons, env, options, executable)
         return Measured(store.name, figures, series)
 
 
-def workload(store: Store, settings: Settings, tmp: Path, daemons: list[tuple[Path, int]],
-             env: dict[str, str]) -> Figures:  # fmt: skip
+def workload(store: Store, settings: Settings, tmp: Path, daemons: list[tuple[Path, int]], env: dict[str, str],
+             executable: str) -> Figures:  # fmt: skip
     slices: list[tuple[str, str]] = []
     if settings.slice_size:
         assert isinstance(store, KubeStore), "node slices are a Kubernetes store's"
         slices = store.write_slices(settings.subnet, settings.slice_size, [f"node-{i}" for i in range(settings.nodes)])
         print(f"  {store.name}: NodeSlicePool {NETWORK}: " + ", ".join(f"{n} {c}" for n, c in slices), flush=True)
-    on = nodes(store, settings, tmp, daemons, env)
+    on = nodes(store, settings, tmp, daemons, env, executable=executable)
     if settings.sticky == "pod":
         store.prepare([f"{kind}-{i}" for kind, n in workload_pods(settings) for i in range(n)])
     warm_up(store, on[0])
@@ -809,11 +828,12 @@ def workload(store: Store, settings: Settings, tmp: Path, daemons: list[tuple[Pa
 
 
 def pool_series(store: KubeStore, settings: Settings, tmp: Path, daemons: list[tuple[Path, int]],
-                env: dict[str, str], options: Options) -> Series:  # fmt: skip
+                env: dict[str, str], options: Options, executable: str) -> Series:  # fmt: skip
     """For each size (ascending): hold that many addresses of a /16 (the lowest ones, as a range filled from
     its start), wait for the servers and daemons to go quiet, then `series_calls` sequential ADDs on the first
     node, and their DELs."""
-    node = nodes(store, settings, tmp, daemons, env, network=SERIES_NETWORK, subnet=SERIES_SUBNET, slices=False)[0]
+    node = nodes(store, settings, tmp, daemons, env, network=SERIES_NETWORK, subnet=SERIES_SUBNET, slices=False,
+                 executable=executable)[0]  # fmt: skip
     warm_up(store, node)  # its pool exists from here on, as for any size
     watched = [*store.server_pids(), *(pid for _, pid in daemons)]
     steps, held = [], 0
@@ -884,6 +904,7 @@ def rows(f: Figures) -> list[Row]:
         ("burst duplicates (must be 0)", b.after_add.duplicates),
         ("burst answers the store lacks (must be 0)", b.after_add.unconfirmed),
         ("held after burst ADD (store)", b.after_add.held),
+        ("servers + daemons busy after the last ADD (s)", b.add.settle_s),
         ("pools behind the reservations after ADDs (s)", b.after_add.mirror_lag_s),
         ("burst DEL wall time (s)", b.delete.wall_s),
         ("burst DELs/s", b.delete.per_s),
@@ -896,6 +917,7 @@ def rows(f: Figures) -> list[Row]:
         ("held after burst DEL (must be 0)", b.held_after_del),
         ("reservations left after DELs (must be 0)", b.left.reservations + s.left.reservations),
         ("pool entries left after DELs (must be 0)", b.left.pool_entries + s.left.pool_entries),
+        ("servers + daemons busy after the last DEL (s)", b.delete.settle_s),
         ("pools behind the reservations after DELs (s)", b.mirror_lag_after_del_s),
         ("store requests per sequential ADD", sum(s.add.requests_per_call.values())),
         ("store requests per burst ADD", sum(b.add.requests_per_call.values())),
@@ -1170,7 +1192,7 @@ def header(settings: Settings, info: dict[str, Any], options: Options) -> str:
         f"Machine: nproc={info['nproc']}  cpu={info['cpu']}  python={info['python']}  kernel={info['kernel']}  "
         f"load average (1 min)={info['load_average_1m']:.2f}  CPU busy before start={info['busy_before_start']:.2f}"
         f"{noisy}\n/proc/loadavg at start: {info['loadavg_start']}\n"
-        f"whereabouts imported from: {info['src']}\n"
+        f"whereabouts imported from: {info['src']}; the executable: the {options.relay} relay\n"
         f"Workload {settings.workload!r} per store: {work}{series}\n"
         f"Go plugin, kubernetes store, on such a machine (from issue 16): ~{GO_SEQUENTIAL_ADD_MS:g} ms per sequential "
         f"ADD; this workload's burst: ~{go_per_s:g} ADDs/s, p99 ~{go_p99 / 1000:g} s\n"
@@ -1240,6 +1262,9 @@ def main() -> None:
     parser.add_argument("--series-calls", type=int, help=f"sequential ADDs per size (default {SERIES_CALLS})")
     parser.add_argument("--node-slices", metavar="SIZE", default="",
                         help="fast IPAM: this node_slice_size (e.g. /24), a slice per node (kubernetes)")  # fmt: skip
+    parser.add_argument("--relay", choices=("python", "compiled"), default="python",
+                        help="the whereabouts executable: the Python plugin, or the compiled relay (scripts/"
+                        "build-relay.sh) with the Python plugin beside it, as install-cni lays them out")  # fmt: skip
     parser.add_argument("--src", type=Path, metavar="DIR",
                         help="import whereabouts from DIR (another revision's src/) in plugin and daemons")  # fmt: skip
     args = parser.parse_args()
@@ -1252,7 +1277,7 @@ def main() -> None:
     settings = replace(base, sticky=args.sticky or "", workload=args.workload, slice_size=args.node_slices)
     calls = args.series_calls or (QUICK_SERIES_CALLS if args.quick else SERIES_CALLS)
     src = args.src.resolve() if args.src else None
-    options = Options(args.node_daemon, args.pool_sizes, calls, src)
+    options = Options(args.node_daemon, args.pool_sizes, calls, src, args.relay)
     with tempfile.TemporaryDirectory(prefix="bench-stores-") as tmp:
         result = run(settings, names, Path(tmp), options)
     if args.json:
