@@ -20,6 +20,23 @@ if [ "${#missing[@]}" -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# promtool, for the tests of the alerting rules (deploy/monitoring): unpacked from Debian's `prometheus` package
+# into a cache directory, not installed (no Prometheus server is set up or started)
+PROMTOOL_DIR=${WHEREABOUTS_CACHE:-/var/cache/whereabouts-py}/promtool
+if [ ! -x "$PROMTOOL_DIR/promtool" ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "setup: promtool missing from $PROMTOOL_DIR; run as root once (the alert rules' tests need it)" >&2
+    else
+        echo "setup: unpacking promtool from Debian's prometheus package"
+        unpack=$(mktemp -d)
+        (cd "$unpack" && apt-get download prometheus >/dev/null 2>&1 || { apt-get update -qq && apt-get download prometheus >/dev/null; })
+        dpkg-deb -x "$unpack"/prometheus_*.deb "$unpack/root"
+        mkdir -p "$PROMTOOL_DIR"
+        install -m 0755 "$unpack/root/usr/bin/promtool" "$PROMTOOL_DIR/promtool"
+        rm -rf "$unpack"
+    fi
+fi
+
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv

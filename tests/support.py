@@ -161,12 +161,13 @@ DAEMON = str(Path(PLUGIN).with_name("whereabouts-node"))
 
 @contextmanager
 def running_daemon(
-    sock: str, *, log: Path | None = None, wrap: tuple[str, ...] = ()
+    sock: str, *, log: Path | None = None, wrap: tuple[str, ...] = (), args: tuple[str, ...] = ()
 ) -> Iterator[subprocess.Popen[bytes]]:
     """whereabouts-node serving on `sock` until the block ends (its line per call in `log`, if given);
-    stopped by PID. `wrap` runs it under another command (e.g. in a mount namespace of its own)."""
+    stopped by PID. `wrap` runs it under another command (e.g. in a mount namespace of its own); `args` are
+    more of its options."""
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen([*wrap, DAEMON, "--socket", sock], stderr=out)
+    proc = subprocess.Popen([*wrap, DAEMON, "--socket", sock, *args], stderr=out)
     try:
         deadline = time.monotonic() + 20
         while not os.path.exists(sock):

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from leak_harness import Harness
+from prometheus_client.parser import text_string_to_metric_families
 
 from kube_objects import create_nad
 from kube_server import CONTROLLER_USER, KubeAPIServer
@@ -64,7 +65,21 @@ def test_status_counts_held_and_retained_in_the_nads_window_within_seconds(bed: 
         took = wait_for_status(bed, "10.93.0.0-24", expected, timeout=SETTLE + INTERVAL + 5)
         wait_for_status(bed, "bare-10.94.0.0-28", {"network": "bare", "config": "", "size": 14, "held": 1,
                                                    "retained": 0, "free": 13}, timeout=5)  # fmt: skip
+        gauges = pool_gauges(controller.metrics())
     assert took < SETTLE + INTERVAL + 5
+    assert gauges["10.93.0.0-24"] == {"size": 50, "held": 2, "retained": 1, "free": 47}  # what an alert reads
+    assert gauges["bare-10.94.0.0-28"] == {"size": 14, "held": 1, "retained": 0, "free": 13}
+
+
+def pool_gauges(text: str) -> dict[str, dict[str, float]]:
+    """whereabouts_pool_{size,held,retained,free} by pool, as prometheus_client's parser reads them."""
+    found: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(text):
+        key = family.name.removeprefix("whereabouts_pool_")
+        if family.name.startswith("whereabouts_pool_") and key in ("size", "held", "retained", "free"):
+            for sample in family.samples:
+                found.setdefault(sample.labels["pool"], {})[key] = sample.value
+    return found
 
 
 def test_a_burst_of_fifty_adds_makes_a_handful_of_status_writes(bed: Harness) -> None:

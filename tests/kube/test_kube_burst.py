@@ -214,7 +214,8 @@ def test_node_daemons_killed_mid_burst_lose_nothing(
         deadline = time.monotonic() + 10
         while len(state(kube, kube_namespace, settle=False)[0]) < 121 and time.monotonic() < deadline:
             time.sleep(0.1)
-    held, _ = state(kube, kube_namespace)  # every pool entry has its reservation
+    held, reserved = state(kube, kube_namespace)  # every pool entry has its reservation
+    assert held == reserved, (sorted(set(held.items()) ^ set(reserved.items())), sorted(reserved.items()))
     assert sorted(held.values()) == sorted(f"ctr-kd-{n}" for n in range(121))
     assert all(r.returncode == 0 for r in burst("DEL", config, list(range(121)), "kd"))
     assert state(kube, kube_namespace) == ({}, {})

@@ -48,11 +48,12 @@ def pool_entries(kube: KubeAPIServer, namespace: str) -> dict[str, str]:
 
 
 def reservations(kube: KubeAPIServer, namespace: str) -> dict[str, str]:
-    return {o["spec"]["address"]: o["spec"]["containerid"]
-            for o in kube.objects(namespace, "overlappingrangeipreservations").values()}  # fmt: skip
+    """address -> container ID (the Go plugin's objects say their address by their name alone)."""
+    return {o["spec"].get("address", name): o["spec"]["containerid"]
+            for name, o in kube.objects(namespace, "overlappingrangeipreservations").items()}  # fmt: skip
 
 
-def mirrored(kube: KubeAPIServer, namespace: str, wait: float = 15.0) -> dict[str, str]:
+def mirrored(kube: KubeAPIServer, namespace: str, wait: float = 30.0) -> dict[str, str]:
     """The pool's entries once they say what the reservations say (the mirror is written a moment after)."""
     deadline = time.monotonic() + wait
     while True:
@@ -65,6 +66,8 @@ def mirrored(kube: KubeAPIServer, namespace: str, wait: float = 15.0) -> dict[st
 
 @pytest.fixture
 def sockets(tmp_path: Path) -> list[str]:
+    for i in range(NODES):
+        (tmp_path / f"node-{i}").mkdir(exist_ok=True)
     return [str(tmp_path / f"node-{i}" / "plugin.sock") for i in range(NODES)]
 
 
@@ -77,7 +80,7 @@ def test_ten_nodes_racing_with_daemons_killed_mid_burst_hold_nothing_twice(
     owed; the DELs leave nothing."""
     config = configs(tmp_path, plugin_kubeconfig)
     with ExitStack() as stack:
-        daemons = [stack.enter_context(running_daemon(sock)) for sock in sockets]
+        daemons = [stack.enter_context(running_daemon(sock, log=Path(sock + ".log"))) for sock in sockets]
         with ThreadPoolExecutor(max_workers=50) as pool:
             futures = [pool.submit(call, "ADD", config, n, sockets) for n in range(200)]
             time.sleep(1.5)
@@ -91,7 +94,7 @@ def test_ten_nodes_racing_with_daemons_killed_mid_burst_hold_nothing_twice(
         assert reservations(kube, kube_namespace) == {address: cid for cid, address in got.items()}
         for daemon in daemons[:3]:
             daemon.wait()
-        restarted = [stack.enter_context(running_daemon(sock)) for sock in sockets[:3]]
+        restarted = [stack.enter_context(running_daemon(sock, log=Path(sock + ".log"))) for sock in sockets[:3]]
         assert restarted
         for n in range(200, 203):  # a call through each restarted daemon: it reads the pool, writes what is owed
             assert call("ADD", config, n, sockets).returncode == 0

@@ -15,6 +15,7 @@ import yaml
 
 from kube_server import REPO, KubeAPIServer
 from whereabouts.controller.cron import Schedule
+from whereabouts.node import install
 
 
 def build(kube: KubeAPIServer, path: str) -> list[dict]:
@@ -163,3 +164,37 @@ def test_the_api_server_configmap_is_optional_and_reaches_every_container(kube: 
         if doc["kind"] in ("DaemonSet", "Deployment"):
             (container,) = doc["spec"]["template"]["spec"]["containers"]
             assert {"configMapRef": {"name": "whereabouts-api-server", "optional": True}} in container["envFrom"]
+
+
+@pytest.mark.parametrize("path", [p for p, _, _ in LAYOUTS], ids=[p.rpartition("/")[2] for p, _, _ in LAYOUTS])
+def test_install_cni_serves_metrics_on_the_port_the_daemonset_declares(
+    kube: KubeAPIServer, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The DaemonSet declares the port `metrics`, gives install-cni the pod's IP (the node's: host network) and
+    that port, and tells a Prometheus that discovers pods by annotation where to scrape; health stays local."""
+    template = daemonset(build(kube, path))["spec"]["template"]
+    pod = template["spec"]
+    (container,) = pod["containers"]
+    assert pod["hostNetwork"] is True
+    (port,) = [p for p in container["ports"] if p["name"] == "metrics"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["WHEREABOUTS_METRICS_ADDRESS"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    annotations = template["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(port["containerPort"]) == env["WHEREABOUTS_METRICS_PORT"]["value"]
+    for name, value in (("WHEREABOUTS_METRICS_ADDRESS", "10.0.0.7"), ("WHEREABOUTS_METRICS_PORT", None)):
+        monkeypatch.setenv(name, value or env[name]["value"])  # what the kubelet sets
+    args = install.parser().parse_args([])
+    assert (args.metrics_address, args.metrics_port) == ("10.0.0.7", port["containerPort"])
+    assert container["livenessProbe"]["httpGet"]["host"] == args.health_address == "127.0.0.1"
+    assert container["livenessProbe"]["httpGet"]["port"] == args.health_port != args.metrics_port
+
+
+def test_the_controller_is_scraped_where_it_serves_its_metrics(kube: KubeAPIServer) -> None:
+    (deployment,) = [d for d in build(kube, "deploy/base") if d["kind"] == "Deployment"]
+    template = deployment["spec"]["template"]
+    (container,) = template["spec"]["containers"]
+    command = container["command"]
+    served = int(command[command.index("--metrics-port") + 1])
+    (port,) = [p for p in container["ports"] if p["name"] == "metrics"]
+    assert template["metadata"]["annotations"]["prometheus.io/port"] == str(port["containerPort"]) == str(served)

@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from support import LocalDatastore, running_daemon
+from support import LocalDatastore, running_daemon, stop_process
 from whereabouts.node import install, relay
 from whereabouts.node.install import NodeFiles, kubeconfig_text
 
@@ -164,6 +169,8 @@ def test_uninstall_takes_off_the_node_what_install_cni_and_the_plugin_put_there(
     (data / "whereabouts.db").write_text("a local store: kept")
     with socket.socket(socket.AF_UNIX) as server:
         server.bind(str(run / "plugin.sock"))  # what a daemon killed with -9 leaves
+    (run / "fallbacks").write_bytes(b"nu")  # the plugin's calls since (whereabouts.cni.main), not counted yet
+    (run / ".fallbacks.counting").write_bytes(b"n")  # and the daemon's, mid-count
     args = ["--uninstall", "--once", f"--cni-bin-dir={bin_dir}", f"--cni-conf-dir={conf_dir}",
             f"--socket={run / 'plugin.sock'}", f"--data-dir={data}"]  # fmt: skip
     assert install.main(args) == 0
@@ -238,3 +245,113 @@ def test_relay_settings_that_do_not_fit_are_refused(compiled_relay: str) -> None
     with pytest.raises(ValueError, match="not a whereabouts relay"):
         relay.configured(b"\x7fELF another program", note="n")
     assert relay.note_of(program) == "" and relay.note_of(b"#!/bin/sh\n") == ""
+
+
+INSTALL_CNI = """
+import sys
+from whereabouts.node import install
+install._relocate = lambda staging, final: None  # patchelf: for the real bundle
+sys.exit(install.main(sys.argv[1:]))
+"""
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+@contextmanager
+def running_install_cni(tmp_path: Path, account: Path, metrics_port: int) -> Iterator[tuple[Path, Path]]:
+    """install-cni as the DaemonSet runs it (WHEREABOUTS_METRICS_ADDRESS/_PORT; health on a free port), stopped
+    by PID; its log and the CNI bin dir it installed into."""
+    bin_dir, conf_dir, sock = tmp_path / "bin", tmp_path / "net.d", tmp_path / "run" / "plugin.sock"
+    bin_dir.mkdir()
+    log = tmp_path / "install-cni.log"
+    args = [f"--bundle={fake_bundle(tmp_path / 'bundle')}", f"--cni-bin-dir={bin_dir}", f"--cni-conf-dir={conf_dir}",
+            f"--service-account-dir={account}", f"--socket={sock}", f"--data-dir={tmp_path / 'data'}",
+            "--node=node-1", "--no-pod-cleanup", "--health-port=0"]  # fmt: skip
+    env = {**os.environ, "WHEREABOUTS_METRICS_ADDRESS": "127.0.0.1", "WHEREABOUTS_METRICS_PORT": str(metrics_port)}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", INSTALL_CNI, *args], stderr=out, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while "node daemon serving" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        yield log, bin_dir
+    finally:
+        stop_process(proc, 10)
+    assert proc.returncode == 0 and not sock.exists(), log.read_text()
+
+
+def ports(log: Path) -> dict[str, int]:
+    """install-cni's endpoints, as it logs them."""
+    return {kind: int(port) for kind, port in re.findall(r"(health|metrics) on 127\.0\.0\.1:(\d+)", log.read_text())}
+
+
+def add_through_installed_plugin(bin_dir: Path, data: Path) -> None:
+    """An ADD by the plugin install-cni installed, its launcher's settings alone telling it where the daemon is."""
+    ipam = {"type": "whereabouts", "range": "10.97.1.0/29", "datastore": "local", "local_data_dir": str(data)}
+    conf = {"cniVersion": "1.0.0", "name": "pods", "ipam": ipam}
+    call = {k: v for k, v in os.environ.items() if not k.startswith(("CNI_", "WHEREABOUTS_"))}
+    call |= {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0", "CNI_NETNS": "/x", "CNI_PATH": "/x"}
+    done = subprocess.run([str(bin_dir / "whereabouts")], input=json.dumps(conf), capture_output=True, text=True,
+                          env=call, timeout=60)  # fmt: skip
+    assert done.returncode == 0 and "in process" not in done.stderr, done.stdout + done.stderr  # the daemon's
+
+
+ADD_SERVED = ("whereabouts_node_calls_total", (("code", "0"), ("verb", "ADD")))
+
+
+def test_install_cni_serves_the_node_daemons_metrics_on_the_metrics_port(tmp_path: Path, account: Path) -> None:
+    """The node daemon's metrics beside install-cni's own, on the metrics port for Prometheus; health stays on
+    127.0.0.1 and serves them too; the plugin it installs finds the daemon."""
+    with running_install_cni(tmp_path, account, metrics_port=0) as (log, bin_dir):
+        endpoints = ports(log)
+        assert set(endpoints) == {"health", "metrics"} and endpoints["health"] != endpoints["metrics"]
+        add_through_installed_plugin(bin_dir, tmp_path / "data")
+        found = scrape(endpoints["metrics"])
+        assert found[ADD_SERVED] == 1
+        assert found[("whereabouts_ready", ())] == 1
+        assert scrape(endpoints["health"])[ADD_SERVED] == 1
+        with urllib.request.urlopen(f"http://127.0.0.1:{endpoints['health']}/healthz", timeout=10) as reply:
+            assert reply.status == 200
+
+
+def test_a_metrics_port_taken_leaves_the_node_daemon_serving(tmp_path: Path, account: Path) -> None:
+    """Another program on the node holds the port: install-cni says so and goes on (a CNI plugin must not wait
+    on a metrics port); /metrics stays on the health endpoint."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        with running_install_cni(tmp_path, account, metrics_port=taken.getsockname()[1]) as (log, bin_dir):
+            assert f"cannot serve metrics on 127.0.0.1:{taken.getsockname()[1]}" in log.read_text()
+            add_through_installed_plugin(bin_dir, tmp_path / "data")
+            assert scrape(ports(log)["health"])[ADD_SERVED] == 1
+
+
+def test_without_the_node_daemon_the_plugin_never_looks_for_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--no-node-daemon: the launcher tells the plugin so; a call then leaves no fallback byte in the run
+    directory (which the DaemonSet's mount keeps), where nobody would ever count them."""
+    monkeypatch.setattr(install, "_relocate", lambda staging, final: None)
+    bin_dir, run, data = tmp_path / "bin", tmp_path / "run", tmp_path / "data"
+    bin_dir.mkdir()
+    run.mkdir()
+    ipam = {"type": "whereabouts", "range": "10.97.2.0/29", "datastore": "local", "local_data_dir": str(data)}
+    conf = {"cniVersion": "1.0.0", "name": "pods", "ipam": ipam}
+    call = {k: v for k, v in os.environ.items() if not k.startswith(("CNI_", "WHEREABOUTS_"))}
+    call |= {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_IFNAME": "eth0", "CNI_NETNS": "/x", "CNI_PATH": "/x"}
+    bundle = fake_bundle(tmp_path / "bundle")
+    for socket_path, recorded in ((str(run / "plugin.sock"), b"n"), ("", b"n")):  # the daemon's, then none
+        install.install_bundle(bundle, bin_dir, log=lambda _: None, socket_path=socket_path)
+        done = subprocess.run([str(bin_dir / "whereabouts")], input=json.dumps(conf), capture_output=True,
+                              text=True, env=call, timeout=60)  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert (run / "fallbacks").read_bytes() == recorded

@@ -15,6 +15,25 @@ Wire format (see whereabouts.node.daemon): request = 4-byte length + "K=V\\0..."
 The daemon then answers with frames: b"S" + 4-byte length + path asks "what is this path to you?" (answered
 with b"s" + 4-byte length + "device:inode", empty when missing); b"R" + reason means "serve it yourself";
 b"W" + 4-byte exit status + stdout up to the end is the answer.
+
+Fallbacks (what the daemon cannot count itself: it was not there, or not able to serve). When a call cannot
+be served by the daemon for one of these reasons, this process appends exactly one ASCII byte to the file
+`fallbacks` in the socket's directory; the daemon counts the bytes in its metric
+`whereabouts_node_fallbacks_total{reason}` (see whereabouts.node.metrics, which consumes the file):
+
+    n   the directory exists, the socket does not (the daemon stopped, or is restarting): served in process
+    u   nobody listens on the socket (connection refused: a stale socket; or any other failure to connect):
+        served in process
+    d   the daemon went away mid-call (the connection ended or failed before the answer, or the daemon
+        answered out of turn): served in process
+    b   busy: the daemon took no call within CONNECT_WAIT, or did not answer within ANSWER_WAIT; the call is
+        answered code 11 (try again later) without being served
+
+The file is opened with O_WRONLY|O_APPEND|O_CREAT|O_CLOEXEC|O_NOFOLLOW and mode 0600, so it is created only
+in a directory that exists (never the directory itself), and every error (no directory, no permission, a
+full disk) is ignored: counting never fails a call. No byte is written when no daemon is configured (an empty
+WHEREABOUTS_SOCKET) or when the daemon declines a call (b"R"): the daemon counts its declines itself. The
+compiled relay writes the same bytes.
 """
 
 from __future__ import annotations
@@ -30,6 +49,8 @@ SOCKET_ENV = "WHEREABOUTS_SOCKET"  # empty: never use a daemon
 RELAY_REASON_ENV = "WHEREABOUTS_RELAY_REASON"  # why the compiled relay (node/relay.c) hands the call back
 DEFAULT_SOCKET = "/run/whereabouts/plugin.sock"
 FORWARDED_ENV = ("CNI_", "NODENAME", "WHEREABOUTS_")
+FALLBACKS = "fallbacks"  # beside the socket: one byte per call the daemon could not serve (above)
+_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW  # never through a link
 CONNECT_WAIT = 30  # seconds a call waits for a busy daemon to take it
 ANSWER_WAIT = 60  # seconds for each read of its answer (the daemon's own deadline per call is 45 s)
 
@@ -75,10 +96,13 @@ def relay(path: str, environ: os._Environ[str] | dict[str, str], stdin: bytes) -
         try:
             sock.connect(path)
         except FileNotFoundError:
+            note_fallback(path, b"n")  # nothing written when the directory is not there either: no daemon at all
             return ""
         except BlockingIOError:
+            note_fallback(path, b"b")
             return _busy(stdin, path, f"took no call for {CONNECT_WAIT} s")
         except OSError as exc:
+            note_fallback(path, b"u")
             return f"node daemon on {path}: {exc.strerror or exc}"  # a stale socket: nobody listens
         try:
             try:  # noqa: SIM105 (contextlib would cost every call its import)
@@ -87,8 +111,10 @@ def relay(path: str, environ: os._Environ[str] | dict[str, str], stdin: bytes) -
                 pass  # the daemon stopped reading (a request too large for it): its reason waits to be read
             return _answer(sock, path)
         except BlockingIOError:
+            note_fallback(path, b"b")
             return _busy(stdin, path, f"did not answer within {ANSWER_WAIT} s")
         except OSError as exc:
+            note_fallback(path, b"d")
             return f"node daemon on {path} went away: {exc.strerror or exc}"
     finally:
         sock.close()
@@ -118,7 +144,21 @@ def _answer(sock: _socket.socket, path: str) -> tuple[int, bytes] | str:
             status = int.from_bytes(take(4), "big")
             return status, _rest(sock, buffered)
         else:
+            note_fallback(path, b"d")
             return f"node daemon on {path} answered {kind!r}: not a whereabouts daemon"
+
+
+def note_fallback(path: str, reason: bytes) -> None:
+    """Append `reason` (one byte, see the module's docstring) to FALLBACKS beside the socket `path`."""
+    head, sep, _ = path.rpartition("/")
+    try:
+        fd = os.open(f"{head or sep or '.'}/{FALLBACKS}", _APPEND, 0o600)
+        try:
+            os.write(fd, reason)
+        finally:
+            os.close(fd)
+    except (OSError, ValueError):
+        return  # counting never fails a call
 
 
 def _rest(sock: _socket.socket, buffered: bytearray) -> bytes:

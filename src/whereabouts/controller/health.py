@@ -1,6 +1,6 @@
 """Health of a long-running process, and the HTTP endpoint serving it with the metrics.
 
-- /metrics: every metric (controller.metrics)
+- /metrics: every metric (controller.metrics), `whereabouts_ready` among them (1 while /readyz says 200)
 - /healthz: 200 while the process's loops are alive (each loop reports in; a stalled one fails it)
 - /readyz: 200 once the process is up (leader or standby) and every controller can read what it needs;
   503 before, and while one cannot (the API server down, a CRD not installed), saying which
@@ -13,6 +13,7 @@ and says so once more when it works again (`Health.working`).
 from __future__ import annotations
 
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -114,8 +115,16 @@ def _trouble(what: str) -> str:
     return f"{what} unavailable" if what else "failing"
 
 
+class _ServerV6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
 def serve(address: str, port: int, registry: Registry, health: Health) -> ThreadingHTTPServer:
-    """Start the metrics and health endpoint on a daemon thread; returns the server (its port may be 0)."""
+    """Start the metrics and health endpoint on a daemon thread; returns the server (its port may be 0).
+    `address` may be IPv6 (a pod's IP on an IPv6 node)."""
+    if "whereabouts_ready" not in registry.metrics:  # a process serving two endpoints counts once
+        ready = registry.gauge("ready", "1 while the process is up and can read what it needs (/readyz), else 0")
+        registry.on_render(lambda: ready.set(1 if health.readiness()[0] else 0))
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -141,7 +150,7 @@ def serve(address: str, port: int, registry: Registry, health: Health) -> Thread
         def log_message(self, format: str, *args: object) -> None:
             pass  # scrapes and probes are not actions worth a log line
 
-    server = ThreadingHTTPServer((address, port), Handler)
+    server = (_ServerV6 if ":" in address else ThreadingHTTPServer)((address, port), Handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server

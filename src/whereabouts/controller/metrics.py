@@ -2,15 +2,17 @@
 histogram keeps its bucket counts, never its observations) and its own text exposition.
 
 What this module adds to it: the `whereabouts_` prefix, labels passed by keyword, a registry per process
-(tests make several), and `forget`, which drops the series of pools or networks that are gone. Metric names
-are documented in docs/controllers.md. Never imported on the CNI hot path (the controllers and the node
-daemon only).
+(tests make several), `forget`, which drops the series of pools or networks that are gone, and `on_render`:
+what is read rather than counted (a gauge of open stores, a file the CNI executable appends to) is brought up
+to date when a scrape asks. Every metric is listed in docs/metrics.md (a test holds the list to the code).
+Never imported on the CNI hot path (the controllers, install-cni and the node daemon only).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 
 # No `_created` series. prometheus_client 0.16 (Debian bookworm's, which the image uses) reads this once, when
 # it is imported; newer ones also have disable_created_metrics(), called below.
@@ -79,6 +81,8 @@ class Registry:
             disable()
         self.registry = CollectorRegistry(auto_describe=True)
         self.metrics: dict[str, Metric] = {}  # by the name exposed
+        self.refreshers: list[Callable[[], None]] = []
+        self.rendering = threading.Lock()  # concurrent scrapes refresh one at a time
 
     def counter(self, name: str, help_text: str, labels: tuple[str, ...] = ()) -> Metric:
         return self._add(name, help_text, labels, Counter)
@@ -86,19 +90,32 @@ class Registry:
     def gauge(self, name: str, help_text: str, labels: tuple[str, ...] = ()) -> Metric:
         return self._add(name, help_text, labels, Gauge)
 
-    def histogram(self, name: str, help_text: str, labels: tuple[str, ...] = ()) -> Histogram:
-        metric = self._add(name, help_text, labels, _Histogram)
+    def histogram(
+        self, name: str, help_text: str, labels: tuple[str, ...] = (), buckets: tuple[float, ...] = DURATION_BUCKETS
+    ) -> Histogram:
+        metric = self._add(name, help_text, labels, _Histogram, buckets)
         assert isinstance(metric, Histogram)
         return metric
 
-    def _add(self, name: str, help_text: str, labels: tuple[str, ...], kind: type[_Family]) -> Metric:
+    def on_render(self, refresh: Callable[[], None]) -> None:
+        """Call `refresh` before each exposition (each scrape): it sets what is read, not counted."""
+        self.refreshers.append(refresh)
+
+    def _add(
+        self,
+        name: str,
+        help_text: str,
+        labels: tuple[str, ...],
+        kind: type[_Family],
+        buckets: tuple[float, ...] = DURATION_BUCKETS,
+    ) -> Metric:
         """One family per name: a second controller in the process asking for it shares it."""
         exposed = f"whereabouts_{name}"
         if exposed not in self.metrics:
             family_name = exposed.removesuffix("_total") if kind is Counter else exposed  # the library adds it
             if kind is _Histogram:
-                buckets = _Histogram(family_name, help_text, labels, registry=self.registry, buckets=DURATION_BUCKETS)
-                self.metrics[exposed] = Histogram(buckets, self.registry, family_name, labels)
+                histogram = _Histogram(family_name, help_text, labels, registry=self.registry, buckets=buckets)
+                self.metrics[exposed] = Histogram(histogram, self.registry, family_name, labels)
             else:
                 family = kind(family_name, help_text, labels, registry=self.registry)
                 self.metrics[exposed] = Metric(family, self.registry, family_name, labels)
@@ -106,4 +123,7 @@ class Registry:
 
     def render(self) -> str:
         """The text exposition of every metric."""
+        with self.rendering:
+            for refresh in self.refreshers:
+                refresh()
         return prometheus_client.generate_latest(self.registry).decode()

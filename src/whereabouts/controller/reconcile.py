@@ -339,6 +339,8 @@ class ReconcileMetrics:
         self.released = registry.counter(
             "leaks_released_total", "Leaked allocations and reservations released", ("kind",)
         )
+        for kind in ("allocation", "reservation"):  # there from the start: an alert's increase() sees the first leak
+            self.released.inc(0, kind=kind)
         self.repaired = registry.counter("reservations_repaired_total", "Missing reservations recreated")
         self.retained = registry.counter("sticky_retained_total", "Sticky addresses of gone pods turned retained")
         self.runs = registry.counter("reconcile_runs_total", "Reconciler passes, by result", ("result",))

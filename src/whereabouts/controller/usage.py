@@ -16,6 +16,10 @@ version expired or the watch failed). A pool seen changing is written after SETT
 most once every INTERVAL seconds however fast it changes: a burst of ADDs costs a write or two per pool, not
 one per ADD. A status is written only when a number changed. The NADs and NodeSlicePools (which say a pool's
 window and which part of its name is a node) are read again every RESYNC seconds, and every pool rechecked.
+
+The same numbers are metrics (`whereabouts_pool_size`, `_held`, `_retained`, `_free`, by pool: what an alert
+on a filling pool reads), set whenever a pool is looked at, by every replica (a standby too: it watches as
+well), and dropped with the pool.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import datetime as dt
 import json
 import threading
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +47,12 @@ SETTLE = 1.0  # seconds a first change waits, so that the start of a burst lands
 RESYNC = 30.0  # seconds between reads of the NADs and NodeSlicePools (and a recheck of every pool)
 WATCH_TIMEOUT = 20  # seconds a watch runs before it is renewed (so a stopped run's watcher ends soon)
 NUMBERS = ("network", "node", "config", "size", "held", "retained", "free")  # what a write is decided on
+GAUGES = {
+    "size": "Addresses automatic picks may hand out in the pool (its status.size)",
+    "held": "Addresses attachments hold in the pool (its status.held)",
+    "retained": "Sticky addresses kept after their DEL in the pool (its status.retained)",
+    "free": "Addresses of the pool's window still free (its status.free)",
+}
 
 
 @dataclass(frozen=True)
@@ -162,18 +172,31 @@ class PoolUsage:
         self.client = ctx.client()
         self.windows = Windows()
         self.written: dict[str, float] = {}  # pool name -> when its status was last written (monotonic)
+        self.gauges = {key: ctx.registry.gauge(f"pool_{key}", text, ("pool",)) for key, text in GAUGES.items()}
 
     def sync(self) -> int:
         """One pass over every pool (what --once does): the number of statuses written."""
         self.windows = read_windows(self.client, self.ctx.log)
-        return sum(self.write(obj) for obj in self.client.list(self.client.path(IPPOOLS)))
+        pools = self.client.list(self.client.path(IPPOOLS))
+        self.forget_gone(obj.get("metadata", {}).get("name", "") for obj in pools)
+        return sum(self.write(obj) for obj in pools)
+
+    def forget_gone(self, names: Iterable[str]) -> None:
+        """The gauges of pools not in `names` (deleted) stop being reported."""
+        keep = [{"pool": name} for name in names]
+        for gauge in self.gauges.values():
+            gauge.forget(keep)
 
     def write(self, obj: dict[str, Any]) -> bool:
         """Write `obj`'s status if a number changed; True when written."""
         numbers = pool_status(obj, self.windows)
-        if numbers is None or not changed(obj, numbers):
+        if numbers is None:
             return False
         name = obj["metadata"]["name"]
+        for key, gauge in self.gauges.items():
+            gauge.set(numbers[key], pool=name)
+        if not changed(obj, numbers):
+            return False
         summary = ", ".join(f"{k} {numbers[k]}" for k in ("size", "held", "retained", "free"))
         if self.ctx.dry_run or not self.ctx.may_act():
             why = "dry-run: would" if self.ctx.dry_run else "not leading: did not"
@@ -200,6 +223,8 @@ class PoolUsage:
                 self.windows, last_resync = read_windows(self.client, self.ctx.log), now
                 with pending.lock:
                     pending.dirty.update({name: now - SETTLE for name in pending.latest if name not in pending.dirty})
+                    known = list(pending.latest)
+                self.forget_gone(known)
             wait = self._write_due(pending, now)
             pending.wake.wait(min(wait, 1.0))
             pending.wake.clear()

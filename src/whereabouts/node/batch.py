@@ -12,10 +12,14 @@ once, as before.
 Each request still gets its own answer (its addresses, or its own error: one request's exhausted range or
 taken address does not fail the others), and a batch is all or nothing in the store, so a daemon that dies
 mid-batch leaves what a crashed single call leaves, and every caller retries as it would.
+
+An `observe(key, size)` given to the Batcher hears of each round as its leader starts serving it (the node
+daemon's batch-size histogram); this module stays stdlib-only all the same.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
@@ -46,9 +50,10 @@ class _Group:
 
 
 class Batcher:
-    def __init__(self) -> None:
+    def __init__(self, observe: Callable[[Hashable, int], None] | None = None) -> None:
         self.lock = threading.Lock()
         self.groups: dict[Hashable, _Group] = {}
+        self.observe = observe  # told (key, size) of each round served
 
     def submit(
         self, key: Hashable, request: Request, serve: Callable[[Sequence[Request]], Sequence[Outcome]]
@@ -68,6 +73,7 @@ class Batcher:
                 batch, group.queue = group.queue[:MAX_BATCH], group.queue[MAX_BATCH:]
                 group.cond.release()
                 try:
+                    self._observe(key, len(batch))
                     _serve(batch, serve)
                 finally:
                     group.cond.acquire()
@@ -78,6 +84,11 @@ class Batcher:
             raise ticket.outcome
         outcome: Outcome = ticket.outcome  # the ticket holds what `serve` answered for this request
         return outcome
+
+    def _observe(self, key: Hashable, size: int) -> None:
+        if self.observe is not None:
+            with contextlib.suppress(Exception):  # counting a round must never keep its requests from being served
+                self.observe(key, size)
 
     def _forget_if_idle(self, key: Hashable, group: _Group) -> None:
         """Drop a group nobody waits in: the keys are network configs, and a daemon serving for months sees

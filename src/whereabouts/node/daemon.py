@@ -12,6 +12,10 @@ bytes of requests being read and served past IN_FLIGHT, is declined (the caller 
 memory), one not sent in full within REQUEST_WAIT is dropped, at most MAX_CALLS are served at once (more wait
 in the listen backlog), and a local-store call is served only when the caller proves it sees the same data
 directory (see whereabouts.cni.main for the wire format).
+
+It keeps metrics (whereabouts.node.metrics: calls by verb and code, latencies, declines and the executable's
+fallbacks, group-commit sizes, store errors), served on --metrics-address/--metrics-port when given (in a
+cluster, install-cni serves them with its own).
 """
 
 from __future__ import annotations
@@ -29,12 +33,14 @@ import time
 from whereabouts.cni.call import handle
 from whereabouts.cni.main import DEFAULT_SOCKET
 from whereabouts.controller.context import log_line
+from whereabouts.controller.metrics import Registry
 from whereabouts.node.batch import Batcher
+from whereabouts.node.metrics import NodeMetrics
 from whereabouts.node.runtime import Peer, Runtime, ServeInProcess, StorePool
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from whereabouts.node.batch import Batcher
+    from http.server import ThreadingHTTPServer
 
 MAX_REQUEST = 8 << 20  # bytes of environment or of network config; a usual call sends a few kB
 IN_FLIGHT = 32 << 20  # bytes of all requests held at once: well inside the DaemonSet's memory limit
@@ -44,7 +50,11 @@ BACKLOG = 4096  # callers waiting to be accepted (the kernel caps it at net.core
 
 
 class Declined(Exception):
-    """A request the daemon will not serve: the caller serves it itself."""
+    """A request the daemon will not serve: the caller serves it itself. `reason` is its metrics label."""
+
+    def __init__(self, msg: str, reason: str) -> None:
+        super().__init__(msg)
+        self.reason = reason
 
 
 class ByteBudget:
@@ -91,10 +101,11 @@ class _Reader:
     def sized(self, what: str) -> bytes:
         size = int.from_bytes(self.exact(4), "big")
         if size > MAX_REQUEST:
-            raise Declined(f"{what} of {size} bytes is over the daemon's limit of {MAX_REQUEST}")
+            raise Declined(f"{what} of {size} bytes is over the daemon's limit of {MAX_REQUEST}", "size")
         if self.budget is not None:
             if not self.budget.take(size):
-                raise Declined(f"{what} of {size} bytes does not fit in the {IN_FLIGHT} bytes it serves at once")
+                why = f"{what} of {size} bytes does not fit in the {IN_FLIGHT} bytes it serves at once"
+                raise Declined(why, "in_flight")
             self.taken += size
         return self.exact(size)
 
@@ -140,16 +151,22 @@ class _Handler(socketserver.BaseRequestHandler):
 
     def handle(self) -> None:
         reader = _Reader(self.request, time.monotonic() + REQUEST_WAIT, self.server.budget)
+        metrics = self.server.metrics
+        if metrics is not None:
+            metrics.in_flight.inc()
         try:
             self._serve(reader)
         finally:
             reader.close()
+            if metrics is not None:
+                metrics.in_flight.inc(-1)
 
     def _serve(self, reader: _Reader) -> None:
         started = time.monotonic()
         try:
             environ, stdin = decode_request(reader)
         except Declined as exc:
+            self.server.declined(exc.reason)  # counted before answering: a caller that has its answer sees it
             self._send(b"R" + str(exc).encode())
             _drain(reader)
             return
@@ -158,11 +175,14 @@ class _Handler(socketserver.BaseRequestHandler):
         try:
             status, text = handle(environ, stdin, self.server.runtime.for_peer(SocketPeer(self.request)))
         except ServeInProcess as exc:
+            self.server.declined(exc.reason)
             self._send(b"R" + str(exc).encode())
             self.server.log(environ, "served by the caller", started, str(exc))
             return
         except OSError:
             return  # the caller went away while asked about its data directory
+        if self.server.metrics is not None:
+            self.server.metrics.served(environ.get("CNI_COMMAND"), status, text, time.monotonic() - started)
         self.request.settimeout(REQUEST_WAIT)
         self._send(b"W" + status.to_bytes(4, "big") + text.encode())
         self.server.log(environ, f"exit {status}", started, text if status else "")
@@ -176,7 +196,9 @@ class NodeDaemon(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     request_queue_size = BACKLOG
 
-    def __init__(self, path: str, *, runtime: Runtime | None = None, quiet: bool = False) -> None:
+    def __init__(
+        self, path: str, *, runtime: Runtime | None = None, quiet: bool = False, metrics: NodeMetrics | None = None
+    ) -> None:
         os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)  # a stale socket from a previous run
@@ -190,6 +212,9 @@ class NodeDaemon(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.quiet = quiet
         self.slots = threading.BoundedSemaphore(MAX_CALLS)
         self.budget = ByteBudget(IN_FLIGHT)
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.refresh()  # what callers wrote while no daemon was here
 
     def process_request(self, request: socket.socket | tuple[bytes, socket.socket], client_address: object) -> None:
         self.slots.acquire()  # at MAX_CALLS, stop accepting: callers wait in the backlog, they never go elsewhere
@@ -206,6 +231,15 @@ class NodeDaemon(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             super().process_request_thread(request, client_address)
         finally:
             self.slots.release()
+
+    def declined(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.declined(reason)
+
+    def service_actions(self) -> None:
+        """Between accepts (serve_forever's loop): the fallback bytes are consumed even when nobody scrapes."""
+        if self.metrics is not None:
+            self.metrics.refresh_if_due()
 
     def log(self, environ: dict[str, str], outcome: str, started: float, detail: str = "") -> None:
         """One line per call on stderr (the container log)."""
@@ -224,16 +258,24 @@ class NodeDaemon(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             self.runtime.stores.close()
 
 
-def start_serving(path: str, *, quiet: bool = False) -> NodeDaemon:
+def start_serving(path: str, *, quiet: bool = False, registry: Registry | None = None) -> NodeDaemon:
     """A daemon on `path` with the process-wide parts of its runtime: open stores kept between calls, and
-    group commit."""
-    return NodeDaemon(path, runtime=Runtime(batcher=Batcher(), stores=StorePool()), quiet=quiet)
+    group commit; its metrics in `registry` (one of its own if none: counted, served by nobody)."""
+    stores = StorePool()
+    metrics = NodeMetrics(registry or Registry(), fallbacks_dir=os.path.dirname(path) or ".", stores=stores)
+    stores.on_error = metrics.store_failed
+    runtime = Runtime(batcher=Batcher(observe=metrics.batch), stores=stores)
+    return NodeDaemon(path, runtime=runtime, quiet=quiet, metrics=metrics)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="whereabouts-node", description=__doc__.splitlines()[0])
     parser.add_argument("--socket", default=os.environ.get("WHEREABOUTS_SOCKET") or DEFAULT_SOCKET)
     parser.add_argument("--quiet", action="store_true", help="no line per call on stderr")
+    parser.add_argument("--metrics-address", default=os.environ.get("WHEREABOUTS_METRICS_ADDRESS", ""),
+                        help="serve /metrics (and /healthz, /readyz) on this address; default: not served")  # fmt: skip
+    parser.add_argument("--metrics-port", type=int, default=int(os.environ.get("WHEREABOUTS_METRICS_PORT") or 9147),
+                        help="with --metrics-address (0: a free port, logged)")  # fmt: skip
     parser.add_argument(
         "--accept-store-loss",
         metavar="DIR",
@@ -243,7 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.accept_store_loss:
         return _accept_store_loss(args.accept_store_loss)
-    server = start_serving(args.socket, quiet=args.quiet)
+    registry = Registry()  # the endpoint first: a port taken fails the start before the socket is made
+    endpoint = _serve_metrics(args.metrics_address, args.metrics_port, registry) if args.metrics_address else None
+    server = start_serving(args.socket, quiet=args.quiet, registry=registry)
 
     def shutdown(signum: int, frame: object) -> None:
         threading.Thread(target=server.shutdown, daemon=True).start()
@@ -255,7 +299,19 @@ def main(argv: list[str] | None = None) -> int:
         server.serve_forever(poll_interval=0.5)
     finally:
         server.server_close()
+        if endpoint is not None:
+            endpoint.shutdown()
     return 0
+
+
+def _serve_metrics(address: str, port: int, registry: Registry) -> ThreadingHTTPServer:
+    from whereabouts.controller.health import Health, serve
+
+    health = Health()
+    health.ready.set()
+    endpoint = serve(address, port, registry, health)
+    log_line(f"whereabouts-node: metrics on {address}:{endpoint.server_address[1]}")
+    return endpoint
 
 
 def _accept_store_loss(directory: str) -> int:

@@ -16,6 +16,9 @@
    either changed (token rotation); runs pod cleanup for its node; and serves the plugin's calls as the
    node daemon (warm imports, kept connections, group commit; the plugin serves a call itself whenever the
    daemon is not there). `/healthz` on 127.0.0.1 tells the kubelet whether those loops are alive.
+4. Serves the metrics of pod cleanup and of the node daemon (docs/metrics.md) at /metrics on the health
+   endpoint and, for Prometheus, on --metrics-address:--metrics-port (the DaemonSet gives the pod's IP, which
+   is the node's on the host network, and the port it declares as `metrics`).
 
 The DaemonSet mounts the host's directories at the same paths they have on the host (CNI bin and conf
 dirs, /var/lib/cni/whereabouts, /run/whereabouts), so the paths written here mean the same thing on the
@@ -40,6 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from whereabouts.cni.main import SOCKET_ENV
 from whereabouts.config import DEFAULT_LOCAL_DATA_DIR, FLAT_FILE_ENV, FLAT_FILE_NAME
 from whereabouts.controller.context import Context, log_line
 from whereabouts.controller.health import Backoff, Health, serve
@@ -51,6 +55,8 @@ from whereabouts.node.relay import PYTHON_PLUGIN, RELAY, configured
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from http.server import ThreadingHTTPServer
+
     from whereabouts.node.daemon import NodeDaemon
 
 PYTHON = "python3.11"
@@ -59,10 +65,16 @@ LOADER = "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
 
 
 def install_bundle(
-    bundle: Path, bin_dir: Path, log: Callable[[str], None] = log_line, *, flat_file: Path | None = None
+    bundle: Path,
+    bin_dir: Path,
+    log: Callable[[str], None] = log_line,
+    *,
+    flat_file: Path | None = None,
+    socket_path: str | None = None,
 ) -> Path:
     """Put the bundle and the launcher into `bin_dir`; returns the bundle's directory there. The launcher
-    tells the plugin where `flat_file` is (FLAT_FILE_ENV): a conf dir of any name needs no key in the configs."""
+    tells the plugin where `flat_file` is (FLAT_FILE_ENV): a conf dir of any name needs no key in the configs;
+    and where the node daemon listens (`socket_path`; "": no daemon, the plugin never tries one)."""
     version = (bundle / "VERSION").read_text().strip()
     home = bin_dir / "whereabouts.d"
     target = home / version
@@ -76,12 +88,14 @@ def install_bundle(
     plugin, python_plugin, relay = bin_dir / "whereabouts", bin_dir / PYTHON_PLUGIN, target / "bin" / RELAY
     previous = _launcher_version(python_plugin) or _launcher_version(plugin)
     note = f"The whereabouts CNI plugin (bundle {version}), installed by whereabouts-install-cni. Do not edit."
-    environ = {FLAT_FILE_ENV: str(flat_file)} if flat_file else None
-    launcher = script("whereabouts", python=f"{target / 'bin' / PYTHON} -IS", note=note, environ=environ)
+    environ = {FLAT_FILE_ENV: str(flat_file)} if flat_file else {}
+    if socket_path is not None:
+        environ[SOCKET_ENV] = socket_path
+    launcher = script("whereabouts", python=f"{target / 'bin' / PYTHON} -IS", note=note, environ=environ or None)
     if relay.exists() or python_plugin.exists():  # also for a relay still running from the last install
         _write_atomically(python_plugin, launcher, mode=0o755, log=log)
     if relay.exists():
-        program = configured(relay.read_bytes(), note=note, environ=environ)
+        program = configured(relay.read_bytes(), note=note, environ=environ or None)
         _write_atomically(plugin, program, mode=0o755, log=log)
     else:
         _write_atomically(plugin, launcher, mode=0o755, log=log)
@@ -224,6 +238,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pod-cleanup", action="store_true")
     p.add_argument("--health-address", default="127.0.0.1")
     p.add_argument("--health-port", type=int, default=int(env("WHEREABOUTS_HEALTH_PORT", "9146")))
+    p.add_argument("--metrics-address", default=env("WHEREABOUTS_METRICS_ADDRESS", ""),
+                   help="serve /metrics for Prometheus on this address too (the DaemonSet: the pod's IP); "
+                   "default: only on the health endpoint")  # fmt: skip
+    p.add_argument("--metrics-port", type=int, default=int(env("WHEREABOUTS_METRICS_PORT") or 9147),
+                   help="with --metrics-address (0: a free port, logged)")  # fmt: skip
     p.add_argument("--refresh", type=float, default=5.0, help="seconds between token and CA checks")
     p.add_argument("--once", action="store_true", help="install and write the files, then exit")
     p.add_argument("--data-dir", type=Path, default=Path(DEFAULT_LOCAL_DATA_DIR), help="the plugin's local data dir")
@@ -244,7 +263,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args.once else _idle(args)
     files = NodeFiles(args.cni_conf_dir, account_dir=args.service_account_dir, namespace=args.namespace,
                       node=args.node, cron=args.cron_expression)  # fmt: skip
-    install_bundle(args.bundle, args.cni_bin_dir, flat_file=files.flat_file)
+    # the plugin looks for the daemon where it listens, or (--no-node-daemon) never looks
+    socket_path = "" if args.no_node_daemon else args.socket
+    install_bundle(args.bundle, args.cni_bin_dir, flat_file=files.flat_file, socket_path=socket_path)
     files.write_all()
     if args.once:
         return 0
@@ -277,6 +298,7 @@ class NodeAgent:
             signal.signal(signum, lambda *_: self.stop.set())
         server = serve(self.args.health_address, self.args.health_port, self.registry, self.health)
         log_line(f"install-cni: node {self.args.node}: health on {self.args.health_address}:{server.server_address[1]}")
+        servers = [server, *self._metrics_endpoint()]
         threads = [threading.Thread(target=self._refresh_loop, name="refresh", daemon=True)]
         if not self.args.no_pod_cleanup:
             threads.append(threading.Thread(target=self._pod_cleanup, name="pod-cleanup", daemon=True))
@@ -288,8 +310,23 @@ class NodeAgent:
         if daemon is not None:
             daemon.shutdown()
             daemon.server_close()  # removes the socket: the plugin serves calls itself from now on
-        server.shutdown()
+        for endpoint in servers:
+            endpoint.shutdown()
         return 0
+
+    def _metrics_endpoint(self) -> list[ThreadingHTTPServer]:
+        """/metrics for Prometheus on --metrics-address, if given. A port taken there is said and left: the
+        node's plugin must not wait on a metrics port (the health endpoint serves /metrics all the same)."""
+        address, port = self.args.metrics_address, self.args.metrics_port
+        if not address:
+            return []
+        try:
+            endpoint = serve(address, port, self.registry, self.health)
+        except OSError as exc:
+            log_line(f"install-cni: node {self.args.node}: cannot serve metrics on {address}:{port}: {exc}")
+            return []
+        log_line(f"install-cni: node {self.args.node}: metrics on {address}:{endpoint.server_address[1]}")
+        return [endpoint]
 
     def _refresh_loop(self) -> None:
         while not self.stop.is_set():
@@ -326,7 +363,7 @@ class NodeAgent:
     def _start_daemon(self) -> NodeDaemon:
         from whereabouts.node.daemon import start_serving
 
-        daemon = start_serving(self.args.socket)
+        daemon = start_serving(self.args.socket, registry=self.registry)  # its metrics beside pod cleanup's
         threading.Thread(target=daemon.serve_forever, kwargs={"poll_interval": 0.5}, name="node-daemon",
                          daemon=True).start()  # fmt: skip
         log_line(f"install-cni: node daemon serving the plugin's calls on {self.args.socket}")

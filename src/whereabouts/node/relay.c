@@ -458,6 +458,7 @@ static void exchange(answer *a, conn *c) {
             return;
         } else {
             a->outcome = FALLBACK;
+            a->tally = 'd'; /* answered out of turn: counted as a daemon gone, as the Python relay counts it */
             appends(&a->reason, "node daemon on "), appends(&a->reason, c->path), appends(&a->reason, " answered ");
             byte_repr(&a->reason, (unsigned char)*kind);
             appends(&a->reason, ": not a whereabouts daemon");

@@ -27,7 +27,12 @@ IDLE_PER_SETTINGS = 16  # stores kept open per datastore settings (a burst opens
 
 
 class ServeInProcess(Exception):
-    """The daemon declines the call: the caller serves it itself (never a CNI error)."""
+    """The daemon declines the call: the caller serves it itself (never a CNI error). `reason` names why in
+    the daemon's metrics (a few fixed words)."""
+
+    def __init__(self, msg: str, reason: str) -> None:
+        super().__init__(msg)
+        self.reason = reason
 
 
 class Peer:
@@ -41,15 +46,21 @@ class Peer:
 class StorePool:
     """Open stores by datastore settings. A call leases one (an idle one, else a new one) and gives it back;
     one that failed, or whose sources changed (a kubeconfig or token rewritten, a database file replaced:
-    `Store.reusable`), is closed, and the next call opens it afresh, reloading its credentials."""
+    `Store.reusable`), is closed, and the next call opens it afresh, reloading its credentials. `on_error`
+    hears of each store that failed, or could not be opened, and why (the daemon's metrics)."""
 
-    def __init__(self, opener: Callable[[StoreSettings], Store] | None = None) -> None:
+    def __init__(
+        self,
+        opener: Callable[[StoreSettings], Store] | None = None,
+        on_error: Callable[[StoreSettings, BaseException], None] | None = None,
+    ) -> None:
         import threading  # the daemon's alone: a CNI process never makes a pool
 
-        self.opener = opener
+        self.opener, self.on_error = opener, on_error
         self.idle: dict[StoreSettings, list[Store]] = {}
         self.shared: dict[StoreSettings, object] = {}  # what the stores of one settings share (store.factory)
         self.used: dict[StoreSettings, float] = {}  # when a call last asked for it
+        self.leased = 0  # stores serving a call right now
         self.lock = threading.Lock()
 
     def lease(self, settings: StoreSettings) -> Store:
@@ -61,12 +72,30 @@ class StorePool:
                 kept = self.idle.get(settings)
                 store = kept.pop() if kept else None
             if store is None:
-                return _open(settings, self.opener, self)
-            if store.reusable():
-                return store
-            store.close()
+                store = self._open(settings)
+            elif not store.reusable():
+                store.close()
+                continue
+            with self.lock:
+                self.leased += 1
+            return store
+
+    def _open(self, settings: StoreSettings) -> Store:
+        try:
+            return _open(settings, self.opener, self)
+        except Exception as exc:
+            if not _expected(exc):
+                self.failed(settings, exc)
+            raise
+
+    def failed(self, settings: StoreSettings, exc: BaseException) -> None:
+        """A store of `settings` failed with `exc` (it is closed, not kept)."""
+        if self.on_error is not None:
+            self.on_error(settings, exc)
 
     def give_back(self, settings: StoreSettings, store: Store, *, failed: bool) -> None:
+        with self.lock:
+            self.leased -= 1
         if failed or not store.reusable():
             store.close()
             return
@@ -78,8 +107,9 @@ class StorePool:
         store.close()
 
     def open_count(self) -> int:
+        """Stores open now: serving a call, or kept for the next one."""
         with self.lock:
-            return sum(len(kept) for kept in self.idle.values())
+            return self.leased + sum(len(kept) for kept in self.idle.values())
 
     def keep(self, settings: StoreSettings, make: Callable[[], T]) -> T:
         """The one part every store of `settings` shares (the Kubernetes store's watch-fed cache), made by the
@@ -154,8 +184,12 @@ class Lease:
         assert self.store is not None
         if self.pool is None:
             self.store.close()
-        else:
-            self.pool.give_back(self.settings, self.store, failed=kind is not None and not _expected(exc))
+            return
+        failed = kind is not None and not _expected(exc)
+        if failed:
+            assert exc is not None
+            self.pool.failed(self.settings, exc)
+        self.pool.give_back(self.settings, self.store, failed=failed)
 
 
 def _expected(exc: BaseException | None) -> bool:
@@ -189,4 +223,5 @@ class Runtime:
         mine = path_identity(path)
         theirs = self.peer.identity(path)
         if not mine or mine != theirs:
-            raise ServeInProcess(f"local_data_dir {path} is not the same directory for the daemon and the caller")
+            why = f"local_data_dir {path} is not the same directory for the daemon and the caller"
+            raise ServeInProcess(why, "local_dir")

@@ -3,8 +3,9 @@
 Removed: the `whereabouts` executable, the launcher or the compiled relay, and the `whereabouts-python`
 launcher beside a relay (each only if install-cni wrote it: another plugin of that name is left) and
 `whereabouts.d/` with every bundle in the CNI bin dir; the flat file, the kubeconfig and `nodename` (and their
-staging files) in `<CNI conf dir>/whereabouts.d/`, and that directory once empty; the node daemon's socket; the
-node-local lock files (`<local data dir>/locks/`, see whereabouts.store.nodelock).
+staging files) in `<CNI conf dir>/whereabouts.d/`, and that directory once empty; the node daemon's socket and
+the plugin's `fallbacks` file beside it (whereabouts.node.metrics); the node-local lock files
+(`<local data dir>/locks/`, see whereabouts.store.nodelock).
 
 Left on purpose: a local store's database in the local data dir (`whereabouts.db` and its journal and id files:
 the addresses of `datastore: local` networks, which running containers may still hold), anything else found in
@@ -21,6 +22,8 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
+from whereabouts.cni.main import FALLBACKS
+from whereabouts.node.metrics import TAKEN
 from whereabouts.node.relay import PYTHON_PLUGIN, note_of
 
 INSTALLER_NOTE = "installed by whereabouts-install-cni"
@@ -42,6 +45,8 @@ def uninstall(*, bin_dir: Path, conf_dir: Path, socket: Path, data_dir: Path, lo
         _remove(staged, log)
     if _is_socket(socket):
         _remove(socket, log)
+    for name in (FALLBACKS, TAKEN):
+        _remove(socket.parent / name, log)
     _remove(data_dir / "locks", log)
     left = []
     for directory in (files, socket.parent, data_dir):

@@ -27,6 +27,8 @@ the number of addresses held. The mirror's patch still does, once per pool per M
 from __future__ import annotations
 
 import contextlib
+import random
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -46,6 +48,7 @@ MIRROR_DELAY = 0.2  # seconds a pool's mirror waits for more changes before its 
 MIRROR_SHARE = 10  # ... and at least this many times what the last round of patches took
 SYNC_WAIT = 5.0  # seconds a first call waits for the cache to fill before reading the server itself
 MAX_OPS = 3000  # JSON patch operations per request (a test and a write per entry, and their guards)
+COMPLAIN_EVERY = 10.0  # seconds between log lines about a mirror that cannot be written
 ADOPT_EVERY = 300.0  # seconds between full comparisons of a pool served with its reservations
 
 Address = tuple[str, int, int]  # (network, IP version, value)
@@ -256,12 +259,14 @@ class MirrorWriter:
         self.dirty: dict[PoolKey, dict[int, set[tuple[str, str]]]] = {}  # ip -> attachments released there
         self.writing: dict[PoolKey, dict[int, set[tuple[str, str]]]] = {}  # the round being written
         self.adopted: dict[PoolKey, float] = {}
+        self.to_adopt: set[PoolKey] = set()  # pools to compare with their reservations once the copy is current
         self.lock = threading.Lock()
         self.wake = threading.Event()
         self.idle = threading.Event()
         self.idle.set()
         self.stopping = threading.Event()
-        self.writes = self.failures = 0
+        self.writes = self.failures = self.conflicts = 0
+        self.complained = -COMPLAIN_EVERY
         self.thread = threading.Thread(target=self._run, name="ippool mirror", daemon=True)
         self.thread.start()
 
@@ -283,17 +288,33 @@ class MirrorWriter:
             return found
 
     def adopt(self, key: PoolKey) -> None:
-        """Compare the whole pool with its reservations now and then: entries a killed daemon did not write."""
+        """Compare the whole pool with its reservations now and then (every ADOPT_EVERY seconds; first when a
+        call of this daemon serves it): the entries a killed daemon did not write. Done by the writer's thread,
+        once the copy is current."""
         now = time.monotonic()
         with self.lock:
             if now - self.adopted.get(key, -ADOPT_EVERY) < ADOPT_EVERY:
                 return
             self.adopted[key] = now
-        state = self.cache.pool_state(key)
-        mirrored = resources.decode_pool(key, self.cache.pool_object(key)).allocations
-        for ip, owner in state.allocations.items():
-            if mirrored.get(ip) != owner:
-                self.mark(key, ip)
+            self.to_adopt.add(key)
+            self.idle.clear()
+        self.wake.set()
+
+    def _adopt_waiting(self) -> bool:
+        """Compare the pools waiting for it; False while the copy is not current (try again, backing off)."""
+        if not self.to_adopt:
+            return True
+        if not self.cache.ready(0):
+            return False
+        with self.lock:
+            keys, self.to_adopt = self.to_adopt, set()
+        for key in sorted(keys):
+            state = self.cache.pool_state(key)
+            mirrored = resources.decode_pool(key, self.cache.pool_object(key)).allocations
+            for ip, owner in state.allocations.items():
+                if mirrored.get(ip) != owner:
+                    self.mark(key, ip)
+        return True
 
     def flush(self, wait: float = 10.0) -> bool:
         """Wait until everything marked so far is written (or `wait` passes)."""
@@ -311,9 +332,12 @@ class MirrorWriter:
             self.wake.wait()
             self.wake.clear()
             # gather more: at least MIRROR_DELAY, and ten times what the last round took (a big pool's patch
-            # costs the server more: its share of the server's time stays small); back off while failing
-            self.stopping.wait(max(MIRROR_DELAY, MIRROR_SHARE * took) * (2 ** min(failures, 7)))
+            # costs the server more: its share of the server's time stays small); back off while the server
+            # fails, spread out (jitter) while other nodes' writers contend for the same pools
+            pause = max(MIRROR_DELAY, MIRROR_SHARE * took) * (2 ** min(failures, 7))
+            self.stopping.wait(pause * random.uniform(0.75, 1.25))
             started = time.monotonic()
+            adopted = self._adopt_waiting()
             with self.lock:
                 batch, self.dirty = self.dirty, {}
                 self.writing = batch
@@ -321,18 +345,31 @@ class MirrorWriter:
             for key, addresses in sorted(batch.items()):
                 try:
                     self._write(key, addresses)
-                except Exception:  # the API server is down, or a bug: keep it for the next round
+                except Conflict:  # contended: again next round, without backing off
+                    self.conflicts += 1
+                    self._requeue(key, addresses)
+                except Exception as exc:  # the API server is down, or a bug: keep it for the next round
                     failed = True
                     self.failures += 1
                     self._requeue(key, addresses)
-            failures = failures + 1 if failed else 0
+                    self._complain(key, exc)
+            failures = failures + 1 if failed or not adopted else 0
             took = min(time.monotonic() - started, 5.0)
             with self.lock:
                 self.writing = {}
-                if self.dirty:
+                if self.dirty or self.to_adopt:
                     self.wake.set()
                 else:
                     self.idle.set()
+
+    def _complain(self, key: PoolKey, exc: Exception) -> None:
+        """One line on stderr (the container's log) per COMPLAIN_EVERY seconds at most."""
+        now = time.monotonic()
+        if now - self.complained >= COMPLAIN_EVERY:
+            self.complained = now
+            pending = sum(len(addresses) for addresses in self.dirty.values())
+            sys.stderr.write(f"whereabouts-node: IPPool {key.name}: mirror not written ({pending} entries owed, "
+                             f"again shortly): {type(exc).__name__}: {exc}\n")  # fmt: skip
 
     def _requeue(self, key: PoolKey, addresses: dict[int, set[tuple[str, str]]]) -> None:
         with self.lock:
@@ -376,6 +413,8 @@ class MirrorWriter:
             raw = entries.get(str(offset))
             have = None if raw is None else resources.entry_owner(raw)
             held = self.cache.held((key.network, key.version, ip))
+            if held is None and have is not None and (have.container_id, have.ifname) in released:
+                held = self._confirm_released(key, ip)  # the copy may lag: removing on its word could unmirror
             if held is not None and held.subnet != _key_subnet(key):
                 held = None  # taken in another range of the network: not this pool's entry
             if held is not None:
@@ -387,6 +426,17 @@ class MirrorWriter:
             elif have is not None and (have.container_id, have.ifname) in released:
                 found.append((offset, None, have))
         return found
+
+    def _confirm_released(self, key: PoolKey, ip: int) -> _Held | None:
+        """Before an entry goes: the address's reservation as the server has it now (None: there is none). A
+        call served in process meanwhile (this daemon died mid-call, or declined) may have taken it again for
+        the same attachment, after the copy last saw it."""
+        name = resources.reservation_name(key.network, key.version, ip)
+        obj = self.client.get(self.client.path(RESERVATIONS, name))
+        if obj is None:
+            return None
+        self.cache.wrote_reservation(obj)
+        return self.cache.held((key.network, key.version, ip))
 
     def _operations(self, key: PoolKey, addresses: dict[int, set[tuple[str, str]]], entries: Any) -> list[Any]:
         operations: list[Any] = []

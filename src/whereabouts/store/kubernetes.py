@@ -195,11 +195,12 @@ class KubernetesStore:
     def transaction(self, keys: Sequence[PoolKey], *, overlapping: bool) -> Iterator[KubeTransaction]:
         names = [f"{self.client.namespace}.{key.name}" for key in keys]
         with node_locks(self.lock_dir, names if self.lock_dir else [], timeout=deadline.remaining(LOCK_WAIT)):
+            if overlapping and self.cache is not None:
+                for key in keys:  # (served from the copy or not) the mirror is checked whole now and then
+                    self.cache.mirror.adopt(key)
             if overlapping and self.cache is not None and self.cache.ready():
                 snapshot = Snapshot({key: self.cache.pool_state(key) for key in keys},
                                     self.cache.reservations_of({key.network for key in keys}))  # fmt: skip
-                for key in keys:
-                    self.cache.mirror.adopt(key)
                 yield KubeTransaction(self, snapshot, {}, self.cache)
                 return
             objects = {key: self.client.get(self.client.path(IPPOOLS, key.name)) for key in keys}
