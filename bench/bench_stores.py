@@ -1,7 +1,8 @@
 """Benchmark: whereabouts on its shared datastores (etcd, Kubernetes custom resources) against the Go plugin's figures.
 
 Usage: .venv/bin/python bench/bench_stores.py [--quick] [--store etcd|kubernetes|all] [--node-daemon] [--sticky pod|mac]
-       [--json PATH]
+       [--workload default|scale|none] [--pool-sizes N,N,..] [--node-slices SIZE] [--relay python|compiled]
+       [--src DIR] [--json PATH]
 
 Starts its own servers on loopback with temp dirs (etcd; for the kubernetes store a kube-apiserver 1.20 on its
 own etcd, with the CRDs and RBAC from deploy/) and stops them by PID when done. The plugin is exec'd once per
@@ -15,16 +16,37 @@ the burst runs on a pool that already holds the sequential phase's retained addr
 the burst's pods come back under new container IDs, each of which must get its old address. Calls carry a MAC
 (`CNI_ARGS MAC=`) for `mac`; for `pod` on Kubernetes the pods exist (controlled by a StatefulSet), so the ADD's
 read of its pod finds one, as it does on a cluster.
+
+Issue 16 (scale) adds, each an option of the same run:
+  --workload scale      1000 ADDs from 100 callers posing as 10 nodes, then 1000 DELs (the default workload is
+                        300 ADDs from 40 callers on 4 nodes), on a /20 range; `--workload none` runs only the
+                        pool-size series.
+  --pool-sizes 0,300,.. (kubernetes) with that many addresses already held in a /16 range (written straight into
+                        the store in the plugin's own format, timed apart and not counted), a sequential run of
+                        ADDs then their DELs: latency, and the API server's CPU per ADD and per DEL, each size
+                        against the empty pool's.
+  --node-slices /24     fast IPAM: `node_slice_size` in the network config, with the NodeSlicePool written as the
+                        node-slice controller writes it (one slice per node).
+  --relay compiled      the compiled relay (scripts/build-relay.sh) is the executable the runtime execs, the Python
+                        plugin beside it, as install-cni deploys them (default: the Python plugin itself).
+  --src DIR             the plugin and the node daemons import `whereabouts` from DIR (another revision's src/),
+                        so that one session can alternate revisions under the same load.
+Every run reports the node CPU per call (the exec'd executable plus, with --node-daemon, the daemons' CPU over
+the phase), the API server's CPU (kube-apiserver and its etcd) per ADD and per DEL, the machine's load at the
+start and the end, and the issue's goals met or missed; --json carries all of it.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
+import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -39,8 +61,19 @@ from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any, Protocol
 
-from bench_local import machine, node_daemon, process_cpu_ms
-from common import ROOT, SUBNET, WHEREABOUTS, Call, Latency, children_cpu_ms, cni_env, machine_busy_ms, python_env
+from bench_local import machine, process_cpu_ms
+from common import (
+    ROOT,
+    SUBNET,
+    WHEREABOUTS,
+    Call,
+    Latency,
+    children_cpu_ms,
+    cni_env,
+    compiled_relay,
+    machine_busy_ms,
+    python_env,
+)
 
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -50,17 +83,29 @@ from kube_server import KubeAPIServer, kube_tools
 
 STORES = ("etcd", "kubernetes")
 NAMESPACE = "bench"
-# The Go plugin on the Kubernetes store, measured on a machine like this one (figures from the issue).
+NETWORK = "benchnet"  # the network config's name (and its NodeSlicePool's, with --node-slices)
+# The Go plugin on the Kubernetes store through its node daemons... it has none: one process per call, measured
+# side by side with this project on one real API server on a 2-core machine (issue 16), per workload.
 GO_SEQUENTIAL_ADD_MS = 58.0
-GO_BURST_ADDS_PER_S = 10.0
-GO_BURST_P99_MS = 15_000.0
-# The targets for the kubernetes store.
+GO_BURST = {"default": (15.0, 11_900.0), "scale": (9.0, 52_000.0)}  # workload -> (ADDs/s, ADD p99 ms)
+# The targets for the kubernetes store (every run).
 TARGET_THROUGHPUT_FACTOR = 3.0  # x the Go plugin's burst ADDs/s
 TARGET_BURST_P99_MS = 2_000.0
 TARGET_SEQUENTIAL_ADD_MS = GO_SEQUENTIAL_ADD_MS  # mean per sequential ADD: no worse than the Go plugin's
+# Issue 16's goals (kubernetes): the scale workload through the node daemons, cost flat in pool size, the
+# in-process path at least 3x the Go plugin's burst, node CPU per call through the daemon a third of what it
+# was when the issue was taken up (NODE_CPU_BEFORE_MS: main at 3e1f413, the Python relay, measured with this
+# benchmark, `--workload scale --node-daemon`, over the burst's ADDs and DELs, in two runs: 47.6 and 48.2 ms;
+# docs/performance.md). --node-cpu-before sets another.
+GOAL_SCALE_ADDS_PER_S = 90.0
+GOAL_SCALE_P99_MS = 2_000.0
+GOAL_POOL_SIZE_RATIO = 1.5
+GOAL_NODE_CPU_FACTOR = 1 / 3
+NODE_CPU_BEFORE_MS = 47.9
 
 
 STICKY = ("pod", "mac")
+WORKLOADS = ("default", "scale", "none")
 
 
 @dataclass(frozen=True)
@@ -70,10 +115,24 @@ class Settings:
     callers: int
     nodes: int
     sticky: str = ""  # the network config's `sticky`, "" for off
+    workload: str = "default"
+    subnet: str = SUBNET
+    slice_size: str = ""  # the network config's `node_slice_size` (fast IPAM), "" for off
 
 
 FULL = Settings(sequential=200, burst=300, callers=40, nodes=4)
 QUICK = Settings(sequential=20, burst=60, callers=10, nodes=4)
+# 1000 pods on 10 nodes: a /20, so that the range is a quarter full at the burst's peak (and, with node slices
+# of /24, each node has a slice of its own)
+SCALE = Settings(sequential=30, burst=1000, callers=100, nodes=10, workload="scale", subnet="10.96.0.0/20")
+QUICK_SCALE = replace(SCALE, sequential=10, burst=200, callers=40)
+# The pool-size series: its own network config and /16 range (10,000 held addresses fit), sequential calls from
+# the first node.
+SERIES_NETWORK = "seriesnet"
+SERIES_SUBNET = "10.80.0.0/16"
+SERIES_CALLS = 30
+QUICK_SERIES_CALLS = 10
+PREFILL_THREADS = 8
 
 
 # --- the stores under test --------------------------------------------------------------------------------
@@ -92,12 +151,26 @@ class Traffic:
         return Traffic(self.counts - before.counts, {k: v for k, v in later.items() if v})
 
 
+@dataclass(frozen=True)
+class Left:
+    """What the store shows held (not retained), read back from it: per-address objects and pool entries."""
+
+    reservations: int
+    pool_entries: int
+
+
 class Store(Protocol):
     name: str
 
     def ipam(self, node_dir: Path) -> dict[str, Any]: ...
 
     def holders(self) -> list[tuple[str, str]]: ...
+
+    def left(self, subnet: str = "") -> Left: ...
+
+    def pool_held(self, subnet: str) -> int | None: ...
+
+    def settle(self, timeout: float = 60.0) -> float: ...
 
     def retained(self) -> int: ...
 
@@ -128,6 +201,16 @@ class EtcdStore:
     def retained(self) -> int:
         return sum(1 for k, v in self.server.dump(self.prefix + "/").items() if "/pools/" in k and v.get("retained"))
 
+    def left(self, subnet: str = "") -> Left:
+        held = [k for k, v in self.server.dump(self.prefix + "/").items() if not v.get("retained")]
+        return Left(sum("/reservations/" in k for k in held), sum("/pools/" in k for k in held))
+
+    def settle(self, timeout: float = 60.0) -> float:
+        return 0.0  # every write is done when the call answers
+
+    def pool_held(self, subnet: str) -> int | None:
+        return None  # no mirror to wait for
+
     def prepare(self, pods: list[str]) -> None:
         return None  # the etcd store reads no pods
 
@@ -153,6 +236,7 @@ class KubeStore:
     server: KubeAPIServer
     kubeconfig: Path
     name: str = "kubernetes"
+    admin: Admin | None = None
 
     def ipam(self, node_dir: Path) -> dict[str, Any]:
         return {"kubernetes": {"kubeconfig": str(self.kubeconfig)}}
@@ -161,13 +245,48 @@ class KubeStore:
         """(address, container ID) for every entry of every IPPool held (not retained for a sticky key),
         checked against the reservations of held addresses."""
         found = [(address, entry["id"]) for address, entry in self._entries() if not entry.get("retained")]
+        return found if set(found) == self._reserved() else [*found, ("pool/reservation mismatch", "")]
+
+    def _reserved(self) -> set[tuple[str, str]]:
+        """(name, container ID) of every reservation held (not retained)."""
         reservations = self.server.objects(NAMESPACE, "overlappingrangeipreservations").values()
-        reserved = {(r["metadata"]["name"], r["spec"]["containerid"]) for r in reservations
-                    if r["spec"].get("state") != "retained"}  # fmt: skip
-        return found if set(found) == reserved else [*found, ("pool/reservation mismatch", "")]
+        return {(r["metadata"]["name"], r["spec"]["containerid"]) for r in reservations
+                if r["spec"].get("state") != "retained"}  # fmt: skip
 
     def retained(self) -> int:
         return sum(1 for _, entry in self._entries() if entry.get("retained"))
+
+    def left(self, subnet: str = "") -> Left:
+        """Held in `subnet` (the reservations' names are their addresses here: no network_name), else anywhere."""
+        within = ip_network(subnet or "0.0.0.0/0")
+        reserved = sum(1 for name, _ in self._reserved() if ip_address(name) in within)
+        entries = sum(1 for a, entry in self._entries() if not entry.get("retained") and ip_address(a) in within)
+        return Left(reserved, entries)
+
+    def pool_held(self, subnet: str) -> int | None:
+        """Entries held (not retained) in the IPPools of `subnet`'s addresses: one cheap LIST of the pools over
+        the benchmark's kept-alive connection (polled while a mirror catches up)."""
+        if self.admin is None:
+            self.admin = Admin(self.server)
+        within, held = ip_network(subnet), 0
+        for pool in self.admin.send("GET", _crd_path("ippools"))["items"]:
+            base = int(ip_network(pool["spec"]["range"]).network_address)
+            for offset, entry in (pool["spec"].get("allocations") or {}).items():
+                held += not entry.get("retained") and ip_address(base + int(offset)) in within
+        return held
+
+    def settle(self, timeout: float = 60.0) -> float:
+        """Wait until the IPPools show what the reservations hold (a mirror written in batches, off the call's
+        path, lags them); the seconds that took (`timeout` if they never agreed)."""
+        start = time.perf_counter()
+        for attempt in range(1_000_000):
+            found = {(address, entry["id"]) for address, entry in self._entries() if not entry.get("retained")}
+            if found == self._reserved():
+                return time.perf_counter() - start if attempt else 0.0
+            if time.perf_counter() - start > timeout:
+                break
+            time.sleep(0.5)
+        return timeout
 
     def _entries(self) -> list[tuple[str, dict[str, Any]]]:
         found = []
@@ -201,6 +320,97 @@ class KubeStore:
             result.counts[kind] += 1
             result.latencies.setdefault(kind, []).append(_audit_ms(event))
         return result
+
+    def prefill(self, subnet: str, netconf: str, count: int, start: int, nodes: int) -> float:
+        """Hold the `count` host addresses from offset `start` of `subnet` for pods that are not there, written
+        straight into the store as the plugin writes them (one reservation each, then their pool entries in one
+        patch), from a pool of threads; the seconds that took."""
+        from whereabouts.kube import resources
+        from whereabouts.model import Owner, PoolKey
+
+        began = time.perf_counter()
+        network = ip_network(subnet)
+        key = PoolKey("", subnet)
+        owners = {}
+        for offset in range(start, start + count):
+            pod = f"prefill-{offset}"
+            owners[offset] = Owner(f"ctr-{pod}", "eth0", f"{NAMESPACE}/{pod}", node=f"node-{offset % nodes}")
+        admin = Admin(self.server)
+
+        def reserve(offset: int) -> None:
+            ip = int(network.network_address) + offset
+            name = resources.reservation_name("", network.version, ip)
+            owner = owners[offset].named(netconf)  # (the revision's resources module writes it or not)
+            obj = resources.reservation(name, owner, NAMESPACE, cidr=subnet, address=(network.version, ip))
+            admin.send("POST", _crd_path("overlappingrangeipreservations"), obj)
+
+        with ThreadPoolExecutor(max_workers=PREFILL_THREADS) as pool:
+            list(pool.map(reserve, owners))
+        entries = {str(offset): resources.entry(owner.named(netconf)) for offset, owner in owners.items()}
+        path = _crd_path("ippools", key.name)
+        if admin.send("GET", path, missing_ok=True) is None:
+            obj = resources.new_pool(key, NAMESPACE)
+            obj["spec"]["allocations"] = entries
+            admin.send("POST", _crd_path("ippools"), obj)
+        else:
+            admin.send("PATCH", path, {"spec": {"allocations": entries}}, merge=True)
+        admin.close()
+        return time.perf_counter() - began
+
+    def write_slices(self, subnet: str, slice_size: str, nodes: list[str]) -> list[tuple[str, str]]:
+        """The network's NodeSlicePool as the node-slice controller writes it (spec, then the status listing
+        its plan gives these nodes); the (node, slice) listing."""
+        from whereabouts.controller.slicing import geometry, plan_slices
+        from whereabouts.kube import resources
+
+        spec = {"range": subnet, "sliceSize": slice_size}
+        body = resources.node_slice_pool(NETWORK, NAMESPACE, spec, {resources.NETWORK_ANNOTATION: ""})
+        admin = Admin(self.server)
+        created = admin.send("POST", _crd_path("nodeslicepools"), body)
+        plan = plan_slices(geometry(subnet, slice_size), [], nodes, {})
+        status = {"allocations": [resources.slice_allocation(node, cidr) for node, cidr in plan.listing]}
+        admin.send("PUT", _crd_path("nodeslicepools", NETWORK) + "/status", {**created, "status": status})
+        admin.close()
+        return [(node, cidr) for node, cidr in plan.listing if node]
+
+
+def _crd_path(plural: str, name: str = "") -> str:
+    return f"/apis/whereabouts.cni.cncf.io/v1alpha1/namespaces/{NAMESPACE}/{plural}" + (f"/{name}" if name else "")
+
+
+class Admin:
+    """The benchmark's own client of the API server, as its admin: one kept-alive TLS connection per thread
+    (a handshake per request would cost the server more than the writes)."""
+
+    def __init__(self, server: KubeAPIServer) -> None:
+        assert server.tls is not None
+        self.host, self.port, self.token = "127.0.0.1", server.port, server.admin_token
+        self.context = ssl.create_default_context(cafile=str(server.tls.ca))
+        self.local = threading.local()
+        self.connections: list[http.client.HTTPSConnection] = []
+        self.lock = threading.Lock()
+
+    def send(self, method: str, path: str, body: object = None, *, merge: bool = False,
+             missing_ok: bool = False) -> Any:  # fmt: skip
+        conn = getattr(self.local, "conn", None)
+        if conn is None:
+            conn = self.local.conn = http.client.HTTPSConnection(self.host, self.port, context=self.context, timeout=60)
+            with self.lock:
+                self.connections.append(conn)
+        headers = {"Authorization": f"Bearer {self.token}",
+                   "Content-Type": "application/merge-patch+json" if merge else "application/json"}  # fmt: skip
+        conn.request(method, path, None if body is None else json.dumps(body).encode(), headers)
+        reply = conn.getresponse()
+        data = reply.read()
+        if reply.status == 404 and missing_ok:
+            return None
+        if not 200 <= reply.status < 300:
+            raise RuntimeError(f"{method} {path}: {reply.status} {data[:300]!r}")
+        return json.loads(data)
+
+    def close(self) -> None:
+        for conn in self.connections:
+            conn.close()
 
 
 def _audit_kind(event: dict[str, Any]) -> str:
@@ -248,6 +458,7 @@ class Node:
     env: dict[str, str]
     daemon_pid: int = 0  # its whereabouts-node, if calls go through one
     sticky: str = ""
+    executable: str = str(WHEREABOUTS)  # what the runtime execs: the Python plugin, or the compiled relay
 
 
 @dataclass(frozen=True)
@@ -257,21 +468,51 @@ class Outcome:
     error: str
 
 
-def nodes(store: Store, count: int, tmp: Path, daemons: list[tuple[Path, int]], sticky: str = "") -> list[Node]:
-    """The network config as each node sees it: the same store, a local_data_dir of its own, `sticky` if on,
-    and its node daemon's (socket, pid) if `daemons` has one per node (else served in process)."""
+def plugin_env(tmp: Path, src: Path | None) -> dict[str, str]:
+    """The plugin's (and its node daemons') environment; `src`: import whereabouts from there instead."""
     env = python_env(tmp / "pycache")
+    if src is not None:
+        env["PYTHONPATH"] = str(src)
+    return env
+
+
+@contextmanager
+def node_daemon(env: dict[str, str], sock: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """whereabouts-node on `sock`, its line per call into `log`, stopped by PID afterwards."""
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([str(WHEREABOUTS.with_name("whereabouts-node")), "--socket", str(sock)], env=env,
+                                stdout=out, stderr=out)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"whereabouts-node did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.05)
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def nodes(store: Store, settings: Settings, tmp: Path, daemons: list[tuple[Path, int]], env: dict[str, str], *,
+          network: str = NETWORK, subnet: str = "", slices: bool = True,
+          executable: str = str(WHEREABOUTS)) -> list[Node]:  # fmt: skip
+    """The network config as each node sees it: the same store, a local_data_dir of its own, `sticky` and
+    `node_slice_size` if on, and its node daemon's (socket, pid) if `daemons` has one per node (else served in
+    process)."""
     found = []
-    for i in range(count):
+    for i in range(settings.nodes):
         data_dir = tmp / store.name / f"node-{i}"
-        ipam = {"type": "whereabouts", "range": SUBNET, "local_data_dir": str(data_dir)}
+        ipam = {"type": "whereabouts", "range": subnet or settings.subnet, "local_data_dir": str(data_dir)}
         ipam |= {"configuration_path": str(data_dir / "none"), **store.ipam(data_dir)}
-        if sticky:
-            ipam["sticky"] = sticky
-        conf = {"cniVersion": "1.0.0", "name": "benchnet", "type": "bridge", "ipam": ipam}
+        if settings.sticky:
+            ipam["sticky"] = settings.sticky
+        if settings.slice_size and slices:
+            ipam["node_slice_size"] = settings.slice_size
+        conf = {"cniVersion": "1.0.0", "name": network, "type": "bridge", "ipam": ipam}
         sock, pid = daemons[i] if daemons else (Path(""), 0)
         node_env = {**env, "NODENAME": f"node-{i}", "WHEREABOUTS_SOCKET": str(sock) if pid else ""}
-        found.append(Node(f"node-{i}", json.dumps(conf).encode(), node_env, pid, sticky))
+        found.append(Node(f"node-{i}", json.dumps(conf).encode(), node_env, pid, settings.sticky, executable))
     return found
 
 
@@ -283,7 +524,7 @@ def cni(node: Node, command: str, pod: str, container: str = "") -> Outcome:
     if node.sticky == "mac":
         env["CNI_ARGS"] += f";MAC={pod_mac(pod)}"
     cpu, start = children_cpu_ms(), time.perf_counter()
-    proc = subprocess.run([str(WHEREABOUTS)], input=node.conf, capture_output=True, env=env, timeout=120)
+    proc = subprocess.run([node.executable], input=node.conf, capture_output=True, env=env, timeout=120)
     ms, cpu = (time.perf_counter() - start) * 1000, children_cpu_ms() - cpu
     if proc.returncode:
         return Outcome(Call(ms, False, ""), cpu, (proc.stdout or proc.stderr).decode().strip()[:300])
@@ -308,28 +549,67 @@ class Phase:
     wall_s: float
     per_s: float
     latency: Latency
-    cpu_ms: float  # the plugin processes' CPU per call
+    cpu_ms: float  # node CPU per call: the plugin processes' (with node daemons: the relays' and the daemons')
     server_cpu_ms: float  # the servers' CPU per call (etcd; or kube-apiserver plus its etcd)
     others_busy: float  # CPU that other processes on the machine used meanwhile / (wall time x nproc)
     failures: int
     first_error: str
     requests_per_call: dict[str, float]
     server_ms: dict[str, Latency]  # server-side latency of each kind of request (audit log; kubernetes only)
+    daemon_cpu_ms: float = 0.0  # of cpu_ms, the node daemons' (the rest is the exec'd executables')
+    settle_s: float = 0.0  # after the last answer, until the servers and daemons went quiet (CPU counted)
+
+    @property
+    def refused_per_call(self) -> float:
+        """Requests the store refused because someone else got there first: a conflict (409: a reservation
+        another call created, a resourceVersion gone stale) or a failed patch guard (422)."""
+        return sum(v for k, v in self.requests_per_call.items() if k.split()[-1] in ("409", "422"))
+
+
+def wait_quiet(pids: list[int], limit: float, window: float = 0.5, share: float = 0.15) -> float:
+    """Wait until the processes `pids` together use under `share` of one CPU over `window` seconds (the writes
+    a call left for later are done), at most `limit` seconds; the seconds waited."""
+    start = time.perf_counter()
+    before = pids_cpu_ms(pids)
+    while time.perf_counter() - start < limit:
+        time.sleep(window)
+        now = pids_cpu_ms(pids)
+        if now - before < share * window * 1000:
+            break
+        before = now
+    return time.perf_counter() - start
+
+
+def pids_cpu_ms(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            total += process_cpu_ms(pid)
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
 
 
 def run_phase(
-    store: Store, work: list[tuple[Node, str]], command: str, callers: int, generation: str = ""
-) -> tuple[Phase, list[Outcome]]:
-    """The calls of `work` from `callers` threads; `generation` names new containers for the same pods."""
-    daemons = {node.daemon_pid for node, _ in work if node.daemon_pid}
+    store: Store, work: list[tuple[Node, str]], command: str, callers: int, generation: str = "", *, subnet: str,
+    held: int = 0,
+) -> tuple[Phase, list[Outcome]]:  # fmt: skip
+    """The calls of `work` from `callers` threads; `generation` names new containers for the same pods. The CPU
+    is read once the pools of `subnet` (which held `held` addresses before) show what the calls did and the
+    servers and daemons went quiet: what a mirror writes later is the phase's too."""
+    daemons = sorted({node.daemon_pid for node, _ in work if node.daemon_pid})
     traffic, server_cpu, busy = store.traffic(), server_cpu_ms(store), machine_busy_ms()
-    cpu = children_cpu_ms() + sum(process_cpu_ms(pid) for pid in daemons)
+    relay_cpu, daemon_cpu = children_cpu_ms(), pids_cpu_ms(daemons)
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=callers) as pool:
         outcomes = list(pool.map(lambda job: cni(job[0], command, job[1], _container(job[1], generation)), work))
     wall = time.perf_counter() - start
-    cpu = children_cpu_ms() + sum(process_cpu_ms(pid) for pid in daemons) - cpu
-    server_cpu, busy = server_cpu_ms(store) - server_cpu, machine_busy_ms() - busy
+    ok = sum(o.call.ok for o in outcomes)
+    expected = held + ok if command == "ADD" else held - ok
+    settle, reading = wait_done(store, [*store.server_pids(), *daemons], subnet, expected)
+    relay_cpu, daemon_cpu = children_cpu_ms() - relay_cpu, pids_cpu_ms(daemons) - daemon_cpu
+    cpu = relay_cpu + daemon_cpu
+    server_cpu, busy = max(0.0, server_cpu_ms(store) - server_cpu - reading), machine_busy_ms() - busy
     time.sleep(0.2)  # let the audit log catch up with the last responses
     spent = store.traffic().since(traffic)
     n = len(work)
@@ -341,13 +621,36 @@ def run_phase(
         latency=Latency.of([o.call.ms for o in outcomes]),
         cpu_ms=cpu / n,
         server_cpu_ms=server_cpu / n,
-        others_busy=max(0.0, busy - cpu - server_cpu) / (wall * 1000 * _nproc()),
+        others_busy=max(0.0, busy - cpu - server_cpu) / ((wall + settle) * 1000 * _nproc()),
         failures=len(failed),
         first_error=failed[0] if failed else "",
         requests_per_call={k: v / n for k, v in sorted(spent.counts.items())},
         server_ms={k: Latency.of(v) for k, v in sorted(spent.latencies.items())},
+        daemon_cpu_ms=daemon_cpu / n,
+        settle_s=settle,
     )
     return phase, outcomes
+
+
+def wait_done(store: Store, pids: list[int], subnet: str, expected: int) -> tuple[float, float]:
+    """After a phase's last answer: wait until the processes `pids` are quiet and the pools of `subnet` hold
+    `expected` entries (a mirror written in batches catches up; at most 60 s), then quiet again (its last
+    write). The seconds waited, and the servers' CPU the benchmark's own reads of the pools cost meanwhile
+    (three more reads, timed alone, for their number), to be taken off the phase's."""
+    start = time.perf_counter()
+    wait_quiet(pids, limit=30.0)
+    reads = 1
+    if store.pool_held(subnet) is None:
+        return time.perf_counter() - start, 0.0
+    while store.pool_held(subnet) != expected and time.perf_counter() - start < 60.0:
+        reads += 1
+        time.sleep(1.0)
+    wait_quiet(pids, limit=10.0)
+    waited = time.perf_counter() - start
+    before = server_cpu_ms(store)
+    for _ in range(3):
+        store.pool_held(subnet)
+    return waited, (server_cpu_ms(store) - before) / 3 * reads
 
 
 def _container(pod: str, generation: str) -> str:
@@ -373,15 +676,24 @@ class Check:
     held: int
     duplicates: int  # addresses answered to two callers, plus containers the store shows holding two
     unconfirmed: int  # answered addresses the store does not show held by that container
+    mirror_lag_s: float = 0.0  # until the pools showed what the reservations hold (0: at once)
 
 
 def check(store: Store, work: list[tuple[Node, str]], outcomes: list[Outcome], generation: str = "") -> Check:
+    lag = store.settle()
     held = store.holders()
     answered = [(o.call.address, _container(pod, generation) or f"ctr-{pod}")
                 for (_, pod), o in zip(work, outcomes, strict=True) if o.call.ok]  # fmt: skip
     twice = sum(n - 1 for n in Counter(a for a, _ in answered).values() if n > 1)
     twice += sum(n - 1 for n in Counter(c for _, c in held).values() if n > 1)
-    return Check(len(held), twice, len(set(answered) - set(held)))
+    return Check(len(held), twice, len(set(answered) - set(held)), lag)
+
+
+def left_after(store: Store, subnet: str = "") -> tuple[Left, float]:
+    """What the store shows held (in `subnet` if given) once its pools agree with its reservations (or 60 s
+    passed), and how long that took."""
+    lag = store.settle()
+    return store.left(subnet), lag
 
 
 @dataclass(frozen=True)
@@ -390,6 +702,7 @@ class Sequential:
     delete: Phase
     held_after_del: int
     retained_after_del: int  # sticky: the DELs retain every address for its key
+    left: Left = Left(0, 0)
 
 
 @dataclass(frozen=True)
@@ -399,6 +712,8 @@ class Burst:
     delete: Phase
     held_after_del: int
     retained_after_del: int
+    left: Left = Left(0, 0)  # reservations and pool entries still held after the DELs (must be 0, 0)
+    mirror_lag_after_del_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -418,6 +733,47 @@ class Figures:
     sequential: Sequential
     burst: Burst
     returning: Return | None = None
+    slices: list[tuple[str, str]] = field(default_factory=list)  # with --node-slices: (node, slice) as written
+
+
+@dataclass(frozen=True)
+class PoolStep:
+    """One size of the pool-size series: `held` addresses already held in the range, then sequential ADDs and
+    their DELs."""
+
+    held: int
+    prefill_s: float  # writing the held addresses (not measured)
+    quiet_s: float  # waiting for the servers and daemons to go quiet after it (not measured)
+    add: Phase
+    delete: Phase
+    left: Left  # beyond the held addresses, after the DELs (must be 0, 0)
+
+
+@dataclass(frozen=True)
+class Series:
+    subnet: str
+    calls: int
+    steps: list[PoolStep]
+
+    def ratios(self) -> list[dict[str, float]]:
+        """Each size against the empty pool's (the first step): latency and the API server's CPU."""
+        base = self.steps[0]
+        return [
+            {
+                "held": step.held,
+                "add_mean": step.add.latency.mean / base.add.latency.mean,
+                "add_p99": step.add.latency.p99 / base.add.latency.p99,
+                "add_server_cpu": _ratio(step.add.server_cpu_ms, base.add.server_cpu_ms),
+                "del_mean": step.delete.latency.mean / base.delete.latency.mean,
+                "del_server_cpu": _ratio(step.delete.server_cpu_ms, base.delete.server_cpu_ms),
+                "add_node_cpu": _ratio(step.add.cpu_ms, base.add.cpu_ms),
+            }
+            for step in self.steps
+        ]
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else float("inf")
 
 
 def warm_up(store: Store, node: Node) -> None:
@@ -427,11 +783,12 @@ def warm_up(store: Store, node: Node) -> None:
         cni(node, "DEL", f"warmup-{i}")
 
 
-def sequential(store: Store, node: Node, n: int) -> Sequential:
+def sequential(store: Store, node: Node, n: int, subnet: str) -> Sequential:
     work = [(node, f"seq-{i}") for i in range(n)]
-    add, _ = run_phase(store, work, "ADD", 1)
-    delete, _ = run_phase(store, work, "DEL", 1)
-    return Sequential(add, delete, len(store.holders()), store.retained())
+    add, _ = run_phase(store, work, "ADD", 1, subnet=subnet)
+    delete, _ = run_phase(store, work, "DEL", 1, subnet=subnet, held=n - add.failures)
+    left, _ = left_after(store)
+    return Sequential(add, delete, len(store.holders()), store.retained(), left)
 
 
 def burst_work(on: list[Node], settings: Settings, shift: int = 0) -> list[tuple[Node, str]]:
@@ -441,47 +798,109 @@ def burst_work(on: list[Node], settings: Settings, shift: int = 0) -> list[tuple
 
 def burst(store: Store, on: list[Node], settings: Settings) -> tuple[Burst, list[Outcome]]:
     work = burst_work(on, settings)
-    add, outcomes = run_phase(store, work, "ADD", settings.callers)
+    add, outcomes = run_phase(store, work, "ADD", settings.callers, subnet=settings.subnet)
     after_add = check(store, work, outcomes)
-    delete, _ = run_phase(store, work, "DEL", settings.callers)
-    return Burst(add, after_add, delete, len(store.holders()), store.retained()), outcomes
+    delete, _ = run_phase(store, work, "DEL", settings.callers, subnet=settings.subnet, held=after_add.held)
+    left, lag = left_after(store)
+    return Burst(add, after_add, delete, len(store.holders()), store.retained(), left, lag), outcomes
 
 
 def returning(store: Store, on: list[Node], settings: Settings, before: list[Outcome]) -> Return:
     """The burst's pods come back at once, each on the next node and under a new container ID."""
     work = burst_work(on, settings, shift=1)
-    add, outcomes = run_phase(store, work, "ADD", settings.callers, generation="2")
+    add, outcomes = run_phase(store, work, "ADD", settings.callers, generation="2", subnet=settings.subnet)
     after_add = check(store, work, outcomes, generation="2")
     same = sum(
         1 for old, new in zip(before, outcomes, strict=True) if old.call.ok and new.call.address == old.call.address
     )
-    delete, _ = run_phase(store, work, "DEL", settings.callers, generation="2")
+    delete, _ = run_phase(store, work, "DEL", settings.callers, generation="2", subnet=settings.subnet,
+                          held=after_add.held)  # fmt: skip
     return Return(add, after_add, same, delete, len(store.holders()))
 
 
-def measure(store: Store, settings: Settings, tmp: Path, *, with_daemon: bool) -> Figures:
+@dataclass(frozen=True)
+class Options:
+    with_daemon: bool = False
+    pool_sizes: tuple[int, ...] = ()  # the pool-size series (kubernetes), none if empty
+    series_calls: int = SERIES_CALLS
+    src: Path | None = None  # import whereabouts from there (another revision) in the plugin and the daemons
+    relay: str = "python"  # the executable the runtime execs: the Python plugin, or the compiled relay beside it
+    node_cpu_before_ms: float = NODE_CPU_BEFORE_MS  # the node CPU per call the goal is a third of
+
+
+@dataclass(frozen=True)
+class Measured:
+    store: str
+    figures: Figures | None  # the workload's (None with --workload none)
+    series: Series | None  # the pool-size series (kubernetes, with --pool-sizes)
+
+
+def measure(store: Store, settings: Settings, tmp: Path, options: Options) -> Measured:
     with ExitStack() as stack:
+        env = plugin_env(tmp, options.src)
+        executable = str(compiled_relay(tmp / "relay") if options.relay == "compiled" else WHEREABOUTS)
         daemons = []
-        if with_daemon:
-            env = python_env(tmp / "pycache")
+        if options.with_daemon:
             for i in range(settings.nodes):
-                sock = tmp / f"node-{i}.sock"
-                daemons.append((sock, stack.enter_context(node_daemon(env, sock)).pid))
-        on = nodes(store, settings.nodes, tmp, daemons, settings.sticky)
-        if settings.sticky == "pod":
-            store.prepare([f"{kind}-{i}" for kind, n in workload_pods(settings) for i in range(n)])
-        warm_up(store, on[0])
-        print(f"  {store.name}: {settings.sequential} sequential ADDs, then DELs", flush=True)
-        seq = sequential(store, on[0], settings.sequential)
-        print(f"  {store.name}: burst of {settings.burst} ADDs from {settings.callers} callers, then DELs", flush=True)
-        burst_figures, outcomes = burst(store, on, settings)
-        back = None
-        if settings.sticky:
-            print(
-                f"  {store.name}: the burst's {settings.burst} pods back under new container IDs, then DELs", flush=True
-            )
-            back = returning(store, on, settings, outcomes)
-        return Figures(store.name, seq, burst_figures, back)
+                sock, log = tmp / f"node-{i}.sock", tmp / f"node-{i}.log"
+                daemons.append((sock, stack.enter_context(node_daemon(env, sock, log)).pid))
+        figures = workload(store, settings, tmp, daemons, env, executable) if settings.workload != "none" else None
+        series = None
+        if options.pool_sizes and isinstance(store, KubeStore):
+            series = pool_series(store, settings, tmp, daemons, env, options, executable)
+        return Measured(store.name, figures, series)
+
+
+def workload(store: Store, settings: Settings, tmp: Path, daemons: list[tuple[Path, int]], env: dict[str, str],
+             executable: str) -> Figures:  # fmt: skip
+    slices: list[tuple[str, str]] = []
+    if settings.slice_size:
+        assert isinstance(store, KubeStore), "node slices are a Kubernetes store's"
+        slices = store.write_slices(settings.subnet, settings.slice_size, [f"node-{i}" for i in range(settings.nodes)])
+        print(f"  {store.name}: NodeSlicePool {NETWORK}: " + ", ".join(f"{n} {c}" for n, c in slices), flush=True)
+    on = nodes(store, settings, tmp, daemons, env, executable=executable)
+    if settings.sticky == "pod":
+        store.prepare([f"{kind}-{i}" for kind, n in workload_pods(settings) for i in range(n)])
+    warm_up(store, on[0])
+    print(f"  {store.name}: {settings.sequential} sequential ADDs, then DELs", flush=True)
+    seq = sequential(store, on[0], settings.sequential, settings.subnet)
+    print(f"  {store.name}: burst of {settings.burst} ADDs from {settings.callers} callers on {settings.nodes} nodes, "
+          "then DELs", flush=True)  # fmt: skip
+    burst_figures, outcomes = burst(store, on, settings)
+    back = None
+    if settings.sticky:
+        print(f"  {store.name}: the burst's {settings.burst} pods back under new container IDs, then DELs", flush=True)
+        back = returning(store, on, settings, outcomes)
+    return Figures(store.name, seq, burst_figures, back, slices)
+
+
+def pool_series(store: KubeStore, settings: Settings, tmp: Path, daemons: list[tuple[Path, int]],
+                env: dict[str, str], options: Options, executable: str) -> Series:  # fmt: skip
+    """For each size (ascending): hold that many addresses of a /16 (the lowest ones, as a range filled from
+    its start), wait for the servers and daemons to go quiet, then `series_calls` sequential ADDs on the first
+    node, and their DELs."""
+    node = nodes(store, settings, tmp, daemons, env, network=SERIES_NETWORK, subnet=SERIES_SUBNET, slices=False,
+                 executable=executable)[0]  # fmt: skip
+    warm_up(store, node)  # its pool exists from here on, as for any size
+    watched = [*store.server_pids(), *(pid for _, pid in daemons)]
+    steps, held = [], 0
+    for size in sorted(set(options.pool_sizes)):
+        prefill_s = 0.0
+        if size > held:
+            print(f"  {store.name}: holding {size} addresses of {SERIES_SUBNET} ...", flush=True)
+            prefill_s = store.prefill(SERIES_SUBNET, SERIES_NETWORK, size - held, held + 1, settings.nodes)
+            held = size
+        quiet = wait_quiet(watched, limit=60.0)
+        print(f"  {store.name}: {held} held (written in {prefill_s:.1f} s, quiet after {quiet:.1f} s): "
+              f"{options.series_calls} sequential ADDs, then DELs", flush=True)  # fmt: skip
+        calls = options.series_calls
+        work = [(node, f"series{size}-{i}") for i in range(calls)]
+        add, _ = run_phase(store, work, "ADD", 1, subnet=SERIES_SUBNET, held=held)
+        delete, _ = run_phase(store, work, "DEL", 1, subnet=SERIES_SUBNET, held=held + calls - add.failures)
+        left, _ = left_after(store, SERIES_SUBNET)  # also: the pools agree before the next prefill writes there
+        steps.append(PoolStep(held, prefill_s, quiet, add, delete,
+                              Left(left.reservations - held, left.pool_entries - held)))  # fmt: skip
+    return Series(SERIES_SUBNET, options.series_calls, steps)
 
 
 def workload_pods(settings: Settings) -> list[tuple[str, int]]:
@@ -489,14 +908,14 @@ def workload_pods(settings: Settings) -> list[tuple[str, int]]:
     return [("warmup", 3), ("seq", settings.sequential), ("burst", settings.burst)]
 
 
-def measure_store(name: str, settings: Settings, tmp: Path, *, with_daemon: bool) -> Figures:
+def measure_store(name: str, settings: Settings, tmp: Path, options: Options) -> Measured:
     print(f"Starting {name} ...", flush=True)
     started = time.perf_counter()
     with etcd_store(tmp) if name == "etcd" else kube_store(tmp) as store:
         print(f"  ready in {time.perf_counter() - started:.1f}s", flush=True)
-        figures = measure(store, settings, tmp, with_daemon=with_daemon)
+        measured = measure(store, settings, tmp, options)
     print(f"  {name} stopped", flush=True)
-    return figures
+    return measured
 
 
 # --- report ------------------------------------------------------------------------------------------------
@@ -524,6 +943,7 @@ def rows(f: Figures) -> list[Row]:
         ("burst ADD p50 (ms)", b.add.latency.p50),
         ("burst ADD p99 (ms)", b.add.latency.p99),
         ("burst ADD CPU/call, plugin (ms)", b.add.cpu_ms),
+        ("  of which node daemons (ms)", b.add.daemon_cpu_ms),
         ("burst ADD CPU/call, servers (ms)", b.add.server_cpu_ms),
         ("burst CPU busy, plugin + servers (of nproc)", _busy(b.add)),
         ("burst CPU busy, other processes (of nproc)", b.add.others_busy),
@@ -532,13 +952,25 @@ def rows(f: Figures) -> list[Row]:
         ("burst duplicates (must be 0)", b.after_add.duplicates),
         ("burst answers the store lacks (must be 0)", b.after_add.unconfirmed),
         ("held after burst ADD (store)", b.after_add.held),
+        ("servers + daemons busy after the last ADD (s)", b.add.settle_s),
+        ("pools behind the reservations after ADDs (s)", b.after_add.mirror_lag_s),
         ("burst DEL wall time (s)", b.delete.wall_s),
         ("burst DELs/s", b.delete.per_s),
+        ("burst DEL p50 (ms)", b.delete.latency.p50),
         ("burst DEL p99 (ms)", b.delete.latency.p99),
+        ("burst DEL CPU/call, plugin (ms)", b.delete.cpu_ms),
+        ("  of which node daemons (ms)", b.delete.daemon_cpu_ms),
+        ("burst DEL CPU/call, servers (ms)", b.delete.server_cpu_ms),
         ("burst DEL failures", b.delete.failures),
         ("held after burst DEL (must be 0)", b.held_after_del),
+        ("reservations left after DELs (must be 0)", b.left.reservations + s.left.reservations),
+        ("pool entries left after DELs (must be 0)", b.left.pool_entries + s.left.pool_entries),
+        ("servers + daemons busy after the last DEL (s)", b.delete.settle_s),
+        ("pools behind the reservations after DELs (s)", b.mirror_lag_after_del_s),
         ("store requests per sequential ADD", sum(s.add.requests_per_call.values())),
         ("store requests per burst ADD", sum(b.add.requests_per_call.values())),
+        ("  of which refused (409 conflict, 422 guard)", b.add.refused_per_call),
+        ("store requests per burst DEL", sum(b.delete.requests_per_call.values())),
         *_sticky_rows(f),
     ]
 
@@ -562,7 +994,7 @@ def _sticky_rows(f: Figures) -> list[Row]:
 
 def _busy(phase: Phase) -> float:
     """The plugin's and the servers' CPU during the phase over what the machine had: near 1 is CPU-bound."""
-    return (phase.cpu_ms + phase.server_cpu_ms) * phase.calls / (phase.wall_s * 1000 * _nproc())
+    return (phase.cpu_ms + phase.server_cpu_ms) * phase.calls / ((phase.wall_s + phase.settle_s) * 1000 * _nproc())
 
 
 def _ceiling(phase: Phase) -> float:
@@ -575,11 +1007,9 @@ def _nproc() -> int:
     return len(os.sched_getaffinity(0))
 
 
-GO_ROWS: dict[str, float] = {
-    "sequential ADD mean (ms)": GO_SEQUENTIAL_ADD_MS,
-    "burst ADDs/s": GO_BURST_ADDS_PER_S,
-    "burst ADD p99 (ms)": GO_BURST_P99_MS,
-}
+def go_rows(settings: Settings) -> dict[str, float]:
+    adds_per_s, p99_ms = GO_BURST.get(settings.workload, GO_BURST["default"])
+    return {"sequential ADD mean (ms)": GO_SEQUENTIAL_ADD_MS, "burst ADDs/s": adds_per_s, "burst ADD p99 (ms)": p99_ms}
 
 
 def _cell(value: float | int | None) -> str:
@@ -588,12 +1018,13 @@ def _cell(value: float | int | None) -> str:
     return f"{value:12d}" if isinstance(value, int) else f"{value:12.2f}"
 
 
-def table(results: list[Figures]) -> str:
+def table(results: list[Figures], settings: Settings) -> str:
     columns = [rows(f) for f in results]
+    go = go_rows(settings)
     lines = [f"{'':48}" + "".join(f" {f.store:>12}" for f in results) + f" {'Go (issue)':>12}"]
     for i, (label, _) in enumerate(columns[0]):
         cells = "".join(f" {_cell(column[i][1])}" for column in columns)
-        lines.append(f"{label:48}{cells} {_cell(GO_ROWS.get(label))}")
+        lines.append(f"{label:48}{cells} {_cell(go.get(label))}")
     return "\n".join(lines)
 
 
@@ -631,38 +1062,87 @@ def errors_report(f: Figures) -> str:
     return "\n".join(f"{f.store}: first {label} failure: {error}" for label, error in errors)
 
 
-def targets(f: Figures) -> dict[str, bool]:
+def node_cpu_report(f: Figures, with_daemon: bool) -> str:
+    """Node CPU per call: the exec'd executable's (the relay's, with a daemon) and the daemons' over each phase."""
+    what = "relay + node daemon" if with_daemon else "the plugin process"
+    lines = [f"{f.store}: node CPU per call ({what}), API server CPU per call (kube-apiserver + its etcd), ms"]
+    for label, phase in _phases(f):
+        relay = phase.cpu_ms - phase.daemon_cpu_ms
+        split = f" (relay {relay:.2f} + daemon {phase.daemon_cpu_ms:.2f})" if with_daemon else ""
+        lines.append(f"  {label:15} node {phase.cpu_ms:6.2f}{split}   servers {phase.server_cpu_ms:6.2f}")
+    lines.append(f"  burst ADD+DEL   node {burst_node_cpu_ms(f):6.2f} per call")
+    return "\n".join(lines)
+
+
+def burst_node_cpu_ms(f: Figures) -> float:
+    """Node CPU per call over the burst's ADDs and DELs together: the headline node cost."""
+    b = f.burst
+    return (b.add.cpu_ms * b.add.calls + b.delete.cpu_ms * b.delete.calls) / (b.add.calls + b.delete.calls)
+
+
+def series_report(series: Series, with_daemon: bool) -> str:
+    node = "relay + daemon" if with_daemon else "plugin"
+    lines = [
+        f"Pool-size series on {series.subnet}: with N addresses held, {series.calls} sequential ADDs then their DELs "
+        f"(ms; CPU per call; ratio to the empty pool's)",
+        f"{'held':>7} {'prefill s':>9} {'ADD mean':>9} {'ADD p99':>9} {'API CPU/ADD':>11} {'API CPU/DEL':>11} "
+        f"{'DEL mean':>9} {node + ' CPU/ADD':>20} {'left':>6}   ratios: ADD mean, ADD p99, API CPU/ADD, API CPU/DEL",
+    ]
+    for step, ratio in zip(series.steps, series.ratios(), strict=True):
+        a, d = step.add, step.delete
+        lines.append(
+            f"{step.held:7d} {step.prefill_s:9.1f} {a.latency.mean:9.2f} {a.latency.p99:9.2f} {a.server_cpu_ms:11.2f} "
+            f"{d.server_cpu_ms:11.2f} {d.latency.mean:9.2f} {a.cpu_ms:20.2f} {step.left.reservations:3d}/"
+            f"{step.left.pool_entries:<2d}   {ratio['add_mean']:.2f}x, {ratio['add_p99']:.2f}x, "
+            f"{ratio['add_server_cpu']:.2f}x, {ratio['del_server_cpu']:.2f}x"
+        )
+    failures = sum(s.add.failures + s.delete.failures for s in series.steps)
+    errors = [s.add.first_error or s.delete.first_error for s in series.steps if s.add.failures + s.delete.failures]
+    lines.append(f"  failures: {failures}" + (f" (first: {errors[0]})" if errors else ""))
+    return "\n".join(lines)
+
+
+def targets(f: Figures, settings: Settings) -> dict[str, bool]:
     b, r = f.burst, f.returning
+    go_per_s, _ = GO_BURST.get(settings.workload, GO_BURST["default"])
     sticky = {} if r is None else {
         "sticky_every_pod_back_at_its_address": r.same_address == b.add.calls and r.add.failures == 0,
         "sticky_no_duplicates_when_returning": r.after_add.duplicates == 0 and r.after_add.unconfirmed == 0,
     }  # fmt: skip
     return {
         **sticky,
-        "burst_throughput_3x_go": b.add.per_s >= TARGET_THROUGHPUT_FACTOR * GO_BURST_ADDS_PER_S,
+        "burst_throughput_3x_go": b.add.per_s >= TARGET_THROUGHPUT_FACTOR * go_per_s,
         "burst_p99_under_2s": b.add.latency.p99 < TARGET_BURST_P99_MS,
         "sequential_add_no_worse_than_go": f.sequential.add.latency.mean <= TARGET_SEQUENTIAL_ADD_MS,
         "no_duplicates": b.after_add.duplicates == 0 and b.after_add.unconfirmed == 0,
-        "pool_empty_after_del": b.held_after_del == 0 and f.sequential.held_after_del == 0,
+        "pool_empty_after_del": b.held_after_del == 0 and f.sequential.held_after_del == 0 and nothing_left(f),
     }
 
 
-def targets_report(f: Figures, met: dict[str, bool]) -> str:
-    verdict = {True: "MET", False: "MISSED"}
+def nothing_left(f: Figures) -> bool:
+    return f.burst.left == Left(0, 0) and f.sequential.left == Left(0, 0)
+
+
+VERDICT = {True: "MET", False: "MISSED"}
+
+
+def targets_report(f: Figures, met: dict[str, bool], settings: Settings) -> str:
+    verdict = VERDICT
     b, s = f.burst, f.sequential
+    go_per_s, _ = GO_BURST.get(settings.workload, GO_BURST["default"])
     scope = "" if f.store == "kubernetes" else " (the targets are set for kubernetes; shown for reference)"
     return "\n".join(
         [
             f"Targets, {f.store}{scope}:",
-            f"  burst throughput >= {TARGET_THROUGHPUT_FACTOR:g}x the Go plugin's ({GO_BURST_ADDS_PER_S:g} ADDs/s): "
-            f"{b.add.per_s:.1f} ADDs/s ({b.add.per_s / GO_BURST_ADDS_PER_S:.1f}x) "
+            f"  burst throughput >= {TARGET_THROUGHPUT_FACTOR:g}x the Go plugin's ({go_per_s:g} ADDs/s): "
+            f"{b.add.per_s:.1f} ADDs/s ({b.add.per_s / go_per_s:.1f}x) "
             f"-> {verdict[met['burst_throughput_3x_go']]}",
             f"  burst ADD p99 < {TARGET_BURST_P99_MS / 1000:g} s: {b.add.latency.p99 / 1000:.2f} s "
             f"-> {verdict[met['burst_p99_under_2s']]}",
             f"  sequential ADD mean <= {TARGET_SEQUENTIAL_ADD_MS:g} ms: {s.add.latency.mean:.1f} ms "
             f"-> {verdict[met['sequential_add_no_worse_than_go']]}",
             f"  no address held twice, every answer in the store: -> {verdict[met['no_duplicates']]}",
-            f"  pool empty after DEL: -> {verdict[met['pool_empty_after_del']]}",
+            f"  pool empty after DEL (pool entries and reservations): -> {verdict[met['pool_empty_after_del']]}",
             *_sticky_targets(f, met, verdict),
         ]
     )
@@ -679,42 +1159,140 @@ def _sticky_targets(f: Figures, met: dict[str, bool], verdict: dict[bool, str]) 
     ]
 
 
-def header(settings: Settings, info: dict[str, Any]) -> str:
+Goal = tuple[str, str, bool]  # (goal, what was measured, met)
+
+
+def scale_goals(m: Measured, settings: Settings, options: Options) -> list[Goal]:
+    """Issue 16's goals that this run measures (kubernetes only; each applies to some runs only)."""
+    goals: list[Goal] = []
+    f, go_per_s = m.figures, GO_BURST.get(settings.workload, GO_BURST["default"])[0]
+    if f is not None and settings.workload == "scale" and options.with_daemon:
+        b = f.burst
+        clean = b.add.failures + b.delete.failures == 0 and b.after_add.duplicates == 0
+        goals += [
+            (f"{settings.burst}x{settings.callers}x{settings.nodes} through the daemons: "
+             f">= {GOAL_SCALE_ADDS_PER_S:g} ADDs/s",
+             f"{b.add.per_s:.1f} ADDs/s ({b.add.per_s / GOAL_SCALE_ADDS_PER_S:.2f}x the goal)",
+             b.add.per_s >= GOAL_SCALE_ADDS_PER_S),
+            (f"  ADD p99 < {GOAL_SCALE_P99_MS / 1000:g} s", f"{b.add.latency.p99 / 1000:.2f} s",
+             b.add.latency.p99 < GOAL_SCALE_P99_MS),
+            ("  no failure, no duplicate", f"{b.add.failures + b.delete.failures} failed, "
+             f"{b.after_add.duplicates} duplicates", clean),
+            (f"  DELs as fast (>= {GOAL_SCALE_ADDS_PER_S:g} DELs/s)", f"{b.delete.per_s:.1f} DELs/s, p99 "
+             f"{b.delete.latency.p99 / 1000:.2f} s", b.delete.per_s >= GOAL_SCALE_ADDS_PER_S),
+            ("  nothing left (reservations, pool entries)", f"{b.left.reservations}, {b.left.pool_entries}",
+             nothing_left(f)),
+        ]  # fmt: skip
+    if f is not None and settings.workload != "none" and not options.with_daemon:
+        ratio = f.burst.add.per_s / go_per_s
+        goals.append((f"in process: burst >= {TARGET_THROUGHPUT_FACTOR:g}x the Go plugin's ({go_per_s:g} ADDs/s)",
+                      f"{f.burst.add.per_s:.1f} ADDs/s ({ratio:.2f}x)", ratio >= TARGET_THROUGHPUT_FACTOR))  # fmt: skip
+    before = options.node_cpu_before_ms
+    if f is not None and options.with_daemon and settings.workload == "scale" and before > 0:
+        cpu, goal = burst_node_cpu_ms(f), before * GOAL_NODE_CPU_FACTOR
+        goals.append((f"node CPU per call <= 1/3 of before ({before:g} ms: {goal:.2f} ms)",
+                      f"{cpu:.2f} ms ({cpu / before:.2f}x before)", cpu <= goal))  # fmt: skip
+    if m.series is not None:
+        for ratio in m.series.ratios()[1:]:
+            worst = max(ratio["add_mean"], ratio["add_server_cpu"])
+            goals.append(
+                (
+                    f"pool of {ratio['held']}: ADD mean and API CPU/ADD <= {GOAL_POOL_SIZE_RATIO:g}x empty",
+                    f"{ratio['add_mean']:.2f}x, {ratio['add_server_cpu']:.2f}x",
+                    worst <= GOAL_POOL_SIZE_RATIO,
+                )
+            )
+        series_clean = all(s.left == Left(0, 0) and s.add.failures + s.delete.failures == 0 for s in m.series.steps)
+        goals.append(("pool-size series: no failure, nothing left beyond the held addresses", "", series_clean))
+    if f is not None and settings.slice_size:
+        refused = f.burst.add.refused_per_call + f.burst.delete.refused_per_call
+        goals.append(("node slices: no node waits for another (no write refused in the burst)",
+                      f"{refused:.3f} refused writes per call", refused == 0))  # fmt: skip
+    return goals
+
+
+def goals_report(goals: list[Goal]) -> str:
+    lines = ["Issue 16 goals (kubernetes):"]
+    lines += [f"  {goal}: {seen} -> {VERDICT[met]}" for goal, seen, met in goals]
+    return "\n".join(lines)
+
+
+def loadavg() -> str:
+    """/proc/loadavg: 1, 5 and 15-minute loads, runnable/all tasks, last PID."""
+    try:
+        return Path("/proc/loadavg").read_text().strip()
+    except OSError:
+        return "?"
+
+
+def header(settings: Settings, info: dict[str, Any], options: Options) -> str:
     noisy = "\n  (other work is running: absolute figures are inflated)" if info["busy_before_start"] > 0.2 else ""
+    go_per_s, go_p99 = GO_BURST.get(settings.workload, GO_BURST["default"])
+    work = (
+        "no workload (the pool-size series only)" if settings.workload == "none" else
+        f"{settings.sequential} sequential ADDs then DELs (one node); burst of {settings.burst} ADDs from "
+        f"{settings.callers} concurrent callers posing as {settings.nodes} nodes, then DEL all; subnet "
+        f"{settings.subnet}; sticky: {settings.sticky or 'off'}; node slices: {settings.slice_size or 'off'}"
+    )  # fmt: skip
+    sizes = ", ".join(map(str, options.pool_sizes))
+    series = (f"\nPool-size series (kubernetes): {sizes} addresses held in {SERIES_SUBNET}, {options.series_calls} "
+              "sequential ADDs then DELs each") if options.pool_sizes else ""  # fmt: skip
     return (
         f"Machine: nproc={info['nproc']}  cpu={info['cpu']}  python={info['python']}  kernel={info['kernel']}  "
         f"load average (1 min)={info['load_average_1m']:.2f}  CPU busy before start={info['busy_before_start']:.2f}"
-        f"{noisy}\n"
-        f"Workload per store: {settings.sequential} sequential ADDs then DELs (one node); burst of {settings.burst} "
-        f"ADDs from {settings.callers} concurrent callers posing as {settings.nodes} nodes, then DEL all; "
-        f"subnet {SUBNET}; sticky: {settings.sticky or 'off'}\n"
-        f"Go plugin, kubernetes store, on such a machine (from the issue): ~{GO_SEQUENTIAL_ADD_MS:g} ms per sequential "
-        f"ADD; 300 ADDs from 40 callers: ~{GO_BURST_ADDS_PER_S:g} ADDs/s, p99 ~{GO_BURST_P99_MS / 1000:g} s\n"
+        f"{noisy}\n/proc/loadavg at start: {info['loadavg_start']}\n"
+        f"whereabouts imported from: {info['src']}; the executable: the {options.relay} relay\n"
+        f"Workload {settings.workload!r} per store: {work}{series}\n"
+        f"Go plugin, kubernetes store, on such a machine (from issue 16): ~{GO_SEQUENTIAL_ADD_MS:g} ms per sequential "
+        f"ADD; this workload's burst: ~{go_per_s:g} ADDs/s, p99 ~{go_p99 / 1000:g} s\n"
     )
 
 
-def run(settings: Settings, names: list[str], tmp: Path, *, with_daemon: bool = False) -> dict[str, Any]:
+def run(settings: Settings, names: list[str], tmp: Path, options: Options) -> dict[str, Any]:
     info = machine()
-    print(header(settings, info), flush=True)
-    print(f"Calls served {'through a whereabouts-node per node' if with_daemon else 'in process'}\n", flush=True)
-    results = [measure_store(name, settings, tmp / name, with_daemon=with_daemon) for name in names]
-    print()
-    print(table(results))
+    info["loadavg_start"] = loadavg()
+    info["src"] = str(options.src or ROOT / "src")
+    print(header(settings, info, options), flush=True)
+    served = "through a whereabouts-node per node" if options.with_daemon else "in process"
+    print(f"Calls served {served}\n", flush=True)
+    measured = [measure_store(name, settings, tmp / name, options) for name in names]
+    info["loadavg_end"] = loadavg()
+    results = [m.figures for m in measured if m.figures is not None]
+    if results:
+        print()
+        print(table(results, settings))
     for f in results:
         print()
         print(traffic_report(f))
+        print(node_cpu_report(f, options.with_daemon))
         if errors := errors_report(f):
             print(errors)
-    met = {f.store: targets(f) for f in results}
+    for m in measured:
+        if m.series is not None:
+            print()
+            print(series_report(m.series, options.with_daemon))
+    met = {f.store: targets(f, settings) for f in results}
     for f in results:
         print()
-        print(targets_report(f, met[f.store]))
+        print(targets_report(f, met[f.store], settings))
+    goals = {m.store: scale_goals(m, settings, options) for m in measured if m.store == "kubernetes"}
+    for goal_list in goals.values():
+        if goal_list:
+            print()
+            print(goals_report(goal_list))
+    print(f"\n/proc/loadavg at start: {info['loadavg_start']}; at the end: {info['loadavg_end']}")
     return {
         "machine": info,
         "settings": asdict(settings),
-        "go_plugin": {"sequential_add_ms": GO_SEQUENTIAL_ADD_MS, "burst_adds_per_s": GO_BURST_ADDS_PER_S},
+        "options": {**asdict(options), "src": info["src"]},
+        "go_plugin": {"sequential_add_ms": GO_SEQUENTIAL_ADD_MS, "burst": GO_BURST},
         "stores": {f.store: asdict(f) for f in results},
+        "node_cpu_per_call_ms": {f.store: burst_node_cpu_ms(f) for f in results},
+        "pool_series": {m.store: {**asdict(m.series), "ratios": m.series.ratios()} for m in measured if m.series},
         "targets_met": met,
+        "goals": {
+            store: [{"goal": g, "measured": seen, "met": ok} for g, seen, ok in found] for store, found in goals.items()
+        },
     }
 
 
@@ -725,14 +1303,44 @@ def main() -> None:
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures as JSON to PATH")
     parser.add_argument("--node-daemon", action="store_true", help="serve calls through a whereabouts-node per node")
     parser.add_argument("--sticky", choices=STICKY, help="the network config's `sticky` (default: off)")
+    parser.add_argument("--workload", choices=WORKLOADS, default="default",
+                        help="default: 300 ADDs from 40 callers on 4 nodes; scale: 1000 ADDs from 100 callers on 10 "
+                        "nodes; none: only the pool-size series")  # fmt: skip
+    parser.add_argument("--pool-sizes", type=_sizes, default=(), metavar="N,N,..",
+                        help="the pool-size series (kubernetes): e.g. 0,300,3000,10000 addresses held")  # fmt: skip
+    parser.add_argument("--series-calls", type=int, help=f"sequential ADDs per size (default {SERIES_CALLS})")
+    parser.add_argument("--node-slices", metavar="SIZE", default="",
+                        help="fast IPAM: this node_slice_size (e.g. /24), a slice per node (kubernetes)")  # fmt: skip
+    parser.add_argument("--relay", choices=("python", "compiled"), default="python",
+                        help="the whereabouts executable: the Python plugin, or the compiled relay (scripts/"
+                        "build-relay.sh) with the Python plugin beside it, as install-cni lays them out")  # fmt: skip
+    parser.add_argument("--node-cpu-before", type=float, default=NODE_CPU_BEFORE_MS, metavar="MS",
+                        help="node CPU per call before issue 16 (scale, daemons): the goal is a third")  # fmt: skip
+    parser.add_argument("--src", type=Path, metavar="DIR",
+                        help="import whereabouts from DIR (another revision's src/) in plugin and daemons")  # fmt: skip
     args = parser.parse_args()
     names = list(STORES) if args.store == "all" else [args.store]
-    settings = replace(QUICK if args.quick else FULL, sticky=args.sticky or "")
+    if args.node_slices and names != ["kubernetes"]:
+        parser.error("--node-slices needs --store kubernetes")
+    if args.workload == "none" and not args.pool_sizes:
+        parser.error("--workload none runs only the pool-size series: give --pool-sizes")
+    base = {"scale": (SCALE, QUICK_SCALE)}.get(args.workload, (FULL, QUICK))[1 if args.quick else 0]
+    settings = replace(base, sticky=args.sticky or "", workload=args.workload, slice_size=args.node_slices)
+    calls = args.series_calls or (QUICK_SERIES_CALLS if args.quick else SERIES_CALLS)
+    src = args.src.resolve() if args.src else None
+    options = Options(args.node_daemon, args.pool_sizes, calls, src, args.relay, args.node_cpu_before)
     with tempfile.TemporaryDirectory(prefix="bench-stores-") as tmp:
-        result = run(settings, names, Path(tmp), with_daemon=args.node_daemon)
+        result = run(settings, names, Path(tmp), options)
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
         print(f"\nFigures written to {args.json}")
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    if not sizes or min(sizes) < 0 or max(sizes) > 60_000:
+        raise argparse.ArgumentTypeError("sizes from 0 to 60000 (the /16's hosts), comma-separated")
+    return sizes
 
 
 if __name__ == "__main__":
