@@ -2,9 +2,10 @@
 
 A config with 20,000 `ipRanges` once took minutes in `allocate()` (every range rescanned every planned change
 and every reservation) while the local store held the node's write lock. Each case times 2,000 and 20,000
-ranges in one run, in CPU time of this process (the machine may be busy): 20,000 must take under a second,
-and ten times the ranges at most RATIO times the time (quadratic would be a hundred). A SIGALRM aborts a
-quadratic run instead of letting it grind for minutes.
+ranges in one run, in CPU time of this process (the machine may be busy): 20,000 must take under three
+seconds (~0.3 s on a quiet machine, 1.2 s seen in CI on a busy one; quadratic takes minutes), and ten
+times the ranges at most RATIO times the time (quadratic would be a hundred). A SIGALRM aborts a quadratic
+run instead of letting it grind for minutes.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from whereabouts.model import Owner, PoolKey, PoolState, Snapshot
 from whereabouts.ranges import parse_range
 
 SMALL, BIG = 2_000, 20_000
-BUDGET = 1.0  # CPU seconds for BIG ranges
+BUDGET = 3.0  # CPU seconds for BIG ranges (CPU time still grows when other processes share the caches)
 RATIO = 30  # BIG/SMALL time: n log n gives ~12, quadratic 100
 ABORT_AFTER = 20  # wall seconds for one BIG run before it counts as quadratic
 
@@ -128,6 +129,6 @@ def cpu_time(make: Callable[[int], Case], n: int, runs: int) -> float:
 @pytest.mark.parametrize("make", [distinct_slash24s, windows_of_one_network, repeated_add_of_one_network])
 def test_allocation_time_grows_about_linearly_in_ranges(make: Callable[[int], Case]) -> None:
     small = cpu_time(make, SMALL, runs=3)
-    big = cpu_time(make, BIG, runs=2)
+    big = cpu_time(make, BIG, runs=3)
     assert big < BUDGET, f"{BIG} ranges took {big:.2f} s of CPU"
     assert big / small < RATIO, f"{SMALL} ranges: {small * 1000:.0f} ms, {BIG}: {big * 1000:.0f} ms"

@@ -200,3 +200,20 @@ def test_retained_address_comes_back_on_another_nodes_slice(
     assert (held["id"], held.get("retained"), held.get("node")) == ("new", None, "n2")
     delete(config, "new", "db-0", ns, node="n2")
     assert add(config, "newer", "db-0", ns, node="n1") == "10.54.0.1/27"  # and back to the first node
+
+
+def test_retained_address_on_another_slice_is_found_by_its_reservation_before_the_pool_says(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path
+) -> None:
+    """A node daemon writes the pool entry a moment after the reservation (the pool is its mirror): a call that
+    looks for the sticky key's address in the pools alone would miss it on another node's slice meanwhile."""
+    ns = kube_namespace
+    slices = [("n1", "10.56.0.0/28"), ("n2", "10.56.0.16/28")]
+    write_slice_pool(kube, ns, "testnet", "10.56.0.0/27", "/28", slices)
+    config = conf(tmp_path, plugin_kubeconfig, range="10.56.0.0/27", node_slice_size="/28", sticky="pod")
+    assert add(config, "old", "db-0", ns, node="n1") == "10.56.0.1/27"
+    delete(config, "old", "db-0", ns, node="n1")
+    kube.mirrored_pools(ns)
+    path = f"/apis/whereabouts.cni.cncf.io/v1alpha1/namespaces/{ns}/ippools/n1-10.56.0.0-28"
+    kube.request_patch(path, {"spec": {"allocations": {"1": None}}})  # as if the mirror had not written it yet
+    assert add(config, "new", "db-0", ns, node="n2") == "10.56.0.1/27"  # by its retained reservation

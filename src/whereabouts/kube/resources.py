@@ -264,6 +264,25 @@ def reservation_labels(owner: Owner, network: str, cidr: str) -> dict[str, str]:
     return labels
 
 
+def pool_subnet(key: PoolKey) -> tuple[int, int, int]:
+    """(IP version, network, prefix) of a pool's range: what reservation_subnet reads from its reservations."""
+    version, base = parse_request(key.cidr)
+    return version, base, int(key.cidr.partition("/")[2])
+
+
+def reservation_subnet(labels: dict[str, str]) -> tuple[int, int, int] | None:
+    """The range a reservation was taken in, (IP version, network, prefix), from its `subnet_<prefix>` label
+    (reservation_labels); None when it has none (a Go plugin's object)."""
+    for key, value in labels.items():
+        if key.startswith("subnet_") and key[7:].isdigit():
+            try:
+                version, network = parse_request(value.replace("-", ":") if "-" in value else value)
+            except ValueError:
+                continue
+            return version, network, int(key[7:])
+    return None
+
+
 def reservation_patch(obj: Read, previous: Owner) -> list[Object]:
     """JSON patch operations turning a reservation held by `previous` into `obj` (its spec and labels): the
     `test`s fail the patch whole (TestFailed) if it is someone else's now."""

@@ -63,16 +63,6 @@ class _Held:
     subnet: tuple[int, int, int] | None  # (IP version, network, prefix) of the pool it was taken in, if it says
 
 
-def _subnet(labels: dict[str, str]) -> tuple[int, int, int] | None:
-    """The range a reservation was taken in, from its `subnet_<prefix>` label (resources.reservation_labels)."""
-    for key, value in labels.items():
-        if key.startswith("subnet_") and key[7:].isdigit():
-            with contextlib.suppress(ValueError):
-                version, network = parse_request(value.replace("-", ":") if "-" in value else value)
-                return version, network, int(key[7:])
-    return None
-
-
 @dataclass
 class _Index:
     """Reservations by (network, version, ip) and by attachment; names whose network is not known yet (a Go
@@ -141,7 +131,8 @@ class KubeCache:
     def _place(self, name: str, obj: Object, address: Address) -> None:
         index = self.index
         labels = obj.get("metadata", {}).get("labels") or {}
-        index.by_address[address] = _Held(name, resources.reservation_owner(obj), obj, _subnet(labels))
+        subnet = resources.reservation_subnet(labels)
+        index.by_address[address] = _Held(name, resources.reservation_owner(obj), obj, subnet)
         index.by_name[name] = address
         index.by_network.setdefault(address[0], set()).add(address)
 
@@ -209,7 +200,7 @@ class KubeCache:
             if mirrored is not None and (mirrored.container_id, mirrored.ifname) in released:
                 del allocations[ip]
         network, (ip_version, base), size = key.network, parse_request(key.cidr), _size(key.cidr)
-        subnet = subnet_of(key)
+        subnet = resources.pool_subnet(key)
         for (_, v, ip), held in self.network_holdings(network).items():
             # a pool entry only where the reservation says it was taken (another range of the network that
             # overlaps this one sees it among the reservations, which block it there too)
@@ -243,11 +234,6 @@ class KubeCache:
 
 def _attachment_of(raw: Any) -> tuple[str, str] | None:
     return None if raw is None else (raw.get("id", ""), raw.get("ifname", ""))
-
-
-def subnet_of(key: PoolKey) -> tuple[int, int, int]:
-    version, base = parse_request(key.cidr)
-    return version, base, int(key.cidr.partition("/")[2])
 
 
 def _size(cidr: str) -> int:
@@ -438,7 +424,7 @@ class MirrorWriter:
             raw = entries.get(str(offset))
             have = None if raw is None else resources.entry_owner(raw)
             held = confirmed[ip] if ip in confirmed else self.cache.held((key.network, key.version, ip))
-            if held is not None and held.subnet != subnet_of(key):
+            if held is not None and held.subnet != resources.pool_subnet(key):
                 held = None  # taken in another range of the network: not this pool's entry
             if held is not None:
                 owner = held.owner

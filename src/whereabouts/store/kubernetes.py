@@ -29,7 +29,7 @@ from whereabouts.kube import resources
 from whereabouts.kube.client import Conflict, KubeClient
 from whereabouts.kube.credentials import load_credentials
 from whereabouts.kube.resources import ATTACHMENT_LABEL, IPPOOLS, NODE_SLICE_POOLS, RESERVATIONS, reservation_name
-from whereabouts.model import Change, ChangeSet, Owner, PodFacts, PoolKey, SlicePool, Snapshot
+from whereabouts.model import Change, ChangeSet, Owner, PodFacts, PoolKey, PoolState, SlicePool, Snapshot
 from whereabouts.ranges import parse_request
 from whereabouts.store.nodelock import node_locks
 
@@ -47,6 +47,7 @@ class KubeTransaction:
     snapshot: Snapshot
     objects: dict[PoolKey, dict[str, Any] | None]
     cache: KubeCache | None = None  # the node daemon's: reservations are the record, the pools a mirror
+    unmirrored: dict[PoolKey, set[int]] = field(default_factory=dict)  # entries laid over from reservations
 
     def commit(self, changes: ChangeSet) -> bool:
         holds = [c for c in changes.changes if c.owner is not None]
@@ -151,7 +152,12 @@ class KubeTransaction:
             return
         _, base = parse_request(key.cidr)
         operations: list[dict[str, Any]] = []
+        laid = self.unmirrored.get(key, set())
         for change in changes:
+            if change.ip in laid:  # the decision saw a reservation, the pool has no entry for it (guard: absent)
+                if change.owner is not None:
+                    operations += resources.entry_patch(change.ip - base, change.owner, None)
+                continue
             operations += resources.entry_patch(change.ip - base, change.owner, change.previous)
         if operations:
             self.store.client.patch(self.store.client.path(IPPOOLS, key.name), operations)
@@ -185,6 +191,9 @@ class KubernetesStore:
     pending_pools: dict[tuple[str, str], set[PoolKey]] = field(default_factory=dict)  # pools written into
     pending_addresses: dict[tuple[str, str], list[tuple[PoolKey, int]]] = field(default_factory=dict)  # cached
     contended: bool = False  # an address this call chose was reserved by someone else
+    # Reservations read by _pools_where, by address, with the range each was taken in: laid over the pools this
+    # call reads (a node daemon may not have mirrored them into the pool yet).
+    learned: dict[tuple[str, int, int], tuple[tuple[int, int, int] | None, Owner]] = field(default_factory=dict)
     stamp: tuple[tuple[int, int, int], ...] = ()  # of the credentials' files when read
     cache: KubeCache | None = None  # the node daemon's (store.kubecache); None in a CNI process
 
@@ -205,10 +214,23 @@ class KubernetesStore:
                 return
             objects = {key: self.client.get(self.client.path(IPPOOLS, key.name)) for key in keys}
             pools = {key: resources.decode_pool(key, obj) for key, obj in objects.items()}
+            unmirrored = self._lay_learned(pools) if overlapping else {}
             if overlapping and self.contended:
                 self._learn_reservations({key.network for key in keys})
             reservations = dict(self.known_reservations) if overlapping else {}
-            yield KubeTransaction(self, Snapshot(pools, reservations), objects)
+            yield KubeTransaction(self, Snapshot(pools, reservations), objects, unmirrored=unmirrored)
+
+    def _lay_learned(self, pools: dict[PoolKey, PoolState]) -> dict[PoolKey, set[int]]:
+        """Lay the reservations _pools_where learned over the pools as read, where a pool has no entry for
+        the address (a node daemon has not written it yet); the addresses laid, by pool."""
+        laid: dict[PoolKey, set[int]] = {}
+        for (network, version, ip), (subnet, owner) in self.learned.items():
+            for key, pool in pools.items():
+                if (key.network, key.version) == (network, version) and subnet == resources.pool_subnet(key) \
+                        and ip not in pool.allocations:  # fmt: skip
+                    pool.allocations[ip] = owner
+                    laid.setdefault(key, set()).add(ip)
+        return laid
 
     def _learn_reservations(self, networks: set[str]) -> None:
         """After losing an address to a reservation the pool did not show (a call between its two
@@ -276,11 +298,14 @@ class KubernetesStore:
 
     def pools_holding(self, network: str, container_id: str, ifname: str) -> list[PoolKey]:
         probe = Owner(container_id, ifname)
-        return self._pools_where(network, lambda owner: owner.same_attachment(probe))
+        selector = f"{ATTACHMENT_LABEL}={resources.attachment_label(probe)}"
+        return self._pools_where(network, lambda owner: owner.same_attachment(probe), selector)
 
-    def _pools_where(self, network: str, matches: Callable[[Owner], bool]) -> list[PoolKey]:
-        """The pools of `network` with an entry that `matches`; in the node daemon also those with a reservation
-        that does (its pool entry may not be written yet: the pools are the reservations' mirror)."""
+    def _pools_where(self, network: str, matches: Callable[[Owner], bool], selector: str) -> list[PoolKey]:
+        """The pools of `network` with an entry that `matches`, or a reservation that does: a node daemon
+        writes the entries a moment after the reservations (the pools are their mirror), so a call that
+        reads the pools alone can miss what a daemon did just before. The reservations come from the node
+        daemon's copy, or (a CNI process, a copy not current) from the server, `selector`-labelled."""
         found = set()
         listed = self.client.list(self.client.path(IPPOOLS))
         for obj in listed:
@@ -288,17 +313,32 @@ class KubernetesStore:
             if key is not None and any(map(matches, resources.decode_pool(key, obj).allocations.values())):
                 found.add(key)
         if self.cache is not None and self.cache.ready(0):
-            from whereabouts.store.kubecache import subnet_of  # the daemon's: loaded already
-
             subnets = {held.subnet for held in self.cache.network_holdings(network).values() if matches(held.owner)}
-            for obj in listed:
-                key = resources.pool_key(obj, network)
-                if key is not None and subnet_of(key) in subnets:
-                    found.add(key)
+        else:
+            subnets = set()
+            for obj in self.client.list(self.client.path(RESERVATIONS), selector):
+                address, owner = (
+                    resources.reservation_address(obj["metadata"]["name"], {network}),
+                    resources.reservation_owner(obj),
+                )
+                if address is not None and matches(owner):
+                    subnet = resources.reservation_subnet(obj["metadata"].get("labels") or {})
+                    subnets.add(subnet)
+                    self.learned[address] = (subnet, owner)
+        for obj in listed:
+            key = resources.pool_key(obj, network)
+            if key is not None and resources.pool_subnet(key) in subnets:
+                found.add(key)
         return sorted(found)
 
     def pools_with_sticky(self, network: str, sticky: str) -> list[PoolKey]:
-        return self._pools_where(network, lambda owner: owner.sticky == sticky)
+        kind, _, rest = sticky.partition(":")
+        namespace, _, pod = rest.partition("/")
+        pod = pod.partition("/")[0]
+        selector = f"{resources.STICKY_LABEL}={kind}"
+        if kind == "pod" and len(namespace) <= 63 and len(pod) <= 63:  # the pod's labels (if it could have them)
+            selector += f",{resources.POD_NAMESPACE_LABEL}={namespace},{resources.POD_NAME_LABEL}={pod}"
+        return self._pools_where(network, lambda owner: owner.sticky == sticky, selector)
 
     # -- the operator's tools (whereabouts.inventory) --------------------------------------------------------
 
