@@ -189,3 +189,49 @@ def test_a_go_like_allocator_beside_the_daemons_never_gets_an_address_they_hold(
             assert entries[address] == cid
         for address in ours:
             assert entries[address].startswith("ctr-")
+
+
+def test_an_adoption_from_a_copy_that_missed_a_del_brings_back_no_entry(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path
+) -> None:
+    """A daemon compares a pool with its reservations (adopt) from its copy, which may not have seen another
+    node's DEL yet: the entries it would write are read afresh first, so a released address gets no entry back
+    (nobody would remove it: the DEL's node saw no entry to remove). A reservation the server has is mirrored."""
+    from whereabouts.config import KubernetesSettings
+    from whereabouts.kube import resources
+    from whereabouts.model import Owner, PoolKey
+    from whereabouts.store.kubecache import KubeCache
+
+    key = PoolKey("", "10.93.0.0/24")
+    client = KubeClient(load_credentials(str(plugin_kubeconfig)))
+    client.create(client.path(IPPOOLS), resources.new_pool(key, kube_namespace))
+    where = {"network": "", "cidr": key.cidr}
+    live, gone = Owner("ctr-live", "eth0", "ns/live"), Owner("ctr-gone", "eth0", "ns/gone")
+    live_ip, gone_ip = int(ipaddress.ip_address("10.93.0.5")), int(ipaddress.ip_address("10.93.0.6"))
+    client.create(client.path(RESERVATIONS),
+                  resources.reservation("10.93.0.5", live, kube_namespace, **where, address=(4, live_ip)))  # fmt: skip
+    cache = KubeCache(KubernetesSettings(kubeconfig=str(plugin_kubeconfig)))
+    try:
+        assert cache.ready()
+        stale = resources.reservation("10.93.0.6", gone, kube_namespace, **where, address=(4, gone_ip))
+        stale["metadata"]["resourceVersion"] = str(10**12)  # the copy still shows it: its DEL is not seen yet
+        cache.wrote_reservation(stale)
+        cache.mirror.adopt(key)
+        assert cache.mirror.flush(30.0)
+        entries = client.get(client.path(IPPOOLS, "10.93.0.0-24"))["spec"]["allocations"]
+        assert {offset: entry["id"] for offset, entry in entries.items()} == {"5": "ctr-live"}
+    finally:
+        cache.close()
+
+
+def test_a_slow_mirror_round_does_not_leave_the_pools_stale_for_long() -> None:
+    """The next round waits ten times what the last took (the mirror's share of the server's time), but not
+    so long that the pools stay stale: a round of 5 s under load is followed 2 s later; failures back off to
+    30 s at most."""
+    from whereabouts.store.kubecache import MIRROR_DELAY, round_pause
+
+    assert round_pause(0.001, 0) == MIRROR_DELAY
+    assert round_pause(0.1, 0) == pytest.approx(1.0)
+    assert round_pause(5.0, 0) == 2.0
+    assert round_pause(0.001, 1) == 2 * MIRROR_DELAY
+    assert round_pause(5.0, 20) == 30.0

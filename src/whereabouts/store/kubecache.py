@@ -46,11 +46,14 @@ from whereabouts.ranges import format_ip, parse_request
 
 MIRROR_DELAY = 0.2  # seconds a pool's mirror waits for more changes before its patch
 MIRROR_SHARE = 10  # ... and at least this many times what the last round of patches took
+MIRROR_MAX_PAUSE = 2.0  # ... but no more than this (a slow round under load must not leave the pools stale)
+MIRROR_MAX_BACKOFF = 30.0  # seconds between rounds at most while the server fails
 SYNC_WAIT = 5.0  # seconds a first call waits for the cache to fill before reading the server itself
 MAX_OPS = 3000  # JSON patch operations per request (a test and a write per entry, and their guards)
 CONFIRM_BY_LIST = 8  # removals confirmed by one LIST of the reservations rather than a GET each
 COMPLAIN_EVERY = 10.0  # seconds between log lines about a mirror that cannot be written
 ADOPT_EVERY = 300.0  # seconds between full comparisons of a pool served with its reservations
+REPAIR = ("", "")  # marks an address an adoption found wrong: its reservation is read afresh before it is written
 
 Address = tuple[str, int, int]  # (network, IP version, value)
 
@@ -242,6 +245,15 @@ def _size(cidr: str) -> int:
     return 1 << ((32 if version == 4 else 128) - prefix)
 
 
+def round_pause(took: float, failures: int) -> float:
+    """Seconds a mirror round gathers changes: at least MIRROR_DELAY, and ten times what the last round took (a
+    big pool's patch costs the server more: its share of the server's time stays small), at most
+    MIRROR_MAX_PAUSE; doubled per failed round while the server fails, up to MIRROR_MAX_BACKOFF. (The caller
+    spreads it out, jitter, while other nodes' writers contend for the same pools.)"""
+    pause = min(max(MIRROR_DELAY, MIRROR_SHARE * took), MIRROR_MAX_PAUSE)
+    return float(min(pause * (2 ** min(failures, 7)), MIRROR_MAX_BACKOFF))
+
+
 class MirrorWriter:
     """Writes the IPPool entries of the addresses this daemon touched, batched per pool (see the module)."""
 
@@ -263,21 +275,24 @@ class MirrorWriter:
         self.thread.start()
         self.wake.set()  # a first round: compare the pools with their reservations once the copy is current
 
-    def mark(self, key: PoolKey, ip: int, released: Owner | None = None) -> None:
+    def mark(self, key: PoolKey, ip: int, released: Owner | None = None, *, repair: bool = False) -> None:
         with self.lock:
             attachments = self.dirty.setdefault(key, {}).setdefault(ip, set())
             if released is not None:
                 attachments.add((released.container_id, released.ifname))
+            if repair:
+                attachments.add(REPAIR)
             self.idle.clear()
         self.wake.set()
 
     def releasing(self, key: PoolKey) -> dict[int, set[tuple[str, str]]]:
         """The addresses of `key` whose entries this daemon will remove (if still the released attachments')."""
         with self.lock:
-            found = {ip: set(released) for ip, released in self.writing.get(key, {}).items() if released}
+            found = {ip: released - {REPAIR} for ip, released in self.writing.get(key, {}).items()
+                     if released - {REPAIR}}  # fmt: skip
             for ip, released in self.dirty.get(key, {}).items():
-                if released:
-                    found.setdefault(ip, set()).update(released)
+                if released - {REPAIR}:
+                    found.setdefault(ip, set()).update(released - {REPAIR})
             return found
 
     def adopt(self, key: PoolKey) -> None:
@@ -320,8 +335,8 @@ class MirrorWriter:
             state = self.cache.pool_state(key)
             mirrored = resources.decode_pool(key, self.cache.pool_object(key)).allocations
             for ip, owner in state.allocations.items():
-                if mirrored.get(ip) != owner:
-                    self.mark(key, ip)
+                if mirrored.get(ip) != owner:  # from a copy that may lag other nodes' DELs: read it again first
+                    self.mark(key, ip, repair=True)
         return True
 
     def flush(self, wait: float = 10.0) -> bool:
@@ -339,11 +354,7 @@ class MirrorWriter:
         while not self.stopping.is_set():
             self.wake.wait()
             self.wake.clear()
-            # gather more: at least MIRROR_DELAY, and ten times what the last round took (a big pool's patch
-            # costs the server more: its share of the server's time stays small); back off while the server
-            # fails, spread out (jitter) while other nodes' writers contend for the same pools
-            pause = max(MIRROR_DELAY, MIRROR_SHARE * took) * (2 ** min(failures, 7))
-            self.stopping.wait(pause * random.uniform(0.75, 1.25))
+            self.stopping.wait(round_pause(took, failures) * random.uniform(0.75, 1.25))
             started = time.monotonic()
             adopted = self._adopt_waiting()
             with self.lock:
@@ -418,7 +429,10 @@ class MirrorWriter:
         found: list[tuple[int, Owner | None, Owner | None]] = []
         removing = [ip for ip, released in addresses.items() if self.cache.held((key.network, key.version, ip)) is None
                     and _attachment_of(entries.get(str(ip - base))) in released]  # fmt: skip
-        confirmed = self._confirm_released(key, removing)  # the copy may lag: removing on its word could unmirror
+        # an adoption's entry to write: its copy may not have seen another node's DEL yet (writing on its word
+        # would bring back an entry nobody removes)
+        repairing = [ip for ip, released in addresses.items() if REPAIR in released and ip not in removing]
+        confirmed = self._confirm(key, removing + repairing)  # the copy may lag: removing on its word could unmirror
         for ip, released in sorted(addresses.items()):
             offset = ip - base
             raw = entries.get(str(offset))
@@ -436,10 +450,11 @@ class MirrorWriter:
                 found.append((offset, None, have))
         return found
 
-    def _confirm_released(self, key: PoolKey, ips: list[int]) -> dict[int, _Held | None]:
-        """Before entries go: their addresses' reservations as the server has them now (None: there is none). A
-        call served in process meanwhile (this daemon died mid-call, or declined) may have taken one again for
-        the same attachment after the copy last saw it. One GET each for a few; one LIST for many."""
+    def _confirm(self, key: PoolKey, ips: list[int]) -> dict[int, _Held | None]:
+        """Before entries go (or an adoption writes them): their addresses' reservations as the server has them
+        now (None: there is none). A call served in process meanwhile (this daemon died mid-call, or declined)
+        may have taken one again for the same attachment after the copy last saw it; another node's DEL may
+        have released one. One GET each for a few; one LIST for many."""
         names = {resources.reservation_name(key.network, key.version, ip): ip for ip in ips}
         if len(names) > CONFIRM_BY_LIST:
             listed, _ = self.client.list_with_version(self.client.path(RESERVATIONS))
