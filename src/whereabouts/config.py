@@ -60,10 +60,14 @@ class EtcdSettings:
 @record(frozen=True)
 class KubernetesSettings:
     """The Kubernetes store: a kubeconfig (absolute; "": the pod's service account), and the node-local
-    directory where this node's calls take turns per pool (see whereabouts.store.nodelock)."""
+    directory where this node's calls take turns per pool (see whereabouts.store.nodelock). `ippool_mirror`
+    (kubernetes.ippool_mirror, default true): whether the IPPools are kept in the Go plugin's format beside the
+    per-address reservations (the record); false once no Go plugin remains (docs/operators.md, "The IPPool
+    mirror"): nothing is written to or read from the IPPools."""
 
     kubeconfig: str = ""
     lock_dir: str = ""
+    ippool_mirror: bool = True
     kind = "kubernetes"
 
 
@@ -237,12 +241,18 @@ def parse_ipam(raw: Mapping[str, Any], netconf_name: str = "", persistent: objec
     store = _store(raw)
     network_name = _opt_str(raw, "network_name")
     slice_prefix = _slice_prefix(raw, ranges[0], store.kind)
+    overlapping = _bool(raw, "enable_overlapping_ranges", True)
     if store.kind == "kubernetes":
         _check_object_names(network_name, netconf_name, ranges, sliced=bool(slice_prefix))
+        if not overlapping and isinstance(store, KubernetesSettings) and not store.ippool_mirror:
+            raise InvalidConfig(
+                "invalid kubernetes.ippool_mirror false with enable_overlapping_ranges false: without the IPPool "
+                "mirror the per-address reservations are the only record, and overlapping ranges write them"
+            )
     return IPAMConfig(
         ranges=ranges,
         network_name=network_name,
-        overlapping=_bool(raw, "enable_overlapping_ranges", True),
+        overlapping=overlapping,
         gateway=Address(*parse_ip(gateway)) if gateway else None,
         routes=_routes(raw.get("routes")),
         dns=_dns(raw.get("dns")),
@@ -390,7 +400,8 @@ def _store(raw: Mapping[str, Any]) -> StoreSettings:
     if chosen == "local":
         return LocalSettings(data_dir)
     if chosen == "kubernetes":
-        return KubernetesSettings(kubeconfig, os.path.join(data_dir, "locks"))
+        mirror = _bool({"kubernetes.ippool_mirror": kube.get("ippool_mirror", True)}, "kubernetes.ippool_mirror", True)
+        return KubernetesSettings(kubeconfig, os.path.join(data_dir, "locks"), mirror)
     if chosen == "etcd":
         if etcd is None or not etcd.endpoints:
             raise InvalidConfig("invalid etcd_host '': the etcd datastore needs etcd_host")

@@ -235,3 +235,18 @@ def test_a_slow_mirror_round_does_not_leave_the_pools_stale_for_long() -> None:
     assert round_pause(5.0, 0) == 2.0
     assert round_pause(0.001, 1) == 2 * MIRROR_DELAY
     assert round_pause(5.0, 20) == 30.0
+
+
+def test_a_del_in_process_leaves_another_networks_reservation_of_the_same_interface(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path
+) -> None:
+    """The same container and interface in two networks (a runtime reusing an interface name across
+    attachments): the DEL of one drops its own leftover reservations, never the other network's record."""
+    kubernetes = {"kubeconfig": str(plugin_kubeconfig)}
+    a = netconf(tmp_path, range="10.94.0.0/29", network_name="neta", kubernetes=kubernetes)
+    b = netconf(tmp_path, range="10.94.0.0/29", network_name="netb", kubernetes=kubernetes)
+    for config in (a, b):
+        assert run_cni("ADD", config, container_id="ctr-x").returncode == 0
+    assert run_cni("DEL", a, container_id="ctr-x").returncode == 0
+    names = set(kube.objects(kube_namespace, "overlappingrangeipreservations"))
+    assert names == {"netb-10.94.0.1"}

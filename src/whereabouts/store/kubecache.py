@@ -91,17 +91,19 @@ class KubeCache:
         self.lock = threading.Lock()
         self.index = _Index()
         self.decoded: dict[str, tuple[object, PoolState]] = {}  # pool name -> (its resourceVersion, decoded)
+        self.mirrored = settings.ippool_mirror  # false: the reservations alone; no IPPool read, watched or written
         self.reservations = Informer(first, first.path(RESERVATIONS), listener=self._reindex)
         pools_client = client()
         self.pools = Informer(pools_client, pools_client.path(IPPOOLS))
-        self.mirror = MirrorWriter(client(), self)
+        self.mirror = MirrorWriter(client(), self, enabled=self.mirrored)
         self.reservations.start()
-        self.pools.start()
+        if self.mirrored:
+            self.pools.start()
 
     def ready(self, wait: float = SYNC_WAIT) -> bool:
         """Whether decisions may come from the copy: both resources listed and watched (a watch refused, say
         by RBAC without `watch`, or failing: no, and the store reads the server as a CNI process does)."""
-        return self.reservations.usable(wait) and self.pools.usable(wait)
+        return self.reservations.usable(wait) and (not self.mirrored or self.pools.usable(wait))
 
     # -- the index of reservations ------------------------------------------------------------------------------
 
@@ -185,11 +187,12 @@ class KubeCache:
     # -- snapshots ----------------------------------------------------------------------------------------------
 
     def pool_object(self, key: PoolKey) -> Object | None:
-        return self.pools.get(key.name)
+        return self.pools.get(key.name) if self.mirrored else None
 
     def pool_state(self, key: PoolKey) -> PoolState:
-        """The pool as the mirror shows it with the network's reservations in its range laid over it."""
-        obj = self.pools.get(key.name)
+        """The pool as the mirror shows it with the network's reservations in its range laid over it (with the
+        mirror off, the reservations alone)."""
+        obj = self.pool_object(key)
         version = None if obj is None else obj["metadata"].get("resourceVersion")
         with self.lock:
             memo = self.decoded.get(key.name)
@@ -232,7 +235,8 @@ class KubeCache:
     def close(self) -> None:
         self.mirror.close()
         self.reservations.stop()
-        self.pools.stop()
+        if self.mirrored:
+            self.pools.stop()
 
 
 def _attachment_of(raw: Any) -> tuple[str, str] | None:
@@ -257,8 +261,8 @@ def round_pause(took: float, failures: int) -> float:
 class MirrorWriter:
     """Writes the IPPool entries of the addresses this daemon touched, batched per pool (see the module)."""
 
-    def __init__(self, client: KubeClient, cache: KubeCache) -> None:
-        self.client, self.cache = client, cache
+    def __init__(self, client: KubeClient, cache: KubeCache, *, enabled: bool = True) -> None:
+        self.client, self.cache, self.enabled = client, cache, enabled
         self.dirty: dict[PoolKey, dict[int, set[tuple[str, str]]]] = {}  # ip -> attachments released there
         self.writing: dict[PoolKey, dict[int, set[tuple[str, str]]]] = {}  # the round being written
         self.adopted: dict[PoolKey, float] = {}
@@ -272,10 +276,13 @@ class MirrorWriter:
         self.writes = self.failures = self.conflicts = 0
         self.complained = -COMPLAIN_EVERY
         self.thread = threading.Thread(target=self._run, name="ippool mirror", daemon=True)
-        self.thread.start()
-        self.wake.set()  # a first round: compare the pools with their reservations once the copy is current
+        if enabled:  # (off: kubernetes.ippool_mirror false, nothing is marked, nothing written)
+            self.thread.start()
+            self.wake.set()  # a first round: compare the pools with their reservations once the copy is current
 
     def mark(self, key: PoolKey, ip: int, released: Owner | None = None, *, repair: bool = False) -> None:
+        if not self.enabled:
+            return
         with self.lock:
             attachments = self.dirty.setdefault(key, {}).setdefault(ip, set())
             if released is not None:
@@ -300,6 +307,8 @@ class MirrorWriter:
         call of this daemon serves it): the entries a killed daemon did not write. Done by the writer's thread,
         once the copy is current."""
         now = time.monotonic()
+        if not self.enabled:
+            return
         with self.lock:
             if now - self.adopted.get(key, -ADOPT_EVERY) < ADOPT_EVERY:
                 return

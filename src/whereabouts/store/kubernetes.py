@@ -30,7 +30,7 @@ from whereabouts.kube.client import Conflict, KubeClient
 from whereabouts.kube.credentials import load_credentials
 from whereabouts.kube.resources import ATTACHMENT_LABEL, IPPOOLS, NODE_SLICE_POOLS, RESERVATIONS, reservation_name
 from whereabouts.model import Change, ChangeSet, Owner, PodFacts, PoolKey, PoolState, SlicePool, Snapshot
-from whereabouts.ranges import parse_request
+from whereabouts.ranges import format_ip, parse_request
 from whereabouts.store.nodelock import node_locks
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ class KubeTransaction:
     def commit(self, changes: ChangeSet) -> bool:
         holds = [c for c in changes.changes if c.owner is not None]
         releases = [c for c in changes.changes if c.owner is None]
-        if self.cache is not None:
+        if self.cache is not None or not self.store.mirror:
             return self._commit_reservations(self.cache, holds, releases)
         try:
             if changes.overlapping:
@@ -71,19 +71,24 @@ class KubeTransaction:
             self.store.committed(change.owner)
         return True
 
-    def _commit_reservations(self, cache: KubeCache, holds: list[Change], releases: list[Change]) -> bool:
+    def _commit_reservations(self, cache: KubeCache | None, holds: list[Change], releases: list[Change]) -> bool:
         """Hold by creating (or, from the holder seen, rewriting) each address's reservation, release by
-        deleting it; the pools' entries follow through the cache's mirror writer (store.kubecache)."""
+        deleting it; the pools' entries follow through the cache's mirror writer (store.kubecache), if the
+        IPPools are mirrored at all."""
         try:
             for change in holds:
                 if not self._reserve(change):
                     return False
                 assert change.owner is not None
-                self.store.pending_addresses.setdefault(_attachment(change.owner), []).append((change.key, change.ip))
-                cache.mirror.mark(change.key, change.ip)
+                if cache is not None:
+                    self.store.pending_addresses.setdefault(_attachment(change.owner), []).append(
+                        (change.key, change.ip)
+                    )
+                    cache.mirror.mark(change.key, change.ip)
             for change in releases:
                 self._unreserve(change)
-                cache.mirror.mark(change.key, change.ip, change.previous)
+                if cache is not None:
+                    cache.mirror.mark(change.key, change.ip, change.previous)
         except Conflict:
             return False
         for change in holds:
@@ -196,6 +201,7 @@ class KubernetesStore:
     learned: dict[tuple[str, int, int], tuple[tuple[int, int, int] | None, Owner]] = field(default_factory=dict)
     stamp: tuple[tuple[int, int, int], ...] = ()  # of the credentials' files when read
     cache: KubeCache | None = None  # the node daemon's (store.kubecache); None in a CNI process
+    mirror: bool = True  # kubernetes.ippool_mirror: false, the reservations alone are read and written
 
     def __post_init__(self) -> None:
         self.stamp = self.client.credentials.read_stamp
@@ -207,10 +213,13 @@ class KubernetesStore:
             if overlapping and self.cache is not None:
                 for key in keys:  # (served from the copy or not) the mirror is checked whole now and then
                     self.cache.mirror.adopt(key)
-            if overlapping and self.cache is not None and self.cache.ready():
+            if (overlapping or not self.mirror) and self.cache is not None and self.cache.ready():
                 snapshot = Snapshot({key: self.cache.pool_state(key) for key in keys},
                                     self.cache.reservations_of({key.network for key in keys}))  # fmt: skip
                 yield KubeTransaction(self, snapshot, {}, self.cache)
+                return
+            if not self.mirror:
+                yield KubeTransaction(self, self._read_reservations(keys), {})
                 return
             objects = {key: self.client.get(self.client.path(IPPOOLS, key.name)) for key in keys}
             pools = {key: resources.decode_pool(key, obj) for key, obj in objects.items()}
@@ -219,6 +228,27 @@ class KubernetesStore:
                 self._learn_reservations({key.network for key in keys})
             reservations = dict(self.known_reservations) if overlapping else {}
             yield KubeTransaction(self, Snapshot(pools, reservations), objects, unmirrored=unmirrored)
+
+    def _read_reservations(self, keys: Sequence[PoolKey]) -> Snapshot:
+        """With the mirror off (no IPPool is read): each pool is the reservations taken in its range (their
+        `subnet_<prefix>` label), read from the server. One taken in another range of the network that
+        overlaps this one is not among them: its create fails (409) and the call learns them all."""
+        pools: dict[PoolKey, PoolState] = {}
+        reservations = dict(self.known_reservations)
+        for key in keys:
+            version, base = parse_request(key.cidr)
+            prefix = key.cidr.partition("/")[2]
+            selector = f"subnet_{prefix}={reservation_name('', version, base)}"
+            pool = pools[key] = PoolState(key, "reservations", {})
+            for obj in self.client.list(self.client.path(RESERVATIONS), selector):
+                address = resources.reservation_address(obj["metadata"]["name"], {key.network})
+                if address is not None and address[1] == version:
+                    owner = resources.reservation_owner(obj)
+                    pool.allocations[address[2]] = reservations[address] = owner
+        if self.contended:
+            self._learn_reservations({key.network for key in keys})
+            reservations.update(self.known_reservations)
+        return Snapshot(pools, reservations)
 
     def _lay_learned(self, pools: dict[PoolKey, PoolState]) -> dict[PoolKey, set[int]]:
         """Lay the reservations _pools_where learned over the pools as read, where a pool has no entry for
@@ -307,7 +337,7 @@ class KubernetesStore:
         reads the pools alone can miss what a daemon did just before. The reservations come from the node
         daemon's copy, or (a CNI process, a copy not current) from the server, `selector`-labelled."""
         found = set()
-        listed = self.client.list(self.client.path(IPPOOLS))
+        listed = self.client.list(self.client.path(IPPOOLS)) if self.mirror else []
         for obj in listed:
             key = resources.pool_key(obj, network)
             if key is not None and any(map(matches, resources.decode_pool(key, obj).allocations.values())):
@@ -329,7 +359,24 @@ class KubernetesStore:
             key = resources.pool_key(obj, network)
             if key is not None and resources.pool_subnet(key) in subnets:
                 found.add(key)
+        if not self.mirror:
+            found.update(self._keys_of(network, {subnet for subnet in subnets if subnet is not None}))
         return sorted(found)
+
+    def _keys_of(self, network: str, subnets: set[tuple[int, int, int]]) -> set[PoolKey]:
+        """With the mirror off, the pools (no IPPool objects) the reservations were taken in: a node's slice
+        (a NodeSlicePool lists it) or a whole range."""
+        if not subnets:
+            return set()
+        nodes: dict[str, str] = {}
+        for obj in self.client.list(self.client.path(NODE_SLICE_POOLS)):
+            for node, cidr in resources.slice_listing(obj):
+                nodes.setdefault(cidr, node)
+        found = set()
+        for version, base, prefix in subnets:
+            cidr = f"{format_ip(version, base)}/{prefix}"
+            found.add(PoolKey(network, cidr, nodes.get(cidr, "")))
+        return found
 
     def pools_with_sticky(self, network: str, sticky: str) -> list[PoolKey]:
         kind, _, rest = sticky.partition(":")
@@ -347,8 +394,26 @@ class KubernetesStore:
         a slice in a NodeSlicePool (resources.guess_pool_key)."""
         nodes = {node for obj in self.client.list(self.client.path(NODE_SLICE_POOLS))
                  for node, _ in resources.slice_listing(obj)}  # fmt: skip
+        if not self.mirror:  # no IPPools: the ranges the reservations were taken in
+            subnets: dict[str, set[tuple[int, int, int]]] = {}
+            for address, (subnet, _) in self._labelled_reservations(networks).items():
+                subnets.setdefault(address[0], set()).add(subnet)
+            return sorted(key for network, taken in subnets.items() for key in self._keys_of(network, taken))
         listed = self.client.list(self.client.path(IPPOOLS))
         return sorted(k for k in (resources.guess_pool_key(obj, networks, nodes) for obj in listed) if k is not None)
+
+    def _labelled_reservations(
+        self, networks: Collection[str]
+    ) -> dict[tuple[str, int, int], tuple[tuple[int, int, int], Owner]]:
+        """(network, version, ip) -> ((version, network, prefix) of its range, holder), for every reservation
+        that says its range."""
+        found = {}
+        for obj in self.client.list(self.client.path(RESERVATIONS)):
+            subnet = resources.reservation_subnet(obj["metadata"].get("labels") or {})
+            address = resources.guess_reservation_address(obj, networks)
+            if subnet is not None and address is not None:
+                found[address] = (subnet, resources.reservation_owner(obj))
+        return found
 
     def tally(self, key: PoolKey, spans: Sequence[tuple[int, int]]) -> list[Tally]:
         from whereabouts.inventory import tally_allocations
@@ -379,6 +444,8 @@ class KubernetesStore:
         # from the API server's cache (resourceVersion=0): cheap; a leftover it misses, the reconciler finds
         for obj in self.client.list(self.client.path(RESERVATIONS), selector, cached=True):
             found = resources.reservation_owner(obj)
+            if resources.reservation_address(obj["metadata"]["name"], {network}) is None:
+                continue  # another network's (the same container and interface there): not this DEL's
             # the cache may lag: only the object it shows; a retained address keeps its reservation
             if found.same_attachment(owner) and not found.retained:
                 self.delete_reservation(obj["metadata"]["name"], obj["metadata"]["resourceVersion"])
@@ -493,7 +560,8 @@ def open_kubernetes(settings: KubernetesSettings, *, keep: Keep | None = None) -
     """With `keep` (the node daemon), the store decides from the watch-fed cache its stores share and holds
     addresses by their reservations alone (store.kubecache); without it, as every CNI process does, it reads
     the pools and writes them with each call."""
-    store = KubernetesStore(KubeClient(load_credentials(settings.kubeconfig)), lock_dir=settings.lock_dir)
+    store = KubernetesStore(KubeClient(load_credentials(settings.kubeconfig)), lock_dir=settings.lock_dir,
+                            mirror=settings.ippool_mirror)  # fmt: skip
     if keep is not None:
         from whereabouts.store.kubecache import KubeCache
 

@@ -1,0 +1,157 @@
+"""kubernetes.ippool_mirror false, on a real kube-apiserver: the per-address reservations are the only record.
+No IPPool is read or written, in process or through the node daemon; calls on many nodes racing still hold no
+address twice; sticky addresses and node slices work from the reservations alone; and the config refuses the
+one combination that would leave no record (overlapping ranges off)."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_fast_ipam import write_slice_pool
+
+from kube_server import KubeAPIServer
+from support import CNIResult, netconf, run_cni, running_daemon, served_through
+from whereabouts.config import KubernetesSettings, parse_ipam
+from whereabouts.errors import InvalidConfig
+
+
+@pytest.fixture(scope="module")
+def node_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    sock = str(tmp_path_factory.mktemp("node-daemon") / "plugin.sock")
+    with running_daemon(sock):
+        yield sock
+
+
+@pytest.fixture(params=["in-process", "daemon"])
+def served(request: pytest.FixtureRequest) -> Iterator[str]:
+    sock = request.getfixturevalue("node_daemon") if request.param == "daemon" else ""
+    with served_through(sock):
+        yield request.param
+
+
+def conf(tmp_path: Path, kubeconfig: Path, **ipam: Any) -> dict[str, Any]:
+    return netconf(tmp_path, kubernetes={"kubeconfig": str(kubeconfig), "ippool_mirror": False}, **ipam)
+
+
+def call(command: str, config: dict[str, Any], container: str, pod: str, namespace: str, **kw: Any) -> CNIResult:
+    args = f"IgnoreUnknown=true;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={pod}"
+    env = {"NODENAME": kw.pop("node", "n1"), **kw.pop("env", {})}
+    return run_cni(command, config, container_id=container, cni_args=args, env=env, **kw)
+
+
+def add(config: dict[str, Any], container: str, pod: str, namespace: str, **kw: Any) -> str:
+    result = call("ADD", config, container, pod, namespace, **kw)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (address,) = result.addresses()
+    return str(address)
+
+
+def delete(config: dict[str, Any], container: str, pod: str, namespace: str, **kw: Any) -> None:
+    result = call("DEL", config, container, pod, namespace, **kw)
+    assert (result.returncode, result.stdout) == (0, ""), result.stdout + result.stderr
+
+
+def held(kube: KubeAPIServer, namespace: str) -> dict[str, str]:
+    """address -> container ID, from the reservations (their spec.address, else their name)."""
+    found = {}
+    for name, obj in kube.objects(namespace, "overlappingrangeipreservations").items():
+        found[obj["spec"].get("address") or name] = obj["spec"]["containerid"]
+    return found
+
+
+def test_adds_and_dels_hold_addresses_by_their_reservations_alone(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path, served: str
+) -> None:
+    ns = kube_namespace
+    config = conf(tmp_path, plugin_kubeconfig, range="10.57.0.0/29")
+    assert [add(config, f"c{i}", f"p{i}", ns) for i in range(3)] == ["10.57.0.1/29", "10.57.0.2/29", "10.57.0.3/29"]
+    assert add(config, "c1", "p1", ns) == "10.57.0.2/29"  # the same attachment again: the same address
+    assert held(kube, ns) == {"10.57.0.1": "c0", "10.57.0.2": "c1", "10.57.0.3": "c2"}
+    delete(config, "c1", "p1", ns)
+    assert held(kube, ns) == {"10.57.0.1": "c0", "10.57.0.3": "c2"}
+    assert call("CHECK", {**config, "prevResult": _prev("10.57.0.1/29")}, "c0", "p0", ns).returncode == 0
+    assert add(config, "c3", "p3", ns) == "10.57.0.2/29"  # freed by the DEL: the lowest free again
+    assert kube.objects(ns, "ippools") == {}  # nothing in the Go plugin's format, ever
+    labels = kube.objects(ns, "overlappingrangeipreservations")["10.57.0.2"]["metadata"]["labels"]
+    assert labels["subnet_29"] == "10.57.0.0"  # how a call reads a pool with the mirror off
+
+
+def _prev(address: str) -> dict[str, Any]:
+    return {"cniVersion": "1.0.0", "ips": [{"address": address}]}
+
+
+def test_a_full_pool_says_so_and_an_address_taken_in_an_overlapping_range_is_not_handed_out(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path, served: str
+) -> None:
+    ns = kube_namespace
+    small = conf(tmp_path, plugin_kubeconfig, range="10.58.0.0/30")
+    assert [add(small, f"a{i}", f"a{i}", ns) for i in range(2)] == ["10.58.0.1/30", "10.58.0.2/30"]
+    result = call("ADD", small, "a2", "a2", ns)
+    assert result.returncode != 0 and "10.58.0.0/30" in result.stdout  # exhausted, and it says which range
+    wide = conf(tmp_path, plugin_kubeconfig, range="10.58.0.0/29")  # overlaps: shares the reservations
+    assert add(wide, "b0", "b0", ns) == "10.58.0.3/29"
+    assert kube.objects(ns, "ippools") == {}
+
+
+def test_sticky_address_comes_back_on_another_nodes_slice_without_the_mirror(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path, served: str
+) -> None:
+    ns = kube_namespace
+    write_slice_pool(kube, ns, "testnet", "10.59.0.0/27", "/28", [("n1", "10.59.0.0/28"), ("n2", "10.59.0.16/28")])
+    config = conf(tmp_path, plugin_kubeconfig, range="10.59.0.0/27", node_slice_size="/28", sticky="pod")
+    assert add(config, "old", "db-0", ns, node="n1") == "10.59.0.1/27"
+    delete(config, "old", "db-0", ns, node="n1")
+    assert add(config, "x", "web-0", ns, node="n1") == "10.59.0.2/27"  # n1's slice passes over the retained one
+    assert add(config, "new", "db-0", ns, node="n2") == "10.59.0.1/27"  # from n1's slice, on n2
+    assert add(config, "y", "web-1", ns, node="n2") == "10.59.0.16/27"
+    delete(config, "new", "db-0", ns, node="n2")
+    assert add(config, "newer", "db-0", ns, node="n1") == "10.59.0.1/27"
+    assert kube.objects(ns, "ippools") == {}
+
+
+def test_four_nodes_racing_without_the_mirror_hold_nothing_twice(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path
+) -> None:
+    """80 ADDs from 20 callers on four nodes (three daemons, one node's calls in process), then every DEL."""
+    ns = kube_namespace
+    config = conf(tmp_path, plugin_kubeconfig, range="10.60.0.0/24")
+    sockets = [str(tmp_path / f"node-{i}.sock") for i in range(3)] + [""]
+
+    def one(command: str, n: int) -> CNIResult:
+        node = n % 4
+        env = {"WHEREABOUTS_SOCKET": sockets[node]}  # "": in process
+        return call(command, config, f"ctr-{n}", f"pod-{n}", ns, node=f"node-{node}", env=env)
+
+    with ExitStack() as stack:
+        for sock in sockets[:3]:
+            stack.enter_context(running_daemon(sock))
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            results = list(pool.map(lambda n: one("ADD", n), range(80)))
+        assert all(r.returncode == 0 for r in results), [r.stdout for r in results if r.returncode][:3]
+        got = [r.addresses()[0].split("/")[0] for r in results]
+        assert len(set(got)) == 80, "an address handed out twice"
+        assert held(kube, ns) == {address: f"ctr-{n}" for n, address in enumerate(got)}
+        assert all(ipaddress.ip_address(a) in ipaddress.ip_network("10.60.0.0/24") for a in got)
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            dels = list(pool.map(lambda n: one("DEL", n), range(80)))
+        assert all(r.returncode == 0 for r in dels)
+        assert held(kube, ns) == {} and kube.objects(ns, "ippools") == {}
+
+
+def test_the_mirror_off_needs_overlapping_ranges(tmp_path: Path) -> None:
+    kube = {"kubeconfig": str(tmp_path / "k.kubeconfig"), "ippool_mirror": False}
+    with pytest.raises(InvalidConfig, match="ippool_mirror false with enable_overlapping_ranges false"):
+        parse_ipam({"type": "whereabouts", "range": "10.61.0.0/24", "kubernetes": kube,
+                    "enable_overlapping_ranges": False})  # fmt: skip
+    cfg = parse_ipam({"type": "whereabouts", "range": "10.61.0.0/24", "kubernetes": kube})
+    assert isinstance(cfg.store, KubernetesSettings) and not cfg.store.ippool_mirror
+    on = parse_ipam({"type": "whereabouts", "range": "10.61.0.0/24", "kubernetes": {**kube, "ippool_mirror": "true"}})
+    assert isinstance(on.store, KubernetesSettings) and on.store.ippool_mirror
+    with pytest.raises(InvalidConfig, match=r"kubernetes\.ippool_mirror"):
+        parse_ipam({"type": "whereabouts", "range": "10.61.0.0/24", "kubernetes": {**kube, "ippool_mirror": "no"}})
