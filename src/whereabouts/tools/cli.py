@@ -25,6 +25,7 @@ EXAMPLES = """examples:
   kubectl whereabouts --etcd http://10.0.0.9:2379 export > pools.json
   kubectl whereabouts --kubeconfig ~/.kube/config import pools.json
   kubectl whereabouts --config /etc/cni/net.d/macvlan.conf import host-local /var/lib/cni/networks/macvlan
+  kubectl whereabouts mirror off                     before kubernetes.ippool_mirror: false (no Go plugin left)
   kubectl-whereabouts --local-data-dir /var/lib/cni/whereabouts pools   (on a node, without kubectl)
 
 The datastore: --local-data-dir, --etcd, a network config (--config) or NAD (--nad), --kubeconfig, the flat
@@ -103,6 +104,12 @@ def parser() -> argparse.ArgumentParser:
     imp.add_argument("directory", nargs="?", default="", metavar="DIR", help="host-local's network directory")
     imp.add_argument("--ifname", default="eth0", help="host-local: for files that record no interface (eth0)")
     imp.add_argument("--node", default="", help="host-local: the node the addresses were made on (recorded)")
+    mirror = command("mirror", "off: give every IPPool entry its reservation before kubernetes.ippool_mirror false; "
+                     "on: write the IPPools from the reservations after it is true again",
+                     "kubectl whereabouts mirror off --dry-run")  # fmt: skip
+    mirror.add_argument("direction", choices=["off", "on"])
+    mirror.add_argument("--dry-run", action="store_true", help="say what would be written, change nothing")
+    mirror.add_argument("--prune", action="store_true", help="on: remove entries whose address has no reservation")
     completion = command("completion", "a shell completion script", "source <(kubectl-whereabouts completion bash)")
     completion.add_argument("shell", choices=["bash"])
     return top
@@ -156,6 +163,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise BadInput("release takes an ADDRESS or --pod NS/NAME (one of them)")
     if args.command == "import" and args.source == "host-local" and not args.directory:
         raise BadInput("import host-local needs host-local's network directory: import host-local DIR")
+    if args.command == "mirror" and args.prune and args.direction != "on":
+        raise BadInput("--prune goes with mirror on")
     if args.command == "check" and args.dry_run and not args.repair:
         raise BadInput("--dry-run goes with --repair (check alone changes nothing)")
     if args.namespace and args.all_namespaces:
@@ -183,6 +192,11 @@ def _run(args: argparse.Namespace, target: Target) -> tuple[str, int]:
 def _write_commands(args: argparse.Namespace, target: Target) -> tuple[str, int]:
     from whereabouts.tools import check, release, transfer
 
+    if args.command == "mirror":
+        from whereabouts.tools import mirror
+
+        lines, left = mirror.run(target, args.direction, dry_run=args.dry_run, prune=args.prune)
+        return "\n".join(lines), 1 if left else 0
     if args.command == "release":
         return "\n".join(release.run(target, args.address, args.pod, force=args.force, dry_run=args.dry_run,
                                      network=args.network)), 0  # fmt: skip

@@ -277,7 +277,7 @@ def _open(settings: StoreSettings, target: Target, *, create: bool) -> ToolStore
 
         client = target.kube()
         assert client is not None
-        return KubernetesStore(client)
+        return KubernetesStore(client, mirror=getattr(settings, "ippool_mirror", True))
     except WhereaboutsError as exc:
         raise ToolError(exc.msg) from None
 

@@ -1,0 +1,178 @@
+"""`mirror off|on`: the migration between a namespace whose IPPools mirror the per-address reservations (the Go
+plugin's format, kept while a Go plugin may run beside this one) and one where the reservations alone are the
+record (kubernetes.ippool_mirror false: no IPPool is read or written). docs/operators.md, "The IPPool mirror".
+
+- `off`, before the config is switched: every IPPool entry gets its reservation, labelled with its range (a
+  Go-plugin entry of a network written without overlapping ranges has none; a reservation the Go plugin wrote
+  has no labels). With the mirror off a call reads a pool as the reservations labelled with its range, so an
+  entry without one would be an address handed out twice. Entries and reservations that disagree are reported,
+  never changed (`check` says more).
+- `on`, after the config is switched back, before a Go plugin returns: each pool's entries are written from the
+  reservations (the pool created where there is none); with `--prune`, entries whose address has no reservation
+  go (they were frozen while the mirror was off: only for namespaces whose networks all use overlapping
+  ranges, whose every hold has a reservation).
+
+Every write is guarded (a reservation is created only where there is none; an entry is written only from what
+was read there), so either runs safely beside the plugin; run it again until it reports nothing to do.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from whereabouts.kube import resources
+from whereabouts.kube.client import Conflict, KubeClient
+from whereabouts.kube.resources import IPPOOLS, NODE_SLICE_POOLS, RESERVATIONS
+from whereabouts.model import Owner, PoolKey
+from whereabouts.ranges import format_ip, parse_request
+from whereabouts.tools.errors import BadInput
+from whereabouts.tools.target import Target
+
+MAX_OPS = 3000  # JSON patch operations per request
+
+
+def run(target: Target, direction: str, *, dry_run: bool, prune: bool) -> tuple[list[str], bool]:
+    """What was done (or would be, `dry_run`), and whether something is left that needs an operator."""
+    client = target.kube()
+    if target.datastore != "kubernetes" or client is None:
+        raise BadInput(f"mirror: the IPPool mirror is the Kubernetes datastore's; this target is {target.datastore}")
+    if direction == "off":
+        return mirror_off(client, target.networks(), dry_run=dry_run)
+    return mirror_on(client, target.networks(), dry_run=dry_run, prune=prune)
+
+
+def _nodes(client: KubeClient) -> dict[str, str]:
+    """Slice CIDR -> the node holding it, from every NodeSlicePool."""
+    nodes: dict[str, str] = {}
+    for obj in client.list(client.path(NODE_SLICE_POOLS)):
+        for node, cidr in resources.slice_listing(obj):
+            if node and cidr:
+                nodes.setdefault(cidr, node)
+    return nodes
+
+
+def mirror_off(client: KubeClient, networks: set[str], *, dry_run: bool) -> tuple[list[str], bool]:
+    reservations = {obj["metadata"]["name"]: obj for obj in client.list(client.path(RESERVATIONS))}
+    nodes = set(_nodes(client).values())
+    created = labelled = 0
+    lines: list[str] = []
+    for pool in client.list(client.path(IPPOOLS)):
+        key = resources.guess_pool_key(pool, networks, nodes)
+        if key is None:
+            continue
+        version, base = parse_request(key.cidr)
+        for offset, raw in sorted(resources.pool_entries(pool).items(), key=lambda item: int(item[0])):
+            owner, ip = resources.entry_owner(raw), base + int(offset)
+            name = resources.reservation_name(key.network, version, ip)
+            found = reservations.get(name)
+            if found is None:
+                created += 1
+                lines.append(f"create reservation {name} for {_who(owner)} (entry of IPPool {key.name})")
+                if not dry_run:
+                    obj = resources.reservation(name, owner, client.namespace, network=key.network, cidr=key.cidr,
+                                                address=(version, ip))  # fmt: skip
+                    try:
+                        client.create(client.path(RESERVATIONS), obj)
+                    except Conflict:
+                        lines.append(f"  {name} was created meanwhile: run mirror off again")
+                continue
+            holder = resources.reservation_owner(found)
+            if not holder.same_attachment(owner):
+                lines.append(f"left alone: IPPool {key.name} entry {format_ip(version, ip)} is {_who(owner)}, "
+                             f"its reservation {name} says {_who(holder)} (see kubectl whereabouts check)")  # fmt: skip
+                continue
+            labels = found["metadata"].get("labels") or {}
+            if resources.reservation_subnet(labels) != resources.pool_subnet(key):
+                labelled += 1
+                lines.append(f"label reservation {name} with its range {key.cidr}")
+                if not dry_run:
+                    wanted = resources.reservation_labels(holder, key.network, key.cidr)
+                    patch = {"metadata": {"labels": wanted, "resourceVersion": found["metadata"]["resourceVersion"]}}
+                    try:
+                        client.merge_patch(client.path(RESERVATIONS, name), patch)
+                    except Conflict:
+                        lines.append(f"  {name} changed meanwhile: run mirror off again")
+    verb = "would create" if dry_run else "created"
+    lines.append(f"{verb} {created} reservation(s), {'would label' if dry_run else 'labelled'} {labelled}; "
+                 "every pool entry has its reservation once this reports 0 and 0")  # fmt: skip
+    return lines, any(line.startswith("left alone") for line in lines)
+
+
+def mirror_on(client: KubeClient, networks: set[str], *, dry_run: bool, prune: bool) -> tuple[list[str], bool]:
+    slices = _nodes(client)
+    wanted: dict[PoolKey, dict[int, Owner]] = defaultdict(dict)
+    unlabelled = 0
+    for obj in client.list(client.path(RESERVATIONS)):
+        subnet = resources.reservation_subnet(obj["metadata"].get("labels") or {})
+        labelled = (obj["metadata"].get("labels") or {}).get(resources.NETWORK_LABEL, "")
+        address = resources.guess_reservation_address(obj, {*networks, labelled})
+        if subnet is None or address is None:
+            unlabelled += 1  # the Go plugin's (its entry is in the pool: it writes that first)
+            continue
+        network, _, ip = address
+        cidr = f"{format_ip(subnet[0], subnet[1])}/{subnet[2]}"
+        wanted[PoolKey(network, cidr, slices.get(cidr, ""))][ip] = resources.reservation_owner(obj)
+    lines: list[str] = []
+    written = removed = 0
+    for key in sorted(wanted):
+        for attempt in (1, 2, 3):
+            try:
+                added, gone = _write_pool(client, key, wanted[key], dry_run=dry_run, prune=prune, lines=lines)
+            except Conflict:
+                if attempt == 3:
+                    lines.append(f"IPPool {key.name} kept changing: run mirror on again")
+                continue
+            written, removed = written + added, removed + gone
+            break
+    if prune:
+        for pool in client.list(client.path(IPPOOLS)):
+            found = resources.guess_pool_key(pool, networks, set(slices.values()))
+            if found is not None and found not in wanted and resources.pool_entries(pool):
+                _, gone = _write_pool(client, found, {}, dry_run=dry_run, prune=True, lines=lines)
+                removed += gone
+    verb = "would write" if dry_run else "wrote"
+    lines.append(f"{verb} {written} IPPool entr(ies) from their reservations, "
+                 f"{'would remove' if dry_run else 'removed'} {removed} with no reservation "
+                 f"({unlabelled} reservation(s) without a range label left to their pool entries)")  # fmt: skip
+    return lines, False
+
+
+def _write_pool(
+    client: KubeClient, key: PoolKey, wanted: dict[int, Owner], *, dry_run: bool, prune: bool, lines: list[str]
+) -> tuple[int, int]:
+    """Make the pool's entries say what `wanted` says (and, `prune`, nothing else); (written, removed)."""
+    path = client.path(IPPOOLS, key.name)
+    _, base = parse_request(key.cidr)
+    obj = client.get(path)
+    if obj is None:
+        lines.append(f"create IPPool {key.name} with {len(wanted)} entr(ies)")
+        if not dry_run:
+            pool = resources.new_pool(key, client.namespace)
+            pool["spec"]["allocations"] = {str(ip - base): resources.entry(o) for ip, o in sorted(wanted.items())}
+            client.create(client.path(IPPOOLS), pool)
+        return len(wanted), 0
+    entries = resources.pool_entries(obj)
+    operations: list[Any] = []
+    written = removed = 0
+    for ip, owner in sorted(wanted.items()):
+        raw = entries.get(str(ip - base))
+        if raw != resources.entry(owner):
+            have = None if raw is None else resources.entry_owner(raw)
+            operations += resources.entry_patch(ip - base, owner, have, exact=have is not None)
+            written += 1
+    if prune:
+        for offset, raw in entries.items():
+            if base + int(offset) not in wanted:
+                operations += resources.entry_patch(offset, None, resources.entry_owner(raw), exact=True)
+                removed += 1
+    if written or removed:
+        lines.append(f"IPPool {key.name}: write {written}, remove {removed}")
+    if operations and not dry_run:
+        for start in range(0, len(operations), MAX_OPS):
+            client.patch(path, operations[start : start + MAX_OPS])
+    return written, removed
+
+
+def _who(owner: Owner) -> str:
+    return f"{owner.container_id}/{owner.ifname}" + (f" ({owner.podref})" if owner.podref else "")
