@@ -237,13 +237,16 @@ class KubeStore:
     kubeconfig: Path
     name: str = "kubernetes"
     admin: Admin | None = None
+    mirror: bool = True  # kubernetes.ippool_mirror (--no-ippool-mirror: the reservations alone)
 
     def ipam(self, node_dir: Path) -> dict[str, Any]:
-        return {"kubernetes": {"kubeconfig": str(self.kubeconfig)}}
+        return {"kubernetes": {"kubeconfig": str(self.kubeconfig), "ippool_mirror": self.mirror}}
 
     def holders(self) -> list[tuple[str, str]]:
         """(address, container ID) for every entry of every IPPool held (not retained for a sticky key),
-        checked against the reservations of held addresses."""
+        checked against the reservations of held addresses (with the mirror off: the reservations)."""
+        if not self.mirror:
+            return sorted(self._reserved())
         found = [(address, entry["id"]) for address, entry in self._entries() if not entry.get("retained")]
         return found if set(found) == self._reserved() else [*found, ("pool/reservation mismatch", "")]
 
@@ -260,6 +263,8 @@ class KubeStore:
         """Held in `subnet` (the reservations' names are their addresses here: no network_name), else anywhere."""
         within = ip_network(subnet or "0.0.0.0/0")
         reserved = sum(1 for name, _ in self._reserved() if ip_address(name) in within)
+        if not self.mirror:
+            return Left(reserved, reserved)
         entries = sum(1 for a, entry in self._entries() if not entry.get("retained") and ip_address(a) in within)
         return Left(reserved, entries)
 
@@ -269,6 +274,10 @@ class KubeStore:
         if self.admin is None:
             self.admin = Admin(self.server)
         within, held = ip_network(subnet), 0
+        if not self.mirror:
+            reservations = self.admin.send("GET", _crd_path("overlappingrangeipreservations"))["items"]
+            return sum(1 for r in reservations if r["spec"].get("state") != "retained"
+                       and ip_address(r["metadata"]["name"]) in within)  # fmt: skip
         for pool in self.admin.send("GET", _crd_path("ippools"))["items"]:
             base = int(ip_network(pool["spec"]["range"]).network_address)
             for offset, entry in (pool["spec"].get("allocations") or {}).items():
@@ -279,6 +288,8 @@ class KubeStore:
         """Wait until the IPPools show what the reservations hold (a mirror written in batches, off the call's
         path, lags them); the seconds that took (`timeout` if they never agreed)."""
         start = time.perf_counter()
+        if not self.mirror:
+            return 0.0
         for attempt in range(1_000_000):
             found = {(address, entry["id"]) for address, entry in self._entries() if not entry.get("retained")}
             if found == self._reserved():
@@ -346,6 +357,9 @@ class KubeStore:
 
         with ThreadPoolExecutor(max_workers=PREFILL_THREADS) as pool:
             list(pool.map(reserve, owners))
+        if not self.mirror:
+            admin.close()
+            return time.perf_counter() - began
         entries = {str(offset): resources.entry(owner.named(netconf)) for offset, owner in owners.items()}
         path = _crd_path("ippools", key.name)
         if admin.send("GET", path, missing_ok=True) is None:
@@ -435,7 +449,7 @@ def etcd_store(tmp: Path) -> Iterator[EtcdStore]:
 
 
 @contextmanager
-def kube_store(tmp: Path) -> Iterator[KubeStore]:
+def kube_store(tmp: Path, mirror: bool = True) -> Iterator[KubeStore]:
     server = KubeAPIServer(tmp / "kube", kube_tools())
     try:
         server.start()
@@ -443,7 +457,7 @@ def kube_store(tmp: Path) -> Iterator[KubeStore]:
         server.namespace_for_plugin(NAMESPACE)
         path = tmp / "plugin.kubeconfig"  # JSON, as install-cni writes it on a node
         config = server.kubeconfig(path, token=server.plugin_token, namespace=NAMESPACE, as_json=True)
-        yield KubeStore(server, config)
+        yield KubeStore(server, config, mirror=mirror)
     finally:
         server.stop()  # the apiserver, then its etcd
 
@@ -826,6 +840,7 @@ class Options:
     src: Path | None = None  # import whereabouts from there (another revision) in the plugin and the daemons
     relay: str = "python"  # the executable the runtime execs: the Python plugin, or the compiled relay beside it
     node_cpu_before_ms: float = NODE_CPU_BEFORE_MS  # the node CPU per call the goal is a third of
+    ippool_mirror: bool = True  # kubernetes.ippool_mirror
 
 
 @dataclass(frozen=True)
@@ -911,7 +926,7 @@ def workload_pods(settings: Settings) -> list[tuple[str, int]]:
 def measure_store(name: str, settings: Settings, tmp: Path, options: Options) -> Measured:
     print(f"Starting {name} ...", flush=True)
     started = time.perf_counter()
-    with etcd_store(tmp) if name == "etcd" else kube_store(tmp) as store:
+    with etcd_store(tmp) if name == "etcd" else kube_store(tmp, options.ippool_mirror) as store:
         print(f"  ready in {time.perf_counter() - started:.1f}s", flush=True)
         measured = measure(store, settings, tmp, options)
     print(f"  {name} stopped", flush=True)
@@ -1316,6 +1331,8 @@ def main() -> None:
                         "build-relay.sh) with the Python plugin beside it, as install-cni lays them out")  # fmt: skip
     parser.add_argument("--node-cpu-before", type=float, default=NODE_CPU_BEFORE_MS, metavar="MS",
                         help="node CPU per call before issue 16 (scale, daemons): the goal is a third")  # fmt: skip
+    parser.add_argument("--no-ippool-mirror", action="store_true",
+                        help="kubernetes.ippool_mirror false: the reservations alone, no IPPool written")  # fmt: skip
     parser.add_argument("--src", type=Path, metavar="DIR",
                         help="import whereabouts from DIR (another revision's src/) in plugin and daemons")  # fmt: skip
     args = parser.parse_args()
@@ -1328,7 +1345,8 @@ def main() -> None:
     settings = replace(base, sticky=args.sticky or "", workload=args.workload, slice_size=args.node_slices)
     calls = args.series_calls or (QUICK_SERIES_CALLS if args.quick else SERIES_CALLS)
     src = args.src.resolve() if args.src else None
-    options = Options(args.node_daemon, args.pool_sizes, calls, src, args.relay, args.node_cpu_before)
+    options = Options(args.node_daemon, args.pool_sizes, calls, src, args.relay, args.node_cpu_before,
+                      not args.no_ippool_mirror)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-stores-") as tmp:
         result = run(settings, names, Path(tmp), options)
     if args.json:
