@@ -4,15 +4,17 @@ for the session, hands the call over; tests/node/test_daemon.py covers the Pytho
 runs on the local store alone; an `in_process_only` test is about the executable itself.
 
 A datastore is one entry here: a name and how to build it from the test's fixtures (fetched lazily, so a run
-of the local cases alone never starts a server).
+of the local cases alone never starts a server). WHEREABOUTS_TEST_DATASTORES (comma-separated names) runs the
+suite on those alone, OPTIONAL ones included (kubernetes-nomirror: kubernetes.ippool_mirror false).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 import pytest
-from datastores import EtcdDatastore, KubernetesDatastore
+from datastores import EtcdDatastore, KubernetesDatastore, UnmirroredKubernetesDatastore
 
 from support import PLUGIN, Datastore, LocalDatastore, running_daemon, served_through, using_datastore
 
@@ -25,12 +27,22 @@ DATASTORES: dict[str, Callable[[pytest.FixtureRequest], Datastore]] = {
         request.getfixturevalue("plugin_kubeconfig"),
     ),
 }
+OPTIONAL: dict[str, Callable[[pytest.FixtureRequest], Datastore]] = {
+    "kubernetes-nomirror": lambda request: UnmirroredKubernetesDatastore(
+        request.getfixturevalue("kube"),
+        request.getfixturevalue("kube_namespace"),
+        request.getfixturevalue("plugin_kubeconfig"),
+    ),
+}
+# a run on chosen datastores (kubernetes-nomirror, say); `local_only` cases run on the local one whatever is chosen
+CHOSEN = [name for name in os.environ.get("WHEREABOUTS_TEST_DATASTORES", "").split(",") if name] or list(DATASTORES)
+DATASTORES = {**DATASTORES, **OPTIONAL}
 SERVED = ("in-process", "daemon")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
-        names = ["local"] if metafunc.definition.get_closest_marker("local_only") else list(DATASTORES)
+        names = ["local"] if metafunc.definition.get_closest_marker("local_only") else CHOSEN
         metafunc.parametrize("backend", names, indirect=True)
     if "served" in metafunc.fixturenames:
         ways = SERVED[:1] if metafunc.definition.get_closest_marker("in_process_only") else SERVED

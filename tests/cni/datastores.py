@@ -78,3 +78,22 @@ class KubernetesDatastore:
             for o in self.server.objects(self.namespace, "overlappingrangeipreservations").values()
         }
         return sorted(held), reserved
+
+
+@dataclass(frozen=True)
+class UnmirroredKubernetesDatastore(KubernetesDatastore):
+    """The Kubernetes datastore with kubernetes.ippool_mirror false: the reservations alone, no IPPool written.
+    Not in the default suite (a case that turns overlapping ranges off is a config error here): run it with
+    WHEREABOUTS_TEST_DATASTORES=kubernetes-nomirror (tests/cni/conftest.py)."""
+
+    def ipam(self, data_dir: Path) -> dict[str, Any]:
+        kube = {"kubeconfig": str(self.kubeconfig), "ippool_mirror": False}
+        return {"local_data_dir": str(data_dir), "kubernetes": kube}
+
+    def held(self, data_dir: Path) -> list[Held]:
+        assert not (data_dir / "whereabouts.db").exists(), "a kubernetes-configured call wrote to the local store"
+        assert self.server.objects(self.namespace, "ippools") == {}, "an IPPool was written with the mirror off"
+        return sorted(
+            (o["spec"].get("address", ""), o["spec"]["containerid"], o["spec"].get("ifname", ""))
+            for o in self.server.objects(self.namespace, "overlappingrangeipreservations").values()
+        )
