@@ -41,6 +41,13 @@ def resv(name: str, cid: str, podref: str, ifname: str = "net1", *, age: float =
     return {"metadata": meta, "spec": {"containerid": cid, "podref": podref, "ifname": ifname}}
 
 
+def retained(reservation: dict[str, Any], *, expires: int) -> dict[str, Any]:
+    """The reservation as a sticky DEL leaves it: retained for its pod's key until `expires`."""
+    podref = reservation["spec"]["podref"]
+    sticky = {"sticky": f"pod:{podref}/net1", "retained": int(NOW) - 600, "expires": expires, "state": "retained"}
+    return {**reservation, "spec": {**reservation["spec"], **sticky}}
+
+
 def pod(ref: str, phase: str = "Running", *, node: str = "n1", deleting: bool = False, annotated: bool = True) -> dict:
     namespace, name = ref.split("/")
     meta: dict[str, Any] = {"namespace": namespace, "name": name, "uid": f"uid-{name}"}
@@ -173,6 +180,20 @@ CASES = {
     "lone reservation, pod gone: released": (
         [pool("10.0.0.0-24", "10.0.0.0/24")],
         [resv("10.0.0.5", *A, age=1)],
+        [],
+        {**NONE, "lone": ["10.0.0.5"]},
+        "",
+    ),
+    "lone retained reservation, pod gone, not expired: kept for its sticky key (a mirror behind, or none)": (
+        [],
+        [retained(resv("10.0.0.5", *A), expires=int(NOW) + 60)],
+        [],
+        NONE,
+        "retained for its sticky key",
+    ),
+    "lone retained reservation, pod gone, expired: released": (
+        [],
+        [retained(resv("10.0.0.5", *A), expires=int(NOW) - 60)],
         [],
         {**NONE, "lone": ["10.0.0.5"]},
         "",
