@@ -39,10 +39,14 @@ def test_mirror_off_then_on_keeps_every_holder(
     (tmp_path / "off.conf").write_text(json.dumps(off))  # the tools read what the config says: the reservations
     pools = json.loads(bed.tool("--config", str(tmp_path / "off.conf"), "pools", "-o", "json").ok().stdout)
     assert [(p["range"], p["held"]) for p in pools["items"]] == [("10.62.0.0/29", 4)]
+    assert bed.tool("--config", str(tmp_path / "off.conf"), "check").returncode == 0  # lone reservations: normal
+    finished = bed.tool("mirror", "off", "--finish").ok().stdout
+    assert "removed 2 frozen entr(ies) backed by their reservation; kept 0" in finished
+    assert kube.objects(kube_namespace, "ippools")["10.62.0.0-29"]["spec"].get("allocations") in ({}, None)
 
     bed.delete_pod("go-0")  # (a pod gone: `on` writes what the reservations say, the reconciler judges pods)
     done = bed.tool("mirror", "on", "--prune").ok().stdout
-    assert "IPPool 10.62.0.0-29: write 2, remove 0" in done
+    assert "IPPool 10.62.0.0-29: write 4, remove 0" in done
     pool = kube.objects(kube_namespace, "ippools")["10.62.0.0-29"]["spec"]["allocations"]
     assert {k: e["id"] for k, e in pool.items()} == {"1": "ctr-go1", "2": "ctr-go2", "4": "ctr-new1",
                                                     "5": "ctr-new2"}  # fmt: skip
@@ -65,6 +69,7 @@ def test_mirror_on_prunes_entries_released_while_it_was_off(
     bed.tool("mirror", "on", "--prune").ok()
     assert set(kube.objects(kube_namespace, "ippools")["10.62.0.0-29"]["spec"]["allocations"]) == {"2"}
     assert "--prune goes with mirror on" in bed.tool("mirror", "off", "--prune").stderr
+    assert "--finish goes with mirror off" in bed.tool("mirror", "on", "--finish").stderr
 
 
 def conf(tmp_path: Path, kubeconfig: Path, *, mirror: bool) -> dict[str, Any]:

@@ -34,6 +34,7 @@ class KubeReading:
     keys: dict[str, PoolKey]  # IPPool name -> its key
     slice_pools: list[dict[str, Any]]
     nads: list[dict[str, Any]]
+    mirrored: bool = True  # kubernetes.ippool_mirror, as the target's config says: false, a lone reservation is normal
 
 
 def read(target: Target, client: KubeClient, log: Callable[[str], None]) -> KubeReading:
@@ -45,7 +46,7 @@ def read(target: Target, client: KubeClient, log: Callable[[str], None]) -> Kube
     keys = {name: key for name, obj in reading.pools.items()
             if (key := guess_pool_key(obj, target.networks(), nodes)) is not None}  # fmt: skip
     nads = client.list(client.resource(NADS, group=NAD_GROUP, version=NAD_VERSION))
-    return KubeReading(reading, planned, keys, slice_pools, nads)
+    return KubeReading(reading, planned, keys, slice_pools, nads, getattr(target.settings, "ippool_mirror", True))
 
 
 def findings(read: KubeReading) -> list[Finding]:
@@ -81,6 +82,8 @@ def _from_plan(read: KubeReading, network: dict[str, str]) -> list[Finding]:
         what = f"OverlappingRangeIPReservation {reservation.name}"
         if reservation.name in releasing:
             found.append(Finding("orphan-reservation", what, "", releasing[reservation.name], ERROR, "release"))
+            continue
+        if not read.mirrored:  # the reservations are the record: none has a pool entry
             continue
         young = reservation.created is not None and time.time() - reservation.created <= GRACE
         reason = kept_reasons.get(reservation.describe(), "no pool entry stands behind it")

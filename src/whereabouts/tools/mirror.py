@@ -32,11 +32,13 @@ from whereabouts.tools.target import Target
 MAX_OPS = 3000  # JSON patch operations per request
 
 
-def run(target: Target, direction: str, *, dry_run: bool, prune: bool) -> tuple[list[str], bool]:
+def run(target: Target, direction: str, *, dry_run: bool, prune: bool, finish: bool = False) -> tuple[list[str], bool]:
     """What was done (or would be, `dry_run`), and whether something is left that needs an operator."""
     client = target.kube()
     if target.datastore != "kubernetes" or client is None:
         raise BadInput(f"mirror: the IPPool mirror is the Kubernetes datastore's; this target is {target.datastore}")
+    if direction == "off" and finish:
+        return finish_off(client, target.networks(), dry_run=dry_run)
     if direction == "off":
         return mirror_off(client, target.networks(), dry_run=dry_run)
     return mirror_on(client, target.networks(), dry_run=dry_run, prune=prune)
@@ -97,6 +99,44 @@ def mirror_off(client: KubeClient, networks: set[str], *, dry_run: bool) -> tupl
     lines.append(f"{verb} {created} reservation(s), {'would label' if dry_run else 'labelled'} {labelled}; "
                  "every pool entry has its reservation once this reports 0 and 0")  # fmt: skip
     return lines, any(line.startswith("left alone") for line in lines)
+
+
+def finish_off(client: KubeClient, networks: set[str], *, dry_run: bool) -> tuple[list[str], bool]:
+    """After kubernetes.ippool_mirror is false on every node: remove the frozen IPPool entries whose address's
+    reservation names the same attachment (the reservation is the record; frozen, the entry would mislead
+    readers of the Go format). An entry with no such reservation is the only record of its address (a network
+    still written without overlapping ranges) or of one released since: listed, never removed."""
+    reservations = {obj["metadata"]["name"]: obj for obj in client.list(client.path(RESERVATIONS))}
+    nodes = set(_nodes(client).values())
+    lines: list[str] = []
+    removed = kept = 0
+    for pool in client.list(client.path(IPPOOLS)):
+        key = resources.guess_pool_key(pool, networks, nodes)
+        entries = resources.pool_entries(pool)
+        if key is None or not entries:
+            continue
+        version, base = parse_request(key.cidr)
+        operations: list[Any] = []
+        for offset, raw in sorted(entries.items(), key=lambda item: int(item[0])):
+            owner = resources.entry_owner(raw)
+            found = reservations.get(resources.reservation_name(key.network, version, base + int(offset)))
+            if found is not None and resources.reservation_owner(found).same_attachment(owner):
+                operations += resources.entry_patch(offset, None, owner, exact=True)
+                removed += 1
+            else:
+                kept += 1
+                address = format_ip(version, base + int(offset))
+                lines.append(f"kept: IPPool {key.name} entry {address} of {_who(owner)}: no reservation of its "
+                             "attachment (its only record, or released since)")  # fmt: skip
+        if operations and not dry_run:
+            try:
+                for start in range(0, len(operations), MAX_OPS):
+                    client.patch(client.path(IPPOOLS, key.name), operations[start : start + MAX_OPS])
+            except Conflict:
+                lines.append(f"IPPool {key.name} changed meanwhile (a node still mirrors it?): run it again")
+    lines.append(f"{'would remove' if dry_run else 'removed'} {removed} frozen entr(ies) backed by their "
+                 f"reservation; kept {kept}")  # fmt: skip
+    return lines, False
 
 
 def mirror_on(client: KubeClient, networks: set[str], *, dry_run: bool, prune: bool) -> tuple[list[str], bool]:
