@@ -155,3 +155,16 @@ def test_the_mirror_off_needs_overlapping_ranges(tmp_path: Path) -> None:
     assert isinstance(on.store, KubernetesSettings) and on.store.ippool_mirror
     with pytest.raises(InvalidConfig, match=r"kubernetes\.ippool_mirror"):
         parse_ipam({"type": "whereabouts", "range": "10.61.0.0/24", "kubernetes": {**kube, "ippool_mirror": "no"}})
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [("web-0", True), ("", True), ("a" * 63, True), ("a" * 64, False), ("web,x=y", False), ("web!", False),
+     ("-web", False), ("web in (a)", False)],
+)  # fmt: skip
+def test_only_a_label_value_goes_into_a_label_selector(text: str, ok: bool) -> None:
+    """A sticky key's pod names narrow the LIST of its reservations only when they are label values: a name
+    carrying a selector's syntax would add requirements of its own."""
+    from whereabouts.kube.resources import is_label_value
+
+    assert is_label_value(text) is ok

@@ -25,10 +25,13 @@ slices (whereabouts.nodeslice) and the controllers all read and build them here.
 from __future__ import annotations
 
 import hashlib
+import re
 
 from whereabouts.iptext import parse_network
 from whereabouts.model import Owner, PodFacts, PoolKey, PoolState, SlicePool
 from whereabouts.ranges import format_ip, parse_request
+
+_LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 if TYPE_CHECKING:
@@ -268,6 +271,11 @@ def pool_subnet(key: PoolKey) -> tuple[int, int, int]:
     """(IP version, network, prefix) of a pool's range: what reservation_subnet reads from its reservations."""
     version, base = parse_request(key.cidr)
     return version, base, int(key.cidr.partition("/")[2])
+
+
+def is_label_value(text: str) -> bool:
+    """Whether `text` can be a label's value (and so a label selector's operand, nothing more)."""
+    return len(text) <= 63 and (not text or _LABEL_VALUE.fullmatch(text) is not None)
 
 
 def reservation_subnet(labels: dict[str, str]) -> tuple[int, int, int] | None:

@@ -383,7 +383,7 @@ class KubernetesStore:
         namespace, _, pod = rest.partition("/")
         pod = pod.partition("/")[0]
         selector = f"{resources.STICKY_LABEL}={kind}"
-        if kind == "pod" and len(namespace) <= 63 and len(pod) <= 63:  # the pod's labels (if it could have them)
+        if kind == "pod" and resources.is_label_value(namespace) and resources.is_label_value(pod):  # its labels
             selector += f",{resources.POD_NAMESPACE_LABEL}={namespace},{resources.POD_NAME_LABEL}={pod}"
         return self._pools_where(network, lambda owner: owner.sticky == sticky, selector)
 
