@@ -217,3 +217,19 @@ def test_retained_address_on_another_slice_is_found_by_its_reservation_before_th
     path = f"/apis/whereabouts.cni.cncf.io/v1alpha1/namespaces/{ns}/ippools/n1-10.56.0.0-28"
     kube.request_patch(path, {"spec": {"allocations": {"1": None}}})  # as if the mirror had not written it yet
     assert add(config, "new", "db-0", ns, node="n2") == "10.56.0.1/27"  # by its retained reservation
+
+
+def test_retained_address_on_another_slice_is_found_before_its_pool_exists(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path
+) -> None:
+    """A node daemon creates a slice's IPPool a moment after the first reservation taken in it: a lookup that goes
+    from the IPPools to the reservations would find no pool to look in meanwhile."""
+    ns = kube_namespace
+    slices = [("n1", "10.63.0.0/28"), ("n2", "10.63.0.16/28")]
+    write_slice_pool(kube, ns, "testnet", "10.63.0.0/27", "/28", slices)
+    config = conf(tmp_path, plugin_kubeconfig, range="10.63.0.0/27", node_slice_size="/28", sticky="pod")
+    assert add(config, "old", "db-0", ns, node="n1") == "10.63.0.1/27"
+    delete(config, "old", "db-0", ns, node="n1")
+    kube.mirrored_pools(ns)
+    kube.request("DELETE", f"/apis/whereabouts.cni.cncf.io/v1alpha1/namespaces/{ns}/ippools/n1-10.63.0.0-28")
+    assert add(config, "new", "db-0", ns, node="n2") == "10.63.0.1/27"  # by its retained reservation

@@ -355,17 +355,19 @@ class KubernetesStore:
                     subnet = resources.reservation_subnet(obj["metadata"].get("labels") or {})
                     subnets.add(subnet)
                     self.learned[address] = (subnet, owner)
+        # the pools those reservations were taken in: the IPPools of their ranges, else (no IPPool yet: a daemon's
+        # mirror has not created it, or there is no mirror) the keys their ranges make
+        pooled: dict[tuple[int, int, int], list[PoolKey]] = {}
         for obj in listed:
-            key = resources.pool_key(obj, network)
-            if key is not None and resources.pool_subnet(key) in subnets:
-                found.add(key)
-        if not self.mirror:
-            found.update(self._keys_of(network, {subnet for subnet in subnets if subnet is not None}))
+            if (key := resources.pool_key(obj, network)) is not None:
+                pooled.setdefault(resources.pool_subnet(key), []).append(key)
+        found.update(key for subnet in subnets if subnet in pooled for key in pooled[subnet])
+        found.update(self._keys_of(network, {s for s in subnets if s is not None and s not in pooled}))
         return sorted(found)
 
     def _keys_of(self, network: str, subnets: set[tuple[int, int, int]]) -> set[PoolKey]:
-        """With the mirror off, the pools (no IPPool objects) the reservations were taken in: a node's slice
-        (a NodeSlicePool lists it) or a whole range."""
+        """The pools the reservations were taken in (their IPPools may not exist: not mirrored yet, or no mirror):
+        a node's slice (a NodeSlicePool lists it) or a whole range."""
         if not subnets:
             return set()
         nodes: dict[str, str] = {}
