@@ -32,10 +32,11 @@ from whereabouts.model import Owner, PodFacts, PoolKey, PoolState, SlicePool
 from whereabouts.ranges import format_ip, parse_request
 
 _LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+MAX_PATCH_OPS = 3000  # JSON patch operations per request (a test and a write per entry, and their guards)
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 if TYPE_CHECKING:
-    from collections.abc import Collection, Mapping
+    from collections.abc import Collection, Iterable, Mapping
     from typing import Any
 
     Read = Mapping[str, Any]  # an object as the API server gave it
@@ -291,6 +292,20 @@ def reservation_subnet(labels: dict[str, str]) -> tuple[int, int, int] | None:
     return None
 
 
+def labelled_reservations(
+    listed: Iterable[Read], networks: Collection[str]
+) -> dict[tuple[str, int, int], tuple[tuple[int, int, int], Owner]]:
+    """(network, version, ip) -> (the range it was taken in, as reservation_subnet reads it; its holder), for the
+    listed reservations that say their range (a Go plugin's say none)."""
+    found = {}
+    for obj in listed:
+        subnet = reservation_subnet((obj.get("metadata") or {}).get("labels") or {})
+        address = guess_reservation_address(obj, networks)
+        if subnet is not None and address is not None:
+            found[address] = (subnet, reservation_owner(obj))
+    return found
+
+
 def reservation_patch(obj: Read, previous: Owner) -> list[Object]:
     """JSON patch operations turning a reservation held by `previous` into `obj` (its spec and labels): the
     `test`s fail the patch whole (TestFailed) if it is someone else's now."""
@@ -341,6 +356,24 @@ def slice_listing(obj: Read | None) -> tuple[tuple[str, str], ...]:
     """status.allocations as (nodeName, sliceRange) pairs, in their order ("" node: a free slice)."""
     entries = ((obj or {}).get("status") or {}).get("allocations") or []
     return tuple((str(e.get("nodeName") or ""), str(e.get("sliceRange") or "")) for e in entries)
+
+
+def slice_nodes(listed: Iterable[Read]) -> dict[str, str]:
+    """Slice CIDR -> the node holding it, from listed NodeSlicePools (free slices left out)."""
+    nodes: dict[str, str] = {}
+    for obj in listed:
+        for node, cidr in slice_listing(obj):
+            if node and cidr:
+                nodes.setdefault(cidr, node)
+    return nodes
+
+
+def subnet_pool_key(network: str, subnet: tuple[int, int, int], nodes: Mapping[str, str]) -> PoolKey:
+    """The pool a reservation of `network` labelled with `subnet` (reservation_subnet) was taken in: the slice
+    of the node `nodes` (slice_nodes) says holds it, else a whole range's pool."""
+    version, base, prefix = subnet
+    cidr = f"{format_ip(version, base)}/{prefix}"
+    return PoolKey(network, cidr, nodes.get(cidr, ""))
 
 
 def slice_pool_value(obj: Read, where: str) -> SlicePool:

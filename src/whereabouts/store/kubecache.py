@@ -49,7 +49,6 @@ MIRROR_SHARE = 10  # ... and at least this many times what the last round of pat
 MIRROR_MAX_PAUSE = 2.0  # ... but no more than this (a slow round under load must not leave the pools stale)
 MIRROR_MAX_BACKOFF = 30.0  # seconds between rounds at most while the server fails
 SYNC_WAIT = 5.0  # seconds a first call waits for the cache to fill before reading the server itself
-MAX_OPS = 3000  # JSON patch operations per request (a test and a write per entry, and their guards)
 CONFIRM_BY_LIST = 8  # removals confirmed by one LIST of the reservations rather than a GET each
 COMPLAIN_EVERY = 10.0  # seconds between log lines about a mirror that cannot be written
 ADOPT_EVERY = 300.0  # seconds between full comparisons of a pool served with its reservations
@@ -422,8 +421,8 @@ class MirrorWriter:
             if not operations:
                 return
             try:
-                for start in range(0, len(operations), MAX_OPS):
-                    self.cache.pools.put(self.client.patch(path, operations[start : start + MAX_OPS]))
+                for start in range(0, len(operations), resources.MAX_PATCH_OPS):
+                    self.cache.pools.put(self.client.patch(path, operations[start : start + resources.MAX_PATCH_OPS]))
                     self.writes += 1
                 return
             except Conflict:

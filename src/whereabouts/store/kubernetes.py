@@ -30,7 +30,7 @@ from whereabouts.kube.client import Conflict, KubeClient
 from whereabouts.kube.credentials import load_credentials
 from whereabouts.kube.resources import ATTACHMENT_LABEL, IPPOOLS, NODE_SLICE_POOLS, RESERVATIONS, reservation_name
 from whereabouts.model import Change, ChangeSet, Owner, PodFacts, PoolKey, PoolState, SlicePool, Snapshot
-from whereabouts.ranges import format_ip, parse_request
+from whereabouts.ranges import parse_request
 from whereabouts.store.nodelock import node_locks
 
 if TYPE_CHECKING:
@@ -370,15 +370,8 @@ class KubernetesStore:
         a node's slice (a NodeSlicePool lists it) or a whole range."""
         if not subnets:
             return set()
-        nodes: dict[str, str] = {}
-        for obj in self.client.list(self.client.path(NODE_SLICE_POOLS)):
-            for node, cidr in resources.slice_listing(obj):
-                nodes.setdefault(cidr, node)
-        found = set()
-        for version, base, prefix in subnets:
-            cidr = f"{format_ip(version, base)}/{prefix}"
-            found.add(PoolKey(network, cidr, nodes.get(cidr, "")))
-        return found
+        nodes = resources.slice_nodes(self.client.list(self.client.path(NODE_SLICE_POOLS)))
+        return {resources.subnet_pool_key(network, subnet, nodes) for subnet in subnets}
 
     def pools_with_sticky(self, network: str, sticky: str) -> list[PoolKey]:
         kind, _, rest = sticky.partition(":")
@@ -398,24 +391,12 @@ class KubernetesStore:
                  for node, _ in resources.slice_listing(obj)}  # fmt: skip
         if not self.mirror:  # no IPPools: the ranges the reservations were taken in
             subnets: dict[str, set[tuple[int, int, int]]] = {}
-            for address, (subnet, _) in self._labelled_reservations(networks).items():
+            listed = self.client.list(self.client.path(RESERVATIONS))
+            for address, (subnet, _) in resources.labelled_reservations(listed, networks).items():
                 subnets.setdefault(address[0], set()).add(subnet)
             return sorted(key for network, taken in subnets.items() for key in self._keys_of(network, taken))
         listed = self.client.list(self.client.path(IPPOOLS))
         return sorted(k for k in (resources.guess_pool_key(obj, networks, nodes) for obj in listed) if k is not None)
-
-    def _labelled_reservations(
-        self, networks: Collection[str]
-    ) -> dict[tuple[str, int, int], tuple[tuple[int, int, int], Owner]]:
-        """(network, version, ip) -> ((version, network, prefix) of its range, holder), for every reservation
-        that says its range."""
-        found = {}
-        for obj in self.client.list(self.client.path(RESERVATIONS)):
-            subnet = resources.reservation_subnet(obj["metadata"].get("labels") or {})
-            address = resources.guess_reservation_address(obj, networks)
-            if subnet is not None and address is not None:
-                found[address] = (subnet, resources.reservation_owner(obj))
-        return found
 
     def tally(self, key: PoolKey, spans: Sequence[tuple[int, int]]) -> list[Tally]:
         from whereabouts.inventory import tally_allocations

@@ -27,9 +27,8 @@ from whereabouts.kube.resources import IPPOOLS, NODE_SLICE_POOLS, RESERVATIONS
 from whereabouts.model import Owner, PoolKey
 from whereabouts.ranges import format_ip, parse_request
 from whereabouts.tools.errors import BadInput
+from whereabouts.tools.findings import who
 from whereabouts.tools.target import Target
-
-MAX_OPS = 3000  # JSON patch operations per request
 
 
 def run(target: Target, direction: str, *, dry_run: bool, prune: bool, finish: bool = False) -> tuple[list[str], bool]:
@@ -45,13 +44,12 @@ def run(target: Target, direction: str, *, dry_run: bool, prune: bool, finish: b
 
 
 def _nodes(client: KubeClient) -> dict[str, str]:
-    """Slice CIDR -> the node holding it, from every NodeSlicePool."""
-    nodes: dict[str, str] = {}
-    for obj in client.list(client.path(NODE_SLICE_POOLS)):
-        for node, cidr in resources.slice_listing(obj):
-            if node and cidr:
-                nodes.setdefault(cidr, node)
-    return nodes
+    return resources.slice_nodes(client.list(client.path(NODE_SLICE_POOLS)))
+
+
+def _patch(client: KubeClient, path: str, operations: list[Any]) -> None:
+    for start in range(0, len(operations), resources.MAX_PATCH_OPS):
+        client.patch(path, operations[start : start + resources.MAX_PATCH_OPS])
 
 
 def mirror_off(client: KubeClient, networks: set[str], *, dry_run: bool) -> tuple[list[str], bool]:
@@ -70,7 +68,7 @@ def mirror_off(client: KubeClient, networks: set[str], *, dry_run: bool) -> tupl
             found = reservations.get(name)
             if found is None:
                 created += 1
-                lines.append(f"create reservation {name} for {_who(owner)} (entry of IPPool {key.name})")
+                lines.append(f"create reservation {name} for {who(owner)} (entry of IPPool {key.name})")
                 if not dry_run:
                     obj = resources.reservation(name, owner, client.namespace, network=key.network, cidr=key.cidr,
                                                 address=(version, ip))  # fmt: skip
@@ -81,8 +79,8 @@ def mirror_off(client: KubeClient, networks: set[str], *, dry_run: bool) -> tupl
                 continue
             holder = resources.reservation_owner(found)
             if not holder.same_attachment(owner):
-                lines.append(f"left alone: IPPool {key.name} entry {format_ip(version, ip)} is {_who(owner)}, "
-                             f"its reservation {name} says {_who(holder)} (see kubectl whereabouts check)")  # fmt: skip
+                lines.append(f"left alone: IPPool {key.name} entry {format_ip(version, ip)} is {who(owner)}, "
+                             f"its reservation {name} says {who(holder)} (see kubectl whereabouts check)")  # fmt: skip
                 continue
             labels = found["metadata"].get("labels") or {}
             if resources.reservation_subnet(labels) != resources.pool_subnet(key):
@@ -126,12 +124,11 @@ def finish_off(client: KubeClient, networks: set[str], *, dry_run: bool) -> tupl
             else:
                 kept += 1
                 address = format_ip(version, base + int(offset))
-                lines.append(f"kept: IPPool {key.name} entry {address} of {_who(owner)}: no reservation of its "
+                lines.append(f"kept: IPPool {key.name} entry {address} of {who(owner)}: no reservation of its "
                              "attachment (its only record, or released since)")  # fmt: skip
         if operations and not dry_run:
             try:
-                for start in range(0, len(operations), MAX_OPS):
-                    client.patch(client.path(IPPOOLS, key.name), operations[start : start + MAX_OPS])
+                _patch(client, client.path(IPPOOLS, key.name), operations)
             except Conflict:
                 lines.append(f"IPPool {key.name} changed meanwhile (a node still mirrors it?): run it again")
     lines.append(f"{'would remove' if dry_run else 'removed'} {removed} frozen entr(ies) backed by their "
@@ -142,17 +139,11 @@ def finish_off(client: KubeClient, networks: set[str], *, dry_run: bool) -> tupl
 def mirror_on(client: KubeClient, networks: set[str], *, dry_run: bool, prune: bool) -> tuple[list[str], bool]:
     slices = _nodes(client)
     wanted: dict[PoolKey, dict[int, Owner]] = defaultdict(dict)
-    unlabelled = 0
-    for obj in client.list(client.path(RESERVATIONS)):
-        subnet = resources.reservation_subnet(obj["metadata"].get("labels") or {})
-        labelled = (obj["metadata"].get("labels") or {}).get(resources.NETWORK_LABEL, "")
-        address = resources.guess_reservation_address(obj, {*networks, labelled})
-        if subnet is None or address is None:
-            unlabelled += 1  # the Go plugin's (its entry is in the pool: it writes that first)
-            continue
-        network, _, ip = address
-        cidr = f"{format_ip(subnet[0], subnet[1])}/{subnet[2]}"
-        wanted[PoolKey(network, cidr, slices.get(cidr, ""))][ip] = resources.reservation_owner(obj)
+    listed = client.list(client.path(RESERVATIONS))
+    labelled = resources.labelled_reservations(listed, networks)
+    unlabelled = len(listed) - len(labelled)  # the Go plugin's (its entry is in the pool: it writes that first)
+    for (network, _, ip), (subnet, owner) in labelled.items():
+        wanted[resources.subnet_pool_key(network, subnet, slices)][ip] = owner
     lines: list[str] = []
     written = removed = 0
     for key in sorted(wanted):
@@ -209,10 +200,5 @@ def _write_pool(
     if written or removed:
         lines.append(f"IPPool {key.name}: write {written}, remove {removed}")
     if operations and not dry_run:
-        for start in range(0, len(operations), MAX_OPS):
-            client.patch(path, operations[start : start + MAX_OPS])
+        _patch(client, path, operations)
     return written, removed
-
-
-def _who(owner: Owner) -> str:
-    return f"{owner.container_id}/{owner.ifname}" + (f" ({owner.podref})" if owner.podref else "")
