@@ -420,13 +420,12 @@ def _plan_lone(
     now: float,
     grace: float | None,
 ) -> None:
-    podref = reservation.owner.podref
-    retained = reservation.owner.retained
-    if retained and (not reservation.owner.expires or reservation.owner.expires > now):
+    podref, owner = reservation.owner.podref, reservation.owner
+    if owner.retained and (not owner.expires or owner.expires > now):
         # kept for its sticky key (its pod is gone: that is what retention is for); its pool entry is not
         # written yet, or there is no mirror (kubernetes.ippool_mirror false). The next ADD of its key, or its
         # expiry, ends it.
-        until = f"until {reservation.owner.expires}" if reservation.owner.expires else "until its owner is gone"
+        until = f"until {owner.expires}" if owner.expires else "until its owner is gone"
         result.kept.append(Kept(reservation.describe(), f"no pool entry, kept: retained for its sticky key {until}",
                                 True))  # fmt: skip
         return

@@ -293,21 +293,21 @@ class MirrorWriter:
 
     def releasing(self, key: PoolKey) -> dict[int, set[tuple[str, str]]]:
         """The addresses of `key` whose entries this daemon will remove (if still the released attachments')."""
+        found: dict[int, set[tuple[str, str]]] = {}
         with self.lock:
-            found = {ip: released - {REPAIR} for ip, released in self.writing.get(key, {}).items()
-                     if released - {REPAIR}}  # fmt: skip
-            for ip, released in self.dirty.get(key, {}).items():
-                if released - {REPAIR}:
-                    found.setdefault(ip, set()).update(released - {REPAIR})
-            return found
+            for batch in (self.writing.get(key, {}), self.dirty.get(key, {})):
+                for ip, marks in batch.items():
+                    if released := marks - {REPAIR}:
+                        found.setdefault(ip, set()).update(released)
+        return found
 
     def adopt(self, key: PoolKey) -> None:
         """Compare the whole pool with its reservations now and then (every ADOPT_EVERY seconds; first when a
         call of this daemon serves it): the entries a killed daemon did not write. Done by the writer's thread,
         once the copy is current."""
-        now = time.monotonic()
         if not self.enabled:
             return
+        now = time.monotonic()
         with self.lock:
             if now - self.adopted.get(key, -ADOPT_EVERY) < ADOPT_EVERY:
                 return
@@ -441,12 +441,13 @@ class MirrorWriter:
         # would bring back an entry nobody removes)
         repairing = [ip for ip, released in addresses.items() if REPAIR in released and ip not in removing]
         confirmed = self._confirm(key, removing + repairing)  # the copy may lag: removing on its word could unmirror
+        subnet = resources.pool_subnet(key)
         for ip, released in sorted(addresses.items()):
             offset = ip - base
             raw = entries.get(str(offset))
             have = None if raw is None else resources.entry_owner(raw)
             held = confirmed[ip] if ip in confirmed else self.cache.held((key.network, key.version, ip))
-            if held is not None and held.subnet != resources.pool_subnet(key):
+            if held is not None and held.subnet != subnet:
                 held = None  # taken in another range of the network: not this pool's entry
             if held is not None:
                 owner = held.owner

@@ -254,10 +254,10 @@ class KubernetesStore:
         """Lay the reservations _pools_where learned over the pools as read, where a pool has no entry for
         the address (a node daemon has not written it yet); the addresses laid, by pool."""
         laid: dict[PoolKey, set[int]] = {}
-        for (network, version, ip), (subnet, owner) in self.learned.items():
+        subnets = {key: resources.pool_subnet(key) for key in pools}
+        for (network, _, ip), (subnet, owner) in self.learned.items():
             for key, pool in pools.items():
-                if (key.network, key.version) == (network, version) and subnet == resources.pool_subnet(key) \
-                        and ip not in pool.allocations:  # fmt: skip
+                if key.network == network and subnets[key] == subnet and ip not in pool.allocations:
                     pool.allocations[ip] = owner
                     laid.setdefault(key, set()).add(ip)
         return laid
