@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 from test_fast_ipam import write_slice_pool
+from test_sticky_kube import add, call, delete
 
 from kube_server import KubeAPIServer
-from support import CNIResult, netconf, run_cni, running_daemon, served_through
+from support import CNIResult, netconf, running_daemon, served_through
 from whereabouts.config import KubernetesSettings, parse_ipam
 from whereabouts.errors import InvalidConfig
 
@@ -37,24 +38,6 @@ def served(request: pytest.FixtureRequest) -> Iterator[str]:
 
 def conf(tmp_path: Path, kubeconfig: Path, **ipam: Any) -> dict[str, Any]:
     return netconf(tmp_path, kubernetes={"kubeconfig": str(kubeconfig), "ippool_mirror": False}, **ipam)
-
-
-def call(command: str, config: dict[str, Any], container: str, pod: str, namespace: str, **kw: Any) -> CNIResult:
-    args = f"IgnoreUnknown=true;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={pod}"
-    env = {"NODENAME": kw.pop("node", "n1"), **kw.pop("env", {})}
-    return run_cni(command, config, container_id=container, cni_args=args, env=env, **kw)
-
-
-def add(config: dict[str, Any], container: str, pod: str, namespace: str, **kw: Any) -> str:
-    result = call("ADD", config, container, pod, namespace, **kw)
-    assert result.returncode == 0, result.stdout + result.stderr
-    (address,) = result.addresses()
-    return str(address)
-
-
-def delete(config: dict[str, Any], container: str, pod: str, namespace: str, **kw: Any) -> None:
-    result = call("DEL", config, container, pod, namespace, **kw)
-    assert (result.returncode, result.stdout) == (0, ""), result.stdout + result.stderr
 
 
 def held(kube: KubeAPIServer, namespace: str) -> dict[str, str]:
