@@ -243,14 +243,15 @@ class KubeAPIServer:
         return {item["metadata"]["name"]: item for item in reply["items"]}
 
     def mirrored_pools(self, namespace: str, wait: float = 15.0) -> dict[str, dict]:
-        """The IPPools once their entries hold every reservation's attachment (through a node daemon the pools
-        are written a moment after the reservations: store.kubecache); as they are after `wait` seconds."""
+        """The IPPools once their entries hold every reservation's attachment, retained where it is (through a
+        node daemon the pools are written a moment after the reservations: store.kubecache); as they are after
+        `wait` seconds."""
         deadline = time.monotonic() + wait
         while True:
             pools = self.objects(namespace, "ippools")
-            entries = {(e.get("id"), e.get("ifname")) for pool in pools.values()
+            entries = {(e.get("id"), e.get("ifname"), bool(e.get("retained"))) for pool in pools.values()
                        for e in (pool.get("spec", {}).get("allocations") or {}).values()}  # fmt: skip
-            reserved = {(o["spec"].get("containerid"), o["spec"].get("ifname"))
+            reserved = {(o["spec"].get("containerid"), o["spec"].get("ifname"), o["spec"].get("state") == "retained")
                         for o in self.objects(namespace, "overlappingrangeipreservations").values()}  # fmt: skip
             if reserved <= entries or time.monotonic() > deadline:
                 return pools

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterator
 
 import pytest
 
 from whereabouts.allocator import PoolRange, allocate, release, release_all_but
+from whereabouts.holdings import index_of
 from whereabouts.model import EXHAUSTED, OUTSIDE, TAKEN, Change, Owner, PoolKey, PoolState, Refusal, Snapshot
 from whereabouts.ranges import parse_range
 
@@ -35,7 +37,19 @@ def snapshot(
     for text, owner in (reserved or {}).items():
         addr = ipaddress.ip_address(text)
         res[(ranges[0].key.network, addr.version, int(addr))] = owner
-    return Snapshot(pools, res)
+    return Snapshot(pools, res, index_of(pools, res) if INDEXED else None)
+
+
+INDEXED = False  # the snapshots carry the index the node daemon's cache keeps (whereabouts.holdings)
+
+
+@pytest.fixture(autouse=True, params=[False, True], ids=["walked", "indexed"])
+def indexed(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every case twice: decided from the snapshot's walk, and from its index (the same decisions)."""
+    global INDEXED
+    INDEXED = request.param
+    yield
+    INDEXED = False
 
 
 def held_addresses(decision) -> list[str]:
@@ -186,6 +200,8 @@ def _commit(snap: Snapshot, decision) -> None:
     for change in decision.changes.changes:
         snap.pools[change.key].allocations[change.ip] = change.owner
         snap.reservations[(change.key.network, change.version, change.ip)] = change.owner
+        if snap.index is not None:  # (as the service's working copy of a batch does)
+            snap.index.apply(change)
 
 
 def test_ranges_sharing_a_pool_get_their_own_address_again_on_a_repeated_add() -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -339,12 +340,14 @@ def owner_of(pod: int, generation: int) -> Owner:
     return Owner(f"pod{pod}-ctr{generation}", ("eth0", "net1")[pod % 2], f"ns/pod{pod}")
 
 
+@pytest.mark.parametrize("indexed", [False, True], ids=["walked", "indexed"])
 @settings(max_examples=250)
 @given(world=worlds())
-def test_service_matches_the_allocation_rules(world: tuple) -> None:
+def test_service_matches_the_allocation_rules(indexed: bool, world: tuple) -> None:
+    """(indexed: the snapshots carry the index the node daemon's cache keeps, whereabouts.holdings)"""
     configs, overlapping, pods, ops = world
     parsed: list[IPAMConfig] = [parse_ipam(c.raw(overlapping[c.network_name])) for c in configs]
-    store, model = MemoryStore(), Model()
+    store, model = MemoryStore(indexed=indexed), Model()
     service = IPAMService(store)
     generation = [0] * len(pods)
     for verb, pod, requested in ops:
@@ -442,14 +445,15 @@ def _window_of(other: RangeSpec, base: RangeSpec) -> tuple[int | None, int | Non
 
 
 @settings(max_examples=150)
-@given(cfg=windows_of_one_cidr(), pods=st.integers(1, 4), overlapping=st.booleans())
+@given(cfg=windows_of_one_cidr(), pods=st.integers(1, 4), overlapping=st.booleans(), indexed=st.booleans())
 def test_ranges_sharing_a_pool_answer_a_repeated_add_and_a_recreated_pod_alike(
-    cfg: ConfigSpec, pods: int, overlapping: bool
+    cfg: ConfigSpec, pods: int, overlapping: bool, indexed: bool
 ) -> None:
     """However many ranges read one pool, a repeated ADD returns what the first returned (and writes
-    nothing), a recreated pod gets the same addresses range by range, and no address has two holders."""
+    nothing), a recreated pod gets the same addresses range by range, and no address has two holders (with
+    the snapshots indexed as the node daemon's are, or not)."""
     parsed = parse_ipam(cfg.raw(overlapping))
-    store = MemoryStore()
+    store = MemoryStore(indexed=indexed)
     service = IPAMService(store)
     for pod in range(pods):
         owner = owner_of(pod, 0)

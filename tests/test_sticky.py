@@ -183,9 +183,15 @@ def test_call_key_needs_what_its_mode_sticks_to() -> None:
 # -- the service on the memory store ------------------------------------------------------------------------
 
 
-def test_delete_retains_for_the_key_and_the_key_takes_it_back(clock: Clock) -> None:
+@pytest.fixture(params=[False, True], ids=["walked", "indexed"])
+def indexed(request: pytest.FixtureRequest) -> bool:
+    """Each case also with the snapshots indexed as the node daemon's are (whereabouts.holdings)."""
+    return bool(request.param)
+
+
+def test_delete_retains_for_the_key_and_the_key_takes_it_back(clock: Clock, indexed: bool) -> None:
     config = cfg(sticky="pod", sticky_retention="1h")
-    store = MemoryStore()
+    store = MemoryStore(indexed=indexed)
     service = IPAMService(store)
     assert address(service.add(config, pod("web-0"))) == "10.0.0.1/28"
     service.delete(config, pod("web-0"))
@@ -201,10 +207,10 @@ def test_delete_retains_for_the_key_and_the_key_takes_it_back(clock: Clock) -> N
     assert entries(store)[1] == recreated.named("netA")
 
 
-def test_a_key_held_by_another_container_is_taken_over(clock: Clock) -> None:
+def test_a_key_held_by_another_container_is_taken_over(clock: Clock, indexed: bool) -> None:
     """A StatefulSet pod recreated before its old container's DEL, or a VM's migration target."""
     config = cfg(sticky="pod")
-    store = MemoryStore()
+    store = MemoryStore(indexed=indexed)
     service = IPAMService(store)
     address(service.add(config, pod("web-0")))
     assert address(service.add(config, pod("web-0", "ctr-new"))) == "10.0.0.1/28"
@@ -213,9 +219,9 @@ def test_a_key_held_by_another_container_is_taken_over(clock: Clock) -> None:
     assert entries(store) == {1: pod("web-0", "ctr-new").named("netA")}
 
 
-def test_mac_retention_lapses_on_the_next_add(clock: Clock) -> None:
+def test_mac_retention_lapses_on_the_next_add(clock: Clock, indexed: bool) -> None:
     config = cfg(sticky="mac", sticky_retention="10s")
-    store = MemoryStore()
+    store = MemoryStore(indexed=indexed)
     service = IPAMService(store)
     address(service.add(config, pod("02:00:00:00:00:01", mode="mac")))
     service.delete(config, pod("02:00:00:00:00:01", mode="mac"))
@@ -227,10 +233,10 @@ def test_mac_retention_lapses_on_the_next_add(clock: Clock) -> None:
 
 @pytest.mark.parametrize(("datastore", "lapses"), [("local", True), ("kubernetes", False)])
 def test_pod_retention_lapses_only_where_no_reconciler_looks_for_the_pod(
-    clock: Clock, datastore: str, lapses: bool
+    clock: Clock, datastore: str, lapses: bool, indexed: bool
 ) -> None:
     config = cfg(datastore, sticky="pod", sticky_retention="10s")
-    store = MemoryStore()
+    store = MemoryStore(indexed=indexed)
     service = IPAMService(store)
     address(service.add(config, pod("web-0")))
     service.delete(config, pod("web-0"))
@@ -238,9 +244,9 @@ def test_pod_retention_lapses_only_where_no_reconciler_looks_for_the_pod(
     assert address(service.add(config, pod("web-1"))) == ("10.0.0.1/28" if lapses else "10.0.0.2/28")
 
 
-def test_a_claims_address_never_lapses(clock: Clock) -> None:
+def test_a_claims_address_never_lapses(clock: Clock, indexed: bool) -> None:
     config = cfg("kubernetes", sticky="claim", sticky_retention="1s")
-    store = MemoryStore()
+    store = MemoryStore(indexed=indexed)
     service = IPAMService(store)
     vm = Owner("launcher-a", "net1", "ns/virt-launcher-a", sticky="claim:ns/vm1.net")
     address(service.add(config, vm))
@@ -250,10 +256,10 @@ def test_a_claims_address_never_lapses(clock: Clock) -> None:
     assert address(service.add(config, Owner("x", "net1", "ns/x"))) == "10.0.0.2/28"
 
 
-def test_sticky_turned_off_frees_only_its_own_configs_retained_entries(clock: Clock) -> None:
+def test_sticky_turned_off_frees_only_its_own_configs_retained_entries(clock: Clock, indexed: bool) -> None:
     sticky_a = cfg(sticky="pod")
     sticky_b = parse_ipam({"type": "whereabouts", "range": "10.0.0.0/28", "sticky": "pod"}, "netB")
-    store = MemoryStore()
+    store = MemoryStore(indexed=indexed)
     service = IPAMService(store)
     address(service.add(sticky_a, pod("a")))
     address(service.add(sticky_b, pod("b")))
@@ -265,9 +271,9 @@ def test_sticky_turned_off_frees_only_its_own_configs_retained_entries(clock: Cl
     assert entries(store)[2].retained
 
 
-def test_exhausted_range_counts_held_and_retained(clock: Clock) -> None:
+def test_exhausted_range_counts_held_and_retained(clock: Clock, indexed: bool) -> None:
     config = parse_ipam({"type": "whereabouts", "range": "10.0.0.0/29", "sticky": "pod"}, "netA")
-    store = MemoryStore()
+    store = MemoryStore(indexed=indexed)
     service = IPAMService(store)
     for i in range(6):
         address(service.add(config, pod(f"web-{i}")))
@@ -278,9 +284,9 @@ def test_exhausted_range_counts_held_and_retained(clock: Clock) -> None:
     assert "6 held, of which 3 retained for sticky keys" in refusal.msg
 
 
-def test_fixed_reservation_is_kept_from_every_other_key(clock: Clock) -> None:
+def test_fixed_reservation_is_kept_from_every_other_key(clock: Clock, indexed: bool) -> None:
     config = cfg(sticky="pod", reservations=[{"address": "10.0.0.1", "pod": "ns/db-0"}])
-    store = MemoryStore()
+    store = MemoryStore(indexed=indexed)
     service = IPAMService(store)
     assert address(service.add(config, pod("web-0"))) == "10.0.0.2/28"
     taken = service.add(config, pod("web-1"), ((4, BASE + 1),))
@@ -294,9 +300,9 @@ def test_fixed_reservation_is_kept_from_every_other_key(clock: Clock) -> None:
     assert address(service.add(config, pod("web-3"))) == "10.0.0.3/28"
 
 
-def test_gc_retains_sticky_entries_and_leaves_retained_ones_alone(clock: Clock) -> None:
+def test_gc_retains_sticky_entries_and_leaves_retained_ones_alone(clock: Clock, indexed: bool) -> None:
     config = cfg(sticky="pod")
-    store = MemoryStore()
+    store = MemoryStore(indexed=indexed)
     service = IPAMService(store)
     address(service.add(config, pod("a")))
     address(service.add(config, pod("b")))
@@ -306,9 +312,9 @@ def test_gc_retains_sticky_entries_and_leaves_retained_ones_alone(clock: Clock) 
     assert service.gc(config, set()) == 0
 
 
-def test_a_batch_gives_each_key_its_own_retained_address(clock: Clock) -> None:
+def test_a_batch_gives_each_key_its_own_retained_address(clock: Clock, indexed: bool) -> None:
     config = cfg(sticky="pod")
-    store = MemoryStore()
+    store = MemoryStore(indexed=indexed)
     service = IPAMService(store)
     for name in ("a", "b", "c"):
         address(service.add(config, pod(name)))

@@ -104,11 +104,20 @@ def release(
     planned = [
         Change(key, key.version, ip, retain(who, owner) if retain else None, previous=who)
         for key in keys
-        for ip, who in sorted(snapshot.pools[key].allocations.items())
+        for ip, who in sorted(_concerning(snapshot, key, owner, overlapping).items())
         if who.held_by(owner)
     ]
     expected = tuple((key, snapshot.pools[key].version) for key in keys)
     return ChangeSet(tuple(planned), expected, overlapping)
+
+
+def _concerning(snapshot: Snapshot, key: PoolKey, owner: Owner, overlapping: bool) -> dict[int, Owner]:
+    """The pool's entries that may concern `owner`: by the snapshot's index where it has one, else all."""
+    allocations = snapshot.pools[key].allocations
+    index = snapshot.index
+    if overlapping and index is not None and index.knows(key):
+        return index.concerning(key, owner, allocations)
+    return allocations
 
 
 def release_all_but(
@@ -140,8 +149,10 @@ def lapsed(*, keys: Sequence[PoolKey], snapshot: Snapshot, now: int, netconf: st
     a pod's) once its retention has passed, and those of this network config (`netconf`) when it no longer
     has `sticky` on. A claim's waits for its IPAMClaim's deletion (the reconciler's to see)."""
     found = []
+    index = snapshot.index
     for key in keys:
-        for ip, who in snapshot.pools[key].allocations.items():
+        allocations = snapshot.pools[key].allocations
+        for ip, who in (index.retained(key, allocations) if index and index.knows(key) else allocations).items():
             if not who.retained:
                 continue
             kind = who.sticky_kind

@@ -5,6 +5,10 @@ from __future__ import annotations
 from whereabouts.iptext import parse_network
 from whereabouts.record import field, record
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
+if TYPE_CHECKING:
+    from whereabouts.holdings import HoldingsView
+
 
 @record(frozen=True)
 class Owner:
@@ -124,6 +128,9 @@ class Snapshot:
 
     pools: dict[PoolKey, PoolState]
     reservations: dict[tuple[str, int, int], Owner] = field(default_factory=dict)  # (network, IP version, ip)
+    # A store that keeps its holders indexed (the node daemon's cache) answers a decision's lookups without
+    # a walk over every address (whereabouts.holdings); None: the decision indexes the snapshot itself.
+    index: HoldingsView | None = None
 
 
 @record(frozen=True)

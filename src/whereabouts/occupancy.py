@@ -6,6 +6,10 @@ reservation and every planned change again for each range made a call with thous
 once per decision and each planned hold updates the indexes it affects: a decision costs
 O((ranges + allocations + reservations) log n).
 
+A store that keeps its holders indexed as they change (the node daemon: whereabouts.holdings) hands the
+snapshot a view instead: a domain's taken set is a copy of one kept sorted, and a pool's entries of the
+attachment, its sticky key and its pod come by lookup, so the decision no longer walks every address held.
+
 An allocation domain is what competes for one address: with overlapping ranges, every pool of the same
 `network_name` and IP version (they share the network-wide reservations); without, each pool alone.
 """
@@ -33,8 +37,8 @@ class _Domain:
 
     __slots__ = ("planned", "prefixes", "stray", "taken")
 
-    def __init__(self, reserved: list[int]) -> None:
-        self.taken = TakenAddresses(reserved)
+    def __init__(self, taken: TakenAddresses) -> None:
+        self.taken = taken
         self.planned: set[int] = set()
         self.stray: dict[tuple[int, int], list[TakenAddresses]] = {}  # (prefix, network address) -> sets
         self.prefixes: list[int] = []  # the prefix lengths in `stray`
@@ -110,12 +114,15 @@ class _Pool:
 
     __slots__ = ("allocations", "covered", "mine", "pod", "sticky")
 
-    def __init__(self, allocations: dict[int, Owner], owner: Owner, covered: bool) -> None:
+    def __init__(
+        self, allocations: dict[int, Owner], owner: Owner, covered: bool, concerning: dict[int, Owner] | None = None
+    ) -> None:
+        """`concerning`: the entries that may concern `owner` (a snapshot's index found them), else all of them."""
         self.allocations, self.covered = allocations, covered
         mine: list[int] = []
         sticky: list[int] = []
         pod: list[int] = []
-        for ip, who in allocations.items():
+        for ip, who in (allocations if concerning is None else concerning).items():
             if who.same_attachment(owner):
                 mine.append(ip)
             elif owner.sticky and who.sticky == owner.sticky:
@@ -135,6 +142,7 @@ class Occupancy:
 
     def __init__(self, snapshot: Snapshot, owner: Owner, overlapping: bool) -> None:
         self.snapshot, self.owner, self.overlapping = snapshot, owner, overlapping
+        self.index = snapshot.index if overlapping else None  # the store's lookups, in place of the walks below
         self.planned: list[Change] = []
         self._pools: dict[PoolKey, _Pool] = {}
         self._domains: dict[object, _Domain] = {}
@@ -142,7 +150,7 @@ class Occupancy:
         self._reserved: dict[tuple[str, int], list[int]] = {}  # (network, IP version) -> reserved addresses
         self._mine: dict[tuple[str, int], list[int]] = {}  # the same, reserved by this attachment
         self._blocked: dict[tuple[int, int], str] = {}  # (IP version, ip) -> the key a fixed reservation names
-        if overlapping:
+        if overlapping and self.index is None:
             for (network, version, ip), who in snapshot.reservations.items():
                 self._reserved.setdefault((network, version), []).append(ip)
                 if who.same_attachment(owner):
@@ -211,6 +219,10 @@ class Occupancy:
         does not hold, and that no earlier range of this decision took (overlapping ranges only)."""
         key, rng = pool_range.key, pool_range.rng
         mine = self._mine.get((key.network, rng.version))
+        if mine is None and self.index is not None:
+            mine = self._mine[(key.network, rng.version)] = self.index.attachment_holds(
+                key.network, rng.version, self.owner, self.snapshot.reservations
+            )
         if not mine:
             return None
         planned, allocations = self._domain(key, rng.version).planned, self._pool(pool_range).allocations
@@ -257,6 +269,10 @@ class Occupancy:
             allocations = self.snapshot.pools[key].allocations
             if not allocations:
                 return _EMPTY_POOL
+            if self.index is not None and self.index.knows(key):
+                concerning = self.index.concerning(key, self.owner, allocations)
+                pool = self._pools[key] = _Pool(allocations, self.owner, self.index.covered(key), concerning)
+                return pool
             reservations, version = self.snapshot.reservations, pool_range.rng.version
             covered = self.overlapping and all((key.network, version, ip) in reservations for ip in allocations)
             pool = self._pools[key] = _Pool(allocations, self.owner, covered)
@@ -270,7 +286,11 @@ class Occupancy:
         name = (key.network, version) if self.overlapping else (key, version)
         domain = self._domains.get(name)
         if domain is None:
-            domain = self._domains[name] = _Domain(self._reserved.get((key.network, version), []))
+            if self.index is not None:
+                taken = self.index.taken(key.network, version)
+            else:
+                taken = TakenAddresses(self._reserved.get((key.network, version), []))
+            domain = self._domains[name] = _Domain(taken)
         return domain
 
     def _stray_taken(self, pool_range: PoolRange, pool: _Pool, domain: _Domain) -> TakenAddresses:

@@ -183,7 +183,7 @@ class IPRange:
 
 
 class TakenAddresses:
-    """A set of taken addresses (one IP version) answering range counts in O(log n); it only grows.
+    """A set of taken addresses (one IP version) answering range counts in O(log n).
 
     It also remembers, per window start, how far the addresses from there are all taken (or .0): a
     decision handing out the addresses of one window one after another starts each search where the last
@@ -196,6 +196,14 @@ class TakenAddresses:
         self._zeros = SortedInts([v for v in unique if v & 0xFF == 0])
         self._dense: dict[tuple[int, int], int] = {}  # (IP version, lo) -> x: nothing in [lo, x) is pickable
 
+    @classmethod
+    def of_sorted(cls, values: SortedInts, zeros: SortedInts) -> TakenAddresses:
+        """From sets kept sorted elsewhere (the node daemon's live holdings): `zeros` are the .0 ones of
+        `values`. Taken over, not copied: the caller hands in copies."""
+        taken = cls()
+        taken._all, taken._zeros = values, zeros
+        return taken
+
     def __len__(self) -> int:
         return len(self._all)
 
@@ -205,6 +213,12 @@ class TakenAddresses:
     def add(self, value: int) -> None:
         if self._all.add(value) and value & 0xFF == 0:
             self._zeros.add(value)
+
+    def discard(self, value: int) -> None:
+        """Take `value` out (a snapshot's view applying a release before any search: see holdings)."""
+        if self._all.discard(value) and value & 0xFF == 0:
+            self._zeros.discard(value)
+        self._dense.clear()  # what it remembered assumed the set only grows
 
     def count(self, lo: int, hi: int) -> int:
         return self._all.count(lo, hi)
@@ -225,7 +239,7 @@ class TakenAddresses:
         return self._dense.get((version, lo), lo)
 
     def note_first_pickable(self, version: int, lo: int, found: int) -> None:
-        """Nothing in [lo, found) is pickable: all taken, or .0. True for good, as the set only grows."""
+        """Nothing in [lo, found) is pickable: all taken, or .0. True until a value is discarded."""
         self._dense[(version, lo)] = found
 
 

@@ -401,11 +401,13 @@ def _after_freeing(freed: list[Change], changes: list[Change]) -> tuple[Change, 
 
 def _working_copy(snapshot: Snapshot) -> Snapshot:
     pools = {key: PoolState(key, pool.version, dict(pool.allocations)) for key, pool in snapshot.pools.items()}
-    return Snapshot(pools, dict(snapshot.reservations))
+    return Snapshot(pools, dict(snapshot.reservations), snapshot.index and snapshot.index.fork())
 
 
 def _apply(snapshot: Snapshot, changes: ChangeSet) -> None:
     for change in changes.changes:
+        if snapshot.index is not None:
+            snapshot.index.apply(change)
         allocations = snapshot.pools[change.key].allocations
         if change.owner is None:
             allocations.pop(change.ip, None)

@@ -3,7 +3,7 @@
 A plain sorted list answers rank queries with `bisect` but shifts everything behind an insert: a decision
 over thousands of ranges inserts thousands of planned addresses into sets that large, and that made it
 quadratic. Here the values live in sorted buckets of at most 2 * LOAD ints, and a Fenwick tree over the
-bucket sizes counts the values before any bucket in O(log buckets): an insert shifts one bucket, a rank
+bucket sizes counts the values before any bucket in O(log buckets): an insert or a removal shifts one bucket, a rank
 query is two bisects and a walk up the tree. (The layout of the `sortedcontainers` package, cut down to
 what the allocator asks.)
 """
@@ -65,6 +65,33 @@ class SortedInts:
             self._grow(b)
         return True
 
+    def discard(self, value: int) -> bool:
+        """Remove `value`; False when it was not there."""
+        maxes = self._maxes
+        b = bisect_left(maxes, value)
+        if b == len(maxes):
+            return False
+        bucket = self._buckets[b]
+        i = bisect_left(bucket, value)
+        if bucket[i] != value:
+            return False
+        del bucket[i]
+        self._size -= 1
+        if bucket:
+            maxes[b] = bucket[-1]
+            self._grow(b, -1)
+        else:  # an empty bucket goes (bisects over `maxes` need a value per bucket)
+            del self._buckets[b], maxes[b]
+            self._reindex()
+        return True
+
+    def copy(self) -> SortedInts:
+        """An independent copy, without sorting again: one list copy per bucket."""
+        twin = SortedInts()
+        twin._buckets = [bucket[:] for bucket in self._buckets]
+        twin._maxes, twin._size, twin._tree = self._maxes[:], self._size, self._tree[:]
+        return twin
+
     def rank(self, value: int) -> int:
         """How many values lie below `value`."""
         b = bisect_left(self._maxes, value)
@@ -96,10 +123,10 @@ class SortedInts:
                 tree[parent] += tree[i]
         self._tree = tree
 
-    def _grow(self, b: int) -> None:
+    def _grow(self, b: int, by: int = 1) -> None:
         tree, i = self._tree, b + 1
         while i < len(tree):
-            tree[i] += 1
+            tree[i] += by
             i += i & -i
 
     def _before(self, b: int) -> int:

@@ -30,7 +30,8 @@ from whereabouts.store.kubernetes import KubernetesStore
 from whereabouts.store.local import DB_NAME, LocalStore
 from whereabouts.store.memory import MemoryStore
 
-BACKENDS = ["memory", "local", "etcd", "kubernetes"]
+# memory-indexed: the memory store giving its snapshots an index, as the node daemon's cache does (whereabouts.holdings)
+BACKENDS = ["memory", "memory-indexed", "local", "etcd", "kubernetes"]
 Pools = dict[PoolKey, dict[int, Owner]]  # non-empty pools only: address -> holder
 Reservations = dict[tuple[str, int, int], Owner]  # (network, IP version, address) -> holder
 
@@ -62,8 +63,8 @@ def open_backend(name: str, request: pytest.FixtureRequest, tmp_path: Path, keys
 
         return make_other
 
-    if name == "memory":
-        memory = MemoryStore()
+    if name in ("memory", "memory-indexed"):
+        memory = MemoryStore(indexed=name == "memory-indexed")
         # The same object: its lock is reentrant, so the "other caller" can write inside a transaction of this
         # thread, and what catches it is the version check of its commit (as for any compare-and-swap store).
         backend = Backend(name, memory, lambda: memory, lambda: _memory_state(memory))

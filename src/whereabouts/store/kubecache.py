@@ -22,6 +22,8 @@ releases left-over entries of pods that are gone.
 
 Cost: an uncontended ADD is one create of a small object; the server's work per call no longer grows with
 the number of addresses held. The mirror's patch still does, once per pool per MIRROR_DELAY, not per call.
+Nor does the daemon's: the copy files each reservation as it arrives (whereabouts.holdings), and a decision
+looks up what concerns its attachment instead of walking the pool.
 """
 
 from __future__ import annotations
@@ -31,17 +33,18 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from whereabouts.config import KubernetesSettings
+from whereabouts.holdings import Holdings, PoolEntries, PoolSources
 from whereabouts.kube import resources
 from whereabouts.kube.client import Conflict, KubeClient
 from whereabouts.kube.credentials import load_credentials
 from whereabouts.kube.informer import Informer, Object
 from whereabouts.kube.resources import IPPOOLS, RESERVATIONS
-from whereabouts.model import Owner, PoolKey, PoolState
+from whereabouts.model import Owner, PoolKey, PoolState, Snapshot
 from whereabouts.ranges import format_ip, parse_request
 
 MIRROR_DELAY = 0.2  # seconds a pool's mirror waits for more changes before its patch
@@ -89,7 +92,8 @@ class KubeCache:
         self.namespace = first.namespace
         self.lock = threading.Lock()
         self.index = _Index()
-        self.decoded: dict[str, tuple[object, PoolState]] = {}  # pool name -> (its resourceVersion, decoded)
+        self.decoded: dict[str, tuple[object, PoolState, PoolEntries | None]] = {}  # pool name -> (version, ...)
+        self.holdings = Holdings()  # the reservations again, filed for decisions (whereabouts.holdings)
         self.mirrored = settings.ippool_mirror  # false: the reservations alone; no IPPool read, watched or written
         self.reservations = Informer(first, first.path(RESERVATIONS), listener=self._reindex)
         pools_client = client()
@@ -136,9 +140,11 @@ class KubeCache:
         index = self.index
         labels = obj.get("metadata", {}).get("labels") or {}
         subnet = resources.reservation_subnet(labels)
-        index.by_address[address] = _Held(name, resources.reservation_owner(obj), obj, subnet)
+        owner = resources.reservation_owner(obj)
+        index.by_address[address] = _Held(name, owner, obj, subnet)
         index.by_name[name] = address
         index.by_network.setdefault(address[0], set()).add(address)
+        self.holdings.put(address, owner, subnet)
 
     def _unindex(self, name: str) -> None:
         index = self.index
@@ -154,6 +160,7 @@ class KubeCache:
         if address is not None:
             index.by_address.pop(address, None)
             index.by_network.get(address[0], set()).discard(address)
+            self.holdings.drop(address)
 
     def _place_unplaced(self, network: str) -> None:
         """Names of reservations not placed yet that read as `network`'s (caller holds the lock)."""
@@ -169,10 +176,14 @@ class KubeCache:
 
     def network_holdings(self, network: str) -> dict[Address, _Held]:
         with self.lock:
-            if self.index.unplaced and self.index.tried.get(network) != self.index.generation:
-                self.index.tried[network] = self.index.generation
-                self._place_unplaced(network)
+            self._place_waiting(network)
             return {a: self.index.by_address[a] for a in self.index.by_network.get(network, ())}
+
+    def _place_waiting(self, network: str) -> None:
+        """Place the reservations whose network was not known, if any may be `network`'s (caller holds the lock)."""
+        if self.index.unplaced and self.index.tried.get(network) != self.index.generation:
+            self.index.tried[network] = self.index.generation
+            self._place_unplaced(network)
 
     def attachment_reservations(self, network: str, owner: Owner) -> list[tuple[str, Object]]:
         """The reservations of the attachment (container ID and interface) in `network`: a reservation is the
@@ -188,40 +199,66 @@ class KubeCache:
     def pool_object(self, key: PoolKey) -> Object | None:
         return self.pools.get(key.name) if self.mirrored else None
 
+    def snapshot(self, keys: Sequence[PoolKey]) -> Snapshot:
+        """What a decision over `keys` reads: each pool as the mirror shows it with the reservations taken in its
+        range laid over it (with the mirror off, the reservations alone), every reservation of their networks,
+        and the view of the holdings that spares the decision a walk over them (whereabouts.holdings). The
+        reservations' part is copied under one hold of the lock: one moment of the copy."""
+        mirrored = {key: self._decoded(key) for key in keys}
+        releasing = {key: self.mirror.releasing(key) for key in keys}  # entries this daemon is removing
+        networks = {key.network for key in keys}
+        pools: dict[PoolKey, PoolState] = {}
+        sources: dict[PoolKey, PoolSources] = {}
+        with self.lock:
+            for network in networks:
+                self._place_waiting(network)
+            for key in keys:
+                version, decoded, entries = mirrored[key]
+                pools[key], sources[key] = self._pool_state(key, version, decoded, entries, releasing[key])
+            reservations = self.holdings.holders(networks)
+            view = self.holdings.view(self.lock, networks, sources)
+        return Snapshot(pools, reservations, view)
+
     def pool_state(self, key: PoolKey) -> PoolState:
-        """The pool as the mirror shows it with the network's reservations in its range laid over it (with the
-        mirror off, the reservations alone)."""
+        return self.snapshot([key]).pools[key]
+
+    def _decoded(self, key: PoolKey) -> tuple[object, PoolState, PoolEntries | None]:
+        """The pool's IPPool decoded, and its entries filed (once per resourceVersion: the mirror writes it a few
+        times a second at most)."""
         obj = self.pool_object(key)
         version = None if obj is None else obj["metadata"].get("resourceVersion")
         with self.lock:
             memo = self.decoded.get(key.name)
         if memo is None or memo[0] != version or memo[1].key != key:
-            memo = (version, resources.decode_pool(key, obj))
+            decoded = resources.decode_pool(key, obj)
+            memo = (version, decoded, PoolEntries(decoded.allocations) if decoded.allocations else None)
             with self.lock:
                 self.decoded[key.name] = memo
-        allocations = dict(memo[1].allocations)
-        for ip, released in self.mirror.releasing(key).items():  # entries this daemon is removing
+        return memo
+
+    def _pool_state(
+        self, key: PoolKey, version: object, decoded: PoolState, entries: PoolEntries | None,
+        releasing: dict[int, set[tuple[str, str]]],
+    ) -> tuple[PoolState, PoolSources]:  # fmt: skip
+        """(Caller holds the lock.) A reservation's entry only where it says it was taken (another range of the
+        network that overlaps this one sees it among the reservations, which block it there too)."""
+        allocations = dict(decoded.allocations)
+        for ip, released in releasing.items():
             mirrored = allocations.get(ip)
             if mirrored is not None and (mirrored.container_id, mirrored.ifname) in released:
                 del allocations[ip]
-        network, (ip_version, base), size = key.network, parse_request(key.cidr), _size(key.cidr)
         subnet = resources.pool_subnet(key)
-        for (_, v, ip), held in self.network_holdings(network).items():
-            # a pool entry only where the reservation says it was taken (another range of the network that
-            # overlaps this one sees it among the reservations, which block it there too)
-            if v == ip_version and base <= ip < base + size and held.subnet == subnet:
-                mirrored = allocations.get(ip)
-                owner = held.owner
-                if not owner.netconf and mirrored is not None and mirrored.same_attachment(owner):
-                    owner = owner.but(netconf=mirrored.netconf)  # a reservation written before it said its config
-                allocations[ip] = owner
-        return PoolState(key, version, allocations)
-
-    def reservations_of(self, networks: Iterable[str]) -> dict[Address, Owner]:
-        found: dict[Address, Owner] = {}
-        for network in networks:
-            found.update((a, h.owner) for a, h in self.network_holdings(network).items())
-        return found
+        live = self.holdings.pool(key.network, subnet)
+        if live is not None:
+            bare = {}  # reservations written before they said their config: the mirrored entry's name
+            for ip in live.bare:
+                owner, mirrored = live.entries[ip], allocations.get(ip)
+                if mirrored is not None and mirrored.same_attachment(owner):
+                    bare[ip] = owner.but(netconf=mirrored.netconf)
+            allocations.update(live.entries)
+            allocations.update(bare)
+        covered = entries is None or self.holdings.covers(key.network, key.version, allocations)
+        return PoolState(key, version, allocations), PoolSources(key.network, subnet, entries, covered)
 
     # -- the process's own writes -------------------------------------------------------------------------------
 
@@ -240,12 +277,6 @@ class KubeCache:
 
 def _attachment_of(raw: Any) -> tuple[str, str] | None:
     return None if raw is None else (raw.get("id", ""), raw.get("ifname", ""))
-
-
-def _size(cidr: str) -> int:
-    version, _ = parse_request(cidr)
-    prefix = int(cidr.partition("/")[2] or (32 if version == 4 else 128))
-    return 1 << ((32 if version == 4 else 128) - prefix)
 
 
 def round_pause(took: float, failures: int) -> float:

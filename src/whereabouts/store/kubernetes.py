@@ -214,9 +214,7 @@ class KubernetesStore:
                 for key in keys:  # (served from the copy or not) the mirror is checked whole now and then
                     self.cache.mirror.adopt(key)
             if (overlapping or not self.mirror) and self.cache is not None and self.cache.ready():
-                snapshot = Snapshot({key: self.cache.pool_state(key) for key in keys},
-                                    self.cache.reservations_of({key.network for key in keys}))  # fmt: skip
-                yield KubeTransaction(self, snapshot, {}, self.cache)
+                yield KubeTransaction(self, self.cache.snapshot(keys), {}, self.cache)
                 return
             if not self.mirror:
                 yield KubeTransaction(self, self._read_reservations(keys), {})

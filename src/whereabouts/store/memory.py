@@ -13,6 +13,7 @@ from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from whereabouts.holdings import index_of
 from whereabouts.inventory import Tally, tally_allocations
 from whereabouts.model import ChangeSet, Owner, PoolKey, PoolState, Snapshot
 
@@ -31,6 +32,9 @@ class MemoryStore:
     pools: dict[PoolKey, PoolState] = field(default_factory=dict)
     reservations: dict[tuple[str, int, int], Owner] = field(default_factory=dict)
     commits: int = 0
+    # Give snapshots an index (whereabouts.holdings), as the node daemon's cache does: decisions then look
+    # entries up rather than walk the pools, and must decide exactly as they do without one.
+    indexed: bool = False
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
     @contextmanager
@@ -38,7 +42,8 @@ class MemoryStore:
         with self._lock:
             pools = {k: self._copy(k) for k in keys}
             reserved = {r: o for r, o in self.reservations.items() if overlapping and _inside(r, keys)}
-            yield MemoryTransaction(self, Snapshot(pools, reserved))
+            snapshot = Snapshot(pools, reserved, index_of(pools, reserved) if self.indexed else None)
+            yield MemoryTransaction(self, snapshot)
 
     def _copy(self, key: PoolKey) -> PoolState:
         state = self.pools.get(key)
