@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from whereabouts.controller.leaks import (
     read_pool,
     timestamp,
 )
+from whereabouts.controller.sticky import Evidence, NetworkSticky
 
 NOW = timestamp("2026-01-01T12:00:00Z") or 0.0
 
@@ -327,6 +329,69 @@ def test_plan_for_pod_takes_only_that_pods_entries_and_reservations() -> None:
     result = plan_for_pod(observed, "ns/a")
     expected = {"release": ["10.0.0.0-24/5+10.0.0.5", "10.0.0.0-24/7"], "lone": ["10.0.0.9"], "repair": []}
     assert outcome(result) == expected
+
+
+def sticky_resv(name: str, *, retained_at: int = 0, expires: int = 0, controller: str = "") -> dict[str, Any]:
+    """A's reservation on a `sticky: pod` network, held or (retained_at) retained, its pool entry not written."""
+    spec = {"sticky": "pod:ns/a/net1", "netconf": "tenant", "controller": controller, "state": "held"}
+    if retained_at:
+        spec.update(retained=retained_at, expires=expires, state="retained")
+    reservation = resv(name, *A)
+    return {**reservation, "spec": {**reservation["spec"], **spec}}
+
+
+STS = "apps/v1/StatefulSet/web/uid-1"
+LONE_STICKY = {
+    "held, pod gone (a missed DEL): retained": (sticky_resv("10.0.0.5"), {}, None, ["10.0.0.5"], []),
+    "held, pod gone, sticky off for its network: released": (
+        sticky_resv("10.0.0.5"),
+        {},
+        NetworkSticky(False, 3600, ("ns/tenant",)),
+        [],
+        ["10.0.0.5"],
+    ),
+    "retained, its StatefulSet gone: released": (
+        sticky_resv("10.0.0.5", retained_at=int(NOW) - 60, controller=STS),
+        {STS: False},
+        None,
+        [],
+        ["10.0.0.5"],
+    ),
+    "retained with no expiry, its StatefulSet there: kept": (
+        sticky_resv("10.0.0.5", retained_at=int(NOW) - 60, controller=STS),
+        {STS: True},
+        None,
+        [],
+        [],
+    ),
+    "retained, its retention passed, the pod gone: released": (
+        sticky_resv("10.0.0.5", retained_at=int(NOW) - 60, expires=int(NOW) - 1),
+        {},
+        None,
+        [],
+        ["10.0.0.5"],
+    ),
+}
+
+
+@pytest.mark.parametrize(("reservation", "controllers", "network", "retained", "released"), LONE_STICKY.values(),
+                         ids=LONE_STICKY)  # fmt: skip
+def test_a_lone_sticky_reservation_is_judged_as_its_pool_entry_would_be(
+    reservation: dict[str, Any], controllers: dict, network: Any, retained: list[str], released: list[str]
+) -> None:
+    """With no pool entry behind it (the mirror behind, or off): retained when its pod went without a DEL,
+    released only when its key's owner is proven gone (before: released with its pod, and a retained one
+    kept until it expired, which a pod key's on Kubernetes never does)."""
+    networks = {"tenant": network} if network is not None else {}
+    observed = replace(observed_from([], [reservation], []), sticky=Evidence(controllers, None, networks))
+    result = plan(observed, now=NOW)
+    assert [r.reservation.name for r in result.reservation_retains] == retained
+    assert [r.reservation.name for r in result.reservation_releases] == released
+    if retained:
+        assert result.reservation_retains[0].retention == 24 * 3600  # the default: no NAD says otherwise
+    for_pod = plan_for_pod(observed_from([], [reservation], []), "ns/a", controller=STS)  # pod cleanup: no evidence
+    if retained:
+        assert [(r.reservation.name, r.controller) for r in for_pod.reservation_retains] == [("10.0.0.5", STS)]
 
 
 CAPACITY_CASES = {

@@ -224,6 +224,59 @@ def test_reconciler_retains_a_sticky_address_whose_pod_went_without_its_del(bed:
     assert bed.add(conf, "web-0", "ctr-2") == "10.156.0.1/24"  # the recreated pod gets it back
 
 
+def test_without_the_mirror_a_missed_del_retains_the_reservation_and_its_statefulset_releases_it(bed: Harness) -> None:
+    """kubernetes.ippool_mirror false: the reservation is the record, with no pool entry behind it. Its pod gone
+    without a DEL: rewritten retained (before: released, the sticky address lost); retained with no expiry (a pod
+    key on Kubernetes): released once its StatefulSet is gone (before: kept for ever)."""
+    sts = create_statefulset(bed.kube, bed.pods_ns, "web")
+    bed.pod("web-0", controller=sts)
+    conf = sticky_conf(bed, "10.159.0.0/24", "pod")
+    conf["ipam"]["kubernetes"]["ippool_mirror"] = False
+    assert bed.add(conf, "web-0", "ctr-1") == "10.159.0.1/24"
+    assert bed.allocations() == {}  # no IPPool: the reservation alone
+    delete_pod(bed.kube, bed.pods_ns, "web-0")  # no DEL ran
+    ctx = bed.context()
+    report = Reconciler(ctx).run_once()
+    assert report.retained_reservations == ["10.159.0.1"] and report.released_reservations == []
+    reservation = bed.reservations()["10.159.0.1"]
+    spec, labels = reservation["spec"], reservation["metadata"]["labels"]
+    assert (spec["state"], spec["containerid"], spec["address"]) == ("retained", "ctr-1", "10.159.0.1")
+    assert spec["controller"] == f"apps/v1/StatefulSet/web/{sts['metadata']['uid']}"
+    assert abs(spec["expires"] - spec["retained"] - DAY) <= 1 and abs(spec["retained"] - time.time()) < 60
+    assert labels[STATE_LABEL] == "retained" and labels["subnet_24"] == "10.159.0.0"  # found by its range still
+    assert ctx.registry.metrics["whereabouts_sticky_retained_total"].value() == 1
+    bed.run("reconcile")  # its StatefulSet exists: kept
+    assert set(bed.reservations()) == {"10.159.0.1"}
+    bed.pod("web-0", controller=sts)
+    assert bed.add(conf, "web-0", "ctr-2") == "10.159.0.1/24"  # the recreated pod gets it back
+    bed.delete(conf, "web-0", "ctr-2")
+    assert bed.reservations()["10.159.0.1"]["spec"]["state"] == "retained"
+    delete_pod(bed.kube, bed.pods_ns, "web-0")
+    bed.run("reconcile")
+    assert set(bed.reservations()) == {"10.159.0.1"}  # retained for its key while the StatefulSet is there
+    delete_statefulset(bed.kube, bed.pods_ns, "web")
+    done = bed.run("reconcile")
+    assert bed.reservations() == {}
+    assert f"its controller StatefulSet web (uid {sts['metadata']['uid']}) is gone" in done.stderr
+
+
+def test_without_the_mirror_pod_cleanup_retains_a_deleted_pods_reservation(bed: Harness) -> None:
+    sts = create_statefulset(bed.kube, bed.pods_ns, "web")
+    bed.pod("web-0")  # no ownerReference when its ADD ran: the reservation records no controller
+    conf = sticky_conf(bed, "10.160.0.0/24", "pod")
+    conf["ipam"]["kubernetes"]["ippool_mirror"] = False
+    bed.add(conf, "web-0", "ctr-1")
+    body = {"metadata": {"ownerReferences": [owner_reference(sts)]}}
+    bed.kube.request_patch(f"/api/v1/namespaces/{bed.pods_ns}/pods/web-0", body)
+    with bed.running("pod-cleanup") as controller:
+        controller.wait_for("pod-cleanup: watching pod deletions")
+        delete_pod(bed.kube, bed.pods_ns, "web-0")
+        controller.wait_for("pod-cleanup: retained OverlappingRangeIPReservation 10.160.0.1")
+    spec = bed.reservations()["10.160.0.1"]["spec"]
+    assert spec["state"] == "retained" and spec["controller"] == f"apps/v1/StatefulSet/web/{sts['metadata']['uid']}"
+    assert bed.add(conf, "web-0", "ctr-2") == "10.160.0.1/24"  # back for the recreated pod
+
+
 def test_pod_cleanup_retains_a_deleted_pods_sticky_address_and_records_its_controller(bed: Harness) -> None:
     sts = create_statefulset(bed.kube, bed.pods_ns, "web")
     bed.pod("web-0")  # no ownerReference when its ADD ran: the entry records no controller

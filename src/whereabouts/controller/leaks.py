@@ -12,6 +12,8 @@ Evidence that an address is not in use, and nothing else, releases it:
                            store.kubecache; it is kept until the pod is gone)
 Sticky addresses (controller.sticky): a held entry with a sticky key whose pod is gone is turned retained
 instead (its DEL never ran); a retained entry is no pod's, and only its key's owner, proven gone, releases it.
+A lone reservation (no pool entry: the mirror is behind, or off) is judged the same way: retained when its
+pod is gone, released when its key's owner is.
 Everything else is kept, with its reason: a pod that exists under that name keeps all its entries (its
 network-status annotation may not be written yet: Go #162/#207; a StatefulSet pod recreated under the same
 name adopts its old address, so several entries of one pod cannot be told apart: #176), however its node
@@ -160,6 +162,17 @@ class ReservationRelease:
 
 
 @dataclass(frozen=True)
+class ReservationRetain:
+    """A lone held sticky reservation whose pod is gone (a missed DEL, with no pool entry: the mirror behind, or
+    none): rewritten retained, as its DEL would have left it."""
+
+    reservation: Reservation
+    reason: str
+    retention: int  # seconds (ignored for a claim key)
+    controller: str = ""  # recorded when it has none (the deleted pod's, seen by pod cleanup)
+
+
+@dataclass(frozen=True)
 class Repair:
     entry: Entry
     name: str  # the reservation to create
@@ -178,11 +191,13 @@ class Plan:
     releases: list[EntryRelease] = field(default_factory=list)
     retains: list[EntryRetain] = field(default_factory=list)
     reservation_releases: list[ReservationRelease] = field(default_factory=list)
+    reservation_retains: list[ReservationRetain] = field(default_factory=list)
     repairs: list[Repair] = field(default_factory=list)
     kept: list[Kept] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.releases or self.retains or self.reservation_releases or self.repairs)
+        return bool(self.releases or self.retains or self.reservation_releases or self.reservation_retains
+                    or self.repairs)  # fmt: skip
 
 
 # -- reading the API's objects ------------------------------------------------------------------------------
@@ -350,6 +365,9 @@ def plan_for_pod(observed: Observed, podref: str, controller: str = "") -> Plan:
         releases=[r for r in full.releases if r.entry.owner.podref == podref],
         retains=[replace(r, controller=controller) for r in full.retains if r.entry.owner.podref == podref],
         reservation_releases=[r for r in full.reservation_releases if r.reservation.owner.podref == podref],
+        reservation_retains=[
+            replace(r, controller=controller) for r in full.reservation_retains if r.reservation.owner.podref == podref
+        ],
     )
 
 
@@ -421,16 +439,28 @@ def _plan_lone(
     grace: float | None,
 ) -> None:
     podref, owner = reservation.owner.podref, reservation.owner
-    if owner.retained and (not owner.expires or owner.expires > now):
-        # kept for its sticky key (its pod is gone: that is what retention is for); its pool entry is not
-        # written yet, or there is no mirror (kubernetes.ippool_mirror false). The next ADD of its key, or its
-        # expiry, ends it.
+    if owner.retained and observed.sticky is not None:
+        # its pool entry is not written yet, or there is no mirror (kubernetes.ippool_mirror false): judged by
+        # its sticky key's owner, as a retained entry is
+        judgement = judge_retained(owner, pod_exists=podref in observed.pods, evidence=observed.sticky, now=now)
+        if judgement.verdict is Verdict.RELEASE:
+            result.reservation_releases.append(ReservationRelease(reservation, f"no pool entry; {judgement.reason}",
+                                                                  False))  # fmt: skip
+        else:
+            result.kept.append(Kept(reservation.describe(), f"no pool entry, kept: {judgement.reason}", True))
+        return
+    if owner.retained and (not owner.expires or owner.expires > now):  # (pod cleanup: not its to judge)
         until = f"until {owner.expires}" if owner.expires else "until its owner is gone"
         result.kept.append(Kept(reservation.describe(), f"no pool entry, kept: retained for its sticky key {until}",
                                 True))  # fmt: skip
         return
     judgement = judge_pod(podref, observed.pods.get(podref), observed.nodes)
     if judgement.verdict is Verdict.RELEASE:
+        evidence = observed.sticky or Evidence()
+        if sticky.retains(owner) and evidence.sticky_off(owner) is None:  # a missed DEL: as it would have left it
+            reason = f"no pool entry; {judgement.reason}"
+            result.reservation_retains.append(ReservationRetain(reservation, reason, evidence.retention(owner)))
+            return
         result.reservation_releases.append(ReservationRelease(reservation, f"no pool entry; {judgement.reason}", False))
         return
     age = None if reservation.created is None else now - reservation.created

@@ -28,7 +28,7 @@ from whereabouts.controller.context import Context
 from whereabouts.controller.reconcile import Applier, Report, observe
 from whereabouts.errors import TryAgainLater
 from whereabouts.kube.client import Event, Expired, KubeClient
-from whereabouts.kube.resources import IPPOOLS, RESERVATIONS, pod_facts
+from whereabouts.kube.resources import IPPOOLS, RESERVATIONS, pod_facts, pod_selector
 
 WATCH_TIMEOUT = 30  # seconds each watch request lasts; the next resumes from the last resourceVersion seen
 
@@ -86,13 +86,18 @@ class PodCleanup:
         """A pod was seen deleted: release its entries, then their reservations (and any other reservation
         of that pod), if no pod of that name exists now; sticky entries are retained instead, recording
         `controller` (the deleted pod's "<apiVersion>/<Kind>/<name>/<uid>") where they recorded none. Most
-        pods hold no address here: reservations are listed only when the pools show entries of this pod; a
-        lone reservation of a pod without any (a crashed ADD's) is left to the reconciler."""
+        pods hold no address here: every reservation is listed only when the pools show entries of this pod;
+        else only those labelled with the pod's name, from the API server's cache (with the IPPool mirror off,
+        or behind, a reservation is the only record of its address)."""
         pools = client.list(client.path(IPPOOLS))
         observed = leaks.observed_from(pools, ())
-        if not any(entry.owner.podref == podref for entry in observed.entries):
-            return Report(dry_run=self.ctx.dry_run)
-        reservations = client.list(client.path(RESERVATIONS))
+        if any(entry.owner.podref == podref for entry in observed.entries):
+            reservations = client.list(client.path(RESERVATIONS))
+        else:
+            selector = pod_selector(podref)
+            reservations = client.list(client.path(RESERVATIONS), selector, cached=True) if selector else []
+            if not reservations:
+                return Report(dry_run=self.ctx.dry_run)
         planned = leaks.plan_for_pod(leaks.observed_from(pools, reservations), podref, controller)
         applier = self._applier(client)
         report = applier.apply(planned, {p["metadata"]["name"]: p for p in pools})

@@ -44,6 +44,7 @@ from whereabouts.controller.leaks import (
     Repair,
     Reservation,
     ReservationRelease,
+    ReservationRetain,
     Verdict,
     adoption_in_flight,
     backing_index,
@@ -74,6 +75,7 @@ class Report:
     released: list[Entry] = field(default_factory=list)
     released_reservations: list[str] = field(default_factory=list)
     retained: list[Entry] = field(default_factory=list)  # sticky entries of gone pods, turned retained
+    retained_reservations: list[str] = field(default_factory=list)  # the same of lone reservations (no entry)
     repaired: list[str] = field(default_factory=list)
     kept: list[Kept] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # changed since read: a race lost safely
@@ -85,7 +87,7 @@ class Report:
         notable = sum(1 for k in self.kept if k.notable)
         return (
             f"{verb} {len(self.released)} allocation(s) and {len(self.released_reservations)} reservation(s), "
-            f"{'would retain' if self.dry_run else 'retained'} {len(self.retained)}, "
+            f"{'would retain' if self.dry_run else 'retained'} {len(self.retained) + len(self.retained_reservations)}, "
             f"recreated {len(self.repaired)}, kept {len(self.kept)} ({notable} notable), skipped {len(self.skipped)}"
             + ("; stopped: lease lost" if self.stopped else "")
         )
@@ -137,10 +139,12 @@ class Applier:
                 self._release_entry(release, pools)
             for retain in planned.retains:
                 self._retain_entry(retain, pools)
-            if planned.reservation_releases:
+            if planned.reservation_releases or planned.reservation_retains:
                 index = backing_index(observed_from(self.client.list(self.client.path(IPPOOLS)), ()).entries)
                 for lone in planned.reservation_releases:
                     self._release_lone(lone, index)
+                for lone_retain in planned.reservation_retains:
+                    self._retain_lone(lone_retain, index)
             for repair in planned.repairs:
                 self._repair(repair)
         except _LeaseLost:
@@ -223,13 +227,49 @@ class Applier:
 
     def _release_lone(self, release: ReservationRelease, index: Mapping[str, list[Entry]]) -> None:
         reservation = release.reservation
-        judgement, pod = self._confirm(reservation.owner.podref)
+        owner = reservation.owner
+        judgement, pod = self._confirm_entry(owner) if owner.retained else self._confirm(owner.podref)
         if backs(index, reservation) or (release.aged and adoption_in_flight(index, reservation)):
             self._keep(reservation.describe(), "on a fresh read of the pools: an entry stands behind it")
         elif not release.aged and judgement.verdict is not Verdict.RELEASE:
             self._keep(reservation.describe(), f"on a fresh read: {judgement.reason}")
         else:
             self._delete_reservation(reservation, release.reason, pod)
+
+    def _retain_lone(self, retain: ReservationRetain, index: Mapping[str, list[Entry]]) -> None:
+        """A lone held sticky reservation of a gone pod: rewritten retained, from the version read (a missed DEL,
+        with no pool entry to retain: the mirror behind, or off)."""
+        reservation = retain.reservation
+        judgement, pod = self._confirm(reservation.owner.podref)
+        if backs(index, reservation):
+            self._keep(reservation.describe(), "on a fresh read of the pools: an entry stands behind it")
+            return
+        if judgement.verdict is not Verdict.RELEASE:
+            self._keep(reservation.describe(), f"on a fresh read: {judgement.reason}")
+            return
+        owner = sticky.retained(reservation.owner, now=int(time.time()), retention=retain.retention,
+                                controller=retain.controller)  # fmt: skip
+        until = f" until {owner.expires}" if owner.expires else " until its owner is gone"
+        what = f"{reservation.describe()} for {owner.sticky}{until}: {retain.reason} (a missed DEL)"
+        if self._before_write(f"would retain {what}"):
+            self.report.retained_reservations.append(reservation.name)
+            return
+        path = self.client.path(RESERVATIONS, reservation.name)
+        current = self.client.get(path)
+        if current is None or current.get("metadata", {}).get("resourceVersion") != reservation.resource_version:
+            self._skip(f"{reservation.describe()}: changed since read, not rewritten as retained")
+            return
+        try:
+            self.client.replace(path, resources.restated_reservation(current, owner))
+        except Conflict:
+            self._skip(f"{reservation.describe()}: changed since read, not rewritten as retained")
+            return
+        self.report.retained_reservations.append(reservation.name)
+        if self.retained is not None:
+            self.retained.inc()
+        self.ctx.log(f"{self.source}: retained {what}")
+        self.ctx.event(self.client, pod or _reservation_ref(self.client, reservation.name), reason="RetainedAllocation",
+                       message=f"{self.source}: retained {what}")  # fmt: skip
 
     def _delete_reservation(self, reservation: Reservation, reason: str, pod: dict[str, Any] | None) -> None:
         what = f"{reservation.describe()}: {reason}"
@@ -414,7 +454,8 @@ class Reconciler:
     def _pass(self, client: KubeClient) -> Report:
         reading = observe(client)
         lookups = Lookups(client, self.ctx.log)
-        evidence = lookups.evidence(entry.owner for entry in reading.observed.entries)
+        observed = reading.observed
+        evidence = lookups.evidence([*(e.owner for e in observed.entries), *(r.owner for r in observed.reservations)])
         planned = plan(replace(reading.observed, sticky=evidence), now=time.time())
         for kept in planned.kept:
             if kept.notable:

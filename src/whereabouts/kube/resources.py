@@ -255,6 +255,36 @@ def reservation(name: str, owner: Owner, namespace: str, *, network: str = "", c
     }
 
 
+def restated_reservation(obj: Read, owner: Owner) -> Object:
+    """The reservation `obj` rewritten to say what `owner` says (its sticky record, retained say), with its
+    address, its range and its other labels kept, and its resourceVersion as the replace's precondition."""
+    meta = obj.get("metadata") or {}
+    labels = dict(meta.get("labels") or {})
+    subnet = reservation_subnet(labels)
+    cidr = "" if subnet is None else f"{format_ip(subnet[0], subnet[1])}/{subnet[2]}"
+    address = None
+    text = (obj.get("spec") or {}).get("address")
+    if isinstance(text, str):
+        try:
+            address = parse_request(text)
+        except ValueError:
+            address = None  # (its name still says it)
+    new = reservation(meta.get("name", ""), owner, meta.get("namespace", ""), network=labels.get(NETWORK_LABEL, ""),
+                      cidr=cidr, address=address)  # fmt: skip
+    new["metadata"]["labels"] = {**labels, **new["metadata"]["labels"]}
+    new["metadata"]["resourceVersion"] = meta.get("resourceVersion", "")
+    return new
+
+
+def pod_selector(podref: str) -> str:
+    """The label selector of the reservations of pod "<namespace>/<name>" ("" when a name is no label value:
+    its reservations carry no such label, and selector syntax in it would add requirements of its own)."""
+    namespace, _, pod = podref.partition("/")
+    if not (is_label_value(namespace) and is_label_value(pod)) or not namespace or not pod:
+        return ""
+    return f"{POD_NAMESPACE_LABEL}={namespace},{POD_NAME_LABEL}={pod}"
+
+
 def reservation_labels(owner: Owner, network: str, cidr: str) -> dict[str, str]:
     """Labels for `kubectl get ip -l ...`; a value a label cannot hold (over 63 characters) is left out."""
     labels = {ATTACHMENT_LABEL: attachment_label(owner), STATE_LABEL: owner.state}

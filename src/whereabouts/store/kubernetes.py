@@ -376,8 +376,8 @@ class KubernetesStore:
         namespace, _, pod = rest.partition("/")
         pod = pod.partition("/")[0]
         selector = f"{resources.STICKY_LABEL}={kind}"
-        if kind == "pod" and resources.is_label_value(namespace) and resources.is_label_value(pod):  # its labels
-            selector += f",{resources.POD_NAMESPACE_LABEL}={namespace},{resources.POD_NAME_LABEL}={pod}"
+        if kind == "pod" and (by_pod := resources.pod_selector(f"{namespace}/{pod}")):  # its labels
+            selector += f",{by_pod}"
         return self._pools_where(network, lambda owner: owner.sticky == sticky, selector)
 
     # -- the operator's tools (whereabouts.inventory) --------------------------------------------------------

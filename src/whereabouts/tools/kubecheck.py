@@ -39,7 +39,9 @@ class KubeReading:
 
 def read(target: Target, client: KubeClient, log: Callable[[str], None]) -> KubeReading:
     reading = observe(client)
-    evidence = Lookups(client, log).evidence(entry.owner for entry in reading.observed.entries)
+    observed = reading.observed
+    evidence = Lookups(client, log).evidence([*(e.owner for e in observed.entries),
+                                              *(r.owner for r in observed.reservations)])  # fmt: skip
     planned = plan(replace(reading.observed, sticky=evidence), now=time.time())
     slice_pools = client.list(client.path(NODE_SLICE_POOLS))
     nodes = {node for obj in slice_pools for node, _ in slice_listing(obj)}
@@ -76,12 +78,16 @@ def _from_plan(read: KubeReading, network: dict[str, str]) -> list[Finding]:
         elif "names another holder" in kept.reason:
             found.append(Finding("duplicate", kept.what, "", f"held twice: {kept.reason}"))
     releasing = {r.reservation.name: f"{who(r.reservation.owner)}: {r.reason}" for r in planned.reservation_releases}
+    retaining = {r.reservation.name: f"{who(r.reservation.owner)}: {r.reason}" for r in planned.reservation_retains}
     index = backing_index(observed.entries)
     kept_reasons = {k.what: k.reason for k in planned.kept}
     for reservation in (r for r in observed.reservations if not backs(index, r)):
         what = f"OverlappingRangeIPReservation {reservation.name}"
         if reservation.name in releasing:
             found.append(Finding("orphan-reservation", what, "", releasing[reservation.name], ERROR, "release"))
+            continue
+        if reservation.name in retaining:
+            found.append(Finding("gone-pod", what, "", retaining[reservation.name], ERROR, "retain (sticky)"))
             continue
         if not read.mirrored:  # the reservations are the record: none has a pool entry
             continue
