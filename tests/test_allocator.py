@@ -245,3 +245,26 @@ def test_requested_address_outside_every_range_lists_a_few_ranges_only() -> None
     refusal = allocate(ranges=ranges, snapshot=snapshot(*ranges), owner=A, requested=[(4, ip("192.168.0.1"))])
     assert_refused(refusal, OUTSIDE, "in no configured range")
     assert "(10.0.0.0/24, 10.0.1.0/24," in refusal.msg and refusal.msg.endswith("10.0.9.0/24, ...)")
+
+
+def test_a_lapsed_entry_released_in_one_pool_leaves_another_pools_entry_at_its_address_blocking_it() -> None:
+    """Two overlapping ranges of one network: the /24's retained entry at .1 lapses (released on the ADD's way,
+    in its working copy), while the /25 has an entry at .1 of its own with no reservation (a Go plugin's, or
+    left over). The /25 must not hand .1 out: its own entry still holds it (with the index, the pool counted
+    as covered by the network's reservations as it was before the release: .1 was given out)."""
+    from whereabouts.allocator import lapsed
+    from whereabouts.model import ChangeSet
+    from whereabouts.service import _apply, _working_copy
+
+    whole, half = pool_range("10.0.0.0/24"), pool_range("10.0.0.0/25")
+    expired = Owner("old", "eth0", "ns/x", sticky="mac:aa", retained=100, expires=200)
+    snap = snapshot(whole, half, reserved={"10.0.0.1": expired})
+    snap.pools[whole.key].allocations[ip("10.0.0.1")] = expired
+    snap.pools[half.key].allocations[ip("10.0.0.1")] = Owner("go", "eth0", "ns/go")
+    if snap.index is not None:
+        snap = Snapshot(snap.pools, snap.reservations, index_of(snap.pools, snap.reservations))
+    freed = lapsed(keys=[half.key, whole.key], snapshot=snap, now=1000, netconf="n", sticky_on=True, expire_pods=True)
+    working = _working_copy(snap)
+    _apply(working, ChangeSet(tuple(freed), (), True))
+    decision = allocate(ranges=[half, whole], snapshot=working, owner=A)
+    assert held_addresses(decision) == ["10.0.0.2/25", "10.0.0.1/24"]

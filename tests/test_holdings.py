@@ -95,3 +95,14 @@ def test_a_view_answers_from_its_snapshot_and_its_own_applied_changes() -> None:
     holdings.drop(("", 4, 0x0A000001))  # a's address released since: as if the snapshot were that much newer
     assert view.concerning(key, a, allocations) == {}
     assert view.attachment_holds("", 4, b, {("", 4, 0x0A000002): b}) == [0x0A000002]
+
+
+def test_a_range_label_no_address_has_files_nothing_and_raises_nothing() -> None:
+    """subnet_40 on an IPv4 address is no range: read as none (before: a negative shift count when filed)."""
+    from whereabouts.kube.resources import reservation_subnet
+
+    assert reservation_subnet({"subnet_40": "10.0.0.0"}) is None
+    assert reservation_subnet({"subnet_24": "10.0.0.0"}) == (4, 0x0A000000, 24)
+    holdings = Holdings()
+    holdings.put(("", 4, 0x0A000001), Owner("c1", "eth0"), (4, 0x0A000000, 40))
+    assert holdings.pools == {} and holdings.holders([""]) == {("", 4, 0x0A000001): Owner("c1", "eth0")}

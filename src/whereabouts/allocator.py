@@ -152,13 +152,15 @@ def lapsed(*, keys: Sequence[PoolKey], snapshot: Snapshot, now: int, netconf: st
     index = snapshot.index
     for key in keys:
         allocations = snapshot.pools[key].allocations
+        lapsing = []
         for ip, who in (index.retained(key, allocations) if index and index.knows(key) else allocations).items():
             if not who.retained:
                 continue
             kind = who.sticky_kind
             expired = bool(who.expires) and now >= who.expires and (kind == "mac" or (kind == "pod" and expire_pods))
             if expired or (not sticky_on and netconf and who.netconf == netconf):
-                found.append(Change(key, key.version, ip, None, previous=who))
+                lapsing.append(Change(key, key.version, ip, None, previous=who))
+        found += sorted(lapsing, key=lambda change: change.ip)  # (in address order, however the pool was read)
     return found
 
 

@@ -218,7 +218,13 @@ class HoldingsView:
         return taken
 
     def covered(self, key: PoolKey) -> bool:
-        return self._pools[key].covered
+        """Whether every entry of the pool has a network-wide holder: as the snapshot was, until a release applied
+        to the working copy (an entry lapsed) takes one away, which may leave another pool's entry at that
+        address, of an overlapping range, uncovered (then the caller walks the pool, as it does without a view)."""
+        if not self._pools[key].covered:
+            return False
+        return not any(owner is None and changed.network == key.network and changed.version == key.version
+                       for (changed, _), owner in self._applied.items())  # fmt: skip
 
     def concerning(self, key: PoolKey, owner: Owner, allocations: Mapping[int, Owner]) -> dict[int, Owner]:
         """The entries of the snapshot's pool `key` (its `allocations`) that may concern `owner`: held by its
@@ -278,4 +284,5 @@ def index_of(pools: Mapping[PoolKey, PoolState], reserved: Mapping[Address, Owne
 
 def inside(subnet: Subnet, version: int, ip: int) -> bool:
     subnet_version, base, prefix = subnet
-    return version == subnet_version and base <= ip < base + (1 << ((32 if version == 4 else 128) - prefix))
+    bits = 32 if version == 4 else 128
+    return version == subnet_version and 0 <= prefix <= bits and base <= ip < base + (1 << (bits - prefix))

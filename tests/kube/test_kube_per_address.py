@@ -224,6 +224,43 @@ def test_an_adoption_from_a_copy_that_missed_a_del_brings_back_no_entry(
         cache.close()
 
 
+def test_the_copy_survives_a_nonsense_range_label_and_forgets_a_deleted_pools_entries(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path
+) -> None:
+    """A reservation labelled with a range no address has (subnet_40 on an IPv4 address: hand-written, or
+    another tool's) is not filed in any pool, and the copy stays usable (before: a negative shift in the
+    watch's listener, the copy refused for good, every call read the server); the decoded entries of an IPPool
+    go when it is deleted (a daemon runs for months while node slices come and go)."""
+    from whereabouts.config import KubernetesSettings
+    from whereabouts.kube import resources
+    from whereabouts.model import Owner, PoolKey
+    from whereabouts.store.kubecache import KubeCache
+
+    key = PoolKey("", "10.95.0.0/24")
+    client = KubeClient(load_credentials(str(plugin_kubeconfig)))
+    client.create(client.path(IPPOOLS), resources.new_pool(key, kube_namespace))
+    odd = resources.reservation(
+        "10.95.0.7", Owner("ctr-odd", "eth0", "ns/odd"), kube_namespace, address=(4, 0x0A5F0007)
+    )
+    odd["metadata"]["labels"]["subnet_40"] = "10.95.0.0"
+    client.create(client.path(RESERVATIONS), odd)
+    cache = KubeCache(KubernetesSettings(kubeconfig=str(plugin_kubeconfig)))
+    try:
+        assert cache.ready()
+        snapshot = cache.snapshot([key])
+        assert ("", 4, 0x0A5F0007) in snapshot.reservations  # it still blocks its address, network-wide
+        assert 0x0A5F0007 not in snapshot.pools[key].allocations  # in no pool: its range is none
+        assert key.name in cache.decoded
+        client.delete(client.path(IPPOOLS, key.name))
+        deadline = time.monotonic() + 10
+        while key.name in cache.decoded and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert key.name not in cache.decoded
+        assert cache.ready(0)
+    finally:
+        cache.close()
+
+
 def test_a_slow_mirror_round_does_not_leave_the_pools_stale_for_long() -> None:
     """The next round waits ten times what the last took (the mirror's share of the server's time), but not
     so long that the pools stay stale: a round of 5 s under load is followed 2 s later; failures back off to

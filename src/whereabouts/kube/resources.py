@@ -318,7 +318,10 @@ def reservation_subnet(labels: dict[str, str]) -> tuple[int, int, int] | None:
                 version, network = parse_request(value.replace("-", ":") if "-" in value else value)
             except ValueError:
                 continue
-            return version, network, int(key[7:])
+            prefix = int(key[7:])
+            if prefix > (32 if version == 4 else 128):
+                continue  # no range (subnet_40 on an IPv4 address): a label the plugin never writes
+            return version, network, prefix
     return None
 
 

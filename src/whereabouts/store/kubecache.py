@@ -97,7 +97,7 @@ class KubeCache:
         self.mirrored = settings.ippool_mirror  # false: the reservations alone; no IPPool read, watched or written
         self.reservations = Informer(first, first.path(RESERVATIONS), listener=self._reindex)
         pools_client = client()
-        self.pools = Informer(pools_client, pools_client.path(IPPOOLS))
+        self.pools = Informer(pools_client, pools_client.path(IPPOOLS), listener=self._pool_changed)
         self.mirror = MirrorWriter(client(), self, enabled=self.mirrored)
         self.reservations.start()
         if self.mirrored:
@@ -107,6 +107,11 @@ class KubeCache:
         """Whether decisions may come from the copy: both resources listed and watched (a watch refused, say
         by RBAC without `watch`, or failing: no, and the store reads the server as a CNI process does)."""
         return self.reservations.usable(wait) and (not self.mirrored or self.pools.usable(wait))
+
+    def _pool_changed(self, name: str, obj: Object | None) -> None:
+        if obj is None:  # deleted (a gone node's slice, a re-slice): its decoded entries go with it
+            with self.lock:
+                self.decoded.pop(name, None)
 
     # -- the index of reservations ------------------------------------------------------------------------------
 
@@ -226,7 +231,11 @@ class KubeCache:
         """The pool's IPPool decoded, and its entries filed (once per resourceVersion: the mirror writes it a few
         times a second at most)."""
         obj = self.pool_object(key)
-        version = None if obj is None else obj["metadata"].get("resourceVersion")
+        if obj is None:  # no IPPool (not written yet, gone, or no mirror): nothing to decode or keep
+            with self.lock:
+                self.decoded.pop(key.name, None)
+            return None, resources.decode_pool(key, None), None
+        version = obj["metadata"].get("resourceVersion")
         with self.lock:
             memo = self.decoded.get(key.name)
         if memo is None or memo[0] != version or memo[1].key != key:
