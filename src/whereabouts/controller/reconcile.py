@@ -175,21 +175,14 @@ class Applier:
         if judgement.verdict is not Verdict.RELEASE:
             self._keep(entry.describe(), f"on a fresh read: {judgement.reason}")
             return
-        owner = sticky.retained(entry.owner, now=int(time.time()), retention=retain.retention,
-                                controller=retain.controller)  # fmt: skip
-        until = f" until {owner.expires}" if owner.expires else " until its owner is gone"
-        what = f"{entry.describe()} for {owner.sticky}{until}: {judgement.reason} (a missed DEL)"
+        owner, what = _as_retained(entry.owner, entry.describe(), retain, judgement.reason)
         if self._before_write(f"would retain {what}"):
             self.report.retained.append(entry)
             return
         if not self._patch(entry, owner):
             return
         self.report.retained.append(entry)
-        if self.retained is not None:
-            self.retained.inc()
-        self.ctx.log(f"{self.source}: retained {what}")
-        self.ctx.event(self.client, pod or pools.get(entry.pool) or _pool_ref(self.client, entry.pool),
-                       reason="RetainedAllocation", message=f"{self.source}: retained {what}")  # fmt: skip
+        self._said_retained(what, pod or pools.get(entry.pool) or _pool_ref(self.client, entry.pool))
         for reservation in retain.reservations:
             self._restate(reservation, entry, owner)
 
@@ -247,10 +240,7 @@ class Applier:
         if judgement.verdict is not Verdict.RELEASE:
             self._keep(reservation.describe(), f"on a fresh read: {judgement.reason}")
             return
-        owner = sticky.retained(reservation.owner, now=int(time.time()), retention=retain.retention,
-                                controller=retain.controller)  # fmt: skip
-        until = f" until {owner.expires}" if owner.expires else " until its owner is gone"
-        what = f"{reservation.describe()} for {owner.sticky}{until}: {retain.reason} (a missed DEL)"
+        owner, what = _as_retained(reservation.owner, reservation.describe(), retain, retain.reason)
         if self._before_write(f"would retain {what}"):
             self.report.retained_reservations.append(reservation.name)
             return
@@ -265,11 +255,14 @@ class Applier:
             self._skip(f"{reservation.describe()}: changed since read, not rewritten as retained")
             return
         self.report.retained_reservations.append(reservation.name)
+        self._said_retained(what, pod or _reservation_ref(self.client, reservation.name))
+
+    def _said_retained(self, what: str, regarding: dict[str, Any]) -> None:
+        """Counted, logged and an Event on `regarding` (the pod, else the object rewritten)."""
         if self.retained is not None:
             self.retained.inc()
         self.ctx.log(f"{self.source}: retained {what}")
-        self.ctx.event(self.client, pod or _reservation_ref(self.client, reservation.name), reason="RetainedAllocation",
-                       message=f"{self.source}: retained {what}")  # fmt: skip
+        self.ctx.event(self.client, regarding, reason="RetainedAllocation", message=f"{self.source}: retained {what}")
 
     def _delete_reservation(self, reservation: Reservation, reason: str, pod: dict[str, Any] | None) -> None:
         what = f"{reservation.describe()}: {reason}"
@@ -355,6 +348,13 @@ class Applier:
     def _skip(self, message: str) -> None:
         self.report.skipped.append(message)
         self.ctx.log(f"{self.source}: skipped {message}")
+
+
+def _as_retained(held: Owner, what: str, retain: EntryRetain | ReservationRetain, reason: str) -> tuple[Owner, str]:
+    """The holder as its missed DEL would have left it now, and what the log and the Event say of it."""
+    owner = sticky.retained(held, now=int(time.time()), retention=retain.retention, controller=retain.controller)
+    until = f" until {owner.expires}" if owner.expires else " until its owner is gone"
+    return owner, f"{what} for {owner.sticky}{until}: {reason} (a missed DEL)"
 
 
 def _reservation_of(client: KubeClient, name: str, entry: Entry, owner: Owner) -> dict[str, Any]:

@@ -70,12 +70,11 @@ class _Held:
 
 @dataclass
 class _Index:
-    """Reservations by (network, version, ip) and by attachment; names whose network is not known yet (a Go
-    plugin's object carries no label) wait in `unplaced` until a call of some network asks."""
+    """Reservations by (network, version, ip) and by attachment (by network: the holdings'); names whose network
+    is not known yet (a Go plugin's object carries no label) wait in `unplaced` until a call of some network asks."""
 
     by_address: dict[Address, _Held] = field(default_factory=dict)
     by_name: dict[str, Address] = field(default_factory=dict)
-    by_network: dict[str, set[Address]] = field(default_factory=dict)
     by_attachment: dict[str, set[str]] = field(default_factory=dict)  # attachment label -> names
     unplaced: dict[str, Object] = field(default_factory=dict)
     objects: dict[str, Object] = field(default_factory=dict)  # every one indexed, by name
@@ -148,7 +147,6 @@ class KubeCache:
         owner = resources.reservation_owner(obj)
         index.by_address[address] = _Held(name, owner, obj, subnet)
         index.by_name[name] = address
-        index.by_network.setdefault(address[0], set()).add(address)
         self.holdings.put(address, owner, subnet)
 
     def _unindex(self, name: str) -> None:
@@ -164,7 +162,6 @@ class KubeCache:
         address = index.by_name.pop(name, None)
         if address is not None:
             index.by_address.pop(address, None)
-            index.by_network.get(address[0], set()).discard(address)
             self.holdings.drop(address)
 
     def _place_unplaced(self, network: str) -> None:
@@ -182,7 +179,7 @@ class KubeCache:
     def network_holdings(self, network: str) -> dict[Address, _Held]:
         with self.lock:
             self._place_waiting(network)
-            return {a: self.index.by_address[a] for a in self.index.by_network.get(network, ())}
+            return {a: self.index.by_address[a] for a in self.holdings.reserved.get(network, ())}
 
     def _place_waiting(self, network: str) -> None:
         """Place the reservations whose network was not known, if any may be `network`'s (caller holds the lock)."""
