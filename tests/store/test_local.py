@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import sqlite3
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,6 +55,49 @@ def test_locked_database_times_out_with_try_again(tmp_path: Path) -> None:
     holder.execute("ROLLBACK")
     with store.transaction([KEY], overlapping=True) as txn:
         assert txn.commit(ChangeSet((Change(KEY, 4, 167772161, Owner("c", "eth0")),), ((KEY, None),), True))
+
+
+def _open_and_hold(data: str, start: Any, ip: int, results: Any) -> None:
+    start.wait()
+    try:
+        hold_one(Path(data), ip, f"c{ip}")
+        results.put("ok")
+    except Exception as exc:  # reported to the test, which names it
+        results.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_the_first_calls_on_a_node_all_at_once_each_set_up_or_open_the_new_store(tmp_path: Path) -> None:
+    """The CNI runtime's first parallel calls on a node each find no store yet: switching it to WAL needs
+    the file to itself, and SQLite fails (rather than waits) one of two callers asking at once. In CI, one of
+    forty pods created at once got "database is locked". Twenty rounds of 32 processes released together
+    (before the fix, every run failed)."""
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(20):
+        data = str(tmp_path / f"node{round_}")
+        start, results = ctx.Barrier(32), ctx.Queue()
+        workers = [ctx.Process(target=_open_and_hold, args=(data, start, 167772161 + n, results)) for n in range(32)]
+        for worker in workers:
+            worker.start()
+        said = [results.get(timeout=60) for _ in workers]
+        for worker in workers:
+            worker.join(timeout=60)
+        assert [answer for answer in said if answer != "ok"] == [], f"round {round_}"
+        assert held_ips(Path(data)) == [167772161 + n for n in range(32)]
+
+
+def test_a_setup_that_waits_too_long_for_another_is_try_again(tmp_path: Path) -> None:
+    import fcntl
+
+    data = tmp_path / "busy"
+    data.mkdir(mode=0o700)
+    other = os.open(data, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX)  # another call is setting the store up, and does not finish in time
+        with pytest.raises(TryAgainLater, match="being set up by another call"):
+            LocalStore(str(data), busy_timeout=0.2)
+    finally:
+        os.close(other)
+    assert held_ips(data) == []  # once it is done, the store opens
 
 
 def test_other_connection_sees_committed_state(tmp_path: Path) -> None:

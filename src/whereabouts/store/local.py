@@ -230,6 +230,16 @@ class LocalStore:
         version, store_id = self._header()
         if version == SCHEMA_VERSION and store_id and store_id == (expected or store_id):
             return store_id
+        # Setting up is done by one process at a time: switching to WAL needs the file to itself, and when
+        # two callers ask for that at once SQLite fails one at once ("database is locked") instead of
+        # letting it wait (its deadlock rule): the CNI runtime's first parallel calls on a node did this.
+        directory = _setup_lock(os.path.dirname(self.path), self.busy_timeout)
+        try:
+            return self._set_up(expected)
+        finally:
+            os.close(directory)  # (closing releases the lock)
+
+    def _set_up(self, expected: int | None) -> int:
         self.db.execute("PRAGMA journal_mode=WAL")  # persistent: set once, with the schema
         self.db.execute("BEGIN IMMEDIATE")
         try:
@@ -439,6 +449,28 @@ def _own_directory(path: str) -> None:
             f"invalid local_data_dir {path!r}: owned by uid {info.st_uid} with mode {info.st_mode & 0o777:o}; "
             f"it must belong to uid {os.geteuid()} and be writable by it alone"
         )
+
+
+def _setup_lock(directory: str, cap: float) -> int:
+    """An exclusive flock on the data directory, waited for until `cap` seconds or the call's deadline; the
+    directory's descriptor is returned (close it to release). A process killed while holding it releases it."""
+    import fcntl
+    import time
+
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        until = time.monotonic() + deadline.remaining(cap)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() >= until:
+                    raise TryAgainLater(f"local datastore in {directory} is being set up by another call") from None
+                time.sleep(0.005)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _own_file(path: str) -> None:
