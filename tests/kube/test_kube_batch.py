@@ -10,7 +10,6 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from kube_server import KubeAPIServer
@@ -28,13 +27,14 @@ B = Owner("ctr-b", "net1", "ns/b")
 Step = Callable[[], None] | None
 
 
-@dataclass
 class Interleaved(KubernetesStore):
     """A Kubernetes store that runs the next of `before_read` as each transaction starts, and the next of
     `before_commit` as each commit starts (None: nothing that time)."""
 
-    before_read: list[Step] = field(default_factory=list)
-    before_commit: list[Step] = field(default_factory=list)
+    def __init__(self, client: KubeClient) -> None:
+        super().__init__(client)
+        self.before_read: list[Step] = []
+        self.before_commit: list[Step] = []
 
     @contextmanager
     def transaction(self, keys: Sequence[PoolKey], *, overlapping: bool) -> Iterator[KubeTransaction]:

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
 
 from whereabouts.errors import InvalidConfig, TryAgainLater
 from whereabouts.kube.credentials import Credentials, load_credentials
 from whereabouts.kube.resources import GROUP, VERSION
 from whereabouts.kube.transport import HTTPConnection, Response
 from whereabouts.record import record
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: a CNI process pays for every import
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Sequence
+    from typing import Any
 
 CHECK = 1.0  # seconds between looks at the credentials' files (one stat each)
 REREAD = 60.0  # seconds: the files are read again at least this often, changed or not (client-go's period)

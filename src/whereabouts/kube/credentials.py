@@ -19,20 +19,23 @@ import functools
 import json
 import os
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar
+from collections.abc import Mapping  # (at run time: isinstance checks of the parsed kubeconfig)
 
 from whereabouts.errors import InvalidConfig
 from whereabouts.kube.transport import Endpoint, TLSSettings, parse_endpoint
 from whereabouts.names import is_namespace
+from whereabouts.record import record
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: a CNI process pays for every import
+if TYPE_CHECKING:
+    from typing import Any, ClassVar
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 DEFAULT_NAMESPACE = "kube-system"
 MAX_FILE = 4 << 20  # a kubeconfig or token file larger than this is not one (think /dev/zero)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Credentials:
     endpoint: Endpoint
     base_path: str  # a server URL may carry a path prefix
@@ -42,8 +45,8 @@ class Credentials:
     basic: str = ""  # base64 user:password
     sources: tuple[str, ...] = ()  # the files read: when one changes, these credentials are stale
     origin: str | None = None  # what load_credentials read (a kubeconfig path, "" in-cluster); None: made in memory
-    read_stamp: tuple[tuple[int, int, int], ...] = field(default=(), compare=False)  # the sources when read
-    read_at: float = field(default=0.0, compare=False)  # when they were read (time.monotonic)
+    read_stamp: tuple[tuple[int, int, int], ...] = ()  # the sources when read
+    read_at: float = 0.0  # when they were read (time.monotonic)
 
     def stamp(self) -> tuple[tuple[int, int, int], ...]:
         """What the source files are now (inode, size, modification time): compare to tell a rewrite."""
@@ -66,7 +69,9 @@ def load_credentials(kubeconfig: str) -> Credentials:
     """From the kubeconfig file if one is configured, else from the pod's service account."""
     credentials = _from_kubeconfig(kubeconfig) if kubeconfig else _in_cluster()
     # stamped after reading: a rewrite in between is caught by the periodic re-read (KubeClient.REREAD)
-    return replace(credentials, origin=kubeconfig, read_stamp=credentials.stamp(), read_at=time.monotonic())
+    c = credentials
+    return Credentials(c.endpoint, c.base_path, c.tls, c.namespace, c.token, c.basic, c.sources, origin=kubeconfig,
+                       read_stamp=c.stamp(), read_at=time.monotonic())  # fmt: skip
 
 
 def _invalid(path: str, key: str, problem: str) -> InvalidConfig:

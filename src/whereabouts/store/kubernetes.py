@@ -16,12 +16,6 @@ An uncontended single-range ADD makes three requests: GET the pool, POST the res
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
 from whereabouts import deadline
 from whereabouts.config import KubernetesSettings
 from whereabouts.errors import TryAgainLater
@@ -31,9 +25,15 @@ from whereabouts.kube.credentials import load_credentials
 from whereabouts.kube.resources import ATTACHMENT_LABEL, IPPOOLS, NODE_SLICE_POOLS, RESERVATIONS, reservation_name
 from whereabouts.model import Change, ChangeSet, Owner, PodFacts, PoolKey, PoolState, SlicePool, Snapshot
 from whereabouts.ranges import parse_request
+from whereabouts.record import record
 from whereabouts.store.nodelock import node_locks
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing: a CNI process pays for every import
+
 if TYPE_CHECKING:
+    from collections.abc import Callable, Collection, Sequence
+    from typing import Any
+
     from whereabouts.inventory import Tally
     from whereabouts.store.factory import Keep
     from whereabouts.store.kubecache import KubeCache
@@ -41,13 +41,18 @@ if TYPE_CHECKING:
 LOCK_WAIT = 20.0  # seconds a call waits for its node's turn on a pool before going ahead unlocked
 
 
-@dataclass
 class KubeTransaction:
-    store: KubernetesStore
-    snapshot: Snapshot
-    objects: dict[PoolKey, dict[str, Any] | None]
-    cache: KubeCache | None = None  # the node daemon's: reservations are the record, the pools a mirror
-    unmirrored: dict[PoolKey, set[int]] = field(default_factory=dict)  # entries laid over from reservations
+    def __init__(
+        self,
+        store: KubernetesStore,
+        snapshot: Snapshot,
+        objects: dict[PoolKey, dict[str, Any] | None],
+        cache: KubeCache | None = None,
+        unmirrored: dict[PoolKey, set[int]] | None = None,
+    ) -> None:
+        self.store, self.snapshot, self.objects = store, snapshot, objects
+        self.cache = cache  # the node daemon's: reservations are the record, the pools a mirror
+        self.unmirrored = unmirrored or {}  # entries laid over from reservations
 
     def commit(self, changes: ChangeSet) -> bool:
         holds = [c for c in changes.changes if c.owner is not None]
@@ -185,47 +190,46 @@ def _attachment(owner: Owner) -> tuple[str, str]:
     return owner.container_id, owner.ifname
 
 
-@dataclass
 class KubernetesStore:
-    client: KubeClient
-    lock_dir: str = ""  # node-local: this node's calls take turns per pool (see store.nodelock)
-    known_reservations: dict[tuple[str, int, int], Owner] = field(default_factory=dict)
-    # What this call wrote and has not committed for good, per attachment (container ID, ifname): a batch
-    # serves several, and one that fails takes back its own writes only.
-    pending: dict[tuple[str, str], list[tuple[str, str]]] = field(default_factory=dict)  # (name, rv) created
-    pending_pools: dict[tuple[str, str], set[PoolKey]] = field(default_factory=dict)  # pools written into
-    pending_addresses: dict[tuple[str, str], list[tuple[PoolKey, int]]] = field(default_factory=dict)  # cached
-    contended: bool = False  # an address this call chose was reserved by someone else
-    # Reservations read by _pools_where, by address, with the range each was taken in: laid over the pools this
-    # call reads (a node daemon may not have mirrored them into the pool yet).
-    learned: dict[tuple[str, int, int], tuple[tuple[int, int, int] | None, Owner]] = field(default_factory=dict)
-    stamp: tuple[tuple[int, int, int], ...] = ()  # of the credentials' files when read
-    cache: KubeCache | None = None  # the node daemon's (store.kubecache); None in a CNI process
-    mirror: bool = True  # kubernetes.ippool_mirror: false, the reservations alone are read and written
+    """One CNI call's (or the node daemon's) view of the Kubernetes store: its client, and what the call wrote."""
 
-    def __post_init__(self) -> None:
-        self.stamp = self.client.credentials.read_stamp
+    def __init__(self, client: KubeClient, lock_dir: str = "", *, cache: KubeCache | None = None,
+                 mirror: bool = True) -> None:  # fmt: skip
+        self.client = client
+        self.lock_dir = lock_dir  # node-local: this node's calls take turns per pool (see store.nodelock)
+        self.cache = cache  # the node daemon's (store.kubecache); None in a CNI process
+        self.mirror = mirror  # kubernetes.ippool_mirror: false, the reservations alone are read and written
+        self.known_reservations: dict[tuple[str, int, int], Owner] = {}
+        # What this call wrote and has not committed for good, per attachment (container ID, ifname): a batch
+        # serves several, and one that fails takes back its own writes only.
+        self.pending: dict[tuple[str, str], list[tuple[str, str]]] = {}  # (name, rv) created
+        self.pending_pools: dict[tuple[str, str], set[PoolKey]] = {}  # pools written into
+        self.pending_addresses: dict[tuple[str, str], list[tuple[PoolKey, int]]] = {}  # cached
+        self.contended = False  # an address this call chose was reserved by someone else
+        # Reservations read by _pools_where, by address, with the range each was taken in: laid over the pools
+        # this call reads (a node daemon may not have mirrored them into the pool yet).
+        self.learned: dict[tuple[str, int, int], tuple[tuple[int, int, int] | None, Owner]] = {}
+        self.stamp = client.credentials.read_stamp  # of the credentials' files when read
 
-    @contextmanager
-    def transaction(self, keys: Sequence[PoolKey], *, overlapping: bool) -> Iterator[KubeTransaction]:
-        names = [f"{self.client.namespace}.{key.name}" for key in keys]
-        with node_locks(self.lock_dir, names if self.lock_dir else [], timeout=deadline.remaining(LOCK_WAIT)):
-            if overlapping and self.cache is not None:
-                for key in keys:  # (served from the copy or not) the mirror is checked whole now and then
-                    self.cache.mirror.adopt(key)
-            if (overlapping or not self.mirror) and self.cache is not None and self.cache.ready():
-                yield KubeTransaction(self, self.cache.snapshot(keys), {}, self.cache)
-                return
-            if not self.mirror:
-                yield KubeTransaction(self, self._read_reservations(keys), {})
-                return
-            objects = {key: self.client.get(self.client.path(IPPOOLS, key.name)) for key in keys}
-            pools = {key: resources.decode_pool(key, obj) for key, obj in objects.items()}
-            unmirrored = self._lay_learned(pools) if overlapping else {}
-            if overlapping and self.contended:
-                self._learn_reservations({key.network for key in keys})
-            reservations = dict(self.known_reservations) if overlapping else {}
-            yield KubeTransaction(self, Snapshot(pools, reservations), objects, unmirrored=unmirrored)
+    def transaction(self, keys: Sequence[PoolKey], *, overlapping: bool) -> _Transacting:
+        return _Transacting(self, keys, overlapping)
+
+    def _begin(self, keys: Sequence[PoolKey], overlapping: bool) -> KubeTransaction:
+        """What a transaction decides from, read with this node's locks on the pools held."""
+        if overlapping and self.cache is not None:
+            for key in keys:  # (served from the copy or not) the mirror is checked whole now and then
+                self.cache.mirror.adopt(key)
+        if (overlapping or not self.mirror) and self.cache is not None and self.cache.ready():
+            return KubeTransaction(self, self.cache.snapshot(keys), {}, self.cache)
+        if not self.mirror:
+            return KubeTransaction(self, self._read_reservations(keys), {})
+        objects = {key: self.client.get(self.client.path(IPPOOLS, key.name)) for key in keys}
+        pools = {key: resources.decode_pool(key, obj) for key, obj in objects.items()}
+        unmirrored = self._lay_learned(pools) if overlapping else {}
+        if overlapping and self.contended:
+            self._learn_reservations({key.network for key in keys})
+        reservations = dict(self.known_reservations) if overlapping else {}
+        return KubeTransaction(self, Snapshot(pools, reservations), objects, unmirrored=unmirrored)
 
     def _read_reservations(self, keys: Sequence[PoolKey]) -> Snapshot:
         """With the mirror off (no IPPool is read): each pool is the reservations taken in its range (their
@@ -302,10 +306,12 @@ class KubernetesStore:
 
     def delete_reservation(self, name: str, resource_version: str = "") -> None:
         """Delete it; with `resource_version`, only that very object (a 409 means someone else's now)."""
-        with contextlib.suppress(Conflict):
+        try:
             self.client.delete(self.client.path(RESERVATIONS, name), resource_version)
-            if self.cache is not None:
-                self.cache.deleted_reservation(name, int(resource_version) if resource_version.isdigit() else -1)
+        except Conflict:
+            return
+        if self.cache is not None:
+            self.cache.deleted_reservation(name, int(resource_version) if resource_version.isdigit() else -1)
 
     def delete_reservation_of(self, name: str, holder: Owner) -> None:
         """Delete it if `holder` holds it: as the cache shows it first (its resourceVersion the delete's
@@ -314,8 +320,11 @@ class KubernetesStore:
             obj = self.cache.reservations.get(name)
             if obj is not None and resources.reservation_owner(obj).same_holder(holder):
                 path, version = self.client.path(RESERVATIONS, name), obj["metadata"]["resourceVersion"]
-                with contextlib.suppress(Conflict):  # a 409: changed since the cache saw it, read it below
+                try:
                     self.client.delete(path, version)  # deleted, or already gone (404): either way not there
+                except Conflict:
+                    pass  # a 409: changed since the cache saw it, read it below
+                else:
                     self.cache.deleted_reservation(name, int(version) if version.isdigit() else -1)
                     return
             obj = self.cache.reservations.fresh(name)
@@ -486,7 +495,7 @@ class KubernetesStore:
         self.client.close()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class KubeNodeSlices:
     """Fast IPAM's input: the networks' NodeSlicePools (the node-slice controller writes them)."""
 
@@ -500,7 +509,7 @@ class KubeNodeSlices:
         return f"NodeSlicePool {self.client.namespace}/{name}"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class KubePods:
     """Sticky addresses' reads of pods and IPAMClaims (see whereabouts.storage.Pods)."""
 
@@ -535,6 +544,31 @@ def _restated(current: Owner, owner: Owner) -> bool:
     if owner.netconf and current.netconf != owner.netconf:
         return True
     return any(getattr(current, name) != getattr(owner, name) for name in resources.STICKY_FIELDS)
+
+
+class _Transacting:
+    """`with store.transaction(keys) as txn`: this node's locks on the pools (store.nodelock) for as long as
+    the transaction runs, the snapshot read under them. (A class rather than `contextlib.contextmanager`: a
+    CNI process pays for every import.)"""
+
+    __slots__ = ("keys", "locks", "overlapping", "store")
+
+    def __init__(self, store: KubernetesStore, keys: Sequence[PoolKey], overlapping: bool) -> None:
+        self.store, self.keys, self.overlapping = store, keys, overlapping
+        names = [f"{store.client.namespace}.{key.name}" for key in keys] if store.lock_dir else []
+        self.locks = node_locks(store.lock_dir, names, timeout=0.0)
+
+    def __enter__(self) -> KubeTransaction:
+        self.locks.timeout = deadline.remaining(LOCK_WAIT)
+        self.locks.__enter__()
+        try:
+            return self.store._begin(self.keys, self.overlapping)
+        except BaseException:
+            self.locks.__exit__()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.locks.__exit__()
 
 
 def open_kubernetes(settings: KubernetesSettings, *, keep: Keep | None = None) -> KubernetesStore:

@@ -11,23 +11,36 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (the CNI process starts on every call)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
-@contextmanager
-def node_locks(directory: str, names: Sequence[str], timeout: float) -> Iterator[None]:
-    fds: list[int] = []
-    try:
-        for name in sorted(set(names)):  # one order everywhere: no deadlock between calls locking two pools
-            fd = _open(directory, name)
-            if fd is not None:
-                _acquire(fd, timeout)
-                fds.append(fd)
-        yield
-    finally:
+class node_locks:
+    """`with node_locks(directory, names, timeout)`: the pools' node-local locks, taken in one order, released
+    on exit. (A class, not `contextlib.contextmanager`: the CNI process pays for every import.)"""
+
+    __slots__ = ("directory", "fds", "names", "timeout")
+
+    def __init__(self, directory: str, names: Sequence[str], timeout: float) -> None:
+        self.directory, self.names, self.timeout = directory, names, timeout
+        self.fds: list[int] = []
+
+    def __enter__(self) -> None:
+        try:
+            for name in sorted(set(self.names)):  # one order everywhere: no deadlock between calls locking two
+                fd = _open(self.directory, name)
+                if fd is not None:
+                    self.fds.append(fd)
+                    _acquire(fd, self.timeout)
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        fds, self.fds = self.fds, []
         for fd in fds:
             os.close(fd)  # closing releases the lock
 
@@ -42,12 +55,17 @@ def _open(directory: str, name: str) -> int | None:
 
 def _acquire(fd: int, timeout: float) -> None:
     """Block until locked, or give up after `timeout` and go on unlocked."""
-    if threading.current_thread() is threading.main_thread():
+    try:
         previous = signal.signal(signal.SIGALRM, _expire)
+        main_thread = True
+    except ValueError:  # not the main thread (the node daemon's calls): poll below
+        main_thread = False
+    if main_thread:
         signal.setitimer(signal.ITIMER_REAL, timeout)
         try:
-            with suppress(_Expired):
-                fcntl.flock(fd, fcntl.LOCK_EX)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except _Expired:
+            pass
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
