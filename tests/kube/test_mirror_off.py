@@ -18,8 +18,13 @@ from test_sticky_kube import add, call, delete
 
 from kube_server import KubeAPIServer
 from support import CNIResult, netconf, running_daemon, served_through
-from whereabouts.config import KubernetesSettings, parse_ipam
+from whereabouts.config import IPAMConfig, KubernetesSettings, parse_ipam
 from whereabouts.errors import InvalidConfig
+from whereabouts.kube.client import KubeClient
+from whereabouts.kube.credentials import load_credentials
+from whereabouts.model import Owner
+from whereabouts.service import IPAMService
+from whereabouts.store.kubernetes import KubernetesStore
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +130,56 @@ def test_four_nodes_racing_without_the_mirror_hold_nothing_twice(
             dels = list(pool.map(lambda n: one("DEL", n), range(80)))
         assert all(r.returncode == 0 for r in dels)
         assert held(kube, ns) == {} and kube.objects(ns, "ippools") == {}
+
+
+def counted_store(kubeconfig: Path, monkeypatch: pytest.MonkeyPatch, stale_first: bool) -> tuple[Any, list]:
+    """A mirror-off store whose LISTs are recorded as (label selector, cached); with `stale_first`, its first
+    labelled LIST answers empty, as a read made just before another caller's create landed."""
+    store = KubernetesStore(KubeClient(load_credentials(str(kubeconfig))), mirror=False)
+    lists: list[tuple[str, bool]] = []
+    real = store.client.list
+
+    def listing(path: str, label_selector: str = "", *, cached: bool = False) -> list[dict[str, Any]]:
+        lists.append((label_selector, cached))
+        items = real(path, label_selector, cached=cached)
+        return [] if stale_first and label_selector and len(lists) == 1 else items
+
+    monkeypatch.setattr(store.client, "list", listing)
+    return store, lists
+
+
+def ipam_config(tmp_path: Path, kubeconfig: Path, cidr: str) -> IPAMConfig:
+    kubernetes = {"kubeconfig": str(kubeconfig), "ippool_mirror": False}
+    ipam = {"type": "whereabouts", "range": cidr, "local_data_dir": str(tmp_path), "kubernetes": kubernetes}
+    return parse_ipam(ipam, "netA")
+
+
+def test_an_address_lost_to_a_caller_on_the_same_range_costs_no_read_of_every_reservation(
+    plugin_kubeconfig: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Callers racing for a range's lowest address: the loser's next read of the range shows the winner,
+    so it reads nothing more (before: every loss also listed every reservation of the namespace)."""
+    cfg = ipam_config(tmp_path, plugin_kubeconfig, "10.58.0.0/28")
+    other = IPAMService(KubernetesStore(KubeClient(load_credentials(str(plugin_kubeconfig))), mirror=False))
+    assert [a.address for a in other.add(cfg, Owner("winner", "eth0"))] == ["10.58.0.1/28"]
+    store, lists = counted_store(plugin_kubeconfig, monkeypatch, stale_first=True)
+    assert [a.address for a in IPAMService(store).add(cfg, Owner("loser", "eth0"))] == ["10.58.0.2/28"]
+    assert len(lists) == 2 and all(selector and not cached for selector, cached in lists), lists
+
+
+def test_an_address_lost_to_an_overlapping_range_reads_every_reservation_once(
+    plugin_kubeconfig: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Held through another range of the network, an address is in no list of this range's: the loser learns
+    them all at once (the API server's cache), rather than losing one address per try."""
+    wide, narrow = (ipam_config(tmp_path, plugin_kubeconfig, cidr) for cidr in ("10.59.0.0/24", "10.59.0.0/28"))
+    other = IPAMService(KubernetesStore(KubeClient(load_credentials(str(plugin_kubeconfig))), mirror=False))
+    assert [[a.address for a in other.add(wide, Owner(f"w{i}", "eth0"))] for i in range(3)] == [
+        ["10.59.0.1/24"], ["10.59.0.2/24"], ["10.59.0.3/24"]
+    ]  # fmt: skip
+    store, lists = counted_store(plugin_kubeconfig, monkeypatch, stale_first=False)
+    assert [a.address for a in IPAMService(store).add(narrow, Owner("n", "eth0"))] == ["10.59.0.4/28"]
+    assert lists.count(("", True)) == 1, lists  # one read of them all, after the first loss
 
 
 def test_the_mirror_off_needs_overlapping_ranges(tmp_path: Path) -> None:

@@ -237,6 +237,7 @@ class KubernetesStore:
         overlaps this one is not among them: its create fails (409) and the call learns them all."""
         pools: dict[PoolKey, PoolState] = {}
         reservations = dict(self.known_reservations)
+        listed: set[tuple[str, int, int]] = set()
         for key in keys:
             version, base = parse_request(key.cidr)
             prefix = key.cidr.partition("/")[2]
@@ -247,8 +248,13 @@ class KubernetesStore:
                 if address is not None and address[1] == version:
                     owner = resources.reservation_owner(obj)
                     pool.allocations[address[2]] = reservations[address] = owner
-        if self.contended:
-            self._learn_reservations({key.network for key in keys})
+                    listed.add(address)
+        networks = {key.network for key in keys}
+        if self.contended and any(at[0] in networks and at not in listed for at in self.known_reservations):
+            # An address lost to a reservation these ranges' lists do not show: taken through another range of
+            # the network (overlapping this one), where more may be. (Lost to one the lists show, as when
+            # callers on one range race for its lowest address, the lists are the whole story: no more reads.)
+            self._learn_reservations(networks)
             reservations.update(self.known_reservations)
         return Snapshot(pools, reservations)
 
