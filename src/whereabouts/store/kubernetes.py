@@ -209,6 +209,9 @@ class KubernetesStore:
         # Reservations read by _pools_where, by address, with the range each was taken in: laid over the pools
         # this call reads (a node daemon may not have mirrored them into the pool yet).
         self.learned: dict[tuple[str, int, int], tuple[tuple[int, int, int] | None, Owner]] = {}
+        # The newest resourceVersion this call has read or written (mirror off, in process): a retry's read
+        # of a range is served from the API server's cache, no older than that (see _read_reservations).
+        self.seen = 0
         self.stamp = client.credentials.read_stamp  # of the credentials' files when read
 
     def transaction(self, keys: Sequence[PoolKey], *, overlapping: bool) -> _Transacting:
@@ -226,7 +229,7 @@ class KubernetesStore:
         objects = {key: self.client.get(self.client.path(IPPOOLS, key.name)) for key in keys}
         pools = {key: resources.decode_pool(key, obj) for key, obj in objects.items()}
         unmirrored = self._lay_learned(pools) if overlapping else {}
-        if overlapping and self.contended:
+        if overlapping and self._lost_unseen(pools):
             self._learn_reservations({key.network for key in keys})
         reservations = dict(self.known_reservations) if overlapping else {}
         return KubeTransaction(self, Snapshot(pools, reservations), objects, unmirrored=unmirrored)
@@ -237,26 +240,50 @@ class KubernetesStore:
         overlaps this one is not among them: its create fails (409) and the call learns them all."""
         pools: dict[PoolKey, PoolState] = {}
         reservations = dict(self.known_reservations)
-        listed: set[tuple[str, int, int]] = set()
         for key in keys:
             version, base = parse_request(key.cidr)
             prefix = key.cidr.partition("/")[2]
             selector = f"subnet_{prefix}={reservation_name('', version, base)}"
             pool = pools[key] = PoolState(key, "reservations", {})
-            for obj in self.client.list(self.client.path(RESERVATIONS), selector):
+            for obj in self._list_range(selector):
                 address = resources.reservation_address(obj["metadata"]["name"], {key.network})
                 if address is not None and address[1] == version:
                     owner = resources.reservation_owner(obj)
                     pool.allocations[address[2]] = reservations[address] = owner
-                    listed.add(address)
-        networks = {key.network for key in keys}
-        if self.contended and any(at[0] in networks and at not in listed for at in self.known_reservations):
-            # An address lost to a reservation these ranges' lists do not show: taken through another range of
-            # the network (overlapping this one), where more may be. (Lost to one the lists show, as when
-            # callers on one range race for its lowest address, the lists are the whole story: no more reads.)
-            self._learn_reservations(networks)
+        if self._lost_unseen(pools):
+            self._learn_reservations({key.network for key in keys})
             reservations.update(self.known_reservations)
         return Snapshot(pools, reservations)
+
+    def _list_range(self, selector: str) -> list[dict[str, Any]]:
+        """A range's reservations. A quorum read, but after this call lost an address: then it is served
+        from the server's watch cache, no older than the newest version the call has seen (its quorum read,
+        the holder of the address it lost, what it wrote). That is all the retry needs (what this attachment
+        holds was in the quorum read; an address taken since is refused at its create), and it spares the
+        server reading every reservation of the namespace back from etcd per lost race."""
+        params = {"labelSelector": selector}
+        if self.seen and self.contended:
+            params |= {"resourceVersion": str(self.seen), "resourceVersionMatch": "NotOlderThan"}
+        items, version = self.client.list_with_version(self.client.path(RESERVATIONS), **params)
+        self._saw(version)
+        return items
+
+    def _saw(self, version: object) -> None:
+        if isinstance(version, str) and version.isdigit():  # (etcd's revisions; anything else: quorum reads)
+            self.seen = max(self.seen, int(version))
+
+    def _lost_unseen(self, pools: dict[PoolKey, PoolState]) -> bool:
+        """Whether this call lost an address (a create refused) to a reservation that the pools just read do
+        not show: one taken through another range of the network that overlaps these, where more may be, or
+        by a call between its two writes. Then the next decision needs every reservation of the network.
+        (Lost to one the pools show, as when callers on one range race for its lowest address, the pools are
+        the whole story: no more reads.)"""
+        if not self.contended:
+            return False
+        shown = {(key.network, version, ip) for key, pool in pools.items()
+                 for version in (parse_request(key.cidr)[0],) for ip in pool.allocations}  # fmt: skip
+        networks = {key.network for key in pools}
+        return any(at[0] in networks and at not in shown for at in self.known_reservations)
 
     def _lay_learned(self, pools: dict[PoolKey, PoolState]) -> dict[PoolKey, set[int]]:
         """Lay the reservations _pools_where learned over the pools as read, where a pool has no entry for
@@ -286,7 +313,9 @@ class KubernetesStore:
         )
         if self.cache is not None:
             self.cache.wrote_reservation(obj)
-        return str(obj.get("metadata", {}).get("resourceVersion", ""))
+        version = str(obj.get("metadata", {}).get("resourceVersion", ""))
+        self._saw(version)
+        return version
 
     def replace_reservation(self, name: str, owner: Owner, previous: Owner, **where: Any) -> str:
         """Give it to `owner` (a recreated pod or a sticky key takes over its old attachment's, or a DEL
@@ -308,6 +337,8 @@ class KubernetesStore:
             obj = self.cache.reservations.fresh(name)
         else:
             obj = self.client.get(self.client.path(RESERVATIONS, name))
+            if obj is not None:
+                self._saw(obj.get("metadata", {}).get("resourceVersion"))
         return None if obj is None else resources.reservation_owner(obj)
 
     def delete_reservation(self, name: str, resource_version: str = "") -> None:
@@ -492,6 +523,7 @@ class KubernetesStore:
         self.pending_pools.clear()
         self.pending_addresses.clear()
         self.contended = False
+        self.seen = 0
         return self.client.credentials.stamp() == self.stamp
 
     def check_ready(self) -> None:
