@@ -7,6 +7,7 @@ in process reads after losing an address."""
 from __future__ import annotations
 
 import ipaddress
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -21,7 +22,7 @@ from kube_server import KubeAPIServer
 from support import CNIResult, netconf, running_daemon, served_through
 from whereabouts.config import IPAMConfig, KubernetesSettings, parse_ipam
 from whereabouts.errors import InvalidConfig
-from whereabouts.kube.client import KubeClient
+from whereabouts.kube.client import APIError, KubeClient
 from whereabouts.kube.credentials import load_credentials
 from whereabouts.model import Owner
 from whereabouts.service import IPAMService
@@ -196,6 +197,44 @@ def test_an_address_lost_to_a_caller_on_the_same_range_costs_no_read_of_every_re
         first, retry = lists
         assert "resourceVersion" not in first
         assert retry["resourceVersionMatch"] == "NotOlderThan" and int(retry["resourceVersion"]) >= versions[0]
+
+
+def test_a_retry_read_from_the_cache_does_not_wait_for_writes_to_other_kinds(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reservations' watch cache reaches only reservations' versions: a retry asking for etcd's revision
+    after a write to another kind (here a ConfigMap, after the winner's create) would wait 3 s for it and get
+    a 504. It asks for the newest reservation it saw, and is answered at once."""
+    cfg = ipam_config(tmp_path, plugin_kubeconfig, "10.60.0.0/28", False)
+    other = IPAMService(KubernetesStore(KubeClient(load_credentials(str(plugin_kubeconfig))), mirror=False))
+    assert [a.address for a in other.add(cfg, Owner("winner", "eth0"))] == ["10.60.0.1/28"]
+    kube.request("POST", f"/api/v1/namespaces/{kube_namespace}/configmaps",
+                 {"metadata": {"name": "newer"}, "data": {"a": "b"}})  # fmt: skip
+    store, lists = counted_store(plugin_kubeconfig, monkeypatch, mirror=False, stale_first=True)
+    started = time.monotonic()
+    assert [a.address for a in IPAMService(store).add(cfg, Owner("loser", "eth0"))] == ["10.60.0.2/28"]
+    assert time.monotonic() - started < 2
+    assert [params.get("resourceVersionMatch", "") for params in lists] == ["", "NotOlderThan"]
+
+
+def test_a_cache_that_does_not_catch_up_in_time_means_a_quorum_read(
+    plugin_kubeconfig: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = ipam_config(tmp_path, plugin_kubeconfig, "10.61.0.0/28", False)
+    other = IPAMService(KubernetesStore(KubeClient(load_credentials(str(plugin_kubeconfig))), mirror=False))
+    assert [a.address for a in other.add(cfg, Owner("winner", "eth0"))] == ["10.61.0.1/28"]
+    store, lists = counted_store(plugin_kubeconfig, monkeypatch, mirror=False, stale_first=True)
+    counted = store.client.list_with_version
+
+    def behind(path: str, **params: str) -> tuple[list[dict[str, Any]], str]:
+        if params.get("resourceVersionMatch"):
+            lists.append(params)
+            raise APIError("504 Timeout: Too large resource version", status=504, path=path)
+        return counted(path, **params)
+
+    monkeypatch.setattr(store.client, "list_with_version", behind)
+    assert [a.address for a in IPAMService(store).add(cfg, Owner("loser", "eth0"))] == ["10.61.0.2/28"]
+    assert [params.get("resourceVersionMatch", "") for params in lists] == ["", "NotOlderThan", ""]
 
 
 @pytest.mark.parametrize("mirror", [False, True], ids=["mirror-off", "mirror-on"])
