@@ -212,6 +212,9 @@ class KubernetesStore:
         # The newest resourceVersion this call has read or written (mirror off, in process): a retry's read
         # of a range is served from the API server's cache, no older than that (see _read_reservations).
         self.seen = 0
+        # What this call's quorum read of each range showed, by label selector: the list's resourceVersion and
+        # the names listed (a retry's cached read is checked against it: see _list_range).
+        self.quorum_reads: dict[str, tuple[int, set[str]]] = {}
         self.stamp = client.credentials.read_stamp  # of the credentials' files when read
 
     def transaction(self, keys: Sequence[PoolKey], *, overlapping: bool) -> _Transacting:
@@ -259,20 +262,31 @@ class KubernetesStore:
         """A range's reservations. A quorum read, but after this call lost an address: then it is served
         from the server's watch cache, no older than the newest reservation the call has seen (in its quorum
         read, the holder of the address it lost, what it wrote). That is all the retry needs (what this
-        attachment holds was in the quorum read; an address taken since is refused at its create), and it
-        spares the server reading every reservation of the namespace back from etcd per lost race.
+        attachment holds was in the quorum read, and what that read did not show stays out; an address taken
+        since is refused at its create), and it spares the server reading every reservation of the namespace
+        back from etcd per lost race.
         (Reservations' versions only: the watch cache of reservations reaches those, where a list's own
         version, etcd's revision then, may be a write to another kind that it never sees: it would wait.)"""
         path, items = self.client.path(RESERVATIONS), None
-        if self.seen and self.contended:
+        quorum = self.quorum_reads.get(selector)  # (a range this call has not read yet: a quorum read first)
+        if self.seen and self.contended and quorum is not None:
             cached = {"resourceVersion": str(self.seen), "resourceVersionMatch": "NotOlderThan"}
             try:
-                items = self.client.list_with_version(path, labelSelector=selector, **cached)[0]
+                listed = self.client.list_with_version(path, labelSelector=selector, **cached)[0]
             except APIError as exc:
                 if exc.status != 504:  # 504: the cache did not get there in time (3 s): a quorum read then
                     raise
+            else:
+                # The cache may be older than a deletion the quorum read showed (this attachment's own DEL, just
+                # before: it must not look held still): a reservation no newer than that read and not in it is gone.
+                at, names = quorum
+                items = [obj for obj in listed if obj["metadata"]["name"] in names
+                         or (str(obj["metadata"].get("resourceVersion", "")).isdigit()
+                             and int(obj["metadata"]["resourceVersion"]) > at)]  # fmt: skip
         if items is None:
-            items = self.client.list_with_version(path, labelSelector=selector)[0]
+            items, version = self.client.list_with_version(path, labelSelector=selector)
+            if version.isdigit():
+                self.quorum_reads[selector] = (int(version), {obj["metadata"]["name"] for obj in items})
         for obj in items:
             self._saw(obj.get("metadata", {}).get("resourceVersion"))
         return items
@@ -533,6 +547,7 @@ class KubernetesStore:
         self.pending_addresses.clear()
         self.contended = False
         self.seen = 0
+        self.quorum_reads.clear()
         return self.client.credentials.stamp() == self.stamp
 
     def check_ready(self) -> None:
