@@ -315,3 +315,38 @@ def test_a_retry_read_from_a_cache_behind_the_attachments_del_gives_no_address_w
     (got,) = IPAMService(store).add(narrow, mine)  # loses 10.62.0.1 (held through the wide range), then retries
     assert store.contended
     assert held(kube, kube_namespace).get(got.address.split("/")[0]) == "c", "told an address it does not hold"
+
+
+@pytest.mark.parametrize("mirror", [False, True], ids=["mirror-off", "mirror-on"])
+def test_every_reservation_learned_from_a_cache_behind_the_attachments_del_gives_no_address_without_one(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, mirror: bool,
+) -> None:  # fmt: skip
+    """An address lost to a holder through an overlapping range makes the call learn every reservation, from
+    the API server's cache (resourceVersion 0: of any age). A cache still showing the attachment's own
+    reservation, deleted by its DEL just before, must not make the call take it for held and write nothing."""
+    wide, narrow = (ipam_config(tmp_path, plugin_kubeconfig, cidr, mirror) for cidr in ("10.63.0.0/24", "10.63.0.0/28"))
+
+    def store() -> KubernetesStore:
+        return KubernetesStore(KubeClient(load_credentials(str(plugin_kubeconfig))), mirror=mirror)
+
+    mine = Owner("c", "eth0", "ns/p")
+    assert [a.address for a in IPAMService(store()).add(wide, Owner("w", "eth0"))] == ["10.63.0.1/24"]
+    assert [a.address for a in IPAMService(store()).add(narrow, mine)] == ["10.63.0.2/28"]
+    lagging = store()
+    path = lagging.client.path("overlappingrangeipreservations")
+    newest = max(int(obj["metadata"]["resourceVersion"]) for obj in lagging.client.list(path))
+    before = lagging.client.list_with_version(path, resourceVersion=str(newest), resourceVersionMatch="NotOlderThan")
+    IPAMService(store()).delete(narrow, mine)
+    assert held(kube, kube_namespace) == {"10.63.0.1": "w"}
+    real = lagging.client.list_with_version
+
+    def behind_the_del(path: str, **params: str) -> tuple[list[dict[str, Any]], str]:
+        if params.get("resourceVersion") == "0" and not params.get("labelSelector"):
+            return before  # every reservation, as the cache showed them before the DEL
+        return real(path, **params)
+
+    monkeypatch.setattr(lagging.client, "list_with_version", behind_the_del)
+    (got,) = IPAMService(lagging).add(narrow, mine)  # loses 10.63.0.1 (held through the wide range): learns
+    assert lagging.contended
+    assert held(kube, kube_namespace).get(got.address.split("/")[0]) == "c", "told an address it does not hold"

@@ -106,13 +106,17 @@ class KubeTransaction:
         assert change.owner is not None
         network = change.key.network
         current = self.snapshot.reservations.get((network, change.version, change.ip))
-        if current is not None and current.same_attachment(change.owner) and not _restated(current, change.owner):
-            return True
-        name = reservation_name(network, change.version, change.ip)
-        where = {"network": network, "cidr": change.key.cidr, "address": (change.version, change.ip)}
         # A takeover (a recreated pod, a sticky key, a DEL retaining it) rewrites the holder the decision saw,
         # known to this store or not: one guarded patch, no create that would only find it taken.
         holder = current if current is not None and current.same_attachment(change.owner) else change.previous
+        if current is not None and current.same_attachment(change.owner) and not _restated(current, change.owner):
+            if (network, change.version, change.ip) not in self.store.hearsay:
+                return True
+            # Only the server's cache says it is this attachment's, and it may be behind (the attachment's DEL
+            # just before): create it; a 409 says whose it is.
+            holder = None
+        name = reservation_name(network, change.version, change.ip)
+        where = {"network": network, "cidr": change.key.cidr, "address": (change.version, change.ip)}
         try:
             if holder is not None:
                 created = self.store.replace_reservation(name, change.owner, holder, **where)
@@ -125,11 +129,13 @@ class KubeTransaction:
             if holder is None or holder.same_attachment(change.owner):
                 return holder is not None
             self.store.known_reservations[(network, change.version, change.ip)] = holder
+            self.store.hearsay.discard((network, change.version, change.ip))
             self.store.contended = True
             return False
         self.store.pending.setdefault(_attachment(change.owner), []).append((name, created))
         # ours now: a retry after a lost pool write resumes it rather than picking another address
         self.store.known_reservations[(network, change.version, change.ip)] = change.owner
+        self.store.hearsay.discard((network, change.version, change.ip))
         return True
 
     def _restate(self, name: str, change: Change, holder: Owner, where: dict[str, Any]) -> bool:
@@ -200,6 +206,7 @@ class KubernetesStore:
         self.cache = cache  # the node daemon's (store.kubecache); None in a CNI process
         self.mirror = mirror  # kubernetes.ippool_mirror: false, the reservations alone are read and written
         self.known_reservations: dict[tuple[str, int, int], Owner] = {}
+        self.hearsay: set[tuple[str, int, int]] = set()  # of those, known from the server's cache alone (any age)
         # What this call wrote and has not committed for good, per attachment (container ID, ifname): a batch
         # serves several, and one that fails takes back its own writes only.
         self.pending: dict[tuple[str, str], list[tuple[str, str]]] = {}  # (name, rv) created
@@ -325,8 +332,9 @@ class KubernetesStore:
         writes): learn every reservation at once, from the API server's cache, rather than one per try."""
         for obj in self.client.list(self.client.path(RESERVATIONS), cached=True):
             parsed = resources.reservation_address(obj["metadata"]["name"], networks)
-            if parsed is not None:
-                self.known_reservations.setdefault(parsed, resources.reservation_owner(obj))
+            if parsed is not None and parsed not in self.known_reservations:
+                self.known_reservations[parsed] = resources.reservation_owner(obj)
+                self.hearsay.add(parsed)
 
     def create_reservation(self, name: str, owner: Owner, **where: Any) -> str:
         """Create it; its resourceVersion (what a later delete of this very object is conditioned on).
@@ -542,6 +550,7 @@ class KubernetesStore:
 
     def reusable(self) -> bool:
         self.known_reservations.clear()
+        self.hearsay.clear()
         self.pending.clear()
         self.pending_pools.clear()
         self.pending_addresses.clear()
