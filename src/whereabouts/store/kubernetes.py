@@ -312,8 +312,8 @@ class KubernetesStore:
             return False
         shown = {(key.network, version, ip) for key, pool in pools.items()
                  for version in (parse_request(key.cidr)[0],) for ip in pool.allocations}  # fmt: skip
-        networks = {key.network for key in pools}
-        return any(at[0] in networks and at not in shown for at in self.known_reservations)
+        # (one lost in another network, by a store serving several, is not shown either: every one is learned)
+        return any(at not in shown for at in self.known_reservations)
 
     def _lay_learned(self, pools: dict[PoolKey, PoolState]) -> dict[PoolKey, set[int]]:
         """Lay the reservations _pools_where learned over the pools as read, where a pool has no entry for
