@@ -192,6 +192,12 @@ class KubeTransaction:
         return True
 
 
+def _version(obj: dict[str, Any]) -> int:
+    """An object's resourceVersion as a number (etcd's revision), 0 if it is not one (then reads stay quorum)."""
+    version = str((obj.get("metadata") or {}).get("resourceVersion", ""))
+    return int(version) if version.isdigit() else 0
+
+
 def _attachment(owner: Owner) -> tuple[str, str]:
     return owner.container_id, owner.ifname
 
@@ -287,20 +293,13 @@ class KubernetesStore:
                 # The cache may be older than a deletion the quorum read showed (this attachment's own DEL, just
                 # before: it must not look held still): a reservation no newer than that read and not in it is gone.
                 at, names = quorum
-                items = [obj for obj in listed if obj["metadata"]["name"] in names
-                         or (str(obj["metadata"].get("resourceVersion", "")).isdigit()
-                             and int(obj["metadata"]["resourceVersion"]) > at)]  # fmt: skip
+                items = [obj for obj in listed if obj["metadata"]["name"] in names or _version(obj) > at]
         if items is None:
             items, version = self.client.list_with_version(path, labelSelector=selector)
             if version.isdigit():
                 self.quorum_reads[selector] = (int(version), {obj["metadata"]["name"] for obj in items})
-        for obj in items:
-            self._saw(obj.get("metadata", {}).get("resourceVersion"))
+        self.seen = max([self.seen, *map(_version, items)])
         return items
-
-    def _saw(self, version: object) -> None:
-        if isinstance(version, str) and version.isdigit():  # (etcd's revisions; anything else: quorum reads)
-            self.seen = max(self.seen, int(version))
 
     def _lost_unseen(self, pools: dict[PoolKey, PoolState]) -> bool:
         """Whether this call lost an address (a create refused) to a reservation that the pools just read do
@@ -344,9 +343,8 @@ class KubernetesStore:
         )
         if self.cache is not None:
             self.cache.wrote_reservation(obj)
-        version = str(obj.get("metadata", {}).get("resourceVersion", ""))
-        self._saw(version)
-        return version
+        self.seen = max(self.seen, _version(obj))
+        return str(obj.get("metadata", {}).get("resourceVersion", ""))
 
     def replace_reservation(self, name: str, owner: Owner, previous: Owner, **where: Any) -> str:
         """Give it to `owner` (a recreated pod or a sticky key takes over its old attachment's, or a DEL
@@ -369,7 +367,7 @@ class KubernetesStore:
         else:
             obj = self.client.get(self.client.path(RESERVATIONS, name))
             if obj is not None:
-                self._saw(obj.get("metadata", {}).get("resourceVersion"))
+                self.seen = max(self.seen, _version(obj))
         return None if obj is None else resources.reservation_owner(obj)
 
     def delete_reservation(self, name: str, resource_version: str = "") -> None:
