@@ -132,7 +132,8 @@ class KubeTransaction:
             self.store.hearsay.discard((network, change.version, change.ip))
             self.store.contended = True
             return False
-        self.store.pending.setdefault(_attachment(change.owner), []).append((name, created))
+        # a failed ADD takes it back: deleted if it created it, else given back to the holder it took it from
+        self.store.pending.setdefault(_attachment(change.owner), []).append((name, created, holder, where))
         # ours now: a retry after a lost pool write resumes it rather than picking another address
         self.store.known_reservations[(network, change.version, change.ip)] = change.owner
         self.store.hearsay.discard((network, change.version, change.ip))
@@ -161,14 +162,16 @@ class KubeTransaction:
         """Each entry is written guarded by what the decision saw at its offset (absent, or held by
         `previous`), in one JSON patch: no resourceVersion, so callers writing different addresses of one
         pool never conflict; a guard that fails means that address was taken meanwhile."""
+        _, base = parse_request(key.cidr)
+        laid = self.unmirrored.get(key, set())
         for change in changes:
-            if change.owner is not None:
-                self.store.pending_pools.setdefault(_attachment(change.owner), set()).add(key)
+            if change.owner is not None:  # a failed ADD gives each entry back to the holder it took it from
+                taken = self.store.pending_pools.setdefault(_attachment(change.owner), {}).setdefault(key, {})
+                if change.previous is not None and change.ip not in laid:
+                    taken[str(change.ip - base)] = change.previous
         if self.objects[key] is None and self._create_pool(key, changes):
             return
-        _, base = parse_request(key.cidr)
         operations: list[dict[str, Any]] = []
-        laid = self.unmirrored.get(key, set())
         for change in changes:
             if change.ip in laid:  # the decision saw a reservation, the pool has no entry for it (guard: absent)
                 if change.owner is not None:
@@ -215,8 +218,10 @@ class KubernetesStore:
         self.hearsay: set[tuple[str, int, int]] = set()  # of those, known from the server's cache alone (any age)
         # What this call wrote and has not committed for good, per attachment (container ID, ifname): a batch
         # serves several, and one that fails takes back its own writes only.
-        self.pending: dict[tuple[str, str], list[tuple[str, str]]] = {}  # (name, rv) created
-        self.pending_pools: dict[tuple[str, str], set[PoolKey]] = {}  # pools written into
+        # (name, rv, the holder it was taken from or None if created, where)
+        self.pending: dict[tuple[str, str], list[tuple[str, str, Owner | None, dict[str, Any]]]] = {}
+        # pools written into, with the holder each entry was taken from (by offset; none: it was free)
+        self.pending_pools: dict[tuple[str, str], dict[PoolKey, dict[str, Owner]]] = {}
         self.pending_addresses: dict[tuple[str, str], list[tuple[PoolKey, int]]] = {}  # cached
         self.contended = False  # an address this call chose was reserved by someone else
         # Reservations read by _pools_where, by address, with the range each was taken in: laid over the pools
@@ -360,6 +365,22 @@ class KubernetesStore:
         if self.cache is not None:
             self.cache.wrote_reservation(written)
         return str(written.get("metadata", {}).get("resourceVersion", ""))
+
+    def restore_reservation(self, name: str, version: str, previous: Owner, **where: Any) -> None:
+        """Give the reservation this call wrote (at `version`) back to `previous`, the holder it took it from;
+        nothing if it changed or went since (someone else's business now)."""
+        obj = resources.reservation(name, previous, self.client.namespace, **where)
+        operations = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": version},
+            {"op": "replace", "path": "/spec", "value": obj["spec"]},
+            {"op": "add", "path": "/metadata/labels", "value": obj["metadata"]["labels"]},
+        ]
+        try:
+            written = self.client.patch_existing(self.client.path(RESERVATIONS, name), operations)
+        except Conflict:
+            return
+        if written is not None and self.cache is not None:
+            self.cache.wrote_reservation(written)
 
     def read_reservation(self, name: str) -> Owner | None:
         if self.cache is not None:  # and keep it: the next decision sees who won
@@ -514,32 +535,38 @@ class KubernetesStore:
 
     def abort(self, owner: Owner) -> None:
         """A failed ADD: take back the reservations and pool entries this call wrote for `owner` (and only
-        for it: in a batch the others' stand), best effort. Pool entries go first, as in a release: an
-        abort cut short leaves a reservation blocking the address, never an entry without its reservation."""
+        for it: in a batch the others' stand), best effort. What it created is deleted; what it took over (a
+        sticky key's retained address, a recreated pod's) goes back to the holder it was taken from. Pool
+        entries go first, as in a release: an abort cut short leaves a reservation blocking the address,
+        never an entry without its reservation."""
         names = self.pending.pop(_attachment(owner), [])
-        pools = self.pending_pools.pop(_attachment(owner), set())
+        pools = self.pending_pools.pop(_attachment(owner), {})
         marked = self.pending_addresses.pop(_attachment(owner), [])
         try:
             for key in sorted(pools):
-                self._drop_owner(key, owner)
-            for name, version in names:
-                self.delete_reservation(name, version)
+                self._drop_owner(key, owner, pools[key])
+            for name, version, previous, where in names:
+                if previous is None:
+                    self.delete_reservation(name, version)
+                else:
+                    self.restore_reservation(name, version, previous, **where)
             if self.cache is not None:  # the mirror takes back the entries it may have written meanwhile
                 for key, ip in marked:
                     self.cache.mirror.mark(key, ip, owner)
         except (TryAgainLater, Conflict):
             pass  # the API is failing too: what is left blocks addresses, never frees them; DEL repairs it
 
-    def _drop_owner(self, key: PoolKey, owner: Owner) -> None:
-        """Remove `owner`'s entries from the pool, each guarded by its holder: a JSON patch, so that other
-        callers' writes to the pool meanwhile do not make it fail (a whole-object replace would)."""
+    def _drop_owner(self, key: PoolKey, owner: Owner, taken: dict[str, Owner]) -> None:
+        """Remove `owner`'s entries from the pool, or give back those it `taken` (by offset) to their
+        previous holder, each guarded by its holder: a JSON patch, so that other callers' writes to the pool
+        meanwhile do not make it fail (a whole-object replace would)."""
         path = self.client.path(IPPOOLS, key.name)
         allocations = ((self.client.get(path) or {}).get("spec") or {}).get("allocations") or {}
         holder = owner.named("")  # guarded by container ID and ifname: what it wrote may have lost its name
         operations: list[dict[str, Any]] = []
         for offset, entry in allocations.items():
             if (entry.get("id"), entry.get("ifname")) == _attachment(owner):
-                operations += resources.entry_patch(offset, None, holder)
+                operations += resources.entry_patch(offset, taken.get(offset), holder)
         if operations:
             self.client.patch(path, operations)
 
