@@ -37,6 +37,7 @@ class RetryPolicy:
     deadline: float = 45.0  # seconds for the whole call: well inside the runtime's own CNI timeout
     base_delay: float = 0.005
     max_delay: float = 0.25
+    quick_retries: int = 16  # retries without backing off after losses whose winner the store learned
 
 
 @record(frozen=True)
@@ -340,7 +341,7 @@ class IPAMService:
         self, keys: list[PoolKey], overlapping: bool, decide: Callable[[Transaction, int], tuple[ChangeSet, T]]
     ) -> T:
         started = time.monotonic()
-        delay = self.retry.base_delay
+        delay, quick = self.retry.base_delay, 0
         for attempt in range(self.retry.attempts):
             with self.store.transaction(keys, overlapping=overlapping) as txn:
                 changes, outcome = decide(txn, attempt)
@@ -349,6 +350,10 @@ class IPAMService:
                 deadline.remaining(self.retry.deadline)  # past the call's deadline: commit nothing, say so
                 if txn.commit(changes):
                     return outcome
+                informed = txn.informed
+            if informed and quick < self.retry.quick_retries:
+                quick += 1  # what beat it is known: decide again at once (bounded, should a copy keep lying)
+                continue
             if time.monotonic() - started + delay > self.retry.deadline:
                 break
             time.sleep(_random().uniform(0, deadline.remaining(delay)))  # full jitter: racing callers spread out

@@ -21,6 +21,10 @@ from whereabouts.model import ChangeSet, Owner, PodFacts, PoolKey, SlicePool, Sn
 
 class Transaction(Protocol):
     snapshot: Snapshot
+    # After a commit that lost: the store already knows what beat it, so a decision made again at once differs
+    # (the node daemon's copy read the holder of the address a create lost). The service then retries without
+    # backing off: there is nothing to wait for, unlike a lost compare-and-swap on a whole pool.
+    informed: bool
 
     def commit(self, changes: ChangeSet) -> bool: ...
 

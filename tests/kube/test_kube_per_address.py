@@ -395,3 +395,54 @@ def test_the_mirror_confirms_removals_by_gets_where_a_list_would_read_far_more(
         assert (len(listed), len(got)) == ((lists, 0) if lists else (0, 10))
     finally:
         cache.close()
+
+
+@pytest.mark.parametrize("served", ["daemon-copy", "in-process"])
+def test_a_create_lost_to_a_holder_the_copy_learned_is_retried_at_once(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, served: str,
+) -> None:  # fmt: skip
+    """Through the daemon's copy a lost create reads the winner into the copy, so the next decision passes that
+    address over: the call decides again at once instead of sleeping a growing, jittered backoff (which made
+    the slowest ADDs of a burst on one shared range wait for nothing). In process the backoff stays: each retry
+    reads the range from the server again, and racing processes spread out."""
+    import whereabouts.service as service_module
+    from whereabouts.config import KubernetesSettings, parse_ipam
+    from whereabouts.model import Owner
+    from whereabouts.service import IPAMService
+    from whereabouts.store.kubecache import KubeCache
+    from whereabouts.store.kubernetes import KubernetesStore
+
+    settings = {"kubeconfig": str(plugin_kubeconfig)}
+    cfg = parse_ipam({"type": "whereabouts", "range": "10.68.0.0/24", "local_data_dir": str(tmp_path),
+                      "kubernetes": settings}, "netA")  # fmt: skip
+
+    def store() -> KubernetesStore:
+        return KubernetesStore(KubeClient(load_credentials(str(plugin_kubeconfig))))
+
+    cache = KubeCache(KubernetesSettings(**settings)) if served == "daemon-copy" else None
+    slept: list[float] = []
+    try:
+        loser = store()
+        if cache is not None:
+            assert cache.ready()
+            loser.cache = cache
+        real_create, racers = loser.create_reservation, iter(range(3))
+
+        def racing(name: str, owner: Owner, **where: object) -> str:
+            racer = next(racers, None)  # the first three creates each lose: another node took it just before
+            if racer is not None:
+                store().create_reservation(name, Owner(f"racer{racer}", "eth0"), **where)
+            return real_create(name, owner, **where)
+
+        monkeypatch.setattr(loser, "create_reservation", racing)
+        monkeypatch.setattr(service_module.time, "sleep", slept.append)
+        (got,) = IPAMService(loser).add(cfg, Owner("mine", "eth0"))
+    finally:
+        if cache is not None:
+            cache.close()
+    held = {
+        n: o["spec"]["containerid"] for n, o in kube.objects(kube_namespace, "overlappingrangeipreservations").items()
+    }
+    assert held[got.address.split("/")[0]] == "mine" and len(held) == 4 and loser.contended
+    assert len(slept) == (0 if served == "daemon-copy" else 3), slept

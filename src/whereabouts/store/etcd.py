@@ -90,6 +90,7 @@ class EtcdTransaction:
     store: EtcdStore
     snapshot: Snapshot
     revisions: dict[str, int] = field(default_factory=dict)  # key -> mod revision, as read
+    informed: bool = False  # a lost compare-and-swap on a pool: back off
 
     def commit(self, changes: ChangeSet) -> bool:
         compares: list[dict[str, Any]] = []

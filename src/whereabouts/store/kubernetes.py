@@ -53,6 +53,7 @@ class KubeTransaction:
         self.store, self.snapshot, self.objects = store, snapshot, objects
         self.cache = cache  # the node daemon's: reservations are the record, the pools a mirror
         self.unmirrored = unmirrored or {}  # entries laid over from reservations
+        self.informed = False  # a create lost and its holder is in the daemon's copy now (storage.Transaction)
 
     def commit(self, changes: ChangeSet) -> bool:
         holds = [c for c in changes.changes if c.owner is not None]
@@ -131,6 +132,7 @@ class KubeTransaction:
             self.store.known_reservations[(network, change.version, change.ip)] = holder
             self.store.hearsay.discard((network, change.version, change.ip))
             self.store.contended = True
+            self.informed = self.cache is not None  # (read into the copy: the next decision passes it over)
             return False
         # a failed ADD takes it back: deleted if it created it, else given back to the holder it took it from
         self.store.pending.setdefault(_attachment(change.owner), []).append((name, created, holder, where))

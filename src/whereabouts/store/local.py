@@ -118,6 +118,7 @@ def _chunks(rows: list[tuple[str, str, str]], many: str, one: str) -> Iterator[t
 
 class LocalTransaction:
     __slots__ = ("committed", "db", "snapshot")
+    informed = False  # (its commits never lose: the database is locked for the transaction)
 
     def __init__(self, db: sqlite3.Connection, snapshot: Snapshot, committed: bool = False) -> None:
         self.db = db

@@ -22,6 +22,7 @@ from whereabouts.model import ChangeSet, Owner, PoolKey, PoolState, Snapshot
 class MemoryTransaction:
     store: MemoryStore
     snapshot: Snapshot
+    informed: bool = False
 
     def commit(self, changes: ChangeSet) -> bool:
         return self.store.apply(changes)
