@@ -446,3 +446,30 @@ def test_a_create_lost_to_a_holder_the_copy_learned_is_retried_at_once(
     }
     assert held[got.address.split("/")[0]] == "mine" and len(held) == 4 and loser.contended
     assert len(slept) == (0 if served == "daemon-copy" else 3), slept
+
+
+def test_a_store_kept_by_the_daemon_forgets_what_a_call_learned_of_other_pools(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path
+) -> None:
+    """A sticky key's reservation found on another node's slice (read while the daemon's copy is not current)
+    is laid over the pools of that call only: the daemon keeps the store for the next call, by when it may be
+    released (before: it stayed laid over every later call's pools, blocking a free address)."""
+    from whereabouts.config import parse_ipam
+    from whereabouts.model import Owner
+    from whereabouts.service import IPAMService
+    from whereabouts.store.kubernetes import KubernetesStore
+
+    base = {"type": "whereabouts", "range": "10.71.0.0/28", "local_data_dir": str(tmp_path),
+            "kubernetes": {"kubeconfig": str(plugin_kubeconfig)}, "sticky": "pod"}  # fmt: skip
+    cfg = parse_ipam(base, "netA")
+    store = KubernetesStore(KubeClient(load_credentials(str(plugin_kubeconfig))))
+    key = "pod:ns/db-0/eth0"
+    old = Owner("old", "eth0", "ns/db-0", netconf="netA", sticky=key)
+    assert [a.address for a in IPAMService(store).add(cfg, old)] == ["10.71.0.1/28"]
+    assert store.reusable()
+    IPAMService(store).delete(cfg, old)  # retained for db-0
+    assert store.reusable()
+    store.pools_with_sticky("", key)  # what a call with node slices does first: finds it, and learns it
+    assert store.learned
+    assert store.reusable()
+    assert not store.learned

@@ -577,6 +577,7 @@ class KubernetesStore:
 
     def reusable(self) -> bool:
         self.known_reservations.clear()
+        self.learned.clear()  # (a sticky key's reservations found elsewhere: the next call may see them released)
         self.hearsay.clear()
         self.pending.clear()
         self.pending_pools.clear()
