@@ -11,14 +11,18 @@ each other never both hold it; the loser learns the holder and decides again. Re
 reservation (with the resourceVersion seen as a precondition).
 
 The IPPool entries follow, in batches, off the call's critical path (`MirrorWriter`): every MIRROR_DELAY
-seconds each pool written into gets one JSON patch that makes its entries say what the reservations say for
-the addresses this daemon touched (the Go plugin, and every reader of the Go format, still sees every
-address). A patch guards each entry it changes by what the cache showed there; one that fails reads the pool
-and is made again. An entry is removed only when its address has no reservation and it is the entry of the
-attachment this daemon released. A daemon killed before a batch leaves entries missing (the reservations still
-hold the addresses: the Go plugin checks them before it hands one out) or left over (they block an address,
-never free one); the next daemon that serves the pool writes the missing ones (`adopt`), and the reconciler
-releases left-over entries of pods that are gone.
+seconds a pool with changes gets one JSON patch that makes its entries say what the reservations say (the Go
+plugin, and every reader of the Go format, still sees every address). One daemon writes a pool for all: every
+daemon that serves a pool marks the addresses of every reservation its copy sees come and go there, and the
+pool's writer (named in its WRITER_ANNOTATION by its last patch) writes them; the others only compare, and
+take over when the writer has not been seen writing for MIRROR_LEASE seconds or owes them an entry that long
+(a patch costs the server in proportion to the pool: ten daemons patching it each round cost ten times one).
+A patch guards each entry it changes by what the cache showed there; one that fails reads the pool and is made
+again. An entry is removed only when its address has no reservation (read afresh) and it is the entry of an
+attachment seen released. A writer killed before a batch leaves entries missing (the reservations still hold
+the addresses: the Go plugin checks them before it hands one out) or left over (they block an address, never
+free one); the daemon that takes over writes what its copy shows owed, the next daemon that serves the pool
+compares it whole (`adopt`), and the reconciler releases left-over entries of pods that are gone.
 
 Cost: an uncontended ADD is one create of a small object; the server's work per call no longer grows with
 the number of addresses held. The mirror's patch still does, once per pool per MIRROR_DELAY, not per call.
@@ -29,7 +33,9 @@ looks up what concerns its attachment instead of walking the pool.
 from __future__ import annotations
 
 import contextlib
+import os
 import random
+import socket
 import sys
 import threading
 import time
@@ -56,6 +62,9 @@ CONFIRM_BY_LIST = 8  # removals confirmed by one LIST of the reservations rather
 CONFIRM_GET_WORTH = 25  # ... and more than one per this many reservations: a LIST reads (and decodes) them all
 COMPLAIN_EVERY = 10.0  # seconds between log lines about a mirror that cannot be written
 ADOPT_EVERY = 300.0  # seconds between full comparisons of a pool served with its reservations
+MIRROR_LEASE = 8.0  # seconds a pool's writer, seen writing it, keeps the other daemons from patching it too
+DEFER_PAUSE = 1.0  # seconds between rounds that only left pools to their writers (each compares what is owed)
+WRITER_ANNOTATION = f"{resources.GROUP}/mirror-writer"  # the daemon that last wrote a pool's entries
 REPAIR = ("", "")  # marks an address an adoption found wrong: its reservation is read afresh before it is written
 
 Address = tuple[str, int, int]  # (network, IP version, value)
@@ -112,25 +121,30 @@ class KubeCache:
         if obj is None:  # deleted (a gone node's slice, a re-slice): its decoded entries go with it
             with self.lock:
                 self.decoded.pop(name, None)
+        self.mirror.saw_pool(name, obj)
 
     # -- the index of reservations ------------------------------------------------------------------------------
 
     def _reindex(self, name: str, obj: Object | None) -> None:
         with self.lock:
+            was = self.index.by_name.get(name)
+            before = None if was is None else (was, self.index.by_address[was])
             self._unindex(name)
-            if obj is None:
-                return
-            labels = obj.get("metadata", {}).get("labels") or {}
-            owner_key = resources.attachment_label(resources.reservation_owner(obj))
-            self.index.by_attachment.setdefault(owner_key, set()).add(name)
-            self.index.objects[name] = obj
-            network = labels.get(resources.NETWORK_LABEL, "")
-            address = self._address(name, obj, network)
-            if address is None:
-                self.index.unplaced[name] = obj
-                self.index.generation += 1
-                return
-            self._place(name, obj, address)
+            after = None if obj is None else self._index(name, obj)
+        self.mirror.watched(before, after)  # (outside the lock: the writer's lock is taken under none of ours)
+
+    def _index(self, name: str, obj: Object) -> tuple[Address, _Held] | None:
+        labels = obj.get("metadata", {}).get("labels") or {}
+        owner_key = resources.attachment_label(resources.reservation_owner(obj))
+        self.index.by_attachment.setdefault(owner_key, set()).add(name)
+        self.index.objects[name] = obj
+        network = labels.get(resources.NETWORK_LABEL, "")
+        address = self._address(name, obj, network)
+        if address is None:
+            self.index.unplaced[name] = obj
+            self.index.generation += 1
+            return None
+        return address, self._place(name, obj, address)
 
     def _address(self, name: str, obj: Object, network: str) -> Address | None:
         text = (obj.get("spec") or {}).get("address")
@@ -141,14 +155,15 @@ class KubeCache:
                     return network, version, ip
         return resources.reservation_address(name, {network})
 
-    def _place(self, name: str, obj: Object, address: Address) -> None:
+    def _place(self, name: str, obj: Object, address: Address) -> _Held:
         index = self.index
         labels = obj.get("metadata", {}).get("labels") or {}
         subnet = resources.reservation_subnet(labels)
         owner = resources.reservation_owner(obj)
-        index.by_address[address] = _Held(name, owner, obj, subnet)
+        held = index.by_address[address] = _Held(name, owner, obj, subnet)
         index.by_name[name] = address
         self.holdings.put(address, owner, subnet)
+        return held
 
     def _unindex(self, name: str) -> None:
         index = self.index
@@ -295,12 +310,25 @@ def round_pause(took: float, failures: int) -> float:
     return float(min(pause * (2 ** min(failures, 7)), MIRROR_MAX_BACKOFF))
 
 
+def writer_name() -> str:
+    """Who this daemon's mirror writer is, in a pool's WRITER_ANNOTATION: its node, process and a random part
+    (a restarted daemon, or two caches in one process, are different writers)."""
+    node = os.environ.get("NODENAME") or socket.gethostname()
+    return f"{node}/{os.getpid()}/{os.urandom(3).hex()}"
+
+
 class MirrorWriter:
-    """Writes the IPPool entries of the addresses this daemon touched, batched per pool (see the module)."""
+    """Writes the IPPool entries of a pool's addresses, batched (see the module): of every daemon's, as its
+    copy shows them, while it is the pool's writer; none while another daemon is (see `_defers`)."""
 
     def __init__(self, client: KubeClient, cache: KubeCache, *, enabled: bool = True) -> None:
         self.client, self.cache, self.enabled = client, cache, enabled
+        self.me = writer_name()
         self.dirty: dict[PoolKey, dict[int, set[tuple[str, str]]]] = {}  # ip -> attachments released there
+        self.since: dict[PoolKey, float] = {}  # when the oldest of a pool's marks still owed was made
+        self.served: dict[tuple[str, tuple[int, int, int]], PoolKey] = {}  # (network, range) -> a pool served here
+        self.leases: dict[str, tuple[str, float]] = {}  # pool name -> (its writer, when a change of it was seen)
+        self.closing = False
         self.writing: dict[PoolKey, dict[int, set[tuple[str, str]]]] = {}  # the round being written
         self.adopted: dict[PoolKey, float] = {}
         self.to_adopt: set[PoolKey] = set()  # pools to compare with their reservations once the copy is current
@@ -310,7 +338,7 @@ class MirrorWriter:
         self.idle = threading.Event()
         self.idle.set()
         self.stopping = threading.Event()
-        self.writes = self.failures = self.conflicts = 0
+        self.writes = self.failures = self.conflicts = self.deferred = 0
         self.complained = -COMPLAIN_EVERY
         self.thread = threading.Thread(target=self._run, name="ippool mirror", daemon=True)
         if enabled:  # (off: kubernetes.ippool_mirror false, nothing is marked, nothing written)
@@ -321,6 +349,7 @@ class MirrorWriter:
         if not self.enabled:
             return
         with self.lock:
+            self.since.setdefault(key, time.monotonic())
             attachments = self.dirty.setdefault(key, {}).setdefault(ip, set())
             if released is not None:
                 attachments.add((released.container_id, released.ifname))
@@ -328,6 +357,50 @@ class MirrorWriter:
                 attachments.add(REPAIR)
             self.idle.clear()
         self.wake.set()
+
+    def watched(self, before: tuple[Address, _Held] | None, after: tuple[Address, _Held] | None) -> None:
+        """A reservation changed in the copy (`before` and `after` it, None: none): its address is marked in
+        the pool it was taken in, if a call of this daemon has served that pool (this daemon may be, or
+        become, its writer). A holder gone or replaced is marked released, as a DEL here marks it."""
+        if not self.enabled or not self.served:
+            return
+        if before is not None:
+            (address, held), key = before, self._served(*before)
+            kept = after is not None and after[0] == address and after[1].owner.same_attachment(held.owner)
+            if key is not None and not kept:
+                self.mark(key, address[2], held.owner)
+        if after is not None and (key := self._served(*after)) is not None:
+            self.mark(key, after[0][2])
+
+    def _served(self, address: Address, held: _Held) -> PoolKey | None:
+        return None if held.subnet is None else self.served.get((address[0], held.subnet))
+
+    def saw_pool(self, name: str, obj: Object | None) -> None:
+        """A pool changed (None: deleted): who its writer is now, and that it was seen writing."""
+        with self.lock:
+            if obj is None:
+                self.leases.pop(name, None)
+            else:
+                annotations = obj.get("metadata", {}).get("annotations") or {}
+                self.leases[name] = (str(annotations.get(WRITER_ANNOTATION) or ""), time.monotonic())
+
+    def _defers(self, key: PoolKey, since: float) -> bool:
+        """Whether this round leaves `key` to its writer: another daemon that wrote it last and was seen
+        writing it within MIRROR_LEASE seconds (ten daemons patching one big pool each round cost the server
+        ten times one). A writer that stops writing (killed, its watch failing) is taken over after
+        MIRROR_LEASE; so are marks owed longer than that (a writer whose copy lags, an older daemon beside
+        this one that writes its own entries under another's name). Never while closing."""
+        writer, seen = self.leases.get(key.name, ("", 0.0))
+        now = time.monotonic()
+        writing = now - seen < MIRROR_LEASE and now - since < MIRROR_LEASE
+        return writing and not self.closing and writer not in ("", self.me)
+
+    def _owed(self, key: PoolKey, addresses: dict[int, set[tuple[str, str]]]) -> dict[int, set[tuple[str, str]]]:
+        """The marks of `key` that its IPPool, as the copy shows it, does not say yet (the copy's view: no read)."""
+        entries = resources.pool_entries(self.cache.pool_object(key) or {})
+        _, base = parse_request(key.cidr)
+        return {base + offset: addresses[base + offset]
+                for offset, _, _ in self._wanted(key, addresses, entries, confirm=False)}  # fmt: skip
 
     def releasing(self, key: PoolKey) -> dict[int, set[tuple[str, str]]]:
         """The addresses of `key` whose entries this daemon will remove (if still the released attachments')."""
@@ -350,6 +423,7 @@ class MirrorWriter:
             if now - self.adopted.get(key, -ADOPT_EVERY) < ADOPT_EVERY:
                 return
             self.adopted[key] = now
+            self.served[(key.network, resources.pool_subnet(key))] = key
             self.to_adopt.add(key)
             self.idle.clear()
         self.wake.set()
@@ -391,32 +465,40 @@ class MirrorWriter:
         return self.idle.wait(wait)
 
     def close(self) -> None:
+        self.closing = True  # what is owed is written now, whoever the writer
         self.flush()
         self.stopping.set()
         self.wake.set()
 
     def _run(self) -> None:
-        failures, took = 0, 0.0
+        failures, took, resting = 0, 0.0, False
         while not self.stopping.is_set():
             self.wake.wait()
             self.wake.clear()
-            self.stopping.wait(round_pause(took, failures) * random.uniform(0.75, 1.25))
+            pause = max(round_pause(took, failures), DEFER_PAUSE if resting else 0.0)
+            self.stopping.wait(pause * random.uniform(0.75, 1.25))
             started = time.monotonic()
             adopted = self._adopt_waiting()
             with self.lock:
                 batch, self.dirty = self.dirty, {}
+                since, self.since = self.since, {}
                 self.writing = batch
-            failed = False
+            failed, resting = False, bool(batch)
             for key, addresses in sorted(batch.items()):
                 try:
-                    self._write(key, addresses)
+                    if self._defers(key, since[key]):
+                        self.deferred += 1
+                        self._requeue(key, self._owed(key, addresses), since[key])
+                    else:
+                        resting = False
+                        self._write(key, addresses)
                 except Conflict:  # contended: again next round, without backing off
                     self.conflicts += 1
-                    self._requeue(key, addresses)
+                    self._requeue(key, addresses, since[key])
                 except Exception as exc:  # the API server is down, or a bug: keep it for the next round
                     failed = True
                     self.failures += 1
-                    self._requeue(key, addresses)
+                    self._requeue(key, addresses, since[key])
                     self._complain(key, exc)
             failures = failures + 1 if failed or not adopted else 0
             took = min(time.monotonic() - started, 5.0)
@@ -436,8 +518,11 @@ class MirrorWriter:
             sys.stderr.write(f"whereabouts-node: IPPool {key.name}: mirror not written ({pending} entries owed, "
                              f"again shortly): {type(exc).__name__}: {exc}\n")  # fmt: skip
 
-    def _requeue(self, key: PoolKey, addresses: dict[int, set[tuple[str, str]]]) -> None:
+    def _requeue(self, key: PoolKey, addresses: dict[int, set[tuple[str, str]]], since: float) -> None:
+        if not addresses:
+            return
         with self.lock:
+            self.since[key] = min(since, self.since.get(key, since))
             pending = self.dirty.setdefault(key, {})
             for ip, released in addresses.items():
                 pending.setdefault(ip, set()).update(released)
@@ -458,6 +543,7 @@ class MirrorWriter:
             operations = self._operations(key, addresses, resources.pool_entries(obj))
             if not operations:
                 return
+            operations = self._claim(obj) + operations
             try:
                 for start in range(0, len(operations), resources.MAX_PATCH_OPS):
                     self.cache.pools.put(self.client.patch(path, operations[start : start + resources.MAX_PATCH_OPS]))
@@ -467,8 +553,19 @@ class MirrorWriter:
                 continue  # an entry changed since the cache showed it: read the pool, make the patch again
         raise Conflict("TestFailed")
 
+    def _claim(self, obj: Object) -> list[Any]:
+        """JSON patch operations naming this daemon the pool's writer (see `_defers`), in its first patch."""
+        annotations = obj.get("metadata", {}).get("annotations")
+        if annotations is None:  # none yet: guarded, so that annotations added meanwhile are not replaced
+            return [{"op": "test", "path": "/metadata/annotations", "value": None},
+                    {"op": "add", "path": "/metadata/annotations", "value": {WRITER_ANNOTATION: self.me}}]  # fmt: skip
+        if annotations.get(WRITER_ANNOTATION) == self.me:
+            return []
+        path = "/metadata/annotations/" + WRITER_ANNOTATION.replace("~", "~0").replace("/", "~1")
+        return [{"op": "add", "path": path, "value": self.me}]
+
     def _wanted(
-        self, key: PoolKey, addresses: dict[int, set[tuple[str, str]]], entries: Any
+        self, key: PoolKey, addresses: dict[int, set[tuple[str, str]]], entries: Any, *, confirm: bool = True
     ) -> list[tuple[int, Owner | None, Owner | None]]:
         """(offset, what the entry should say or None to remove it, what it says now) for each changed one."""
         _, base = parse_request(key.cidr)
@@ -478,7 +575,8 @@ class MirrorWriter:
         # an adoption's entry to write: its copy may not have seen another node's DEL yet (writing on its word
         # would bring back an entry nobody removes)
         repairing = [ip for ip, released in addresses.items() if REPAIR in released and ip not in removing]
-        confirmed = self._confirm(key, removing + repairing)  # the copy may lag: removing on its word could unmirror
+        # the copy may lag: removing on its word could unmirror (a deferring round only compares: no read)
+        confirmed = self._confirm(key, removing + repairing) if confirm else {}
         subnet = resources.pool_subnet(key)
         for ip, released in sorted(addresses.items()):
             offset = ip - base
@@ -524,6 +622,7 @@ class MirrorWriter:
 
     def _create(self, key: PoolKey, wanted: list[tuple[int, Owner | None, Owner | None]]) -> bool:
         obj = resources.new_pool(key, self.client.namespace)
+        obj["metadata"]["annotations"] = {WRITER_ANNOTATION: self.me}
         for offset, owner, _ in wanted:
             if owner is not None:
                 obj["spec"]["allocations"][str(offset)] = resources.entry(owner)
