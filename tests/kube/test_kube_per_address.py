@@ -540,3 +540,77 @@ def test_one_daemon_writes_a_pool_for_every_daemon_and_another_takes_over_when_i
         a.close()
         if b is not None:
             b.close()
+
+
+def test_a_mirror_patch_split_in_chunks_keeps_each_entrys_guards_with_its_write(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round with more operations than one patch may carry is sent as several patches; each is atomic, the
+    sequence is not, so an entry's guard (its test) must travel in the patch that writes it (before: the
+    operations were cut every MAX_PATCH_OPS, and a write could land in a patch without its guard)."""
+    from whereabouts.config import KubernetesSettings
+    from whereabouts.kube import resources
+    from whereabouts.model import Owner, PoolKey
+    from whereabouts.store.kubecache import KubeCache
+
+    key = PoolKey("", "10.98.0.0/24")
+    client = KubeClient(load_credentials(str(plugin_kubeconfig)))
+    client.create(client.path(IPPOOLS), resources.new_pool(key, kube_namespace))
+    for n in range(1, 6):
+        owner = Owner(f"ctr-{n}", "eth0", f"ns/p-{n}")
+        client.create(client.path(RESERVATIONS), resources.reservation(
+            f"10.98.0.{n}", owner, kube_namespace, network="", cidr=key.cidr, address=(4, 0x0A620000 + n)))  # fmt: skip
+    monkeypatch.setattr(resources, "MAX_PATCH_OPS", 3)  # entries of 2 operations each, and the writer's name's 2
+    cache = KubeCache(KubernetesSettings(kubeconfig=str(plugin_kubeconfig)))
+    patches: list[list[dict[str, Any]]] = []
+    real_patch = cache.mirror.client.patch
+    monkeypatch.setattr(cache.mirror.client, "patch", lambda path, ops: patches.append(ops) or real_patch(path, ops))
+    try:
+        assert cache.ready()
+        cache.mirror.adopt(key)
+        assert cache.mirror.flush(30.0)
+        _pool_said(client, key.name, {str(n): f"ctr-{n}" for n in range(1, 6)})
+        writes = [op for ops in patches for op in ops if op["path"].startswith("/spec/allocations/")]
+        assert len(writes) == 10  # five guarded adds
+        for ops in patches:
+            guarded = {op["path"] for op in ops if op["op"] == "test"}
+            assert all(op["path"] in guarded for op in ops if op["op"] != "test"), ops
+    finally:
+        cache.close()
+
+
+def test_a_reservation_its_copy_cannot_place_again_is_not_taken_for_released(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path
+) -> None:
+    """A network name longer than a label value (63) gives its reservations no network label: the copy places
+    them by name once a call asks about that network. A later change of such a reservation (a label, a relist)
+    must not read as its release: the mirror would remove the entry of an address still held."""
+    from whereabouts.config import KubernetesSettings
+    from whereabouts.kube import resources
+    from whereabouts.model import Owner, PoolKey
+    from whereabouts.store.kubecache import KubeCache
+
+    network = "n" * 70
+    key = PoolKey(network, "10.99.0.0/24")
+    client = KubeClient(load_credentials(str(plugin_kubeconfig)))
+    client.create(client.path(IPPOOLS), resources.new_pool(key, kube_namespace))
+    name = resources.reservation_name(network, 4, 0x0A630005)
+    obj = resources.reservation(name, Owner("ctr-long", "eth0", "ns/long"), kube_namespace, network=network,
+                                cidr=key.cidr, address=(4, 0x0A630005))  # fmt: skip
+    assert resources.NETWORK_LABEL not in obj["metadata"]["labels"]
+    client.create(client.path(RESERVATIONS), obj)
+    cache = KubeCache(KubernetesSettings(kubeconfig=str(plugin_kubeconfig)))
+    try:
+        assert cache.ready()
+        cache.mirror.adopt(key)  # a call serves the pool: the copy places the reservation, the entry is written
+        assert cache.mirror.flush(30.0)
+        _pool_said(client, key.name, {"5": "ctr-long"})
+        patch = [{"op": "add", "path": "/metadata/labels/touched", "value": "yes"}]
+        client.patch(client.path(RESERVATIONS, name), patch)
+        time.sleep(1.0)  # its watch event, and a mirror round after it
+        assert cache.mirror.flush(30.0)
+        _pool_said(client, key.name, {"5": "ctr-long"}, wait=0)
+        assert ("", 4, 0x0A630005) not in cache.snapshot([key]).reservations
+        assert (network, 4, 0x0A630005) in cache.snapshot([key]).reservations
+    finally:
+        cache.close()

@@ -15,8 +15,8 @@ seconds a pool with changes gets one JSON patch that makes its entries say what 
 plugin, and every reader of the Go format, still sees every address). One daemon writes a pool for all: every
 daemon that serves a pool marks the addresses of every reservation its copy sees come and go there, and the
 pool's writer (named in its WRITER_ANNOTATION by its last patch) writes them; the others only compare, and
-take over when the writer has not been seen writing for MIRROR_LEASE seconds or owes them an entry that long
-(a patch costs the server in proportion to the pool: ten daemons patching it each round cost ten times one).
+take over when the writer has owed them an entry for MIRROR_LEASE seconds (a patch costs the server in
+proportion to the pool: ten daemons patching it each round cost ten times one).
 A patch guards each entry it changes by what the cache showed there; one that fails reads the pool and is made
 again. An entry is removed only when its address has no reservation (read afresh) and it is the entry of an
 attachment seen released. A writer killed before a batch leaves entries missing (the reservations still hold
@@ -48,7 +48,7 @@ from whereabouts.holdings import Holdings, PoolEntries, PoolSources
 from whereabouts.kube import resources
 from whereabouts.kube.client import Conflict, KubeClient
 from whereabouts.kube.credentials import load_credentials
-from whereabouts.kube.informer import Informer, Object
+from whereabouts.kube.informer import Informer, Object, version_of
 from whereabouts.kube.resources import IPPOOLS, RESERVATIONS
 from whereabouts.model import Owner, PoolKey, PoolState, Snapshot
 from whereabouts.ranges import format_ip, parse_request
@@ -121,7 +121,6 @@ class KubeCache:
         if obj is None:  # deleted (a gone node's slice, a re-slice): its decoded entries go with it
             with self.lock:
                 self.decoded.pop(name, None)
-        self.mirror.saw_pool(name, obj)
 
     # -- the index of reservations ------------------------------------------------------------------------------
 
@@ -131,7 +130,8 @@ class KubeCache:
             before = None if was is None else (was, self.index.by_address[was])
             self._unindex(name)
             after = None if obj is None else self._index(name, obj)
-        self.mirror.watched(before, after)  # (outside the lock: the writer's lock is taken under none of ours)
+        # (outside the lock: the writer's lock is taken under none of ours)
+        self.mirror.watched(before, after, gone=obj is None)
 
     def _index(self, name: str, obj: Object) -> tuple[Address, _Held] | None:
         labels = obj.get("metadata", {}).get("labels") or {}
@@ -139,8 +139,8 @@ class KubeCache:
         self.index.by_attachment.setdefault(owner_key, set()).add(name)
         self.index.objects[name] = obj
         network = labels.get(resources.NETWORK_LABEL, "")
-        address = self._address(name, obj, network)
-        if address is None:
+        address = self._address(name, obj, network) or resources.reservation_address(name, set(self.index.tried))
+        if address is None:  # (a network no call has asked about yet: placed when one does)
             self.index.unplaced[name] = obj
             self.index.generation += 1
             return None
@@ -301,6 +301,17 @@ def _attachment_of(raw: Any) -> tuple[str, str] | None:
     return None if raw is None else (raw.get("id", ""), raw.get("ifname", ""))
 
 
+def _chunks(groups: list[list[Any]]) -> list[list[Any]]:
+    """JSON patches of at most MAX_PATCH_OPS operations, each group of operations whole in one (an entry's
+    guards travel with its write: a patch is atomic, a sequence of patches is not)."""
+    chunks: list[list[Any]] = [[]]
+    for group in groups:
+        if chunks[-1] and len(chunks[-1]) + len(group) > resources.MAX_PATCH_OPS:
+            chunks.append([])
+        chunks[-1] += group
+    return [chunk for chunk in chunks if chunk]
+
+
 def round_pause(took: float, failures: int) -> float:
     """Seconds a mirror round gathers changes: at least MIRROR_DELAY, and ten times what the last round took (a
     big pool's patch costs the server more: its share of the server's time stays small), at most
@@ -325,9 +336,11 @@ class MirrorWriter:
         self.client, self.cache, self.enabled = client, cache, enabled
         self.me = writer_name()
         self.dirty: dict[PoolKey, dict[int, set[tuple[str, str]]]] = {}  # ip -> attachments released there
-        self.since: dict[PoolKey, float] = {}  # when the oldest of a pool's marks still owed was made
+        # per marked address: when it was first marked, and the pool's version in the copy when last marked
+        self.first: dict[PoolKey, dict[int, tuple[float, int]]] = {}
+        self.serving: set[PoolKey] = set()
         self.served: dict[tuple[str, tuple[int, int, int]], PoolKey] = {}  # (network, range) -> a pool served here
-        self.leases: dict[str, tuple[str, float]] = {}  # pool name -> (its writer, when a change of it was seen)
+        self.patience = random.uniform(1.0, 1.5)  # (see _defers)
         self.closing = False
         self.writing: dict[PoolKey, dict[int, set[tuple[str, str]]]] = {}  # the round being written
         self.adopted: dict[PoolKey, float] = {}
@@ -348,8 +361,10 @@ class MirrorWriter:
     def mark(self, key: PoolKey, ip: int, released: Owner | None = None, *, repair: bool = False) -> None:
         if not self.enabled:
             return
+        version, now = version_of(self.cache.pool_object(key)), time.monotonic()
         with self.lock:
-            self.since.setdefault(key, time.monotonic())
+            times = self.first.setdefault(key, {})
+            times[ip] = (times[ip][0] if ip in times else now, version)
             attachments = self.dirty.setdefault(key, {}).setdefault(ip, set())
             if released is not None:
                 attachments.add((released.container_id, released.ifname))
@@ -358,13 +373,14 @@ class MirrorWriter:
             self.idle.clear()
         self.wake.set()
 
-    def watched(self, before: tuple[Address, _Held] | None, after: tuple[Address, _Held] | None) -> None:
-        """A reservation changed in the copy (`before` and `after` it, None: none): its address is marked in
-        the pool it was taken in, if a call of this daemon has served that pool (this daemon may be, or
-        become, its writer). A holder gone or replaced is marked released, as a DEL here marks it."""
+    def watched(self, before: tuple[Address, _Held] | None, after: tuple[Address, _Held] | None, *, gone: bool) -> None:
+        """A reservation changed in the copy (`before` and `after` it, None: not placed; `gone`: deleted): its
+        address is marked in the pool it was taken in, if a call of this daemon has served that pool (this
+        daemon may be, or become, its writer). A holder deleted or replaced is marked released, as a DEL here
+        marks it; one the copy could not place again (its network not known yet) is not."""
         if not self.enabled or not self.served:
             return
-        if before is not None:
+        if before is not None and (after is not None or gone):
             (address, held), key = before, self._served(*before)
             kept = after is not None and after[0] == address and after[1].owner.same_attachment(held.owner)
             if key is not None and not kept:
@@ -375,32 +391,30 @@ class MirrorWriter:
     def _served(self, address: Address, held: _Held) -> PoolKey | None:
         return None if held.subnet is None else self.served.get((address[0], held.subnet))
 
-    def saw_pool(self, name: str, obj: Object | None) -> None:
-        """A pool changed (None: deleted): who its writer is now, and that it was seen writing."""
-        with self.lock:
-            if obj is None:
-                self.leases.pop(name, None)
-            else:
-                annotations = obj.get("metadata", {}).get("annotations") or {}
-                self.leases[name] = (str(annotations.get(WRITER_ANNOTATION) or ""), time.monotonic())
+    def _defers(self, key: PoolKey, times: dict[int, tuple[float, int]]) -> bool:
+        """Whether this round leaves `key` to its writer, the other daemon that wrote it last (ten daemons
+        patching one big pool each round cost the server ten times one): until the oldest of its marks still
+        owed is MIRROR_LEASE seconds old (times this writer's patience: daemons that take over from a killed
+        writer, one whose watch fails, or an older daemon beside this one that writes only its own, do not all
+        patch at once). Never while closing."""
+        since = min((first for first, _ in times.values()), default=time.monotonic())
+        if self.closing or time.monotonic() - since >= MIRROR_LEASE * self.patience:
+            return False
+        obj = self.cache.pool_object(key)
+        writer = ((obj or {}).get("metadata", {}).get("annotations") or {}).get(WRITER_ANNOTATION)
+        return writer not in (None, "", self.me)
 
-    def _defers(self, key: PoolKey, since: float) -> bool:
-        """Whether this round leaves `key` to its writer: another daemon that wrote it last and was seen
-        writing it within MIRROR_LEASE seconds (ten daemons patching one big pool each round cost the server
-        ten times one). A writer that stops writing (killed, its watch failing) is taken over after
-        MIRROR_LEASE; so are marks owed longer than that (a writer whose copy lags, an older daemon beside
-        this one that writes its own entries under another's name). Never while closing."""
-        writer, seen = self.leases.get(key.name, ("", 0.0))
-        now = time.monotonic()
-        writing = now - seen < MIRROR_LEASE and now - since < MIRROR_LEASE
-        return writing and not self.closing and writer not in ("", self.me)
-
-    def _owed(self, key: PoolKey, addresses: dict[int, set[tuple[str, str]]]) -> dict[int, set[tuple[str, str]]]:
-        """The marks of `key` that its IPPool, as the copy shows it, does not say yet (the copy's view: no read)."""
-        entries = resources.pool_entries(self.cache.pool_object(key) or {})
+    def _owed(
+        self, key: PoolKey, addresses: dict[int, set[tuple[str, str]]], times: dict[int, tuple[float, int]]
+    ) -> dict[int, set[tuple[str, str]]]:
+        """The marks of `key` that its IPPool, as the copy shows it, does not say yet (the copy's view: no read),
+        and those marked while the copy showed the version it shows now: the writer's patch made from a copy
+        that lagged (an entry of a holder released meanwhile) may not have reached this copy yet."""
+        obj = self.cache.pool_object(key)
+        version, entries = version_of(obj), resources.pool_entries(obj or {})
         _, base = parse_request(key.cidr)
-        return {base + offset: addresses[base + offset]
-                for offset, _, _ in self._wanted(key, addresses, entries, confirm=False)}  # fmt: skip
+        owed = {base + offset for offset, _, _ in self._wanted(key, addresses, entries, confirm=False)}
+        return {ip: released for ip, released in addresses.items() if ip in owed or times[ip][1] >= version}
 
     def releasing(self, key: PoolKey) -> dict[int, set[tuple[str, str]]]:
         """The addresses of `key` whose entries this daemon will remove (if still the released attachments')."""
@@ -412,18 +426,21 @@ class MirrorWriter:
                         found.setdefault(ip, set()).update(released)
         return found
 
-    def adopt(self, key: PoolKey) -> None:
+    def adopt(self, key: PoolKey, *, serving: bool = True) -> None:
         """Compare the whole pool with its reservations now and then (every ADOPT_EVERY seconds; first when a
         call of this daemon serves it): the entries a killed daemon did not write. Done by the writer's thread,
-        once the copy is current."""
+        once the copy is current. `serving`: a call of this daemon serves it (from now on, this daemon marks
+        every change of its reservations: `watched`)."""
         if not self.enabled:
             return
         now = time.monotonic()
         with self.lock:
+            if serving and key not in self.serving:
+                self.serving.add(key)
+                self.served[(key.network, resources.pool_subnet(key))] = key
             if now - self.adopted.get(key, -ADOPT_EVERY) < ADOPT_EVERY:
                 return
             self.adopted[key] = now
-            self.served[(key.network, resources.pool_subnet(key))] = key
             self.to_adopt.add(key)
             self.idle.clear()
         self.wake.set()
@@ -438,7 +455,7 @@ class MirrorWriter:
         for network, (version, base, prefix) in set(held):
             key = PoolKey(network, f"{format_ip(version, base)}/{prefix}")
             if key.name in by_name and resources.pool_key(by_name[key.name], network) == key:
-                self.adopt(key)
+                self.adopt(key, serving=False)
 
     def _adopt_waiting(self) -> bool:
         """Compare the pools waiting for it; False while the copy is not current (try again, backing off)."""
@@ -478,27 +495,32 @@ class MirrorWriter:
             pause = max(round_pause(took, failures), DEFER_PAUSE if resting else 0.0)
             self.stopping.wait(pause * random.uniform(0.75, 1.25))
             started = time.monotonic()
-            adopted = self._adopt_waiting()
+            try:
+                adopted = self._adopt_waiting()
+            except Exception as exc:  # the server failing mid-comparison, a pool no decoding reads: next round
+                adopted = False
+                self._complain(None, exc)
             with self.lock:
                 batch, self.dirty = self.dirty, {}
-                since, self.since = self.since, {}
+                first, self.first = self.first, {}
                 self.writing = batch
             failed, resting = False, bool(batch)
             for key, addresses in sorted(batch.items()):
                 try:
-                    if self._defers(key, since[key]):
+                    times = first[key]
+                    if self._defers(key, times):
                         self.deferred += 1
-                        self._requeue(key, self._owed(key, addresses), since[key])
+                        self._requeue(key, self._owed(key, addresses, times), times)
                     else:
                         resting = False
                         self._write(key, addresses)
                 except Conflict:  # contended: again next round, without backing off
                     self.conflicts += 1
-                    self._requeue(key, addresses, since[key])
+                    self._requeue(key, addresses, first[key])
                 except Exception as exc:  # the API server is down, or a bug: keep it for the next round
                     failed = True
                     self.failures += 1
-                    self._requeue(key, addresses, since[key])
+                    self._requeue(key, addresses, first[key])
                     self._complain(key, exc)
             failures = failures + 1 if failed or not adopted else 0
             took = min(time.monotonic() - started, 5.0)
@@ -509,22 +531,29 @@ class MirrorWriter:
                 else:
                     self.idle.set()
 
-    def _complain(self, key: PoolKey, exc: Exception) -> None:
+    def _complain(self, key: PoolKey | None, exc: Exception) -> None:
         """One line on stderr (the container's log) per COMPLAIN_EVERY seconds at most."""
         now = time.monotonic()
         if now - self.complained >= COMPLAIN_EVERY:
             self.complained = now
-            pending = sum(len(addresses) for addresses in self.dirty.values())
-            sys.stderr.write(f"whereabouts-node: IPPool {key.name}: mirror not written ({pending} entries owed, "
+            with self.lock:  # (marked meanwhile by the watch's thread)
+                pending = sum(len(addresses) for addresses in self.dirty.values())
+            which = "pools" if key is None else key.name
+            sys.stderr.write(f"whereabouts-node: IPPool {which}: mirror not written ({pending} entries owed, "
                              f"again shortly): {type(exc).__name__}: {exc}\n")  # fmt: skip
 
-    def _requeue(self, key: PoolKey, addresses: dict[int, set[tuple[str, str]]], since: float) -> None:
+    def _requeue(
+        self, key: PoolKey, addresses: dict[int, set[tuple[str, str]]], times: dict[int, tuple[float, int]]
+    ) -> None:
         if not addresses:
             return
         with self.lock:
-            self.since[key] = min(since, self.since.get(key, since))
-            pending = self.dirty.setdefault(key, {})
+            pending, marked = self.dirty.setdefault(key, {}), self.first.setdefault(key, {})
             for ip, released in addresses.items():
+                first, version = times[ip]
+                if ip in marked:  # marked again meanwhile
+                    first, version = min(first, marked[ip][0]), max(version, marked[ip][1])
+                marked[ip] = (first, version)
                 pending.setdefault(ip, set()).update(released)
 
     def _write(self, key: PoolKey, addresses: dict[int, set[tuple[str, str]]]) -> None:
@@ -540,13 +569,12 @@ class MirrorWriter:
                 if self._create(key, wanted):
                     return
                 continue
-            operations = self._operations(key, addresses, resources.pool_entries(obj))
-            if not operations:
+            groups = self._operations(key, addresses, resources.pool_entries(obj))
+            if not groups:
                 return
-            operations = self._claim(obj) + operations
             try:
-                for start in range(0, len(operations), resources.MAX_PATCH_OPS):
-                    self.cache.pools.put(self.client.patch(path, operations[start : start + resources.MAX_PATCH_OPS]))
+                for chunk in _chunks([self._claim(obj), *groups]):
+                    self.cache.pools.put(self.client.patch(path, chunk))
                     self.writes += 1
                 return
             except Conflict:
@@ -554,8 +582,11 @@ class MirrorWriter:
         raise Conflict("TestFailed")
 
     def _claim(self, obj: Object) -> list[Any]:
-        """JSON patch operations naming this daemon the pool's writer (see `_defers`), in its first patch."""
+        """JSON patch operations naming this daemon the pool's writer (see `_defers`), in its first patch (none
+        when closing: the others would wait for a writer that is gone)."""
         annotations = obj.get("metadata", {}).get("annotations")
+        if self.closing:
+            return []
         if annotations is None:  # none yet: guarded, so that annotations added meanwhile are not replaced
             return [{"op": "test", "path": "/metadata/annotations", "value": None},
                     {"op": "add", "path": "/metadata/annotations", "value": {WRITER_ANNOTATION: self.me}}]  # fmt: skip
@@ -575,6 +606,13 @@ class MirrorWriter:
         # an adoption's entry to write: its copy may not have seen another node's DEL yet (writing on its word
         # would bring back an entry nobody removes)
         repairing = [ip for ip, released in addresses.items() if REPAIR in released and ip not in removing]
+        # an entry of another attachment to be replaced on the copy's word: a copy that lags (behind a DEL and a
+        # new holder's create) would write over the entry of the address's holder
+        skip = {*removing, *repairing}
+        repairing += [ip for ip in addresses if ip not in skip
+                      and (raw := entries.get(str(ip - base))) is not None
+                      and (held := self.cache.held((key.network, key.version, ip))) is not None
+                      and not resources.entry_owner(raw).same_attachment(held.owner)]  # fmt: skip
         # the copy may lag: removing on its word could unmirror (a deferring round only compares: no read)
         confirmed = self._confirm(key, removing + repairing) if confirm else {}
         subnet = resources.pool_subnet(key)
@@ -614,11 +652,10 @@ class MirrorWriter:
         return {ip: self.cache.held((key.network, key.version, ip)) if name in found else None
                 for name, ip in names.items()}  # fmt: skip
 
-    def _operations(self, key: PoolKey, addresses: dict[int, set[tuple[str, str]]], entries: Any) -> list[Any]:
-        operations: list[Any] = []
-        for offset, owner, have in self._wanted(key, addresses, entries):
-            operations += resources.entry_patch(offset, owner, have, exact=have is not None)
-        return operations
+    def _operations(self, key: PoolKey, addresses: dict[int, set[tuple[str, str]]], entries: Any) -> list[list[Any]]:
+        """Each changed entry's guarded JSON patch operations (a group: never split between two patches)."""
+        return [resources.entry_patch(offset, owner, have, exact=have is not None)
+                for offset, owner, have in self._wanted(key, addresses, entries)]  # fmt: skip
 
     def _create(self, key: PoolKey, wanted: list[tuple[int, Owner | None, Owner | None]]) -> bool:
         obj = resources.new_pool(key, self.client.namespace)
