@@ -614,3 +614,41 @@ def test_a_reservation_its_copy_cannot_place_again_is_not_taken_for_released(
         assert (network, 4, 0x0A630005) in cache.snapshot([key]).reservations
     finally:
         cache.close()
+
+
+def test_a_daemon_leaving_a_pool_to_its_writer_keeps_a_release_until_its_copy_of_the_pool_moves_on(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A daemon that is not a pool's writer keeps each mark until the pool says it. A release whose entry its
+    copy of the pool does not show may still be on its way (the writer wrote it from a copy that had not seen
+    the DEL yet): the mark stays until that copy has moved past the version it showed at the mark, then goes
+    without a write (before: dropped at the first comparison, and a writer killed then left the entry)."""
+    from whereabouts.config import KubernetesSettings
+    from whereabouts.kube import resources
+    from whereabouts.model import Owner, PoolKey
+    from whereabouts.store import kubecache
+    from whereabouts.store.kubecache import KubeCache
+
+    monkeypatch.setattr(kubecache, "MIRROR_LEASE", 60.0, raising=False)
+    key = PoolKey("", "10.100.0.0/24")
+    client = KubeClient(load_credentials(str(plugin_kubeconfig)))
+    pool = resources.new_pool(key, kube_namespace)
+    pool["metadata"]["annotations"] = {"whereabouts.cni.cncf.io/mirror-writer": "elsewhere/1/abc"}
+    client.create(client.path(IPPOOLS), pool)
+    cache = KubeCache(KubernetesSettings(kubeconfig=str(plugin_kubeconfig)))
+    try:
+        assert cache.ready()
+        cache.mirror.adopt(key)
+        assert cache.mirror.flush(10.0)
+        ip = 0x0A640007
+        cache.mirror.mark(key, ip, Owner("ctr-gone", "eth0", "ns/gone"))
+        time.sleep(2.5)  # rounds that compare (one a second while only deferring)
+        assert ip in cache.mirror.dirty.get(key, {}) or ip in cache.mirror.writing.get(key, {})
+        assert not cache.mirror.idle.is_set()
+        client.patch(client.path(IPPOOLS, key.name), [{"op": "add", "path": "/metadata/labels", "value": {"x": "y"}}])
+        assert cache.mirror.flush(10.0)  # the copy moved on, the pool shows no entry there: nothing owed
+        assert cache.mirror.writes == 0 and cache.mirror.deferred > 0
+        annotations = client.get(client.path(IPPOOLS, key.name))["metadata"]["annotations"]
+        assert annotations["whereabouts.cni.cncf.io/mirror-writer"] == "elsewhere/1/abc"
+    finally:
+        cache.close()
