@@ -81,3 +81,34 @@ def add(config: dict[str, Any], container: str) -> str:
     done = run_cni("ADD", config, container_id=container, ifname="net1")
     assert done.returncode == 0, done.stdout + done.stderr
     return done.addresses()[0]
+
+
+def test_mirror_on_split_in_patches_keeps_each_entrys_guards_with_its_write(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, monkeypatch: Any
+) -> None:
+    """More operations than one patch may carry go as several patches; each is atomic, the sequence is not, so
+    an entry's guard must travel in the patch that writes it (before: cut every MAX_PATCH_OPS operations)."""
+    from whereabouts.kube import resources
+    from whereabouts.kube.client import KubeClient
+    from whereabouts.kube.credentials import load_credentials
+    from whereabouts.model import Owner, PoolKey
+    from whereabouts.tools.mirror import mirror_on
+
+    key = PoolKey("", "10.63.0.0/24")
+    client = KubeClient(load_credentials(str(plugin_kubeconfig)))
+    client.create(client.path(resources.IPPOOLS), resources.new_pool(key, kube_namespace))
+    for n in range(1, 6):
+        client.create(client.path(resources.RESERVATIONS), resources.reservation(
+            f"10.63.0.{n}", Owner(f"ctr-{n}", "eth0", f"ns/p-{n}"), kube_namespace, network="", cidr=key.cidr,
+            address=(4, 0x0A3F0000 + n)))  # fmt: skip
+    monkeypatch.setattr(resources, "MAX_PATCH_OPS", 3)  # entries of 2 operations each
+    patches: list[list[dict[str, Any]]] = []
+    real_patch = client.patch
+    monkeypatch.setattr(client, "patch", lambda path, ops: patches.append(ops) or real_patch(path, ops))
+    mirror_on(client, {""}, dry_run=False, prune=False)
+    pool = kube.objects(kube_namespace, "ippools")[key.name]["spec"]["allocations"]
+    assert {k: e["id"] for k, e in pool.items()} == {str(n): f"ctr-{n}" for n in range(1, 6)}
+    assert len(patches) == 5
+    for ops in patches:
+        guarded = {op["path"] for op in ops if op["op"] == "test"}
+        assert all(op["path"] in guarded for op in ops if op["op"] != "test"), ops

@@ -195,6 +195,17 @@ def entry_patch(offset: int | str, owner: Owner | None, previous: Owner | None, 
 # -- OverlappingRangeIPReservation -----------------------------------------------------------------------------
 
 
+def patch_chunks(groups: list[list[Object]]) -> list[list[Object]]:
+    """JSON patches of at most MAX_PATCH_OPS operations, each group of operations whole in one (an entry's
+    guards travel with its write: a patch is atomic, a sequence of patches is not)."""
+    chunks: list[list[Object]] = [[]]
+    for group in groups:
+        if chunks[-1] and len(chunks[-1]) + len(group) > MAX_PATCH_OPS:
+            chunks.append([])
+        chunks[-1] += group
+    return [chunk for chunk in chunks if chunk]
+
+
 def reservation_name(network: str, version: int, ip: int) -> str:
     name = format_ip(version, ip).replace(":", "-")
     name = name + "0" if name.endswith("-") else name

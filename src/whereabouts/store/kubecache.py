@@ -62,7 +62,7 @@ CONFIRM_BY_LIST = 8  # removals confirmed by one LIST of the reservations rather
 CONFIRM_GET_WORTH = 25  # ... and more than one per this many reservations: a LIST reads (and decodes) them all
 COMPLAIN_EVERY = 10.0  # seconds between log lines about a mirror that cannot be written
 ADOPT_EVERY = 300.0  # seconds between full comparisons of a pool served with its reservations
-MIRROR_LEASE = 8.0  # seconds a pool's writer, seen writing it, keeps the other daemons from patching it too
+MIRROR_LEASE = 8.0  # seconds a daemon leaves an entry it owes to the pool's writer before it writes itself
 DEFER_PAUSE = 1.0  # seconds between rounds that only left pools to their writers (each compares what is owed)
 WRITER_ANNOTATION = f"{resources.GROUP}/mirror-writer"  # the daemon that last wrote a pool's entries
 REPAIR = ("", "")  # marks an address an adoption found wrong: its reservation is read afresh before it is written
@@ -299,17 +299,6 @@ class KubeCache:
 
 def _attachment_of(raw: Any) -> tuple[str, str] | None:
     return None if raw is None else (raw.get("id", ""), raw.get("ifname", ""))
-
-
-def _chunks(groups: list[list[Any]]) -> list[list[Any]]:
-    """JSON patches of at most MAX_PATCH_OPS operations, each group of operations whole in one (an entry's
-    guards travel with its write: a patch is atomic, a sequence of patches is not)."""
-    chunks: list[list[Any]] = [[]]
-    for group in groups:
-        if chunks[-1] and len(chunks[-1]) + len(group) > resources.MAX_PATCH_OPS:
-            chunks.append([])
-        chunks[-1] += group
-    return [chunk for chunk in chunks if chunk]
 
 
 def round_pause(took: float, failures: int) -> float:
@@ -573,7 +562,7 @@ class MirrorWriter:
             if not groups:
                 return
             try:
-                for chunk in _chunks([self._claim(obj), *groups]):
+                for chunk in resources.patch_chunks([self._claim(obj), *groups]):
                     self.cache.pools.put(self.client.patch(path, chunk))
                     self.writes += 1
                 return
@@ -584,9 +573,9 @@ class MirrorWriter:
     def _claim(self, obj: Object) -> list[Any]:
         """JSON patch operations naming this daemon the pool's writer (see `_defers`), in its first patch (none
         when closing: the others would wait for a writer that is gone)."""
-        annotations = obj.get("metadata", {}).get("annotations")
         if self.closing:
             return []
+        annotations = obj.get("metadata", {}).get("annotations")
         if annotations is None:  # none yet: guarded, so that annotations added meanwhile are not replaced
             return [{"op": "test", "path": "/metadata/annotations", "value": None},
                     {"op": "add", "path": "/metadata/annotations", "value": {WRITER_ANNOTATION: self.me}}]  # fmt: skip

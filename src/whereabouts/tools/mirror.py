@@ -47,9 +47,10 @@ def _nodes(client: KubeClient) -> dict[str, str]:
     return resources.slice_nodes(client.list(client.path(NODE_SLICE_POOLS)))
 
 
-def _patch(client: KubeClient, path: str, operations: list[Any]) -> None:
-    for start in range(0, len(operations), resources.MAX_PATCH_OPS):
-        client.patch(path, operations[start : start + resources.MAX_PATCH_OPS])
+def _patch(client: KubeClient, path: str, operations: list[list[Any]]) -> None:
+    """Each entry's operations (its guards and its write) are a group, never split between two patches."""
+    for chunk in resources.patch_chunks(operations):
+        client.patch(path, chunk)
 
 
 def mirror_off(client: KubeClient, networks: set[str], *, dry_run: bool) -> tuple[list[str], bool]:
@@ -114,12 +115,12 @@ def finish_off(client: KubeClient, networks: set[str], *, dry_run: bool) -> tupl
         if key is None or not entries:
             continue
         version, base = parse_request(key.cidr)
-        operations: list[Any] = []
+        operations: list[list[Any]] = []
         for offset, raw in sorted(entries.items(), key=lambda item: int(item[0])):
             owner = resources.entry_owner(raw)
             found = reservations.get(resources.reservation_name(key.network, version, base + int(offset)))
             if found is not None and resources.reservation_owner(found).same_attachment(owner):
-                operations += resources.entry_patch(offset, None, owner, exact=True)
+                operations.append(resources.entry_patch(offset, None, owner, exact=True))
                 removed += 1
             else:
                 kept += 1
@@ -184,18 +185,18 @@ def _write_pool(
             client.create(client.path(IPPOOLS), pool)
         return len(wanted), 0
     entries = resources.pool_entries(obj)
-    operations: list[Any] = []
+    operations: list[list[Any]] = []
     written = removed = 0
     for ip, owner in sorted(wanted.items()):
         raw = entries.get(str(ip - base))
         if raw != resources.entry(owner):
             have = None if raw is None else resources.entry_owner(raw)
-            operations += resources.entry_patch(ip - base, owner, have, exact=have is not None)
+            operations.append(resources.entry_patch(ip - base, owner, have, exact=have is not None))
             written += 1
     if prune:
         for offset, raw in entries.items():
             if base + int(offset) not in wanted:
-                operations += resources.entry_patch(offset, None, resources.entry_owner(raw), exact=True)
+                operations.append(resources.entry_patch(offset, None, resources.entry_owner(raw), exact=True))
                 removed += 1
     if written or removed:
         lines.append(f"IPPool {key.name}: write {written}, remove {removed}")
