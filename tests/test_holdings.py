@@ -4,12 +4,13 @@ for months), and a snapshot's view answers from the snapshot, not from what chan
 
 from __future__ import annotations
 
+import copy
 import threading
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from whereabouts.holdings import Holdings, PoolSources
+from whereabouts.holdings import Holdings, PoolEntries, PoolSources
 from whereabouts.model import Change, Owner, PoolKey
 
 NETWORKS = ("", "blue")
@@ -106,3 +107,34 @@ def test_a_range_label_no_address_has_files_nothing_and_raises_nothing() -> None
     holdings = Holdings()
     holdings.put(("", 4, 0x0A000001), Owner("c1", "eth0"), (4, 0x0A000000, 40))
     assert holdings.pools == {} and holdings.holders([""]) == {("", 4, 0x0A000001): Owner("c1", "eth0")}
+
+
+def entries_filing(entries: PoolEntries) -> tuple[object, ...]:
+    return (entries.entries, entries.attachments, entries.sticky, entries.pods, entries.bare, entries.retained)
+
+
+POOL_IPS = st.integers(0, 20)
+
+
+@settings(max_examples=200)
+@given(
+    start=st.dictionaries(POOL_IPS, OWNERS, max_size=15),
+    changes=st.dictionaries(POOL_IPS, st.none() | OWNERS, max_size=10),
+)
+def test_entries_evolved_by_changes_file_as_made_afresh_and_leave_the_old_ones_as_they_were(
+    start: dict[int, Owner], changes: dict[int, Owner | None]
+) -> None:
+    """The daemon files each new version of an IPPool from the last one (PoolEntries.evolved) while snapshots
+    may still read the last: the new filing is the one made afresh from the entries changed, the last one is
+    untouched (the sets the changes touch are copied, not shared)."""
+    old = PoolEntries(start)
+    before = copy.deepcopy(entries_filing(old))
+    new = old.evolved(changes)
+    after = dict(start)
+    for ip, owner in changes.items():
+        if owner is None:
+            after.pop(ip, None)
+        else:
+            after[ip] = owner
+    assert entries_filing(new) == entries_filing(PoolEntries(after))
+    assert entries_filing(old) == before

@@ -75,6 +75,33 @@ class PoolEntries:
         self.bare.discard(ip)
         self.retained.discard(ip)
 
+    def evolved(self, changes: Mapping[int, Owner | None]) -> PoolEntries:
+        """A new PoolEntries with `changes` applied (None: the address's entry goes), this one left as it was (a
+        snapshot may be reading it). What the changes do not touch is shared: the copy costs a few copies of
+        flat dicts and sets, not a walk that files every entry again (the next version of a 10,000-entry IPPool
+        differs from the last by a round of changes)."""
+        new = PoolEntries()
+        new.entries = dict(self.entries)
+        new.attachments, new.sticky, new.pods = dict(self.attachments), dict(self.sticky), dict(self.pods)
+        new.bare, new.retained = set(self.bare), set(self.retained)
+        touched: tuple[set[Any], set[Any], set[Any]] = (set(), set(), set())
+        for ip, owner in changes.items():
+            for who in (self.entries.get(ip), owner):
+                if who is not None:
+                    touched[0].add((who.container_id, who.ifname))
+                    touched[1].add(who.sticky)
+                    touched[2].add((who.podref, who.ifname))
+        filings: tuple[dict[Any, set[int]], ...] = (new.attachments, new.sticky, new.pods)
+        for filed, keys in zip(filings, touched, strict=True):
+            for key in keys & filed.keys():  # the sets the changes touch are the copy's own: the rest are shared
+                filed[key] = set(filed[key])
+        for ip, owner in changes.items():
+            if owner is None:
+                new.drop(ip)
+            else:
+                new.put(ip, owner)
+        return new
+
     def concerning(self, owner: Owner) -> set[int]:
         """The addresses held by `owner`'s attachment, its sticky key or its pod's interface (a superset of
         what a decision for it looks for in the pool)."""

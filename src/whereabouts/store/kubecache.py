@@ -92,6 +92,61 @@ class _Index:
     tried: dict[str, int] = field(default_factory=dict)  # network -> the generation it tried
 
 
+@dataclass(frozen=True)
+class _Decoded:
+    """One version of a pool's IPPool, decoded (`state`) and its entries filed (`entries`, None: no entry);
+    `written`: its spec.allocations as listed, to find what the next version changed."""
+
+    version: object
+    state: PoolState
+    entries: PoolEntries | None
+    written: Any
+    plain: bool  # every offset written as one decimal number, as the Go plugin writes it (an address, one text)
+
+    @staticmethod
+    def of(key: PoolKey, obj: Object, previous: _Decoded | None) -> _Decoded:
+        """`obj` decoded. From `previous` (an older version of the same pool) when there is one: only the entries
+        that differ are decoded and filed again (a 10,000-entry pool cost the daemon ~160 ms per version to decode
+        and file whole, on the first call after each mirror patch; a round of changes costs a walk of its
+        entries' texts). Offsets not written as the Go plugin writes them (`007`, two texts of one address: the
+        last one listed wins) are decoded whole, as before."""
+        written = resources.pool_entries(obj)
+        version = obj["metadata"].get("resourceVersion")
+        changes = None if previous is None or not previous.plain else _changes(key, previous.written, written)
+        if changes is None or previous is None:
+            state = resources.decode_pool(key, obj)
+            entries = PoolEntries(state.allocations) if state.allocations else None
+            return _Decoded(version, state, entries, written, all(str(int(text)) == text for text in written))
+        allocations = dict(previous.state.allocations)
+        for ip, owner in changes.items():
+            if owner is None:
+                allocations.pop(ip, None)
+            else:
+                allocations[ip] = owner
+        entries = previous.entries.evolved(changes) if previous.entries is not None else PoolEntries(allocations)
+        return _Decoded(version, PoolState(key, version, allocations), entries if allocations else None, written, True)
+
+
+def _changes(key: PoolKey, before: Any, after: Any) -> dict[int, Owner | None] | None:
+    """The addresses whose entries differ from `before` to `after` (spec.allocations as listed), decoded (None:
+    the entry went); None when a changed offset is not one plain decimal number (decode the pool whole)."""
+    _, base = parse_request(key.cidr)
+    changes: dict[int, Owner | None] = {}
+    try:
+        for offset, raw in after.items():
+            if before.get(offset) != raw:
+                if str(int(offset)) != offset:
+                    return None
+                changes[base + int(offset)] = resources.entry_owner(raw)
+        for offset in before.keys() - after.keys():
+            if str(int(offset)) != offset:
+                return None
+            changes[base + int(offset)] = None
+    except (ValueError, TypeError, AttributeError):  # not the format: decoding it whole says what is wrong
+        return None
+    return changes
+
+
 class KubeCache:
     def __init__(self, settings: KubernetesSettings) -> None:
         def client() -> KubeClient:  # one each: a client's connection serves one request at a time
@@ -101,7 +156,7 @@ class KubeCache:
         self.namespace = first.namespace
         self.lock = threading.Lock()
         self.index = _Index()
-        self.decoded: dict[str, tuple[object, PoolState, PoolEntries | None]] = {}  # pool name -> (version, ...)
+        self.decoded: dict[str, _Decoded] = {}  # pool name -> its IPPool's last version decoded
         self.holdings = Holdings()  # the reservations again, filed for decisions (whereabouts.holdings)
         self.mirrored = settings.ippool_mirror  # false: the reservations alone; no IPPool read, watched or written
         self.reservations = Informer(first, first.path(RESERVATIONS), listener=self._reindex)
@@ -241,8 +296,8 @@ class KubeCache:
         return self.snapshot([key]).pools[key]
 
     def _decoded(self, key: PoolKey) -> tuple[object, PoolState, PoolEntries | None]:
-        """The pool's IPPool decoded, and its entries filed (once per resourceVersion: the mirror writes it a few
-        times a second at most)."""
+        """The pool's IPPool decoded, and its entries filed (once per resourceVersion, from the version before:
+        `_Decoded.of`)."""
         obj = self.pool_object(key)
         if obj is None:  # no IPPool (not written yet, gone, or no mirror): nothing to decode or keep
             with self.lock:
@@ -251,12 +306,11 @@ class KubeCache:
         version = obj["metadata"].get("resourceVersion")
         with self.lock:
             memo = self.decoded.get(key.name)
-        if memo is None or memo[0] != version or memo[1].key != key:
-            decoded = resources.decode_pool(key, obj)
-            memo = (version, decoded, PoolEntries(decoded.allocations) if decoded.allocations else None)
+        if memo is None or memo.version != version or memo.state.key != key:
+            memo = _Decoded.of(key, obj, memo if memo is not None and memo.state.key == key else None)
             with self.lock:
                 self.decoded[key.name] = memo
-        return memo
+        return memo.version, memo.state, memo.entries
 
     def _pool_state(
         self, key: PoolKey, version: object, decoded: PoolState, entries: PoolEntries | None,
