@@ -87,10 +87,12 @@ class PoolEntries:
         touched: tuple[set[Any], set[Any], set[Any]] = (set(), set(), set())
         for ip, owner in changes.items():
             for who in (self.entries.get(ip), owner):
-                if who is not None:
+                if who is not None:  # (filed as `put` files them)
                     touched[0].add((who.container_id, who.ifname))
-                    touched[1].add(who.sticky)
-                    touched[2].add((who.podref, who.ifname))
+                    if who.sticky:
+                        touched[1].add(who.sticky)
+                    if who.podref:
+                        touched[2].add((who.podref, who.ifname))
         filings: tuple[dict[Any, set[int]], ...] = (new.attachments, new.sticky, new.pods)
         for filed, keys in zip(filings, touched, strict=True):
             for key in keys & filed.keys():  # the sets the changes touch are the copy's own: the rest are shared

@@ -542,6 +542,55 @@ def test_one_daemon_writes_a_pool_for_every_daemon_and_another_takes_over_when_i
             b.close()
 
 
+def test_a_daemon_that_stops_hands_its_pools_back_and_another_writes_them_at_once(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path
+) -> None:
+    """A writer that closes (its DaemonSet pod replaced in a rolling update) takes its name off the pools it
+    writes, so another daemon serving them writes the next change at its next round (before: the name stayed,
+    and the others waited MIRROR_LEASE, 8-12 s, for a writer that was gone)."""
+    from whereabouts.config import KubernetesSettings
+    from whereabouts.kube import resources
+    from whereabouts.model import Owner, PoolKey
+    from whereabouts.store.kubecache import MIRROR_LEASE, KubeCache
+
+    writer = "whereabouts.cni.cncf.io/mirror-writer"
+    key = PoolKey("", "10.94.0.0/24")
+    client = KubeClient(load_credentials(str(plugin_kubeconfig)))
+    client.create(client.path(IPPOOLS), resources.new_pool(key, kube_namespace))
+
+    def hold(n: int) -> None:
+        owner = Owner(f"ctr-{n}", "eth0", f"ns/p-{n}")
+        obj = resources.reservation(f"10.94.0.{n}", owner, kube_namespace, network="", cidr=key.cidr,
+                                    address=(4, 0x0A5E0000 + n))  # fmt: skip
+        client.create(client.path(RESERVATIONS), obj)
+
+    settings = KubernetesSettings(kubeconfig=str(plugin_kubeconfig))
+    a = KubeCache(settings)
+    b: KubeCache | None = None
+    try:
+        assert a.ready()
+        a.mirror.adopt(key)
+        assert a.mirror.flush(10.0)
+        hold(1)
+        pool = _pool_said(client, key.name, {"1": "ctr-1"})
+        assert pool["metadata"]["annotations"][writer] == a.mirror.me
+        b = KubeCache(settings)  # (once the pool says what a's copy says: b's first comparison finds it right)
+        assert b.ready()
+        b.mirror.adopt(key)
+        assert b.mirror.flush(10.0)
+        a.close()
+        assert writer not in (client.get(client.path(IPPOOLS, key.name))["metadata"].get("annotations") or {})
+        started = time.monotonic()
+        hold(2)
+        pool = _pool_said(client, key.name, {"1": "ctr-1", "2": "ctr-2"}, wait=MIRROR_LEASE)
+        assert time.monotonic() - started < MIRROR_LEASE / 2
+        assert pool["metadata"]["annotations"][writer] == b.mirror.me
+    finally:
+        a.close()
+        if b is not None:
+            b.close()
+
+
 def test_a_mirror_patch_split_in_chunks_keeps_each_entrys_guards_with_its_write(
     kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -16,7 +16,8 @@ plugin, and every reader of the Go format, still sees every address). One daemon
 daemon that serves a pool marks the addresses of every reservation its copy sees come and go there, and the
 pool's writer (named in its WRITER_ANNOTATION by its last patch) writes them; the others only compare, and
 take over when the writer has owed them an entry for MIRROR_LEASE seconds (a patch costs the server in
-proportion to the pool: ten daemons patching it each round cost ten times one).
+proportion to the pool: ten daemons patching it each round cost ten times one); a daemon that closes takes its
+name off its pools, and the next to see a change writes it at once.
 A patch guards each entry it changes by what the cache showed there; one that fails reads the pool and is made
 again. An entry is removed only when its address has no reservation (read afresh) and it is the entry of an
 attachment seen released. A writer killed before a batch leaves entries missing (the reservations still hold
@@ -65,6 +66,8 @@ ADOPT_EVERY = 300.0  # seconds between full comparisons of a pool served with it
 MIRROR_LEASE = 8.0  # seconds a daemon leaves an entry it owes to the pool's writer before it writes itself
 DEFER_PAUSE = 1.0  # seconds between rounds that only left pools to their writers (each compares what is owed)
 WRITER_ANNOTATION = f"{resources.GROUP}/mirror-writer"  # the daemon that last wrote a pool's entries
+WRITER_PATH = "/metadata/annotations/" + WRITER_ANNOTATION.replace("~", "~0").replace("/", "~1")  # (JSON pointer)
+HAND_BACK_WAIT = 5.0  # seconds a closing daemon waits for its last round before it hands its pools back
 REPAIR = ("", "")  # marks an address an adoption found wrong: its reservation is read afresh before it is written
 
 Address = tuple[str, int, int]  # (network, IP version, value)
@@ -108,11 +111,15 @@ class _Decoded:
         """`obj` decoded. From `previous` (an older version of the same pool) when there is one: only the entries
         that differ are decoded and filed again (a 10,000-entry pool cost the daemon ~160 ms per version to decode
         and file whole, on the first call after each mirror patch; a round of changes costs a walk of its
-        entries' texts). Offsets not written as the Go plugin writes them (`007`, two texts of one address: the
-        last one listed wins) are decoded whole, as before."""
+        entries' texts). Decoded whole: offsets not written as the Go plugin writes them (`007`, two texts of one
+        address: the last one listed wins), and a version that changes more than a third of the entries (filing
+        them one by one costs more). Equal texts decode alike: the CRD's schema types every field."""
         written = resources.pool_entries(obj)
-        version = obj["metadata"].get("resourceVersion")
-        changes = None if previous is None or not previous.plain else _changes(key, previous.written, written)
+        version = obj["metadata"]["resourceVersion"]
+        changes = None
+        if previous is not None and previous.plain:
+            limit = len(written) // 3 + 1 if isinstance(written, dict) else 0
+            changes = _changes(key, previous.written, written, limit=limit)
         if changes is None or previous is None:
             state = resources.decode_pool(key, obj)
             entries = PoolEntries(state.allocations) if state.allocations else None
@@ -127,19 +134,23 @@ class _Decoded:
         return _Decoded(version, PoolState(key, version, allocations), entries if allocations else None, written, True)
 
 
-def _changes(key: PoolKey, before: Any, after: Any) -> dict[int, Owner | None] | None:
+_ABSENT = object()
+
+
+def _changes(key: PoolKey, before: Any, after: Any, *, limit: int) -> dict[int, Owner | None] | None:
     """The addresses whose entries differ from `before` to `after` (spec.allocations as listed), decoded (None:
-    the entry went); None when a changed offset is not one plain decimal number (decode the pool whole)."""
+    the entry went); None (decode the pool whole) when a changed offset is not one plain decimal number, or more
+    than `limit` entries changed."""
     _, base = parse_request(key.cidr)
     changes: dict[int, Owner | None] = {}
     try:
         for offset, raw in after.items():
-            if before.get(offset) != raw:
-                if str(int(offset)) != offset:
+            if before.get(offset, _ABSENT) != raw:
+                if str(int(offset)) != offset or len(changes) >= limit:
                     return None
                 changes[base + int(offset)] = resources.entry_owner(raw)
         for offset in before.keys() - after.keys():
-            if str(int(offset)) != offset:
+            if str(int(offset)) != offset or len(changes) >= limit:
                 return None
             changes[base + int(offset)] = None
     except (ValueError, TypeError, AttributeError):  # not the format: decoding it whole says what is wrong
@@ -529,6 +540,31 @@ class MirrorWriter:
         self.flush()
         self.stopping.set()
         self.wake.set()
+        if self.enabled:
+            self.thread.join(HAND_BACK_WAIT)
+            if not self.thread.is_alive():  # (its client serves one request at a time)
+                self._hand_back()
+
+    def _hand_back(self) -> None:
+        """Take this daemon's name off the pools it is the writer of, where it still is (guarded): the others
+        write them at their next round instead of waiting MIRROR_LEASE for a writer that is gone (a DaemonSet's
+        rolling update restarts every writer). Best effort: a daemon killed leaves its name, and the others
+        wait."""
+        for obj in self.cache.pools.items():
+            metadata = obj.get("metadata", {})
+            if (metadata.get("annotations") or {}).get(WRITER_ANNOTATION) != self.me:
+                continue
+            guard = {"op": "test", "path": WRITER_PATH, "value": self.me}
+            name = metadata.get("name", "")
+            try:
+                self.client.patch_existing(
+                    self.client.path(IPPOOLS, name), [guard, {"op": "remove", "path": WRITER_PATH}]
+                )
+            except Conflict:  # another daemon wrote it since (gone: patch_existing says None)
+                pass
+            except Exception as exc:  # the server down, say: the others wait, as for a daemon killed
+                sys.stderr.write(f"whereabouts-node: IPPool {name}: this daemon's name as its mirror's writer "
+                                 f"not taken off: {type(exc).__name__}: {exc}\n")  # fmt: skip
 
     def _run(self) -> None:
         failures, took, resting = 0, 0.0, False
@@ -635,8 +671,7 @@ class MirrorWriter:
                     {"op": "add", "path": "/metadata/annotations", "value": {WRITER_ANNOTATION: self.me}}]  # fmt: skip
         if annotations.get(WRITER_ANNOTATION) == self.me:
             return []
-        path = "/metadata/annotations/" + WRITER_ANNOTATION.replace("~", "~0").replace("/", "~1")
-        return [{"op": "add", "path": path, "value": self.me}]
+        return [{"op": "add", "path": WRITER_PATH, "value": self.me}]
 
     def _wanted(
         self, key: PoolKey, addresses: dict[int, set[tuple[str, str]]], entries: Any, *, confirm: bool = True
@@ -702,7 +737,8 @@ class MirrorWriter:
 
     def _create(self, key: PoolKey, wanted: list[tuple[int, Owner | None, Owner | None]]) -> bool:
         obj = resources.new_pool(key, self.client.namespace)
-        obj["metadata"]["annotations"] = {WRITER_ANNOTATION: self.me}
+        if not self.closing:  # (see _claim)
+            obj["metadata"]["annotations"] = {WRITER_ANNOTATION: self.me}
         for offset, owner, _ in wanted:
             if owner is not None:
                 obj["spec"]["allocations"][str(offset)] = resources.entry(owner)
