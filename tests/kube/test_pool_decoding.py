@@ -62,7 +62,7 @@ def test_a_new_version_of_a_big_pool_decodes_only_the_entries_that_changed(
     kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """After one entry of a 2,000-entry IPPool changes, the daemon's copy decodes that entry, not the pool (it
-    decoded every entry of each version: ~160 ms per version at 10,000, on the first call after each mirror
+    decoded every entry of each version: 40-55 ms per version at 10,000, on the first call after each mirror
     patch), and the decision sees the change."""
     from whereabouts.config import KubernetesSettings
     from whereabouts.kube import resources

@@ -109,7 +109,7 @@ class _Decoded:
     @staticmethod
     def of(key: PoolKey, obj: Object, previous: _Decoded | None) -> _Decoded:
         """`obj` decoded. From `previous` (an older version of the same pool) when there is one: only the entries
-        that differ are decoded and filed again (a 10,000-entry pool cost the daemon ~160 ms per version to decode
+        that differ are decoded and filed again (a 10,000-entry pool cost the daemon 40-55 ms per version to decode
         and file whole, on the first call after each mirror patch; a round of changes costs a walk of its
         entries' texts). Decoded whole: offsets not written as the Go plugin writes them (`007`, two texts of one
         address: the last one listed wins), and a version that changes more than a third of the entries (filing
