@@ -141,8 +141,10 @@ class StorePool:
                 del self.used[s]
         for store in stores:
             store.close()
-        for part in parts:
-            _close(part)
+        if parts:  # (a watch-fed cache flushes its mirror and hands its pools back: not on this call's time)
+            import threading
+
+            threading.Thread(target=_close_all, args=(parts,), name="close idle stores", daemon=True).start()
 
     def close(self) -> None:
         with self.lock:
@@ -154,6 +156,11 @@ class StorePool:
             store.close()
         for part in shared:
             _close(part)
+
+
+def _close_all(parts: list[object]) -> None:
+    for part in parts:
+        _close(part)
 
 
 def _close(part: object) -> None:
