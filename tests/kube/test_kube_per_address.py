@@ -579,7 +579,7 @@ def test_a_daemon_that_stops_hands_its_pools_back_and_another_writes_them_at_onc
         b.mirror.adopt(key)
         assert b.mirror.flush(10.0)
         a.close()
-        assert writer not in (client.get(client.path(IPPOOLS, key.name))["metadata"].get("annotations") or {})
+        assert client.get(client.path(IPPOOLS, key.name))["metadata"]["annotations"][writer] == ""  # handed back
         started = time.monotonic()
         hold(2)
         pool = _pool_said(client, key.name, {"1": "ctr-1", "2": "ctr-2"}, wait=MIRROR_LEASE)
@@ -591,12 +591,12 @@ def test_a_daemon_that_stops_hands_its_pools_back_and_another_writes_them_at_onc
             b.close()
 
 
-def test_a_pool_that_names_no_writer_is_written_by_one_daemon_not_by_all_that_serve_it(
+def test_a_pool_handed_back_is_written_by_one_daemon_not_by_all_that_serve_it(
     kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path
 ) -> None:
-    """A pool with no writer named (new, or handed back by a daemon that stopped): each daemon serving it waits
-    up to UNCLAIMED_WAIT, by its patience, so the first names itself and the others see it before their turn
-    (before: every daemon serving it patched it in the same round, each patch a rewrite of the whole pool)."""
+    """A pool handed back by a daemon that stopped (its writer named as ""): each daemon serving it waits up to
+    UNCLAIMED_WAIT, by its patience, so the first names itself and the others see it before their turn (before:
+    every daemon serving it patched it in the same round, each patch a rewrite of the whole pool)."""
     from whereabouts.config import KubernetesSettings
     from whereabouts.kube import resources
     from whereabouts.model import Owner, PoolKey
@@ -605,7 +605,9 @@ def test_a_pool_that_names_no_writer_is_written_by_one_daemon_not_by_all_that_se
     writer = "whereabouts.cni.cncf.io/mirror-writer"
     key = PoolKey("", "10.92.0.0/24")
     client = KubeClient(load_credentials(str(plugin_kubeconfig)))
-    client.create(client.path(IPPOOLS), resources.new_pool(key, kube_namespace))
+    handed_back = resources.new_pool(key, kube_namespace)
+    handed_back["metadata"]["annotations"] = {writer: ""}
+    client.create(client.path(IPPOOLS), handed_back)
     settings = KubernetesSettings(kubeconfig=str(plugin_kubeconfig))
     a, b = KubeCache(settings), KubeCache(settings)
     try:

@@ -429,8 +429,14 @@ def _address(offset: str) -> str:
 
 
 def _assert_recorded_for_their_keys(node: RealNode, first: dict[str, str]) -> None:
-    """Each pool entry names its pod's key and the pod's controller (what proves the key gone, once deleted)."""
-    by_address = {_address(offset): entry for offset, entry in ours(node).items()}
+    """Each pool entry names its pod's key and the pod's controller (what proves the key gone, once deleted). The
+    IPPool is a mirror written a moment after each call: its entries are waited for."""
+
+    def mirrored() -> dict[str, dict[str, str]] | None:
+        found = {_address(offset): entry for offset, entry in ours(node).items()}
+        return found if set(first.values()) <= found.keys() else None
+
+    by_address = wait_for("the pool's entries of the pods", mirrored, 30)
     sts = node.get("statefulset", "sticky")
     for name, address in first.items():
         entry = by_address[address]

@@ -17,8 +17,8 @@ daemon that serves a pool marks the addresses of every reservation its copy sees
 pool's writer (named in its WRITER_ANNOTATION by its last patch) writes them; the others only compare, and
 take over when the writer has owed them an entry for MIRROR_LEASE seconds (a patch costs the server in
 proportion to the pool: ten daemons patching it each round cost ten times one); a daemon that closes takes its
-name off its pools, and the next to see a change writes it within UNCLAIMED_WAIT (each daemon's patience: the
-first names itself, the others see it).
+name off its pools (leaves it empty), and the next to see a change writes it within UNCLAIMED_WAIT (each
+daemon's patience: the first names itself, the others see it).
 A patch guards each entry it changes by what the cache showed there; one that fails reads the pool and is made
 again. An entry is removed only when its address has no reservation (read afresh) and it is the entry of an
 attachment seen released. A writer killed before a batch leaves entries missing (the reservations still hold
@@ -71,7 +71,7 @@ WRITER_ANNOTATION = f"{resources.GROUP}/mirror-writer"  # the daemon that last w
 WRITER_PATH = "/metadata/annotations/" + WRITER_ANNOTATION.replace("~", "~0").replace("/", "~1")  # (JSON pointer)
 HAND_BACK_WAIT = 5.0  # seconds a closing daemon waits for its last round before it hands its pools back
 HAND_BACK_BUDGET = 2.0  # ... and the seconds it may spend handing them back (a pod has 10 s to stop)
-UNCLAIMED_WAIT = 2.0  # seconds at most a daemon waits before it writes a pool that names no writer (see _defers)
+UNCLAIMED_WAIT = 2.0  # seconds at most a daemon waits before it writes a pool handed back (see _defers)
 REPAIR = ("", "")  # marks an address an adoption found wrong: its reservation is read afresh before it is written
 
 Address = tuple[str, int, int]  # (network, IP version, value)
@@ -454,8 +454,8 @@ class MirrorWriter:
         patching one big pool each round cost the server ten times one): until the oldest of its marks still
         owed is MIRROR_LEASE seconds old (times this writer's patience: daemons that take over from a killed
         writer, one whose watch fails, or an older daemon beside this one that writes only its own, do not all
-        patch at once). A pool that names no writer (new, or handed back by a daemon that stopped) is left for up
-        to UNCLAIMED_WAIT seconds, by patience too: the first to write it is named, and the others see it before
+        patch at once). A pool handed back by a daemon that stopped (its writer named as "") is left for up to
+        UNCLAIMED_WAIT seconds, by patience too: the first to write it is named, and the others see it before
         their turn instead of all patching it in one round. Never while closing."""
         since = min((first for first, _ in times.values()), default=time.monotonic())
         waited = time.monotonic() - since
@@ -463,9 +463,9 @@ class MirrorWriter:
             return False
         obj = self.cache.pool_object(key)
         writer = ((obj or {}).get("metadata", {}).get("annotations") or {}).get(WRITER_ANNOTATION)
-        if writer in (None, ""):
+        if writer == "":  # handed back (a new pool, or one a Go plugin made, names none: written at once)
             return waited < UNCLAIMED_WAIT * (self.patience - 1.0) * 2
-        return bool(writer != self.me)
+        return writer not in (None, self.me)
 
     def _owed(
         self, key: PoolKey, addresses: dict[int, set[tuple[str, str]]], times: dict[int, tuple[float, int]]
@@ -557,7 +557,8 @@ class MirrorWriter:
                 handing.join(HAND_BACK_BUDGET + 0.5)
 
     def _hand_back(self) -> None:
-        """Take this daemon's name off the pools it is the writer of, where it still is (guarded): the others
+        """Take this daemon's name off the pools it is the writer of, where it still is (guarded; the name left
+        empty: handed back): the others
         write them soon (`_defers`) instead of waiting MIRROR_LEASE for a writer that is gone (a DaemonSet's
         rolling update restarts every writer). Best effort, within HAND_BACK_BUDGET seconds (the pod's grace
         period is short), and given up at the first failure: a daemon killed leaves its name, and the others
@@ -571,7 +572,7 @@ class MirrorWriter:
             name = metadata.get("name", "")
             try:
                 self.client.patch_existing(
-                    self.client.path(IPPOOLS, name), [guard, {"op": "remove", "path": WRITER_PATH}]
+                    self.client.path(IPPOOLS, name), [guard, {"op": "replace", "path": WRITER_PATH, "value": ""}]
                 )
             except Conflict:  # another daemon wrote it since (gone: patch_existing says None)
                 pass
