@@ -475,6 +475,18 @@ def test_a_store_kept_by_the_daemon_forgets_what_a_call_learned_of_other_pools(
     assert not store.learned
 
 
+def _hold(client: KubeClient, namespace: str, cidr: str, n: int) -> None:
+    """The reservation of the `n`th address of `cidr` for container `ctr-<n>`, as another node's daemon (or an
+    in-process call) writes it."""
+    from whereabouts.kube import resources
+    from whereabouts.model import Owner
+
+    ip = ipaddress.ip_network(cidr).network_address + n
+    obj = resources.reservation(str(ip), Owner(f"ctr-{n}", "eth0", f"ns/p-{n}"), namespace, network="", cidr=cidr,
+                                address=(4, int(ip)))  # fmt: skip
+    client.create(client.path(RESERVATIONS), obj)
+
+
 def _pool_said(client: KubeClient, name: str, want: dict[str, str], wait: float = 20.0) -> dict[str, Any]:
     """The IPPool once its entries (offset -> container ID) are `want`."""
     deadline = time.monotonic() + wait
@@ -496,7 +508,7 @@ def test_one_daemon_writes_a_pool_for_every_daemon_and_another_takes_over_when_i
     when it stops (before: each wrote its own and only its own, and nobody wrote a stopped daemon's)."""
     from whereabouts.config import KubernetesSettings
     from whereabouts.kube import resources
-    from whereabouts.model import Owner, PoolKey
+    from whereabouts.model import PoolKey
     from whereabouts.store import kubecache
     from whereabouts.store.kubecache import KubeCache
 
@@ -506,12 +518,6 @@ def test_one_daemon_writes_a_pool_for_every_daemon_and_another_takes_over_when_i
     client = KubeClient(load_credentials(str(plugin_kubeconfig)))
     client.create(client.path(IPPOOLS), resources.new_pool(key, kube_namespace))
 
-    def hold(n: int) -> None:  # a reservation as another node's daemon (or an in-process call) writes it
-        owner = Owner(f"ctr-{n}", "eth0", f"ns/p-{n}")
-        obj = resources.reservation(f"10.97.0.{n}", owner, kube_namespace, network="", cidr=key.cidr,
-                                    address=(4, 0x0A610000 + n))  # fmt: skip
-        client.create(client.path(RESERVATIONS), obj)
-
     settings = KubernetesSettings(kubeconfig=str(plugin_kubeconfig))
     a = KubeCache(settings)
     b: KubeCache | None = None
@@ -519,20 +525,20 @@ def test_one_daemon_writes_a_pool_for_every_daemon_and_another_takes_over_when_i
         assert a.ready()
         a.mirror.adopt(key)  # a call of this daemon served the pool
         assert a.mirror.flush(10.0)  # (its first comparison of the pool with the reservations is done)
-        hold(1)
+        _hold(client, kube_namespace, key.cidr, 1)
         pool = _pool_said(client, key.name, {"1": "ctr-1"})  # not a's own: written from its copy
         assert pool["metadata"]["annotations"][writer] == a.mirror.me
         b = KubeCache(settings)
         assert b.ready()
         b.mirror.adopt(key)
-        hold(2)
+        _hold(client, kube_namespace, key.cidr, 2)
         client.delete(client.path(RESERVATIONS, "10.97.0.1"))  # released elsewhere: its entry goes
         _pool_said(client, key.name, {"2": "ctr-2"})
         assert b.mirror.flush(10.0)
         assert b.mirror.writes == 0 and b.mirror.deferred > 0  # b left it to a
         a.mirror.stopping.set()  # a's daemon is killed: nothing more from it
         a.reservations.stop()
-        hold(3)
+        _hold(client, kube_namespace, key.cidr, 3)
         pool = _pool_said(client, key.name, {"2": "ctr-2", "3": "ctr-3"})
         assert pool["metadata"]["annotations"][writer] == b.mirror.me
         assert b.mirror.writes >= 1
@@ -550,19 +556,13 @@ def test_a_daemon_that_stops_hands_its_pools_back_and_another_writes_them_at_onc
     and the others waited MIRROR_LEASE, 8-12 s, for a writer that was gone)."""
     from whereabouts.config import KubernetesSettings
     from whereabouts.kube import resources
-    from whereabouts.model import Owner, PoolKey
+    from whereabouts.model import PoolKey
     from whereabouts.store.kubecache import MIRROR_LEASE, KubeCache
 
     writer = "whereabouts.cni.cncf.io/mirror-writer"
     key = PoolKey("", "10.94.0.0/24")
     client = KubeClient(load_credentials(str(plugin_kubeconfig)))
     client.create(client.path(IPPOOLS), resources.new_pool(key, kube_namespace))
-
-    def hold(n: int) -> None:
-        owner = Owner(f"ctr-{n}", "eth0", f"ns/p-{n}")
-        obj = resources.reservation(f"10.94.0.{n}", owner, kube_namespace, network="", cidr=key.cidr,
-                                    address=(4, 0x0A5E0000 + n))  # fmt: skip
-        client.create(client.path(RESERVATIONS), obj)
 
     settings = KubernetesSettings(kubeconfig=str(plugin_kubeconfig))
     a = KubeCache(settings)
@@ -571,7 +571,7 @@ def test_a_daemon_that_stops_hands_its_pools_back_and_another_writes_them_at_onc
         assert a.ready()
         a.mirror.adopt(key)
         assert a.mirror.flush(10.0)
-        hold(1)
+        _hold(client, kube_namespace, key.cidr, 1)
         pool = _pool_said(client, key.name, {"1": "ctr-1"})
         assert pool["metadata"]["annotations"][writer] == a.mirror.me
         b = KubeCache(settings)  # (once the pool says what a's copy says: b's first comparison finds it right)
@@ -581,7 +581,7 @@ def test_a_daemon_that_stops_hands_its_pools_back_and_another_writes_them_at_onc
         a.close()
         assert client.get(client.path(IPPOOLS, key.name))["metadata"]["annotations"][writer] == ""  # handed back
         started = time.monotonic()
-        hold(2)
+        _hold(client, kube_namespace, key.cidr, 2)
         pool = _pool_said(client, key.name, {"1": "ctr-1", "2": "ctr-2"}, wait=MIRROR_LEASE)
         assert time.monotonic() - started < MIRROR_LEASE * 0.75  # (its lease: 8-12 s from the mark)
         assert pool["metadata"]["annotations"][writer] == b.mirror.me
@@ -599,7 +599,7 @@ def test_a_pool_handed_back_is_written_by_one_daemon_not_by_all_that_serve_it(
     every daemon serving it patched it in the same round, each patch a rewrite of the whole pool)."""
     from whereabouts.config import KubernetesSettings
     from whereabouts.kube import resources
-    from whereabouts.model import Owner, PoolKey
+    from whereabouts.model import PoolKey
     from whereabouts.store.kubecache import KubeCache
 
     writer = "whereabouts.cni.cncf.io/mirror-writer"
@@ -616,9 +616,7 @@ def test_a_pool_handed_back_is_written_by_one_daemon_not_by_all_that_serve_it(
         for cache in (a, b):
             cache.mirror.adopt(key)
             assert cache.mirror.flush(10.0)
-        owner = Owner("ctr-1", "eth0", "ns/p-1")
-        client.create(client.path(RESERVATIONS), resources.reservation(
-            "10.92.0.1", owner, kube_namespace, network="", cidr=key.cidr, address=(4, 0x0A5C0001)))  # fmt: skip
+        _hold(client, kube_namespace, key.cidr, 1)
         pool = _pool_said(client, key.name, {"1": "ctr-1"})
         assert pool["metadata"]["annotations"][writer] == a.mirror.me
         assert b.mirror.flush(20.0)  # b's mark is dropped once its copy shows the pool saying it
@@ -635,7 +633,7 @@ def test_a_stopping_daemon_hands_back_within_its_budget_whatever_the_server_does
     up for HAND_BACK_BUDGET at most (the patch runs on a thread of its own, with that deadline)."""
     from whereabouts.config import KubernetesSettings
     from whereabouts.kube import resources
-    from whereabouts.model import Owner, PoolKey
+    from whereabouts.model import PoolKey
     from whereabouts.store.kubecache import KubeCache
 
     key = PoolKey("", "10.91.0.0/24")
@@ -647,9 +645,7 @@ def test_a_stopping_daemon_hands_back_within_its_budget_whatever_the_server_does
         cache.mirror.patience = 1.0
         assert cache.ready()
         cache.mirror.adopt(key)
-        client.create(client.path(RESERVATIONS), resources.reservation(
-            "10.91.0.1", Owner("ctr-1", "eth0", "ns/p-1"), kube_namespace, network="", cidr=key.cidr,
-            address=(4, 0x0A5B0001)))  # fmt: skip
+        _hold(client, kube_namespace, key.cidr, 1)
         _pool_said(client, key.name, {"1": "ctr-1"})
         assert cache.mirror.flush(10.0)
         asked: list[str] = []
@@ -676,16 +672,14 @@ def test_a_mirror_patch_split_in_chunks_keeps_each_entrys_guards_with_its_write(
     operations were cut every MAX_PATCH_OPS, and a write could land in a patch without its guard)."""
     from whereabouts.config import KubernetesSettings
     from whereabouts.kube import resources
-    from whereabouts.model import Owner, PoolKey
+    from whereabouts.model import PoolKey
     from whereabouts.store.kubecache import KubeCache
 
     key = PoolKey("", "10.98.0.0/24")
     client = KubeClient(load_credentials(str(plugin_kubeconfig)))
     client.create(client.path(IPPOOLS), resources.new_pool(key, kube_namespace))
     for n in range(1, 6):
-        owner = Owner(f"ctr-{n}", "eth0", f"ns/p-{n}")
-        client.create(client.path(RESERVATIONS), resources.reservation(
-            f"10.98.0.{n}", owner, kube_namespace, network="", cidr=key.cidr, address=(4, 0x0A620000 + n)))  # fmt: skip
+        _hold(client, kube_namespace, key.cidr, n)
     monkeypatch.setattr(resources, "MAX_PATCH_OPS", 3)  # entries of 2 operations each, and the writer's name's 2
     cache = KubeCache(KubernetesSettings(kubeconfig=str(plugin_kubeconfig)))
     patches: list[list[dict[str, Any]]] = []
