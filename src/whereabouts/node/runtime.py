@@ -154,8 +154,7 @@ class StorePool:
             self.idle.clear()
         for store in stores:
             store.close()
-        for part in shared:
-            _close(part)
+        _close_all(shared)
 
 
 def _close_all(parts: list[object]) -> None:

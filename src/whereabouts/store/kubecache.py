@@ -127,7 +127,7 @@ class _Decoded:
         if changes is None or previous is None:
             state = resources.decode_pool(key, obj)
             entries = PoolEntries(state.allocations) if state.allocations else None
-            return _Decoded(version, state, entries, written, all(str(int(text)) == text for text in written))
+            return _Decoded(version, state, entries, written, all(map(_plain, written)))
         allocations = dict(previous.state.allocations)
         for ip, owner in changes.items():
             if owner is None:
@@ -141,6 +141,12 @@ class _Decoded:
 _ABSENT = object()
 
 
+def _plain(offset: str) -> bool:
+    """Whether an IPPool offset is written as the Go plugin writes it: one decimal number, no other text for
+    its address (ValueError if it is no number)."""
+    return str(int(offset)) == offset
+
+
 def _changes(key: PoolKey, before: Any, after: Any, *, limit: int) -> dict[int, Owner | None] | None:
     """The addresses whose entries differ from `before` to `after` (spec.allocations as listed), decoded (None:
     the entry went); None (decode the pool whole) when a changed offset is not one plain decimal number, or more
@@ -150,11 +156,11 @@ def _changes(key: PoolKey, before: Any, after: Any, *, limit: int) -> dict[int, 
     try:
         for offset, raw in after.items():
             if before.get(offset, _ABSENT) != raw:
-                if str(int(offset)) != offset or len(changes) >= limit:
+                if not _plain(offset) or len(changes) >= limit:
                     return None
                 changes[base + int(offset)] = resources.entry_owner(raw)
         for offset in before.keys() - after.keys():
-            if str(int(offset)) != offset or len(changes) >= limit:
+            if not _plain(offset) or len(changes) >= limit:
                 return None
             changes[base + int(offset)] = None
     except (ValueError, TypeError, AttributeError):  # not the format: decoding it whole says what is wrong
@@ -558,11 +564,10 @@ class MirrorWriter:
 
     def _hand_back(self) -> None:
         """Take this daemon's name off the pools it is the writer of, where it still is (guarded; the name left
-        empty: handed back): the others
-        write them soon (`_defers`) instead of waiting MIRROR_LEASE for a writer that is gone (a DaemonSet's
-        rolling update restarts every writer). Best effort, within HAND_BACK_BUDGET seconds (the pod's grace
-        period is short), and given up at the first failure: a daemon killed leaves its name, and the others
-        wait."""
+        empty: handed back): the others write them soon (`_defers`) instead of waiting MIRROR_LEASE for a writer
+        that is gone (a DaemonSet's rolling update restarts every writer). Best effort, within HAND_BACK_BUDGET
+        seconds (the pod's grace period is short), and given up at the first failure: a daemon killed leaves its
+        name, and the others wait."""
         deadline.start(HAND_BACK_BUDGET)  # (this thread's own: every wait of its requests ends by then)
         for obj in self.cache.pools.items():
             metadata = obj.get("metadata", {})
