@@ -24,6 +24,7 @@ from whereabouts.controller.leaks import (
     timestamp,
 )
 from whereabouts.controller.sticky import Evidence, NetworkSticky
+from whereabouts.kube.resources import ATTACHMENT_LABEL, attachment_label, reservation_owner
 
 NOW = timestamp("2026-01-01T12:00:00Z") or 0.0
 
@@ -41,6 +42,12 @@ def pool(name: str, cidr: str, **allocations: tuple[str, str, str]) -> dict[str,
 def resv(name: str, cid: str, podref: str, ifname: str = "net1", *, age: float = 3600) -> dict[str, Any]:
     meta = {"name": name, "resourceVersion": "7", "creationTimestamp": ago(age)}
     return {"metadata": meta, "spec": {"containerid": cid, "podref": podref, "ifname": ifname}}
+
+
+def ours(reservation: dict[str, Any]) -> dict[str, Any]:
+    """The reservation as this plugin writes it: labelled with its attachment (a Go plugin's carries no labels)."""
+    labels = {ATTACHMENT_LABEL: attachment_label(reservation_owner(reservation))}
+    return {**reservation, "metadata": {**reservation["metadata"], "labels": labels}}
 
 
 def retained(reservation: dict[str, Any], *, expires: int) -> dict[str, Any]:
@@ -220,6 +227,13 @@ CASES = {
         [],
         {**NONE, "lone": ["10.0.0.5 (aged)"]},
         "",
+    ),
+    "lone reservation this plugin wrote (its attachment label), no pod, past the grace period: the record, kept": (
+        [],
+        [ours(resv("10.0.0.5", "ctr-x", "/", age=GRACE * 10))],
+        [],
+        NONE,
+        "this plugin's reservation is the record",
     ),
     "old reservation moved to a recreated pod's container: adoption in flight, kept": (
         [pool("10.0.0.0-24", "10.0.0.0/24", o5=A)],

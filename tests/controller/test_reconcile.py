@@ -276,6 +276,26 @@ def test_lone_reservation_is_reread_against_the_pools_before_it_is_deleted(bed: 
     assert set(bed.reservations()) == {"10.86.0.5"}
 
 
+def test_reservation_recording_no_pod_is_the_record_with_the_mirror_off(bed: Harness) -> None:
+    """kubernetes.ippool_mirror false: no pool entry is ever written, and an ADD of a runtime that is not the
+    kubelet records no pod. Its reservation is the only record of the address: the reconciler, long after, must
+    not release it by age (the next ADD would be given the same address)."""
+    conf = bed.conf("10.89.0.0/24")
+    conf["ipam"]["kubernetes"]["ippool_mirror"] = False
+    first = run_cni("ADD", conf, container_id="vm-1", ifname="eth0")
+    assert first.returncode == 0, first.stdout + first.stderr
+    ctx = bed.context()
+    client = ctx.client()
+    reading = observe(client)
+    planned = plan(reading.observed, now=time.time() + 10 * 120)
+    assert planned.reservation_releases == []
+    assert any("is the record" in k.reason for k in planned.kept), [k.reason for k in planned.kept]
+    Applier(ctx, client, source="test", released=Reconciler(ctx).metrics.released).apply(planned, reading.pools)
+    second = run_cni("ADD", conf, container_id="vm-2", ifname="eth0")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert first.addresses() == ["10.89.0.1/24"] and second.addresses() == ["10.89.0.2/24"]
+
+
 def test_entry_released_meanwhile_by_its_own_del_is_no_error(bed: Harness) -> None:
     conf = bed.conf("10.87.0.0/24")
     bed.pod("p")

@@ -37,7 +37,14 @@ from typing import Any
 from whereabouts.controller import sticky
 from whereabouts.controller.sticky import Evidence
 from whereabouts.errors import InvalidConfig
-from whereabouts.kube.resources import NO_POD, entry_owner, pool_entries, reservation_name, reservation_owner
+from whereabouts.kube.resources import (
+    ATTACHMENT_LABEL,
+    NO_POD,
+    entry_owner,
+    pool_entries,
+    reservation_name,
+    reservation_owner,
+)
 from whereabouts.model import Owner, PoolKey
 from whereabouts.ranges import format_ip, parse_range, parse_request
 
@@ -101,6 +108,9 @@ class Reservation:
     resource_version: str
     created: float | None  # metadata.creationTimestamp, seconds since the epoch
     owner: Owner
+    # written by this plugin (its attachment label): the record of its address, in use until its runtime's DEL
+    # or GC says otherwise, never released by age (a Go plugin's, unlabelled, may be a crashed ADD's leftover)
+    record: bool = False
 
     def describe(self) -> str:
         who = f"container {self.owner.container_id} {self.owner.ifname}, pod {self.owner.podref or '-'}"
@@ -259,7 +269,8 @@ def read_reservation(obj: Mapping[str, Any]) -> Reservation:
     meta = obj.get("metadata", {})
     owner = reservation_owner(obj)
     created = timestamp(meta.get("creationTimestamp", ""))
-    return Reservation(meta.get("name", ""), meta.get("resourceVersion", ""), created, owner)
+    record = ATTACHMENT_LABEL in (meta.get("labels") or {})
+    return Reservation(meta.get("name", ""), meta.get("resourceVersion", ""), created, owner, record)
 
 
 def observed_from(
@@ -470,6 +481,7 @@ def _plan_lone(
         and age is not None
         and age > grace
         and not judged
+        and not reservation.record
         and not adoption_in_flight(index, reservation)
     ):
         reason = f"no pool entry for {age:.0f}s (> {grace:.0f}s); {judgement.reason}"
@@ -477,6 +489,8 @@ def _plan_lone(
         return
     if grace is None:
         why = "no release by age in this pass"
+    elif reservation.record and not judged:
+        why = "no pod recorded, and this plugin's reservation is the record: its runtime's DEL or GC frees it"
     elif age is None or age <= grace:
         why = f"not older than {grace:.0f}s: an ADD may be between its two writes"
     elif adoption_in_flight(index, reservation):
