@@ -174,3 +174,37 @@ def test_a_store_the_node_daemon_kept_follows_a_rotation_mid_call(
         store.check_ready()
     assert store is kept, "the client follows its files: the kept store serves on"
     pool.close()
+
+
+def test_a_kubeconfig_rewritten_to_name_another_namespace_is_followed_by_the_daemons_copy(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path
+) -> None:
+    """install-cni (or an operator) rewrites the kubeconfig with another namespace while calls keep coming: the
+    store opened afresh works in the new one, and so must the watch-fed copy its decisions and DELs read (it
+    was kept by the settings alone: a DEL read the old namespace's reservations, answered success and freed
+    nothing in the new one)."""
+    from whereabouts.config import parse_ipam
+    from whereabouts.model import Owner
+    from whereabouts.service import IPAMService
+    from whereabouts.store.kubernetes import KubernetesStore
+
+    cfg = parse_ipam({"type": "whereabouts", "range": "10.63.0.0/24", "kubernetes": {
+        "kubeconfig": str(plugin_kubeconfig), "lock_dir": str(tmp_path / "locks")}}, "net")  # fmt: skip
+    pool = StorePool()
+    try:
+        with Lease(pool, cfg.store) as store:
+            IPAMService(store).add(cfg, Owner("first", "eth0", "ns/first"))
+        other = kube.namespace_for_plugin(f"{kube_namespace}-moved")
+        kube.kubeconfig(plugin_kubeconfig, token=kube.plugin_token, namespace=other, as_json=True)
+        with Lease(pool, cfg.store) as store:
+            assert store.cache.namespace == other  # type: ignore[attr-defined]
+        in_process = KubernetesStore(KubeClient(load_credentials(str(plugin_kubeconfig))))
+        pod = Owner("in-process", "eth0", "ns/p")
+        IPAMService(in_process).add(cfg, pod)  # the daemon down for a moment
+        in_process.close()
+        with Lease(pool, cfg.store) as store:
+            IPAMService(store).delete(cfg, pod)  # the runtime's DEL, served by the daemon again
+        held = {o["spec"]["containerid"] for o in kube.objects(other, "overlappingrangeipreservations").values()}
+        assert "in-process" not in held
+    finally:
+        pool.close()

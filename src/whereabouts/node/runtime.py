@@ -116,10 +116,15 @@ class StorePool:
         with self.lock:
             return self.leased + sum(len(kept) for kept in self.idle.values())
 
-    def keep(self, settings: StoreSettings, make: Callable[[], T]) -> T:
+    def keep(self, settings: StoreSettings, make: Callable[[], T], fits: Callable[[T], bool] | None = None) -> T:
         """The one part every store of `settings` shares (the Kubernetes store's watch-fed cache), made by the
-        first that asks."""
+        first that asks; made again when the one kept no longer `fits` the store asking (the files the settings
+        name were rewritten to say something it cannot follow: a kubeconfig's namespace), the old one closed."""
         with self.lock:
+            stale = self.shared.get(settings)
+            if stale is not None and fits is not None and not fits(stale):  # type: ignore[arg-type]
+                del self.shared[settings]
+                _close_beside([stale])
             if settings not in self.shared:
                 self.shared[settings] = make()
             kept: T = self.shared[settings]  # type: ignore[assignment]  # made by `make` for these settings
@@ -141,10 +146,8 @@ class StorePool:
                 del self.used[s]
         for store in stores:
             store.close()
-        if parts:  # (a watch-fed cache flushes its mirror and hands its pools back: not on this call's time)
-            import threading
-
-            threading.Thread(target=_close_all, args=(parts,), name="close idle stores", daemon=True).start()
+        if parts:
+            _close_beside(parts)
 
     def close(self) -> None:
         with self.lock:
@@ -160,6 +163,14 @@ class StorePool:
 def _close_all(parts: list[object]) -> None:
     for part in parts:
         _close(part)
+
+
+def _close_beside(parts: list[object]) -> None:
+    """Close `parts` on a thread of their own (a watch-fed cache flushes its mirror and hands its pools back:
+    not on a call's time)."""
+    import threading
+
+    threading.Thread(target=_close_all, args=(parts,), name="close idle stores", daemon=True).start()
 
 
 def _close(part: object) -> None:

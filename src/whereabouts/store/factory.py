@@ -12,12 +12,13 @@ if TYPE_CHECKING:
     from whereabouts.config import StoreSettings
     from whereabouts.storage import Store
 
-    Keep = Callable[[StoreSettings, Callable[[], Any]], Any]
+    Keep = Callable[[StoreSettings, Callable[[], Any], Callable[[Any], bool]], Any]
 
 
 def open_store(settings: StoreSettings, *, keep: Keep | None = None) -> Store:
-    """`keep(settings, make)`: where a long-running process keeps what the stores of one settings share (the
-    node daemon's StorePool); None in a CNI process, which opens one store and ends."""
+    """`keep(settings, make, fits)`: where a long-running process keeps what the stores of one settings share
+    (the node daemon's StorePool; made again when the one kept no longer `fits`); None in a CNI process, which
+    opens one store and ends."""
     if isinstance(settings, LocalSettings):
         from whereabouts.store.local import LocalStore
 

@@ -679,5 +679,6 @@ def open_kubernetes(settings: KubernetesSettings, *, keep: Keep | None = None) -
     if keep is not None:
         from whereabouts.store.kubecache import KubeCache
 
-        store.cache = keep(settings, lambda: KubeCache(settings))
+        namespace = store.client.namespace  # (a kubeconfig rewritten to name another: the copy is of the old one)
+        store.cache = keep(settings, lambda: KubeCache(settings), lambda cache: cache.namespace == namespace)
     return store
