@@ -128,16 +128,22 @@ def release_all_but(
     keep: set[tuple[str, str]],
     overlapping: bool,
     retain: Retain | None = None,
+    node: str | None = None,
 ) -> ChangeSet:
     """GC of network config `netconf`: release every allocation recorded under that name whose (container ID,
     ifname) is not in `keep` (with `retain`, keep it retained for its sticky key, as its DEL would have). Other
     network configs' allocations, those whose name is unknown, and retained ones (no attachment's any more)
-    are not this GC's to judge: `keep` lists only `netconf`'s attachments."""
+    are not this GC's to judge: `keep` lists only `netconf`'s attachments. With `node` (a store every node
+    shares), only the allocations recorded on that node are: `keep` lists one host's attachments."""
     planned = [
         Change(key, key.version, ip, retain(who, who) if retain else None, previous=who)
         for key in keys
         for ip, who in sorted(snapshot.pools[key].allocations.items())
-        if netconf and who.netconf == netconf and not who.retained and (who.container_id, who.ifname) not in keep
+        if netconf
+        and who.netconf == netconf
+        and not who.retained
+        and (who.container_id, who.ifname) not in keep
+        and (node is None or (node and who.node == node))
     ]
     expected = tuple((key, snapshot.pools[key].version) for key in keys)
     return ChangeSet(tuple(planned), expected, overlapping)

@@ -248,17 +248,18 @@ class IPAMService:
             pr: ips or sorted(ip for key, ip in found if pr.rng.contains(key.version, ip)) for pr, ips in held.items()
         }
 
-    def gc(self, cfg: IPAMConfig, valid: set[tuple[str, str]]) -> int:
+    def gc(self, cfg: IPAMConfig, valid: set[tuple[str, str]], *, node: str | None = None) -> int:
         """Release every allocation in the configured pools made under this network config's name whose
-        attachment is not in `valid` (the runtime's list for this network config only). A config without
-        a name can prove no allocation its own: nothing is released."""
+        attachment is not in `valid` (the runtime's list for this network config only) and, with `node`,
+        that records that node (a store every node shares: the list is of one host's attachments). A config
+        without a name can prove no allocation its own: nothing is released."""
         if not cfg.netconf_name:
             return 0
         keys = _keys(self._pools(cfg))
 
         def decide(txn: Transaction, attempt: int) -> tuple[ChangeSet, int]:
             changes = release_all_but(keys=keys, snapshot=txn.snapshot, netconf=cfg.netconf_name, keep=valid,
-                                      overlapping=cfg.overlapping, retain=_retainer(cfg))  # fmt: skip
+                                      node=node, overlapping=cfg.overlapping, retain=_retainer(cfg))  # fmt: skip
             return changes, len(changes.changes)
 
         return self._run(keys, cfg.overlapping, decide)

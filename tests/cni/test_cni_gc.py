@@ -7,9 +7,9 @@ for netA names netA's attachments only, so a GC of netA must not take b1 and b2 
 from __future__ import annotations
 
 import pytest
-from cni_helpers import add, held
+from cni_helpers import add, failed, held
 
-from support import netconf, run_cni
+from support import LocalDatastore, netconf, run_cni
 
 # GC gets only CNI_COMMAND and CNI_PATH from the runtime.
 BARE_ENV = {"CNI_CONTAINERID": "", "CNI_IFNAME": "", "CNI_NETNS": ""}
@@ -85,3 +85,36 @@ def test_entries_an_add_under_a_name_takes_over_become_that_configs(tmp_path):
     assert held(tmp_path) == [("10.0.0.1", "old", "eth0"), ("10.0.0.2", "web-new", "eth0"), ("10.0.0.3", "b1", "eth0")]
     gc(net_a, attachments("web-new"))
     assert held(tmp_path) == [("10.0.0.2", "web-new", "eth0"), ("10.0.0.3", "b1", "eth0")]
+
+
+def test_gc_on_a_store_every_node_shares_judges_only_its_own_nodes_allocations(tmp_path, backend):
+    """The runtime's list names the attachments of its own host: on etcd or Kubernetes another node's
+    allocations are missing from it and live. GC of node-a must leave node-b's alone (the next ADD anywhere
+    would be given their addresses). The local store is the node's own: everything in it is that node's."""
+    net_a, _, _ = configs(tmp_path)
+    add(net_a, "a1", env={"NODENAME": "node-a"})
+    add(net_a, "b1", env={"NODENAME": "node-b"})
+    add(net_a, "a2", env={"NODENAME": "node-a"})
+    result = run_cni("GC", {**net_a, "cni.dev/valid-attachments": attachments("a1")},
+                     env={**BARE_ENV, "NODENAME": "node-a"})  # fmt: skip
+    assert (result.returncode, result.stdout) == (0, ""), result.stdout + result.stderr
+    if isinstance(backend, LocalDatastore):
+        assert held(tmp_path) == [("10.0.0.1", "a1", "eth0")]
+    else:
+        assert held(tmp_path) == [("10.0.0.1", "a1", "eth0"), ("10.0.0.2", "b1", "eth0")]
+
+
+UNMATCHABLE = [{"containerID": "a2"}, {"containerID": "a2", "ifname": None}, {"containerID": "a2", "ifname": ""},
+               {"containerID": "", "ifname": "eth0"}]  # fmt: skip
+
+
+@pytest.mark.parametrize("entry", UNMATCHABLE)
+def test_gc_refuses_a_list_entry_without_its_interface_and_releases_nothing(tmp_path, entry):
+    """An entry without its ifname matches no attachment: read as given, the address of an attachment the
+    runtime lists as valid would be released."""
+    net_a, _, _ = configs(tmp_path)
+    add(net_a, "a1")
+    add(net_a, "a2")
+    result = run_cni("GC", {**net_a, "cni.dev/valid-attachments": [*attachments("a1"), entry]}, env=BARE_ENV)
+    assert failed(result, 7)["msg"].startswith("invalid cni.dev/valid-attachments entry")
+    assert held(tmp_path) == [("10.0.0.1", "a1", "eth0"), ("10.0.0.2", "a2", "eth0")]

@@ -41,18 +41,21 @@ def test_datastore_defaults_to_kubernetes_with_a_kubeconfig(
     kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path
 ) -> None:
     conf = kube_conf(tmp_path, plugin_kubeconfig, range="10.80.0.0/24")
-    result = run_cni("ADD", conf, container_id="ctr-1", cni_args="IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p1")
+    result = run_cni("ADD", conf, container_id="ctr-1", cni_args="IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=p1",
+                     env={"NODENAME": "node-1"})  # fmt: skip
     assert result.addresses() == ["10.80.0.1/24"], result.stdout
     assert not (tmp_path / "whereabouts.db").exists()  # nothing went to the local store
     pool = kube.objects(kube_namespace, "ippools")["10.80.0.0-24"]
-    assert pool["spec"] == {
+    assert pool["spec"] == {  # (the node it was taken on: a GC judges only its own node's, the Go plugin ignores it)
         "range": "10.80.0.0/24",
-        "allocations": {"1": {"id": "ctr-1", "podref": "ns/p1", "ifname": "eth0", "netconf": "testnet"}},
+        "allocations": {
+            "1": {"id": "ctr-1", "podref": "ns/p1", "ifname": "eth0", "netconf": "testnet", "node": "node-1"}
+        },
     }
     reservation = kube.objects(kube_namespace, "overlappingrangeipreservations")["10.80.0.1"]
     assert reservation["spec"] == {
         "containerid": "ctr-1", "podref": "ns/p1", "ifname": "eth0", "address": "10.80.0.1", "state": "held",
-        "netconf": "testnet",
+        "netconf": "testnet", "node": "node-1",
     }  # fmt: skip
     assert reservation["metadata"]["labels"]["subnet_24"] == "10.80.0.0"  # kubectl get ip -l subnet_24=10.80.0.0
 
@@ -82,13 +85,14 @@ def test_pools_written_by_the_go_plugin_are_honoured(
     pools = kube.objects(kube_namespace, "ippools")
     assert set(pools) == {"10.81.0.0-16", "caa5---64", "blue-10.82.0.0-24"}  # no second pool beside Go's
     py = {"id": "py-1", "podref": "/", "ifname": "eth0", "netconf": "testnet"}
-    assert pools["10.81.0.0-16"]["spec"]["allocations"]["3"] == py
+    entry = dict(pools["10.81.0.0-16"]["spec"]["allocations"]["3"])
+    assert entry.pop("node") and entry == py  # (the node: NODENAME, the nodename file or the hostname)
     assert pools["caa5---64"]["spec"]["allocations"]["2"]["id"] == "py-1"
     # the Go plugin's DEL path reads these: every entry keyed by offset, with id / podref / ifname (and
-    # ours with the network config name, which the Go plugin ignores)
+    # ours with the network config name and the node, which the Go plugin ignores)
     for pool in pools.values():
         for offset, entry in pool["spec"]["allocations"].items():
-            assert offset.isdigit() and set(entry) - {"netconf"} == {"id", "podref", "ifname"}
+            assert offset.isdigit() and set(entry) - {"netconf", "node"} == {"id", "podref", "ifname"}
 
 
 def test_gc_collects_only_its_network_configs_entries_never_the_go_plugins(

@@ -84,6 +84,17 @@ def _owner(call: CallEnv) -> Owner:
     return Owner(call.container_id, call.ifname, call.podref, node=call.nodename)
 
 
+def _gc_node(call: CallEnv, cfg: IPAMConfig) -> str | None:
+    """The node whose allocations an ADD records and a GC may judge, on a store shared by every node (the
+    runtime's list of valid attachments is its own host's: another node's allocation missing from it is not
+    stale). None on the local store: the node's own, every allocation in it is this node's."""
+    if isinstance(cfg.store, LocalSettings):
+        return None
+    from whereabouts.nodeslice import node_name
+
+    return node_name(cfg, call.nodename)
+
+
 @record(frozen=True)
 class Attachment:
     """The caller as an ADD or DEL of a sticky network sees it: the owner with its sticky key (and, for a pod
@@ -97,7 +108,7 @@ class Attachment:
 
 def _attachment(call: CallEnv, netconf: Mapping[str, Any], cfg: IPAMConfig, runtime: Runtime) -> Attachment:
     """ADD: a call without what its sticky key needs (a MAC, a pod) is refused, code 7."""
-    owner = _owner(call)
+    owner = _owner(call).but(node=_gc_node(call, cfg) or call.nodename)
     if not cfg.sticky and not cfg.reservations:
         return Attachment(owner)
     from whereabouts.sticky import call_key, call_mac, fixed_for
@@ -285,7 +296,8 @@ def gc(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtime) -
             log.error("GC changed nothing: the network config has no name, and GC releases only allocations "
                       "recorded under the name of the network config it is for")  # fmt: skip
             return None
-        released = _with_service(cfg, call, runtime, lambda service: service.gc(cfg, valid))
+        node = _gc_node(call, cfg)
+        released = _with_service(cfg, call, runtime, lambda service: service.gc(cfg, valid, node=node))
         log.verbose(f"GC of network {cfg.netconf_name!r} released {released} stale allocations")
         return None
 
@@ -340,10 +352,11 @@ def _valid_attachments(netconf: Mapping[str, Any]) -> set[tuple[str, str]] | Non
     if not isinstance(listed, list):
         raise InvalidConfig(f"invalid {key} {shown(listed)}: expected a list")
     valid = set()
-    for item in listed:
-        if not isinstance(item, Mapping) or not isinstance(item.get("containerID"), str):
+    for item in listed:  # (an entry without its ifname matches no attachment: its address would be released)
+        if not isinstance(item, Mapping) or not all(isinstance(item.get(k), str) and item[k]
+                                                    for k in ("containerID", "ifname")):  # fmt: skip
             raise InvalidConfig(f"invalid {key} entry {shown(item)}: expected containerID and ifname")
-        valid.add((item["containerID"], str(item.get("ifname", ""))))
+        valid.add((item["containerID"], item["ifname"]))
     return valid
 
 
