@@ -97,3 +97,51 @@ def test_a_new_version_of_a_big_pool_decodes_only_the_entries_that_changed(
         assert len(decoded) == 1
     finally:
         cache.close()
+
+
+def test_keys_that_are_no_offset_are_skipped_as_the_go_plugin_skips_them() -> None:
+    """The Go plugin reads an offset with strconv.ParseInt (base 10, 64 bits) and skips, with a log line, any
+    key it cannot read; `int()` reads more (spaces, `_`, other scripts' digits) and raised on the rest."""
+    from whereabouts.kube.resources import decode_pool
+    from whereabouts.model import PoolKey
+
+    entry = {"id": "c", "podref": "ns/p", "ifname": "net1"}
+    keys = ["1", "+7", "007", "x1", " 5", "5_0", "\u0665", "-1", "3.0", "", str(1 << 63)]
+    state = decode_pool(PoolKey("", "10.9.0.0/24"), ippool(1, dict.fromkeys(keys, entry)))
+    assert sorted(ip - 0x0A090000 for ip in state.allocations) == [1, 7]
+
+
+@pytest.mark.parametrize("daemon", [False, True], ids=["in-process", "daemon-copy"])
+def test_an_ippool_key_that_is_no_offset_does_not_stop_the_range(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, daemon: bool
+) -> None:
+    """One key no plugin writes (a hand edit, a tool's bug) made every ADD and DEL of the range an internal
+    error (ValueError), in process and through the daemon, while the Go plugin beside us went on."""
+    from whereabouts.config import KubernetesSettings, parse_ipam
+    from whereabouts.kube import resources
+    from whereabouts.model import Owner, PoolKey
+    from whereabouts.service import IPAMService
+    from whereabouts.store.kubecache import KubeCache
+    from whereabouts.store.kubernetes import KubernetesStore
+
+    cfg = parse_ipam({"type": "whereabouts", "range": "10.61.0.0/24",
+                      "kubernetes": {"kubeconfig": str(plugin_kubeconfig)}}, "net")  # fmt: skip
+    client = KubeClient(load_credentials(str(plugin_kubeconfig)))
+    pool = resources.new_pool(PoolKey("", "10.61.0.0/24"), kube_namespace)
+    pool["spec"]["allocations"] = {"1": {"id": "go-ctr", "podref": "ns/p", "ifname": "eth0"},
+                                   "x1": {"id": "junk", "podref": "ns/q", "ifname": "eth0"}}  # fmt: skip
+    client.create(client.path(IPPOOLS), pool)
+    store = KubernetesStore(KubeClient(load_credentials(str(plugin_kubeconfig))))
+    cache = KubeCache(KubernetesSettings(kubeconfig=str(plugin_kubeconfig))) if daemon else None
+    try:
+        if cache is not None:
+            assert cache.ready()
+            store.cache = cache
+        owner = Owner("mine", "eth0", "ns/mine")
+        assert [a.address for a in IPAMService(store).add(cfg, owner)] == ["10.61.0.2/24"]  # .1: the Go plugin's
+        IPAMService(store).delete(cfg, owner)
+    finally:
+        if cache is not None:
+            cache.close()
+        store.close()
+        client.close()

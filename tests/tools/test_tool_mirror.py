@@ -112,3 +112,17 @@ def test_mirror_on_split_in_patches_keeps_each_entrys_guards_with_its_write(
     for ops in patches:
         guarded = {op["path"] for op in ops if op["op"] == "test"}
         assert all(op["path"] in guarded for op in ops if op["op"] != "test"), ops
+
+
+def test_a_pool_key_that_is_no_offset_is_left_alone_by_mirror_off_and_on(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path
+) -> None:
+    """A key no plugin writes (a hand edit) stopped both directions with a ValueError; the Go plugin skips it,
+    and so do the tools: no reservation made for it, and it is neither written nor pruned."""
+    bed = Bed(kube, kube_namespace, tmp_path, plugin_kubeconfig)
+    go = bed.pod("go-0")
+    bed.go_pool("10.62.0.0-29", "10.62.0.0/29", {"1": ("ctr-go1", go, "net1"), "x1": ("junk", go, "net1")})
+    assert "created 1 reservation(s)" in bed.tool("mirror", "off").ok().stdout
+    assert bed.reservations() == {"10.62.0.1"}
+    bed.tool("mirror", "on", "--prune").ok()
+    assert set(kube.objects(kube_namespace, "ippools")["10.62.0.0-29"]["spec"]["allocations"]) == {"1", "x1"}

@@ -41,6 +41,7 @@ from whereabouts.kube.resources import (
     ATTACHMENT_LABEL,
     NO_POD,
     entry_owner,
+    offset_value,
     pool_entries,
     reservation_name,
     reservation_owner,
@@ -260,9 +261,10 @@ def _allocations(obj: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
 def _entry(
     pool: str, prefix: str, cidr: str, offset: str, version: int, base: int, value: Mapping[str, Any]
 ) -> Entry | None:
-    if not offset.isdigit():
+    number = offset_value(offset)
+    if number is None:  # (no offset: the plugins skip it)
         return None
-    return Entry(pool, prefix, offset, version, base + int(offset), entry_owner(value), cidr)
+    return Entry(pool, prefix, offset, version, base + number, entry_owner(value), cidr)
 
 
 def read_reservation(obj: Mapping[str, Any]) -> Reservation:

@@ -125,11 +125,31 @@ def pool_entries(obj: Read) -> Mapping[str, Read]:
     return (obj.get("spec") or {}).get("allocations") or {}
 
 
+def offset_value(text: str) -> int | None:
+    """An IPPool entry's offset as the Go plugin reads it (strconv.ParseInt, base 10, 64 bits); None for any
+    other key (`x1`, ` 5`, `5_0`, a negative number), which the Go plugin skips with a log line: so does this
+    plugin (no plugin writes such a key: a hand edit or a tool's bug must not stop every call of the range)."""
+    if not (text.isascii() and text.isdigit()) and _SIGNED_DECIMAL.fullmatch(text) is None:
+        return None
+    value = int(text)
+    return value if 0 <= value < 1 << 63 else None
+
+
+_SIGNED_DECIMAL = re.compile(r"[+-][0-9]+")
+
+
+def pool_offsets(obj: Read) -> list[tuple[str, int, Read]]:
+    """spec.allocations as (offset text, offset, entry), by offset; keys that are no offset left out."""
+    found = [(text, value, raw) for text, raw in pool_entries(obj).items() if (value := offset_value(text)) is not None]
+    return sorted(found, key=lambda item: item[1])
+
+
 def decode_pool(key: PoolKey, obj: Read | None) -> PoolState:
     if obj is None:
         return PoolState(key)
     _, base = parse_request(key.cidr)
-    allocations = {base + int(offset): entry_owner(entry) for offset, entry in pool_entries(obj).items()}
+    allocations = {base + value: entry_owner(entry) for offset, entry in pool_entries(obj).items()
+                   if (value := offset_value(offset)) is not None}  # fmt: skip
     return PoolState(key, obj["metadata"]["resourceVersion"], allocations)
 
 

@@ -143,8 +143,9 @@ _ABSENT = object()
 
 def _plain(offset: str) -> bool:
     """Whether an IPPool offset is written as the Go plugin writes it: one decimal number, no other text for
-    its address (ValueError if it is no number)."""
-    return str(int(offset)) == offset
+    its address (any other key, one the decoding skips or reads as another spelling, is left to a whole one)."""
+    value = resources.offset_value(offset)
+    return value is not None and str(value) == offset
 
 
 def _changes(key: PoolKey, before: Any, after: Any, *, limit: int) -> dict[int, Owner | None] | None:

@@ -63,8 +63,8 @@ def mirror_off(client: KubeClient, networks: set[str], *, dry_run: bool) -> tupl
         if key is None:
             continue
         version, base = parse_request(key.cidr)
-        for offset, raw in sorted(resources.pool_entries(pool).items(), key=lambda item: int(item[0])):
-            owner, ip = resources.entry_owner(raw), base + int(offset)
+        for _, offset, raw in resources.pool_offsets(pool):
+            owner, ip = resources.entry_owner(raw), base + offset
             name = resources.reservation_name(key.network, version, ip)
             found = reservations.get(name)
             if found is None:
@@ -116,15 +116,15 @@ def finish_off(client: KubeClient, networks: set[str], *, dry_run: bool) -> tupl
             continue
         version, base = parse_request(key.cidr)
         operations: list[list[Any]] = []
-        for offset, raw in sorted(entries.items(), key=lambda item: int(item[0])):
+        for text, offset, raw in resources.pool_offsets(pool):
             owner = resources.entry_owner(raw)
-            found = reservations.get(resources.reservation_name(key.network, version, base + int(offset)))
+            found = reservations.get(resources.reservation_name(key.network, version, base + offset))
             if found is not None and resources.reservation_owner(found).same_attachment(owner):
-                operations.append(resources.entry_patch(offset, None, owner, exact=True))
+                operations.append(resources.entry_patch(text, None, owner, exact=True))
                 removed += 1
             else:
                 kept += 1
-                address = format_ip(version, base + int(offset))
+                address = format_ip(version, base + offset)
                 lines.append(f"kept: IPPool {key.name} entry {address} of {who(owner)}: no reservation of its "
                              "attachment (its only record, or released since)")  # fmt: skip
         if operations and not dry_run:
@@ -194,9 +194,9 @@ def _write_pool(
             operations.append(resources.entry_patch(ip - base, owner, have, exact=have is not None))
             written += 1
     if prune:
-        for offset, raw in entries.items():
-            if base + int(offset) not in wanted:
-                operations.append(resources.entry_patch(offset, None, resources.entry_owner(raw), exact=True))
+        for text, offset, raw in resources.pool_offsets(obj):
+            if base + offset not in wanted:
+                operations.append(resources.entry_patch(text, None, resources.entry_owner(raw), exact=True))
                 removed += 1
     if written or removed:
         lines.append(f"IPPool {key.name}: write {written}, remove {removed}")
