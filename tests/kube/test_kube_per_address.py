@@ -772,3 +772,37 @@ def test_a_daemon_leaving_a_pool_to_its_writer_keeps_a_release_until_its_copy_of
         assert annotations["whereabouts.cni.cncf.io/mirror-writer"] == "elsewhere/1/abc"
     finally:
         cache.close()
+
+
+def test_an_ippool_deleted_or_edited_by_hand_is_written_again_from_the_reservations(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The IPPool is the mirror a Go plugin reads (one with enable_overlapping_ranges false reads nothing
+    else). Deleted by hand, it was made again with only the addresses marked after (the others read free for
+    up to ADOPT_EVERY, and with no call never compared again); an entry removed by hand came back only when a
+    call served the pool ADOPT_EVERY seconds after the last comparison. Now a deletion is compared at once, and
+    a pool served is compared every ADOPT_EVERY seconds, calls or none."""
+    from whereabouts.config import KubernetesSettings
+    from whereabouts.model import PoolKey
+    from whereabouts.store import kubecache
+    from whereabouts.store.kubecache import KubeCache
+
+    monkeypatch.setattr(kubecache, "ADOPT_EVERY", 2.0)
+    key = PoolKey("", "10.98.0.0/24")
+    client = KubeClient(load_credentials(str(plugin_kubeconfig)))
+    cache = KubeCache(KubernetesSettings(kubeconfig=str(plugin_kubeconfig)))
+    try:
+        assert cache.ready()
+        cache.mirror.adopt(key)  # a call of this daemon served the pool
+        for n in (1, 2, 3):
+            _hold(client, kube_namespace, key.cidr, n)
+        everyone = {"1": "ctr-1", "2": "ctr-2", "3": "ctr-3"}
+        _pool_said(client, key.name, everyone)
+        client.delete(client.path(IPPOOLS, key.name))
+        _pool_said(client, key.name, everyone, wait=10.0)  # made again from the reservations, no call needed
+        edited = client.patch(client.path(IPPOOLS, key.name), [{"op": "remove", "path": "/spec/allocations/2"}])
+        assert set(edited["spec"]["allocations"]) == {"1", "3"}
+        _pool_said(client, key.name, everyone, wait=10.0)  # compared again without a call: the entry is back
+    finally:
+        cache.close()
+        client.close()

@@ -195,9 +195,10 @@ class KubeCache:
         return self.reservations.usable(wait) and (not self.mirrored or self.pools.usable(wait))
 
     def _pool_changed(self, name: str, obj: Object | None) -> None:
-        if obj is None:  # deleted (a gone node's slice, a re-slice): its decoded entries go with it
+        if obj is None:  # deleted (a gone node's slice, a re-slice, by hand): its decoded entries go with it
             with self.lock:
                 self.decoded.pop(name, None)
+            self.mirror.deleted(name)
 
     # -- the index of reservations ------------------------------------------------------------------------------
 
@@ -515,6 +516,17 @@ class MirrorWriter:
             self.idle.clear()
         self.wake.set()
 
+    def deleted(self, name: str) -> None:
+        """IPPool `name` was deleted (by hand, say): a pool this daemon serves is compared with its reservations
+        now, not ADOPT_EVERY seconds after the last time, and made again if they hold addresses in it (a Go
+        plugin finding no pool reads them all free)."""
+        with self.lock:
+            keys = [key for key in self.serving if key.name == name]
+            for key in keys:
+                self.adopted.pop(key, None)
+        for key in keys:
+            self.adopt(key, serving=False)
+
     def adopt_held(self) -> None:
         """Every pool that a reservation of the copy was taken in (a pool named for its network and range
         alone: a node's slice pool waits for a call of that node): a daemon restarted after a kill -9 owes entries
@@ -590,7 +602,11 @@ class MirrorWriter:
     def _run(self) -> None:
         failures, took, resting = 0, 0.0, False
         while not self.stopping.is_set():
-            self.wake.wait()
+            if not self.wake.wait(ADOPT_EVERY):  # no call for a while: an entry removed by hand comes back still
+                with self.lock:
+                    serving = sorted(self.serving)
+                for key in serving:
+                    self.adopt(key, serving=False)
             self.wake.clear()
             pause = max(round_pause(took, failures), DEFER_PAUSE if resting else 0.0)
             self.stopping.wait(pause * random.uniform(0.75, 1.25))
