@@ -54,6 +54,27 @@ def test_bad_etcd_host_is_invalid_config(etcd_prefix: str) -> None:
         open_etcd(parse_ipam({"type": "whereabouts", "range": "10.0.0.0/24", "etcd_host": "ftp://x:1"}).store)
 
 
+@pytest.mark.parametrize(
+    ("key", "path"),
+    [
+        ("etcd_ca_cert_file", "/nonexistent/ca.pem"),
+        ("etcd_ca_cert_file", "/etc/passwd"),
+        ("etcd_cert_file", "/etc/passwd"),
+        ("etcd_key_file", "/etc/passwd"),
+    ],
+    ids=["ca-missing", "ca-no-certificate", "certificate-no-pem", "key-no-pem"],
+)
+def test_tls_files_that_cannot_be_used_are_invalid_config_naming_the_file(
+    etcd_tls: EtcdServer, etcd_prefix: str, tmp_path: Path, key: str, path: str
+) -> None:
+    """A TLS file of the config that is missing or no PEM is the config's fault, code 7 naming the file (it was
+    code 11 "etcd unreachable": the runtime retried a config no retry mends, and the message named no file)."""
+    result = run_cni("ADD", netconf(tmp_path, **etcd_ipam(etcd_tls, etcd_prefix, **{key: path})))
+    assert result.json["code"] == 7 and path in result.json["msg"] and "invalid TLS" in result.json["msg"], (
+        result.stdout
+    )
+
+
 def test_keys_are_laid_out_as_documented(etcd: EtcdServer, etcd_prefix: str) -> None:
     cfg = parse_ipam(etcd_ipam(etcd, etcd_prefix, network_name="blue"))
     IPAMService(open_etcd(cfg.store)).add(cfg, Owner("ctr-1", "net1", "ns/pod"))

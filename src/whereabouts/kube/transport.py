@@ -162,18 +162,29 @@ class HTTPConnection:
         sock.settimeout(deadline.remaining(self.timeout))  # no wait outlives the CNI call's deadline
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.endpoint.scheme == "https":
-            sock = self._wrap_tls(sock)
+            try:
+                sock = self._wrap_tls(sock)
+            except BaseException:
+                sock.close()
+                raise
         self._sock, self._reader = sock, sock.makefile("rb")
 
     def _wrap_tls(self, sock: socket.socket) -> socket.socket:
         import ssl  # only https endpoints pay for it
 
-        context = ssl.create_default_context(cafile=self.tls.ca_file or None, cadata=self.tls.ca_data or None)
+        try:
+            context = ssl.create_default_context(cafile=self.tls.ca_file or None, cadata=self.tls.ca_data or None)
+        except OSError as exc:  # (ssl.SSLError is one)
+            raise TLSFileError(f"invalid TLS CA {self.tls.ca_file or 'data'}: {_why(exc)}") from None
         if not self.tls.verify:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         if self.tls.cert_file or self.tls.cert_data:
-            _load_client_certificate(context, self.tls)
+            try:
+                _load_client_certificate(context, self.tls)
+            except OSError as exc:
+                which = f"{self.tls.cert_file or 'data'} and key {self.tls.key_file or 'data'}"
+                raise TLSFileError(f"invalid TLS client certificate {which}: {_why(exc)}") from None
         return context.wrap_socket(sock, server_hostname=self.endpoint.host)
 
     def _read_head(self) -> tuple[int, int, bool, bool]:
@@ -237,6 +248,16 @@ def _check_head(method: str, path: str, headers: dict[str, str]) -> None:
             raise ValueError(f"unsafe HTTP header name {name!r}")
         if not (value.isascii() and value.isprintable()):
             raise ValueError(f"unsafe value of HTTP header {name}")  # a credential, maybe: never quoted
+
+
+class TLSFileError(OSError):
+    """A TLS file of the settings (the CA, the client certificate or key) missing or no PEM: the config's fault,
+    not the server's, which no retry mends (a CNI call on etcd says code 7). Long-running clients take it as any
+    failure to connect (a file being rewritten) and try again."""
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
 
 
 def _load_client_certificate(context: Any, tls: TLSSettings) -> None:

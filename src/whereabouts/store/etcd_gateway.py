@@ -11,8 +11,8 @@ from __future__ import annotations
 import base64
 import json
 
-from whereabouts.errors import TryAgainLater
-from whereabouts.kube.transport import Endpoint, HTTPConnection, TLSSettings, parse_endpoint
+from whereabouts.errors import InvalidConfig, TryAgainLater
+from whereabouts.kube.transport import Endpoint, HTTPConnection, TLSFileError, TLSSettings, parse_endpoint
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 if TYPE_CHECKING:
@@ -70,11 +70,14 @@ class EtcdGateway:
         self._token = reply.get("token", "")
 
     def _call_any(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        errors = []
+        errors, unusable = [], []
         headers = {"Authorization": self._token} if self._token else {}
         for index, conn in enumerate(self.connections):
             try:
                 response = conn.request("POST", f"/v3/{path}", body, headers)
+            except TLSFileError as exc:
+                unusable.append(str(exc))
+                continue
             except (OSError, ValueError) as exc:
                 conn.close()
                 errors.append(f"{conn.endpoint.url}: {exc or type(exc).__name__}")
@@ -84,7 +87,9 @@ class EtcdGateway:
             if response.status != 200:
                 raise EtcdError(response.status, _error_message(response.body))
             return _json_object(response.status, response.body)
-        raise TryAgainLater(f"etcd unreachable ({'; '.join(errors)})")
+        if unusable and not errors:  # the config's TLS files, not the servers: no retry mends them
+            raise InvalidConfig(f"etcd: {unusable[0]} (etcd_ca_cert_file, etcd_cert_file, etcd_key_file)")
+        raise TryAgainLater(f"etcd unreachable ({'; '.join(errors + unusable)})")
 
     def close(self) -> None:
         for conn in self.connections:
