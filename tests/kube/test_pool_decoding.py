@@ -106,9 +106,12 @@ def test_keys_that_are_no_offset_are_skipped_as_the_go_plugin_skips_them() -> No
     from whereabouts.model import PoolKey
 
     entry = {"id": "c", "podref": "ns/p", "ifname": "net1"}
-    keys = ["1", "+7", "007", "x1", " 5", "5_0", "\u0665", "-1", "3.0", "", str(1 << 63)]
+    keys = ["1", "+7", "007", "x1", " 5", "5_0", "\u0665", "-1", "3.0", ""]
     state = decode_pool(PoolKey("", "10.9.0.0/24"), ippool(1, dict.fromkeys(keys, entry)))
     assert sorted(ip - 0x0A090000 for ip in state.allocations) == [1, 7]
+    wide = {"metadata": {"name": "2001---32", "resourceVersion": "1"},
+            "spec": {"range": "2001::/32", "allocations": {str(1 << 64): entry}}}  # fmt: skip
+    assert len(decode_pool(PoolKey("", "2001::/32"), wide).allocations) == 1  # (past 64 bits: this plugin's own)
 
 
 @pytest.mark.parametrize("daemon", [False, True], ids=["in-process", "daemon-copy"])

@@ -126,13 +126,14 @@ def pool_entries(obj: Read) -> Mapping[str, Read]:
 
 
 def offset_value(text: str) -> int | None:
-    """An IPPool entry's offset as the Go plugin reads it (strconv.ParseInt, base 10, 64 bits); None for any
-    other key (`x1`, ` 5`, `5_0`, a negative number), which the Go plugin skips with a log line: so does this
-    plugin (no plugin writes such a key: a hand edit or a tool's bug must not stop every call of the range)."""
+    """An IPPool entry's offset as the Go plugin reads it (strconv.ParseInt, base 10), None for any other key
+    (`x1`, ` 5`, `5_0`, a negative number), which the Go plugin skips with a log line: so does this plugin (no
+    plugin writes such a key: a hand edit or a tool's bug must not stop every call of the range). Offsets past
+    64 bits are read (this plugin writes them in IPv6 ranges wider than /64; the Go plugin skips them)."""
     if not (text.isascii() and text.isdigit()) and _SIGNED_DECIMAL.fullmatch(text) is None:
         return None
     value = int(text)
-    return value if 0 <= value < 1 << 63 else None
+    return value if value >= 0 else None
 
 
 _SIGNED_DECIMAL = re.compile(r"[+-][0-9]+")
