@@ -429,3 +429,24 @@ def test_a_tenant_nad_nested_too_deep_stops_no_controller(cluster: Cluster, tmp_
     finally:
         stop_process(proc, 10)
     assert proc.returncode == 0 and "Traceback" not in log.read_text(), log.read_text()
+
+
+def test_a_broken_nad_edited_again_and_again_is_remembered_once_and_warned_of_per_version(cluster: Cluster) -> None:
+    """What node-slice remembers of warnings given is one entry per broken NAD (not one per version: a tenant
+    editing one would grow the controller's memory without bound), dropped with the NAD."""
+    lines: list[str] = []
+    ctx = Context(load_credentials(str(cluster.controller_config)), cluster.namespace, log=lines.append)
+    controller = NodeSliceController(ctx)
+    bad = cluster.conf(name=f"bad-{cluster.tag}", range="10.122.0.0/24", node_slice_size="/40")
+    cluster.nad("bad", bad)
+    for version in range(20):
+        controller.sync()
+        controller.sync()  # nothing new: not warned of again
+        cluster.update_nad("bad", {**bad, "cniVersion": f"0.{version}.0"})  # a new resourceVersion, still broken
+    controller.sync()
+    warned = [line for line in lines if line.startswith(f"node-slice: {cluster.namespace}/bad: ")]
+    assert len(warned) == 21, warned
+    assert controller.reported == set() and len(controller.nads_reported) == 1  # (it was one per version)
+    cluster.delete_nad("bad")
+    controller.sync()
+    assert controller.nads_reported == {}
