@@ -123,6 +123,10 @@ def test_bad_sticky_retention_names_the_key(value: object) -> None:
 def test_parse_duration_refuses_what_go_would_not_read_as_a_duration() -> None:
     assert parse_duration("1h1m1s") == 3661
     assert parse_duration("1" * 40 + "s") is None  # absurdly long
+    # capped as a number is: `expires` (now + the retention) must fit the IPPool's int64 field
+    assert parse_duration("277777777h") == 277777777 * 3600 and parse_duration(999_999_999_999) == 999_999_999_999
+    assert parse_duration("277777778h") is None and parse_duration("99999999999999999h") is None
+    assert parse_duration(10**12) is None
     assert parse_duration(float("nan")) is None
 
 

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 MODES = ("pod", "mac", "claim")
 DEFAULT_RETENTION = 24 * 3600  # seconds an address waits for its pod or MAC after the last DEL
 _UNITS = {"h": 3600, "m": 60, "s": 1}
+MAX_DURATION = 10**12  # seconds (some 31,700 years): longer is absurd, and `expires` (now + it) must fit an int64
 
 
 @record(frozen=True)
@@ -76,7 +77,7 @@ def parse_duration(value: object) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return int(value) if value == value and abs(value) < 10**12 else None  # not NaN, not absurd
+        return int(value) if value == value and abs(value) < MAX_DURATION else None  # not NaN, not absurd
     if not isinstance(value, str) or not value or len(value) > 32:
         return None
     total, digits = 0.0, ""
@@ -88,7 +89,7 @@ def parse_duration(value: object) -> int | None:
             digits = ""
         else:
             return None
-    return None if digits else int(total)
+    return None if digits or total >= MAX_DURATION else int(total)
 
 
 def parse_reservations(raw: Mapping[str, Any], ranges: tuple[IPRange, ...]) -> tuple[FixedReservation, ...]:

@@ -99,17 +99,27 @@ def test_next_run_around_the_edges(expression: str, after: dt.datetime, expected
     ["", "* * * *", "* * * * * *", "60 * * * *", "* 24 * * *", "* * 0 * *", "* * * 13 *", "* * * * 8",
      "*/0 * * * *", "a * * * *", "5-1 * * * *", "1-2-3 * * * *", "*/5/2 * * * *", "0 0 * mon *", "jan * * * *",
      "0 0 L * *", "0 0 15W * *", "0 0 * * 1#2", ", * * * *", "0 0 30 feb *", "0 0 31 4,6,9,11 *", "@every",
-     "@every 1x", "@every h", "@reboot", "@Daily", "TZ=Nowhere/Land * * * *", "CRON_TZ=UTC"],
+     "@every 1x", "@every h", "@reboot", "@Daily", "TZ=Nowhere/Land * * * *", "CRON_TZ=UTC", "@every 99999999h",
+     "@every 2562047h47m17s", "@every -2562048h"],
     ids=["empty", "four-fields", "six-fields", "minute-60", "hour-24", "day-0", "month-13", "weekday-8", "step-0",
          "word", "backwards-range", "two-dashes", "two-slashes", "weekday-name-as-month", "month-name-as-minute",
          "quartz-L", "quartz-W", "quartz-hash", "no-values", "never-fires", "never-fires-either", "every-nothing",
          "every-bad-unit", "every-no-number", "unknown-descriptor", "descriptor-case", "unknown-zone",
-         "zone-alone"],
+         "zone-alone", "every-past-go-duration", "every-just-past-go-duration", "every-negative-past-go-duration"],
 )  # fmt: skip
 def test_what_the_go_reconciler_refuses_is_refused_naming_the_expression(expression: str) -> None:
     with pytest.raises(CronError, match="cron expression") as refused:
         parse_cron(expression)
     assert repr(expression.strip()) in str(refused.value)
+
+
+def test_the_longest_go_duration_is_taken_and_a_run_past_the_calendar_is_a_cron_error() -> None:
+    longest = parse_cron("@every 2562047h47m16s")  # Go's longest duration: some 292 years
+    assert longest.next_after(dt.datetime(2026, 1, 1)) == dt.datetime(2026, 1, 1) + dt.timedelta(seconds=9223372036)
+    with pytest.raises(CronError, match="never fires"):  # not an OverflowError that ends the reconcile loop
+        longest.next_after(dt.datetime(9800, 1, 1))
+    with pytest.raises(CronError, match="never fires"):
+        parse_cron("@hourly").next_after(dt.datetime(9999, 12, 31, 23, 30))
 
 
 def test_the_first_file_holding_an_expression_wins_then_the_flat_file_then_the_default(tmp_path: Path) -> None:

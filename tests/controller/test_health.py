@@ -7,6 +7,8 @@ import threading
 
 import pytest
 
+from whereabouts.controller.cli import _leading
+from whereabouts.controller.context import Context
 from whereabouts.controller.health import Backoff, Health, dependency, resource_of
 from whereabouts.errors import TryAgainLater
 from whereabouts.kube.client import APIError
@@ -95,3 +97,29 @@ def test_backoff_doubles_to_its_cap_and_starts_again_after_a_success() -> None:
     backoff.wait(stop)
     ceilings = [1, 2, 4, 8, 8, 8, 1]
     assert all(ceiling / 2 <= wait <= ceiling for wait, ceiling in zip(waits, ceilings, strict=True)), waits
+
+
+def test_a_loop_failing_unforeseen_is_said_with_its_traceback_kept_in_readyz_and_run_again() -> None:
+    """A controller's loop ending in an exception no handler foresaw (a bug, odd input) is not a dead thread
+    (which would stall /healthz and have the process restarted over and over): said, red in /readyz, retried."""
+    lines: list[str] = []
+    ctx = Context(None, "ns", log=lines.append)  # type: ignore[arg-type]  # the loop makes no client
+    ctx.health.ready.set()
+    stop, readiness = threading.Event(), []
+
+    def forever(term: threading.Event) -> None:
+        if not readiness:
+            readiness.append(ctx.health.readiness())
+            raise RecursionError("maximum recursion depth exceeded while decoding a JSON array")
+        readiness.append(ctx.health.readiness())
+        ctx.health.working("node-slice", ctx.log)  # as the controller says after a pass that worked
+        stop.set()
+
+    loop = threading.Thread(target=_leading(ctx, "node-slice", forever, stop), daemon=True)
+    loop.start()
+    loop.join(timeout=10)
+    assert not loop.is_alive() and len(readiness) == 2, lines
+    assert readiness[1] == (False, "node-slice: failing: RecursionError: maximum recursion depth exceeded while "
+                                   "decoding a JSON array\n")  # fmt: skip
+    assert lines[0].startswith("node-slice: failed: Traceback (most recent call last):") and "in forever" in lines[0]
+    assert "node-slice: resumed" in lines and ctx.health.readiness() == (True, "ok\n")

@@ -85,3 +85,34 @@ def test_racing_candidates_never_both_win(kube: KubeAPIServer, kube_namespace: s
     winners = [name for name, won in results.items() if won]
     assert len(winners) == 1, results
     assert lease(kube, kube_namespace)["holderIdentity"] == winners[0]
+
+
+class LateAnswers(KubeClient):
+    """A client whose answers to PUT arrive `delay` seconds after the API server applied the write."""
+
+    delay = 0.0
+
+    def replace(self, path: str, obj: dict) -> dict:
+        written = super().replace(path, obj)
+        time.sleep(self.delay)
+        return written
+
+
+def test_a_renewal_answered_late_counts_from_when_it_was_sent(
+    kube: KubeAPIServer, kube_namespace: str, tmp_path: Path
+) -> None:
+    """The standby counts from when it saw the renewal; the holder must not count from the (later) answer, or
+    it would still act when the standby has taken over."""
+    config = controller_kubeconfig(kube, tmp_path / "c.kubeconfig", kube_namespace)
+    a, b = elector(config, kube_namespace, "a"), elector(config, kube_namespace, "b")  # 3 s duration, 2 s deadline
+    late = a.client = LateAnswers(load_credentials(str(config)))
+    assert a.try_once() and not b.try_once()
+    late.delay = 1.5  # beyond duration - deadline: counted from the answer, a would lead 0.5 s past b's take-over
+    renewal = threading.Thread(target=a.try_once)
+    renewal.start()
+    while not b.try_once():  # b sees the renewal land, then waits the Lease's duration out
+        time.sleep(0.05)
+    a_leads = a.is_leader  # the moment b may act
+    renewal.join()
+    assert lease(kube, kube_namespace)["holderIdentity"] == "b"
+    assert not a_leads, "a still counted itself leader when b took over"

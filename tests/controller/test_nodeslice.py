@@ -24,7 +24,15 @@ from typing import Any
 
 import pytest
 
-from kube_objects import CONTROLLER, controller_kubeconfig, create_nad, create_node, events, run_controller
+from kube_objects import (
+    CONTROLLER,
+    controller_kubeconfig,
+    create_nad,
+    create_node,
+    ensure_namespace,
+    events,
+    run_controller,
+)
 from kube_server import KubeAPIServer
 from support import netconf, run_cni, stop_process
 from whereabouts.controller.context import Context
@@ -383,3 +391,62 @@ def test_a_node_slice_pool_the_go_controller_wrote_is_adopted(cluster: Cluster) 
     assert "(adopted)" in done.stderr
     pool = cluster.slice_pool(conf["name"])
     assert pool["metadata"]["ownerReferences"] == [owner]  # left as the Go controller made it
+
+
+def test_a_tenant_nad_nested_too_deep_stops_no_controller(cluster: Cluster, tmp_path: Path) -> None:
+    """Any tenant may write a NAD whose config nests deeper than the JSON decoder goes, and every controller reads
+    every namespace's NADs: each goes on (node-slice reports the NAD), run once and long-running."""
+    tenant = f"{cluster.namespace}-tenant"
+    ensure_namespace(cluster.kube, tenant)
+    deep = {"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+            "metadata": {"name": "deep", "namespace": tenant}, "spec": {"config": "[" * 2000 + "]" * 2000}}  # fmt: skip
+    cluster.kube.request("POST", f"{NADS}/{tenant}/network-attachment-definitions", deep)
+    cluster.nads.add((tenant, "deep"))
+    conf = cluster.conf(range="10.121.0.0/24", node_slice_size="/28")
+    cluster.nad("net", conf)
+    a = cluster.node("a")
+    once = run_controller(cluster.controller_config, "all", "--once", f"--namespace={cluster.namespace}")
+    assert once.returncode == 0 and "Traceback" not in once.stderr, once.stderr
+    assert a in cluster.slices(conf["name"])
+    invalid = [e for e in events(cluster.kube, tenant) if e["reason"] == "InvalidNodeSliceConfig"]
+    assert invalid and "spec.config is not JSON" in invalid[0]["message"], invalid
+    cluster.add(conf, a, "pod-a")
+    schedule = tmp_path / "cron"
+    schedule.write_text("@every 1s\n")
+    log = tmp_path / "all.log"
+    cmd = [CONTROLLER, "all", f"--kubeconfig={cluster.controller_config}", f"--namespace={cluster.namespace}",
+           "--metrics-address=127.0.0.1", "--metrics-port=0", "--lease-duration=4", "--renew-deadline=3",
+           "--retry-period=1", f"--cron-file={schedule}"]  # fmt: skip
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: log.read_text().count("reconcile: released") >= 2, 30, "two reconcile passes")
+        pool = f"{a}-{cluster.slices(conf['name'])[a].replace('/', '-')}"
+        status = lambda: cluster.kube.objects(cluster.namespace, "ippools")[pool].get("status") or {}  # noqa: E731
+        wait_for(lambda: status().get("held") == 1, 20, "pool-usage writing the node pool's status")
+        late = cluster.node("late")
+        wait_for(lambda: cluster.slices(conf["name"]).get(late), 20, f"node-slice giving {late} a slice")
+    finally:
+        stop_process(proc, 10)
+    assert proc.returncode == 0 and "Traceback" not in log.read_text(), log.read_text()
+
+
+def test_a_broken_nad_edited_again_and_again_is_remembered_once_and_warned_of_per_version(cluster: Cluster) -> None:
+    """What node-slice remembers of warnings given is one entry per broken NAD (not one per version: a tenant
+    editing one would grow the controller's memory without bound), dropped with the NAD."""
+    lines: list[str] = []
+    ctx = Context(load_credentials(str(cluster.controller_config)), cluster.namespace, log=lines.append)
+    controller = NodeSliceController(ctx)
+    bad = cluster.conf(name=f"bad-{cluster.tag}", range="10.122.0.0/24", node_slice_size="/40")
+    cluster.nad("bad", bad)
+    for version in range(20):
+        controller.sync()
+        controller.sync()  # nothing new: not warned of again
+        cluster.update_nad("bad", {**bad, "cniVersion": f"0.{version}.0"})  # a new resourceVersion, still broken
+    controller.sync()
+    warned = [line for line in lines if line.startswith(f"node-slice: {cluster.namespace}/bad: ")]
+    assert len(warned) == 21, warned
+    assert controller.reported == set() and len(controller.nads_reported) == 1  # (it was one per version)
+    cluster.delete_nad("bad")
+    controller.sync()
+    assert controller.nads_reported == {}

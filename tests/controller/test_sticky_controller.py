@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 import urllib.error
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,9 @@ from leak_harness import Harness
 from kube_objects import create_nad, create_statefulset, delete_pod, delete_statefulset, events, owner_reference
 from kube_server import REPO, KubeAPIServer
 from support import run_cni
-from whereabouts.controller.reconcile import Reconciler
+from whereabouts.controller.leaks import plan
+from whereabouts.controller.reconcile import Applier, ReconcileMetrics, Reconciler, observe
+from whereabouts.controller.sticky import Evidence, NetworkSticky
 from whereabouts.kube.resources import STATE_LABEL
 
 CLAIMS = "/apis/k8s.cni.cncf.io/v1alpha1"
@@ -313,3 +316,56 @@ def test_pod_cleanup_sweep_retains_and_leaves_retained_addresses_to_the_reconcil
     assert entry["sticky"] == "mac:02:00:00:00:00:09" and entry["retained"], done.stderr
     assert offsets(bed, "10.159.0.0-24") == {"1"}  # expired, but releasing retained addresses is not its job
     assert "sweep released 0 allocation(s) and 0 reservation(s), retained 1" in done.stderr
+
+
+# -- a pass is not held back by one write ----------------------------------------------------------------------
+
+
+def missed_dels_and_a_leak(bed: Harness, cidr: str, leaked: str) -> dict[str, Any]:
+    """A sticky network (with its NAD) whose two pods went without their DELs, and elsewhere a lone reservation of
+    a gone pod (another network's leak, due for release)."""
+    conf = sticky_conf(bed, cidr, "pod")
+    create_nad(bed.kube, bed.pods_ns, "victim", conf)
+    for pod in ("p1", "p2"):
+        bed.pod(pod)
+        bed.add(conf, pod, f"ctr-{pod}")
+        delete_pod(bed.kube, bed.pods_ns, pod)
+    bed.create_reservation(leaked, "ctr-gone", f"{bed.pods_ns}/gone")
+    return conf
+
+
+def test_a_write_the_api_server_refuses_is_recorded_and_the_pass_goes_on(bed: Harness) -> None:
+    """Retains whose `expires` the IPPool's schema refuses (past int64: 422, and again on every pass) do not keep
+    the pass from the releases after them."""
+    conf = missed_dels_and_a_leak(bed, "10.171.0.0/24", "10.172.0.9")
+    ctx = bed.context()
+    client = ctx.client()
+    reading = observe(client)
+    absurd = Evidence(networks={conf["name"]: NetworkSticky(True, 10**20, (f"{bed.pods_ns}/victim",))})
+    planned = plan(replace(reading.observed, sticky=absurd), now=time.time())
+    assert len(planned.retains) == 2 and len(planned.reservation_releases) == 1
+    applier = Applier(ctx, client, source="reconcile", released=ReconcileMetrics(ctx.registry).released)
+    report = applier.apply(planned, reading.pools)
+    assert report.released_reservations == ["10.172.0.9"] and "10.172.0.9" not in bed.reservations()
+    assert [r.split(":")[0] for r in report.refused] == [
+        f"10.171.0.{n} in IPPool 10.171.0.0-24 (container ctr-p{n} net1, pod {bed.pods_ns}/p{n})" for n in (1, 2)
+    ]
+    assert all(" 422 " in r for r in report.refused) and "refused 2" in report.summary()
+    assert not any("retained" in e for e in bed.allocations()["10.171.0.0-24"].values())  # left as they were
+    assert sum("reconcile: refused 10.171.0." in line for line in bed.logs) == 2
+
+
+def test_a_tenant_nad_naming_a_network_with_an_absurd_retention_holds_back_no_release(bed: Harness) -> None:
+    """Any namespace's NAD may name a network's config (the reconciler cannot tell which NAD a pod used): one
+    with a retention past the cap is invalid, 24 h counts, and the pass releases what else leaked."""
+    conf = missed_dels_and_a_leak(bed, "10.173.0.0/24", "10.174.0.9")
+    tenant = f"{bed.pools_ns}-tenant"
+    ipam = {**conf["ipam"], "range": "10.99.0.0/24", "sticky_retention": "99999999999999999h"}
+    create_nad(bed.kube, tenant, "evil", {**conf, "ipam": ipam})
+    try:
+        done = bed.run("reconcile")
+    finally:
+        bed.kube.request("DELETE", f"/apis/k8s.cni.cncf.io/v1/namespaces/{tenant}/network-attachment-definitions/evil")
+    assert "10.174.0.9" not in bed.reservations() and "refused" not in done.stderr, done.stderr
+    entries = bed.allocations()["10.173.0.0-24"]
+    assert sorted(entries) == ["1", "2"] and all(e["expires"] - e["retained"] == DAY for e in entries.values())

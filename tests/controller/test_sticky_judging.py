@@ -97,6 +97,7 @@ def test_nads_sticky_settings() -> None:
         nad("kubevirt", {"name": "b", "plugins": [{"type": "ovn", "allowPersistentIPs": True, "ipam": ipam}]}),
         nad("off", {"name": "c", "type": "macvlan", "ipam": {**ipam, "sticky_retention": "bogus"}}),
         nad("broken", {"name": "d"}) | {"spec": {"config": "{"}},
+        nad("deep", {"name": "d"}) | {"spec": {"config": "[" * 2000 + "]" * 2000}},  # past the decoder's depth
         nad("other ipam", {"name": "e", "ipam": {"type": "host-local"}}),
     ])  # fmt: skip
     assert found == {

@@ -162,3 +162,24 @@ def test_pools_answers_within_two_seconds_for_a_million_addresses_in_a_slash_8(d
     assert item["held"] == 1_000_000 and item["size"] == 1 << 24
     assert item["free"] == item["capacity"] - (1_000_000 - 3906)  # the .0 addresses among them were never pickable
     assert elapsed < 2.0, f"pools took {elapsed:.2f}s"
+
+
+def test_a_pool_keyed_by_a_range_the_plugin_never_writes_is_reported_not_a_crash(written: Path) -> None:
+    """What an import of an edited export wrote before import refused it: a pool keyed '10.50.0.7/24', which no
+    allocation reads. `pools` leaves it out and says so; `check` reports it as unreadable."""
+    odd = PoolKey("", "10.50.0.7/24")
+    store = LocalStore(str(written))
+    try:
+        with store.transaction([odd], overlapping=False) as txn:
+            change = Change(odd, 4, ip("10.50.0.1"), Owner("ctr-old", "eth0", "ns/old"))
+            assert txn.commit(ChangeSet((change,), ((odd, None),), False))
+    finally:
+        store.close()
+    listed = run_tool("--local-data-dir", str(written), "pools", "-o", "json").ok()
+    assert {item["pool"] for item in json.loads(listed.stdout)["items"]} == {
+        "10.50.0.0-24", "fd00-50---120", "blue-10.60.0.0-28"}  # fmt: skip
+    assert "pool 10.50.0.7-24: its range '10.50.0.7/24' is not one the plugin writes: left out" in listed.stderr
+    checked = run_tool("--local-data-dir", str(written), "check", "-o", "json")
+    assert checked.returncode == 1
+    (finding,) = json.loads(checked.stdout)["items"]
+    assert (finding["kind"], finding["what"], finding["severity"]) == ("unreadable", "pool 10.50.0.7-24", "error")

@@ -140,3 +140,43 @@ def test_import_host_local_keeps_each_address_with_its_container(tmp_path: Path)
     delete(conf, "p2", "h2")  # its DEL, now through whereabouts, finds it
     assert add(conf, "new", "n-1") == "10.80.0.3/24"
     assert add(conf, "new2", "n-2") == "10.80.0.5/24"  # never one of the imported
+
+
+@pytest.mark.parametrize(
+    ("pool", "says"),
+    [
+        ({"range": "10.81.0.7/24"}, "10.81.0.7/24 has host bits set"),
+        ({"range": "fd00:81:0::/120", "entries": [{"address": "fd00:81::5", "containerID": "c"}]},
+         "range 'fd00:81:0::/120' is not written as the plugin writes it (fd00:81::/120)"),
+        ({"range": 42}, "range 42 is not a CIDR"),
+        ({"entries": [{"address": "10.81.1.9", "containerID": "c"}]},
+         "address 10.81.1.9 is outside range 10.81.0.0/24"),
+        ({"entries": [{"address": "10.81.0.0", "containerID": "c"}]},
+         "address 10.81.0.0 is the network or broadcast address of range 10.81.0.0/24"),
+        ({"entries": [{"address": "10.81.0.255", "containerID": "c"}]},
+         "address 10.81.0.255 is the network or broadcast address of range 10.81.0.0/24"),
+    ],
+    ids=["host-bits", "not-canonical", "not-text", "outside", "network-address", "broadcast-address"],
+)  # fmt: skip
+def test_import_refuses_a_document_holding_what_no_allocation_would_read_and_writes_nothing(
+    tmp_path: Path, pool: dict[str, Any], says: str
+) -> None:
+    """An edited export: a pool no ADD reads (its range spelled otherwise than the plugin writes it), or an address
+    its range never hands out. The whole document is refused before anything is written (the good pool too)."""
+    data = tmp_path / "data"
+    conf = netconf(data, range="10.80.0.0/24")
+    assert add(conf, "a", "ctr-a") == "10.80.0.1/24"
+    before = run_tool("--local-data-dir", str(data), "export").ok().stdout
+    good = {"network": "", "range": "10.81.0.0/24", "entries": [{"address": "10.81.0.5", "containerID": "g"}]}
+    doc = {"kind": "WhereaboutsExport", "version": 1, "datastore": "local", "pools": [good, {**good, **pool}]}
+    (tmp_path / "edited.json").write_text(json.dumps(doc))
+    refused = run_tool("--local-data-dir", str(data), "import", str(tmp_path / "edited.json"))
+    assert refused.returncode == 2 and says in refused.stderr and "pools[1]" in refused.stderr, refused.stderr
+    assert run_tool("--local-data-dir", str(data), "export").ok().stdout == before
+    assert add(netconf(data, range="10.81.0.0/24"), "b", "ctr-b") == "10.81.0.1/24"
+
+
+def test_import_of_a_document_nested_deeper_than_the_decoder_goes_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    refused = run_tool("--local-data-dir", str(tmp_path / "data"), "import", str(tmp_path / "deep.json"))
+    assert refused.returncode == 2 and "is not JSON" in refused.stderr, refused.stderr

@@ -10,14 +10,13 @@ oldest counts. No I/O.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from whereabouts.config import parse_ipam
 from whereabouts.controller.leaks import Pool
-from whereabouts.controller.nads import whereabouts_ipam
+from whereabouts.controller.nads import nad_config, whereabouts_ipam
 from whereabouts.errors import WhereaboutsError
 from whereabouts.model import PoolKey
 from whereabouts.nodeslice import within_slice
@@ -37,7 +36,7 @@ def windows(nads: Iterable[Mapping[str, Any]]) -> list[Window]:
     found = []
     for nad in sorted(nads, key=lambda n: n.get("metadata", {}).get("creationTimestamp", "")):
         try:
-            config = json.loads(nad.get("spec", {}).get("config") or "{}")
+            config = nad_config(nad)
             named = whereabouts_ipam(config) if isinstance(config, Mapping) else None
             if named is None:
                 continue

@@ -12,6 +12,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 
 from whereabouts.controller.context import Context
@@ -128,6 +129,9 @@ def _run_once(ctx: Context, workers: list[Worker]) -> int:
         except WhereaboutsError as exc:
             ctx.log(f"{name}: failed: {exc.msg}")
             status = 1
+        except Exception as exc:  # a bug, or input nothing foresaw: the other controllers still run
+            ctx.log(f"{name}: failed: {''.join(traceback.format_exception(exc)).rstrip()}")
+            status = 1
     return status
 
 
@@ -177,7 +181,9 @@ def _leading(
             started = time.monotonic()
             try:
                 forever(term)
-            except WhereaboutsError as exc:  # said once (log, /readyz); the controller says when it works again
+            except Exception as exc:  # said (log, /readyz) until the controller says it works again
+                if not isinstance(exc, WhereaboutsError):  # a bug, or input nothing foresaw: its traceback too
+                    ctx.log(f"{name}: failed: {''.join(traceback.format_exception(exc)).rstrip()}")
                 ctx.health.failing(name, exc, ctx.log)
                 if time.monotonic() - started > STEADY:
                     backoff.reset()  # it had been working: this is a new trouble

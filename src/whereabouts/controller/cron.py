@@ -8,8 +8,8 @@ parser with descriptors. So does this module, with these readings of robfig's:
 - the day fields: when either of them is a star (an item `*` or `?` with no step above 1, so `*/1` is one and
   `*/2` is not), a day must match both; otherwise a day matching either one is a match.
 - `@yearly`/`@annually`, `@monthly`, `@weekly`, `@daily`/`@midnight`, `@hourly`, and `@every DURATION` (a Go
-  duration such as `1h30m`: rounded down to whole seconds, at least one second; the first run that long
-  after start-up, then that long after the previous one).
+  duration such as `1h30m`, at most Go's longest, 2562047h47m16s: rounded down to whole seconds, at least one
+  second; the first run that long after start-up, then that long after the previous one).
 - a `CRON_TZ=ZONE ` or `TZ=ZONE ` prefix: the fields are wall-clock times in that zone (UTC without one). A
   time a DST change skips (02:30 on the night clocks go forward) is skipped, one it repeats runs twice.
 
@@ -59,6 +59,7 @@ DURATION_PART = re.compile(r"([0-9]*(?:\.[0-9]*)?)(ns|us|µs|μs|ms|s|m|h)")
 UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
 DST_SHIFT = dt.timedelta(hours=3)  # more than any zone's clocks move at once
 DST_CANDIDATES = 10_000  # wall-clock runs looked at before an expression in a zone counts as never firing
+MAX_EVERY = (2**63 - 1) / 1e9  # seconds: Go's longest time.Duration (2562047h47m16s), what ParseDuration takes
 
 
 class CronError(ValueError):
@@ -76,12 +77,15 @@ class CronExpression:
     every: int = 0  # @every: seconds between runs (then nothing else is set)
 
     def next_after(self, when: dt.datetime) -> dt.datetime:
-        """The first run strictly after `when`."""
-        if self.every:
-            return when.replace(microsecond=0) + dt.timedelta(seconds=self.every)
-        if self.zone is dt.UTC:
-            return next(self._wall_times(when))
-        return self._next_in_zone(when.replace(tzinfo=dt.UTC)).replace(tzinfo=None)
+        """The first run strictly after `when`; CronError when there is none this side of the year 9999."""
+        try:
+            if self.every:
+                return when.replace(microsecond=0) + dt.timedelta(seconds=self.every)
+            if self.zone is dt.UTC:
+                return next(self._wall_times(when))
+            return self._next_in_zone(when.replace(tzinfo=dt.UTC)).replace(tzinfo=None)
+        except OverflowError:  # past datetime's last year
+            raise CronError(f"cron expression {self.text!r} never fires") from None
 
     def _wall_times(self, after: dt.datetime) -> Iterator[dt.datetime]:
         """The runs as naive wall-clock times, from croniter: the same in every croniter version (their
@@ -162,6 +166,8 @@ def _every(duration: str) -> int:
     if not parts or "".join(n + u for n, u in parts) != body or any(n in ("", ".") for n, _ in parts):
         raise ValueError(f"invalid duration {duration!r}; expected a Go duration such as 1h30m")
     seconds = sign * sum(float(n) * UNIT_SECONDS[u] for n, u in parts)
+    if abs(seconds) > MAX_EVERY:
+        raise ValueError(f"invalid duration {duration!r}: longer than Go's longest, 2562047h47m16s")
     return max(1, int(seconds))
 
 

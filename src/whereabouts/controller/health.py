@@ -41,7 +41,7 @@ class Backoff:
         self.next = self.first
 
 
-def dependency(exc: WhereaboutsError) -> str:
+def dependency(exc: Exception) -> str:
     """What a failure says is missing: the API server, a resource (a CRD not installed), or the access; ""
     when it says none."""
     if not isinstance(exc, APIError):
@@ -76,14 +76,15 @@ class Health:
         self.problems: dict[tuple[str, str], str] = {}  # (component, what it cannot reach) -> the last error
         self.lock = threading.Lock()
 
-    def failing(self, component: str, exc: WhereaboutsError, log: Callable[[str], None]) -> None:
+    def failing(self, component: str, exc: Exception, log: Callable[[str], None]) -> None:
         """`component` cannot work for `exc`: in /readyz until it works again, in the log once."""
         key = (component, dependency(exc))
+        message = exc.msg if isinstance(exc, WhereaboutsError) else f"{type(exc).__name__}: {exc}"
         with self.lock:
             new = key not in self.problems
-            self.problems[key] = exc.msg
+            self.problems[key] = message
         if new:
-            log(f"{component}: {_trouble(key[1])} ({exc.msg}); retrying with backoff, releasing nothing meanwhile")
+            log(f"{component}: {_trouble(key[1])} ({message}); retrying with backoff, releasing nothing meanwhile")
 
     def working(self, component: str, log: Callable[[str], None]) -> None:
         """`component` read everything it needed: what it could not reach before is back."""

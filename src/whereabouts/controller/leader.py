@@ -3,9 +3,9 @@
 The holder renews the Lease every `retry` seconds. A candidate takes it over only once the holder has not
 renewed for `duration` seconds, measured on the candidate's own clock from when it last saw the Lease
 change (clocks of different machines are never compared). The holder counts itself leader only while its
-last successful renewal is younger than `deadline` (< `duration`): a holder cut off from the API server
-stops acting before anyone else may start. Every write carries the resourceVersion it was decided on, so
-two candidates racing for a free Lease cannot both win.
+last successful renewal, counted from when it was sent, is younger than `deadline` (< `duration`): a holder
+cut off from the API server, or whose answers come late, stops acting before anyone else may start. Every
+write carries the resourceVersion it was decided on, so two candidates racing for a free Lease cannot both win.
 """
 
 from __future__ import annotations
@@ -66,9 +66,12 @@ class LeaderElector:
         self.release()
 
     def try_once(self) -> bool:
+        # A renewal counts from before its requests, not from its answer: the API server may apply the write long
+        # before the answer arrives, and a standby counts its wait from when it saw the Lease change.
+        sent = time.monotonic()
         try:
             if self._acquire_or_renew():
-                self.renewed_at = time.monotonic()
+                self.renewed_at = sent
             if self.health is not None:
                 self.health.working("leader election", self.log)
         except Conflict as exc:

@@ -58,6 +58,17 @@ def whereabouts_ipam(config: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]
     return None
 
 
+def nad_config(nad: Mapping[str, Any]) -> Any:
+    """A NAD's `spec.config` decoded ({} when it has none). InvalidConfig when it is not JSON, or is nested deeper
+    than the decoder goes: any tenant can write one, and a controller reading every namespace's must go on."""
+    spec = nad.get("spec")
+    text = spec.get("config") if isinstance(spec, Mapping) else None
+    try:
+        return json.loads(text or "{}")
+    except (ValueError, RecursionError) as exc:
+        raise InvalidConfig(f"spec.config is not JSON: {exc}") from None
+
+
 def read_nads(nads: Sequence[dict[str, Any]]) -> NADNetworks:
     result = NADNetworks({}, [], set())
     for nad in sorted(nads, key=_age):
@@ -72,10 +83,7 @@ def read_nads(nads: Sequence[dict[str, Any]]) -> NADNetworks:
 
 
 def _sliced(nad: dict[str, Any], network_names: set[str]) -> SlicedNetwork | None:
-    try:
-        config = json.loads(nad.get("spec", {}).get("config") or "{}")
-    except ValueError as exc:
-        raise InvalidConfig(f"spec.config is not JSON: {exc}") from None
+    config = nad_config(nad)
     found = whereabouts_ipam(config) if isinstance(config, Mapping) else None
     if found is None:
         return None

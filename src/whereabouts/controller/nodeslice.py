@@ -83,7 +83,10 @@ class NodeSliceController:
         )
         self.deleted = metrics.counter("node_slice_ippools_deleted_total", "Empty node-slice IPPools deleted", NETWORK)
         self.duration = metrics.histogram("node_slice_sync_duration_seconds", "Duration of one node-slice pass")
-        self.reported: set[tuple[str, str]] = set()  # Warnings already recorded, not repeated every pass
+        self.reported: set[tuple[str, str]] = set()  # (network, node) left without a slice, already warned of
+        # NAD uid -> "<resourceVersion>:<reason>" last warned of: one entry per NAD with a problem now, however
+        # often it is edited (each new version is warned of once)
+        self.nads_reported: dict[str, str] = {}
 
     # One pass
 
@@ -112,6 +115,8 @@ class NodeSliceController:
         nads = read_nads(client.list(client.resource(NADS, group=NAD_GROUP, version=NAD_VERSION)))
         for problem in nads.problems:
             self._warn_nad(problem)
+        broken = {_uid(problem.nad) for problem in nads.problems}
+        self.nads_reported = {uid: seen for uid, seen in self.nads_reported.items() if uid in broken}
         nodes = sorted(node["metadata"]["name"] for node in client.list(client.resource("nodes")))
         slice_pools = {pool["metadata"]["name"]: pool for pool in client.list(client.path(NODE_SLICE_POOLS))}
         network_names = {name for name in nads.network_names if name}
@@ -249,11 +254,10 @@ class NodeSliceController:
         self.reported = {(net, node) for net, node in self.reported if net != name}
 
     def _warn_nad(self, problem: NADProblem) -> None:
-        meta = problem.nad.get("metadata", {})
-        key = (f"nad:{meta.get('uid')}", f"{meta.get('resourceVersion')}:{problem.reason}")
-        if key in self.reported:
+        seen = f"{problem.nad.get('metadata', {}).get('resourceVersion')}:{problem.reason}"
+        if self.nads_reported.get(_uid(problem.nad)) == seen:
             return
-        self.reported.add(key)
+        self.nads_reported[_uid(problem.nad)] = seen
         self.ctx.log(f"node-slice: {problem.message}")
         if not self.ctx.dry_run and self.ctx.may_act():
             involved = {
@@ -390,6 +394,10 @@ def _canonical(cidr: str) -> str:
     except ValueError:
         return cidr
     return f"{format_address(version, network)}/{prefix}"
+
+
+def _uid(obj: dict[str, Any]) -> str:
+    return str(obj.get("metadata", {}).get("uid", ""))
 
 
 def _name(obj: dict[str, Any]) -> str:

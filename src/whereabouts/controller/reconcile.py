@@ -25,7 +25,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -60,11 +61,15 @@ from whereabouts.controller.nads import NAD_GROUP, NAD_VERSION, NADS
 from whereabouts.controller.stickyread import Lookups
 from whereabouts.errors import TryAgainLater, WhereaboutsError
 from whereabouts.kube import resources
-from whereabouts.kube.client import Conflict, KubeClient
+from whereabouts.kube.client import APIError, Conflict, KubeClient
 from whereabouts.kube.resources import IPPOOLS, RESERVATIONS
 from whereabouts.model import Owner
 
 RETRY_CAP = 300.0  # seconds: a run that could not read all it needs is retried at least this often
+# Statuses with which the API server refuses one write as invalid (a value out of its schema's bounds): the write
+# would be refused again, and the pass goes on with the others. Any other failure (unreachable, overloaded,
+# credentials refused) ends the pass, to be run again.
+REFUSED = (400, 422)
 
 
 @dataclass
@@ -79,6 +84,7 @@ class Report:
     repaired: list[str] = field(default_factory=list)
     kept: list[Kept] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # changed since read: a race lost safely
+    refused: list[str] = field(default_factory=list)  # writes the API server refused as invalid (see REFUSED)
     stopped: bool = False  # the Lease was lost: no further writes
     unread: list[TryAgainLater] = field(default_factory=list)  # facts it could not read: what needs them was kept
 
@@ -89,6 +95,7 @@ class Report:
             f"{verb} {len(self.released)} allocation(s) and {len(self.released_reservations)} reservation(s), "
             f"{'would retain' if self.dry_run else 'retained'} {len(self.retained) + len(self.retained_reservations)}, "
             f"recreated {len(self.repaired)}, kept {len(self.kept)} ({notable} notable), skipped {len(self.skipped)}"
+            + (f", refused {len(self.refused)}" if self.refused else "")
             + ("; stopped: lease lost" if self.stopped else "")
         )
 
@@ -136,21 +143,37 @@ class Applier:
         self.report.kept += planned.kept
         try:
             for release in planned.releases:
-                self._release_entry(release, pools)
+                with self._refusable(release.entry.describe()):
+                    self._release_entry(release, pools)
             for retain in planned.retains:
-                self._retain_entry(retain, pools)
+                with self._refusable(retain.entry.describe()):
+                    self._retain_entry(retain, pools)
             if planned.reservation_releases or planned.reservation_retains:
                 index = backing_index(observed_from(self.client.list(self.client.path(IPPOOLS)), ()).entries)
                 for lone in planned.reservation_releases:
-                    self._release_lone(lone, index)
+                    with self._refusable(lone.reservation.describe()):
+                        self._release_lone(lone, index)
                 for lone_retain in planned.reservation_retains:
-                    self._retain_lone(lone_retain, index)
+                    with self._refusable(lone_retain.reservation.describe()):
+                        self._retain_lone(lone_retain, index)
             for repair in planned.repairs:
-                self._repair(repair)
+                with self._refusable(repair.entry.describe()):
+                    self._repair(repair)
         except _LeaseLost:
             self.report.stopped = True
             self.ctx.log(f"{self.source}: not the leader any more; stopping before the next write")
         return self.report
+
+    @contextmanager
+    def _refusable(self, what: str) -> Iterator[None]:
+        """One item's writes: one the API server refuses as invalid is recorded, and the pass goes on."""
+        try:
+            yield
+        except APIError as exc:
+            if exc.status not in REFUSED:
+                raise
+            self.report.refused.append(f"{what}: {exc.msg}")
+            self.ctx.log(f"{self.source}: refused {what}: {exc.msg}; going on with the rest")
 
     def _release_entry(self, release: EntryRelease, pools: Mapping[str, dict[str, Any]]) -> None:
         entry = release.entry

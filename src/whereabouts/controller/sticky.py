@@ -18,11 +18,10 @@ waits for the claim).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from whereabouts.controller.nads import whereabouts_ipam
+from whereabouts.controller.nads import nad_config, whereabouts_ipam
 from whereabouts.errors import InvalidConfig
 from whereabouts.model import Owner
 from whereabouts.sticky import DEFAULT_RETENTION, parse_retention
@@ -170,10 +169,9 @@ def sticky_networks(nads: Iterable[Mapping[str, object]]) -> dict[str, NetworkSt
 
 
 def _nad_sticky(nad: Mapping[str, object]) -> tuple[str, bool, int] | None:
-    spec = nad.get("spec")
     try:
-        config = json.loads(spec.get("config") or "{}") if isinstance(spec, Mapping) else None
-    except ValueError:
+        config = nad_config(nad)
+    except InvalidConfig:
         return None
     if not isinstance(config, Mapping):
         return None

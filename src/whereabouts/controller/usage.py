@@ -25,7 +25,6 @@ well), and dropped with the pool.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import threading
 import time
 from collections.abc import Collection, Iterable
@@ -34,7 +33,7 @@ from typing import Any
 
 from whereabouts.config import IPAMConfig, parse_ipam
 from whereabouts.controller.context import Context
-from whereabouts.controller.nads import NAD_GROUP, NAD_VERSION, NADS, whereabouts_ipam
+from whereabouts.controller.nads import NAD_GROUP, NAD_VERSION, NADS, nad_config, whereabouts_ipam
 from whereabouts.errors import TryAgainLater, WhereaboutsError
 from whereabouts.kube import resources
 from whereabouts.kube.client import Expired, KubeClient
@@ -91,14 +90,14 @@ def read_windows(client: KubeClient, log: Any) -> Windows:
 def _nad_config(nad: dict[str, Any]) -> tuple[str, IPAMConfig] | None:
     meta = nad.get("metadata", {})
     try:
-        config = json.loads((nad.get("spec") or {}).get("config") or "{}")
+        config = nad_config(nad)
         found = whereabouts_ipam(config) if isinstance(config, dict) else None
         if found is None:
             return None
         name, ipam = found
         # the nodes' flat file is not readable here: a NAD leaning on it for its range gives no window
         cfg = parse_ipam({"datastore": "kubernetes", **ipam}, name, config.get("allowPersistentIPs"))
-    except (ValueError, WhereaboutsError):
+    except (ValueError, RecursionError, WhereaboutsError):
         return None
     return f"NAD {meta.get('namespace', '')}/{meta.get('name', '')}", cfg
 
@@ -221,6 +220,7 @@ class PoolUsage:
             now = time.monotonic()
             if now - last_resync >= RESYNC:
                 self.windows, last_resync = read_windows(self.client, self.ctx.log), now
+                self.ctx.health.working("pool-usage", self.ctx.log)  # running again after a failure, if any
                 with pending.lock:
                     pending.dirty.update({name: now - SETTLE for name in pending.latest if name not in pending.dirty})
                     known = list(pending.latest)

@@ -20,7 +20,7 @@ from whereabouts.service import IPAMService
 from whereabouts.tools import findings as found
 from whereabouts.tools.errors import ToolError
 from whereabouts.tools.findings import Finding
-from whereabouts.tools.reading import Pods, all_keys, read_pools
+from whereabouts.tools.reading import Pods, read_pools, split_keys
 from whereabouts.tools.target import Target
 from whereabouts.tools.view import Column, render
 
@@ -80,9 +80,11 @@ def _generic(target: Target, *, repair: bool, dry_run: bool) -> Outcome:
 
 
 def _generic_findings(target: Target, pods: Pods) -> list[Finding]:
-    pools = read_pools(target, all_keys(target))
+    keys, odd = split_keys(target)
+    pools = read_pools(target, keys)
     reserved = target.store().reserved(target.networks())
     listed = found.duplicates(pools) + found.outside(pools) + found.reservation_mismatches(pools, reserved)
+    listed += found.unreadable(odd)
     return listed + (found.gone_pods(pools, pods.judge) if pods.known else [])
 
 

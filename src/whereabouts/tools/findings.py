@@ -71,6 +71,12 @@ def outside(pools: Pools) -> list[Finding]:
     return found
 
 
+def unreadable(keys: Iterable[PoolKey]) -> list[Finding]:
+    """Pools keyed by a range the plugin never writes: no allocation reads them, nothing judges their entries."""
+    detail = "range {!r} is not one the plugin writes: its entries are not judged"
+    return [Finding("unreadable", f"pool {key.name}", key.network, detail.format(key.cidr)) for key in keys]
+
+
 def reservation_mismatches(pools: Pools, reserved: Reserved) -> list[Finding]:
     """Entries without their reservation (where the pool's others have theirs: the network uses them), and
     reservations without an entry. A reservation naming another holder than the entry is a duplicate."""

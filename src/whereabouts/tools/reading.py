@@ -10,6 +10,7 @@ from whereabouts.controller.leaks import Judgement, Verdict, judge_pod, pod_stat
 from whereabouts.errors import WhereaboutsError
 from whereabouts.kube.resources import RESERVATIONS, guess_reservation_address, reservation_name
 from whereabouts.model import Owner, PoolKey
+from whereabouts.ranges import Network
 from whereabouts.tools.errors import ToolError
 from whereabouts.tools.target import Target
 
@@ -31,11 +32,30 @@ def read_pools(target: Target, keys: Sequence[PoolKey]) -> dict[PoolKey, dict[in
 
 
 def all_keys(target: Target, network: str | None = None) -> list[PoolKey]:
+    """The pools (of `network`) the plugin could have written; the others are left out, said in the notes."""
+    keys, odd = split_keys(target, network)
+    target.notes.extend(f"pool {key.name}: its range {key.cidr!r} is not one the plugin writes: left out (see check)"
+                        for key in odd)  # fmt: skip
+    return keys
+
+
+def split_keys(target: Target, network: str | None = None) -> tuple[list[PoolKey], list[PoolKey]]:
+    """(pools keyed by a range as the plugin writes it, the others): a pool keyed '10.0.0.7/24' (an edited export
+    imported before import refused it) is one no allocation reads, and no range arithmetic takes its CIDR."""
     try:
         keys: list[PoolKey] = target.store().pool_keys(target.networks())
     except WhereaboutsError as exc:
         raise ToolError(exc.msg) from None
-    return [key for key in keys if network is None or key.network == network]
+    keys = [key for key in keys if network is None or key.network == network]
+    readable = [key for key in keys if _as_written(key.cidr)]
+    return readable, [key for key in keys if not _as_written(key.cidr)]
+
+
+def _as_written(cidr: str) -> bool:
+    try:
+        return Network.parse(cidr).text == cidr
+    except ValueError:
+        return False
 
 
 class Pods:

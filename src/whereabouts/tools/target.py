@@ -32,7 +32,7 @@ from whereabouts.config import (
     parse_ipam,
     read_flat_file,
 )
-from whereabouts.errors import WhereaboutsError
+from whereabouts.errors import InvalidConfig, WhereaboutsError
 from whereabouts.tools.errors import BadInput, ToolError
 from whereabouts.tools.kubeconfig import load, operator_kubeconfig
 
@@ -148,7 +148,7 @@ def read_json(path: str, what: str) -> Any:
             return json.loads(handle.read())
     except OSError as exc:
         raise BadInput(f"cannot read {what}: {exc.strerror}") from None
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the decoder goes
         raise BadInput(f"{what} is not JSON: {exc}") from None
 
 
@@ -234,9 +234,11 @@ def _nad_configs(target: Target) -> list[NetworkConfig]:
 
 
 def _nad_json(obj: Mapping[str, Any]) -> dict[str, Any] | None:
+    from whereabouts.controller.nads import nad_config
+
     try:
-        config = json.loads((obj.get("spec") or {}).get("config") or "{}")
-    except ValueError:
+        config = nad_config(obj)
+    except InvalidConfig:
         return None
     return config if isinstance(config, dict) else None
 

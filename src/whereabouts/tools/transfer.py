@@ -10,7 +10,9 @@ The export document (JSON, version 1):
 Fields that are empty or zero are left out; `reserved`: the network-wide reservation backs the entry (overlapping
 ranges on), so the import writes one too. An import writes through the IPAM service, each address only where it is
 free or already this attachment's (running it twice changes nothing); an address held by another is refused and
-named, and the exit status says so.
+named, and the exit status says so. A document naming a range otherwise than the plugin writes it (no ADD would
+read that pool), or an address outside its range or one the range never hands out, is refused whole before
+anything is written.
 
 host-local keeps one file per address in its directory (/var/lib/cni/networks/<network>), named by the address
 and holding "<container ID>\\r\\n<ifname>" (before CNI plugins 0.7: the container ID alone, read here with
@@ -29,7 +31,7 @@ from typing import Any
 
 from whereabouts.errors import WhereaboutsError
 from whereabouts.model import OWNER_FIELDS, Owner, PoolKey
-from whereabouts.ranges import format_ip, parse_ip
+from whereabouts.ranges import Network, format_ip, parse_ip
 from whereabouts.service import IPAMService
 from whereabouts.tools.errors import BadInput, ToolError
 from whereabouts.tools.findings import who
@@ -74,8 +76,9 @@ def _read_document(path: str) -> Entries:
     entries: Entries = {}
     for i, pool in enumerate(doc.get("pools") or []):
         try:
-            key = PoolKey(str(pool.get("network", "")), str(pool["range"]), str(pool.get("node", "")))
-            entries[key] = dict(_owner(key, item) for item in pool.get("entries") or [])
+            key = PoolKey(str(pool.get("network", "")), _canonical(pool["range"]), str(pool.get("node", "")))
+            rng = Network.parse(key.cidr)
+            entries[key] = dict(_owner(key, rng, item) for item in pool.get("entries") or [])
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BadInput(
                 f"{path}: pools[{i}] is not a pool of the export format ({type(exc).__name__}: {exc})"
@@ -83,10 +86,24 @@ def _read_document(path: str) -> Entries:
     return entries
 
 
-def _owner(key: PoolKey, item: Mapping[str, Any]) -> tuple[int, tuple[Owner, bool]]:
+def _canonical(cidr: object) -> str:
+    """The range as the plugin writes it: a pool keyed by another spelling ('10.0.0.7/24', '10.0.0.00/24') is one
+    no allocation ever reads."""
+    if not isinstance(cidr, str):
+        raise ValueError(f"range {cidr!r} is not a CIDR")
+    net = Network.parse(cidr)  # host bits refused
+    if net.text != cidr:
+        raise ValueError(f"range {cidr!r} is not written as the plugin writes it ({net.text})")
+    return net.text
+
+
+def _owner(key: PoolKey, rng: Network, item: Mapping[str, Any]) -> tuple[int, tuple[Owner, bool]]:
     version, ip = parse_ip(str(item["address"]))
-    if version != key.version:
-        raise ValueError(f"address {item['address']} is not of range {key.cidr}")
+    if not rng.contains(version, ip):
+        raise ValueError(f"address {item['address']} is outside range {key.cidr}")
+    if not key.node and rng.bits - rng.prefix >= 2 and ip in (rng.address, rng.last):
+        # the allocator never hands these out (a node slice's first and last addresses are ordinary hosts)
+        raise ValueError(f"address {item['address']} is the network or broadcast address of range {key.cidr}")
     values: dict[str, Any] = {name: _typed(name, item.get(FIELDS.get(name, name))) for name in OWNER_FIELDS}
     owner = Owner(**values)
     if not owner.container_id:

@@ -18,6 +18,7 @@ from whereabouts.inventory import Tally
 from whereabouts.model import PoolKey
 from whereabouts.nodeslice import pool_window
 from whereabouts.ranges import IPRange, Network
+from whereabouts.tools.reading import all_keys
 from whereabouts.tools.target import NetworkConfig, Target
 from whereabouts.tools.view import Column, bar, count, render
 
@@ -59,7 +60,7 @@ COLUMNS = (
 
 def run(target: Target, output: str, network: str | None) -> str:
     store = target.store()
-    keys = [k for k in store.pool_keys(target.networks()) if network is None or k.network == network]
+    keys = all_keys(target, network)
     found = [usage(store, key, *window(key, target.configs)) for key in keys]
     found += unused_slices(target, {k for k in keys}, network)
     found.sort(key=lambda u: (u.key.network, u.key.version, Network.parse(u.key.cidr).address, u.key.node))
