@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
@@ -236,7 +237,7 @@ def wait_for(condition, timeout: float = 5.0) -> None:
 def test_requests_beyond_the_bytes_it_holds_at_once_are_declined(in_test_daemon, tmp_path, monkeypatch) -> None:
     """Many large requests at once could take the daemon past its memory limit: past IN_FLIGHT bytes held,
     the next is declined and its caller serves it (a budget given back once each request is done)."""
-    in_test_daemon.budget.limit = 4096
+    in_test_daemon.budget.limit = 4096 * daemon_module.PARSED_COST
     conf = netconf(tmp_path, range="10.96.6.0/24", padding="x" * 5000)
     answer = cni_main.relay(in_test_daemon.path, dict(CALL_ENV), json.dumps(conf).encode())
     assert isinstance(answer, str) and "does not fit" in answer, answer
@@ -247,6 +248,52 @@ def test_requests_beyond_the_bytes_it_holds_at_once_are_declined(in_test_daemon,
         )
         assert isinstance(answer, tuple) and answer[0] == 0, answer
     wait_for(lambda: in_test_daemon.budget.held == 0)
+
+
+def high_water_mark(pid: int) -> int:
+    """The most resident memory the process has used, in bytes (VmHWM)."""
+    line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
+def test_requests_are_counted_by_their_memory_once_parsed(tmp_path: Path) -> None:
+    """JSON such as `[[[]],[[]],...]` takes ~35 bytes of Python objects per byte sent: a burst of such
+    configs, within the bytes the daemon once took at once (32 MiB), is held to IN_FLIGHT once parsed; the
+    rest are declined and served by their callers (before: six of them took the daemon ~220 MB past its
+    start, 16 of 1.5 MB past a 256 MiB memory limit)."""
+    sock, data = str(tmp_path / "run" / "plugin.sock"), tmp_path / "data"
+    small = netconf(data, range="10.96.7.0/24")
+    junk = "[" + ",".join(["[[]]"] * (daemon_module.MAX_REQUEST // 5 - 100)) + "]"  # just under the limit
+    big = json.dumps({**small, "x": 0}).replace("0}", junk + "}", 1).encode()
+    assert len(big) < daemon_module.MAX_REQUEST
+    env = {"WHEREABOUTS_SOCKET": sock}
+    with running_daemon(sock) as proc:
+        assert run_cni("ADD", small, container_id="warm", env=env).returncode == 0
+        before = high_water_mark(proc.pid)
+        with contextlib.closing(sqlite3.connect(data / "whereabouts.db", isolation_level=None)) as db:
+            db.execute("BEGIN IMMEDIATE")  # the write lock: every call served holds its parsed config meanwhile
+            with ThreadPoolExecutor(max_workers=6) as pool:
+                calls = [pool.submit(run_cni, "ADD", big, container_id=f"big{n}", env=env) for n in range(6)]
+                grown = grown_and_settled(proc.pid, before)
+                db.execute("ROLLBACK")
+                results = [call.result() for call in calls]
+    assert all(r.returncode == 0 for r in results), [r.stdout for r in results if r.returncode][:2]
+    assert len({r.addresses()[0] for r in results}) == 6
+    assert grown < daemon_module.IN_FLIGHT + (32 << 20), f"{grown >> 20} MiB"
+    declined = [r for r in results if "does not fit" in r.stderr]  # served in process, and said so
+    assert len(declined) == 6 - daemon_module.IN_FLIGHT // (len(big) * daemon_module.PARSED_COST)
+
+
+def grown_and_settled(pid: int, before: int, timeout: float = 8.0) -> int:
+    """How far VmHWM grew past `before`, once it grew by a parsed request at least and then stopped growing."""
+    last, deadline = -1, time.monotonic() + timeout
+    while True:
+        now = high_water_mark(pid)
+        if now == last and now - before > 16 << 20:
+            return now - before
+        assert time.monotonic() < deadline, "the daemon's memory did not settle"
+        last = now
+        time.sleep(0.5)
 
 
 CALL_ENV = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c", "CNI_IFNAME": "eth0", "CNI_NETNS": "/x", "CNI_PATH": "/x"}

@@ -7,11 +7,11 @@ executable would (the same `cni.call.handle`), each on a thread of its own; it h
 but open connections to the datastore's servers (kept for the next call, saving a TCP and TLS handshake
 each), so stopping or restarting it at any moment loses nothing.
 
-It trusts its callers no further than it must: a request larger than MAX_REQUEST, or one that would take the
-bytes of requests being read and served past IN_FLIGHT, is declined (the caller serves it with its own
-memory), one not sent in full within REQUEST_WAIT is dropped, at most MAX_CALLS are served at once (more wait
-in the listen backlog), and a local-store call is served only when the caller proves it sees the same data
-directory (see whereabouts.cni.main for the wire format).
+It trusts its callers no further than it must: a request larger than MAX_REQUEST, or one whose memory once
+parsed (PARSED_COST per byte) would take what the requests being read and served hold past IN_FLIGHT, is
+declined (the caller serves it with its own memory), one not sent in full within REQUEST_WAIT is dropped, at
+most MAX_CALLS are served at once (more wait in the listen backlog), and a local-store call is served only
+when the caller proves it sees the same data directory (see whereabouts.cni.main for the wire format).
 
 It keeps metrics (whereabouts.node.metrics: calls by verb and code, latencies, declines and the executable's
 fallbacks, group-commit sizes, store errors), served on --metrics-address/--metrics-port when given (in a
@@ -42,8 +42,11 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from http.server import ThreadingHTTPServer
 
-MAX_REQUEST = 8 << 20  # bytes of environment or of network config; a usual call sends a few kB
-IN_FLIGHT = 32 << 20  # bytes of all requests held at once: well inside the DaemonSet's memory limit
+MAX_REQUEST = 1 << 20  # bytes of environment or of network config; a usual call sends a few kB
+# Memory a request takes once parsed, per byte sent: JSON such as `[[[]],[[]],...]` or `[{},{},...]` costs
+# 32-36 bytes of Python objects per byte on the wire (the wire bytes and their decoded text included).
+PARSED_COST = 40
+IN_FLIGHT = 96 << 20  # memory of all requests held at once, parsed: well inside the DaemonSet's limit of 256 MiB
 REQUEST_WAIT = 10.0  # seconds for a caller to send its whole request
 MAX_CALLS = 128  # calls served at once; more wait to be accepted
 BACKLOG = 4096  # callers waiting to be accepted (the kernel caps it at net.core.somaxconn)
@@ -58,7 +61,8 @@ class Declined(Exception):
 
 
 class ByteBudget:
-    """The bytes of requests the daemon holds at once: a request that does not fit is declined."""
+    """The memory requests take in the daemon at once (their parsed cost): a request that does not fit is
+    declined."""
 
     def __init__(self, limit: int) -> None:
         self.limit, self.held = limit, 0
@@ -103,10 +107,11 @@ class _Reader:
         if size > MAX_REQUEST:
             raise Declined(f"{what} of {size} bytes is over the daemon's limit of {MAX_REQUEST}", "size")
         if self.budget is not None:
-            if not self.budget.take(size):
-                why = f"{what} of {size} bytes does not fit in the {IN_FLIGHT} bytes it serves at once"
+            cost = size * PARSED_COST
+            if not self.budget.take(cost):
+                why = f"{what} of {size} bytes ({cost} once parsed) does not fit in the {IN_FLIGHT} it serves at once"
                 raise Declined(why, "in_flight")
-            self.taken += size
+            self.taken += cost
         return self.exact(size)
 
     def close(self) -> None:
