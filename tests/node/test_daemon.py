@@ -308,3 +308,16 @@ def test_a_directory_yet_to_be_made_is_known_by_its_deepest_existing_ancestor(tm
     (tmp_path / "file").write_text("")
     file_info = (tmp_path / "file").stat()
     assert cni_main.path_identity(str(tmp_path / "file" / "x")) == f"{file_info.st_dev}:{file_info.st_ino}/x"
+
+
+def test_a_local_data_dir_naming_a_byte_that_is_not_utf8_is_served_as_in_process(daemon: tuple, tmp_path: Path):
+    """JSON's "\\udcff" names the byte 0xff in a path (as the OS functions read it): the daemon asks its caller
+    about that path, and serves the call on the same store (before: code 100, an internal error)."""
+    _, sock = daemon
+    conf = netconf(tmp_path / "data\udcff", range="10.96.8.0/29")
+    via = run_cni("ADD", conf, container_id="v", env={"WHEREABOUTS_SOCKET": sock})
+    direct = run_cni("ADD", conf, container_id="d", env={"WHEREABOUTS_SOCKET": ""})
+    assert (via.returncode, via.stderr) == (0, ""), via.stdout  # served by the daemon, not by its caller
+    assert via.addresses() == ["10.96.8.1/29"] and direct.addresses() == ["10.96.8.2/29"]
+    assert len(held(Path(os.fsdecode(bytes(tmp_path) + b"/data\xff")))) == 2  # one store, both wrote it
+

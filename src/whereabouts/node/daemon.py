@@ -143,12 +143,23 @@ class SocketPeer(Peer):
         self.sock = sock
 
     def identity(self, path: str) -> str:
-        asked = path.encode()
-        self.sock.sendall(b"S" + len(asked).to_bytes(4, "big") + asked)
-        reader = _Reader(self.sock, time.monotonic() + REQUEST_WAIT)
-        if reader.exact(1) != b"s":
-            raise ConnectionError("caller answered out of turn")
-        return reader.sized("identity").decode(errors="replace")
+        """The caller's answer, its bytes read back as the OS functions read a path (surrogateescape, as JSON's
+        "\\udcff" names the byte 0xff). An exchange that fails declines the call: a caller still there
+        serves it."""
+        try:
+            asked = os.fsencode(path)
+            self.sock.sendall(b"S" + len(asked).to_bytes(4, "big") + asked)
+            reader = _Reader(self.sock, time.monotonic() + REQUEST_WAIT)
+            if reader.exact(1) != b"s":
+                raise ConnectionError("caller answered out of turn")
+            return os.fsdecode(reader.sized("identity"))
+        except (OSError, ValueError, Declined) as exc:
+            raise ServeInProcess(f"cannot ask the caller what {path!r} is to it: {exc}", "local_dir") from exc
+
+
+def _text(reason: Exception) -> bytes:
+    """A reason as bytes: it may quote a config's lone surrogates ("\\udcff"), which UTF-8 cannot carry."""
+    return str(reason).encode(errors="backslashreplace")
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -172,7 +183,7 @@ class _Handler(socketserver.BaseRequestHandler):
             environ, stdin = decode_request(reader)
         except Declined as exc:
             self.server.declined(exc.reason)  # counted before answering: a caller that has its answer sees it
-            self._send(b"R" + str(exc).encode())
+            self._send(b"R" + _text(exc))
             _drain(reader)
             return
         except (OSError, ValueError):
@@ -181,11 +192,9 @@ class _Handler(socketserver.BaseRequestHandler):
             status, text = handle(environ, stdin, self.server.runtime.for_peer(SocketPeer(self.request)))
         except ServeInProcess as exc:
             self.server.declined(exc.reason)
-            self._send(b"R" + str(exc).encode())
+            self._send(b"R" + _text(exc))
             self.server.log(environ, "served by the caller", started, str(exc))
             return
-        except OSError:
-            return  # the caller went away while asked about its data directory
         if self.server.metrics is not None:
             self.server.metrics.served(environ.get("CNI_COMMAND"), status, text, time.monotonic() - started)
         self.request.settimeout(REQUEST_WAIT)
