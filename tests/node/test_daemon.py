@@ -321,3 +321,17 @@ def test_a_local_data_dir_naming_a_byte_that_is_not_utf8_is_served_as_in_process
     assert via.addresses() == ["10.96.8.1/29"] and direct.addresses() == ["10.96.8.2/29"]
     assert len(held(Path(os.fsdecode(bytes(tmp_path) + b"/data\xff")))) == 2  # one store, both wrote it
 
+
+def test_an_environment_value_that_is_not_utf8_is_served_as_in_process(daemon: tuple, tmp_path: Path) -> None:
+    """The runtime sets bytes: a container ID with the byte 0xff reaches the daemon as it reaches an in-process
+    call (os.environ's surrogateescape), and gets the same answer; before, the daemon hung up without one and
+    its caller counted it as dead ("d" in the fallbacks file)."""
+    _, sock = daemon
+    conf = netconf(tmp_path, range="10.96.9.0/29")
+    odd = "c\udcff"  # subprocess sets it as the bytes b"c\xff"
+    via = run_cni("ADD", conf, container_id=odd, env={"WHEREABOUTS_SOCKET": sock})
+    direct = run_cni("ADD", conf, container_id=odd, env={"WHEREABOUTS_SOCKET": ""})
+    assert via.stderr == "", via.stderr  # served by the daemon
+    assert (via.returncode, via.stdout) == (direct.returncode, direct.stdout)
+    fallbacks = Path(sock).parent / cni_main.FALLBACKS
+    assert not fallbacks.exists() or b"d" not in fallbacks.read_bytes()

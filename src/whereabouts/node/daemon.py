@@ -134,7 +134,8 @@ def _drain(reader: _Reader) -> None:
 def decode_request(reader: _Reader) -> tuple[dict[str, str], bytes]:
     env_blob = reader.sized("environment")
     stdin = reader.sized("network config")
-    environ = dict(item.split("=", 1) for item in env_blob.decode().split("\0") if "=" in item)
+    text = env_blob.decode(errors="surrogateescape")  # as os.environ reads the bytes the runtime set, in process
+    environ = dict(item.split("=", 1) for item in text.split("\0") if "=" in item)
     return environ, stdin
 
 
