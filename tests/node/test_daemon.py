@@ -18,7 +18,7 @@ import pytest
 
 import whereabouts.cni.main as cni_main
 import whereabouts.node.daemon as daemon_module
-from support import LocalDatastore, netconf, run_cni, running_daemon
+from support import LocalDatastore, netconf, run_cni, running_daemon, stop_process
 
 
 def held(data_dir: Path) -> list:
@@ -335,3 +335,47 @@ def test_an_environment_value_that_is_not_utf8_is_served_as_in_process(daemon: t
     assert (via.returncode, via.stdout) == (direct.returncode, direct.stdout)
     fallbacks = Path(sock).parent / cni_main.FALLBACKS
     assert not fallbacks.exists() or b"d" not in fallbacks.read_bytes()
+
+
+@contextlib.contextmanager
+def daemon_with_few_descriptors(sock: str, nofile: int, idle: float) -> Iterator[subprocess.Popen[bytes]]:
+    """whereabouts-node limited to `nofile` open files, closing stores unused for `idle` seconds."""
+    import resource
+    import sys
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    code = (
+        "import sys, whereabouts.node.runtime as runtime, whereabouts.node.daemon as daemon;"
+        f"runtime.SHARED_IDLE = {idle}; sys.exit(daemon.main(['--socket', sys.argv[1], '--quiet']))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, sock], preexec_fn=limit)
+    try:
+        wait_for(lambda: os.path.exists(sock) or proc.poll() is not None, timeout=20)
+        assert proc.poll() is None, "whereabouts-node did not start"
+        yield proc
+    finally:
+        stop_process(proc, 10)
+
+
+def test_many_data_directories_do_not_run_the_daemon_out_of_descriptors(tmp_path: Path) -> None:
+    """Each distinct local_data_dir keeps an open store (descriptors) for a while. Past the daemon's limit of
+    open files, a call is served by its caller (never code 7, invalid flat file), the daemon closes its idle
+    stores at once, and calls are served by it again (before: every call answered code 7 for good, since
+    idle stores were closed only by calls that got as far as leasing one)."""
+    sock = str(tmp_path / "run" / "plugin.sock")
+    env = {"WHEREABOUTS_SOCKET": sock}
+    with daemon_with_few_descriptors(sock, nofile=48, idle=2.0) as proc:
+        results = [
+            run_cni("ADD", netconf(tmp_path / f"data{n}", range="10.96.10.0/29"), container_id=f"m{n}", env=env)
+            for n in range(40)
+        ]
+        assert all(r.returncode == 0 for r in results), [r.stdout for r in results if r.returncode][:2]
+        assert all(r.addresses() == ["10.96.10.1/29"] for r in results)  # one store each
+        declined = [r for r in results if "out of file descriptors" in r.stderr]
+        assert 0 < len(declined) < 10, [r.stderr for r in results]  # the limit was reached, and recovered from
+        # the stores idle for longer than `idle` are closed, with no call to close them
+        wait_for(lambda: len(os.listdir(f"/proc/{proc.pid}/fd")) < 12, timeout=10)
+        last = run_cni("ADD", netconf(tmp_path / "last", range="10.96.10.0/29"), container_id="l", env=env)
+        assert (last.returncode, last.stderr) == (0, "")

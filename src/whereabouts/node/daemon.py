@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import signal
 import socket
@@ -193,6 +194,8 @@ class _Handler(socketserver.BaseRequestHandler):
             status, text = handle(environ, stdin, self.server.runtime.for_peer(SocketPeer(self.request)))
         except ServeInProcess as exc:
             self.server.declined(exc.reason)
+            if exc.reason == "descriptors" and self.server.runtime.stores is not None:
+                self.server.runtime.stores.shed()  # the next calls find descriptors free
             self._send(b"R" + _text(exc))
             self.server.log(environ, "served by the caller", started, str(exc))
             return
@@ -252,9 +255,21 @@ class NodeDaemon(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             self.metrics.declined(reason)
 
     def service_actions(self) -> None:
-        """Between accepts (serve_forever's loop): the fallback bytes are consumed even when nobody scrapes."""
+        """Between accepts (serve_forever's loop): the fallback bytes are consumed even when nobody scrapes,
+        and stores idle too long are closed even when no call comes (one that cannot be accepted, with no
+        descriptor left, included)."""
         if self.metrics is not None:
             self.metrics.refresh_if_due()
+        if self.runtime.stores is not None:
+            self.runtime.stores.sweep()
+
+    def get_request(self) -> tuple[socket.socket, object]:
+        try:
+            return super().get_request()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE) and self.runtime.stores is not None:
+                self.runtime.stores.shed()  # a caller waits in the backlog: free descriptors for it
+            raise
 
     def log(self, environ: dict[str, str], outcome: str, started: float, detail: str = "") -> None:
         """One line per call on stderr (the container log)."""
