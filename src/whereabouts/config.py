@@ -10,7 +10,7 @@ import json
 import os
 from collections.abc import Mapping
 
-from whereabouts.errors import InvalidConfig, shown
+from whereabouts.errors import InvalidConfig, TryAgainLater, shown
 from whereabouts.iptext import parse_network
 from whereabouts.model import Address
 from whereabouts.ranges import IPRange, as_go_reads, format_ip, parse_ip, parse_range, parse_request
@@ -223,7 +223,13 @@ def read_flat_file(configured: object, *, installed: str = "") -> tuple[dict[str
                 data = json.loads(handle.read())
         except (FileNotFoundError, NotADirectoryError):
             continue  # a missing flat file is not an error
-        except (OSError, ValueError, RecursionError) as exc:
+        except OSError as exc:
+            import errno
+
+            if exc.errno in (errno.EMFILE, errno.ENFILE):  # no descriptor left: the file may be fine
+                raise TryAgainLater(f"cannot read the flat file {path}: {exc.strerror}") from exc
+            raise InvalidConfig(f"invalid flat file {path}: {type(exc).__name__}: {exc}") from None
+        except (ValueError, RecursionError) as exc:
             raise InvalidConfig(f"invalid flat file {path}: {type(exc).__name__}: {exc}") from None
         if not isinstance(data, dict):
             raise InvalidConfig(f"invalid flat file {path}: expected a JSON object")

@@ -28,6 +28,17 @@ def clear() -> None:
     _current.at = None
 
 
+def current() -> tuple[float, float] | None:
+    """This thread's deadline (on time.monotonic()) and its call's seconds; None when it has none."""
+    at: float | None = getattr(_current, "at", None)
+    return None if at is None else (at, _current.seconds)
+
+
+def passed(seconds: float) -> TryAgainLater:
+    """The error of a call whose deadline of `seconds` passed."""
+    return TryAgainLater(f"gave up: the call's deadline of {seconds:.0f} s passed")
+
+
 def remaining(cap: float) -> float:
     """Seconds a wait may take now: `cap`, or less as the deadline nears. Raises TryAgainLater (code 11)
     once the deadline has passed: the runtime retries the call."""
@@ -36,5 +47,5 @@ def remaining(cap: float) -> float:
         return cap
     left = at - time.monotonic()
     if left <= 0:
-        raise TryAgainLater(f"gave up: the call's deadline of {_current.seconds:.0f} s passed")
+        raise passed(_current.seconds)
     return min(cap, left)

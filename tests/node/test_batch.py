@@ -127,3 +127,57 @@ def test_the_groups_of_many_distinct_keys_do_not_accumulate() -> None:
     assert errors == []
     assert 1 <= most <= callers, f"{most} groups at once for {callers} callers"
     assert batcher.groups == {}, f"{len(batcher.groups)} of {callers * per_caller} keys still held"
+
+
+def test_a_round_runs_on_its_members_own_deadlines() -> None:
+    """Each request keeps its call's deadline: one whose deadline passes while it waits is answered code 11
+    and left out of the next round; that round is served on the deadline of its member with the most time
+    left (a slow store round outlasting an older member's deadline does not fail a newer one); and the older
+    member is answered code 11 at its own deadline, not after it. Before, the round ran on its leader's
+    deadline: with B leading, C failed; with C leading, B was answered after its deadline."""
+    from whereabouts import deadline
+
+    batcher, rounds = Batcher(), []
+    first_round_started, first_round_may_end = threading.Event(), threading.Event()
+    due: dict[str, float] = {}
+    answered: dict[str, tuple[object, float]] = {}
+
+    def serve(requests: Sequence[str]) -> list[str]:
+        rounds.append(list(requests))
+        if len(rounds) == 1:
+            first_round_started.set()
+            assert first_round_may_end.wait(10)
+        else:  # a slow store: the round outlasts B's deadline, then waits on the store as a store does
+            time.sleep(max(0.0, due["B"] + 1.0 - time.monotonic()))
+            deadline.remaining(60)
+        return [f"{r} served" for r in requests]
+
+    def call(name: str, seconds: float) -> None:
+        deadline.start(seconds)
+        due[name] = time.monotonic() + seconds
+        try:
+            outcome: object = batcher.submit("k", name, serve)
+        except TryAgainLater as exc:
+            outcome = exc
+        finally:
+            deadline.clear()
+        answered[name] = outcome, time.monotonic()
+
+    threads = {name: threading.Thread(target=call, args=(name, seconds)) for name, seconds in
+               [("A", 30.0), ("B", 2.0), ("C", 5.0), ("D", 0.3)]}  # fmt: skip
+    threads["A"].start()
+    assert first_round_started.wait(10)
+    for n, name in enumerate("BCD", 1):
+        threads[name].start()
+        wait_until(lambda n=n: queued(batcher, "k") == n, f"{name} queued behind the round in flight")
+    wait_until(lambda: "D" in answered, "D answered at its deadline, while it waited")
+    first_round_may_end.set()
+    for thread in threads.values():
+        thread.join(20)
+        assert not thread.is_alive()
+    assert rounds == [["A"], ["B", "C"]]  # D's deadline passed before the round: not in it
+    assert answered["A"][0] == "A served" and answered["C"][0] == "C served"
+    for name in "BD":
+        outcome, at = answered[name]
+        assert isinstance(outcome, TryAgainLater) and "deadline" in str(outcome), outcome
+        assert at - due[name] < 0.5, f"{name} answered {at - due[name]:.2f} s after its deadline"

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
@@ -17,7 +18,7 @@ import pytest
 
 import whereabouts.cni.main as cni_main
 import whereabouts.node.daemon as daemon_module
-from support import LocalDatastore, netconf, run_cni, running_daemon
+from support import LocalDatastore, netconf, run_cni, running_daemon, stop_process
 
 
 def held(data_dir: Path) -> list:
@@ -236,7 +237,7 @@ def wait_for(condition, timeout: float = 5.0) -> None:
 def test_requests_beyond_the_bytes_it_holds_at_once_are_declined(in_test_daemon, tmp_path, monkeypatch) -> None:
     """Many large requests at once could take the daemon past its memory limit: past IN_FLIGHT bytes held,
     the next is declined and its caller serves it (a budget given back once each request is done)."""
-    in_test_daemon.budget.limit = 4096
+    in_test_daemon.budget.limit = 4096 * daemon_module.PARSED_COST
     conf = netconf(tmp_path, range="10.96.6.0/24", padding="x" * 5000)
     answer = cni_main.relay(in_test_daemon.path, dict(CALL_ENV), json.dumps(conf).encode())
     assert isinstance(answer, str) and "does not fit" in answer, answer
@@ -247,6 +248,52 @@ def test_requests_beyond_the_bytes_it_holds_at_once_are_declined(in_test_daemon,
         )
         assert isinstance(answer, tuple) and answer[0] == 0, answer
     wait_for(lambda: in_test_daemon.budget.held == 0)
+
+
+def high_water_mark(pid: int) -> int:
+    """The most resident memory the process has used, in bytes (VmHWM)."""
+    line = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
+
+
+def test_requests_are_counted_by_their_memory_once_parsed(tmp_path: Path) -> None:
+    """JSON such as `[[[]],[[]],...]` takes ~35 bytes of Python objects per byte sent: a burst of such
+    configs, within the bytes the daemon once took at once (32 MiB), is held to IN_FLIGHT once parsed; the
+    rest are declined and served by their callers (before: six of them took the daemon ~220 MB past its
+    start, 16 of 1.5 MB past a 256 MiB memory limit)."""
+    sock, data = str(tmp_path / "run" / "plugin.sock"), tmp_path / "data"
+    small = netconf(data, range="10.96.7.0/24")
+    junk = "[" + ",".join(["[[]]"] * (daemon_module.MAX_REQUEST // 5 - 100)) + "]"  # just under the limit
+    big = json.dumps({**small, "x": 0}).replace("0}", junk + "}", 1).encode()
+    assert len(big) < daemon_module.MAX_REQUEST
+    env = {"WHEREABOUTS_SOCKET": sock}
+    with running_daemon(sock) as proc:
+        assert run_cni("ADD", small, container_id="warm", env=env).returncode == 0
+        before = high_water_mark(proc.pid)
+        with contextlib.closing(sqlite3.connect(data / "whereabouts.db", isolation_level=None)) as db:
+            db.execute("BEGIN IMMEDIATE")  # the write lock: every call served holds its parsed config meanwhile
+            with ThreadPoolExecutor(max_workers=6) as pool:
+                calls = [pool.submit(run_cni, "ADD", big, container_id=f"big{n}", env=env) for n in range(6)]
+                grown = grown_and_settled(proc.pid, before)
+                db.execute("ROLLBACK")
+                results = [call.result() for call in calls]
+    assert all(r.returncode == 0 for r in results), [r.stdout for r in results if r.returncode][:2]
+    assert len({r.addresses()[0] for r in results}) == 6
+    assert grown < daemon_module.IN_FLIGHT + (32 << 20), f"{grown >> 20} MiB"
+    declined = [r for r in results if "does not fit" in r.stderr]  # served in process, and said so
+    assert len(declined) == 6 - daemon_module.IN_FLIGHT // (len(big) * daemon_module.PARSED_COST)
+
+
+def grown_and_settled(pid: int, before: int, timeout: float = 8.0) -> int:
+    """How far VmHWM grew past `before`, once it grew by a parsed request at least and then stopped growing."""
+    last, deadline = -1, time.monotonic() + timeout
+    while True:
+        now = high_water_mark(pid)
+        if now == last and now - before > 16 << 20:
+            return now - before
+        assert time.monotonic() < deadline, "the daemon's memory did not settle"
+        last = now
+        time.sleep(0.5)
 
 
 CALL_ENV = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c", "CNI_IFNAME": "eth0", "CNI_NETNS": "/x", "CNI_PATH": "/x"}
@@ -261,3 +308,74 @@ def test_a_directory_yet_to_be_made_is_known_by_its_deepest_existing_ancestor(tm
     (tmp_path / "file").write_text("")
     file_info = (tmp_path / "file").stat()
     assert cni_main.path_identity(str(tmp_path / "file" / "x")) == f"{file_info.st_dev}:{file_info.st_ino}/x"
+
+
+def test_a_local_data_dir_naming_a_byte_that_is_not_utf8_is_served_as_in_process(daemon: tuple, tmp_path: Path):
+    """JSON's "\\udcff" names the byte 0xff in a path (as the OS functions read it): the daemon asks its caller
+    about that path, and serves the call on the same store (before: code 100, an internal error)."""
+    _, sock = daemon
+    conf = netconf(tmp_path / "data\udcff", range="10.96.8.0/29")
+    via = run_cni("ADD", conf, container_id="v", env={"WHEREABOUTS_SOCKET": sock})
+    direct = run_cni("ADD", conf, container_id="d", env={"WHEREABOUTS_SOCKET": ""})
+    assert (via.returncode, via.stderr) == (0, ""), via.stdout  # served by the daemon, not by its caller
+    assert via.addresses() == ["10.96.8.1/29"] and direct.addresses() == ["10.96.8.2/29"]
+    assert len(held(Path(os.fsdecode(bytes(tmp_path) + b"/data\xff")))) == 2  # one store, both wrote it
+
+
+def test_an_environment_value_that_is_not_utf8_is_served_as_in_process(daemon: tuple, tmp_path: Path) -> None:
+    """The runtime sets bytes: a container ID with the byte 0xff reaches the daemon as it reaches an in-process
+    call (os.environ's surrogateescape), and gets the same answer; before, the daemon hung up without one and
+    its caller counted it as dead ("d" in the fallbacks file)."""
+    _, sock = daemon
+    conf = netconf(tmp_path, range="10.96.9.0/29")
+    odd = "c\udcff"  # subprocess sets it as the bytes b"c\xff"
+    via = run_cni("ADD", conf, container_id=odd, env={"WHEREABOUTS_SOCKET": sock})
+    direct = run_cni("ADD", conf, container_id=odd, env={"WHEREABOUTS_SOCKET": ""})
+    assert via.stderr == "", via.stderr  # served by the daemon
+    assert (via.returncode, via.stdout) == (direct.returncode, direct.stdout)
+    fallbacks = Path(sock).parent / cni_main.FALLBACKS
+    assert not fallbacks.exists() or b"d" not in fallbacks.read_bytes()
+
+
+@contextlib.contextmanager
+def daemon_with_few_descriptors(sock: str, nofile: int, idle: float) -> Iterator[subprocess.Popen[bytes]]:
+    """whereabouts-node limited to `nofile` open files, closing stores unused for `idle` seconds."""
+    import resource
+    import sys
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    code = (
+        "import sys, whereabouts.node.runtime as runtime, whereabouts.node.daemon as daemon;"
+        f"runtime.SHARED_IDLE = {idle}; sys.exit(daemon.main(['--socket', sys.argv[1], '--quiet']))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, sock], preexec_fn=limit)
+    try:
+        wait_for(lambda: os.path.exists(sock) or proc.poll() is not None, timeout=20)
+        assert proc.poll() is None, "whereabouts-node did not start"
+        yield proc
+    finally:
+        stop_process(proc, 10)
+
+
+def test_many_data_directories_do_not_run_the_daemon_out_of_descriptors(tmp_path: Path) -> None:
+    """Each distinct local_data_dir keeps an open store (descriptors) for a while. Past the daemon's limit of
+    open files, a call is served by its caller (never code 7, invalid flat file), the daemon closes its idle
+    stores at once, and calls are served by it again (before: every call answered code 7 for good, since
+    idle stores were closed only by calls that got as far as leasing one)."""
+    sock = str(tmp_path / "run" / "plugin.sock")
+    env = {"WHEREABOUTS_SOCKET": sock}
+    with daemon_with_few_descriptors(sock, nofile=48, idle=2.0) as proc:
+        results = [
+            run_cni("ADD", netconf(tmp_path / f"data{n}", range="10.96.10.0/29"), container_id=f"m{n}", env=env)
+            for n in range(40)
+        ]
+        assert all(r.returncode == 0 for r in results), [r.stdout for r in results if r.returncode][:2]
+        assert all(r.addresses() == ["10.96.10.1/29"] for r in results)  # one store each
+        declined = [r for r in results if "out of file descriptors" in r.stderr]
+        assert 0 < len(declined) < 10, [r.stderr for r in results]  # the limit was reached, and recovered from
+        # the stores idle for longer than `idle` are closed, with no call to close them
+        wait_for(lambda: len(os.listdir(f"/proc/{proc.pid}/fd")) < 12, timeout=10)
+        last = run_cni("ADD", netconf(tmp_path / "last", range="10.96.10.0/29"), container_id="l", env=env)
+        assert (last.returncode, last.stderr) == (0, "")

@@ -9,7 +9,7 @@ import json
 
 from whereabouts import deadline
 from whereabouts.cni.protocol import LATEST, SUPPORTED_VERSIONS, CallEnv, check_version, read_env
-from whereabouts.errors import InvalidConfig, UndecodableConfig, WhereaboutsError
+from whereabouts.errors import InvalidConfig, TryAgainLater, UndecodableConfig, WhereaboutsError
 from whereabouts.node.runtime import Runtime, ServeInProcess
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
@@ -40,11 +40,8 @@ def handle(environ: Mapping[str, str], stdin: bytes, runtime: Runtime | None = N
         result = _dispatch(call, netconf, version, runtime or Runtime())
     except ServeInProcess:
         raise
-    except WhereaboutsError as exc:
-        return 1, json.dumps(exc.to_cni(version)) + "\n"
     except Exception as exc:
-        error = WhereaboutsError(f"internal error: {type(exc).__name__}: {exc}")
-        return 1, json.dumps(error.to_cni(version)) + "\n"
+        return 1, json.dumps(_error(exc, runtime).to_cni(version)) + "\n"
     finally:
         deadline.clear()
     return 0, "" if result is None else json.dumps(result) + "\n"
@@ -58,6 +55,32 @@ def run(environ: Mapping[str, str], read_stdin: Callable[[], bytes] | None, out:
     status, text = handle(environ, read_stdin())
     out.write(text)
     return status
+
+
+def _error(exc: Exception, runtime: Runtime | None) -> WhereaboutsError:
+    """The CNI error a call ends with. No file descriptor left is never a config or internal error: the node
+    daemon's own limit declines the call (its caller has descriptors of its own), else try again later."""
+    if _out_of_descriptors(exc):
+        if runtime is not None and runtime.peer is not None:
+            raise ServeInProcess(f"the node daemon is out of file descriptors: {exc}", "descriptors") from exc
+        return TryAgainLater(f"out of file descriptors: {exc}")
+    if isinstance(exc, WhereaboutsError):
+        return exc
+    return WhereaboutsError(f"internal error: {type(exc).__name__}: {exc}")
+
+
+def _out_of_descriptors(exc: BaseException) -> bool:
+    """Whether `exc`, or an error it was raised from (or while handling), is EMFILE or ENFILE."""
+    import errno
+
+    seen: BaseException | None = exc
+    for _ in range(16):  # (a chain is short; a cycle is possible)
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and seen.errno in (errno.EMFILE, errno.ENFILE):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _decode(raw: bytes) -> dict[str, Any]:

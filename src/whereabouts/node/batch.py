@@ -13,14 +13,25 @@ Each request still gets its own answer (its addresses, or its own error: one req
 taken address does not fail the others), and a batch is all or nothing in the store, so a daemon that dies
 mid-batch leaves what a crashed single call leaves, and every caller retries as it would.
 
+Each request keeps its own call's deadline (whereabouts.deadline): one whose deadline passed while it waited
+is answered code 11 without a round; a round is served by its member with the most time left, on that
+member's deadline, so that a newer request is not failed by an older one's; and a member whose deadline
+passes while its round goes on is answered code 11 then, never later (its caller would give up, or be
+answered past its runtime's own timeout). Its request may still be committed by the round, as a single call's
+commit in flight at its deadline may: its runtime's retry of the ADD finds the same addresses (an attachment's
+ADD is idempotent), or its DEL frees them.
+
 An `observe(key, size)` given to the Batcher hears of each round as its leader starts serving it (the node
-daemon's batch-size histogram); this module stays stdlib-only all the same.
+daemon's batch-size histogram); this module imports nothing but the stdlib and the deadline module.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import time
+
+from whereabouts import deadline
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 if TYPE_CHECKING:
@@ -34,19 +45,28 @@ MAX_BATCH = 64  # requests per round: bounds one round's latency and the size of
 
 
 class _Ticket:
-    __slots__ = ("done", "outcome", "request")
+    __slots__ = ("done", "due", "leads", "outcome", "request")
 
-    def __init__(self, request: Any) -> None:
+    def __init__(self, request: Any, due: tuple[float, float] | None) -> None:
         self.request = request
+        self.due = due  # its call's deadline and seconds (deadline.current()); None: it has none
         self.done = False
         self.outcome: Any = None
+        self.leads: list[_Ticket] | None = None  # the round this request's thread is to serve
+
+    def left(self) -> float | None:
+        """Seconds until its deadline (0 once passed); None: no deadline."""
+        return None if self.due is None else max(0.0, self.due[0] - time.monotonic())
+
+    def answer(self, outcome: Any) -> None:
+        self.outcome, self.done = outcome, True
 
 
 class _Group:
     def __init__(self) -> None:
         self.cond = threading.Condition()
         self.queue: list[_Ticket] = []
-        self.busy = False  # a leader is serving a round
+        self.busy = False  # a round is being served
 
 
 class Batcher:
@@ -58,32 +78,45 @@ class Batcher:
     def submit(
         self, key: Hashable, request: Request, serve: Callable[[Sequence[Request]], Sequence[Outcome]]
     ) -> Outcome:
-        """Serve `request` together with the other requests of `key` waiting now. `serve` takes the requests
-        and returns one outcome per request, in order; an outcome that is an exception is raised here."""
+        """Serve `request` together with the other requests of `key` waiting now, by this thread's deadline.
+        `serve` takes the requests and returns one outcome per request, in order; an outcome that is an
+        exception is raised here."""
         with self.lock:
             group = self.groups.setdefault(key, _Group())
-        ticket = _Ticket(request)
+        ticket = _Ticket(request, deadline.current())
         with group.cond:
             group.queue.append(ticket)
             while not ticket.done:
-                if group.busy:
-                    group.cond.wait()
-                    continue
-                group.busy = True
-                batch, group.queue = group.queue[:MAX_BATCH], group.queue[MAX_BATCH:]
-                group.cond.release()
-                try:
-                    self._observe(key, len(batch))
-                    _serve(batch, serve)
-                finally:
-                    group.cond.acquire()
-                    group.busy = False
-                    group.cond.notify_all()
+                if ticket.leads is not None:
+                    self._lead(key, group, ticket, serve)
+                elif not group.busy:
+                    _start_round(group)
+                elif not group.cond.wait(ticket.left()) and not ticket.done and ticket.leads is None:
+                    if ticket in group.queue:
+                        group.queue.remove(ticket)
+                    _give_up(ticket)
         self._forget_if_idle(key, group)
         if isinstance(ticket.outcome, BaseException):
             raise ticket.outcome
         outcome: Outcome = ticket.outcome  # the ticket holds what `serve` answered for this request
         return outcome
+
+    def _lead(
+        self, key: Hashable, group: _Group, ticket: _Ticket, serve: Callable[[Sequence[Any]], Sequence[Any]]
+    ) -> None:
+        """Serve the round `ticket` was given (the group's lock held on entry and on return, not meanwhile)."""
+        batch, ticket.leads = ticket.leads or [], None
+        group.cond.release()
+        try:
+            self._observe(key, len(batch))
+            outcomes = _outcomes(batch, serve)
+        finally:
+            group.cond.acquire()
+            group.busy = False
+            group.cond.notify_all()
+        for member, outcome in zip(batch, outcomes, strict=True):
+            if not member.done:  # (one that gave up at its deadline was answered then)
+                member.answer(outcome)
 
     def _observe(self, key: Hashable, size: int) -> None:
         if self.observe is not None:
@@ -98,10 +131,31 @@ class Batcher:
                 del self.groups[key]
 
 
-def _serve(batch: list[_Ticket], serve: Callable[[Sequence[Any]], Sequence[Any]]) -> None:
+def _start_round(group: _Group) -> None:
+    """Take the next round from the queue (its lock held): the requests whose deadline passed are answered
+    code 11, the others, up to MAX_BATCH in arrival order, go to the one with the most time left to serve."""
+    batch: list[_Ticket] = []
+    rest: list[_Ticket] = []
+    for ticket in group.queue:
+        if ticket.left() == 0:
+            _give_up(ticket)
+        else:
+            (batch if len(batch) < MAX_BATCH else rest).append(ticket)
+    group.queue = rest
+    if batch:
+        leader = max(batch, key=lambda ticket: ticket.due[0] if ticket.due is not None else float("inf"))
+        leader.leads, group.busy = batch, True
+    group.cond.notify_all()
+
+
+def _give_up(ticket: _Ticket) -> None:
+    """`ticket`'s deadline passed while it waited for a round, or for the round it is in: code 11."""
+    assert ticket.due is not None  # (only a request with a deadline has one to pass)
+    ticket.answer(deadline.passed(ticket.due[1]))
+
+
+def _outcomes(batch: list[_Ticket], serve: Callable[[Sequence[Any]], Sequence[Any]]) -> Sequence[Any]:
     try:
-        outcomes: Sequence[Any] = serve([ticket.request for ticket in batch])
+        return serve([ticket.request for ticket in batch])
     except Exception as exc:  # the round failed as a whole (store unreachable): every request gets it
-        outcomes = [exc] * len(batch)
-    for ticket, outcome in zip(batch, outcomes, strict=True):
-        ticket.outcome, ticket.done = outcome, True
+        return [exc] * len(batch)

@@ -7,11 +7,11 @@ executable would (the same `cni.call.handle`), each on a thread of its own; it h
 but open connections to the datastore's servers (kept for the next call, saving a TCP and TLS handshake
 each), so stopping or restarting it at any moment loses nothing.
 
-It trusts its callers no further than it must: a request larger than MAX_REQUEST, or one that would take the
-bytes of requests being read and served past IN_FLIGHT, is declined (the caller serves it with its own
-memory), one not sent in full within REQUEST_WAIT is dropped, at most MAX_CALLS are served at once (more wait
-in the listen backlog), and a local-store call is served only when the caller proves it sees the same data
-directory (see whereabouts.cni.main for the wire format).
+It trusts its callers no further than it must: a request larger than MAX_REQUEST, or one whose memory once
+parsed (PARSED_COST per byte) would take what the requests being read and served hold past IN_FLIGHT, is
+declined (the caller serves it with its own memory), one not sent in full within REQUEST_WAIT is dropped, at
+most MAX_CALLS are served at once (more wait in the listen backlog), and a local-store call is served only
+when the caller proves it sees the same data directory (see whereabouts.cni.main for the wire format).
 
 It keeps metrics (whereabouts.node.metrics: calls by verb and code, latencies, declines and the executable's
 fallbacks, group-commit sizes, store errors), served on --metrics-address/--metrics-port when given (in a
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import signal
 import socket
@@ -42,8 +43,11 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from http.server import ThreadingHTTPServer
 
-MAX_REQUEST = 8 << 20  # bytes of environment or of network config; a usual call sends a few kB
-IN_FLIGHT = 32 << 20  # bytes of all requests held at once: well inside the DaemonSet's memory limit
+MAX_REQUEST = 1 << 20  # bytes of environment or of network config; a usual call sends a few kB
+# Memory a request takes once parsed, per byte sent: JSON such as `[[[]],[[]],...]` or `[{},{},...]` costs
+# 32-36 bytes of Python objects per byte on the wire (the wire bytes and their decoded text included).
+PARSED_COST = 40
+IN_FLIGHT = 96 << 20  # memory of all requests held at once, parsed: well inside the DaemonSet's limit of 256 MiB
 REQUEST_WAIT = 10.0  # seconds for a caller to send its whole request
 MAX_CALLS = 128  # calls served at once; more wait to be accepted
 BACKLOG = 4096  # callers waiting to be accepted (the kernel caps it at net.core.somaxconn)
@@ -58,7 +62,8 @@ class Declined(Exception):
 
 
 class ByteBudget:
-    """The bytes of requests the daemon holds at once: a request that does not fit is declined."""
+    """The memory requests take in the daemon at once (their parsed cost): a request that does not fit is
+    declined."""
 
     def __init__(self, limit: int) -> None:
         self.limit, self.held = limit, 0
@@ -103,10 +108,11 @@ class _Reader:
         if size > MAX_REQUEST:
             raise Declined(f"{what} of {size} bytes is over the daemon's limit of {MAX_REQUEST}", "size")
         if self.budget is not None:
-            if not self.budget.take(size):
-                why = f"{what} of {size} bytes does not fit in the {IN_FLIGHT} bytes it serves at once"
+            cost = size * PARSED_COST
+            if not self.budget.take(cost):
+                why = f"{what} of {size} bytes ({cost} once parsed) does not fit in the {IN_FLIGHT} it serves at once"
                 raise Declined(why, "in_flight")
-            self.taken += size
+            self.taken += cost
         return self.exact(size)
 
     def close(self) -> None:
@@ -129,7 +135,8 @@ def _drain(reader: _Reader) -> None:
 def decode_request(reader: _Reader) -> tuple[dict[str, str], bytes]:
     env_blob = reader.sized("environment")
     stdin = reader.sized("network config")
-    environ = dict(item.split("=", 1) for item in env_blob.decode().split("\0") if "=" in item)
+    text = env_blob.decode(errors="surrogateescape")  # as os.environ reads the bytes the runtime set, in process
+    environ = dict(item.split("=", 1) for item in text.split("\0") if "=" in item)
     return environ, stdin
 
 
@@ -138,12 +145,23 @@ class SocketPeer(Peer):
         self.sock = sock
 
     def identity(self, path: str) -> str:
-        asked = path.encode()
-        self.sock.sendall(b"S" + len(asked).to_bytes(4, "big") + asked)
-        reader = _Reader(self.sock, time.monotonic() + REQUEST_WAIT)
-        if reader.exact(1) != b"s":
-            raise ConnectionError("caller answered out of turn")
-        return reader.sized("identity").decode(errors="replace")
+        """The caller's answer, its bytes read back as the OS functions read a path (surrogateescape, as JSON's
+        "\\udcff" names the byte 0xff). An exchange that fails declines the call: a caller still there
+        serves it."""
+        try:
+            asked = os.fsencode(path)
+            self.sock.sendall(b"S" + len(asked).to_bytes(4, "big") + asked)
+            reader = _Reader(self.sock, time.monotonic() + REQUEST_WAIT)
+            if reader.exact(1) != b"s":
+                raise ConnectionError("caller answered out of turn")
+            return os.fsdecode(reader.sized("identity"))
+        except (OSError, ValueError, Declined) as exc:
+            raise ServeInProcess(f"cannot ask the caller what {path!r} is to it: {exc}", "local_dir") from exc
+
+
+def _text(reason: Exception) -> bytes:
+    """A reason as bytes: it may quote a config's lone surrogates ("\\udcff"), which UTF-8 cannot carry."""
+    return str(reason).encode(errors="backslashreplace")
 
 
 class _Handler(socketserver.BaseRequestHandler):
@@ -167,7 +185,7 @@ class _Handler(socketserver.BaseRequestHandler):
             environ, stdin = decode_request(reader)
         except Declined as exc:
             self.server.declined(exc.reason)  # counted before answering: a caller that has its answer sees it
-            self._send(b"R" + str(exc).encode())
+            self._send(b"R" + _text(exc))
             _drain(reader)
             return
         except (OSError, ValueError):
@@ -176,11 +194,11 @@ class _Handler(socketserver.BaseRequestHandler):
             status, text = handle(environ, stdin, self.server.runtime.for_peer(SocketPeer(self.request)))
         except ServeInProcess as exc:
             self.server.declined(exc.reason)
-            self._send(b"R" + str(exc).encode())
+            if exc.reason == "descriptors" and self.server.runtime.stores is not None:
+                self.server.runtime.stores.shed()  # the next calls find descriptors free
+            self._send(b"R" + _text(exc))
             self.server.log(environ, "served by the caller", started, str(exc))
             return
-        except OSError:
-            return  # the caller went away while asked about its data directory
         if self.server.metrics is not None:
             self.server.metrics.served(environ.get("CNI_COMMAND"), status, text, time.monotonic() - started)
         self.request.settimeout(REQUEST_WAIT)
@@ -237,9 +255,21 @@ class NodeDaemon(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             self.metrics.declined(reason)
 
     def service_actions(self) -> None:
-        """Between accepts (serve_forever's loop): the fallback bytes are consumed even when nobody scrapes."""
+        """Between accepts (serve_forever's loop): the fallback bytes are consumed even when nobody scrapes,
+        and stores idle too long are closed even when no call comes (one that cannot be accepted, with no
+        descriptor left, included)."""
         if self.metrics is not None:
             self.metrics.refresh_if_due()
+        if self.runtime.stores is not None:
+            self.runtime.stores.sweep()
+
+    def get_request(self) -> tuple[socket.socket, object]:
+        try:
+            return super().get_request()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE) and self.runtime.stores is not None:
+                self.runtime.stores.shed()  # a caller waits in the backlog: free descriptors for it
+            raise
 
     def log(self, environ: dict[str, str], outcome: str, started: float, detail: str = "") -> None:
         """One line per call on stderr (the container log)."""

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 SHARED_IDLE = 120.0  # seconds a shared part (a watch-fed cache) is kept without a call asking for it
 IDLE_PER_SETTINGS = 16  # stores kept open per datastore settings (a burst opens more; they close after)
+IDLE_STORES = 64  # stores kept open across all settings (each holds descriptors): the least recently used go
 
 
 class ServeInProcess(Exception):
@@ -47,7 +48,12 @@ class StorePool:
     """Open stores by datastore settings. A call leases one (an idle one, else a new one) and gives it back;
     one that failed, or whose sources changed (a kubeconfig or token rewritten, a database file replaced:
     `Store.reusable`), is closed, and the next call opens it afresh, reloading its credentials. `on_error`
-    hears of each store that failed, or could not be opened, and why (the daemon's metrics)."""
+    hears of each store that failed, or could not be opened, and why (the daemon's metrics).
+
+    Open stores hold file descriptors, and settings are many when networks differ by a data directory: at
+    most IDLE_STORES are kept idle in all, what no call used for SHARED_IDLE seconds is closed by `sweep`
+    (the daemon runs it between accepts, so it runs when no call can start either), and `shed` closes every
+    idle store at once (the daemon ran out of descriptors)."""
 
     def __init__(
         self,
@@ -66,7 +72,11 @@ class StorePool:
     def lease(self, settings: StoreSettings) -> Store:
         """An idle store still fit to serve (checked now: its files may have changed while it waited), else
         a new one."""
-        self._sweep(settings)
+        import time
+
+        with self.lock:
+            self.used[settings] = time.monotonic()
+        self.sweep()
         while True:
             with self.lock:
                 kept = self.idle.get(settings)
@@ -106,10 +116,34 @@ class StorePool:
             return
         with self.lock:
             kept = self.idle.setdefault(settings, [])
-            if len(kept) < IDLE_PER_SETTINGS:
+            if len(kept) >= IDLE_PER_SETTINGS:
+                surplus = [store]
+            else:
                 kept.append(store)
-                return
-        store.close()
+                surplus = self._over_cap()
+        for store in surplus:
+            store.close()
+
+    def _over_cap(self) -> list[Store]:
+        """Idle stores beyond IDLE_STORES, taken from the least recently used settings (the lock held)."""
+        count = sum(len(kept) for kept in self.idle.values())
+        surplus: list[Store] = []
+        if count <= IDLE_STORES:
+            return surplus
+        for settings in sorted(self.idle, key=lambda s: self.used.get(s, 0.0)):
+            kept = self.idle[settings]
+            while kept and count > IDLE_STORES:
+                surplus.append(kept.pop())
+                count -= 1
+        return surplus
+
+    def shed(self) -> None:
+        """Close every idle store now: the process is out of file descriptors, and they are only a cache."""
+        with self.lock:
+            stores = [store for kept in self.idle.values() for store in kept]
+            self.idle.clear()
+        for store in stores:
+            store.close()
 
     def open_count(self) -> int:
         """Stores open now: serving a call, or kept for the next one."""
@@ -130,15 +164,14 @@ class StorePool:
             kept: T = self.shared[settings]  # type: ignore[assignment]  # made by `make` for these settings
             return kept
 
-    def _sweep(self, settings: StoreSettings) -> None:
-        """`settings` is in use now; shared parts no call used for SHARED_IDLE seconds are closed, with the idle
-        stores that use them (settings come and go over months: a kubeconfig moved, a network removed), and
-        made again by the next call that needs them."""
+    def sweep(self) -> None:
+        """Shared parts no call used for SHARED_IDLE seconds are closed, with the idle stores of their
+        settings (settings come and go over months: a kubeconfig moved, a network removed), and made again
+        by the next call that needs them."""
         import time
 
         now = time.monotonic()
         with self.lock:
-            self.used[settings] = now
             idle = [s for s, used in self.used.items() if now - used > SHARED_IDLE]
             parts = [self.shared.pop(s) for s in idle if s in self.shared]
             stores = [store for s in idle for store in self.idle.pop(s, [])]
