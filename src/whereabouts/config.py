@@ -35,6 +35,7 @@ DATASTORES = ("local", "etcd", "kubernetes")
 # Keys only the Go implementation used: accepted so old configs keep working, and ignored.
 LOG_LEVELS = ("debug", "verbose", "error", "panic")  # the Go plugin's names, lowest first
 IGNORED_KEYS = ("leader_lease_duration", "leader_renew_deadline", "leader_retry_period", "sleep_for_race")
+MAX_FILE = 1 << 20  # bytes of a flat file or a nodename file: a few hundred are usual
 
 
 @record(frozen=True)
@@ -209,6 +210,7 @@ def read_flat_file(configured: object, *, installed: str = "") -> tuple[dict[str
     default paths, in that order."""
     if configured is not None and not isinstance(configured, str):
         raise InvalidConfig(f"invalid configuration_path {shown(configured)}: expected a path")
+    key = "configuration_path" if configured else "flat file"
     if configured:
         _check_path(configured, "configuration_path")
         path = os.path.join(configured, FLAT_FILE_NAME) if os.path.isdir(configured) else configured
@@ -218,17 +220,54 @@ def read_flat_file(configured: object, *, installed: str = "") -> tuple[dict[str
     else:
         candidates = FLAT_FILE_PATHS
     for path in candidates:
-        try:
-            with open(path, "rb") as handle:
-                data = json.loads(handle.read())
-        except (FileNotFoundError, NotADirectoryError):
+        text = read_config_file(path, key)
+        if text is None:
             continue  # a missing flat file is not an error
-        except (OSError, ValueError, RecursionError) as exc:
+        try:
+            data = json.loads(text)
+        except (ValueError, RecursionError) as exc:
             raise InvalidConfig(f"invalid flat file {path}: {type(exc).__name__}: {exc}") from None
         if not isinstance(data, dict):
             raise InvalidConfig(f"invalid flat file {path}: expected a JSON object")
         return data, candidates
     return {}, candidates
+
+
+def read_config_file(path: str, key: str, limit: int = MAX_FILE) -> bytes | None:
+    """The bytes of the regular file at `path` (a symlink to one is followed), None if there is nothing there.
+    Anything else is refused (code 7, naming `key`): a FIFO would block the call, a device could be read without
+    end or act on being opened (never opened: checked first), a larger file is no config."""
+    import stat
+
+    def refused(why: str) -> InvalidConfig:
+        return InvalidConfig(f"invalid {key} {path}: {why}")
+
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise refused("not a regular file")
+        # O_NONBLOCK: should a FIFO be swapped in since the stat, opening it does not wait for a writer
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, ValueError) as exc:
+        raise refused(f"{type(exc).__name__}: {exc}") from None
+    try:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode):
+            raise refused("not a regular file")
+        step = max(opened.st_size + 1, 65536)  # the file as large as it says in one read (a /proc file says 0)
+        chunks, size = [], 0
+        while size <= limit and (chunk := os.read(fd, min(step, limit + 1 - size))):
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise refused(f"{type(exc).__name__}: {exc}") from None
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise refused(f"larger than {limit} bytes")
+    return b"".join(chunks)
 
 
 def parse_ipam(raw: Mapping[str, Any], netconf_name: str = "", persistent: object = None) -> IPAMConfig:
