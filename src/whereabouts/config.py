@@ -1,7 +1,8 @@
 """The network config, parsed once into frozen canonical values. Nothing downstream re-validates.
 
-Sources, lowest priority first: the flat file (`configuration_path`, else the Go plugin's default paths),
-the inline `ipam` object, then per-call settings (`runtimeConfig`, `args`, `CNI_ARGS`).
+Sources, lowest priority first: the flat file (`configuration_path`, else the one install-cni wrote, then the
+Go plugin's default paths), the inline `ipam` object, then per-call settings (`runtimeConfig`, `args`,
+`CNI_ARGS`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ from whereabouts.sticky import DEFAULT_RETENTION, FixedReservation, parse_mode, 
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
+
+    # (path, key, created) -> whether the file exists: the node daemon's check that its caller sees the same file
+    # there (see Runtime.same_file); it declines the call otherwise. `created`: a file the call may create.
+    SameFile = Callable[[str, str, bool], bool]
 
 FLAT_FILE_PATHS = (  # the Go plugin's, in its order
     "/etc/kubernetes/cni/net.d/whereabouts.d/whereabouts.conf",
@@ -160,17 +166,20 @@ def load_ipam(
     on_kubernetes: bool = False,
     persistent: object = None,
     flat_file: str = "",
+    same_file: SameFile | None = None,
 ) -> IPAMConfig:
     """Merge the flat file under the inline `ipam` object, then parse and validate: what a CNI call runs on.
 
     `flat_file`: where install-cni wrote the flat file (FLAT_FILE_ENV of the call), looked at before the Go
     plugin's default paths when the config names no `configuration_path`.
+    `same_file`: in the node daemon, asked about every file the call reads (the flat file's candidates as they
+    are looked at, the kubeconfig, the etcd TLS files, log_file) before it is used.
     `on_kubernetes`: the call comes from a pod (K8S_POD_NAMESPACE in CNI_ARGS). There a node-local store
     would hand the same addresses out on every node, so a config naming no datastore is refused rather than
     served from the local default (the Go plugin fails closed too)."""
     if not isinstance(ipam, Mapping):
         raise InvalidConfig("invalid ipam: expected a JSON object")
-    flat, looked_at = read_flat_file(ipam.get("configuration_path"), installed=flat_file)
+    flat, looked_at = read_flat_file(ipam.get("configuration_path"), installed=flat_file, same_file=same_file)
     merged = {**flat, **ipam}
     if on_kubernetes and not _names_datastore(merged):
         raise InvalidConfig(
@@ -190,7 +199,22 @@ def load_ipam(
             "plugin runs outside any pod). Looked for the flat file install-cni writes, which names one, at "
             f"{', '.join(looked_at)}: {'found, but it names none' if flat else 'not found'}"
         )
+    if same_file is not None:
+        for key, path in _named_files(cfg):
+            same_file(path, key, key == "log_file")
     return cfg
+
+
+def _named_files(cfg: IPAMConfig) -> tuple[tuple[str, str], ...]:
+    """The files besides the flat file that a call reads (the local store's directory is checked apart)."""
+    store = cfg.store
+    named = [("log_file", cfg.log_file)]
+    if isinstance(store, KubernetesSettings):
+        named.append(("kubernetes.kubeconfig", store.kubeconfig))
+    elif isinstance(store, EtcdSettings):
+        named += [("etcd_ca_cert_file", store.ca_cert_file), ("etcd_cert_file", store.cert_file),
+                  ("etcd_key_file", store.key_file)]  # fmt: skip
+    return tuple((key, path) for key, path in named if path)
 
 
 def named_store(raw: Mapping[str, Any]) -> StoreSettings | None:
@@ -204,22 +228,28 @@ def _names_datastore(raw: Mapping[str, Any]) -> bool:
     return bool(raw.get("datastore") or raw.get("etcd_host") or (isinstance(kube, Mapping) and kube.get("kubeconfig")))
 
 
-def read_flat_file(configured: object, *, installed: str = "") -> tuple[dict[str, Any], tuple[str, ...]]:
+def read_flat_file(
+    configured: object, *, installed: str = "", same_file: SameFile | None = None
+) -> tuple[dict[str, Any], tuple[str, ...]]:
     """The flat file's keys (empty when there is none) and the paths looked at: `configured` (the
     `configuration_path` key) alone if set, else `installed` (where install-cni wrote it) and the Go plugin's
-    default paths, in that order."""
+    default paths, in that order. `same_file`: see load_ipam."""
     if configured is not None and not isinstance(configured, str):
         raise InvalidConfig(f"invalid configuration_path {shown(configured)}: expected a path")
     key = "configuration_path" if configured else "flat file"
     if configured:
         _check_path(configured, "configuration_path")
         path = os.path.join(configured, FLAT_FILE_NAME) if os.path.isdir(configured) else configured
+        if same_file is not None and path != configured:
+            same_file(configured, key, False)  # the same directory for the caller, or the call is declined
         candidates: tuple[str, ...] = (path,)
-    elif installed and os.path.isabs(installed) and installed not in FLAT_FILE_PATHS:
-        candidates = (installed, *FLAT_FILE_PATHS)
+    elif installed and os.path.isabs(installed):
+        candidates = (installed, *(path for path in FLAT_FILE_PATHS if path != installed))
     else:
         candidates = FLAT_FILE_PATHS
     for path in candidates:
+        if same_file is not None and not same_file(path, key, False):
+            continue
         text = read_config_file(path, key)
         if text is None:
             continue  # a missing flat file is not an error

@@ -145,6 +145,17 @@ def test_a_log_file_that_is_no_regular_file_is_never_opened(tmp_path, kind):
         assert os.listdir(path) == []
 
 
+@pytest.mark.local_only
+@pytest.mark.in_process_only
+def test_the_installed_flat_file_is_looked_at_first_even_at_one_of_the_go_plugin_paths():
+    """install-cni's flat file (WHEREABOUTS_FLAT_FILE) comes first: an old Go plugin's flat file at an earlier
+    default path must not win over it (it did when the installed one was itself a default path)."""
+    from whereabouts.config import FLAT_FILE_PATHS, read_flat_file
+
+    go_first, installed, go_last = FLAT_FILE_PATHS
+    assert read_flat_file(None, installed=installed)[1] == (installed, go_first, go_last)
+
+
 def test_invalid_value_in_the_flat_file_is_code_7(tmp_path):
     flat = tmp_path / "flat.conf"
     flat.write_text(json.dumps({"range": "10.3.0.0/24", "exclude": ["nope"]}))
