@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,46 @@ def test_node_name_sources(tmp_path: Path) -> None:
     assert node_name(in_dir) == "worker-7"
     at_file = parse_ipam({**base, "configuration_path": str(config / "whereabouts.conf")}, "net")
     assert node_name(at_file) == "worker-7"  # the flat file's path: its directory
+
+
+@pytest.mark.parametrize("kind", ["dev-zero", "fifo", "directory", "oversized"])
+def test_a_nodename_file_that_is_no_small_regular_file_is_refused(tmp_path: Path, kind: str) -> None:
+    """Read when NODENAME is not set, from where `configuration_path` (any network config's author) points: a
+    device must not be read without end, a FIFO must not block the call (the read runs on a thread, so that
+    a regression fails the test rather than hangs it)."""
+    config = tmp_path / "whereabouts.d"
+    config.mkdir()
+    nodename = config / "nodename"
+    if kind == "dev-zero":
+        nodename.symlink_to("/dev/zero")
+    elif kind == "fifo":
+        os.mkfifo(nodename)
+    elif kind == "directory":
+        nodename.mkdir()
+    else:
+        nodename.write_text("worker-7" + " " * (1 << 20))
+    cfg = parse_ipam(
+        {**KUBE, "range": "10.0.0.0/24", "node_slice_size": "/26", "configuration_path": str(config)}, "net"
+    )
+    outcome: list[object] = []
+
+    def read() -> None:
+        try:
+            outcome.append(node_name(cfg))
+        except Exception as exc:
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(10)
+    blocked = reader.is_alive()
+    if blocked:  # in open(), waiting for a writer: one lets it go
+        os.close(os.open(nodename, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(5)
+    assert not blocked, "blocked on the FIFO"
+    assert len(outcome) == 1 and isinstance(outcome[0], InvalidConfig), outcome
+    assert f"invalid nodename file {nodename}: " in outcome[0].msg
+    assert ("larger than" if kind == "oversized" else "not a regular file") in outcome[0].msg
 
 
 def addresses(text: str) -> int:

@@ -1,7 +1,8 @@
 """The network config, parsed once into frozen canonical values. Nothing downstream re-validates.
 
-Sources, lowest priority first: the flat file (`configuration_path`, else the Go plugin's default paths),
-the inline `ipam` object, then per-call settings (`runtimeConfig`, `args`, `CNI_ARGS`).
+Sources, lowest priority first: the flat file (`configuration_path`, else the one install-cni wrote, then the
+Go plugin's default paths), the inline `ipam` object, then per-call settings (`runtimeConfig`, `args`,
+`CNI_ARGS`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ from whereabouts.sticky import DEFAULT_RETENTION, FixedReservation, parse_mode, 
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 if TYPE_CHECKING:
-    from typing import Any
+    from collections.abc import Callable
+    from typing import Any, NoReturn
+
+    # (path, key, created) -> whether the file exists: the node daemon's check that its caller sees the same file
+    # there (see Runtime.same_file); it declines the call otherwise. `created`: a file the call may create.
+    SameFile = Callable[[str, str, bool], bool]
 
 FLAT_FILE_PATHS = (  # the Go plugin's, in its order
     "/etc/kubernetes/cni/net.d/whereabouts.d/whereabouts.conf",
@@ -35,6 +41,7 @@ DATASTORES = ("local", "etcd", "kubernetes")
 # Keys only the Go implementation used: accepted so old configs keep working, and ignored.
 LOG_LEVELS = ("debug", "verbose", "error", "panic")  # the Go plugin's names, lowest first
 IGNORED_KEYS = ("leader_lease_duration", "leader_renew_deadline", "leader_retry_period", "sleep_for_race")
+MAX_FILE = 1 << 20  # bytes of a flat file or a nodename file: a few hundred are usual
 
 
 @record(frozen=True)
@@ -159,17 +166,20 @@ def load_ipam(
     on_kubernetes: bool = False,
     persistent: object = None,
     flat_file: str = "",
+    same_file: SameFile | None = None,
 ) -> IPAMConfig:
     """Merge the flat file under the inline `ipam` object, then parse and validate: what a CNI call runs on.
 
     `flat_file`: where install-cni wrote the flat file (FLAT_FILE_ENV of the call), looked at before the Go
     plugin's default paths when the config names no `configuration_path`.
+    `same_file`: in the node daemon, asked about every file the call reads (the flat file's candidates as they
+    are looked at, the kubeconfig, the etcd TLS files, log_file) before it is used.
     `on_kubernetes`: the call comes from a pod (K8S_POD_NAMESPACE in CNI_ARGS). There a node-local store
     would hand the same addresses out on every node, so a config naming no datastore is refused rather than
     served from the local default (the Go plugin fails closed too)."""
     if not isinstance(ipam, Mapping):
         raise InvalidConfig("invalid ipam: expected a JSON object")
-    flat, looked_at = read_flat_file(ipam.get("configuration_path"), installed=flat_file)
+    flat, looked_at = read_flat_file(ipam.get("configuration_path"), installed=flat_file, same_file=same_file)
     merged = {**flat, **ipam}
     if on_kubernetes and not _names_datastore(merged):
         raise InvalidConfig(
@@ -189,7 +199,22 @@ def load_ipam(
             "plugin runs outside any pod). Looked for the flat file install-cni writes, which names one, at "
             f"{', '.join(looked_at)}: {'found, but it names none' if flat else 'not found'}"
         )
+    if same_file is not None:
+        for key, path in _named_files(cfg):
+            same_file(path, key, key == "log_file")
     return cfg
+
+
+def _named_files(cfg: IPAMConfig) -> tuple[tuple[str, str], ...]:
+    """The files besides the flat file that a call reads (the local store's directory is checked apart)."""
+    store = cfg.store
+    named = [("log_file", cfg.log_file)]
+    if isinstance(store, KubernetesSettings):
+        named.append(("kubernetes.kubeconfig", store.kubeconfig))
+    elif isinstance(store, EtcdSettings):
+        named += [("etcd_ca_cert_file", store.ca_cert_file), ("etcd_cert_file", store.cert_file),
+                  ("etcd_key_file", store.key_file)]  # fmt: skip
+    return tuple((key, path) for key, path in named if path)
 
 
 def named_store(raw: Mapping[str, Any]) -> StoreSettings | None:
@@ -203,38 +228,88 @@ def _names_datastore(raw: Mapping[str, Any]) -> bool:
     return bool(raw.get("datastore") or raw.get("etcd_host") or (isinstance(kube, Mapping) and kube.get("kubeconfig")))
 
 
-def read_flat_file(configured: object, *, installed: str = "") -> tuple[dict[str, Any], tuple[str, ...]]:
+def read_flat_file(
+    configured: object, *, installed: str = "", same_file: SameFile | None = None
+) -> tuple[dict[str, Any], tuple[str, ...]]:
     """The flat file's keys (empty when there is none) and the paths looked at: `configured` (the
     `configuration_path` key) alone if set, else `installed` (where install-cni wrote it) and the Go plugin's
-    default paths, in that order."""
+    default paths, in that order. `same_file`: see load_ipam."""
     if configured is not None and not isinstance(configured, str):
         raise InvalidConfig(f"invalid configuration_path {shown(configured)}: expected a path")
+    key = "configuration_path" if configured else "flat file"
     if configured:
         _check_path(configured, "configuration_path")
         path = os.path.join(configured, FLAT_FILE_NAME) if os.path.isdir(configured) else configured
+        if same_file is not None and path != configured:
+            same_file(configured, key, False)  # the same directory for the caller, or the call is declined
         candidates: tuple[str, ...] = (path,)
-    elif installed and os.path.isabs(installed) and installed not in FLAT_FILE_PATHS:
-        candidates = (installed, *FLAT_FILE_PATHS)
+    elif installed and os.path.isabs(installed):
+        candidates = (installed, *(path for path in FLAT_FILE_PATHS if path != installed))
     else:
         candidates = FLAT_FILE_PATHS
     for path in candidates:
-        try:
-            with open(path, "rb") as handle:
-                data = json.loads(handle.read())
-        except (FileNotFoundError, NotADirectoryError):
+        if same_file is not None and not same_file(path, key, False):
+            continue
+        text = read_config_file(path, key)
+        if text is None:
             continue  # a missing flat file is not an error
-        except OSError as exc:
-            import errno
-
-            if exc.errno in (errno.EMFILE, errno.ENFILE):  # no descriptor left: the file may be fine
-                raise TryAgainLater(f"cannot read the flat file {path}: {exc.strerror}") from exc
-            raise InvalidConfig(f"invalid flat file {path}: {type(exc).__name__}: {exc}") from None
+        try:
+            data = json.loads(text)
         except (ValueError, RecursionError) as exc:
             raise InvalidConfig(f"invalid flat file {path}: {type(exc).__name__}: {exc}") from None
         if not isinstance(data, dict):
             raise InvalidConfig(f"invalid flat file {path}: expected a JSON object")
         return data, candidates
     return {}, candidates
+
+
+def read_config_file(path: str, key: str, limit: int = MAX_FILE) -> bytes | None:
+    """The bytes of the regular file at `path` (a symlink to one is followed), None if there is nothing there.
+    Anything else is refused (code 7, naming `key`): a FIFO would block the call, a device could be read without
+    end or act on being opened (never opened: checked first), a larger file is no config."""
+    import stat
+
+    def refused(why: str) -> InvalidConfig:
+        return InvalidConfig(f"invalid {key} {path}: {why}")
+
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise refused("not a regular file")
+        # O_NONBLOCK: should a FIFO be swapped in since the stat, opening it does not wait for a writer
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        _unreadable(exc, refused)
+    except ValueError as exc:
+        raise refused(f"{type(exc).__name__}: {exc}") from None
+    try:
+        opened = os.fstat(fd)
+        if not stat.S_ISREG(opened.st_mode):
+            raise refused("not a regular file")
+        step = max(opened.st_size + 1, 65536)  # the file as large as it says in one read (a /proc file says 0)
+        chunks, size = [], 0
+        while size <= limit and (chunk := os.read(fd, min(step, limit + 1 - size))):
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        _unreadable(exc, refused)
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise refused(f"larger than {limit} bytes")
+    return b"".join(chunks)
+
+
+def _unreadable(exc: OSError, refused: Callable[[str], InvalidConfig]) -> NoReturn:
+    """A config file that could not be read: the file's fault (code 7), unless no file descriptor was left
+    (the file may be fine: code 11; in the node daemon, which sees the cause, the caller serves the call)."""
+    import errno
+
+    if exc.errno in (errno.EMFILE, errno.ENFILE):
+        raise TryAgainLater(f"cannot read config files: {exc.strerror}") from exc
+    raise refused(f"{type(exc).__name__}: {exc}") from None
 
 
 def parse_ipam(raw: Mapping[str, Any], netconf_name: str = "", persistent: object = None) -> IPAMConfig:

@@ -8,9 +8,11 @@ stdout carries the CNI result and must stay clean. Each entry is one line, stamp
 from __future__ import annotations
 
 import os
+import stat
 import time
 
 LEVELS = {"debug": 0, "verbose": 1, "error": 2, "panic": 3}
+_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 class Log:
@@ -39,8 +41,36 @@ class Log:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
         one_line = msg.replace("\r", "\\r").replace("\n", "\\n")  # one line per entry, whatever a message holds
         line = f"{stamp}.{int(now * 1000) % 1000:03d}Z [{level}] pid={os.getpid()} {one_line}\n"
+        fd = _open(self.path)
+        if fd is None:
+            return
         try:
-            with open(self.path, "a", encoding="utf-8") as handle:
-                handle.write(line)
+            os.write(fd, line.encode("utf-8", "backslashreplace"))
         except OSError:
             pass  # logging must never fail a CNI call
+        finally:
+            os.close(fd)
+
+
+def _open(path: str) -> int | None:
+    """`path` opened to append, made if missing; None when it cannot be, or is no regular file: a device is
+    never opened (some act on it: a watchdog), a FIFO never waited on (O_NONBLOCK, should one appear since the
+    stat). So `/dev/null` as log_file logs nothing."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
+    except FileNotFoundError:
+        pass  # made below
+    except (OSError, ValueError):
+        return None
+    try:
+        fd = os.open(path, _APPEND, 0o666)
+    except (OSError, ValueError):
+        return None
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+    except OSError:
+        pass
+    os.close(fd)
+    return None

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 
 from whereabouts.allocator import PoolRange
-from whereabouts.config import FLAT_FILE_PATHS
+from whereabouts.config import FLAT_FILE_PATHS, read_config_file
 from whereabouts.errors import TryAgainLater
 from whereabouts.iptext import format_address, parse_network
 from whereabouts.model import EXHAUSTED, OUTSIDE, PoolKey, Refusal
@@ -42,11 +42,9 @@ def node_name(cfg: IPAMConfig, given: str = "") -> str:
     if given:
         return given
     for directory in _config_dirs(cfg):
-        try:
-            with open(os.path.join(directory, NODENAME_FILE)) as handle:
-                name = handle.read().strip()
-        except OSError:
-            continue
+        # anything there but a regular file (a FIFO, a device, a directory) or one over MAX_FILE: code 7
+        text = read_config_file(os.path.join(directory, NODENAME_FILE), "nodename file")
+        name = text.decode(errors="replace").strip() if text else ""
         if name:
             return name
     return os.uname().nodename

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import re
 
 import pytest
@@ -85,6 +86,74 @@ def test_unreadable_flat_file_is_code_7(tmp_path, content):
     error = failed(run_cni("ADD", netconf(tmp_path, range="10.3.0.0/24", configuration_path=str(flat))), 7)
     assert str(flat) in error["msg"]
     assert held(tmp_path) == []
+
+
+def _no_file(tmp_path, kind):
+    """What may stand where a config names a file, besides one: its path (made as needed)."""
+    path = tmp_path / kind
+    if kind == "dev-zero":
+        return "/dev/zero"  # read without end: never opened
+    if kind == "fifo":
+        os.mkfifo(path)  # opening it waits for a writer: never opened
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        path.write_text("{}" + " " * (1 << 20))  # valid JSON, over the 1 MiB a config file may hold
+    return str(path)
+
+
+@pytest.mark.local_only
+@pytest.mark.parametrize("kind", ["dev-zero", "fifo", "directory", "oversized"])
+def test_a_flat_file_that_is_no_small_regular_file_is_code_7(tmp_path, kind):
+    """Anyone who can write a network config names the path: a device or a FIFO must neither exhaust the memory
+    nor hang the call (a timeout, so that a regression fails rather than hangs the suite)."""
+    path = _no_file(tmp_path, kind)
+    conf = netconf(tmp_path / "store", range="10.3.0.0/24", configuration_path=path)
+    if kind == "directory":  # a directory is where `whereabouts.conf` is looked for: it is the directory here
+        (tmp_path / kind / "whereabouts.conf").mkdir()
+        path += "/whereabouts.conf"
+    error = failed(run_cni("ADD", conf, timeout=20), 7)
+    assert f"invalid configuration_path {path}: " in error["msg"], error
+    assert ("larger than" if kind == "oversized" else "not a regular file") in error["msg"], error
+    assert held(tmp_path / "store") == []
+
+
+@pytest.mark.local_only
+def test_a_symlinked_flat_file_is_read(tmp_path):
+    """A ConfigMap mount is a chain of symlinks (`whereabouts.conf -> ..data/whereabouts.conf`, `..data ->
+    ..2024_01_01...`): followed, as before."""
+    mount = tmp_path / "mount"
+    (mount / "..2024_01_01").mkdir(parents=True)
+    (mount / "..2024_01_01" / "whereabouts.conf").write_text(json.dumps({"range": "10.3.0.0/24"}))
+    (mount / "..data").symlink_to("..2024_01_01")
+    (mount / "whereabouts.conf").symlink_to("..data/whereabouts.conf")
+    assert add(netconf(tmp_path / "store", configuration_path=str(mount)), "a") == ["10.3.0.1/24"]
+    assert add(netconf(tmp_path / "store", configuration_path=str(mount / "whereabouts.conf")), "b") == ["10.3.0.2/24"]
+
+
+@pytest.mark.local_only
+@pytest.mark.parametrize("kind", ["dev-zero", "fifo", "directory"])
+def test_a_log_file_that_is_no_regular_file_is_never_opened(tmp_path, kind):
+    """The call is served and answered (a FIFO once blocked it after the commit: the address taken, no answer);
+    nothing is written there, and a regular log_file gets its lines as before."""
+    path = _no_file(tmp_path, kind)
+    conf = netconf(tmp_path / "store", range="10.3.0.0/24", log_file=path, log_level="verbose")
+    result = run_cni("ADD", conf, container_id="a", timeout=20)
+    assert result.returncode == 0 and result.addresses() == ["10.3.0.1/24"], result.stdout
+    assert held(tmp_path / "store") == [("10.3.0.1", "a", "eth0")]
+    if kind == "directory":
+        assert os.listdir(path) == []
+
+
+@pytest.mark.local_only
+@pytest.mark.in_process_only
+def test_the_installed_flat_file_is_looked_at_first_even_at_one_of_the_go_plugin_paths():
+    """install-cni's flat file (WHEREABOUTS_FLAT_FILE) comes first: an old Go plugin's flat file at an earlier
+    default path must not win over it (it did when the installed one was itself a default path)."""
+    from whereabouts.config import FLAT_FILE_PATHS, read_flat_file
+
+    go_first, installed, go_last = FLAT_FILE_PATHS
+    assert read_flat_file(None, installed=installed)[1] == (installed, go_first, go_last)
 
 
 def test_invalid_value_in_the_flat_file_is_code_7(tmp_path):

@@ -18,7 +18,8 @@ import pytest
 
 import whereabouts.cni.main as cni_main
 import whereabouts.node.daemon as daemon_module
-from support import LocalDatastore, netconf, run_cni, running_daemon, stop_process
+from support import PLUGIN, LocalDatastore, netconf, run_cni, running_daemon, served_through, stop_process
+from whereabouts.node.runtime import Peer, Runtime, ServeInProcess
 
 
 def held(data_dir: Path) -> list:
@@ -144,6 +145,111 @@ def test_a_daemon_that_sees_another_data_directory_gives_no_duplicates(tmp_path:
     assert all("not the same directory" in r.stderr for r in results)  # each served in process, and said so
     assert not (other / "whereabouts.db").exists()  # the daemon's own view was never written
     assert len(held(data)) == 40
+
+
+MOUNT_TMPFS = ("unshare", "--mount", "--propagation", "private", "sh", "-c",
+               'mount -t tmpfs tmpfs "$1" && shift && exec "$@"', "tmpfs")  # fmt: skip
+
+
+def served_in_process_for_files(results: list) -> bool:
+    """Every call handed back by the daemon, and served by its caller, for a file they see apart."""
+    return all(r.returncode == 0 and "not the same file for the daemon and the caller" in r.stderr for r in results)
+
+
+@pytest.mark.netns  # root: a mount namespace of the daemon's own
+@pytest.mark.parametrize("relay", ["python", "compiled"])
+def test_a_daemon_that_does_not_see_the_flat_file_hands_the_call_back(
+    request: pytest.FixtureRequest, tmp_path: Path, etcd, etcd_prefix: str, relay: str
+) -> None:
+    """The flat file install-cni wrote names etcd; the daemon's container does not see it (a tmpfs over its
+    directory, as a container without that mount): served by the daemon the call would find no flat file and
+    use the local store, while the same call in process uses etcd: one address to two pods. Each call is
+    handed back and lands in etcd."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a mount namespace")
+    conf_dir, data = tmp_path / "net.d" / "whereabouts.d", tmp_path / "data"
+    conf_dir.mkdir(parents=True)
+    data.mkdir(mode=0o700)
+    flat = conf_dir / "whereabouts.conf"
+    flat.write_text(json.dumps({"etcd_host": etcd.url, "etcd_prefix": etcd_prefix}))
+    ipam = {"type": "whereabouts", "range": "10.96.8.0/24", "local_data_dir": str(data)}
+    conf = {"cniVersion": "1.0.0", "name": "testnet", "type": "bridge", "ipam": ipam}
+    sock = str(tmp_path / "run" / "plugin.sock")
+    env = {"WHEREABOUTS_SOCKET": sock, "WHEREABOUTS_FLAT_FILE": str(flat)}
+    plugin = request.getfixturevalue("compiled_relay") if relay == "compiled" else PLUGIN
+    with running_daemon(sock, wrap=(*MOUNT_TMPFS, str(conf_dir))), served_through("", plugin):
+        results = [run_cni("ADD", conf, container_id=f"f{n}", env=env) for n in range(4)]
+    assert served_in_process_for_files(results), [(r.stdout, r.stderr) for r in results]
+    assert [r.addresses() for r in results] == [[f"10.96.8.{n}/24"] for n in range(1, 5)]
+    assert len(etcd.dump(etcd_prefix)) >= 4 and held(data) == []  # etcd's, the daemon's local store untouched
+    in_process = run_cni("ADD", conf, container_id="direct", env={"WHEREABOUTS_FLAT_FILE": str(flat)})
+    assert in_process.addresses() == ["10.96.8.5/24"]  # one store for all
+
+
+@pytest.mark.netns  # root: a mount namespace of the daemon's own
+def test_a_daemon_that_does_not_see_the_kubeconfig_hands_the_call_back(
+    tmp_path: Path, kube, kube_namespace: str
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root for a mount namespace")
+    (tmp_path / "kc").mkdir()
+    kubeconfig = kube.kubeconfig(tmp_path / "kc" / "plugin.kubeconfig", token=kube.plugin_token,
+                                 namespace=kube_namespace, as_json=True)  # fmt: skip
+    conf = netconf(tmp_path, kubernetes={"kubeconfig": str(kubeconfig)}, range="10.96.9.0/24")
+    sock = str(tmp_path / "run" / "plugin.sock")
+    with running_daemon(sock, wrap=(*MOUNT_TMPFS, str(tmp_path / "kc"))):
+        results = [run_cni("ADD", conf, container_id=f"k{n}", env={"WHEREABOUTS_SOCKET": sock}) for n in range(3)]
+    assert served_in_process_for_files(results), [(r.stdout, r.stderr) for r in results]
+    assert [r.addresses() for r in results] == [[f"10.96.9.{n}/24"] for n in range(1, 4)]
+    assert kube.objects(kube_namespace, "ippools")  # the caller's kubeconfig's cluster
+
+
+class AskedPeer(Peer):
+    """A caller that answers from a table (its own view of the paths), noting what it was asked."""
+
+    def __init__(self, answers: dict[str, str]) -> None:
+        self.answers, self.asked = answers, []
+
+    def identity(self, path: str) -> str:
+        self.asked.append(path)
+        return self.answers.get(path, cni_main.path_identity(path))
+
+
+def test_a_file_is_judged_missing_by_each_side_s_answer_not_by_comparing_them(tmp_path: Path) -> None:
+    """A path missing on both sides is known by different ancestors (the container's own /etc, the host's):
+    no file for either, so the next place is looked at; a file the call creates (log_file) needs the same
+    directory, and a file only one side sees declines the call."""
+    missing = str(tmp_path / "missing" / "whereabouts.conf")
+    elsewhere = {missing: "1:2/cni/net.d/whereabouts.d/whereabouts.conf"}
+    runtime = Runtime(peer=AskedPeer(elsewhere))
+    assert runtime.same_file(missing, "flat file", False) is False
+    with pytest.raises(ServeInProcess) as declined:
+        runtime.same_file(missing, "log_file", True)
+    assert declined.value.reason == "files" and "log_file" in str(declined.value)
+    assert Runtime(peer=AskedPeer({})).same_file(missing, "log_file", True) is False  # the same directory: fine
+    there = tmp_path / "flat.conf"
+    there.write_text("{}")
+    peer = AskedPeer({})
+    assert Runtime(peer=peer).same_file(str(there), "flat file", False) is True and peer.asked == [str(there)]
+    for answer in ("1:2/flat.conf", "1:2", ""):  # missing for the caller, another file, no answer
+        with pytest.raises(ServeInProcess):
+            Runtime(peer=AskedPeer({str(there): answer})).same_file(str(there), "flat file", False)
+    with pytest.raises(ServeInProcess):  # there for the caller only
+        Runtime(peer=AskedPeer({missing: cni_main.path_identity(str(there))})).same_file(missing, "x", False)
+
+
+def test_a_symlink_must_lead_to_the_same_file_for_both(tmp_path: Path) -> None:
+    """The link itself may be one file for both while its target is not (an absolute target in a directory the
+    daemon's container does not mount): its end is asked about too."""
+    target = tmp_path / "target.conf"
+    target.write_text("{}")
+    link = tmp_path / "whereabouts.conf"
+    link.symlink_to(target)
+    peer = AskedPeer({})
+    assert Runtime(peer=peer).same_file(str(link), "flat file", False) is True
+    assert peer.asked == [str(link), str(target)]
+    with pytest.raises(ServeInProcess):
+        Runtime(peer=AskedPeer({str(target): "1:2"})).same_file(str(link), "flat file", False)
 
 
 def test_the_relay_waits_for_a_busy_daemon_then_says_try_again(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):

@@ -138,6 +138,32 @@ def test_a_request_over_the_size_limit_is_declined_and_counted(tmp_path: Path) -
     assert series(found, "whereabouts_node_calls_total") == [], "a declined call is no call served"
 
 
+def test_a_call_whose_flat_file_the_caller_sees_apart_is_declined_and_counted(tmp_path: Path) -> None:
+    """The caller answers the daemon's question about the flat file with another file than the daemon's: the
+    call is handed back, counted under `files`."""
+    flat = tmp_path / "whereabouts.conf"
+    flat.write_text(json.dumps({"datastore": "local", "local_data_dir": str(tmp_path)}))
+    env = "\0".join(f"{k}={v}" for k, v in {**CALL, "WHEREABOUTS_FLAT_FILE": str(flat)}.items()).encode()
+    stdin = json.dumps({"cniVersion": "1.0.0", "name": "n", "ipam": {"type": "whereabouts", "range": "10.94.5.0/24"}})
+    with metrics_daemon(tmp_path) as daemon:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as caller:
+            caller.connect(daemon.sock)
+            caller.settimeout(10)
+            caller.sendall(len(env).to_bytes(4, "big") + env + len(stdin).to_bytes(4, "big") + stdin.encode())
+            assert caller.recv(1) == b"S"
+            asked = caller.recv(int.from_bytes(caller.recv(4), "big"))
+            assert asked == str(flat).encode()
+            caller.sendall(b"s" + (4).to_bytes(4, "big") + b"1:99")  # another file than the daemon's
+            reason = b"".join(iter(lambda: caller.recv(4096), b""))
+        found = daemon.scrape()
+    assert reason.startswith(b"R") and b"not the same file" in reason, reason
+    assert value(found, "whereabouts_node_fallbacks_total", reason="files") == 1
+    assert series(found, "whereabouts_node_calls_total") == [], "a declined call is no call served"
+
+
+CALL = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c", "CNI_IFNAME": "eth0", "CNI_NETNS": "/x", "CNI_PATH": "/x"}
+
+
 def fallbacks(daemon: Daemon) -> dict[str, float]:
     found = daemon.scrape()
     return {labels["reason"]: value(found, "whereabouts_node_fallbacks_total", **labels)

@@ -5,7 +5,8 @@ The container runtime starts it once per call, so start-up is most of its cost. 
 process only relays the answer: it imports nothing beyond the interpreter's own. A busy daemon makes the call
 wait (it is never served elsewhere meanwhile); the call is served here, in process, only when nobody listens,
 when the daemon dies before answering, or when the daemon says so (it cannot prove it sees this process's
-local store, or the request is too large for it). Either way the result is the same.
+local store or the files the config names, or the request is too large for it). Either way the result is the
+same.
 
 On the nodes install-cni puts the compiled relay (whereabouts/node/relay.c) in this module's place: it does
 the same without starting Python, and execs this module (installed as `whereabouts-python` beside it) with
@@ -174,9 +175,10 @@ def _identity(path: str) -> bytes:
 
 
 def path_identity(path: str) -> str:
-    """What `path` is to this process: "device:inode" of the directory, or of its deepest existing ancestor
-    followed by the rest of the path. The daemon serves a local-store call only when its own answer is the
-    same: then both name one directory (or will create the same one)."""
+    """What `path` is to this process: "device:inode" of the file or directory (a symlink itself, not followed),
+    or of its deepest existing ancestor followed by the rest of the path (the path itself is missing). The
+    daemon serves a local-store call only when its own answer is the same: then both name one directory (or
+    will create the same one); see Runtime.same_file for the files a config names."""
     rest = ""
     while True:
         try:

@@ -44,7 +44,8 @@ def _setup(call: CallEnv, netconf: Mapping[str, Any], runtime: Runtime) -> tuple
     if not isinstance(ipam, Mapping):
         raise InvalidConfig("invalid ipam: the network config needs an ipam object")
     cfg = load_ipam(ipam, netconf.get("name"), on_kubernetes=bool(call.args.get("K8S_POD_NAMESPACE")),
-                    persistent=netconf.get("allowPersistentIPs"), flat_file=call.flat_file)  # fmt: skip
+                    persistent=netconf.get("allowPersistentIPs"), flat_file=call.flat_file,
+                    same_file=runtime.same_file if runtime.peer is not None else None)  # fmt: skip
     if isinstance(cfg.store, LocalSettings):
         runtime.require_same_local_dir(cfg.store.data_dir)
     log = Log(cfg.log_file, cfg.log_level)

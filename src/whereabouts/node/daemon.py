@@ -10,8 +10,10 @@ each), so stopping or restarting it at any moment loses nothing.
 It trusts its callers no further than it must: a request larger than MAX_REQUEST, or one whose memory once
 parsed (PARSED_COST per byte) would take what the requests being read and served hold past IN_FLIGHT, is
 declined (the caller serves it with its own memory), one not sent in full within REQUEST_WAIT is dropped, at
-most MAX_CALLS are served at once (more wait in the listen backlog), and a local-store call is served only
-when the caller proves it sees the same data directory (see whereabouts.cni.main for the wire format).
+most MAX_CALLS are served at once (more wait in the listen backlog), a local-store call is served only when
+the caller proves it sees the same data directory, and any call only when each file its config reads is the
+same file for the caller, or missing for both (Runtime.same_file; see whereabouts.cni.main for the wire
+format).
 
 It keeps metrics (whereabouts.node.metrics: calls by verb and code, latencies, declines and the executable's
 fallbacks, group-commit sizes, store errors), served on --metrics-address/--metrics-port when given (in a

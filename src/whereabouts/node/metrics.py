@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 VERBS = ("ADD", "DEL", "CHECK", "GC", "STATUS", "VERSION")
 # The executable's bytes (whereabouts.cni.main), then the daemon's own declines.
 FALLBACK_BYTES = {ord("n"): "stopped", ord("u"): "unreachable", ord("d"): "died", ord("b"): "busy"}
-DECLINES = ("size", "in_flight", "local_dir", "descriptors")
+DECLINES = ("size", "in_flight", "local_dir", "descriptors", "files")
 REASONS = (*FALLBACK_BYTES.values(), *DECLINES, "unknown")
 CALL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)  # batch.MAX_BATCH is 64

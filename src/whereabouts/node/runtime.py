@@ -280,3 +280,35 @@ class Runtime:
         if not mine or mine != theirs:
             why = f"local_data_dir {path} is not the same directory for the daemon and the caller"
             raise ServeInProcess(why, "local_dir")
+
+    def same_file(self, path: str, key: str, created: bool) -> bool:
+        """Whether there is a file at `path`, when the daemon and its caller see alike there: one and the same
+        file (for a symlink: and the same file at its end, as the daemon resolves it), or nothing for either
+        (for a file the call may create, `created`: nothing in one and the same directory). Otherwise the call
+        is declined: read in the daemon's view, it would take another config, other credentials or another log
+        than in the caller's (a missing flat file, say, is the local store instead of the one it names).
+        One question to the caller per path, two for a symlink."""
+        import os
+
+        alike = self._alike(path, created)
+        if alike and os.path.islink(path):
+            alike = self._alike(os.path.realpath(path), created)
+        if alike is None:
+            why = f"{key} {path} is not the same file for the daemon and the caller"
+            raise ServeInProcess(why, "files")
+        return alike
+
+    def _alike(self, path: str, created: bool) -> bool | None:
+        """True: one file for both; False: none for either; None: the views differ. An identity naming a rest
+        after the ancestor's "device:inode" says that the path itself is missing (see path_identity): two such
+        differ whenever the ancestors do (a container's own /etc and the host's), yet both mean "no file"."""
+        from whereabouts.cni.main import path_identity
+
+        assert self.peer is not None
+        mine, theirs = path_identity(path), self.peer.identity(path)
+        missing = "/" in mine
+        if not mine or not theirs or ("/" in theirs) != missing:
+            return None
+        if missing and not created:
+            return False
+        return None if mine != theirs else not missing
