@@ -439,6 +439,7 @@ def test_an_environment_value_that_is_not_utf8_is_served_as_in_process(daemon: t
     direct = run_cni("ADD", conf, container_id=odd, env={"WHEREABOUTS_SOCKET": ""})
     assert via.stderr == "", via.stderr  # served by the daemon
     assert (via.returncode, via.stdout) == (direct.returncode, direct.stdout)
+    assert via.json["code"] == 4 and "CNI_CONTAINERID" in via.json["msg"]  # (it was code 100: an internal error)
     fallbacks = Path(sock).parent / cni_main.FALLBACKS
     assert not fallbacks.exists() or b"d" not in fallbacks.read_bytes()
 

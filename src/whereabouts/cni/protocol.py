@@ -79,6 +79,10 @@ def read_env(environ: Mapping[str, str]) -> CallEnv:
     missing = [name for name in REQUIRED_ENV[command] if not environ.get(name)]
     if missing:
         raise InvalidEnvironment(f"{command} needs environment variables {', '.join(missing)}")
+    for name in RECORDED_ENV:  # (bytes that are no UTF-8: no store records them, nor the Go plugin's CRDs)
+        value = environ.get(name, "")
+        if not value.isascii() and not _utf8(value):
+            raise InvalidEnvironment(f"invalid {name} {shown(value)}: not UTF-8 text")
     return CallEnv(
         command=command,
         container_id=environ.get("CNI_CONTAINERID", ""),
@@ -88,6 +92,17 @@ def read_env(environ: Mapping[str, str]) -> CallEnv:
         nodename=environ.get("NODENAME", "").strip(),
         flat_file=environ.get("WHEREABOUTS_FLAT_FILE", ""),
     )
+
+
+RECORDED_ENV = ("CNI_CONTAINERID", "CNI_IFNAME", "CNI_ARGS", "NODENAME")
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a lone surrogate: a byte os.environ read as no UTF-8
+        return False
+    return True
 
 
 def parse_cni_args(text: str) -> dict[str, str]:
