@@ -40,6 +40,9 @@ class EtcdDatastore:
         return sorted(entry for _, entry in entries["pools"])
 
 
+STEADY = 2.5  # seconds entries without reservations must stay put to be taken as held (overlapping off)
+
+
 @dataclass(frozen=True)
 class KubernetesDatastore:
     """The session's real kube-apiserver, pools in a namespace of the test's own, reached as the plugin's
@@ -55,15 +58,21 @@ class KubernetesDatastore:
     def held(self, data_dir: Path) -> list[Held]:
         """The IPPool entries, once they agree with the reservations: served by the node daemon, the pools are a
         mirror written a moment after the reservations (store.kubecache); this waits for it, and fails if
-        it does not come. With overlapping off there are no reservations: the entries once they stay put."""
+        it does not come. With overlapping off there are no reservations: the entries once they stay put for
+        STEADY seconds (a DEL's removal, written a moment later, is no entry staying put: two reads 0.3 s apart
+        could both come before it)."""
         assert not (data_dir / "whereabouts.db").exists(), "a kubernetes-configured call wrote to the local store"
-        deadline, last = time.monotonic() + 10, None
+        deadline, last, since = time.monotonic() + 10, None, 0.0
         while True:
             held, reserved = self._read()
-            if reserved == {(address, cid, ifname) for address, cid, ifname in held} or (not reserved and held == last):
+            now = time.monotonic()
+            if reserved == {(address, cid, ifname) for address, cid, ifname in held}:
                 return held
-            assert time.monotonic() < deadline, f"the pools do not mirror the reservations: {held} vs {reserved}"
-            last = held
+            if not reserved and held == last and now - since >= STEADY:
+                return held
+            if held != last:
+                last, since = held, now
+            assert now < deadline, f"the pools do not mirror the reservations: {held} vs {reserved}"
             time.sleep(0.3 if not reserved else 0.05)
 
     def _read(self) -> tuple[list[Held], set[Held]]:
