@@ -31,19 +31,23 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type che
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from whereabouts.config import IPAMConfig
+    from whereabouts.config import IPAMConfig, SameFile
     from whereabouts.storage import NodeSlices
 
 NODENAME_FILE = "nodename"
 
 
-def node_name(cfg: IPAMConfig, given: str = "") -> str:
-    """`given` (NODENAME), else `<configuration dir>/nodename` (the Go installer writes it), else the hostname."""
+def node_name(cfg: IPAMConfig, given: str = "", same_file: SameFile | None = None) -> str:
+    """`given` (NODENAME), else `<configuration dir>/nodename` (the Go installer writes it), else the hostname.
+    `same_file`: the node daemon's check that its caller sees the same file (config.load_ipam)."""
     if given:
         return given
     for directory in _config_dirs(cfg):
+        path = os.path.join(directory, NODENAME_FILE)
+        if same_file is not None and not same_file(path, "nodename file", False):
+            continue
         # anything there but a regular file (a FIFO, a device, a directory) or one over MAX_FILE: code 7
-        text = read_config_file(os.path.join(directory, NODENAME_FILE), "nodename file")
+        text = read_config_file(path, "nodename file")
         name = text.decode(errors="replace").strip() if text else ""
         if name:
             return name

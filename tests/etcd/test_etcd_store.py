@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from pathlib import Path
@@ -168,3 +169,42 @@ def test_store_error_maps_to_try_again(etcd: EtcdServer) -> None:
     store = open_etcd(cfg.store)
     with pytest.raises(TryAgainLater, match="etcd refused kv/bogus"):
         store.call("kv/bogus", {})
+
+
+def test_no_descriptor_left_to_load_a_tls_file_is_no_config_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Out of file descriptors while loading the CA, the file may be fine: code 11, with the cause kept for the
+    node daemon (which declines the call, its caller has descriptors), not code 7 naming the file."""
+    import errno
+    import ssl
+
+    from whereabouts.cni.call import _out_of_descriptors
+
+    def no_descriptor(**_: object) -> ssl.SSLContext:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text("a CA")
+    with socket.socket() as listener:  # (the connection fails at its TLS context, after the TCP connect)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        monkeypatch.setattr(ssl, "create_default_context", no_descriptor)
+        ipam = {"type": "whereabouts", "range": "10.70.0.0/24", "etcd_host": f"127.0.0.1:{listener.getsockname()[1]}",
+                "etcd_ca_cert_file": str(ca)}  # fmt: skip
+        cfg = parse_ipam(ipam)
+        with pytest.raises(TryAgainLater) as caught:
+            IPAMService(open_etcd(cfg.store)).add(cfg, Owner("ctr-1", "net1"))
+    assert _out_of_descriptors(caught.value)
+
+
+def test_a_tls_file_that_is_a_fifo_is_invalid_config_not_a_call_that_never_ends(
+    etcd_tls: EtcdServer, etcd_prefix: str, tmp_path: Path
+) -> None:
+    """OpenSSL opens the file it is given: a FIFO blocked the call in open() for good (in the node daemon, a
+    call slot each), a device was opened by the plugin, as root. A TLS file must be a regular file."""
+    fifo = tmp_path / "ca.pem"
+    os.mkfifo(fifo)
+    result = run_cni("ADD", netconf(tmp_path, **etcd_ipam(etcd_tls, etcd_prefix, etcd_ca_cert_file=str(fifo))),
+                     timeout=20)  # fmt: skip
+    assert result.json["code"] == 7 and "not a regular file" in result.json["msg"], result.stdout

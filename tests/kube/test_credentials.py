@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import ssl
 import tempfile
 import threading
@@ -555,3 +556,23 @@ def test_a_kubeconfig_larger_than_any_kubeconfig_is_refused(tmp_path: Path) -> N
     path = tmp_path / "k"
     path.write_bytes(b"#" * (credentials.MAX_FILE + 1))
     assert "larger than" in refused(path)
+
+
+@pytest.mark.parametrize("which", ["kubeconfig", "tokenFile", "certificate-authority"])
+def test_a_kubeconfig_file_that_is_a_fifo_is_code_7_not_a_call_that_never_ends(tmp_path: Path, which: str) -> None:
+    """A FIFO blocked the call in open() for good, a device was opened by the plugin as root: the kubeconfig
+    and the files it names must be regular files (read with a limit, as the flat file is)."""
+    fifo, token = tmp_path / "fifo", tmp_path / "token"
+    os.mkfifo(fifo)
+    token.write_text("t")
+    with socket.socket() as listener:  # (the CA is loaded after the TCP connect)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        cluster = {"server": f"https://127.0.0.1:{listener.getsockname()[1]}"}
+        if which == "certificate-authority":
+            cluster["certificate-authority"] = str(fifo)
+        user = {"tokenFile": str(fifo if which == "tokenFile" else token)}
+        config = fifo if which == "kubeconfig" else kubeconfig(tmp_path / "k", cluster=cluster, user=user)
+        conf = netconf(tmp_path, range="10.91.0.0/24", kubernetes={"kubeconfig": str(config)})
+        result = run_cni("ADD", conf, timeout=20)
+    assert result.json["code"] in (7, 11) and "not a regular file" in result.json["msg"], result.stdout

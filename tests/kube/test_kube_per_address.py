@@ -781,19 +781,29 @@ def test_an_ippool_deleted_or_edited_by_hand_is_written_again_from_the_reservati
     else). Deleted by hand, it was made again with only the addresses marked after (the others read free for
     up to ADOPT_EVERY, and with no call never compared again); an entry removed by hand came back only when a
     call served the pool ADOPT_EVERY seconds after the last comparison. Now a deletion is compared at once, and
-    a pool served is compared every ADOPT_EVERY seconds, calls or none."""
+    a pool served is compared every ADOPT_EVERY seconds, calls for it or none (and calls for another pool
+    waking the writer meanwhile)."""
     from whereabouts.config import KubernetesSettings
     from whereabouts.model import PoolKey
     from whereabouts.store import kubecache
     from whereabouts.store.kubecache import KubeCache
 
     monkeypatch.setattr(kubecache, "ADOPT_EVERY", 2.0)
-    key = PoolKey("", "10.98.0.0/24")
+    key, busy = PoolKey("", "10.98.0.0/24"), PoolKey("", "10.98.1.0/24")
     client = KubeClient(load_credentials(str(plugin_kubeconfig)))
     cache = KubeCache(KubernetesSettings(kubeconfig=str(plugin_kubeconfig)))
+    quiet = threading.Event()
+
+    def keep_calling() -> None:  # an ADD of the busy pool every 0.2 s marks an entry (and wakes the writer)
+        while not quiet.wait(0.2):
+            cache.mirror.mark(busy, 0x0A620105)
+
+    calls = threading.Thread(target=keep_calling)
     try:
         assert cache.ready()
         cache.mirror.adopt(key)  # a call of this daemon served the pool
+        cache.mirror.adopt(busy)  # and another pool, whose calls keep coming (each wakes the writer)
+        calls.start()
         for n in (1, 2, 3):
             _hold(client, kube_namespace, key.cidr, n)
         everyone = {"1": "ctr-1", "2": "ctr-2", "3": "ctr-3"}
@@ -804,5 +814,8 @@ def test_an_ippool_deleted_or_edited_by_hand_is_written_again_from_the_reservati
         assert set(edited["spec"]["allocations"]) == {"1", "3"}
         _pool_said(client, key.name, everyone, wait=10.0)  # compared again without a call: the entry is back
     finally:
+        quiet.set()
+        if calls.is_alive():
+            calls.join()
         cache.close()
         client.close()

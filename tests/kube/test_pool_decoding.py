@@ -106,7 +106,7 @@ def test_keys_that_are_no_offset_are_skipped_as_the_go_plugin_skips_them() -> No
     from whereabouts.model import PoolKey
 
     entry = {"id": "c", "podref": "ns/p", "ifname": "net1"}
-    keys = ["1", "+7", "007", "x1", " 5", "5_0", "\u0665", "-1", "3.0", ""]
+    keys = ["1", "+7", "007", "x1", " 5", "5_0", "\u0665", "-1", "3.0", "", "9" * 5000]  # (int() refuses 5,000)
     state = decode_pool(PoolKey("", "10.9.0.0/24"), ippool(1, dict.fromkeys(keys, entry)))
     assert sorted(ip - 0x0A090000 for ip in state.allocations) == [1, 7]
     wide = {"metadata": {"name": "2001---32", "resourceVersion": "1"},

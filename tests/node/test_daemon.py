@@ -486,3 +486,35 @@ def test_many_data_directories_do_not_run_the_daemon_out_of_descriptors(tmp_path
         wait_for(lambda: len(os.listdir(f"/proc/{proc.pid}/fd")) < 12, timeout=10)
         last = run_cni("ADD", netconf(tmp_path / "last", range="10.96.10.0/29"), container_id="l", env=env)
         assert (last.returncode, last.stderr) == (0, "")
+
+
+def test_the_files_a_kubeconfig_names_and_the_nodename_file_must_be_the_callers_too(tmp_path: Path) -> None:
+    """A kubeconfig's tokenFile (or CA, client certificate and key) is read on connect, the nodename file names
+    the node an ADD records and a GC judges by: the daemon reading its own (its service account's token, say)
+    would serve the call with other credentials or another node than the caller's. Each is asked about; one
+    the caller does not see declines the call."""
+    from whereabouts.config import parse_ipam
+    from whereabouts.nodeslice import node_name
+
+    token = tmp_path / "token"
+    token.write_text("daemon-only-token")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "current-context": "c", "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+        "clusters": [{"name": "k", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "u", "user": {"tokenFile": str(token)}}],
+    }))  # fmt: skip
+    peer = AskedPeer({})
+    Runtime(peer=peer).require_same_kubeconfig_files(str(kubeconfig))
+    assert peer.asked == [str(token)]
+    with pytest.raises(ServeInProcess) as declined:
+        Runtime(peer=AskedPeer({str(token): "1:2/token"})).require_same_kubeconfig_files(str(kubeconfig))
+    assert declined.value.reason == "files" and "tokenFile" in str(declined.value)
+
+    (tmp_path / "nodename").write_text("node-7\n")
+    cfg = parse_ipam({"type": "whereabouts", "range": "10.0.0.0/24", "configuration_path": str(tmp_path)})
+    peer = AskedPeer({})
+    assert node_name(cfg, "", Runtime(peer=peer).same_file) == "node-7"
+    assert peer.asked == [str(tmp_path / "nodename")]
+    with pytest.raises(ServeInProcess):
+        node_name(cfg, "", Runtime(peer=AskedPeer({str(tmp_path / "nodename"): "1:2/nodename"})).same_file)

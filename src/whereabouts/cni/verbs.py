@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from whereabouts.cni.result import build_result
-from whereabouts.config import LocalSettings, load_ipam, requested_addresses, requested_gateways
+from whereabouts.config import KubernetesSettings, LocalSettings, load_ipam, requested_addresses, requested_gateways
 from whereabouts.errors import (
     AddressOutsideRanges,
     AddressTaken,
@@ -48,6 +48,8 @@ def _setup(call: CallEnv, netconf: Mapping[str, Any], runtime: Runtime) -> tuple
                     same_file=runtime.same_file if runtime.peer is not None else None)  # fmt: skip
     if isinstance(cfg.store, LocalSettings):
         runtime.require_same_local_dir(cfg.store.data_dir)
+    elif isinstance(cfg.store, KubernetesSettings) and cfg.store.kubeconfig:
+        runtime.require_same_kubeconfig_files(cfg.store.kubeconfig)
     log = Log(cfg.log_file, cfg.log_level)
     for warning in cfg.warnings:
         log.warning(warning)
@@ -59,7 +61,7 @@ def _with_service(cfg: IPAMConfig, call: CallEnv, runtime: Runtime, use: Callabl
     opened for this call."""
     with runtime.store(cfg.store) as store:
         slices = store.node_slices() if cfg.slice_prefix else None
-        return use(IPAMService(store, node=call.nodename, slices=slices))
+        return use(IPAMService(store, node=_node(call, cfg, runtime) if slices else call.nodename, slices=slices))
 
 
 def _batch(cfg: IPAMConfig, call: CallEnv, runtime: Runtime, owners: Sequence[Owner]) -> list[list[Assigned] | Refusal]:
@@ -85,15 +87,19 @@ def _owner(call: CallEnv) -> Owner:
     return Owner(call.container_id, call.ifname, call.podref, node=call.nodename)
 
 
-def _gc_node(call: CallEnv, cfg: IPAMConfig) -> str | None:
+def _gc_node(call: CallEnv, cfg: IPAMConfig, runtime: Runtime) -> str | None:
     """The node whose allocations an ADD records and a GC may judge, on a store shared by every node (the
     runtime's list of valid attachments is its own host's: another node's allocation missing from it is not
     stale). None on the local store: the node's own, every allocation in it is this node's."""
-    if isinstance(cfg.store, LocalSettings):
-        return None
+    return None if isinstance(cfg.store, LocalSettings) else _node(call, cfg, runtime)
+
+
+def _node(call: CallEnv, cfg: IPAMConfig, runtime: Runtime) -> str:
+    """This node's name: NODENAME, else the nodename file (the same for the node daemon and its caller, or
+    the call is declined), else the host name."""
     from whereabouts.nodeslice import node_name
 
-    return node_name(cfg, call.nodename)
+    return node_name(cfg, call.nodename, same_file=runtime.same_file if runtime.peer is not None else None)
 
 
 @record(frozen=True)
@@ -109,7 +115,7 @@ class Attachment:
 
 def _attachment(call: CallEnv, netconf: Mapping[str, Any], cfg: IPAMConfig, runtime: Runtime) -> Attachment:
     """ADD: a call without what its sticky key needs (a MAC, a pod) is refused, code 7."""
-    owner = _owner(call).but(node=_gc_node(call, cfg) or call.nodename)
+    owner = _owner(call).but(node=_gc_node(call, cfg, runtime) or call.nodename)
     if not cfg.sticky and not cfg.reservations:
         return Attachment(owner)
     from whereabouts.sticky import call_key, call_mac, fixed_for
@@ -297,7 +303,7 @@ def gc(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtime) -
             log.error("GC changed nothing: the network config has no name, and GC releases only allocations "
                       "recorded under the name of the network config it is for")  # fmt: skip
             return None
-        node = _gc_node(call, cfg)
+        node = _gc_node(call, cfg, runtime)
         released = _with_service(cfg, call, runtime, lambda service: service.gc(cfg, valid, node=node))
         log.verbose(f"GC of network {cfg.netconf_name!r} released {released} stale allocations")
         return None

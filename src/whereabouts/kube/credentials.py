@@ -22,7 +22,7 @@ import time
 from collections.abc import Mapping  # (at run time: isinstance checks of the parsed kubeconfig)
 
 from whereabouts.errors import InvalidConfig
-from whereabouts.kube.transport import Endpoint, TLSSettings, parse_endpoint
+from whereabouts.kube.transport import Endpoint, TLSSettings, parse_endpoint, read_regular
 from whereabouts.names import is_namespace
 from whereabouts.record import record
 
@@ -72,6 +72,16 @@ def load_credentials(kubeconfig: str) -> Credentials:
     c = credentials
     return Credentials(c.endpoint, c.base_path, c.tls, c.namespace, c.token, c.basic, c.sources, origin=kubeconfig,
                        read_stamp=c.stamp(), read_at=time.monotonic())  # fmt: skip
+
+
+def referenced_files(credentials: Credentials) -> tuple[tuple[str, str], ...]:
+    """(key, path) of the files besides the kubeconfig that the credentials are read from or load on connect."""
+    tls = credentials.tls
+    named = [("users[].user.tokenFile", path) for path in credentials.sources[1:]]
+    named += [("clusters[].cluster.certificate-authority", tls.ca_file),
+              ("users[].user.client-certificate", tls.cert_file),
+              ("users[].user.client-key", tls.key_file)]  # fmt: skip
+    return tuple((key, path) for key, path in named if path)
 
 
 def _invalid(path: str, key: str, problem: str) -> InvalidConfig:
@@ -271,8 +281,7 @@ def _read_text(path: str, key: str, file: str, *, missing: str | None = None) ->
     """A small UTF-8 file's text; `missing` if it cannot be read (if given).
     Errors name `key` of the kubeconfig `path`, never the file's content."""
     try:
-        with open(file, "rb") as handle:
-            data = handle.read(MAX_FILE + 1)
+        data = read_regular(file, MAX_FILE + 1)
     except OSError as exc:
         if missing is not None:
             return missing

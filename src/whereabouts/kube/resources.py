@@ -130,8 +130,8 @@ def offset_value(text: str) -> int | None:
     (`x1`, ` 5`, `5_0`, a negative number), which the Go plugin skips with a log line: so does this plugin (no
     plugin writes such a key: a hand edit or a tool's bug must not stop every call of the range). Offsets past
     64 bits are read (this plugin writes them in IPv6 ranges wider than /64; the Go plugin skips them)."""
-    if not (text.isascii() and text.isdigit()) and _SIGNED_DECIMAL.fullmatch(text) is None:
-        return None
+    if len(text) > 48 or (not (text.isascii() and text.isdigit()) and _SIGNED_DECIMAL.fullmatch(text) is None):
+        return None  # (an IPv6 offset has at most 39 digits; int() refuses over 4,300)
     value = int(text)
     return value if value >= 0 else None
 

@@ -281,6 +281,16 @@ class Runtime:
             why = f"local_data_dir {path} is not the same directory for the daemon and the caller"
             raise ServeInProcess(why, "local_dir")
 
+    def require_same_kubeconfig_files(self, kubeconfig: str) -> None:
+        """The files a kubeconfig names (a token file, the CA, a client certificate and key), read on connect:
+        the same for the daemon and its caller (same_file), or the call is declined (the daemon would
+        authenticate with its own service account's token where the caller has none, say). The kubeconfig
+        itself is checked with the config (config.load_ipam)."""
+        if self.peer is None:
+            return
+        for key, path in _kubeconfig_files(kubeconfig):
+            self.same_file(path, f"kubernetes.kubeconfig's {key}", False)
+
     def same_file(self, path: str, key: str, created: bool) -> bool:
         """Whether there is a file at `path`, when the daemon and its caller see alike there: one and the same
         file (for a symlink: and the same file at its end, as the daemon resolves it), or nothing for either
@@ -312,3 +322,27 @@ class Runtime:
         if missing and not created:
             return False
         return None if mine != theirs else not missing
+
+
+_KUBECONFIG_FILES: dict[str, tuple[tuple[int, int, int], tuple[tuple[str, str], ...]]] = {}
+
+
+def _kubeconfig_files(kubeconfig: str) -> tuple[tuple[str, str], ...]:
+    """The files `kubeconfig` names (kube.credentials.referenced_files), parsed again only when it changes."""
+    import os
+
+    from whereabouts.kube.credentials import load_credentials, referenced_files
+
+    try:
+        info = os.stat(kubeconfig)
+        stamp = (info.st_ino, info.st_size, info.st_mtime_ns)
+    except OSError:
+        stamp = (0, 0, 0)
+    kept = _KUBECONFIG_FILES.get(kubeconfig)
+    if kept is not None and kept[0] == stamp:
+        return kept[1]
+    files = referenced_files(load_credentials(kubeconfig))
+    if len(_KUBECONFIG_FILES) >= 64:  # (kubeconfigs a node's configs name: a few)
+        _KUBECONFIG_FILES.clear()
+    _KUBECONFIG_FILES[kubeconfig] = (stamp, files)
+    return files

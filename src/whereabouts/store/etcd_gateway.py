@@ -71,6 +71,7 @@ class EtcdGateway:
 
     def _call_any(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         errors, unusable = [], []
+        failure: BaseException | None = None  # (the last: a daemon out of descriptors sees it in the chain)
         headers = {"Authorization": self._token} if self._token else {}
         for index, conn in enumerate(self.connections):
             try:
@@ -81,6 +82,7 @@ class EtcdGateway:
             except (OSError, ValueError) as exc:
                 conn.close()
                 errors.append(f"{conn.endpoint.url}: {exc or type(exc).__name__}")
+                failure = exc
                 continue
             if index:  # this endpoint answered: try it first next time
                 self.connections.insert(0, self.connections.pop(index))
@@ -89,7 +91,7 @@ class EtcdGateway:
             return _json_object(response.status, response.body)
         if unusable and not errors:  # the config's TLS files, not the servers: no retry mends them
             raise InvalidConfig(f"etcd: {unusable[0]} (etcd_ca_cert_file, etcd_cert_file, etcd_key_file)")
-        raise TryAgainLater(f"etcd unreachable ({'; '.join(errors + unusable)})")
+        raise TryAgainLater(f"etcd unreachable ({'; '.join(errors + unusable)})") from failure
 
     def close(self) -> None:
         for conn in self.connections:

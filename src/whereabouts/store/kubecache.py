@@ -601,8 +601,11 @@ class MirrorWriter:
 
     def _run(self) -> None:
         failures, took, resting = 0, 0.0, False
+        compared = time.monotonic()
         while not self.stopping.is_set():
-            if not self.wake.wait(ADOPT_EVERY):  # no call for a while: an entry removed by hand comes back still
+            self.wake.wait(ADOPT_EVERY)
+            if time.monotonic() - compared >= ADOPT_EVERY:  # every pool served, with calls or none (an entry
+                compared = time.monotonic()  # removed by hand comes back; a quiet pool beside busy ones too)
                 with self.lock:
                     serving = sorted(self.serving)
                 for key in serving:
