@@ -45,7 +45,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from http.server import ThreadingHTTPServer
 
-MAX_REQUEST = 1 << 20  # bytes of environment or of network config; a usual call sends a few kB
+MAX_REQUEST = 2 << 20  # bytes of environment or of network config: a usual call sends a few kB, the largest NAD etcd
+# stores (its 1.5 MiB request limit) must fit
 # Memory a request takes once parsed, per byte sent: JSON such as `[[[]],[[]],...]` or `[{},{},...]` costs
 # 32-36 bytes of Python objects per byte on the wire (the wire bytes and their decoded text included).
 PARSED_COST = 40
