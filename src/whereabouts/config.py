@@ -12,6 +12,7 @@ import os
 from collections.abc import Mapping
 
 from whereabouts.errors import InvalidConfig, TryAgainLater, shown
+from whereabouts.files import NotRegular, out_of_descriptors, read_regular
 from whereabouts.iptext import parse_network
 from whereabouts.model import Address
 from whereabouts.ranges import IPRange, as_go_reads, format_ip, parse_ip, parse_range, parse_request
@@ -21,7 +22,7 @@ from whereabouts.sticky import DEFAULT_RETENTION, FixedReservation, parse_mode, 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any, NoReturn
+    from typing import Any
 
     # (path, key, created) -> whether the file exists: the node daemon's check that its caller sees the same file
     # there (see Runtime.same_file); it declines the call otherwise. `created`: a file the call may create.
@@ -266,50 +267,26 @@ def read_flat_file(
 def read_config_file(path: str, key: str, limit: int = MAX_FILE) -> bytes | None:
     """The bytes of the regular file at `path` (a symlink to one is followed), None if there is nothing there.
     Anything else is refused (code 7, naming `key`): a FIFO would block the call, a device could be read without
-    end or act on being opened (never opened: checked first), a larger file is no config."""
-    import stat
+    end or act on being opened (never opened: whereabouts.files), a larger file is no config."""
 
     def refused(why: str) -> InvalidConfig:
         return InvalidConfig(f"invalid {key} {path}: {why}")
 
     try:
-        info = os.stat(path)
-        if not stat.S_ISREG(info.st_mode):
-            raise refused("not a regular file")
-        # O_NONBLOCK: should a FIFO be swapped in since the stat, opening it does not wait for a writer
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        data = read_regular(path, limit + 1)
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except NotRegular:
+        raise refused("not a regular file") from None
     except OSError as exc:
-        _unreadable(exc, refused)
+        if out_of_descriptors(exc):  # the file may be fine: code 11 (the node daemon, seeing the cause, declines)
+            raise TryAgainLater(f"cannot read config files: {exc.strerror}") from exc
+        raise refused(f"{type(exc).__name__}: {exc}") from None
     except ValueError as exc:
         raise refused(f"{type(exc).__name__}: {exc}") from None
-    try:
-        opened = os.fstat(fd)
-        if not stat.S_ISREG(opened.st_mode):
-            raise refused("not a regular file")
-        step = max(opened.st_size + 1, 65536)  # the file as large as it says in one read (a /proc file says 0)
-        chunks, size = [], 0
-        while size <= limit and (chunk := os.read(fd, min(step, limit + 1 - size))):
-            chunks.append(chunk)
-            size += len(chunk)
-    except OSError as exc:
-        _unreadable(exc, refused)
-    finally:
-        os.close(fd)
-    if size > limit:
+    if len(data) > limit:
         raise refused(f"larger than {limit} bytes")
-    return b"".join(chunks)
-
-
-def _unreadable(exc: OSError, refused: Callable[[str], InvalidConfig]) -> NoReturn:
-    """A config file that could not be read: the file's fault (code 7), unless no file descriptor was left
-    (the file may be fine: code 11; in the node daemon, which sees the cause, the caller serves the call)."""
-    import errno
-
-    if exc.errno in (errno.EMFILE, errno.ENFILE):
-        raise TryAgainLater(f"cannot read config files: {exc.strerror}") from exc
-    raise refused(f"{type(exc).__name__}: {exc}") from None
+    return data
 
 
 def parse_ipam(raw: Mapping[str, Any], netconf_name: str = "", persistent: object = None) -> IPAMConfig:

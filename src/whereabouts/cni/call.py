@@ -71,13 +71,13 @@ def _error(exc: Exception, runtime: Runtime | None) -> WhereaboutsError:
 
 def _out_of_descriptors(exc: BaseException) -> bool:
     """Whether `exc`, or an error it was raised from (or while handling), is EMFILE or ENFILE."""
-    import errno
+    from whereabouts.files import out_of_descriptors
 
     seen: BaseException | None = exc
     for _ in range(16):  # (a chain is short; a cycle is possible)
         if seen is None:
             return False
-        if isinstance(seen, OSError) and seen.errno in (errno.EMFILE, errno.ENFILE):
+        if out_of_descriptors(seen):
             return True
         seen = seen.__cause__ or seen.__context__
     return False

@@ -22,7 +22,8 @@ import time
 from collections.abc import Mapping  # (at run time: isinstance checks of the parsed kubeconfig)
 
 from whereabouts.errors import InvalidConfig
-from whereabouts.kube.transport import Endpoint, TLSSettings, parse_endpoint, read_regular
+from whereabouts.files import read_regular
+from whereabouts.kube.transport import Endpoint, TLSSettings, parse_endpoint
 from whereabouts.names import is_namespace
 from whereabouts.record import record
 

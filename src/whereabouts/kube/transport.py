@@ -12,12 +12,12 @@ before a byte is sent, so no string from a config can smuggle a second request o
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import socket
 
 from whereabouts import deadline
+from whereabouts.files import out_of_descriptors, require_regular
 from whereabouts.record import record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
@@ -174,7 +174,8 @@ class HTTPConnection:
         import ssl  # only https endpoints pay for it
 
         try:
-            _regular(self.tls.ca_file)
+            if self.tls.ca_file:
+                require_regular(self.tls.ca_file)
             context = ssl.create_default_context(cafile=self.tls.ca_file or None, cadata=self.tls.ca_data or None)
         except OSError as exc:  # (ssl.SSLError is one)
             _file_failed(exc, f"invalid TLS CA {self.tls.ca_file or 'data'}")
@@ -183,8 +184,9 @@ class HTTPConnection:
             context.verify_mode = ssl.CERT_NONE
         if self.tls.cert_file or self.tls.cert_data:
             try:
-                _regular(self.tls.cert_file)
-                _regular(self.tls.key_file)
+                for path in (self.tls.cert_file, self.tls.key_file):
+                    if path:
+                        require_regular(path)
                 _load_client_certificate(context, self.tls)
             except OSError as exc:
                 which = f"{self.tls.cert_file or 'data'} and key {self.tls.key_file or 'data'}"
@@ -254,28 +256,6 @@ def _check_head(method: str, path: str, headers: dict[str, str]) -> None:
             raise ValueError(f"unsafe value of HTTP header {name}")  # a credential, maybe: never quoted
 
 
-def read_regular(path: str, limit: int) -> bytes:
-    """Up to `limit` bytes of the regular file at `path` (symlinks followed). Anything else is an OSError, and
-    never opened (a device may act on being opened; a FIFO would block the call): checked before and after."""
-    import stat
-
-    if not stat.S_ISREG(os.stat(path).st_mode):
-        raise OSError(errno.EINVAL, "not a regular file")
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # (a FIFO swapped in meanwhile: no wait)
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, "not a regular file")
-        return handle.read(limit)
-
-
-def _regular(path: str) -> None:
-    """A TLS file OpenSSL is to open: a regular file (stat), else an OSError (see read_regular)."""
-    import stat
-
-    if path and not stat.S_ISREG(os.stat(path).st_mode):
-        raise OSError(errno.EINVAL, "not a regular file")
-
-
 class TLSFileError(OSError):
     """A TLS file of the settings (the CA, the client certificate or key) missing or no PEM: the config's fault,
     not the server's, which no retry mends (a CNI call on etcd says code 7). Long-running clients take it as any
@@ -285,7 +265,7 @@ class TLSFileError(OSError):
 def _file_failed(exc: OSError, what: str) -> NoReturn:
     """A TLS file could not be loaded: the file's fault (TLSFileError), unless no descriptor was left (raised
     as it is: the node daemon declines the call, in process it is code 11)."""
-    if exc.errno in (errno.EMFILE, errno.ENFILE):
+    if out_of_descriptors(exc):
         raise exc
     raise TLSFileError(f"{what}: {exc.strerror or str(exc) or type(exc).__name__}") from None
 

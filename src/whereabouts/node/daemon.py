@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import os
 import signal
 import socket
@@ -37,6 +36,7 @@ from whereabouts.cni.call import handle
 from whereabouts.cni.main import DEFAULT_SOCKET
 from whereabouts.controller.context import log_line
 from whereabouts.controller.metrics import Registry
+from whereabouts.files import out_of_descriptors
 from whereabouts.node.batch import Batcher
 from whereabouts.node.metrics import NodeMetrics
 from whereabouts.node.runtime import Peer, Runtime, ServeInProcess, StorePool
@@ -270,7 +270,7 @@ class NodeDaemon(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         try:
             return super().get_request()
         except OSError as exc:
-            if exc.errno in (errno.EMFILE, errno.ENFILE) and self.runtime.stores is not None:
+            if out_of_descriptors(exc) and self.runtime.stores is not None:
                 self.runtime.stores.shed()  # a caller waits in the backlog: free descriptors for it
             raise
 
