@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from typing import TypeVar
 
     from whereabouts.config import StoreSettings
+    from whereabouts.kube.credentials import Credentials
     from whereabouts.node.batch import Batcher
     from whereabouts.storage import Store
 
@@ -324,25 +325,18 @@ class Runtime:
         return None if mine != theirs else not missing
 
 
-_KUBECONFIG_FILES: dict[str, tuple[tuple[int, int, int], tuple[tuple[str, str], ...]]] = {}
+_KUBECONFIGS: dict[str, Credentials] = {}  # kubeconfig path -> its credentials as last read
 
 
 def _kubeconfig_files(kubeconfig: str) -> tuple[tuple[str, str], ...]:
-    """The files `kubeconfig` names (kube.credentials.referenced_files), parsed again only when it changes."""
-    import os
-
+    """The files `kubeconfig` names (kube.credentials.referenced_files), read again only when it (or its token
+    file) changed (Credentials.changed)."""
     from whereabouts.kube.credentials import load_credentials, referenced_files
 
-    try:
-        info = os.stat(kubeconfig)
-        stamp = (info.st_ino, info.st_size, info.st_mtime_ns)
-    except OSError:
-        stamp = (0, 0, 0)
-    kept = _KUBECONFIG_FILES.get(kubeconfig)
-    if kept is not None and kept[0] == stamp:
-        return kept[1]
-    files = referenced_files(load_credentials(kubeconfig))
-    if len(_KUBECONFIG_FILES) >= 64:  # (kubeconfigs a node's configs name: a few)
-        _KUBECONFIG_FILES.clear()
-    _KUBECONFIG_FILES[kubeconfig] = (stamp, files)
-    return files
+    credentials = _KUBECONFIGS.get(kubeconfig)
+    if credentials is None or credentials.changed():
+        credentials = load_credentials(kubeconfig)
+        if len(_KUBECONFIGS) >= 64:  # (kubeconfigs a node's configs name: a few)
+            _KUBECONFIGS.clear()
+        _KUBECONFIGS[kubeconfig] = credentials
+    return referenced_files(credentials)
