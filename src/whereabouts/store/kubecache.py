@@ -127,7 +127,7 @@ class _Decoded:
         if changes is None or previous is None:
             state = resources.decode_pool(key, obj)
             entries = PoolEntries(state.allocations) if state.allocations else None
-            return _Decoded(version, state, entries, written, all(map(_plain, written)))
+            return _Decoded(version, state, entries, written, all(_plain(text) is not None for text in written))
         allocations = dict(previous.state.allocations)
         for ip, owner in changes.items():
             if owner is None:
@@ -141,11 +141,11 @@ class _Decoded:
 _ABSENT = object()
 
 
-def _plain(offset: str) -> bool:
-    """Whether an IPPool offset is written as the Go plugin writes it: one decimal number, no other text for
-    its address (any other key, one the decoding skips or reads as another spelling, is left to a whole one)."""
+def _plain(offset: str) -> int | None:
+    """The offset, if written as the Go plugin writes it: one decimal number, no other text for its address
+    (None: any other key, one the decoding skips or reads as another spelling, is left to a whole one)."""
     value = resources.offset_value(offset)
-    return value is not None and str(value) == offset
+    return value if value is not None and str(value) == offset else None
 
 
 def _changes(key: PoolKey, before: Any, after: Any, *, limit: int) -> dict[int, Owner | None] | None:
@@ -157,13 +157,13 @@ def _changes(key: PoolKey, before: Any, after: Any, *, limit: int) -> dict[int, 
     try:
         for offset, raw in after.items():
             if before.get(offset, _ABSENT) != raw:
-                if not _plain(offset) or len(changes) >= limit:
+                if (value := _plain(offset)) is None or len(changes) >= limit:
                     return None
-                changes[base + int(offset)] = resources.entry_owner(raw)
+                changes[base + value] = resources.entry_owner(raw)
         for offset in before.keys() - after.keys():
-            if not _plain(offset) or len(changes) >= limit:
+            if (value := _plain(offset)) is None or len(changes) >= limit:
                 return None
-            changes[base + int(offset)] = None
+            changes[base + value] = None
     except (ValueError, TypeError, AttributeError):  # not the format: decoding it whole says what is wrong
         return None
     return changes
