@@ -36,6 +36,26 @@ def test_version_lists_supported_versions(version):
     assert result.json == {"cniVersion": version, "supportedVersions": ALL_VERSIONS}
 
 
+@pytest.mark.parametrize(
+    ("stdin", "answered_in"),
+    [
+        (b'{"cniVersion": "1.2.0"}', "1.1.0"),  # libcni newer than the plugin asks in its own newest version
+        (b'{"cniVersion": "9"}', "1.1.0"),
+        (b'{"cniVersion": ["1.0.0"]}', "1.1.0"),
+        (b"{not json", "1.1.0"),
+        (b"[]", "1.1.0"),
+        (b"", "0.1.0"),  # no cniVersion: 0.1.0, as for every verb
+    ],
+    ids=["newer", "not-a-version", "not-a-string", "not-json", "not-an-object", "empty"],
+)
+def test_version_answers_whatever_stdin_and_cni_args_hold(stdin, answered_in):
+    """libcni's skel answers VERSION without reading stdin or CNI_ARGS: a runtime that asks with a newer
+    cniVersion than ours must learn what we support, not get code 1."""
+    result = run_plugin({"CNI_COMMAND": "VERSION", "CNI_ARGS": "no-equals-sign"}, stdin)
+    assert result.returncode == 0, result.stdout
+    assert result.json == {"cniVersion": answered_in, "supportedVersions": ALL_VERSIONS}
+
+
 def test_add_then_del_frees_the_address_for_the_next_add(tmp_path):
     conf = netconf(tmp_path, range="10.0.0.0/24")
     assert add(conf, "a") == ["10.0.0.1/24"]

@@ -27,6 +27,8 @@ CNI protocol versions supported: {", ".join(SUPPORTED_VERSIONS)}
 def handle(environ: Mapping[str, str], stdin: bytes, runtime: Runtime | None = None) -> tuple[int, str]:
     """Serve one call; errors become CNI error objects, never exceptions (but ServeInProcess: the node daemon
     declines a call its caller must serve)."""
+    if environ.get("CNI_COMMAND") == "VERSION":  # (before the environment is read: skel reads none of it)
+        return 0, json.dumps(_version_info(stdin)) + "\n"
     version = LATEST
     deadline.start()
     try:
@@ -95,9 +97,19 @@ def _decode(raw: bytes) -> dict[str, Any]:
     return netconf
 
 
+def _version_info(stdin: bytes) -> dict[str, Any]:
+    """VERSION's answer, whatever stdin holds (libcni's skel reads none of it): a runtime newer than this
+    plugin asks with its own newest cniVersion, and must learn what this plugin supports rather than get an
+    error. The answer is in the asked version when it is one of ours, else in the newest we speak."""
+    try:
+        asked = json.loads(stdin).get("cniVersion", "0.1.0") if stdin.strip() else "0.1.0"
+    except (ValueError, RecursionError, AttributeError):  # no JSON, or no object
+        asked = None
+    version = asked if isinstance(asked, str) and asked in SUPPORTED_VERSIONS else LATEST
+    return {"cniVersion": version, "supportedVersions": list(SUPPORTED_VERSIONS)}
+
+
 def _dispatch(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtime) -> dict[str, Any] | None:
-    if call.command == "VERSION":
-        return {"cniVersion": version, "supportedVersions": list(SUPPORTED_VERSIONS)}
-    from whereabouts.cni.verbs import VERBS  # after VERSION: only real calls load config and store code
+    from whereabouts.cni.verbs import VERBS  # only real calls load config and store code
 
     return VERBS[call.command](call, netconf, version, runtime)
