@@ -194,6 +194,11 @@ def _assign_requests(
                 f"requested address {format_ip(version, ip)} for {_who(owner)} is the network or broadcast "
                 f"address of range {home.rng.cidr}",
             )
+        if ip == home.rng.gateway:  # the router's address: a pod holding it breaks its own network's routing
+            return Refusal(
+                OUTSIDE,
+                f"requested address {format_ip(version, ip)} for {_who(owner)} is the gateway of range {home.rng.cidr}",
+            )
         by_range.setdefault(home, {})[ip] = None
     return by_range
 

@@ -13,9 +13,8 @@ from collections.abc import Mapping
 
 from whereabouts.errors import InvalidConfig, TryAgainLater, shown
 from whereabouts.files import NotRegular, out_of_descriptors, read_regular
-from whereabouts.iptext import parse_network
 from whereabouts.model import Address
-from whereabouts.ranges import IPRange, as_go_reads, format_ip, parse_ip, parse_range, parse_request
+from whereabouts.ranges import IPRange, as_go_reads, format_ip, parse_ip, parse_net, parse_range, parse_request
 from whereabouts.record import record
 from whereabouts.sticky import DEFAULT_RETENTION, FixedReservation, parse_mode, parse_reservations, parse_retention
 
@@ -523,7 +522,7 @@ def _go_cidr(text: object, key: str, warnings: list[str]) -> tuple[int, str]:
     def read(written: str) -> tuple[int, str]:
         if "/" not in written:
             raise ValueError(f"{written!r} has no prefix length")
-        return parse_network(written, strict=False)[0], written
+        return parse_net(written, strict=False)[0], written
 
     try:
         if not isinstance(text, str):
@@ -556,7 +555,7 @@ def _check_cidr(text: object, key: str) -> int:
     try:
         if not isinstance(text, str) or "/" not in text:
             raise ValueError
-        return parse_network(text, strict=False)[0]
+        return parse_net(text, strict=False)[0]
     except ValueError:
         raise InvalidConfig(f"invalid {key} {shown(text)}: expected a CIDR") from None
 

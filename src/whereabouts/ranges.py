@@ -25,8 +25,22 @@ Interval = tuple[int, int]
 
 
 def parse_ip(text: str) -> tuple[int, int]:
-    """'10.0.0.1' -> (4, int). Raises ValueError on anything else."""
-    return parse_address(text.strip())
+    """'10.0.0.1' -> (4, int). Raises ValueError on anything else, a zone ('fe80::1%eth0') included."""
+    return parse_address(unzoned(text).strip())
+
+
+def parse_net(text: str, *, strict: bool = True) -> tuple[int, int, int]:
+    """iptext.parse_network of a network a config names: a zone refused (ValueError)."""
+    return parse_network(unzoned(text), strict=strict)
+
+
+def unzoned(text: str) -> str:
+    """`text`, unless it names an IPv6 zone ('fe80::1%eth0', 'fe80::%eth0/64'): ValueError. The Go plugin's
+    net.ParseIP and ParseCIDR refuse one, and an address in a result with its zone is none a runtime reads
+    (`ipaddress` keeps it; dropping it silently would hand out a different text than the config's)."""
+    if "%" in text:
+        raise ValueError(f"{text!r} names a zone")
+    return text
 
 
 def format_ip(version: int, value: int) -> str:
@@ -419,9 +433,9 @@ def _parse_range_spec(spec: str, key: str) -> tuple[int, int, int, int | None, i
     body, _, prefix_text = spec.strip().rpartition("/")
     start_text, dash, end_text = body.partition("-")  # addresses hold no '-', so it splits START-END
     try:
-        version, network, prefix = parse_network(f"{start_text}/{prefix_text}", strict=False)
-        start = parse_address(start_text)[1] if dash else None
-        end_version, end = parse_address(end_text) if dash else (version, None)
+        version, network, prefix = parse_net(f"{start_text}/{prefix_text}", strict=False)
+        start = parse_ip(start_text)[1] if dash else None
+        end_version, end = parse_ip(end_text) if dash else (version, None)
         if end_version != version:
             raise ValueError("START and END of different IP versions")
     except ValueError:
@@ -446,7 +460,7 @@ def _parse_exclude(item: str, key: str, warnings: list[str] | None = None) -> tu
 def _exclude_span(item: str) -> tuple[int, int, int]:
     """ValueError unless `item` is a CIDR, an address or 'A-B'."""
     if "/" in item:
-        version, network, prefix = parse_network(item.strip(), strict=False)
+        version, network, prefix = parse_net(item.strip(), strict=False)
         return version, network, _last(version, network, prefix)
     if "-" in item:
         lo_text, _, hi_text = item.partition("-")

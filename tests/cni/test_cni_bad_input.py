@@ -82,6 +82,15 @@ INVALID = [
     ({"range": None}, ["range"]),
     ({"range": None, "ipRanges": []}, ["range"]),
     ({"range": None, "ipRanges": [{"range_start": "10.0.0.5"}]}, ["ipRanges[0]", "range"]),
+    # an IPv6 zone: the Go plugin's net.ParseIP/ParseCIDR refuse it, and a result would carry it or drop it
+    ({"range": "fe80::%eth0/64"}, ["range", "fe80::%eth0/64"]),
+    ({"range": "fd00::1%eth0-fd00::9/64"}, ["range", "fd00::1%eth0-fd00::9/64"]),
+    ({"range": "fd00::/64", "gateway": "fd00::1%eth0"}, ["gateway", "fd00::1%eth0"]),
+    ({"range": "fd00::/64", "range_start": "fd00::5%eth0"}, ["range_start", "fd00::5%eth0"]),
+    ({"range": "fd00::/64", "exclude": ["fd00::%eth0/120"]}, ["exclude", "fd00::%eth0/120"]),
+    ({"range": "fd00::/64", "exclude": ["fd00::5%eth0"]}, ["exclude", "fd00::5%eth0"]),
+    ({"range": "10.0.0.0/24", "addresses": [{"address": "fd01::5%eth0/64"}]}, ["address", "fd01::5%eth0/64"]),
+    ({"range": "10.0.0.0/24", "routes": [{"dst": "fd05::%eth0/64"}]}, ["route", "fd05::%eth0/64"]),
     # a relative directory means another store to the node daemon than to the executable
     ({"local_data_dir": "whereabouts-data"}, ["local_data_dir", "whereabouts-data", "absolute"]),
     ({"local_data_dir": "/var/lib/x\u0000y"}, ["local_data_dir", "absolute"]),
@@ -183,8 +192,24 @@ def test_requested_address_outside_every_range_is_103(tmp_path, ip):
     assert_nothing_allocated(tmp_path)
 
 
+@pytest.mark.parametrize("how", ["runtimeConfig", "CNI_ARGS"])
+def test_requested_gateway_is_103_and_the_range_still_serves(tmp_path, how):
+    """A request bypasses exclude and the window, not the gateway: a pod holding its router's address breaks
+    the network's routing (and the bridge's isGateway takes that address itself)."""
+    conf = netconf(tmp_path, ipRanges=[{"range": "10.0.0.0/24"}, {"range": "fd00::/64"}], gateway="10.0.0.1")
+    if how == "runtimeConfig":
+        error = failed(run_cni("ADD", {**conf, "runtimeConfig": {"ips": ["10.0.0.1/24"]}}, container_id="x"), 103)
+    else:
+        error = failed(run_cni("ADD", conf, container_id="x", cni_args="IP=10.0.0.1"), 103)
+    assert "10.0.0.1" in error["msg"] and "gateway" in error["msg"] and "10.0.0.0/24" in error["msg"]
+    assert held(tmp_path) == []
+    assert add(conf, "next") == ["10.0.0.2/24", "fd00::1/64"]  # (the gateway is never picked either)
+
+
 @pytest.mark.parametrize(
-    "ips", [["not-an-ip"], "10.0.0.5", [5], ["10.0.0.5", "10.0.0.300"]], ids=["word", "string", "int", "one-bad"]
+    "ips",
+    [["not-an-ip"], "10.0.0.5", [5], ["10.0.0.5", "10.0.0.300"], ["fd00::5%eth0/64"]],
+    ids=["word", "string", "int", "one-bad", "zone"],
 )
 def test_malformed_requested_address_is_code_7(tmp_path, ips):
     conf = {**netconf(tmp_path, **GOOD), "runtimeConfig": {"ips": ips}}
