@@ -97,6 +97,27 @@ def test_daemon_gone_mid_burst_calls_still_succeed(daemon: tuple, tmp_path: Path
     assert len(set(addresses)) == 80
 
 
+def test_a_daemon_that_stops_leaves_the_socket_of_the_one_that_replaced_it(tmp_path: Path) -> None:
+    """A DaemonSet rolled with maxSurge starts the new daemon (which takes the socket path) before the old one
+    stops: the old one must not remove the new one's socket on its way out, or every call on the node is
+    served in process until the new daemon restarts."""
+    sock = str(tmp_path / "run" / "plugin.sock")
+    old_log, new_log = tmp_path / "old.log", tmp_path / "new.log"
+    conf = netconf(tmp_path, range="10.95.4.0/24")
+    with running_daemon(sock, log=old_log) as old:
+        with running_daemon(sock, log=new_log):
+            deadline = time.monotonic() + 20
+            while "serving on" not in new_log.read_text():
+                assert time.monotonic() < deadline, "the new daemon did not start"
+                time.sleep(0.05)
+            stop_process(old, 10)
+            assert old.returncode == 0 and os.path.exists(sock)
+            result = run_cni("ADD", conf, container_id="after", env={"WHEREABOUTS_SOCKET": sock})
+            assert result.addresses() == ["10.95.4.1/24"] and result.stderr == ""  # not served in process
+            assert " whereabouts-node: ADD after/eth0 exit 0 " in new_log.read_text()
+        assert not os.path.exists(sock)  # the new daemon removes its own on the way out
+
+
 def parallel_adds(conf: dict, env: dict[str, str], *, calls: int, callers: int, prefix: str) -> list:
     with ThreadPoolExecutor(max_workers=callers) as pool:
         return list(pool.map(lambda n: run_cni("ADD", conf, container_id=f"{prefix}{n}", env=env), range(calls)))

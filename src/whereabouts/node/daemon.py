@@ -229,6 +229,7 @@ class NodeDaemon(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         finally:
             os.umask(old)
         self.path = path
+        self.bound = _identity(path)  # the socket file this daemon made (another may take the path later)
         self.runtime = runtime or Runtime()
         self.quiet = quiet
         self.slots = threading.BoundedSemaphore(MAX_CALLS)
@@ -284,11 +285,24 @@ class NodeDaemon(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         log_line(f"{line} {detail.strip()}".rstrip())
 
     def server_close(self) -> None:
+        """Stop listening; the socket file goes only if it is still this daemon's. A daemon started on the path
+        meanwhile (a DaemonSet rolled with maxSurge starts the new pod before the old one stops) replaced it, and
+        removing that one would send every call on the node in process until the new daemon restarts."""
         super().server_close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+        if _identity(self.path) == self.bound:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
         if self.runtime.stores is not None:
             self.runtime.stores.close()
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the file at `path`, None if there is none."""
+    try:
+        found = os.lstat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 def start_serving(path: str, *, quiet: bool = False, registry: Registry | None = None) -> NodeDaemon:
