@@ -246,6 +246,8 @@ class Model:
             r = cfg.ranges[home]
             if r.host_bits >= 2 and ip in (r.network, r.broadcast):
                 return AddressOutsideRanges
+            if cfg.gateway == (version, ip):  # the router's address is never handed out, requested or not
+                return AddressOutsideRanges
             if ip not in by_range.setdefault(home, []):
                 by_range[home].append(ip)
         planned: list[tuple[tuple[str, str], int, int, Owner | None]] = []  # (pool, version, ip, previous)
