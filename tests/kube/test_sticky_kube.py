@@ -222,3 +222,52 @@ def test_retained_address_on_another_slice_is_found_by_its_reservation_before_th
     else:  # as if the mirror had not created the slice's IPPool yet
         kube.request("DELETE", path)
     assert add(config, "new", "db-0", ns, node="n2") == "10.56.0.1/27"  # by its retained reservation
+
+
+def test_a_claim_is_the_pods_namespaces_whatever_namespace_its_element_names(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path
+) -> None:
+    """The element's `namespace` is the NAD's: a pod of another namespace naming a VM's claim there finds no
+    such claim in its own (code 7) and takes nothing; a VM attaching a NAD of another namespace uses its own."""
+    ns, evil = kube_namespace, kube_namespace + "-evil"
+    for namespace in (ns, evil):
+        ensure_namespace(kube, namespace)
+    config = conf(tmp_path, plugin_kubeconfig, range="10.57.0.0/28", sticky="claim")
+    create_claim(kube, ns, "vm1.tenantnet", "tenantnet", "net1")
+    launcher(kube, ns, "virt-launcher-vm1", "vm1.tenantnet")  # its element names its own namespace
+    assert add(config, "vm", "virt-launcher-vm1", ns, ifname="net1") == "10.57.0.1/28"
+    stolen = {"name": "tenantnet", "namespace": ns, "interface": "net1", "ipam-claim-reference": "vm1.tenantnet"}
+    create_pod(kube, evil, "thief", node="n2", networks=json.dumps([stolen]))
+    result = call("ADD", config, "thief", "thief", evil, ifname="net1", node="n2")
+    assert result.json["code"] == 7 and f"{evil}/vm1.tenantnet" in result.json["msg"], result.stdout
+    assert claim(kube, ns, "vm1.tenantnet")["status"] == {"ips": ["10.57.0.1/28"], "ownerPod": "virt-launcher-vm1"}
+    assert {a: o["spec"]["containerid"] for a, o in reservations(kube, ns).items()} == {"10.57.0.1": "vm"}
+    # a VM whose NAD lives in another namespace: the claim KubeVirt made beside the VM
+    create_claim(kube, ns, "vm2.tenantnet", "tenantnet", "net1")
+    element = {"name": "tenantnet", "namespace": "nads", "interface": "net1", "ipam-claim-reference": "vm2.tenantnet"}
+    create_pod(kube, ns, "virt-launcher-vm2", node="n1", networks=json.dumps([element]))
+    assert add(config, "vm2", "virt-launcher-vm2", ns, ifname="net1") == "10.57.0.2/28"
+    assert reservations(kube, ns)["10.57.0.2"]["spec"]["sticky"] == f"claim:{ns}/vm2.tenantnet"
+    assert claim(kube, ns, "vm2.tenantnet")["status"]["ips"] == ["10.57.0.2/28"]
+
+
+def test_an_element_naming_no_claim_borrows_none(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path
+) -> None:
+    """The pod's only claim is another network's when this network's element names none; an empty reference
+    names none either."""
+    ns = kube_namespace
+    ensure_namespace(kube, ns)
+    neta = {**conf(tmp_path, plugin_kubeconfig, range="10.58.0.0/28", sticky="claim", network_name="a"), "name": "a"}
+    netb = {**conf(tmp_path, plugin_kubeconfig, range="10.59.0.0/28", sticky="claim", network_name="b"), "name": "b"}
+    netc = {**conf(tmp_path, plugin_kubeconfig, range="10.60.0.0/28", sticky="claim", network_name="c"), "name": "c"}
+    create_claim(kube, ns, "vm1.a", "a", "net1")
+    elements = [{"name": "a", "ipam-claim-reference": "vm1.a"}, {"name": "b"},
+                {"name": "c", "ipam-claim-reference": ""}]  # fmt: skip
+    create_pod(kube, ns, "virt-launcher-vm1", node="n1", networks=json.dumps(elements))
+    assert add(neta, "vm", "virt-launcher-vm1", ns, ifname="net1") == "10.58.0.1/28"
+    assert add(netb, "vm", "virt-launcher-vm1", ns, ifname="net2") == "10.59.0.1/28"
+    assert add(netc, "vm", "virt-launcher-vm1", ns, ifname="net3") == "10.60.0.1/28"
+    stuck = {a: o["spec"].get("sticky", "") for a, o in reservations(kube, ns).items()}
+    assert stuck == {"10.58.0.1": f"claim:{ns}/vm1.a", "10.59.0.1": "", "10.60.0.1": ""}
+    assert claim(kube, ns, "vm1.a")["status"]["ips"] == ["10.58.0.1/28"]

@@ -158,23 +158,25 @@ def _pod_facts(cfg: IPAMConfig, call: CallEnv, runtime: Runtime) -> PodFacts | N
 
 def _claim_reference(networks: str, call: CallEnv, cfg: IPAMConfig) -> str:
     """The IPAMClaim the pod's network-selection element for this attachment names (`ipam-claim-reference`),
-    as "<namespace>/<name>"; "" when none does (a pod that is not a VM gets an ordinary address)."""
+    as "<namespace>/<name>"; "" when none does (a pod that is not a VM gets an ordinary address). The claim is
+    the pod's namespace's, whatever namespace the element names (that is the NAD's): KubeVirt creates it beside
+    the VM, and a pod must not take, nor write the status of, another namespace's claim."""
     import json
 
     try:
         elements = json.loads(networks) if networks.strip().startswith("[") else []
     except ValueError:
         return ""
-    namespace = call.podref.partition("/")[0]
-    candidates = [e for e in elements if isinstance(e, dict) and isinstance(e.get("ipam-claim-reference"), str)]
-    for match in (
-        lambda e: e.get("interface") == call.ifname,
-        lambda e: str(e.get("name", "")).rpartition("/")[2] in (cfg.netconf_name, cfg.network_name),
-        lambda e: len(candidates) == 1,
-    ):
-        found = [e for e in candidates if match(e)]
+    elements = [e for e in elements if isinstance(e, dict)]
+    claims = [e for e in elements if isinstance(e.get("ipam-claim-reference"), str) and e["ipam-claim-reference"]]
+    names = {cfg.netconf_name, cfg.network_name} - {""}
+    for_interface = [e for e in elements if e.get("interface") == call.ifname]
+    for_network = [e for e in elements if str(e.get("name", "")).rpartition("/")[2] in names]
+    # the pod's only claim serves an attachment no element speaks of, never one whose element names no claim
+    only = claims if len(claims) == 1 and not for_interface and not for_network else []
+    for found in ([e for e in for_interface if e in claims], [e for e in for_network if e in claims], only):
         if found:
-            return f"{found[0].get('namespace') or namespace}/{found[0]['ipam-claim-reference']}"
+            return f"{call.podref.partition('/')[0]}/{found[0]['ipam-claim-reference']}"
     return ""
 
 
