@@ -263,7 +263,7 @@ def test_a_lapsed_entry_released_in_one_pool_leaves_another_pools_entry_at_its_a
     snap.pools[half.key].allocations[ip("10.0.0.1")] = Owner("go", "eth0", "ns/go")
     if snap.index is not None:
         snap = Snapshot(snap.pools, snap.reservations, index_of(snap.pools, snap.reservations))
-    freed = lapsed(keys=[half.key, whole.key], snapshot=snap, now=1000, netconf="n", sticky_on=True, expire_pods=True)
+    freed = lapsed(keys=[half.key, whole.key], snapshot=snap, now=1000, expire_pods=True)
     working = _working_copy(snap)
     _apply(working, ChangeSet(tuple(freed), (), True))
     decision = allocate(ranges=[half, whole], snapshot=working, owner=A)

@@ -149,22 +149,20 @@ def release_all_but(
     return ChangeSet(tuple(planned), expected, overlapping)
 
 
-def lapsed(*, keys: Sequence[PoolKey], snapshot: Snapshot, now: int, netconf: str, sticky_on: bool,
-           expire_pods: bool) -> list[Change]:  # fmt: skip
+def lapsed(*, keys: Sequence[PoolKey], snapshot: Snapshot, now: int, expire_pods: bool) -> list[Change]:
     """Retained entries an ADD may release on its way: a MAC's (and, where no reconciler can look for the pod,
-    a pod's) once its retention has passed, and those of this network config (`netconf`) when it no longer
-    has `sticky` on. A claim's waits for its IPAMClaim's deletion (the reconciler's to see)."""
+    a pod's) once its retention has passed. A claim's waits for its IPAMClaim's deletion (the reconciler's to
+    see). Not one because the calling config has `sticky` off: another config of the same name (a NAD of
+    another namespace) may keep it on, and its keys come back."""
     found = []
     index = snapshot.index
     for key in keys:
         allocations = snapshot.pools[key].allocations
         lapsing = []
         for ip, who in (index.retained(key, allocations) if index and index.knows(key) else allocations).items():
-            if not who.retained:
-                continue
             kind = who.sticky_kind
-            expired = bool(who.expires) and now >= who.expires and (kind == "mac" or (kind == "pod" and expire_pods))
-            if expired or (not sticky_on and netconf and who.netconf == netconf):
+            expiring = kind == "mac" or (kind == "pod" and expire_pods)
+            if expiring and who.retained and who.expires and now >= who.expires:
                 lapsing.append(Change(key, key.version, ip, None, previous=who))
         found += sorted(lapsing, key=lambda change: change.ip)  # (in address order, however the pool was read)
     return found

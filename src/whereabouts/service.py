@@ -116,8 +116,7 @@ class IPAMService:
             # re-pick the lowest collide again and only one of them wins each round. (The first retry
             # re-picks the lowest: the race may have been with a holder the store now knows about.)
             skip = _random().randrange(min(2 ** (attempt - 1), SPREAD_LIMIT)) if attempt >= 2 else 0
-            freed = lapsed(keys=keys, snapshot=txn.snapshot, now=now, netconf=cfg.netconf_name,
-                           sticky_on=bool(cfg.sticky), expire_pods=cfg.store.kind != "kubernetes")  # fmt: skip
+            freed = lapsed(keys=keys, snapshot=txn.snapshot, now=now, expire_pods=cfg.store.kind != "kubernetes")
             working = txn.snapshot if len(requests) == 1 and not freed else _working_copy(txn.snapshot)
             _apply(working, ChangeSet(tuple(freed), (), cfg.overlapping))
             changes: list[Change] = []

@@ -141,15 +141,19 @@ def test_exhausted_range_counts_held_and_retained_addresses(tmp_path):
     assert add(conf, "c3b", "web-3") == "10.44.0.4"
 
 
-def test_sticky_turned_off_lets_the_next_add_reuse_retained_addresses(tmp_path):
+def test_a_config_of_the_same_name_with_sticky_off_leaves_retained_addresses_alone(tmp_path):
+    """A config of the same name with sticky off (the NAD copied into another namespace, or the network's
+    being turned off) proves no key gone: its ADDs pass over the retained addresses, which the keys get back
+    (on Kubernetes the reconciler releases them once no NAD of the name has sticky on any more)."""
     conf = netconf(tmp_path, range="10.45.0.0/28", sticky="pod")
     add(conf, "a", "web-0")
     add(conf, "b", "web-1")
     delete(conf, "a", "web-0")
     assert add(conf, "c", "web-2") == "10.45.0.3"
-    plain = netconf(tmp_path, range="10.45.0.0/28")  # the same network config, sticky no more
-    assert add(plain, "d", "web-3") == "10.45.0.1"
-    assert holders(tmp_path) == {"10.45.0.1": "d", "10.45.0.2": "b", "10.45.0.3": "c"}
+    plain = netconf(tmp_path, range="10.45.0.0/28")  # the same network config name, sticky off
+    assert add(plain, "d", "web-3") == "10.45.0.4"
+    assert holders(tmp_path) == {"10.45.0.1": "a", "10.45.0.2": "b", "10.45.0.3": "c", "10.45.0.4": "d"}
+    assert add(conf, "a2", "web-0", node="n2") == "10.45.0.1"
 
 
 def test_retained_address_is_kept_from_an_overlapping_range_of_the_network(tmp_path):
