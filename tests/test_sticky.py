@@ -326,3 +326,40 @@ def test_a_batch_gives_each_key_its_own_retained_address(clock: Clock, indexed: 
         service.delete(config, pod(name))
     outcomes = service.add_batch(config, [(pod(n, f"new-{n}"), ()) for n in ("c", "x", "a", "b")])
     assert [address(o) for o in outcomes] == ["10.0.0.3/28", "10.0.0.4/28", "10.0.0.1/28", "10.0.0.2/28"]
+
+
+def test_a_mac_takes_over_only_entries_of_its_own_pods_namespace(clock: Clock, indexed: bool) -> None:
+    """Any pod may set any MAC: one in another namespace that copies a VM's gets an ordinary address, and the
+    VM's entry, held or retained, stays the VM's."""
+    config = cfg(sticky="mac")
+    store = MemoryStore(indexed=indexed)
+    service = IPAMService(store)
+    vm = Owner("ctr-vm", "eth0", "vms/vm-a", sticky="mac:02:00:00:00:00:01")
+    thief = Owner("ctr-thief", "eth0", "evil/thief", sticky="mac:02:00:00:00:00:01")
+    assert address(service.add(config, vm)) == "10.0.0.1/28"
+    assert address(service.add(config, thief)) == "10.0.0.2/28"
+    assert entries(store)[1] == vm.named("netA")
+    service.delete(config, vm)
+    service.delete(config, thief)
+    assert address(service.add(config, thief.but(container_id="ctr-thief-2"))) == "10.0.0.2/28"  # its own
+    assert entries(store)[1].retained and entries(store)[1].podref == "vms/vm-a"
+    renamed = vm.but(container_id="ctr-vm-2", podref="vms/vm-a-launcher")  # its namespace: taken back
+    assert address(service.add(config, renamed)) == "10.0.0.1/28"
+    # an entry recorded without a pod goes to a caller without one, not to a pod
+    nameless = Owner("ctr-n", "eth0", sticky="mac:02:00:00:00:00:09")
+    assert address(service.add(config, nameless)) == "10.0.0.3/28"
+    assert address(service.add(config, nameless.but(container_id="ctr-p", podref="ns/p"))) == "10.0.0.4/28"
+    assert address(service.add(config, nameless.but(container_id="ctr-n2"))) == "10.0.0.3/28"
+
+
+def test_a_fixed_mac_reservation_goes_to_its_mac_in_any_namespace(clock: Clock, indexed: bool) -> None:
+    """The config names the MAC: its address follows the MAC wherever the pod is, as before."""
+    config = cfg(sticky="mac", reservations=[{"address": "10.0.0.5", "mac": "02:00:00:00:00:05"}])
+    store = MemoryStore(indexed=indexed)
+    service = IPAMService(store)
+    mine = ((4, BASE + 5),)
+    first = Owner("ctr-a", "eth0", "ns-a/a", sticky="mac:02:00:00:00:00:05")
+    assert address(service.add(config, first, mine, mine)) == "10.0.0.5/28"
+    second = Owner("ctr-b", "eth0", "ns-b/b", sticky="mac:02:00:00:00:00:05")
+    assert address(service.add(config, second, mine, mine)) == "10.0.0.5/28"
+    assert entries(store) == {5: second.but(netconf="netA", fixed=True)}

@@ -104,6 +104,16 @@ class _Deck:
         return taken
 
 
+def takes_over(owner: Owner, recorded: Owner) -> bool:
+    """Whether `owner`'s sticky key takes over `recorded`'s entry (held or retained): the same key and, for a
+    MAC (which any pod may claim to have), a pod of the same namespace (none for none), unless the config
+    reserves the address for that MAC (`fixed`)."""
+    if not owner.sticky or recorded.sticky != owner.sticky:
+        return False
+    same_namespace = recorded.podref.partition("/")[0] == owner.podref.partition("/")[0]
+    return owner.sticky_kind != "mac" or recorded.fixed or same_namespace
+
+
 _NO_DECK = _Deck([])  # nothing to deal: shared, as dealing from it changes nothing
 
 
@@ -125,7 +135,7 @@ class _Pool:
         for ip, who in (allocations if concerning is None else concerning).items():
             if who.same_attachment(owner):
                 mine.append(ip)
-            elif owner.sticky and who.sticky == owner.sticky:
+            elif takes_over(owner, who):
                 sticky.append(ip)
             elif owner.podref and who.same_pod_interface(owner) and not who.retained:
                 pod.append(ip)
@@ -183,7 +193,7 @@ class Occupancy:
             (key, ip, who)
             for key in others
             for ip, who in self.snapshot.pools[key].allocations.items()
-            if who.sticky == self.owner.sticky and rng.contains(key.version, ip) and ip not in planned
+            if takes_over(self.owner, who) and rng.contains(key.version, ip) and ip not in planned
         ]
         return sorted(found, key=lambda item: item[1])[:1]
 

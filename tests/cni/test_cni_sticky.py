@@ -156,6 +156,24 @@ def test_a_config_of_the_same_name_with_sticky_off_leaves_retained_addresses_alo
     assert add(conf, "a2", "web-0", node="n2") == "10.45.0.1"
 
 
+def test_a_mac_set_by_a_pod_of_another_namespace_takes_nothing(tmp_path):
+    """Any pod may put any MAC in its network-selection element: a MAC key takes over only its own namespace's
+    entries, so a copied MAC gets an ordinary address and the owner keeps its own, held or retained."""
+    conf = with_mac(netconf(tmp_path, range="10.52.0.0/28", sticky="mac"), "02:00:00:00:00:01")
+
+    def thief(container: str) -> CNIResult:
+        args = "IgnoreUnknown=true;K8S_POD_NAMESPACE=evil;K8S_POD_NAME=thief"
+        return run_cni("ADD", conf, container_id=container, cni_args=args, env={"NODENAME": "n2"})
+
+    assert add(conf, "vm", "vm-a") == "10.52.0.1"
+    assert thief("t1").addresses() == ["10.52.0.2/28"]
+    assert call("CHECK", conf, "vm", "vm-a").returncode == 0  # still the VM's
+    delete(conf, "vm", "vm-a")
+    assert thief("t2").addresses() == ["10.52.0.2/28"]  # nor once retained: its namespace's entry of the MAC
+    assert add(conf, "vm2", "vm-a-launcher", node="n3") == "10.52.0.1"  # the VM's namespace: back
+    assert holders(tmp_path) == {"10.52.0.1": "vm2", "10.52.0.2": "t2"}
+
+
 def test_retained_address_is_kept_from_an_overlapping_range_of_the_network(tmp_path):
     """Another network config of the same network_name, its range overlapping: the network-wide record of the
     retained address keeps it off that range's picks too."""
