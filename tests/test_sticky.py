@@ -363,3 +363,20 @@ def test_a_fixed_mac_reservation_goes_to_its_mac_in_any_namespace(clock: Clock, 
     second = Owner("ctr-b", "eth0", "ns-b/b", sticky="mac:02:00:00:00:00:05")
     assert address(service.add(config, second, mine, mine)) == "10.0.0.5/28"
     assert entries(store) == {5: second.but(netconf="netA", fixed=True)}
+
+
+def test_a_batch_leaves_a_request_changing_an_earlier_ones_address_for_the_next_round(
+    clock: Clock, indexed: bool
+) -> None:
+    """Two containers of one key (or of one pod) in one round: the later takes over what the earlier got, in a
+    commit of its own, as if they had come one after the other."""
+    config = cfg(sticky="mac")
+    store = MemoryStore(indexed=indexed)
+    service = IPAMService(store)
+    a, b = pod("02:00:00:00:00:01", "ctr-a", mode="mac"), pod("02:00:00:00:00:01", "ctr-b", mode="mac")
+    web, web_again = Owner("ctr-w", "eth0", "ns/web-0"), Owner("ctr-w2", "eth0", "ns/web-0")
+    commits = store.commits
+    outcomes = service.add_batch(config, [(a, ()), (web, ()), (b, ()), (web_again, ()), (pod("x", mode="mac"), ())])
+    assert [address(o) for o in outcomes] == ["10.0.0.1/28", "10.0.0.2/28", "10.0.0.1/28", "10.0.0.2/28", "10.0.0.3/28"]
+    assert store.commits == commits + 2
+    assert {ip: who.container_id for ip, who in entries(store).items()} == {1: "ctr-b", 2: "ctr-w2", 3: "ctr-x"}

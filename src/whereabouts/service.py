@@ -100,8 +100,14 @@ class IPAMService:
     ) -> list[list[Assigned] | Refusal]:
         """ADD for several attachments of one network at once (the node daemon's group commit): one read,
         one decision taking them in order, one commit. Each gets its addresses or its own refusal (an
-        exhausted range, a taken address); a failure of the store (an exception) fails them all. Every
-        address is recorded under the network config's name (GC goes by it)."""
+        exhausted range, a taken address); a failure of the store (an exception) fails them all (those of an
+        earlier round, committed already, find their addresses again when their runtime retries). Every
+        address is recorded under the network config's name (GC goes by it).
+
+        A request whose decision changes an address an earlier one of the round changes (one sticky key or
+        one pod, under two containers: the later takes over what the earlier just got) is left for another
+        round, after the earlier is committed: a store must not see two changes of one address in one commit
+        (etcd refuses the whole transaction), and both must not be answered with the address."""
         requests = [(owner.named(cfg.netconf_name), requested) for owner, requested in requests]
         ranges = self._ranges(cfg, requested=requests[0][1] if len(requests) == 1 else ())
         if isinstance(ranges, Refusal):
@@ -110,38 +116,51 @@ class IPAMService:
         elsewhere = self._sticky_elsewhere(cfg, [owner for owner, _ in requests], keys)
         keys += elsewhere
         now = int(time.time())
+        pending = list(range(len(requests)))  # the requests of the round being decided
 
-        def decide(txn: Transaction, attempt: int) -> tuple[ChangeSet, list[Decision | Refusal]]:
+        def decide(txn: Transaction, attempt: int) -> tuple[ChangeSet, list[Decision | Refusal | None]]:
             # Lost a race twice: spread out among the lowest few free addresses, since callers that all
             # re-pick the lowest collide again and only one of them wins each round. (The first retry
             # re-picks the lowest: the race may have been with a holder the store now knows about.)
             skip = _random().randrange(min(2 ** (attempt - 1), SPREAD_LIMIT)) if attempt >= 2 else 0
             freed = lapsed(keys=keys, snapshot=txn.snapshot, now=now, expire_pods=cfg.store.kind != "kubernetes")
-            working = txn.snapshot if len(requests) == 1 and not freed else _working_copy(txn.snapshot)
+            working = txn.snapshot if len(pending) == 1 and not freed else _working_copy(txn.snapshot)
             _apply(working, ChangeSet(tuple(freed), (), cfg.overlapping))
             changes: list[Change] = []
-            outcomes: list[Decision | Refusal] = []
-            for owner, requested in requests:
+            changed: set[object] = set()  # the addresses this round's decisions change
+            outcomes: list[Decision | Refusal | None] = []  # None: left for the next round
+            for owner, requested in (requests[i] for i in pending):
                 decision = allocate(ranges=ranges, snapshot=working, owner=owner, requested=requested,
                                     overlapping=cfg.overlapping, skip=skip, fixed=cfg.reservations,
                                     fixed_mine=fixed_mine, elsewhere=elsewhere)  # fmt: skip
-                outcomes.append(decision)
                 if isinstance(decision, Refusal):
+                    outcomes.append(decision)
                     continue
+                places = {_place(change, cfg.overlapping) for change in decision.changes.changes}
+                if places & changed:
+                    outcomes.append(None)
+                    continue
+                changed |= places
+                outcomes.append(decision)
                 changes += decision.changes.changes
                 if working is not txn.snapshot:
                     _apply(working, decision.changes)  # the next attachment sees what this one takes
             expected = tuple((key, txn.snapshot.pools[key].version) for key in keys)
             return ChangeSet(_after_freeing(freed, changes), expected, cfg.overlapping), outcomes
 
+        decided: dict[int, Decision | Refusal] = {}
         try:
-            outcomes = self._run(keys, cfg.overlapping, decide)
+            while pending:
+                outcomes = self._run(keys, cfg.overlapping, decide)
+                decided.update((i, done) for i, done in zip(pending, outcomes, strict=True) if done is not None)
+                pending = [i for i in pending if i not in decided]
         except WhereaboutsError:
-            for owner, _ in requests:
-                self.store.abort(owner)
+            for i in pending:
+                self.store.abort(requests[i][0])
             raise
         results: list[list[Assigned] | Refusal] = []
-        for (owner, _), outcome in zip(requests, outcomes, strict=True):
+        for i, (owner, _) in enumerate(requests):
+            outcome = decided[i]
             if isinstance(outcome, Refusal):
                 self.store.abort(owner)  # what an earlier, lost attempt of this one wrote
                 results.append(outcome)
@@ -402,6 +421,14 @@ def _after_freeing(freed: list[Change], changes: list[Change]) -> tuple[Change, 
             held = changes[i]
             changes[i] = Change(held.key, held.version, held.ip, held.owner, previous=change.previous)
     return (*kept, *changes)
+
+
+def _place(change: Change, overlapping: bool) -> tuple[object, ...]:
+    """The record a change writes: with overlapping ranges also the network-wide reservation of its address,
+    which another pool's change of that address writes too."""
+    if overlapping:
+        return (change.key.network, change.version, change.ip)
+    return (change.key, change.ip)
 
 
 def _working_copy(snapshot: Snapshot) -> Snapshot:

@@ -254,3 +254,26 @@ def test_sticky_claim_needs_the_kubernetes_datastore(tmp_path, backend):
         error = failed(result, 7)
         assert "invalid sticky 'claim'" in error["msg"] and "kubernetes datastore" in error["msg"], error
         assert held(tmp_path) == []
+
+
+def test_adds_of_one_mac_arriving_together_leave_the_other_pods_of_the_round_alone(tmp_path):
+    """Through the node daemon, ADDs arriving together share one commit: two pods of one MAC among them (the later
+    takes over what the earlier got) once made etcd refuse the whole commit, failing every pod of the round."""
+    for network in range(3):
+        conf = netconf(tmp_path, range=f"10.51.{network}.0/24", sticky="mac", network_name=f"n{network}")
+
+        def mac_of(i: int, network: int = network) -> str:
+            return f"02:00:00:00:{network:02x}:{i - i % 2 if i % 4 < 2 else i:02x}"  # 0-1, 4-5, ... share one
+
+        def one(i: int, conf: dict[str, Any] = conf, network: int = network) -> CNIResult:
+            return call("ADD", with_mac(conf, mac_of(i)), f"c{network}-{i}", f"p{i}")
+
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            results = list(pool.map(one, range(32)))
+        assert [r.returncode for r in results] == [0] * 32, [r.stdout for r in results if r.returncode]
+        macs: dict[str, set[str]] = {}  # address -> the MACs it was given for
+        for i, result in enumerate(results):
+            for address in result.addresses():
+                macs.setdefault(address, set()).add(mac_of(i))
+        assert all(len(given) == 1 for given in macs.values()), macs  # no address for two MACs
+        assert len(macs) >= 24  # (two calls of one MAC racing in process may each keep their own)

@@ -127,3 +127,25 @@ def test_version_2_file_is_upgraded_keeping_its_rows_as_held_addresses(tmp_path:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         columns = {row[1] for row in db.execute("PRAGMA table_info(reservations)")}
         assert {"sticky", "retained", "expires", "controller", "fixed", "attached_on"} <= columns
+
+
+def test_a_batch_commits_two_changes_of_one_address_in_turn(backend: Backend) -> None:
+    """The node daemon's group commit, two containers of one sticky key and two of one pod in one round: the
+    later of each takes over the address the earlier got, in a commit of its own (etcd refuses a transaction
+    naming one key twice, which failed every request of the round), and the others are served as ever."""
+    cfg = parse_ipam({"type": "whereabouts", "range": "10.0.0.0/24", "sticky": "mac"}, "netA")
+    service = IPAMService(backend.store)
+    key = "mac:02:00:00:00:00:01"
+    vm = Owner("ctr-a", "eth0", "ns/vm-a", sticky=key)
+    service.add(cfg, vm)
+    service.delete(cfg, vm)  # 10.0.0.1 retained for the MAC
+    source, target = Owner("ctr-b", "eth0", "ns/vm-b", sticky=key), Owner("ctr-c", "eth0", "ns/vm-c", sticky=key)
+    old, new = Owner("ctr-w", "eth0", "ns/web-0"), Owner("ctr-w2", "eth0", "ns/web-0")
+    other = Owner("ctr-o", "eth0", "ns/other")
+    outcomes = service.add_batch(cfg, [(source, ()), (old, ()), (target, ()), (new, ()), (other, ())])
+    assert [[a.address for a in o] for o in outcomes if isinstance(o, list)] == [
+        ["10.0.0.1/24"], ["10.0.0.2/24"], ["10.0.0.1/24"], ["10.0.0.2/24"], ["10.0.0.3/24"]
+    ]  # fmt: skip
+    held = {address: who.container_id for address, who in entries(backend.other()).items()}
+    assert held == {"10.0.0.1": "ctr-c", "10.0.0.2": "ctr-w2", "10.0.0.3": "ctr-o"}
+    assert {address: who.container_id for address, who in reservations(backend).items()} == held
