@@ -71,7 +71,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 
 @pytest.mark.parametrize(
     ("ipam", "mode"),
-    [({}, ""), ({"sticky": ""}, ""), ({"sticky": "pod"}, "pod"), ({"sticky": "mac"}, "mac"),
+    [({}, ""), ({"sticky": ""}, ""), ({"sticky": None}, ""), ({"sticky": "pod"}, "pod"), ({"sticky": "mac"}, "mac"),
      ({"allowPersistentIPs": False, "sticky": "mac"}, "mac")],
 )  # fmt: skip
 def test_sticky_modes(ipam: dict[str, Any], mode: str) -> None:
@@ -82,6 +82,11 @@ def test_sticky_modes(ipam: dict[str, Any], mode: str) -> None:
     ("ipam", "message"),
     [({"sticky": "bogus"}, "invalid sticky 'bogus': expected one of pod, mac, claim"),
      ({"sticky": True}, "invalid sticky True: expected one of pod, mac, claim"),
+     # no other JSON value means "off" (each of these once counted as on)
+     ({"sticky": False}, "invalid sticky False: expected one of pod, mac, claim"),
+     ({"sticky": 0}, "invalid sticky 0: expected one of pod, mac, claim"),
+     ({"sticky": {}}, "invalid sticky {}: expected one of pod, mac, claim"),
+     ({"sticky": []}, "invalid sticky []: expected one of pod, mac, claim"),
      ({"sticky": "POD"}, "invalid sticky 'POD': expected one of pod, mac, claim"),
      ({"allowPersistentIPs": "yes"}, "invalid allowPersistentIPs 'yes': expected true or false"),
      ({"sticky": "mac", "allowPersistentIPs": True},

@@ -47,7 +47,7 @@ def parse_mode(raw: Mapping[str, Any], datastore: str) -> str:
         raise InvalidConfig(f"invalid allowPersistentIPs {shown(persistent)}: expected true or false")
     if mode is None or mode == "":
         mode = "claim" if persistent else ""
-    if mode and mode not in MODES:
+    if not isinstance(mode, str) or (mode and mode not in MODES):  # (false, 0, {} are no way to say "off")
         raise InvalidConfig(f"invalid sticky {shown(mode)}: expected one of {', '.join(MODES)}")
     if persistent and mode != "claim":
         raise InvalidConfig(f"invalid sticky {shown(mode)}: allowPersistentIPs true means sticky claim")
