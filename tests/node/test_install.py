@@ -214,7 +214,7 @@ def test_the_relay_is_installed_last_beside_the_python_plugin_and_taken_back_wit
     monkeypatch.setattr(install.os, "rename", lambda a, b: (written.append(Path(b).name), rename(a, b))[1])
     one = fake_bundle(tmp_path / "one", compiled_relay, version="one")
     install.install_bundle(one, bin_dir, log=lambda _: None, flat_file=flat_file)
-    assert written == ["one", "whereabouts-python", "whereabouts"]
+    assert written == ["INSTALLED", "one", "whereabouts-python", "whereabouts"]  # the bundle's mark, in it, first
     program = (bin_dir / "whereabouts").read_bytes()
     assert relay.note_of(program).startswith(
         "The whereabouts CNI plugin (bundle one), installed by whereabouts-install-cni"
@@ -229,13 +229,13 @@ def test_the_relay_is_installed_last_beside_the_python_plugin_and_taken_back_wit
     assert written == []  # nothing changed: nothing rewritten
     two = fake_bundle(tmp_path / "two", version="two")
     install.install_bundle(two, bin_dir, log=lambda _: None, flat_file=flat_file)
-    assert written == ["two", "whereabouts-python", "whereabouts"]
+    assert written == ["INSTALLED", "two", "whereabouts-python", "whereabouts"]
     assert (bin_dir / "whereabouts").read_text() == (bin_dir / "whereabouts-python").read_text()
     assert "whereabouts.d/two/bin" in (bin_dir / "whereabouts").read_text()
-    assert sorted(os.listdir(bin_dir / "whereabouts.d")) == ["one", "two"]  # the previous one kept for calls under way
+    assert sorted(os.listdir(bin_dir / "whereabouts.d")) == [".lock", "one", "two"]  # the previous one kept for calls
     three = fake_bundle(tmp_path / "three", compiled_relay, version="three")
     install.install_bundle(three, bin_dir, log=lambda _: None, flat_file=flat_file)
-    assert sorted(os.listdir(bin_dir / "whereabouts.d")) == ["three", "two"]
+    assert sorted(os.listdir(bin_dir / "whereabouts.d")) == [".lock", "three", "two"]
 
 
 def test_relay_settings_that_do_not_fit_are_refused(compiled_relay: str) -> None:
@@ -355,3 +355,120 @@ def test_without_the_node_daemon_the_plugin_never_looks_for_one(
                               text=True, env=call, timeout=60)  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
         assert (run / "fallbacks").read_bytes() == recorded
+
+
+RACER = """
+import os, sys, time
+from pathlib import Path
+from whereabouts.node import install
+os.getpid = lambda: 1  # as in the DaemonSet's container: each install-cni is its own PID namespace's first process
+install._relocate = lambda staging, final: time.sleep(0.2)  # patchelf's time: the other copy goes on meanwhile
+bundle, bin_dir, start = Path(sys.argv[1]), Path(sys.argv[2]), float(sys.argv[3])
+time.sleep(max(0.0, start - time.time()))
+install.install_bundle(bundle, bin_dir, flat_file=bin_dir / "whereabouts.conf", socket_path="")
+"""
+
+
+def many_file_bundle(directory: Path, version: str = "many") -> Path:
+    """A bundle that is the plugin's only source of whereabouts (as the real one is), with a standard library's
+    worth of other files: a copy missing any of them is not a working plugin."""
+    bundle = fake_bundle(directory, version=version)
+    lib = bundle / "lib" / "python3.11"
+    shutil.copytree(Path(install.__file__).parents[1], lib / "whereabouts",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    for i in range(20):
+        (lib / f"pkg{i:02d}").mkdir()
+        for j in range(50):
+            (lib / f"pkg{i:02d}" / f"m{j}.py").write_bytes(os.urandom(2048))
+    python = bundle / "bin" / "python3.11"
+    python.write_text(f'#!/bin/sh\nshift\nPYTHONPATH="$(dirname "$0")/../lib/python3.11" exec {sys.executable} "$@"\n')
+    return bundle
+
+
+def files_of(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+
+
+def plugin_version(bin_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CNI_", "WHEREABOUTS_"))}
+    return subprocess.run([str(bin_dir / "whereabouts")], input='{"cniVersion": "1.0.0"}', capture_output=True,
+                          text=True, env={**env, "CNI_COMMAND": "VERSION"}, timeout=60)  # fmt: skip
+
+
+@pytest.mark.parametrize("offset", [0.0, 0.05, 0.15])
+def test_two_install_cni_with_the_same_pid_at_once_install_one_complete_bundle(tmp_path: Path, offset: float) -> None:
+    """Two install-cni on one node (two DaemonSets, a second copy), each PID 1 in its container: the bundle
+    installed is complete and the plugin works, whichever starts first. Staging names made from the PID had
+    each delete the other's copy under way, and the first rename published a half-made bundle for good."""
+    bundle, bin_dir = many_file_bundle(tmp_path / "bundle"), tmp_path / "bin"
+    bin_dir.mkdir()
+    start = time.time() + 1.5  # both started and imported by then
+    racers = [subprocess.Popen([sys.executable, "-c", RACER, str(bundle), str(bin_dir), str(start + delay)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+              for delay in (0.0, offset)]  # fmt: skip
+    try:
+        outputs = [racer.communicate(timeout=120)[0].decode() for racer in racers]
+    finally:
+        for racer in racers:
+            stop_process(racer, 10)
+    assert [racer.returncode for racer in racers] == [0, 0], outputs
+    home = bin_dir / "whereabouts.d"
+    assert files_of(home / "many") == files_of(bundle) | {"INSTALLED"}
+    assert (home / "many").stat().st_mode & 0o777 == bundle.stat().st_mode & 0o777 == 0o755
+    assert sorted(os.listdir(home)) == [".lock", "many"], "no staging copy left"
+    done = plugin_version(bin_dir)
+    assert done.returncode == 0 and "supportedVersions" in done.stdout, done.stdout + done.stderr
+
+
+def test_an_incomplete_bundle_found_installed_is_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bundle published half-made (by an install-cni before this one, or copied by hand) is not trusted for
+    being there: the next install-cni replaces it, and the plugin works again."""
+    monkeypatch.setattr(install, "_relocate", lambda staging, final: None)
+    bundle, bin_dir, logged = many_file_bundle(tmp_path / "bundle"), tmp_path / "bin", []
+    bin_dir.mkdir()
+    install.install_bundle(bundle, bin_dir, log=logged.append, socket_path="")
+    installed = bin_dir / "whereabouts.d" / "many"
+    (installed / "INSTALLED").unlink(missing_ok=True)
+    shutil.rmtree(installed / "lib" / "python3.11" / "whereabouts" / "cni")
+    assert plugin_version(bin_dir).returncode != 0
+    install.install_bundle(bundle, bin_dir, log=logged.append, socket_path="")
+    assert f"install-cni: replaced the incomplete bundle {installed}" in logged
+    assert files_of(installed) == files_of(bundle) | {"INSTALLED"}
+    assert plugin_version(bin_dir).returncode == 0
+    assert sorted(os.listdir(bin_dir / "whereabouts.d")) == [".lock", "many"]
+
+
+def test_only_staging_leftovers_older_than_a_live_install_are_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A staging copy or file may be another install-cni's work in progress: removed only once untouched for
+    minutes (its writer died)."""
+    monkeypatch.setattr(install, "_relocate", lambda staging, final: None)
+    bundle, bin_dir = fake_bundle(tmp_path / "bundle"), tmp_path / "bin"
+    (bin_dir / "whereabouts.d" / ".test-bundle.x1y2z3ab.tmp" / "bin").mkdir(parents=True)
+    (bin_dir / ".whereabouts.q9r8s7tu.tmp").write_text("a launcher half-written")
+    leftovers = sorted(p for p in (*bin_dir.iterdir(), *(bin_dir / "whereabouts.d").iterdir()) if p.name[0] == ".")
+    install.install_bundle(bundle, bin_dir, log=lambda _: None, socket_path="")
+    assert all(p.exists() for p in leftovers), "may be a live writer's"
+    later = time.time() + install.STALE + 1
+    monkeypatch.setattr(install.time, "time", lambda: later)
+    install.install_bundle(bundle, bin_dir, log=lambda _: None, socket_path="")
+    assert not any(p.exists() for p in leftovers)
+
+
+def test_two_writers_of_one_file_each_publish_a_whole_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second writer of the same file (the same PID, in another container) starting while the first is
+    writing: each publishes its own whole file; neither takes away or publishes the other's staging file."""
+    path, sync, nested = tmp_path / "whereabouts", os.fsync, []
+
+    def fsync_with_a_second_writer(fd: int) -> None:  # the first writer's file written, not yet renamed
+        if not nested:
+            nested.append("started")
+            nested.append(install._write_atomically(path, b"B" * 100_000, mode=0o755, log=lambda _: None))
+        sync(fd)
+
+    monkeypatch.setattr(install.os, "fsync", fsync_with_a_second_writer)
+    assert install._write_atomically(path, b"A" * 100_000, mode=0o755, log=lambda _: None)
+    assert nested == ["started", True]
+    assert path.read_bytes() == b"A" * 100_000, "the last renamed, whole"
+    assert os.listdir(tmp_path) == ["whereabouts"]

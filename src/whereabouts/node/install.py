@@ -1,9 +1,11 @@
 """`whereabouts-install-cni`: what the DaemonSet runs on every node.
 
 1. Installs the self-contained plugin (the bundle the image carries, see scripts/make_bundle.py) into the
-   host's CNI bin dir, atomically: the bundle is copied beside into `whereabouts.d/.<hash>.tmp`, its
-   interpreter pointed at where it lands (patchelf), and renamed to `whereabouts.d/<hash>`; then the
-   `whereabouts` launcher is written beside and renamed over the old one. When the bundle carries the
+   host's CNI bin dir, atomically: the bundle is copied beside into a staging directory of this writer's
+   own, its interpreter pointed at where it lands (patchelf), synced, marked complete and renamed to
+   `whereabouts.d/<hash>`; then the `whereabouts` launcher is written beside and renamed over the old one.
+   One install-cni at a time does this on a node (a lock in `whereabouts.d/`), and a bundle found there
+   without its mark is replaced, never trusted. When the bundle carries the
    compiled relay (whereabouts.node.relay), the launcher goes to `whereabouts-python` instead and the relay,
    written last, becomes `whereabouts`: it hands calls to the node daemon without starting Python and execs
    `whereabouts-python` beside it for a call served in process. A CNI call at that moment runs the old
@@ -30,6 +32,8 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import fcntl
+import glob
 import json
 import os
 import shutil
@@ -37,11 +41,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 from whereabouts.cni.main import SOCKET_ENV
 from whereabouts.config import DEFAULT_LOCAL_DATA_DIR, FLAT_FILE_ENV, FLAT_FILE_NAME
@@ -62,6 +66,9 @@ if TYPE_CHECKING:
 PYTHON = "python3.11"
 STEADY = 60.0  # seconds pod cleanup ran before failing: its retries start again from the shortest wait
 LOADER = "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
+MARKER = "INSTALLED"  # written last into a bundle's copy, once its files are on disk: see _install_tree
+LOCK = ".lock"  # in the bundle home: one install-cni at a time installs there
+STALE = 600.0  # seconds untouched after which a staging name is a dead writer's leftover, not a live one's
 
 
 def install_bundle(
@@ -77,33 +84,120 @@ def install_bundle(
     and where the node daemon listens (`socket_path`; "": no daemon, the plugin never tries one)."""
     version = (bundle / "VERSION").read_text().strip()
     home = bin_dir / "whereabouts.d"
-    target = home / version
-    if not target.exists():
-        staging = home / f".{version}.{os.getpid()}.tmp"
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(bundle, staging, symlinks=True)
-        _relocate(staging, target)
-        os.rename(staging, target)
-        log(f"install-cni: installed bundle {version} in {target}")
-    plugin, python_plugin, relay = bin_dir / "whereabouts", bin_dir / PYTHON_PLUGIN, target / "bin" / RELAY
-    previous = _launcher_version(python_plugin) or _launcher_version(plugin)
-    note = f"The whereabouts CNI plugin (bundle {version}), installed by whereabouts-install-cni. Do not edit."
-    environ = {FLAT_FILE_ENV: str(flat_file)} if flat_file else {}
-    if socket_path is not None:
-        environ[SOCKET_ENV] = socket_path
-    launcher = script("whereabouts", python=f"{target / 'bin' / PYTHON} -IS", note=note, environ=environ or None)
-    if relay.exists() or python_plugin.exists():  # also for a relay still running from the last install
-        _write_atomically(python_plugin, launcher, mode=0o755, log=log)
-    if relay.exists():
-        program = configured(relay.read_bytes(), note=note, environ=environ or None)
-        _write_atomically(plugin, program, mode=0o755, log=log)
-    else:
-        _write_atomically(plugin, launcher, mode=0o755, log=log)
-    keep = {version, previous, *(n for n in os.listdir(home) if n.startswith("."))}
-    for name in sorted(set(os.listdir(home)) - keep):
-        shutil.rmtree(home / name, ignore_errors=True)
-        log(f"install-cni: removed old bundle {name}")
+    home.mkdir(parents=True, exist_ok=True)
+    with _locked(home / LOCK):
+        target = _install_tree(bundle, home, version, log)
+        plugin, python_plugin, relay = bin_dir / "whereabouts", bin_dir / PYTHON_PLUGIN, target / "bin" / RELAY
+        previous = _launcher_version(python_plugin) or _launcher_version(plugin)
+        note = f"The whereabouts CNI plugin (bundle {version}), installed by whereabouts-install-cni. Do not edit."
+        environ = {FLAT_FILE_ENV: str(flat_file)} if flat_file else {}
+        if socket_path is not None:
+            environ[SOCKET_ENV] = socket_path
+        launcher = script("whereabouts", python=f"{target / 'bin' / PYTHON} -IS", note=note, environ=environ or None)
+        if relay.exists() or python_plugin.exists():  # also for a relay still running from the last install
+            _write_atomically(python_plugin, launcher, mode=0o755, log=log)
+        if relay.exists():
+            program = configured(relay.read_bytes(), note=note, environ=environ or None)
+            _write_atomically(plugin, program, mode=0o755, log=log)
+        else:
+            _write_atomically(plugin, launcher, mode=0o755, log=log)
+        _remove_stale([*home.glob(".*.tmp"), *staging_names(plugin), *staging_names(python_plugin)], log)
+        for name in sorted(n for n in os.listdir(home) if not n.startswith(".") and n not in (version, previous)):
+            try:
+                _discard(home, name)
+            except OSError as exc:  # the new bundle is in place all the same
+                log(f"install-cni: cannot remove old bundle {name}: {exc}")
+            else:
+                log(f"install-cni: removed old bundle {name}")
     return target
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Held by one install-cni at a time (two DaemonSets on a node, a second copy): none installs a bundle,
+    points the launchers or removes old bundles while another is doing so."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _install_tree(bundle: Path, home: Path, version: str, log: Callable[[str], None]) -> Path:
+    """`home/version`, the bundle's copy, made unless a complete one is there. The copy is staged under a name
+    of this writer's own, synced, marked complete (MARKER, last) and renamed into place: one found without
+    its mark (half-made by an install-cni that died, or published by an older one racing another) is
+    replaced, never trusted: every CNI call on the node would fail for as long as it stayed."""
+    target = home / version
+    if (target / MARKER).is_file():
+        return target
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}.", suffix=".tmp", dir=home))
+    try:
+        shutil.copytree(bundle, staging, symlinks=True, dirs_exist_ok=True)  # its modes too, the top's included
+        _relocate(staging, target)
+        _sync_tree(staging)
+        _write_atomically(staging / MARKER, version + "\n", log=lambda _: None)
+        _sync(staging)
+        if os.path.lexists(target):
+            _discard(home, version)
+            log(f"install-cni: replaced the incomplete bundle {target}")
+        os.rename(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _sync(home)
+    log(f"install-cni: installed bundle {version} in {target}")
+    return target
+
+
+def _sync_tree(root: Path) -> None:
+    """Every file and directory under `root` on disk, so that the mark written after them tells the truth even
+    after a power cut."""
+    for directory, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(directory, name)
+            if not os.path.islink(path):
+                _sync(path)
+        _sync(directory)
+
+
+def _sync(path: str | Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _discard(home: Path, name: str) -> None:
+    """Remove `home/name`, renamed aside first: an install-cni dying meanwhile leaves a staging leftover (removed
+    by a later run), never part of a bundle under the bundle's name."""
+    aside = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=home))
+    os.rename(home / name, aside / name)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _remove_stale(paths: Iterable[Path], log: Callable[[str], None]) -> None:
+    """Remove the staging names among `paths` untouched for STALE seconds: left by an install-cni that died.
+    A younger one may be a live writer's (an install-cni older than this one takes no lock)."""
+    now = time.time()
+    for path in paths:
+        try:
+            if now - path.lstat().st_ctime < STALE:
+                continue
+        except FileNotFoundError:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        log(f"install-cni: removed {path}, left by an install-cni that died")
+
+
+def staging_names(path: Path) -> list[Path]:
+    """The staging files of `path` beside it (see _write_atomically): each writer's own name."""
+    return sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
 
 
 def _relocate(staging: Path, final: Path) -> None:
@@ -134,24 +228,23 @@ def _write_atomically(
             return False
     except OSError:
         pass
-    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with _create(staging, mode) as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.rename(staging, path)
+    # a name of this writer's own (a second install-cni on the node has the same PID, 1, in its container),
+    # created with O_EXCL (never one left by someone else, nor a link to one) and mode 0600 from its first
+    # moment, `mode` set while it is still empty: a rotated token is never readable by others
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    staging = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            os.fchmod(fd, mode)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(staging, path)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
     log(f"install-cni: wrote {path}")
     return True
-
-
-def _create(staging: Path, mode: int) -> BinaryIO:
-    """A new file that has `mode` from its first moment (O_EXCL: never one left by someone else, nor a link
-    to one): a rotated token is never readable by others, not even while it is being written."""
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(staging)  # left by a run of ours that died (a container's PID repeats)
-    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-    os.fchmod(fd, mode)  # the umask may have taken bits away; the file is still empty
-    return os.fdopen(fd, "wb")
 
 
 def kubeconfig_text(*, server: str, ca: bytes, token: str, namespace: str) -> str:
@@ -202,6 +295,8 @@ class NodeFiles:
         _write_atomically(self.flat_file, json.dumps(flat, indent=2) + "\n")
         _write_atomically(self.dir / "nodename", self.node + "\n")
         self.refresh_kubeconfig()
+        _remove_stale([*staging_names(self.flat_file), *staging_names(self.dir / "nodename"),
+                       *staging_names(self.kubeconfig)], log_line)  # fmt: skip
 
     def refresh_kubeconfig(self) -> bool:
         """Rewrite the kubeconfig if the token, the CA or the server changed; True if it did."""
