@@ -472,3 +472,37 @@ def test_two_writers_of_one_file_each_publish_a_whole_file(tmp_path: Path, monke
     assert nested == ["started", True]
     assert path.read_bytes() == b"A" * 100_000, "the last renamed, whole"
     assert os.listdir(tmp_path) == ["whereabouts"]
+
+
+def test_a_symlinked_files_directory_is_refused_by_install_and_uninstall(
+    tmp_path: Path, account: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`<conf dir>/whereabouts.d` a link elsewhere: install-cni would write the token there, the uninstall
+    delete there. Both refuse, saying why, and touch nothing, the bin dir included."""
+    monkeypatch.setattr(install, "_relocate", lambda staging, final: None)
+    bin_dir, conf_dir, elsewhere = tmp_path / "bin", tmp_path / "net.d", tmp_path / "elsewhere"
+    for directory in (bin_dir, conf_dir, elsewhere):
+        directory.mkdir()
+    (elsewhere / "nodename").write_text("theirs")
+    (elsewhere / ".their-work.tmp").write_text("theirs")
+    (conf_dir / "whereabouts.d").symlink_to(elsewhere)
+    common = [f"--cni-bin-dir={bin_dir}", f"--cni-conf-dir={conf_dir}", f"--socket={tmp_path / 'run' / 'p.sock'}",
+              f"--data-dir={tmp_path / 'data'}", "--once"]  # fmt: skip
+    install_args = [f"--bundle={fake_bundle(tmp_path / 'bundle')}", f"--service-account-dir={account}", *common]
+    for args in (install_args, ["--uninstall", *common]):
+        with pytest.raises(SystemExit, match=f"{conf_dir / 'whereabouts.d'} is a symbolic link"):
+            install.main(args)
+        assert sorted(os.listdir(elsewhere)) == [".their-work.tmp", "nodename"]
+        assert (elsewhere / "nodename").read_text() == "theirs"
+        assert os.listdir(bin_dir) == []
+
+
+def test_uninstall_removes_its_own_staging_files_only(tmp_path: Path, account: Path) -> None:
+    files = node_files(tmp_path, account)
+    files.write_all()
+    (files.dir / ".whereabouts.kubeconfig.k2j4h6g8.tmp").write_text("left by an install-cni that died")
+    (files.dir / ".another-tool.tmp").write_text("not ours")
+    args = ["--uninstall", "--once", f"--cni-bin-dir={tmp_path / 'bin'}", f"--cni-conf-dir={tmp_path / 'net.d'}",
+            f"--socket={tmp_path / 'run' / 'plugin.sock'}", f"--data-dir={tmp_path / 'data'}"]  # fmt: skip
+    assert install.main(args) == 0
+    assert os.listdir(files.dir) == [".another-tool.tmp"]

@@ -13,7 +13,8 @@
    just before.
 2. Writes into the host's `<cni conf dir>/whereabouts.d/`: the flat file `whereabouts.conf`, a kubeconfig
    built from this pod's service-account token and CA (`KUBERNETES_SERVICE_HOST`/`_PORT` for the server),
-   and `nodename`. Each is written beside and renamed, and only when its content changes.
+   and `nodename`. Each is written beside and renamed, and only when its content changes; a
+   `whereabouts.d` that is a symbolic link is refused.
 3. Then, unless `--once`: re-reads the token and CA every few seconds and rewrites the kubeconfig when
    either changed (token rotation); runs pod cleanup for its node; and serves the plugin's calls as the
    node daemon (warm imports, kept connections, group commit; the plugin serves a call itself whenever the
@@ -200,6 +201,14 @@ def staging_names(path: Path) -> list[Path]:
     return sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
 
 
+def refuse_link(directory: Path) -> None:
+    """Exit if `directory` is a symbolic link: install-cni would write its files (a token among them) wherever
+    it points, and the uninstall would delete there."""
+    if directory.is_symlink():
+        raise SystemExit(f"install-cni: {directory} is a symbolic link (to {os.readlink(directory)}): refusing "
+                         "to write or remove anything through it; make it a directory, or remove it")  # fmt: skip
+
+
 def _relocate(staging: Path, final: Path) -> None:
     """Point the interpreter at the bundle's own loader and libraries, at the path it will have."""
     cmd = ["patchelf", "--set-interpreter", str(final / LOADER), "--force-rpath", "--set-rpath",
@@ -284,8 +293,13 @@ class NodeFiles:
     def flat_file(self) -> Path:
         return self.dir / FLAT_FILE_NAME
 
-    def write_all(self) -> None:
+    def make_dir(self) -> None:
+        """The directory, made if missing; a symbolic link there is refused (refuse_link)."""
+        refuse_link(self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
+
+    def write_all(self) -> None:
+        self.make_dir()
         flat = {
             "datastore": "kubernetes",
             "configuration_path": str(self.dir),
@@ -358,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args.once else _idle(args)
     files = NodeFiles(args.cni_conf_dir, account_dir=args.service_account_dir, namespace=args.namespace,
                       node=args.node, cron=args.cron_expression)  # fmt: skip
+    files.make_dir()  # a link there refused before anything is installed
     # the plugin looks for the daemon where it listens, or (--no-node-daemon) never looks
     socket_path = "" if args.no_node_daemon else args.socket
     install_bundle(args.bundle, args.cni_bin_dir, flat_file=files.flat_file, socket_path=socket_path)

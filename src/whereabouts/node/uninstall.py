@@ -3,8 +3,9 @@
 Removed: the `whereabouts` executable, the launcher or the compiled relay, and the `whereabouts-python`
 launcher beside a relay (each only if install-cni wrote it: another plugin of that name is left) and
 `whereabouts.d/` with every bundle in the CNI bin dir; the flat file, the kubeconfig and `nodename` (and their
-staging files) in `<CNI conf dir>/whereabouts.d/`, and that directory once empty; the node daemon's socket and
-the plugin's `fallbacks` file beside it (whereabouts.node.metrics); the node-local lock files
+staging files, by the names install-cni gives them) in `<CNI conf dir>/whereabouts.d/`, and that directory
+once empty (one that is a symbolic link is refused, nothing removed: install.refuse_link); the node daemon's
+socket and the plugin's `fallbacks` file beside it (whereabouts.node.metrics); the node-local lock files
 (`<local data dir>/locks/`, see whereabouts.store.nodelock).
 
 Left on purpose: a local store's database in the local data dir (`whereabouts.db` and its journal and id files:
@@ -23,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from whereabouts.cni.main import FALLBACKS
+from whereabouts.node.install import refuse_link, staging_names
 from whereabouts.node.metrics import TAKEN
 from whereabouts.node.relay import PYTHON_PLUGIN, note_of
 
@@ -32,17 +34,17 @@ NODE_FILES = ("whereabouts.conf", "whereabouts.kubeconfig", "nodename")
 
 def uninstall(*, bin_dir: Path, conf_dir: Path, socket: Path, data_dir: Path, log: Callable[[str], None]) -> list[Path]:
     """Remove what is ours; returns what stays in the directories we used (logged)."""
+    files = conf_dir / "whereabouts.d"
+    refuse_link(files)
     _remove_launcher(bin_dir / "whereabouts", log)
     if (bin_dir / PYTHON_PLUGIN).exists():
         _remove_launcher(bin_dir / PYTHON_PLUGIN, log)
-    for staged in [*bin_dir.glob(".whereabouts.*.tmp"), *bin_dir.glob(f".{PYTHON_PLUGIN}.*.tmp")]:
+    for staged in [*staging_names(bin_dir / "whereabouts"), *staging_names(bin_dir / PYTHON_PLUGIN)]:
         _remove(staged, log)
     _remove(bin_dir / "whereabouts.d", log)
-    files = conf_dir / "whereabouts.d"
     for name in NODE_FILES:
-        _remove(files / name, log)
-    for staged in files.glob(".*.tmp"):
-        _remove(staged, log)
+        for path in [files / name, *staging_names(files / name)]:
+            _remove(path, log)
     if _is_socket(socket):
         _remove(socket, log)
     for name in (FALLBACKS, TAKEN):
