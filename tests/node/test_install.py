@@ -506,3 +506,23 @@ def test_uninstall_removes_its_own_staging_files_only(tmp_path: Path, account: P
             f"--socket={tmp_path / 'run' / 'plugin.sock'}", f"--data-dir={tmp_path / 'data'}"]  # fmt: skip
     assert install.main(args) == 0
     assert os.listdir(files.dir) == [".another-tool.tmp"]
+
+
+@pytest.mark.parametrize("value", ["1", "true", "True", "TRUE", "yes", "Yes", "on", " true "])
+def test_uninstall_is_asked_by_any_true_value(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WHEREABOUTS_UNINSTALL", value)
+    assert install.parser().parse_args([]).uninstall is True
+
+
+@pytest.mark.parametrize("value", ["", "0", "false", "False", "NO", "off"])
+def test_install_is_asked_by_any_false_value(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WHEREABOUTS_UNINSTALL", value)
+    assert install.parser().parse_args([]).uninstall is False
+
+
+@pytest.mark.parametrize("value", ["ture", "2", "uninstall", "y es"])
+def test_a_value_neither_true_nor_false_stops_install_cni(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rather than install when the operator misspelt asking for the uninstall."""
+    monkeypatch.setenv("WHEREABOUTS_UNINSTALL", value)
+    with pytest.raises(SystemExit, match=f"WHEREABOUTS_UNINSTALL={value!r} is neither true nor false"):
+        install.main(["--once"])

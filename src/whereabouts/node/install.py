@@ -70,6 +70,7 @@ LOADER = "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
 MARKER = "INSTALLED"  # written last into a bundle's copy, once its files are on disk: see _install_tree
 LOCK = ".lock"  # in the bundle home: one install-cni at a time installs there
 STALE = 600.0  # seconds untouched after which a staging name is a dead writer's leftover, not a live one's
+SWITCHES = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
 def install_bundle(
@@ -332,6 +333,17 @@ def _read(path: Path) -> str:
         return ""
 
 
+def _switch(name: str) -> bool:
+    """The true/false setting in environment variable `name` (unset or empty: false); exits on anything else
+    rather than take a misspelt `true` for false."""
+    value = os.environ.get(name, "")
+    try:
+        return SWITCHES[value.strip().lower() or "0"]
+    except KeyError:
+        raise SystemExit(f"install-cni: {name}={value!r} is neither true nor false "
+                         "(1/0, true/false, yes/no, on/off, in any case)") from None  # fmt: skip
+
+
 def parser() -> argparse.ArgumentParser:
     env = os.environ.get
     p = argparse.ArgumentParser(prog="whereabouts-install-cni", description=__doc__.splitlines()[0])
@@ -355,7 +367,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--refresh", type=float, default=5.0, help="seconds between token and CA checks")
     p.add_argument("--once", action="store_true", help="install and write the files, then exit")
     p.add_argument("--data-dir", type=Path, default=Path(DEFAULT_LOCAL_DATA_DIR), help="the plugin's local data dir")
-    p.add_argument("--uninstall", action="store_true", default=env("WHEREABOUTS_UNINSTALL", "") in ("1", "true"),
+    p.add_argument("--uninstall", action="store_true", default=_switch("WHEREABOUTS_UNINSTALL"),
                    help="remove what install-cni and the plugin put on the node (docs/install.md), then stay idle "
                    "(with --once: exit); also WHEREABOUTS_UNINSTALL=true")  # fmt: skip
     return p
