@@ -40,6 +40,21 @@ def test_node_slice_size_becomes_a_prefix_length(size: str) -> None:
     assert (cfg.slice_prefix, cfg.node_slice_size) == (26, "/26")
 
 
+@pytest.mark.parametrize("mirror", [True, False], ids=["mirror-on", "mirror-off"])
+def test_node_slices_take_overlapping_ranges_as_on_and_say_so(mirror: bool) -> None:
+    """A re-slice leaves addresses in a node's old slice that its new slice overlaps: the reservations guard
+    them, so they are always written (and the mirror-off refusal, which is about their absence, does not apply)."""
+    kube = {"kubernetes": {**KUBE["kubernetes"], "ippool_mirror": mirror}}
+    off = {**KUBE, **kube, "range": "10.0.0.0/24", "enable_overlapping_ranges": False}
+    cfg = parse_ipam({**off, "node_slice_size": "/26"}, "net")
+    assert cfg.overlapping
+    (warning,) = cfg.warnings
+    assert warning.startswith("enable_overlapping_ranges false read as true with node_slice_size")
+    if mirror:  # without node slices it stays off, silently
+        plain = parse_ipam(off, "net")
+        assert not plain.overlapping and plain.warnings == ()
+
+
 @pytest.mark.parametrize(
     ("ipam", "netconf_name", "expected"),
     [({"network_name": "blue"}, "testnet", "blue"), ({}, "testnet", "testnet")],

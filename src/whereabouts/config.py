@@ -299,6 +299,14 @@ def parse_ipam(raw: Mapping[str, Any], netconf_name: str = "", persistent: objec
     network_name = _opt_str(raw, "network_name")
     slice_prefix = _slice_prefix(raw, ranges[0], store.kind)
     overlapping = _bool(raw, "enable_overlapping_ranges", True)
+    if slice_prefix and not overlapping:
+        # A re-slice gives a node a slice overlapping addresses its old slice's pool still holds, a pool no ADD
+        # reads: only the network-wide reservations keep such an address from being handed out twice.
+        warnings.append(
+            "enable_overlapping_ranges false read as true with node_slice_size: the slices of a network overlap "
+            "across a re-slice, and the network-wide reservations are what guard an address held in an old slice"
+        )
+        overlapping = True
     if store.kind == "kubernetes":
         _check_object_names(network_name, netconf_name, ranges, sliced=bool(slice_prefix))
         if not overlapping and isinstance(store, KubernetesSettings) and not store.ippool_mirror:

@@ -215,10 +215,18 @@ def test_slices_running_out_is_an_event_not_a_crash(cluster: Cluster) -> None:
     assert result.json["code"] == 11 and left_out[0] in result.json["msg"], result.stdout
 
 
-@pytest.mark.parametrize(("old", "new"), [("/24", "/25"), ("/24", "/23")], ids=["slices-shrink", "slices-grow"])
-def test_re_slice_never_hands_an_address_in_use_to_a_second_pod(cluster: Cluster, old: str, new: str) -> None:
+@pytest.mark.parametrize(
+    ("old", "new", "overlapping"),
+    [("/24", "/25", True), ("/24", "/23", True), ("/24", "/25", False)],
+    ids=["slices-shrink", "slices-grow", "overlapping-off"],
+)
+def test_re_slice_never_hands_an_address_in_use_to_a_second_pod(
+    cluster: Cluster, old: str, new: str, overlapping: bool
+) -> None:
+    """Each node gets the new slice holding its own old addresses, whose pool starts empty: only the
+    network-wide reservations guard them, so a sliced network writes them even when configured not to."""
     a, b = cluster.node("a"), cluster.node("b")
-    conf = cluster.conf(range="10.114.0.0/20", node_slice_size=old)
+    conf = cluster.conf(range="10.114.0.0/20", node_slice_size=old, enable_overlapping_ranges=overlapping)
     cluster.nad("net", conf)
     cluster.sync()
     first = cluster.slices(conf["name"])
