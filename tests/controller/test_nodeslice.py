@@ -37,7 +37,9 @@ from kube_server import KubeAPIServer
 from support import netconf, run_cni, stop_process
 from whereabouts.controller.context import Context
 from whereabouts.controller.health import Backoff
+from whereabouts.controller.nads import SlicedNetwork
 from whereabouts.controller.nodeslice import NodeSliceController
+from whereabouts.errors import TryAgainLater
 from whereabouts.kube.client import Event, Expired
 from whereabouts.kube.credentials import load_credentials
 
@@ -250,6 +252,58 @@ def test_re_slice_never_hands_an_address_in_use_to_a_second_pod(
         run_cni("DEL", resliced, container_id=key, env={"NODENAME": a if key.startswith(a) else b})
     cluster.sync()
     assert not old_pools & set(cluster.ippools())  # emptied by DEL (which found them), then deleted
+
+
+@pytest.mark.parametrize("key", ["\u00b2", "1" * 5000], ids=["superscript-two", "5000-digits"])
+def test_a_pool_key_that_is_no_offset_stops_no_network(cluster: Cluster, key: str) -> None:
+    """`²` passes str.isdigit() but not int(); int() refuses 5,000 digits: such a key (a hand edit, a tool's bug)
+    is skipped, as the plugin skips it, and every network is still brought in step."""
+    a = cluster.node("a")
+    conf = cluster.conf(range="10.142.0.0/20", node_slice_size="/24")
+    cluster.nad("net", conf)
+    other = cluster.conf(name=f"other-{cluster.tag}", range="10.143.0.0/20", node_slice_size="/24")
+    cluster.nad("net2", other)
+    cluster.sync()
+    cluster.add(conf, a, "pod1")
+    path = f"{POOLS}/{cluster.namespace}/ippools/{a}-{cluster.slices(conf['name'])[a].replace('/', '-')}"
+    obj = cluster.kube.request("GET", path)
+    obj["spec"]["allocations"][key] = {"id": "x", "ifname": "eth0", "podref": "ns/p"}
+    cluster.kube.request("PUT", path, obj)
+    b = cluster.node("b")  # a node joins: it needs a slice of both networks
+    done = cluster.sync()
+    assert "Traceback" not in done.stderr
+    assert b in cluster.slices(conf["name"]) and b in cluster.slices(other["name"])
+
+
+def test_one_network_failing_unexpectedly_holds_no_other_back(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug, or input nothing foresaw, in one network's pass: its traceback is logged, the pass fails (and is
+    retried), and the other networks are still brought in step."""
+    a = cluster.node("a")
+    broken = cluster.conf(name=f"broken-{cluster.tag}", range="10.144.0.0/24", node_slice_size="/26")
+    fine = cluster.conf(name=f"fine-{cluster.tag}", range="10.145.0.0/24", node_slice_size="/26")
+    cluster.nad("broken", broken)  # (the older NAD, and first by name too: its network is synced first)
+    cluster.nad("fine", fine)
+    lines: list[str] = []
+    controller = NodeSliceController(
+        Context(load_credentials(str(cluster.controller_config)), cluster.namespace, log=lines.append)
+    )
+    apply = controller._apply
+
+    def failing(network: SlicedNetwork, seen: Any, pool: Any) -> None:
+        if network.name == broken["name"]:
+            raise RuntimeError("unforeseen")
+        apply(network, seen, pool)
+
+    monkeypatch.setattr(controller, "_apply", failing)
+    with pytest.raises(TryAgainLater, match=f"networks {broken['name']} not brought in step"):
+        controller.sync()
+    assert a in cluster.slices(fine["name"])
+    assert any(
+        line.startswith(f"node-slice: network {broken['name']}: Traceback") and "RuntimeError: unforeseen" in line
+        for line in lines
+    ), lines
 
 
 def test_several_nads_one_network_and_nad_deletion(cluster: Cluster) -> None:

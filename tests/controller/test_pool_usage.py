@@ -119,3 +119,16 @@ def test_kubectl_get_ippools_shows_the_usage_and_sorts_by_free(bed: Harness) -> 
     header, *rows = wide.splitlines()
     assert header.split() == ["NAME", "RANGE", "NETWORK", "NODE", "SIZE", "USED", "RETAINED", "FREE", "AGE"]
     assert rows[0].split()[:5] == ["10.96.1.0-29", "10.96.1.0/29", "6", "1", "0"]
+
+
+@pytest.mark.parametrize("key", ["\u00b2", "1" * 5000], ids=["superscript-two", "5000-digits"])
+def test_a_key_that_is_no_offset_is_skipped_and_stops_no_pool(bed: Harness, key: str) -> None:
+    """`²` passes str.isdigit() but not int(); int() refuses 5,000 digits: such a key (a hand edit, a tool's bug)
+    is no address, as the plugin reads it, and every pool still gets its numbers."""
+    entry = {"id": "c1", "podref": f"{bed.pods_ns}/p1", "ifname": "net1"}
+    bed.create_entries("10.97.0.0-28", "10.97.0.0/28", {"1": entry, key: {**entry, "id": "c2"}})
+    bed.add(bed.conf("10.98.0.0/28"), "p2", "ctr-p2")
+    bed.run("pool-usage")
+    expected = {"network": "", "config": "", "size": 14, "held": 1, "retained": 0, "free": 13}
+    assert status(bed, "10.97.0.0-28") == expected
+    assert status(bed, "10.98.0.0-28") == expected

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -99,6 +100,9 @@ class NodeSliceController:
                 self._sync_network(network, cluster)
             except TryAgainLater as exc:  # one network's trouble does not hold the others back
                 self.ctx.log(f"node-slice: network {network.name}: {exc.msg}")
+                failed.append(network.name)
+            except Exception as exc:  # a bug, or input nothing foresaw: its traceback, and the others still run
+                self.ctx.log(f"node-slice: network {network.name}: {''.join(traceback.format_exception(exc)).rstrip()}")
                 failed.append(network.name)
         for name, pool in cluster.slice_pools.items():
             if name not in cluster.networks and _managed(pool):
@@ -365,8 +369,7 @@ def _node_pools(network: SlicedNetwork, cluster: Cluster) -> list[NodePool]:
         version, base, prefix = net.version, net.address, net.prefix
         if version != geo.version or base > geo.last or net.last < geo.network:
             continue
-        allocations = obj.get("spec", {}).get("allocations") or {}
-        ips = tuple(base + int(offset) for offset in allocations if offset.isdigit())
+        ips = tuple(base + offset for _, offset, _ in resources.pool_offsets(obj))  # (keys no offset: skipped)
         found.append(NodePool(obj, node, f"{format_address(version, base)}/{prefix}", ips))
     return found
 

@@ -113,10 +113,8 @@ def pool_status(obj: dict[str, Any], windows: Windows) -> dict[str, Any] | None:
     spans = [(lo, hi) for lo, hi in spans if lo <= hi]
     size = sum(hi - lo + 1 - _zeros(net.version, lo, hi) for lo, hi in spans)
     held = retained = taken = 0
-    for offset, entry in resources.pool_entries(obj).items():
-        if not offset.isdigit():
-            continue
-        ip = net.address + int(offset)
+    for _, offset, entry in resources.pool_offsets(obj):  # (a key that is no offset, as the plugin skips it)
+        ip = net.address + offset
         if isinstance(entry, dict) and entry.get("retained"):
             retained += 1
         else:
