@@ -254,6 +254,57 @@ def test_re_slice_never_hands_an_address_in_use_to_a_second_pod(
     assert not old_pools & set(cluster.ippools())  # emptied by DEL (which found them), then deleted
 
 
+def test_a_node_named_like_another_network_keeps_its_pool_as_evidence(cluster: Cluster) -> None:
+    """`<a>-<b>-<cidr>` does not say where a network's name ends: the pool of an unnamed network's node named
+    `<another network>-w1` is that node's (a current Node; once gone, its entries say so), so a re-slice never
+    plans another node's slice over the addresses it holds."""
+    other = f"prod{cluster.tag}"
+    cluster.nad("other", cluster.conf(name=f"other-{cluster.tag}", range="10.200.0.0/24", network_name=other))
+    b, w1 = cluster.node("b"), f"{other}-w1"  # (b sorts first: it is served first)
+    create_node(cluster.kube, w1)
+    cluster.nodes.add(w1)
+    conf = cluster.conf(range="10.141.0.0/20", node_slice_size="/24")
+    cluster.nad("net", conf)
+    cluster.sync()
+    held = [cluster.add(conf, w1, f"w1-{i}") for i in range(2)]
+    resliced = {**conf, "ipam": {**conf["ipam"], "node_slice_size": "/23"}}
+    cluster.update_nad("net", resliced)
+    cluster.sync()
+    second = cluster.slices(conf["name"])
+    assert all(inside(x, second[w1]) for x in held) and not any(inside(x, second[b]) for x in held), second
+    cluster.remove_node(w1)  # gone, its pods' addresses not yet released: still evidence
+    cluster.sync()  # (its slice freed: no longer listed either)
+    c = cluster.node("c")
+    cluster.sync()
+    assert not any(inside(x, cluster.slices(conf["name"])[c]) for x in held)
+
+
+def test_a_network_named_as_the_prefix_of_another_reads_only_its_own_pools(cluster: Cluster) -> None:
+    """Network `blue` does not take network `blue-x`'s pools (`blue-x-<node>-<cidr>`) for pools of made-up nodes
+    `x-<node>`: they neither block its slices nor get deleted as empty pools of nodes gone."""
+    n1, n2 = cluster.node("n1"), cluster.node("n2")
+    short, long = f"blue{cluster.tag}", f"blue{cluster.tag}-x"
+    conf_long = cluster.conf(name=f"long-{cluster.tag}", range="10.150.0.0/23", node_slice_size="/24",
+                             network_name=long)  # fmt: skip
+    cluster.nad("long", conf_long)
+    cluster.sync()
+    for node in (n1, n2):
+        cluster.add(conf_long, node, f"pod-{node}")
+    assert run_cni("DEL", conf_long, container_id=f"pod-{n1}", env={"NODENAME": n1}).returncode == 0
+    long_pools = {name for name in cluster.ippools() if name.startswith(f"{long}-")}
+    assert len(long_pools) == 2  # n1's empty, kept as its node's current slice; n2's holding an address
+    conf_short = {**conf_long, "name": f"short-{cluster.tag}", "ipam": {**conf_long["ipam"], "network_name": short}}
+    cluster.nad("short", conf_short)
+    cluster.sync()
+    assert set(cluster.slices(short)) == {n1, n2}
+    assert long_pools <= set(cluster.ippools())
+    assert run_cni("DEL", conf_long, container_id=f"pod-{n2}", env={"NODENAME": n2}).returncode == 0
+    cluster.delete_nad("short")  # both of `blue-x`'s pools empty, on slices `blue` listed
+    done = cluster.sync()
+    assert cluster.slice_pool(short) is None and f"deleted NodeSlicePool {cluster.namespace}/{short}" in done.stderr
+    assert long_pools <= set(cluster.ippools())  # retiring `blue` deletes only its own empty pools
+
+
 @pytest.mark.parametrize("key", ["\u00b2", "1" * 5000], ids=["superscript-two", "5000-digits"])
 def test_a_pool_key_that_is_no_offset_stops_no_network(cluster: Cluster, key: str) -> None:
     """`²` passes str.isdigit() but not int(); int() refuses 5,000 digits: such a key (a hand edit, a tool's bug)

@@ -23,8 +23,8 @@ import contextlib
 import threading
 import time
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from whereabouts.controller.context import Context
@@ -65,6 +65,10 @@ class Cluster:
     nodes: list[str]
     slice_pools: dict[str, dict[str, Any]]
     ippools: list[dict[str, Any]]
+    node_set: set[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.node_set = set(self.nodes)
 
 
 class NodeSliceController:
@@ -137,16 +141,16 @@ class NodeSliceController:
         self.ctx.log(f"node-slice: network {network.name}: NodeSlicePool kept changing; left for the next pass")
 
     def _apply(self, network: SlicedNetwork, cluster: Cluster, pool: dict[str, Any] | None) -> None:
-        node_pools = _node_pools(network, cluster)
+        node_pools = _node_pools(network, cluster, _listed_nodes(pool))
         in_use: dict[str, list[int]] = {}
         for node_pool in node_pools:
             in_use.setdefault(node_pool.node, []).extend(node_pool.ips)
         plan = plan_slices(network.geometry, _listing(pool), cluster.nodes, in_use)
         pool = self._ensure_spec(network, pool)
         if _listing(pool) != plan.listing:  # (no pool: a dry run, or not leading; the write only logs then)
-            pool = self._write_status(network, pool or {}, plan, set(cluster.nodes)) or None
+            pool = self._write_status(network, pool or {}, plan, cluster.node_set) or None
         self._report_unplaced(network, plan, pool)
-        self._delete_stale(network, plan, node_pools, set(cluster.nodes))
+        self._delete_stale(network, plan, node_pools, cluster.node_set)
         self.total.set(plan.total, network=network.name)
         self.assigned.set(sum(1 for node, _ in plan.listing if node), network=network.name)
         self.free.set(plan.free, network=network.name)
@@ -245,11 +249,11 @@ class NodeSliceController:
         """No NAD slices the network any more: delete its empty node pools, then its NodeSlicePool."""
         name = _name(pool)
         network_name = pool["metadata"].get("annotations", {}).get(NETWORK_ANNOTATION, name)
-        slices = {cidr for _, cidr in _listing(pool)}
+        slices, listed = {cidr for _, cidr in _listing(pool)}, _listed_nodes(pool)
         for obj in cluster.ippools:
             cidr = obj.get("spec", {}).get("range", "")
             empty = not obj.get("spec", {}).get("allocations")
-            if empty and _canonical(cidr) in slices and pool_node(_name(obj), cidr, network_name):
+            if empty and _canonical(cidr) in slices and _network_node(obj, network_name, cluster, listed):
                 self._delete_pool(name, obj, "no NAD slices the network")
         action = f"deleted NodeSlicePool {self.ctx.namespace}/{name}: no NAD slices network {name} any more"
         path = self.client.path(NODE_SLICE_POOLS, name)
@@ -354,13 +358,14 @@ def _node_came_or_went(kind: str) -> bool:
     return kind in ("ADDED", "DELETED")  # a Node's status changes every few seconds; its name never does
 
 
-def _node_pools(network: SlicedNetwork, cluster: Cluster) -> list[NodePool]:
-    """The IPPools of `network`'s node slices (any geometry, any node, present or not) inside its range."""
+def _node_pools(network: SlicedNetwork, cluster: Cluster, listed: Collection[str]) -> list[NodePool]:
+    """The IPPools of `network`'s node slices (any geometry, any node, present or not) inside its range;
+    `listed`: the nodes its NodeSlicePool names."""
     geo, found = network.geometry, []
     for obj in cluster.ippools:
         cidr = obj.get("spec", {}).get("range", "")
-        node = pool_node(_name(obj), cidr, network.network_name)
-        if not node or (not network.network_name and _other_network(node, cluster.network_names)):
+        node = _network_node(obj, network.network_name, cluster, listed)
+        if not node:
             continue
         try:
             net = Network.parse(cidr, strict=False)
@@ -374,10 +379,30 @@ def _node_pools(network: SlicedNetwork, cluster: Cluster) -> list[NodePool]:
     return found
 
 
-def _other_network(node: str, network_names: set[str]) -> bool:
-    """For an unnamed network, `<x>-<cidr>` may be network x's whole-range pool, `<x>-<node>-<cidr>` network
-    x's node pool: such names are not taken for this network's."""
-    return any(node == name or node.startswith(f"{name}-") for name in network_names)
+def _network_node(obj: dict[str, Any], network: str, cluster: Cluster, listed: Collection[str]) -> str:
+    """The node of `network`'s node pool `obj` ("" when it is none of that network's). A name `<a>-<b>-<cidr>`
+    does not say where the network ends and the node begins (network `blue` and node `x-n1`, or network
+    `blue-x` and node `n1`): a node part that is a current Node, is `listed` in the network's NodeSlicePool or
+    is the node the pool's entries were taken on makes it this network's node pool; else the pool is the one
+    of the network whose known name is the longest prefix of its name, as resources.guess_pool_key reads it."""
+    node = pool_node(_name(obj), obj.get("spec", {}).get("range", ""), network)
+    if not node:
+        return ""
+    entries = resources.pool_entries(obj).values()
+    if node in cluster.node_set or node in listed or any(_taken_on(entry) == node for entry in entries):
+        return node
+    head = f"{network}-{node}" if network else node
+    known = (n for n in (*cluster.network_names, network) if n and (head == n or head.startswith(f"{n}-")))
+    return node if max(known, key=len, default="") == network else ""
+
+
+def _taken_on(entry: object) -> object:
+    """The node an IPPool entry says it was taken on (this plugin writes it; the Go plugin does not)."""
+    return entry.get("node") if isinstance(entry, dict) else None
+
+
+def _listed_nodes(pool: dict[str, Any] | None) -> set[str]:
+    return {node for node, _ in _listing(pool) if node}
 
 
 def _listing(pool: dict[str, Any] | None) -> Listing:
