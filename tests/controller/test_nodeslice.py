@@ -260,12 +260,22 @@ def test_a_node_named_like_another_network_keeps_its_pool_as_evidence(cluster: C
     plans another node's slice over the addresses it holds."""
     other = f"prod{cluster.tag}"
     cluster.nad("other", cluster.conf(name=f"other-{cluster.tag}", range="10.200.0.0/24", network_name=other))
-    b, w1 = cluster.node("b"), f"{other}-w1"  # (b sorts first: it is served first)
+    b, w1 = cluster.node("b"), f"{other}-w1"  # (b sorts first: of two nodes wanting one slice, it is served first)
     create_node(cluster.kube, w1)
     cluster.nodes.add(w1)
-    conf = cluster.conf(range="10.141.0.0/20", node_slice_size="/24")
+    conf = cluster.conf(range="10.141.0.0/16", node_slice_size="/24")  # room for other tests' nodes left over
     cluster.nad("net", conf)
+    # b and w1 hold the two halves of one /23 (kept: whichever other nodes exist get other slices)
+    path = f"{POOLS}/{cluster.namespace}/nodeslicepools"
+    made = cluster.kube.request("POST", path, {
+        "apiVersion": "whereabouts.cni.cncf.io/v1alpha1", "kind": "NodeSlicePool",
+        "metadata": {"name": conf["name"], "namespace": cluster.namespace},
+        "spec": {"range": "10.141.0.0/16", "sliceSize": "/24"}})  # fmt: skip
+    made["status"] = {"allocations": [{"sliceRange": "10.141.0.0/24", "nodeName": b},
+                                      {"sliceRange": "10.141.1.0/24", "nodeName": w1}]}  # fmt: skip
+    cluster.kube.request("PUT", f"{path}/{conf['name']}/status", made)
     cluster.sync()
+    assert cluster.slices(conf["name"]) == {b: "10.141.0.0/24", w1: "10.141.1.0/24"}
     held = [cluster.add(conf, w1, f"w1-{i}") for i in range(2)]
     resliced = {**conf, "ipam": {**conf["ipam"], "node_slice_size": "/23"}}
     cluster.update_nad("net", resliced)
@@ -310,9 +320,9 @@ def test_a_pool_key_that_is_no_offset_stops_no_network(cluster: Cluster, key: st
     """`²` passes str.isdigit() but not int(); int() refuses 5,000 digits: such a key (a hand edit, a tool's bug)
     is skipped, as the plugin skips it, and every network is still brought in step."""
     a = cluster.node("a")
-    conf = cluster.conf(range="10.142.0.0/20", node_slice_size="/24")
+    conf = cluster.conf(range="10.142.0.0/16", node_slice_size="/24")
     cluster.nad("net", conf)
-    other = cluster.conf(name=f"other-{cluster.tag}", range="10.143.0.0/20", node_slice_size="/24")
+    other = cluster.conf(name=f"other-{cluster.tag}", range="10.143.0.0/16", node_slice_size="/24")
     cluster.nad("net2", other)
     cluster.sync()
     cluster.add(conf, a, "pod1")
@@ -332,8 +342,8 @@ def test_one_network_failing_unexpectedly_holds_no_other_back(
     """A bug, or input nothing foresaw, in one network's pass: its traceback is logged, the pass fails (and is
     retried), and the other networks are still brought in step."""
     a = cluster.node("a")
-    broken = cluster.conf(name=f"broken-{cluster.tag}", range="10.144.0.0/24", node_slice_size="/26")
-    fine = cluster.conf(name=f"fine-{cluster.tag}", range="10.145.0.0/24", node_slice_size="/26")
+    broken = cluster.conf(name=f"broken-{cluster.tag}", range="10.144.0.0/16", node_slice_size="/24")
+    fine = cluster.conf(name=f"fine-{cluster.tag}", range="10.145.0.0/16", node_slice_size="/24")
     cluster.nad("broken", broken)  # (the older NAD, and first by name too: its network is synced first)
     cluster.nad("fine", fine)
     lines: list[str] = []
