@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from leak_harness import Harness
 from kube_objects import delete_pod
 from kube_server import KubeAPIServer
 from support import stop_process
+from whereabouts.controller.health import Health
 from whereabouts.controller.podcleanup import PodCleanup
 
 POOL = "10.90.0.0-24"
@@ -95,6 +97,33 @@ def test_node_scoped_cleanup_does_not_act_on_other_nodes_deletions(bed: Harness)
         expected = {(POOL, mine["mine-live"], "ctr-mine-live"), (POOL, theirs["theirs-doomed"], "ctr-theirs-doomed")}
         assert bed.held() == expected
         assert "theirs-doomed" not in controller.text()
+
+
+def test_a_long_sweep_stays_alive_while_it_makes_progress(bed: Harness) -> None:
+    """A sweep beat only before it started: 1,500 leaked entries took 136 s, past the 120 s allowance, and the
+    kubelet killed the controller mid-sweep (and again after each restart). Each item released beats: the
+    loop's longest silence is one item (or the first lists), not the sweep."""
+    leaked = 100
+    pool = {str(n): {"id": f"ctr-{n}", "podref": f"{bed.pods_ns}/gone-{n}", "ifname": "net1"}
+            for n in range(1, leaked + 1)}  # fmt: skip
+    bed.create_entries("10.90.1.0-24", "10.90.1.0/24", pool)
+    for n in range(1, leaked + 1):
+        bed.create_reservation(f"10.90.1.{n}", f"ctr-{n}", f"{bed.pods_ns}/gone-{n}")
+    beats: list[float] = []
+
+    class Listening(Health):
+        def beat(self, name: str, allowance: float | None = None) -> None:
+            beats.append(time.monotonic())
+
+    ctx = bed.context(health=Listening())
+    started = time.monotonic()
+    report = PodCleanup(ctx).sync()
+    ended = time.monotonic()
+    assert len(report.released) == leaked and len(report.released_reservations) == leaked, report.summary()
+    assert len(beats) >= leaked, f"{len(beats)} beats in a sweep of {leaked} items"
+    moments = [started, *beats, ended]
+    longest = max(later - earlier for earlier, later in pairwise(moments))
+    assert longest < (ended - started) / 4, f"silent for {longest:.2f}s of a {ended - started:.2f}s sweep"
 
 
 def test_deleted_pod_recreated_under_the_same_name_keeps_its_address(bed: Harness) -> None:

@@ -23,19 +23,32 @@ from whereabouts.controller.metrics import CONTENT_TYPE, Registry
 from whereabouts.errors import WhereaboutsError
 from whereabouts.kube.client import APIError
 
+ALLOWANCE = 120.0  # seconds a loop may go without a beat before /healthz fails (unless it said otherwise)
+PULSE = 10.0  # seconds between the beats of a loop waiting in its own backoff (well within any allowance)
+
 
 class Backoff:
     """The waits between retries of one loop: doubling from `first` to `cap` seconds, each drawn between half
-    and all of that (replicas and loops failing together do not retry in step); `reset` after a success."""
+    and all of that (replicas and loops failing together do not retry in step); `reset` after a success.
+    `alive`: called every PULSE seconds while waiting (the loop's beat: a loop waiting in its own backoff, up
+    to 5 minutes for the reconciler, is not stalled)."""
 
-    def __init__(self, first: float = 1.0, cap: float = 30.0) -> None:
+    def __init__(self, first: float = 1.0, cap: float = 30.0, *, alive: Callable[[], None] | None = None) -> None:
         self.first, self.cap, self.next = first, cap, first
+        self.alive = alive
 
     def wait(self, stop: threading.Event) -> bool:
         """Wait the next delay, or until `stop`; True if stopped."""
         delay = random.uniform(self.next / 2, self.next)
         self.next = min(self.cap, self.next * 2)
-        return stop.wait(delay)
+        if self.alive is None:
+            return stop.wait(delay)
+        until = time.monotonic() + delay
+        while (left := until - time.monotonic()) > 0:
+            self.alive()
+            if stop.wait(min(left, PULSE)):
+                return True
+        return False
 
     def reset(self) -> None:
         self.next = self.first
@@ -67,8 +80,9 @@ def resource_of(path: str) -> str:
 
 
 class Health:
-    """Liveness by heartbeat: each loop calls `beat(name)`; a loop silent for longer than its allowance
-    makes /healthz fail, so the kubelet restarts a wedged process."""
+    """Liveness by heartbeat: each loop calls `beat(name)` as it goes round, and as it makes progress inside a
+    long pass (per item written) or waits in its own backoff; a loop silent for longer than its allowance
+    (one call that never returns) makes /healthz fail, so the kubelet restarts a wedged process."""
 
     def __init__(self) -> None:
         self.beats: dict[str, tuple[float, float]] = {}  # name -> (last beat, allowance in seconds)
@@ -104,12 +118,16 @@ class Health:
             return False, "".join(f"{component}: {_trouble(what)}: {error}\n" for (component, what), error in problems)
         return True, "ok\n"
 
-    def beat(self, name: str, allowance: float = 120.0) -> None:
+    def beat(self, name: str, allowance: float | None = None) -> None:
+        """`name` is alive now. `allowance`: the seconds it may go silent; None keeps what the loop last said
+        (a beat from inside a pass does not shorten its loop's own), else ALLOWANCE."""
+        if allowance is None:
+            allowance = self.beats.get(name, (0.0, ALLOWANCE))[1]
         self.beats[name] = (time.monotonic(), allowance)
 
     def stalled(self) -> list[str]:
         now = time.monotonic()
-        return [name for name, (last, allowance) in self.beats.items() if now - last > allowance]
+        return [name for name, (last, allowance) in list(self.beats.items()) if now - last > allowance]
 
 
 def _trouble(what: str) -> str:
