@@ -573,3 +573,40 @@ def test_a_broken_nad_edited_again_and_again_is_remembered_once_and_warned_of_pe
     cluster.delete_nad("bad")
     controller.sync()
     assert controller.nads_reported == {}
+
+
+def test_a_networks_series_go_with_it(cluster: Cluster) -> None:
+    """Networks are named by tenants and come and go for months: every series labelled with one (the counters
+    too, not only the gauges) goes once its NodeSlicePool is gone; and a count of nothing (no slice freed)
+    makes no series."""
+    node = cluster.node("a")
+    ctx = Context(credentials=load_credentials(str(cluster.controller_config)), namespace=cluster.namespace)
+    controller = NodeSliceController(ctx)
+    networks = [f"tenant-{cluster.tag}-{n}" for n in range(3)]
+    confs = [
+        cluster.conf(network, range=f"10.121.{n}.0/24", node_slice_size="/26") for n, network in enumerate(networks)
+    ]
+    for n, conf in enumerate(confs):
+        cluster.nad(f"n{n}", conf)
+
+    def series() -> list[str]:
+        lines = ctx.registry.render().splitlines()
+        return [
+            line for line in lines if line.startswith("whereabouts_node_slice") and any(n in line for n in networks)
+        ]
+
+    controller.sync()
+    controller.sync()  # nothing changed: nothing counted
+    found = series()
+    for network in networks:
+        assert f'whereabouts_node_slice_assignments_total{{network="{network}"}}' in "\n".join(found)
+    assert not [line for line in found if "releases_total" in line or "exhausted_total" in line], found
+    cluster.add(confs[0], node, "pod")  # the node's IPPool of the first network, emptied again
+    run_cni("DEL", confs[0], container_id="pod", env={"NODENAME": node})
+    for n in range(3):
+        cluster.delete_nad(f"n{n}")
+    controller.sync()  # retires them: the NodeSlicePools and their empty IPPools deleted
+    assert all(cluster.slice_pool(network) is None for network in networks)
+    assert f'whereabouts_node_slice_ippools_deleted_total{{network="{networks[0]}"}} 1.0' in series()  # seen once
+    controller.sync()
+    assert series() == []

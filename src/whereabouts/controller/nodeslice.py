@@ -114,6 +114,11 @@ class NodeSliceController:
         keep = [{"network": name} for name in cluster.networks]
         for gauge in (self.total, self.assigned, self.free):
             gauge.forget(keep)
+        # the counters' series go with their network's NodeSlicePool (a tenant names networks, for months): a
+        # retired one's are kept for the pass that deleted it
+        keep += [{"network": name} for name in cluster.slice_pools if name not in cluster.networks]
+        for counter in (self.exhausted, self.assignments, self.releases, self.deleted):
+            counter.forget(keep)
         self.duration.observe(time.monotonic() - started)
         if failed:
             raise TryAgainLater(f"networks {', '.join(failed)} not brought in step (see above); the next pass retries")
@@ -207,8 +212,9 @@ class NodeSliceController:
         status = {"allocations": [resources.slice_allocation(node, cidr) for node, cidr in plan.listing]}
         path = self.client.path(NODE_SLICE_POOLS, network.name) + "/status"
         written = self._act(actions, lambda: self.client.replace(path, {**pool, "status": status}))
-        if written is not None:
+        if written is not None and plan.assigned:  # (an inc(0) would make a series of a network that gave none)
             self.assignments.inc(len(plan.assigned), network=network.name)
+        if written is not None and plan.freed:
             self.releases.inc(len(plan.freed), network=network.name)
         return written or pool
 
