@@ -4,18 +4,21 @@ keeps each IPPool's status (what `kubectl get ippools` shows), at most once ever
 from __future__ import annotations
 
 import math
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
-from leak_harness import Harness
+from leak_harness import GROUP_PATH, Harness
 from prometheus_client.parser import text_string_to_metric_families
 
 from kube_objects import create_nad
 from kube_server import CONTROLLER_USER, KubeAPIServer
-from whereabouts.controller.usage import INTERVAL, SETTLE
+from whereabouts.controller import usage
+from whereabouts.controller.usage import INTERVAL, SETTLE, PoolUsage
 
 NUMBERS = ("network", "config", "size", "held", "retained", "free")
 
@@ -132,3 +135,32 @@ def test_a_key_that_is_no_offset_is_skipped_and_stops_no_pool(bed: Harness, key:
     expected = {"network": "", "config": "", "size": 14, "held": 1, "retained": 0, "free": 13}
     assert status(bed, "10.97.0.0-28") == expected
     assert status(bed, "10.98.0.0-28") == expected
+
+
+def test_deleted_pools_are_forgotten(bed: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long-running pool-usage remembers when it last wrote each pool's status: node slices' pools come and go
+    for months, and what it kept of the deleted ones went with them only from the gauges."""
+    monkeypatch.setattr(usage, "RESYNC", 1.0)
+    names = [f"10.97.{n}.0-24" for n in range(3)]
+    for n, name in enumerate(names):
+        bed.create_pool(name, f"10.97.{n}.0/24", {"1": (f"ctr-{n}", f"{bed.pods_ns}/p{n}", "net1")})
+    controller, stop = PoolUsage(bed.context()), threading.Event()
+    running = threading.Thread(target=controller.run, args=(stop,))
+    running.start()
+    try:
+        wait_until(lambda: set(names) <= set(controller.written), SETTLE + INTERVAL + 5, "the statuses written")
+        for name in names:
+            bed.kube.request("DELETE", f"{GROUP_PATH}/{bed.pools_ns}/ippools/{name}")
+        wait_until(lambda: not set(names) & set(controller.written), 10, "the deleted pools forgotten")
+        assert not set(names) & set(pool_gauges(controller.ctx.registry.render()))
+    finally:
+        stop.set()
+        running.join(timeout=30)
+    assert not running.is_alive()
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
+        time.sleep(0.1)

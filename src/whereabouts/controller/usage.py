@@ -179,10 +179,12 @@ class PoolUsage:
         return sum(self.write(obj) for obj in pools)
 
     def forget_gone(self, names: Iterable[str]) -> None:
-        """The gauges of pools not in `names` (deleted) stop being reported."""
-        keep = [{"pool": name} for name in names]
+        """The gauges of pools not in `names` (deleted) stop being reported, and their last writes are forgotten
+        (node slices' pools come and go for months)."""
+        known = set(names)
         for gauge in self.gauges.values():
-            gauge.forget(keep)
+            gauge.forget([{"pool": name} for name in known])
+        self.written = {name: at for name, at in self.written.items() if name in known}
 
     def write(self, obj: dict[str, Any]) -> bool:
         """Write `obj`'s status if a number changed; True when written."""
