@@ -24,6 +24,7 @@ class ScriptedClient:
         self.items, self.version, self.watches = items, version, watches
         self.lists = 0
         self.done = threading.Event()
+        self.closed = False
 
     def list_with_version(self, path: str, **params: str) -> tuple[list[dict[str, Any]], str]:
         self.lists += 1
@@ -38,6 +39,12 @@ class ScriptedClient:
         if isinstance(step, BaseException):
             raise step
         yield from step
+
+    def interrupt(self) -> None:
+        pass  # (its watches end by themselves)
+
+    def close(self) -> None:
+        self.closed = True
 
 
 def test_an_older_version_never_replaces_a_newer_one() -> None:
@@ -99,6 +106,13 @@ def test_an_expired_watch_lists_again() -> None:
     informer = Informer(client, "/x")  # type: ignore[arg-type]
     informer.start()
     assert client.done.wait(5)
-    informer.stop()
+    informer.stop(5.0)
     assert client.lists == 2
     assert informer.usable(0.1)
+    assert informer.thread is not None and not informer.thread.is_alive() and client.closed  # as its thread ended
+
+
+def test_an_informer_never_started_closes_its_client_when_stopped() -> None:
+    client = ScriptedClient([], 1, [])
+    Informer(client, "/x").stop()  # type: ignore[arg-type]
+    assert client.closed

@@ -67,6 +67,8 @@ class KubeClient:
         self.requests = 0
         self.checked_at = -CHECK  # the first request looks: the credentials given may be old already
         self.reload_error = ""  # why the last re-read failed ("" if it did not)
+        self.streams: set[HTTPConnection] = set()  # the watches' connections open now (see `interrupt`)
+        self.interrupted = False
 
     def reload(self) -> bool:
         """Read the credentials' files again; True when that changed what is sent (the token, the server).
@@ -139,21 +141,39 @@ class KubeClient:
             raise APIError(f"kubernetes API {self.credentials.endpoint.url} WATCH {path}: {exc}", path=path) from exc
         finally:
             if conn is not None:
-                conn.close()
+                self._end_stream(conn)
 
     def _stream(self, target: str, timeout: float) -> tuple[HTTPConnection, Iterable[bytes]]:
         """A watch request's connection and its lines; refused with 401, made once more if reading the
         credentials again changed them."""
         for attempt in (1, 2):
             conn = HTTPConnection(self.credentials.endpoint, tls=self.credentials.tls, timeout=timeout)
+            self.streams.add(conn)
+            if self.interrupted:  # (after adding it: `interrupt` either sees it, or is seen here)
+                conn.interrupt()
             self.requests += 1
-            lines = conn.stream(target, self.headers)
-            first = next(lines, b"")
+            try:
+                lines = conn.stream(target, self.headers)
+                first = next(lines, b"")
+            except BaseException:
+                self._end_stream(conn)
+                raise
             if conn.last_status == 401 and attempt == 1 and self.reload():
-                conn.close()
+                self._end_stream(conn)
                 continue
             break
         return conn, _chain(first, lines)
+
+    def _end_stream(self, conn: HTTPConnection) -> None:
+        self.streams.discard(conn)
+        conn.close()
+
+    def interrupt(self) -> None:
+        """From another thread: end this client's watches, those being read now and any begun after (a
+        stopping informer's thread waits in one for up to a minute); their readers see them fail."""
+        self.interrupted = True
+        for conn in list(self.streams):
+            conn.interrupt()
 
     def get(self, path: str) -> dict[str, Any] | None:
         response = self._send("GET", path)

@@ -50,8 +50,15 @@ class Informer:
         self.thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, wait: float = 0.0) -> None:
+        """Stop: the watch being read ends at once, and the thread closes the client as it ends (waited for up
+        to `wait` seconds), its sockets not left to the garbage collector. Never started: closed now."""
         self.stopping.set()
+        if self.thread is None:
+            self.client.close()
+            return
+        self.client.interrupt()
+        self.thread.join(wait)
 
     # -- reads --------------------------------------------------------------------------------------------------
 
@@ -106,6 +113,12 @@ class Informer:
     # -- the watch ----------------------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._follow()
+        finally:
+            self.client.close()
+
+    def _follow(self) -> None:
         failures = 0
         while not self.stopping.is_set():
             try:

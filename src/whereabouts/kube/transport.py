@@ -104,6 +104,7 @@ class HTTPConnection:
         self._sock: socket.socket | None = None
         self._reader: Any = None
         self.last_status = 0
+        self.interrupted = False  # (see `interrupt`)
 
     def request(self, method: str, path: str, body: object = None, headers: dict[str, str] | None = None) -> Response:
         """Send one request; on a stale keep-alive connection (the node daemon keeps a store, and so its
@@ -169,6 +170,9 @@ class HTTPConnection:
                 sock.close()
                 raise
         self._sock, self._reader = sock, sock.makefile("rb")
+        if self.interrupted:  # (after `_sock` is set: `interrupt` either sees the socket, or is seen here)
+            self.close()
+            raise ConnectionAbortedError("connection interrupted")
 
     def _wrap_tls(self, sock: socket.socket) -> socket.socket:
         import ssl  # only https endpoints pay for it
@@ -234,6 +238,17 @@ class HTTPConnection:
         while self._reader.readline() not in (b"\r\n", b"\n", b""):
             pass  # trailers
         return body
+
+    def interrupt(self) -> None:
+        """From another thread: end what the connection waits for now (a watch's next line; its reader sees
+        the stream end) and refuse to connect again. Shut down, not closed: the reader's thread closes it."""
+        import contextlib  # (only a long-running process interrupts)
+
+        self.interrupted = True
+        sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(OSError):  # not connected any more
+                sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         if self._reader is not None:
