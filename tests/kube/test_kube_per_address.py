@@ -849,3 +849,64 @@ def test_a_closed_copy_leaves_no_socket_open(plugin_kubeconfig: Path, mirror: bo
         assert descriptors() == before
     finally:
         gc.enable()
+
+
+def test_the_mirror_writer_forgets_the_pools_of_networks_that_are_gone(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer kept every pool a call ever served, and compared each with its reservations every ADOPT_EVERY
+    seconds, for the daemon's life: tenants' networks, node slices re-sliced. A pool is forgotten once it has
+    nothing left to write (no IPPool, no reservation in its range, nothing marked); never one that does."""
+    from whereabouts.config import KubernetesSettings, parse_ipam
+    from whereabouts.model import Owner, PoolKey
+    from whereabouts.service import IPAMService
+    from whereabouts.store import kubecache
+    from whereabouts.store.kubecache import KubeCache
+    from whereabouts.store.kubernetes import KubernetesStore
+
+    monkeypatch.setattr(kubecache, "ADOPT_EVERY", 1.0)
+    kubernetes = {"kubeconfig": str(plugin_kubeconfig)}
+    client = KubeClient(load_credentials(str(plugin_kubeconfig)))
+    cache = KubeCache(KubernetesSettings(**kubernetes))
+    mirror = cache.mirror
+    store = KubernetesStore(client, cache=cache)
+
+    def config(n: int) -> Any:
+        ipam = {"type": "whereabouts", "range": f"10.72.{n}.0/28", "network_name": f"tenant-{n}",
+                "kubernetes": kubernetes, "local_data_dir": str(tmp_path)}  # fmt: skip
+        return parse_ipam(ipam, f"tenant-{n}")
+
+    def maps() -> tuple[int, int, int]:
+        with mirror.lock:
+            return len(mirror.serving), len(mirror.served), len(mirror.adopted)
+
+    def wait_for(want: tuple[int, int, int], what: str) -> None:
+        deadline = time.monotonic() + 15
+        while maps() != want:
+            assert time.monotonic() < deadline, f"{what}: serving, served, adopted {maps()}"
+            time.sleep(0.05)
+
+    try:
+        assert cache.ready()
+        gone = 8
+        for n in range(gone):
+            owner = Owner(f"ctr-{n}", "eth0", f"ns/p-{n}")
+            assert [a.address for a in IPAMService(store).add(config(n), owner)] == [f"10.72.{n}.1/28"]
+            IPAMService(store).delete(config(n), owner)
+        kept = Owner("ctr-kept", "eth0", "ns/kept")
+        assert [a.address for a in IPAMService(store).add(config(gone), kept)] == [f"10.72.{gone}.1/28"]
+        assert mirror.flush(30.0)
+        assert maps()[0] == gone + 1
+        names = [PoolKey(f"tenant-{n}", f"10.72.{n}.0/28").name for n in range(gone + 1)]
+        for name in names:
+            client.delete(client.path(IPPOOLS, name))
+        wait_for((1, 1, 1), "the pools of the networks gone forgotten, the one holding an address kept")
+        _pool_said(client, names[gone], {"1": "ctr-kept"})  # its entry was owed: written again
+        served_empty = PoolKey("tenant-empty", "10.72.99.0/28")
+        mirror.adopt(served_empty)  # a call served it and held nothing (its ADD failed): no IPPool is made
+        assert maps()[0] == 2
+        wait_for((1, 1, 1), "a pool served with nothing to write forgotten by the periodic comparison")
+        assert maps() == (1, 1, 1) and next(iter(mirror.serving)).name == names[gone]
+    finally:
+        cache.close()
+        client.close()

@@ -282,6 +282,12 @@ class KubeCache:
             self.index.tried[network] = self.index.generation
             self._place_unplaced(network)
 
+    def holds_in(self, key: PoolKey) -> bool:
+        """Whether a reservation of the copy was taken in `key`'s range."""
+        with self.lock:
+            self._place_waiting(key.network)
+            return self.holdings.pool(key.network, resources.pool_subnet(key)) is not None
+
     def attachment_reservations(self, network: str, owner: Owner) -> list[tuple[str, Object]]:
         """The reservations of the attachment (container ID and interface) in `network`: a reservation is the
         record of its address, and another network's is not this DEL's to drop."""
@@ -521,13 +527,36 @@ class MirrorWriter:
     def deleted(self, name: str) -> None:
         """IPPool `name` was deleted (by hand, say): a pool this daemon serves is compared with its reservations
         now, not ADOPT_EVERY seconds after the last time, and made again if they hold addresses in it (a Go
-        plugin finding no pool reads them all free)."""
+        plugin finding no pool reads them all free); one with nothing left to write is forgotten (a deleted
+        network's, a node slice's that was re-sliced)."""
         with self.lock:
             keys = [key for key in self.serving if key.name == name]
             for key in keys:
                 self.adopted.pop(key, None)
+        forgotten = self._forget_idle(keys)
         for key in keys:
-            self.adopt(key, serving=False)
+            if key not in forgotten:
+                self.adopt(key, serving=False)
+
+    def _forget_idle(self, keys: Sequence[PoolKey]) -> set[PoolKey]:
+        """Forget the pools of `keys` that have nothing left here: no IPPool, no reservation in their range in
+        the copy, nothing marked, being written or waiting to be compared. Networks come and go for months (a
+        tenant names them, node slices are re-sliced), and every pool served was kept and compared every
+        ADOPT_EVERY seconds for good. A call that serves one again serves it anew. Returns those forgotten."""
+        idle = [key for key in keys if self.cache.pool_object(key) is None and not self.cache.holds_in(key)]
+        with self.lock:  # (a mark made since is seen here: that pool is kept)
+            marked = (self.dirty, self.first, self.writing, self.to_adopt)
+            forgotten = {key for key in idle if key in self.serving and not any(key in marks for marks in marked)}
+            if not forgotten:
+                return forgotten
+            self.serving -= forgotten
+            for key in forgotten:
+                self.adopted.pop(key, None)
+            for where in [where for where, key in self.served.items() if key in forgotten]:
+                del self.served[where]
+            for key in self.serving:  # (another pool served in the same range, if any, is marked in from now on)
+                self.served.setdefault((key.network, resources.pool_subnet(key)), key)
+        return forgotten
 
     def adopt_held(self) -> None:
         """Every pool that a reservation of the copy was taken in (a pool named for its network and range
@@ -614,8 +643,12 @@ class MirrorWriter:
                 compared = time.monotonic()  # removed by hand comes back; a quiet pool beside busy ones too)
                 with self.lock:
                     serving = sorted(self.serving)
+                    # (a comparison older than ADOPT_EVERY says no more than none: pools adopted unserved go)
+                    self.adopted = {key: at for key, at in self.adopted.items() if compared - at < ADOPT_EVERY}
+                forgotten = self._forget_idle(serving)
                 for key in serving:
-                    self.adopt(key, serving=False)
+                    if key not in forgotten:
+                        self.adopt(key, serving=False)
             self.wake.clear()
             pause = max(round_pause(took, failures), DEFER_PAUSE if resting else 0.0)
             self.stopping.wait(pause * random.uniform(0.75, 1.25))
