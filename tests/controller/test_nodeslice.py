@@ -583,9 +583,8 @@ def test_a_networks_series_go_with_it(cluster: Cluster) -> None:
     ctx = Context(credentials=load_credentials(str(cluster.controller_config)), namespace=cluster.namespace)
     controller = NodeSliceController(ctx)
     networks = [f"tenant-{cluster.tag}-{n}" for n in range(3)]
-    confs = [
-        cluster.conf(network, range=f"10.121.{n}.0/24", node_slice_size="/26") for n, network in enumerate(networks)
-    ]
+    ranges = [f"10.121.{16 * n}.0/20" for n in range(3)]  # 256 slices each: enough for every node of the cluster
+    confs = [cluster.conf(net, range=cidr, node_slice_size="/28") for net, cidr in zip(networks, ranges, strict=True)]
     for n, conf in enumerate(confs):
         cluster.nad(f"n{n}", conf)
 
