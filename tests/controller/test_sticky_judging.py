@@ -107,6 +107,18 @@ def test_nads_sticky_settings() -> None:
     }
 
 
+@pytest.mark.parametrize("value", [False, 0, {}, [], "mack", "Pod"], ids=repr)
+def test_a_nad_whose_sticky_the_plugin_refuses_proves_nothing(value: object) -> None:
+    """Every ADD under it fails (code 7), so it says neither "on" nor "off": were it read as off, the reconciler
+    would release the network's retained addresses once every NAD of the name carried such a value."""
+    ipam = {"type": "whereabouts", "range": "10.0.0.0/24"}
+    found = sticky_networks([
+        nad("typo", {"name": "a", "type": "macvlan", "ipam": {**ipam, "sticky": value}}),
+        nad("empty", {"name": "b", "type": "macvlan", "ipam": {**ipam, "sticky": ""}}),
+    ])  # fmt: skip
+    assert found == {"b": NetworkSticky(False, DEFAULT_RETENTION, ("ns/empty",))}
+
+
 def entries(**owners: dict[str, Any]) -> dict[str, Any]:
     return {"metadata": {"name": "10.0.0.0-24"}, "spec": {"range": "10.0.0.0/24", "allocations": owners}}
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from whereabouts.controller.nads import nad_config, whereabouts_ipam
 from whereabouts.errors import InvalidConfig
 from whereabouts.model import Owner
-from whereabouts.sticky import DEFAULT_RETENTION, parse_retention
+from whereabouts.sticky import DEFAULT_RETENTION, MODES, parse_retention
 
 # "<apiVersion>/<Kind>" -> (group, version, plural): the controllers a GET can look for
 OWNER_KINDS = {
@@ -179,6 +179,9 @@ def _nad_sticky(nad: Mapping[str, object]) -> tuple[str, bool, int] | None:
     if found is None or not found[0]:
         return None
     name, ipam = found
+    sticky = ipam.get("sticky")
+    if sticky not in (None, "") and sticky not in MODES:  # (`false`, `0`, a misspelling: refused by the plugin)
+        return None  # a config every ADD refuses proves nothing about the network's stickiness
     plugins = config.get("plugins")
     levels = [config, ipam, *(plugins if isinstance(plugins, list) else [])]  # allowPersistentIPs may be on any
     on = bool(ipam.get("sticky")) or any(isinstance(v, Mapping) and v.get("allowPersistentIPs") is True for v in levels)
