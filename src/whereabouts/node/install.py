@@ -16,10 +16,9 @@
    and `nodename`. Each is written beside and renamed, and only when its content changes; a
    `whereabouts.d` that is a symbolic link is refused.
 3. Then, unless `--once`: re-reads the token and CA every few seconds and rewrites the kubeconfig when
-   either changed since it wrote it (token rotation), not when another pod on the node wrote its own; runs
-   pod cleanup for its node; and serves the plugin's calls as the node daemon (warm imports, kept
-   connections, group commit; the plugin serves a call itself whenever the daemon is not there). `/healthz`
-   on 127.0.0.1 tells the kubelet whether those loops are alive.
+   either changed (token rotation); runs pod cleanup for its node; and serves the plugin's calls as the
+   node daemon (warm imports, kept connections, group commit; the plugin serves a call itself whenever the
+   daemon is not there). `/healthz` on 127.0.0.1 tells the kubelet whether those loops are alive.
 4. Serves the metrics of pod cleanup and of the node daemon (docs/metrics.md) at /metrics on the health
    endpoint and, for Prometheus, on --metrics-address:--metrics-port (the DaemonSet gives the pod's IP, which
    is the node's on the host network, and the port it declares as `metrics`).
@@ -286,7 +285,6 @@ class NodeFiles:
         self.dir = conf_dir / "whereabouts.d"
         self.account_dir, self.node, self.cron = account_dir, node, cron
         self.namespace = namespace or _read(account_dir / "namespace").strip() or DEFAULT_NAMESPACE
-        self.written = ""  # the kubeconfig this pod last wrote (or found already there)
 
     @property
     def kubeconfig(self) -> Path:
@@ -316,10 +314,7 @@ class NodeFiles:
                        *staging_names(self.kubeconfig)], log_line)  # fmt: skip
 
     def refresh_kubeconfig(self) -> bool:
-        """Write the kubeconfig if this pod's token, CA or server changed since it last wrote it, or the file is
-        missing or unreadable; True if it did. A file that merely differs is left: another pod on the node (a
-        surge update, a second DaemonSet) wrote its own token, as valid as ours, and rewriting it back on every
-        check would have the two pods rewrite each other's for as long as both run."""
+        """Rewrite the kubeconfig if the token, the CA or the server changed; True if it did."""
         host = os.environ.get("KUBERNETES_SERVICE_HOST", "")
         port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
         if not host:
@@ -328,11 +323,7 @@ class NodeFiles:
         token = _read(self.account_dir / "token").strip()
         ca = (self.account_dir / "ca.crt").read_bytes()
         text = kubeconfig_text(server=server, ca=ca, token=token, namespace=self.namespace)
-        if text == self.written and _readable(self.kubeconfig):
-            return False
-        wrote = _write_atomically(self.kubeconfig, text, mode=0o600)
-        self.written = text
-        return wrote
+        return _write_atomically(self.kubeconfig, text, mode=0o600)
 
 
 def _read(path: Path) -> str:
@@ -340,15 +331,6 @@ def _read(path: Path) -> str:
         return path.read_text()
     except OSError:
         return ""
-
-
-def _readable(path: Path) -> bool:
-    try:
-        with path.open("rb") as handle:
-            handle.read(1)
-    except OSError:
-        return False
-    return True
 
 
 def _switch(name: str) -> bool:
