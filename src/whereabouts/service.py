@@ -190,19 +190,25 @@ class IPAMService:
     def delete_batch(self, cfg: IPAMConfig, owners: Sequence[Owner]) -> list[WhereaboutsError | None]:
         """DEL for several attachments of one network at once (the node daemon's group commit): one read,
         one commit for the configured pools; then, for each, the pools elsewhere and its leftovers. A
-        failure of that first commit fails them all; a later one fails only its own attachment."""
+        failure of that first commit fails them all; a later one fails only its own attachment. An attachment
+        named twice (a DEL retried while the first waits in the round) is released once, and both get that
+        answer: two releases of one address decided from one read make the commit lose on every try."""
         configured = _keys(self._pools(cfg))
-        released = self._release_in(configured, cfg, owners)
-        outcomes: list[WhereaboutsError | None] = []
-        for owner, count in zip(owners, released, strict=True):
+        attachments: dict[tuple[str, str], Owner] = {}
+        for owner in owners:
+            attachments.setdefault((owner.container_id, owner.ifname), owner)
+        unique = list(attachments.values())
+        released = self._release_in(configured, cfg, unique)
+        answers: dict[tuple[str, str], WhereaboutsError | None] = {}
+        for owner, count in zip(unique, released, strict=True):
+            outcome: WhereaboutsError | None = None
             try:
                 self._release_elsewhere(cfg, owner, configured, count)
                 self.store.forget_attachment(cfg.network_name, owner)
             except WhereaboutsError as exc:
-                outcomes.append(exc)
-                continue
-            outcomes.append(None)
-        return outcomes
+                outcome = exc
+            answers[owner.container_id, owner.ifname] = outcome
+        return [answers[owner.container_id, owner.ifname] for owner in owners]
 
     def _release_elsewhere(self, cfg: IPAMConfig, owner: Owner, configured: list[PoolKey], released: int) -> None:
         if not released or (cfg.slice_prefix and released < len(cfg.ranges)):

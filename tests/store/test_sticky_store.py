@@ -149,3 +149,17 @@ def test_a_batch_commits_two_changes_of_one_address_in_turn(backend: Backend) ->
     held = {address: who.container_id for address, who in entries(backend.other()).items()}
     assert held == {"10.0.0.1": "ctr-c", "10.0.0.2": "ctr-w2", "10.0.0.3": "ctr-o"}
     assert {address: who.container_id for address, who in reservations(backend).items()} == held
+
+
+def test_a_del_round_releases_an_attachment_named_twice_once(backend: Backend) -> None:
+    """The node daemon's DEL round with one attachment twice (its runtime retried the DEL while the first waited
+    in the round): released once and both copies answered alike; two releases of the address decided from one
+    read made the commit lose on every try (the Kubernetes store's, ~45 s) and failed the unrelated DEL too."""
+    cfg = parse_ipam({"type": "whereabouts", "range": "10.0.0.0/24"}, "netA")
+    service = IPAMService(backend.store)
+    a, b, c = Owner("ctr-a", "eth0", "ns/a"), Owner("ctr-b", "eth0", "ns/b"), Owner("ctr-c", "eth0", "ns/c")
+    for owner in (a, b, c):
+        service.add(cfg, owner)
+    assert service.delete_batch(cfg, [a, b, a]) == [None, None, None]
+    assert {address: who.container_id for address, who in entries(backend.other()).items()} == {"10.0.0.3": "ctr-c"}
+    assert {address: who.container_id for address, who in reservations(backend).items()} == {"10.0.0.3": "ctr-c"}
