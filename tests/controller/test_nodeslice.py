@@ -254,6 +254,64 @@ def test_re_slice_never_hands_an_address_in_use_to_a_second_pod(
     assert not old_pools & set(cluster.ippools())  # emptied by DEL (which found them), then deleted
 
 
+RESERVATIONS = "overlappingrangeipreservations"
+
+
+def drop_reservations(cluster: Cluster) -> dict[str, dict[str, Any]]:
+    """Delete every reservation of the namespace, as an entry written with overlapping ranges off has none (the
+    Go plugin's, or this plugin's before sliced networks wrote them always); what they were."""
+    dropped = cluster.kube.objects(cluster.namespace, RESERVATIONS)
+    for name in dropped:
+        cluster.kube.request("DELETE", f"{POOLS}/{cluster.namespace}/{RESERVATIONS}/{name}")
+    return dropped
+
+
+def test_a_re_slice_first_gives_reservation_less_entries_their_reservations(cluster: Cluster) -> None:
+    """Entries of node pools written without reservations (an upgrade from a release, or a Go plugin, that
+    honoured overlapping off on a sliced network) get them before the re-slice is published: the nodes' new
+    slices overlap their old pools' addresses, and only the reservations keep them from being handed out again."""
+    a, b = cluster.node("a"), cluster.node("b")
+    conf = cluster.conf(range="10.114.0.0/20", node_slice_size="/24", enable_overlapping_ranges=False)
+    cluster.nad("net", conf)
+    cluster.sync()
+    held = {f"{n}-{i}": cluster.add(conf, n, f"{n}-{i}") for n in (a, b) for i in range(3)}
+    dropped = drop_reservations(cluster)
+    assert {spec["spec"]["containerid"] for spec in dropped.values()} == set(held)
+    resliced = {**conf, "ipam": {**conf["ipam"], "node_slice_size": "/25"}}
+    cluster.update_nad("net", resliced)
+    done = cluster.sync()
+    assert "re-sliced" in done.stderr
+    before = cluster.kube.objects(cluster.namespace, RESERVATIONS)
+    held |= {f"{n}-new-{i}": cluster.add(resliced, n, f"{n}-new-{i}") for n in (a, b) for i in range(3)}
+    assert len(set(held.values())) == len(held), held  # no address handed out twice
+    assert done.stderr.count("created reservation") == len(before) == len(dropped), done.stderr
+    assert {r["spec"]["containerid"] for r in before.values()} == {r["spec"]["containerid"] for r in dropped.values()}
+    assert all(r["metadata"]["labels"] for r in before.values())  # labelled with their pools' ranges
+
+
+def test_a_reservation_naming_another_holder_holds_the_re_slice_back(cluster: Cluster) -> None:
+    """An entry whose reservation names another attachment cannot be guarded across pools: the slices stay as
+    they are, said in the log and a Warning Event, until someone sorts it out."""
+    a = cluster.node("a")
+    conf = cluster.conf(range="10.115.0.0/20", node_slice_size="/24", enable_overlapping_ranges=False)
+    cluster.nad("net", conf)
+    cluster.sync()
+    first = cluster.slices(conf["name"])
+    cluster.add(conf, a, "a-0")
+    cluster.add(conf, a, "a-1")
+    dropped = drop_reservations(cluster)
+    name, other = sorted(dropped.items())[0]
+    meta = {"name": name, "namespace": cluster.namespace}
+    stranger = {**other, "metadata": meta, "spec": {**other["spec"], "containerid": "stranger"}}
+    cluster.kube.request("POST", f"{POOLS}/{cluster.namespace}/{RESERVATIONS}", stranger)
+    cluster.update_nad("net", {**conf, "ipam": {**conf["ipam"], "node_slice_size": "/25"}})
+    done = cluster.sync()
+    assert "re-slice held back" in done.stderr and "names container stranger" in done.stderr, done.stderr
+    assert cluster.slices(conf["name"]) == first
+    warned = [e for e in events(cluster.kube, cluster.namespace) if e.get("reason") == "ReservationConflict"]
+    assert warned and warned[0]["type"] == "Warning"
+
+
 def test_a_node_named_like_another_network_keeps_its_pool_as_evidence(cluster: Cluster) -> None:
     """`<a>-<b>-<cidr>` does not say where a network's name ends: the pool of an unnamed network's node named
     `<another network>-w1` is that node's (a current Node; once gone, its entries say so), so a re-slice never

@@ -15,6 +15,12 @@ replaced, gets deleted.
 The evidence of use is the node pools' allocations: a slice holding an address another node's pool still
 holds is not handed out (see controller.slicing). Pools of the whole range (no node) are not evidence: an
 address there is protected by its network-wide reservation, as every allocation is.
+
+A node's new slice may overlap the addresses its old slice's pool still holds (a re-slice), and only their
+reservations keep the new pool from handing them out again. So before a pass gives any node a slice, every
+entry of the network's node pools gets its reservation where it has none (entries written with overlapping
+ranges off: a Go plugin's, or this plugin's before sliced networks wrote them always). A reservation naming
+another holder is reported and the slices are not given; one that cannot be made leaves them for the next pass.
 """
 
 from __future__ import annotations
@@ -35,8 +41,10 @@ from whereabouts.errors import TryAgainLater
 from whereabouts.iptext import format_address, parse_network
 from whereabouts.kube import resources
 from whereabouts.kube.client import Conflict, Expired, KubeClient
-from whereabouts.kube.resources import IPPOOLS, NETWORK_ANNOTATION, NODE_SLICE_POOLS
-from whereabouts.ranges import Network
+from whereabouts.kube.reserving import reserve_entry
+from whereabouts.kube.resources import IPPOOLS, NETWORK_ANNOTATION, NODE_SLICE_POOLS, RESERVATIONS
+from whereabouts.model import Owner, PoolKey
+from whereabouts.ranges import Network, format_ip, parse_request
 
 NETWORK = ("network",)  # the label of the per-network metrics
 RESYNC = 30.0  # seconds between passes when nothing is watched changing
@@ -151,6 +159,8 @@ class NodeSliceController:
         for node_pool in node_pools:
             in_use.setdefault(node_pool.node, []).extend(node_pool.ips)
         plan = plan_slices(network.geometry, _listing(pool), cluster.nodes, in_use)
+        if plan.assigned and _listing(pool) != plan.listing and not self._reserve_entries(network, node_pools, pool):
+            return
         pool = self._ensure_spec(network, pool)
         if _listing(pool) != plan.listing:  # (no pool: a dry run, or not leading; the write only logs then)
             pool = self._write_status(network, pool or {}, plan, cluster.node_set) or None
@@ -159,6 +169,45 @@ class NodeSliceController:
         self.total.set(plan.total, network=network.name)
         self.assigned.set(sum(1 for node, _ in plan.listing if node), network=network.name)
         self.free.set(plan.free, network=network.name)
+
+    def _reserve_entries(
+        self, network: SlicedNetwork, pools: list[NodePool], slice_pool: dict[str, Any] | None
+    ) -> bool:
+        """Every entry of the network's node pools has its reservation (the missing ones made here): False, said
+        in the log and an Event, when one names another holder. An error raises: the next pass retries."""
+        if not any(pool.ips for pool in pools):
+            return True
+        listed = {obj["metadata"]["name"]: obj for obj in self.client.list(self.client.path(RESERVATIONS))}
+        conflicts = []
+        for pool in pools:
+            key = PoolKey(network.network_name, pool.cidr, pool.node)
+            version, base = parse_request(pool.cidr)
+            for _, offset, raw in resources.pool_offsets(pool.obj):
+                owner, ip = resources.entry_owner(raw), base + offset
+                name = resources.reservation_name(key.network, version, ip)
+                found = listed.get(name)
+                action = f"network {network.name}: created reservation {name} for IPPool {key.name}'s entry (re-slice)"
+                holder: Owner | None = None
+                if found is not None:
+                    holder = resources.reservation_owner(found)
+                elif self.ctx.dry_run or not self.ctx.may_act():
+                    self._act([action], lambda: None)  # (only says what it would do)
+                else:
+                    holder = reserve_entry(self.client, key, version, ip, owner)
+                    if holder is None:
+                        self.ctx.log(f"node-slice: {action}")
+                if holder is not None and not holder.same_attachment(owner):
+                    conflicts.append(f"{format_ip(version, ip)} of IPPool {key.name} (container {owner.container_id}; "
+                                     f"reservation {name} names container {holder.container_id})")  # fmt: skip
+        if not conflicts:
+            return True
+        message = (f"network {network.name}: slices not given (re-slice held back): the reservation of "
+                   f"{'; '.join(conflicts)} names another holder (see kubectl whereabouts check)")  # fmt: skip
+        self.ctx.log(f"node-slice: {message}")
+        if slice_pool is not None and not self.ctx.dry_run and self.ctx.may_act():
+            involved = {**slice_pool, **resources.reference(NODE_SLICE_POOLS, _name(slice_pool), self.ctx.namespace)}
+            self.ctx.event(self.client, involved, reason="ReservationConflict", message=message, warning=True)
+        return False
 
     # Writes: each checks dry-run and leadership first, and logs one line per action once done
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from whereabouts.kube import resources
 from whereabouts.kube.client import Conflict, KubeClient
+from whereabouts.kube.reserving import reserve_entry
 from whereabouts.kube.resources import IPPOOLS, NODE_SLICE_POOLS, RESERVATIONS
 from whereabouts.model import Owner, PoolKey
 from whereabouts.ranges import format_ip, parse_request
@@ -70,13 +71,8 @@ def mirror_off(client: KubeClient, networks: set[str], *, dry_run: bool) -> tupl
             if found is None:
                 created += 1
                 lines.append(f"create reservation {name} for {who(owner)} (entry of IPPool {key.name})")
-                if not dry_run:
-                    obj = resources.reservation(name, owner, client.namespace, network=key.network, cidr=key.cidr,
-                                                address=(version, ip))  # fmt: skip
-                    try:
-                        client.create(client.path(RESERVATIONS), obj)
-                    except Conflict:
-                        lines.append(f"  {name} was created meanwhile: run mirror off again")
+                if not dry_run and reserve_entry(client, key, version, ip, owner) is not None:
+                    lines.append(f"  {name} was created meanwhile: run mirror off again")
                 continue
             holder = resources.reservation_owner(found)
             if not holder.same_attachment(owner):
