@@ -303,6 +303,48 @@ def test_plan(pools: list, reservations: list, pods: list, expected: dict, kept_
         assert any(kept_reason in k.reason for k in result.kept), [k.reason for k in result.kept]
 
 
+def slice_pool(network: str, cidr: str, *listing: tuple[str, str], named: str | None = None) -> dict[str, Any]:
+    """A NodeSlicePool: `listing` (node, slice); `named` its network_name annotation (unannotated: its name)."""
+    annotations = {} if named is None else {"whereabouts.cni.cncf.io/network-name": named}
+    meta = {"name": network, "annotations": annotations}
+    status = {"allocations": [{"nodeName": n, "sliceRange": c} for n, c in listing]}
+    return {"metadata": meta, "spec": {"range": cidr, "sliceSize": "/24"}, "status": status}
+
+
+SLICED_CASES = {
+    "a sliced network's node pool, none of its entries reserved (written with overlapping off): repaired": (
+        [pool("blue-n1-10.0.0.0-24", "10.0.0.0/24", o5=A, o6=B)],
+        [slice_pool("blue", "10.0.0.0/16", ("n1", "10.0.0.0/24"))],
+        {**NONE, "repair": ["blue-10.0.0.5", "blue-10.0.0.6"]},
+    ),
+    "the old slice's pool of a node re-sliced since (its node lists another slice): repaired": (
+        [pool("blue-n1-10.0.0.0-24", "10.0.0.0/24", o5=A)],
+        [slice_pool("blue", "10.0.0.0/16", ("n1", "10.0.0.0/25"))],
+        {**NONE, "repair": ["blue-10.0.0.5"]},
+    ),
+    "the unnamed network's node pool, its node gone from the listing but a Node still: repaired": (
+        [pool("n1-10.0.0.0-24", "10.0.0.0/24", o5=A)],
+        [slice_pool("slices", "10.0.0.0/16", named="")],
+        {**NONE, "repair": ["10.0.0.5"]},
+    ),
+    "a pool outside the sliced range, or of a network nothing slices: untouched (overlapping off)": (
+        [pool("blue-n1-10.9.0.0-24", "10.9.0.0/24", o5=A), pool("red-n1-10.0.0.0-24", "10.0.0.0/24", o6=B)],
+        [slice_pool("blue", "10.0.0.0/16", ("n1", "10.0.0.0/24"))],
+        NONE,
+    ),
+}
+
+
+@pytest.mark.parametrize(("pools", "slice_pools", "expected"), SLICED_CASES.values(), ids=SLICED_CASES)
+def test_a_node_slice_pools_entries_always_get_their_reservations(
+    pools: list, slice_pools: list, expected: dict
+) -> None:
+    """A re-slice gives a node a slice overlapping its old pool's addresses: only reservations guard them across
+    the two pools, so a sliced network's pools get theirs whatever overlapping ranges says."""
+    observed = observed_from(pools, [], [pod("ns/a"), pod("ns/b")], [node("n1")], slice_pools)
+    assert outcome(plan(observed, now=NOW)) == expected
+
+
 POD_CASES = {
     "gone": ("ns/a", None, Verdict.RELEASE),
     "Succeeded": ("ns/a", pod("ns/a", "Succeeded"), Verdict.RELEASE),

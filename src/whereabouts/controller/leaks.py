@@ -23,13 +23,17 @@ Reservations are matched to pool entries by (address, container ID, interface). 
 reservation's name cannot be recovered from the pool's name ('<network>-<node>-<cidr>', either part
 optional), so an entry's reservation is any of '<head><address>' where <head> is '' or a dash-ended head
 of the pool name's prefix ('', 'blue-', 'blue-node1-' for pool 'blue-node1-10.0.0.0-24').
+
+A kept entry without its reservation gets one (a repair) where its pool's other entries have theirs, and in
+every node-slice pool (a pool whose network a NodeSlicePool slices): there the reservations are what guards an
+address once a re-slice gives its node a new slice overlapping the old one, whatever overlapping ranges says.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
@@ -37,14 +41,18 @@ from typing import Any
 from whereabouts.controller import sticky
 from whereabouts.controller.sticky import Evidence
 from whereabouts.errors import InvalidConfig
+from whereabouts.iptext import parse_network
 from whereabouts.kube.resources import (
     ATTACHMENT_LABEL,
+    NETWORK_ANNOTATION,
     NO_POD,
     entry_owner,
+    guess_pool_key,
     offset_value,
     pool_entries,
     reservation_name,
     reservation_owner,
+    slice_listing,
 )
 from whereabouts.model import Owner, PoolKey
 from whereabouts.ranges import format_ip, parse_range, parse_request
@@ -130,6 +138,7 @@ class Observed:
     nodes: Mapping[str, bool] | None = None  # name -> Ready; None: not read
     unreadable: tuple[str, ...] = ()  # IPPools whose range or name the plugin would not have written
     sticky: Evidence | None = None  # read for retained entries; None: they are not judged (pod cleanup)
+    sliced: Mapping[str, str] = field(default_factory=dict)  # node-slice pool name -> its network's name
 
 
 class Verdict(Enum):
@@ -280,10 +289,12 @@ def observed_from(
     reservations: Iterable[Mapping[str, Any]],
     pods: Iterable[Mapping[str, Any]] = (),
     nodes: Iterable[Mapping[str, Any]] | None = None,
+    slice_pools: Iterable[Mapping[str, Any]] = (),
 ) -> Observed:
-    pools = list(pools)
+    pools, nodes = list(pools), None if nodes is None else list(nodes)
     read = [r for r in (read_pool(obj) for obj in pools) if r is not None]
     names = {pool.name for pool, _ in read}
+    node_names = {obj.get("metadata", {}).get("name", "") for obj in nodes or ()}
     return Observed(
         pools=tuple(pool for pool, _ in read),
         entries=tuple(entry for _, entries in read for entry in entries),
@@ -291,7 +302,38 @@ def observed_from(
         pods={state.ref: state for state in map(pod_state, pods)},
         nodes=None if nodes is None else {obj.get("metadata", {}).get("name", ""): node_ready(obj) for obj in nodes},
         unreadable=tuple(n for n in (o.get("metadata", {}).get("name", "") for o in pools) if n not in names),
+        sliced=sliced_pools(pools, slice_pools, node_names),
     )
+
+
+def sliced_pools(
+    pools: Iterable[Mapping[str, Any]], slice_pools: Iterable[Mapping[str, Any]], nodes: Collection[str]
+) -> dict[str, str]:
+    """Node-slice pool name -> its network: a pool named as a node's (a node a NodeSlicePool lists, or a current
+    Node) of a network a NodeSlicePool slices, inside that network's range."""
+    ranges: dict[str, str] = {}
+    listed = set(nodes)
+    for obj in slice_pools:
+        meta = obj.get("metadata", {})
+        network = (meta.get("annotations") or {}).get(NETWORK_ANNOTATION, meta.get("name", ""))
+        ranges[network] = (obj.get("spec") or {}).get("range", "")
+        listed |= {node for node, _ in slice_listing(obj) if node}
+    found: dict[str, str] = {}
+    for obj in pools:
+        key = guess_pool_key(obj, ranges, listed)
+        if key is not None and key.node and key.network in ranges and _inside(key.cidr, ranges[key.network]):
+            found[obj["metadata"]["name"]] = key.network
+    return found
+
+
+def _inside(cidr: str, outer: str) -> bool:
+    try:
+        version, network, prefix = parse_network(cidr, strict=False)
+        outer_version, outer_network, outer_prefix = parse_network(outer, strict=False)
+    except ValueError:
+        return False
+    shift = (32 if version == 4 else 128) - outer_prefix
+    return version == outer_version and prefix >= outer_prefix and network >> shift == outer_network >> shift
 
 
 # -- judging ------------------------------------------------------------------------------------------------
@@ -350,7 +392,7 @@ def plan(observed: Observed, *, now: float, grace: float = GRACE, repair: bool =
     result = Plan()
     by_name = {r.name: r for r in observed.reservations}
     matched = {e: tuple(by_name[n] for n in e.candidates() if _same(by_name.get(n), e)) for e in observed.entries}
-    heads, holders = _pool_heads(observed.entries, matched), _holders(observed.entries)
+    heads, holders = _pool_heads(observed.entries, matched, observed.sliced), _holders(observed.entries)
     for entry in observed.entries:
         judgement = judge_entry(entry.owner, observed, now=now)
         if judgement.verdict is Verdict.RELEASE:
@@ -417,9 +459,14 @@ def _same(reservation: Reservation | None, entry: Entry) -> bool:
     return reservation is not None and reservation.owner.same_attachment(entry.owner)
 
 
-def _pool_heads(entries: Iterable[Entry], matched: Mapping[Entry, tuple[Reservation, ...]]) -> dict[str, set[str]]:
-    """Pool -> the network prefixes its entries' reservations carry (empty set: the pool has none)."""
+def _pool_heads(
+    entries: Iterable[Entry], matched: Mapping[Entry, tuple[Reservation, ...]], sliced: Mapping[str, str]
+) -> dict[str, set[str]]:
+    """Pool -> the network prefixes its entries' reservations carry, a node-slice pool's network's among them
+    (empty set: the pool has none, and is no node slice's)."""
     heads: dict[str, set[str]] = defaultdict(set)
+    for pool, network in sliced.items():
+        heads[pool].add(f"{network}-" if network else "")
     for entry in entries:
         for reservation in matched[entry]:
             heads[entry.pool].add(reservation.name[: len(reservation.name) - len(entry.suffix)])
@@ -428,7 +475,7 @@ def _pool_heads(entries: Iterable[Entry], matched: Mapping[Entry, tuple[Reservat
 
 def _plan_repair(result: Plan, entry: Entry, heads: set[str] | None, by_name: Mapping[str, Reservation]) -> None:
     if not heads:
-        return  # no entry of this pool has a reservation: the network does not use them (overlapping off)
+        return  # no entry of this pool has a reservation: the network does not use them (overlapping off, no slices)
     if len(heads) > 1:
         reason = f"reservation missing, not recreated: the pool's reservation prefixes disagree {sorted(heads)}"
         result.kept.append(Kept(entry.describe(), reason, True))

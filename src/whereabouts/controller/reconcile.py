@@ -62,8 +62,9 @@ from whereabouts.controller.stickyread import Lookups
 from whereabouts.errors import TryAgainLater, WhereaboutsError
 from whereabouts.kube import resources
 from whereabouts.kube.client import APIError, Conflict, KubeClient
-from whereabouts.kube.resources import IPPOOLS, RESERVATIONS
-from whereabouts.model import Owner
+from whereabouts.kube.reserving import reserve_entry
+from whereabouts.kube.resources import IPPOOLS, NODE_SLICE_POOLS, RESERVATIONS
+from whereabouts.model import Owner, PoolKey
 
 RETRY_CAP = 300.0  # seconds: a run that could not read all it needs is retried at least this often
 # Statuses with which the API server refuses one write as invalid (a value out of its schema's bounds): the write
@@ -112,8 +113,18 @@ def observe(client: KubeClient, *, pods: bool = True, nodes: bool = True) -> Rea
     reservations = client.list(client.path(RESERVATIONS))
     pod_items, version = client.list_with_version(client.resource("pods")) if pods else ([], "")
     node_items = client.list(client.resource("nodes")) if nodes else None
-    observed = observed_from(pools, reservations, pod_items, node_items)
+    observed = observed_from(pools, reservations, pod_items, node_items, _slice_pools(client))
     return Reading(observed, {p["metadata"]["name"]: p for p in pools}, version)
+
+
+def _slice_pools(client: KubeClient) -> list[dict[str, Any]]:
+    """The NodeSlicePools ([] where their CRD is not installed: no network is sliced)."""
+    try:
+        return client.list(client.path(NODE_SLICE_POOLS))
+    except APIError as exc:
+        if exc.status == 404:
+            return []
+        raise
 
 
 class _LeaseLost(Exception):
@@ -316,11 +327,10 @@ class Applier:
         if self._before_write(f"would recreate {what}"):
             self.report.repaired.append(repair.name)
             return
-        try:
-            reservation = _reservation_of(self.client, repair.name, entry, entry.owner)
-            self.client.create(self.client.path(RESERVATIONS), reservation)
-        except Conflict:
-            self._skip(f"reservation {repair.name} exists now, not recreated")
+        network = repair.name[: len(repair.name) - len(entry.suffix)].removesuffix("-")
+        holder = reserve_entry(self.client, PoolKey(network, entry.cidr), entry.version, entry.ip, entry.owner)
+        if holder is not None:
+            self._skip(f"reservation {repair.name} exists now (container {holder.container_id}), not recreated")
             return
         self.report.repaired.append(repair.name)
         if self.repaired is not None:
