@@ -41,7 +41,6 @@ from typing import Any
 from whereabouts.controller import sticky
 from whereabouts.controller.sticky import Evidence
 from whereabouts.errors import InvalidConfig
-from whereabouts.iptext import parse_network
 from whereabouts.kube.resources import (
     ATTACHMENT_LABEL,
     NETWORK_ANNOTATION,
@@ -55,7 +54,7 @@ from whereabouts.kube.resources import (
     slice_listing,
 )
 from whereabouts.model import Owner, PoolKey
-from whereabouts.ranges import format_ip, parse_range, parse_request
+from whereabouts.ranges import Network, format_ip, parse_range, parse_request
 
 GRACE = 120.0  # seconds before a lone reservation of a live pod counts as left behind (a CNI call gives up at 45)
 TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
@@ -328,12 +327,10 @@ def sliced_pools(
 
 def _inside(cidr: str, outer: str) -> bool:
     try:
-        version, network, prefix = parse_network(cidr, strict=False)
-        outer_version, outer_network, outer_prefix = parse_network(outer, strict=False)
+        inner, whole = Network.parse(cidr, strict=False), Network.parse(outer, strict=False)
     except ValueError:
         return False
-    shift = (32 if version == 4 else 128) - outer_prefix
-    return version == outer_version and prefix >= outer_prefix and network >> shift == outer_network >> shift
+    return whole.contains(inner.version, inner.address) and whole.contains(inner.version, inner.last)
 
 
 # -- judging ------------------------------------------------------------------------------------------------

@@ -327,8 +327,8 @@ class Applier:
         if self._before_write(f"would recreate {what}"):
             self.report.repaired.append(repair.name)
             return
-        network = repair.name[: len(repair.name) - len(entry.suffix)].removesuffix("-")
-        holder = reserve_entry(self.client, PoolKey(network, entry.cidr), entry.version, entry.ip, entry.owner)
+        key = PoolKey(_network_of(repair.name, entry), entry.cidr)
+        holder = reserve_entry(self.client, key, entry.version, entry.ip, entry.owner)
         if holder is not None:
             self._skip(f"reservation {repair.name} exists now (container {holder.container_id}), not recreated")
             return
@@ -395,9 +395,13 @@ def _as_retained(held: Owner, what: str, retain: EntryRetain | ReservationRetain
 
 def _reservation_of(client: KubeClient, name: str, entry: Entry, owner: Owner) -> dict[str, Any]:
     """The per-address object `name` for `entry` held or retained by `owner`, with its address and labels."""
-    network = name[: len(name) - len(entry.suffix)].removesuffix("-")  # the name is '[<network>-]<address>'
-    return resources.reservation(name, owner, client.namespace, network=network, cidr=entry.cidr,
+    return resources.reservation(name, owner, client.namespace, network=_network_of(name, entry), cidr=entry.cidr,
                                  address=(entry.version, entry.ip))  # fmt: skip
+
+
+def _network_of(name: str, entry: Entry) -> str:
+    """The network of `entry`'s reservation `name` ('[<network>-]<address>')."""
+    return name[: len(name) - len(entry.suffix)].removesuffix("-")
 
 
 def _pool_ref(client: KubeClient, name: str) -> dict[str, Any]:
