@@ -182,6 +182,7 @@ EXHAUSTED = "exhausted"  # no free address left in a range
 TAKEN = "taken"  # a requested address is held by another attachment
 OUTSIDE = "outside"  # a requested address lies in no configured range (or not in this node's slice)
 GONE = "gone"  # CHECK: an address the attachment held is gone
+ABANDONED = "abandoned"  # ADD: its caller hung up (or its deadline passed) before the commit: nothing committed
 
 
 @record(frozen=True)

@@ -13,7 +13,7 @@ from whereabouts import deadline
 from whereabouts.allocator import Decision, PoolRange, allocate, lapsed, release, release_all_but
 from whereabouts.config import IPAMConfig
 from whereabouts.errors import TryAgainLater, WhereaboutsError
-from whereabouts.model import GONE, Change, ChangeSet, Owner, PoolKey, PoolState, Refusal, Snapshot
+from whereabouts.model import ABANDONED, GONE, Change, ChangeSet, Owner, PoolKey, PoolState, Refusal, Snapshot
 from whereabouts.ranges import parse_request
 from whereabouts.record import record
 
@@ -86,10 +86,12 @@ class IPAMService:
         owner: Owner,
         requested: tuple[tuple[int, int], ...] = (),
         fixed_mine: tuple[tuple[int, int], ...] = (),
+        live: Callable[[], bool] | None = None,
     ) -> list[Assigned] | Refusal:
         """ADD for one attachment. `fixed_mine`: the addresses of `reservations` that name its pod or MAC (the
-        caller requests them too); every other fixed reservation is kept from it."""
-        (outcome,) = self.add_batch(cfg, [(owner, requested)], fixed_mine)
+        caller requests them too); every other fixed reservation is kept from it. `live`: see add_batch."""
+        wanted = None if live is None else (lambda i: live())
+        (outcome,) = self.add_batch(cfg, [(owner, requested)], fixed_mine, live=wanted)
         return outcome
 
     def add_batch(
@@ -97,6 +99,7 @@ class IPAMService:
         cfg: IPAMConfig,
         requests: Sequence[tuple[Owner, tuple[tuple[int, int], ...]]],
         fixed_mine: tuple[tuple[int, int], ...] = (),
+        live: Callable[[int], bool] | None = None,
     ) -> list[list[Assigned] | Refusal]:
         """ADD for several attachments of one network at once (the node daemon's group commit): one read,
         one decision taking them in order, one commit. Each gets its addresses or its own refusal (an
@@ -107,7 +110,11 @@ class IPAMService:
         A request whose decision changes an address an earlier one of the round changes (one sticky key or
         one pod, under two containers: the later takes over what the earlier just got) is left for another
         round, after the earlier is committed: a store must not see two changes of one address in one commit
-        (etcd refuses the whole transaction), and both must not be answered with the address."""
+        (etcd refuses the whole transaction), and both must not be answered with the address.
+
+        `live(i)` (the node daemon's) says whether request i's caller still waits, asked as each decision is
+        made, right before its commit: one that hung up, or whose deadline passed, is left out of the commit
+        and refused (ABANDONED): an address committed for it would be nobody's to use or release."""
         requests = [(owner.named(cfg.netconf_name), requested) for owner, requested in requests]
         ranges = self._ranges(cfg, requested=requests[0][1] if len(requests) == 1 else ())
         if isinstance(ranges, Refusal):
@@ -129,7 +136,12 @@ class IPAMService:
             changes: list[Change] = []
             changed: set[object] = set()  # the addresses this round's decisions change
             outcomes: list[Decision | Refusal | None] = []  # None: left for the next round
-            for owner, requested in (requests[i] for i in pending):
+            for i in pending:
+                owner, requested = requests[i]
+                if live is not None and not live(i):
+                    outcomes.append(Refusal(ABANDONED, f"container {owner.container_id} interface {owner.ifname}: "
+                                                       "its caller went away before the commit"))  # fmt: skip
+                    continue
                 decision = allocate(ranges=ranges, snapshot=working, owner=owner, requested=requested,
                                     overlapping=cfg.overlapping, skip=skip, fixed=cfg.reservations,
                                     fixed_mine=fixed_mine, elsewhere=elsewhere)  # fmt: skip

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 
+from whereabouts import deadline
 from whereabouts.cni.result import build_result
 from whereabouts.config import KubernetesSettings, LocalSettings, load_ipam, requested_addresses, requested_gateways
 from whereabouts.errors import (
@@ -18,7 +20,7 @@ from whereabouts.errors import (
     shown,
 )
 from whereabouts.log import Log
-from whereabouts.model import EXHAUSTED, GONE, OUTSIDE, TAKEN, Owner, Refusal
+from whereabouts.model import ABANDONED, EXHAUSTED, GONE, OUTSIDE, TAKEN, Owner, Refusal
 from whereabouts.ranges import RangeIndex, parse_request
 from whereabouts.record import record
 from whereabouts.service import IPAMService
@@ -64,10 +66,51 @@ def _with_service(cfg: IPAMConfig, call: CallEnv, runtime: Runtime, use: Callabl
         return use(IPAMService(store, node=_node(call, cfg, runtime) if slices else call.nodename, slices=slices))
 
 
-def _batch(cfg: IPAMConfig, call: CallEnv, runtime: Runtime, owners: Sequence[Owner]) -> list[list[Assigned] | Refusal]:
-    """One round of the node daemon's group commit: ADDs of one network on one node waiting together."""
-    requests = [(owner, ()) for owner in owners]
-    return _with_service(cfg, call, runtime, lambda service: service.add_batch(cfg, requests))
+def _batch(
+    cfg: IPAMConfig, call: CallEnv, runtime: Runtime, waiting: Sequence[tuple[Owner, Callable[[], bool] | None]]
+) -> list[list[Assigned] | Refusal]:
+    """One round of the node daemon's group commit: ADDs of one network on one node waiting together, each
+    with whether its caller still waits (`_live`)."""
+    requests = [(owner, ()) for owner, _ in waiting]
+    live = [here for _, here in waiting]
+
+    def wanted(i: int) -> bool:
+        here = live[i]
+        return here is None or here()
+
+    return _with_service(cfg, call, runtime, lambda service: service.add_batch(cfg, requests, live=wanted))
+
+
+def _live(runtime: Runtime) -> Callable[[], bool] | None:
+    """In the node daemon: whether the call's caller still waits for its answer and its deadline has not passed
+    (asked right before its commit: see IPAMService.add_batch); None in process (the caller is this process)."""
+    peer, due = runtime.peer, deadline.current()
+    if peer is None:
+        return None
+    return lambda: (due is None or time.monotonic() < due[0]) and peer.here()
+
+
+class _Serial:
+    """`with _Serial(runtime, call, cfg) as hold`: in the node daemon, the attachment's calls one at a time
+    (node.batch.Attachments); `hold.hand_over()` gives the end of this one to a batched commit. A class, not
+    contextlib's: the CNI process would pay for its import."""
+
+    __slots__ = ("leave",)
+
+    def __init__(self, runtime: Runtime, call: CallEnv, cfg: IPAMConfig) -> None:
+        key = (call.container_id, call.ifname, cfg.netconf_name or cfg.network_name)
+        self.leave = runtime.attachments.enter(key) if runtime.attachments is not None else None
+
+    def __enter__(self) -> _Serial:
+        return self
+
+    def hand_over(self) -> Callable[[], None] | None:
+        leave, self.leave = self.leave, None
+        return leave
+
+    def __exit__(self, *exc: object) -> None:
+        if self.leave is not None:
+            self.leave()
 
 
 # The one place a decision's refusal becomes the CNI error that ends the call.
@@ -76,6 +119,7 @@ REFUSALS: dict[str, type[WhereaboutsError]] = {
     TAKEN: AddressTaken,
     OUTSIDE: AddressOutsideRanges,
     GONE: AttachmentNotFound,
+    ABANDONED: TryAgainLater,
 }
 
 
@@ -202,12 +246,15 @@ def add(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtime) 
     def action() -> Result:
         who = _attachment(call, netconf, cfg, runtime)
         wanted = (*requested, *(ip for ip in who.fixed if ip not in requested))
-        if runtime.batcher is not None and not wanted:
-            batch = lambda owners: _batch(cfg, call, runtime, owners)  # noqa: E731
-            assigned = runtime.batcher.submit(("ADD", cfg, call.nodename), who.owner, batch)
-        else:
-            assigned = _with_service(cfg, call, runtime,
-                                     lambda service: service.add(cfg, who.owner, wanted, who.fixed))  # fmt: skip
+        with _Serial(runtime, call, cfg) as serial:  # (the daemon's: after the attachment's earlier calls)
+            live = _live(runtime)
+            if runtime.batcher is not None and not wanted:
+                batch = lambda waiting: _batch(cfg, call, runtime, waiting)  # noqa: E731
+                assigned = runtime.batcher.submit(("ADD", cfg, call.nodename), (who.owner, live), batch,
+                                                  settled=serial.hand_over())  # fmt: skip
+            else:
+                add_one = lambda service: service.add(cfg, who.owner, wanted, who.fixed, live)  # noqa: E731
+                assigned = _with_service(cfg, call, runtime, add_one)
         if isinstance(assigned, Refusal):
             raise refused(assigned)
         if who.claim:
@@ -268,11 +315,12 @@ def delete(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtim
 
     def action() -> Result:
         owner = _releasing(call, netconf, cfg)
-        if runtime.batcher is not None:
-            batch = lambda owners: _with_service(cfg, call, runtime, lambda svc: svc.delete_batch(cfg, owners))  # noqa: E731
-            runtime.batcher.submit(("DEL", cfg, call.nodename), owner, batch)  # raises the error, if any
-            return None
-        return _with_service(cfg, call, runtime, lambda service: service.delete(cfg, owner))
+        with _Serial(runtime, call, cfg) as serial:  # (the daemon's: after an ADD of it still to be committed)
+            if runtime.batcher is not None:
+                batch = lambda owners: _with_service(cfg, call, runtime, lambda svc: svc.delete_batch(cfg, owners))  # noqa: E731
+                runtime.batcher.submit(("DEL", cfg, call.nodename), owner, batch, settled=serial.hand_over())
+                return None
+            return _with_service(cfg, call, runtime, lambda service: service.delete(cfg, owner))
 
     return _logged("DEL", call, log, action)
 
@@ -282,7 +330,8 @@ def check(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtime
     expected = _prev_result_addresses(netconf, cfg)
 
     def action() -> Result:
-        gone = _with_service(cfg, call, runtime, lambda service: service.check(cfg, _owner(call), expected))
+        with _Serial(runtime, call, cfg):
+            gone = _with_service(cfg, call, runtime, lambda service: service.check(cfg, _owner(call), expected))
         if gone is not None:
             raise refused(gone)
         return None

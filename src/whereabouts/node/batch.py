@@ -19,10 +19,13 @@ member's deadline, so that a newer request is not failed by an older one's; and 
 passes while its round goes on is answered code 11 then, never later (its caller would give up, or be
 answered past its runtime's own timeout). Its request may still be committed by the round, as a single call's
 commit in flight at its deadline may: its runtime's retry of the ADD finds the same addresses (an attachment's
-ADD is idempotent), or its DEL frees them.
+ADD is idempotent), or its DEL frees them: a `settled` callback given with a request hears when no round can
+commit it any more (its round is over, or it left the queue unserved), which may be after its own thread was
+answered code 11; the node daemon keeps the attachment's next call waiting until then (`Attachments`), so that
+the runtime's DEL after that code 11 is served after the commit, never before it.
 
 An `observe(key, size)` given to the Batcher hears of each round as its leader starts serving it (the node
-daemon's batch-size histogram); this module imports nothing but the stdlib and the deadline module.
+daemon's batch-size histogram); this module imports nothing but the stdlib, the deadline and the errors modules.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import threading
 import time
 
 from whereabouts import deadline
+from whereabouts.errors import TryAgainLater
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 if TYPE_CHECKING:
@@ -45,10 +49,11 @@ MAX_BATCH = 64  # requests per round: bounds one round's latency and the size of
 
 
 class _Ticket:
-    __slots__ = ("done", "due", "leads", "outcome", "request")
+    __slots__ = ("done", "due", "leads", "outcome", "request", "settled")
 
-    def __init__(self, request: Any, due: tuple[float, float] | None) -> None:
+    def __init__(self, request: Any, due: tuple[float, float] | None, settled: Callable[[], None] | None) -> None:
         self.request = request
+        self.settled = settled  # told once, when no round can commit this request any more
         self.due = due  # its call's deadline and seconds (deadline.current()); None: it has none
         self.done = False
         self.outcome: Any = None
@@ -60,6 +65,11 @@ class _Ticket:
 
     def answer(self, outcome: Any) -> None:
         self.outcome, self.done = outcome, True
+
+    def settle(self) -> None:
+        settled, self.settled = self.settled, None
+        if settled is not None:
+            settled()
 
 
 class _Group:
@@ -76,14 +86,19 @@ class Batcher:
         self.observe = observe  # told (key, size) of each round served
 
     def submit(
-        self, key: Hashable, request: Request, serve: Callable[[Sequence[Request]], Sequence[Outcome]]
+        self,
+        key: Hashable,
+        request: Request,
+        serve: Callable[[Sequence[Request]], Sequence[Outcome]],
+        settled: Callable[[], None] | None = None,
     ) -> Outcome:
         """Serve `request` together with the other requests of `key` waiting now, by this thread's deadline.
         `serve` takes the requests and returns one outcome per request, in order; an outcome that is an
-        exception is raised here."""
+        exception is raised here. `settled` is called once no round can commit `request` any more (see the
+        module), on whichever thread that is known."""
         with self.lock:
             group = self.groups.setdefault(key, _Group())
-        ticket = _Ticket(request, deadline.current())
+        ticket = _Ticket(request, deadline.current(), settled)
         with group.cond:
             group.queue.append(ticket)
             while not ticket.done:
@@ -92,8 +107,9 @@ class Batcher:
                 elif not group.busy:
                     _start_round(group)
                 elif not group.cond.wait(ticket.left()) and not ticket.done and ticket.leads is None:
-                    if ticket in group.queue:
+                    if ticket in group.queue:  # (else its round is under way: its leader settles it)
                         group.queue.remove(ticket)
+                        ticket.settle()
                     _give_up(ticket)
         self._forget_if_idle(key, group)
         if isinstance(ticket.outcome, BaseException):
@@ -111,6 +127,8 @@ class Batcher:
             self._observe(key, len(batch))
             outcomes = _outcomes(batch, serve)
         finally:
+            for member in batch:  # committed or not, for good: its attachment's next call may go ahead
+                member.settle()
             group.cond.acquire()
             group.busy = False
             group.cond.notify_all()
@@ -138,6 +156,7 @@ def _start_round(group: _Group) -> None:
     rest: list[_Ticket] = []
     for ticket in group.queue:
         if ticket.left() == 0:
+            ticket.settle()
             _give_up(ticket)
         else:
             (batch if len(batch) < MAX_BATCH else rest).append(ticket)
@@ -159,3 +178,38 @@ def _outcomes(batch: list[_Ticket], serve: Callable[[Sequence[Any]], Sequence[An
         return serve([ticket.request for ticket in batch])
     except Exception as exc:  # the round failed as a whole (store unreachable): every request gets it
         return [exc] * len(batch)
+
+
+class Attachments:
+    """The attachments (container ID, interface, network) a call of the node daemon is serving: the next call
+    of one waits until the call before it is over, and an ADD is over only when no round can commit it any
+    more (`Batcher.submit`'s `settled`). Without it, the runtime's DEL after an ADD answered code 11 (its
+    deadline passed mid-round, or its caller was killed) could be served first, in a DEL round of its own, and
+    the ADD's late commit would hold an address nobody releases."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.busy: set[Hashable] = set()
+
+    def enter(self, key: Hashable) -> Callable[[], None]:
+        """Wait (within the call's deadline: TryAgainLater, code 11, past it) until no call of `key` is being
+        served, then mark it served; returns what ends that (to call once)."""
+        with self.cond:
+            while key in self.busy:
+                try:
+                    wait = deadline.remaining(1.0)
+                except TryAgainLater:
+                    raise TryAgainLater(f"an earlier call of attachment {key} is still being served") from None
+                self.cond.wait(wait)
+            self.busy.add(key)
+        done = False
+
+        def leave() -> None:
+            nonlocal done
+            with self.cond:
+                if not done:
+                    done = True
+                    self.busy.discard(key)
+                    self.cond.notify_all()
+
+        return leave

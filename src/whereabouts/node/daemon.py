@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import select
 import signal
 import socket
 import socketserver
@@ -37,7 +38,7 @@ from whereabouts.cni.main import DEFAULT_SOCKET
 from whereabouts.controller.context import log_line
 from whereabouts.controller.metrics import Registry
 from whereabouts.files import out_of_descriptors
-from whereabouts.node.batch import Batcher
+from whereabouts.node.batch import Attachments, Batcher
 from whereabouts.node.metrics import NodeMetrics
 from whereabouts.node.runtime import Peer, Runtime, ServeInProcess, StorePool
 
@@ -160,6 +161,20 @@ class SocketPeer(Peer):
             return os.fsdecode(reader.sized("identity"))
         except (OSError, ValueError, Declined) as exc:
             raise ServeInProcess(f"cannot ask the caller what {path!r} is to it: {exc}", "local_dir") from exc
+
+    def here(self) -> bool:
+        """The caller sends nothing after its request (and its identity answers): its end readable means it
+        hung up (it was killed, or gave up waiting)."""
+        try:
+            poller = select.poll()
+            poller.register(self.sock.fileno(), select.POLLIN)
+            if not poller.poll(0):
+                return True
+            return self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+        except BlockingIOError:
+            return True
+        except (OSError, ValueError):  # (ValueError: the socket is closed)
+            return False
 
 
 def _text(reason: Exception) -> bytes:
@@ -311,7 +326,7 @@ def start_serving(path: str, *, quiet: bool = False, registry: Registry | None =
     stores = StorePool()
     metrics = NodeMetrics(registry or Registry(), fallbacks_dir=os.path.dirname(path) or ".", stores=stores)
     stores.on_error = metrics.store_failed
-    runtime = Runtime(batcher=Batcher(observe=metrics.batch), stores=stores)
+    runtime = Runtime(batcher=Batcher(observe=metrics.batch), stores=stores, attachments=Attachments())
     return NodeDaemon(path, runtime=runtime, quiet=quiet, metrics=metrics)
 
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from whereabouts.config import StoreSettings
     from whereabouts.kube.credentials import Credentials
-    from whereabouts.node.batch import Batcher
+    from whereabouts.node.batch import Attachments, Batcher
     from whereabouts.storage import Store
 
     T = TypeVar("T")
@@ -43,6 +43,11 @@ class Peer:
 
     def identity(self, path: str) -> str:
         raise NotImplementedError
+
+    def here(self) -> bool:
+        """Whether the caller still waits for the answer (one that hung up, killed or given up, does not: what
+        is committed for it then is an address nobody will use or release)."""
+        return True
 
 
 class StorePool:
@@ -256,15 +261,21 @@ def _expected(exc: BaseException | None) -> bool:
 
 class Runtime:
     def __init__(
-        self, *, batcher: Batcher | None = None, stores: StorePool | None = None, peer: Peer | None = None
+        self,
+        *,
+        batcher: Batcher | None = None,
+        stores: StorePool | None = None,
+        peer: Peer | None = None,
+        attachments: Attachments | None = None,
     ) -> None:
         self.batcher = batcher  # concurrent ADDs/DELs of one network share a decision and a commit
         self.stores = stores  # None: each call opens its store and closes it
         self.peer = peer  # None: in process, the caller itself
+        self.attachments = attachments  # the daemon's: one call at a time per attachment
 
     def for_peer(self, peer: Peer) -> Runtime:
-        """The view one call of the daemon gets: the process's batcher and stores, and its caller."""
-        return Runtime(batcher=self.batcher, stores=self.stores, peer=peer)
+        """The view one call of the daemon gets: the process's batcher, stores and attachments, and its caller."""
+        return Runtime(batcher=self.batcher, stores=self.stores, peer=peer, attachments=self.attachments)
 
     def store(self, settings: StoreSettings) -> Lease:
         return Lease(self.stores, settings)
