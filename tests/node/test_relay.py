@@ -546,3 +546,89 @@ def test_a_daemon_that_sees_another_data_directory_declines(compiled_relay: str,
     assert all("not the same directory for the daemon and the caller" in r.stderr for r in results)
     assert not (other / "whereabouts.db").exists() and len(LocalDatastore().held(data)) == 5
     assert tally(tmp_path / "run") == b""
+
+
+def test_a_call_stopped_and_continued_while_connecting_still_reaches_the_daemon(
+    compiled_relay: str, short_dir: Path
+) -> None:
+    """SIGSTOP then SIGCONT while the connect waits for room in a busy daemon's backlog interrupts it (EINTR:
+    it has a timeout): it is made again, never taken for a daemon gone (the call served in process)."""
+    path = str(short_dir / "busy.sock")
+    env = {**base_env(), **CALL, "WHEREABOUTS_SOCKET": path}
+    (short_dir / "stdin").write_bytes(b"{}")
+    for executable in (compiled_relay, PLUGIN):
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(path)
+        listener.listen(0)
+        queued = []
+        for _ in range(4):  # fill the backlog: nobody accepts them yet
+            waiting = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            waiting.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                waiting.connect(path)
+            queued.append(waiting)
+        with open(short_dir / "stdin", "rb") as stdin:
+            proc = subprocess.Popen([executable], stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        time.sleep(0.7)  # in its connect by now
+        os.kill(proc.pid, signal.SIGSTOP)
+        time.sleep(0.1)
+        os.kill(proc.pid, signal.SIGCONT)
+        time.sleep(0.3)
+        for waiting in queued:  # the daemon takes its calls again: those ahead of it hung up
+            waiting.close()
+        listener.settimeout(10)
+        while proc.poll() is None:
+            with contextlib.suppress(TimeoutError):
+                conn, _ = listener.accept()
+                with conn, contextlib.suppress(ConnectionError, OSError):
+                    conn.settimeout(10)
+                    sized(conn), sized(conn)
+                    conn.sendall(b"W" + (0).to_bytes(4, "big") + b"{}")
+        out, err = proc.communicate(timeout=30)
+        listener.close()
+        os.unlink(path)
+        assert (proc.returncode, out, err) == (0, b"{}", b""), executable
+    assert tally(short_dir) == b""
+
+
+STRANGER = """
+import os, socket, sys
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+listener.bind(sys.argv[1])
+os.setgid(65534)
+os.setuid(65534)  # the credentials the caller sees are those of the process when it listened
+listener.listen(8)
+print("ready", flush=True)
+while True:
+    conn, _ = listener.accept()
+    with conn:
+        conn.settimeout(5)
+        try:
+            conn.sendall(b"W" + (0).to_bytes(4, "big") + b'{"answered": "by a stranger"}')
+            while conn.recv(65536):
+                pass
+        except OSError:
+            pass
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: the listener drops to another user")
+def test_a_socket_served_by_another_user_is_not_trusted(compiled_relay: str, short_dir: Path) -> None:
+    """A user who can make the socket's path (neither root nor the caller's user) must not answer the calls:
+    the call is served in process, counted as nobody listening."""
+    sock = short_dir / "plugin.sock"
+    stranger = subprocess.Popen([sys.executable, "-c", STRANGER, str(sock)], stdout=subprocess.PIPE)
+    try:
+        assert stranger.stdout is not None and stranger.stdout.readline() == b"ready\n"
+        compiled = call(compiled_relay, str(sock), VERSION_CALL)
+        assert tally(short_dir) == b"u"
+        python = call(PLUGIN, str(sock), VERSION_CALL)
+        assert tally(short_dir) == b"u"
+    finally:
+        stop_process(stranger, 5)
+        assert stranger.stdout is not None
+        stranger.stdout.close()
+    assert compiled.returncode == 0 and "supportedVersions" in compiled.stdout
+    why = f"node daemon on {sock}: it is served by uid 65534, neither root nor this process's user: not trusted"
+    assert compiled.stderr == f"whereabouts: serving the call in process: {why}\n"
+    assert same(compiled, python)

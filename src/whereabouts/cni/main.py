@@ -23,8 +23,8 @@ be served by the daemon for one of these reasons, this process appends exactly o
 `whereabouts_node_fallbacks_total{reason}` (see whereabouts.node.metrics, which consumes the file):
 
     n   the directory exists, the socket does not (the daemon stopped, or is restarting): served in process
-    u   nobody listens on the socket (connection refused: a stale socket; or any other failure to connect):
-        served in process
+    u   nobody listens on the socket (connection refused: a stale socket; or any other failure to connect), or
+        the process listening runs neither as root nor as this process's user (SO_PEERCRED): served in process
     d   the daemon went away mid-call (the connection ended or failed before the answer, or the daemon
         answered out of turn): served in process
     b   busy: the daemon took no call within CONNECT_WAIT, or did not answer within ANSWER_WAIT; the call is
@@ -45,6 +45,7 @@ import sys
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 if TYPE_CHECKING:
     import _socket
+    from types import ModuleType
 
 SOCKET_ENV = "WHEREABOUTS_SOCKET"  # empty: never use a daemon
 RELAY_REASON_ENV = "WHEREABOUTS_RELAY_REASON"  # why the compiled relay (node/relay.c) hands the call back
@@ -95,7 +96,7 @@ def relay(path: str, environ: os._Environ[str] | dict[str, str], stdin: bytes) -
     sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_RCVTIMEO, _struct.pack("ll", ANSWER_WAIT, 0))
     try:
         try:
-            sock.connect(path)
+            _connect(sock, path)
         except FileNotFoundError:
             note_fallback(path, b"n")  # nothing written when the directory is not there either: no daemon at all
             return ""
@@ -105,6 +106,10 @@ def relay(path: str, environ: os._Environ[str] | dict[str, str], stdin: bytes) -
         except OSError as exc:
             note_fallback(path, b"u")
             return f"node daemon on {path}: {exc.strerror or exc}"  # a stale socket: nobody listens
+        stranger = _stranger(sock, _struct)
+        if stranger:
+            note_fallback(path, b"u")
+            return f"node daemon on {path}: {stranger}"
         try:
             try:  # noqa: SIM105 (contextlib would cost every call its import)
                 sock.sendall(request)
@@ -119,6 +124,40 @@ def relay(path: str, environ: os._Environ[str] | dict[str, str], stdin: bytes) -
             return f"node daemon on {path} went away: {exc.strerror or exc}"
     finally:
         sock.close()
+
+
+def _connect(sock: _socket.socket, path: str) -> None:
+    """Connect, again when a signal interrupted it (SIGSTOP then SIGCONT: with a send timeout set, the kernel
+    does not resume it). CPython takes an interrupted connect for one still under way and reports it done;
+    on a unix socket it is not (the socket is left unconnected): that is checked, and the connect made again,
+    as the compiled relay does."""
+    while True:
+        try:
+            sock.connect(path)
+        except InterruptedError:
+            continue
+        try:
+            sock.getpeername()
+            return
+        except OSError as exc:
+            import errno  # (only a connect a signal interrupted gets here)
+
+            if exc.errno != errno.ENOTCONN:
+                raise
+
+
+def _stranger(sock: _socket.socket, struct: ModuleType) -> str:
+    """Why the process listening on the socket is not to be trusted with the call ("" when it is): it must run
+    as root or as this process's user (a user who could make the socket's path would answer the calls)."""
+    import _socket
+
+    try:
+        _, uid, _ = struct.unpack("3i", sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12))
+    except OSError as exc:
+        return f"cannot tell who listens: {exc.strerror or exc}"
+    if uid in (0, os.geteuid()):
+        return ""
+    return f"it is served by uid {uid}, neither root nor this process's user: not trusted"
 
 
 def _answer(sock: _socket.socket, path: str) -> tuple[int, bytes] | str:

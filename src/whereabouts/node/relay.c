@@ -9,7 +9,8 @@
  * WHEREABOUTS_SOCKET set empty (so it does not try the daemon again), the stdin already read, and the reason
  * in WHEREABOUTS_RELAY_REASON (printed as its own). So does a call without CNI_COMMAND (the help text).
  * When the fallback is the daemon's doing it appends one byte to `fallbacks` beside the socket, as the Python
- * relay does: `n` no socket, `u` nobody listens, `d` the daemon went away mid-call, `b` busy (code 11).
+ * relay does: `n` no socket, `u` nobody listens (or one neither root nor this user: SO_PEERCRED), `d` the
+ * daemon went away mid-call, `b` busy (code 11).
  *
  * install-cni writes environment defaults after SETTINGS_MARKER in its copy (as the Python launcher's
  * os.environ.setdefault lines; whereabouts.node.relay): NUL-terminated "KEY=VALUE" entries ("#..." and entries
@@ -467,6 +468,26 @@ static void exchange(answer *a, conn *c) {
     }
 }
 
+/* The process listening must run as root or as this process's user (SO_PEERCRED, its credentials when it
+ * listened): a user who could make the socket's path would otherwise answer the calls. Served in process
+ * otherwise, counted as `u` (cni.main._stranger says the same). */
+static int trusted(answer *a, int fd, const char *path) {
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    char why[128];
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+        snprintf(why, sizeof why, "cannot tell who listens: %s", strerror(errno));
+    else if (cred.uid == 0 || cred.uid == geteuid())
+        return 0;
+    else
+        snprintf(why, sizeof why, "it is served by uid %u, neither root nor this process's user: not trusted",
+                 (unsigned)cred.uid);
+    a->tally = 'u';
+    appends(&a->reason, "node daemon on "), appends(&a->reason, path), appends(&a->reason, ": ");
+    appends(&a->reason, why);
+    return -1;
+}
+
 static int connect_to(answer *a, int fd, const char *path) {
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     size_t len = strlen(path);
@@ -477,7 +498,7 @@ static int connect_to(answer *a, int fd, const char *path) {
             ;
     }
     if (!err)
-        return 0;
+        return trusted(a, fd, path);
     if (err == ENOENT) {
         a->tally = 'n'; /* written only where the socket's directory exists */
     } else if (is_busy(err)) {
