@@ -15,7 +15,8 @@ WHEREABOUTS_SOCKET empty and its reason in WHEREABOUTS_RELAY_REASON whenever the
 Wire format (see whereabouts.node.daemon): request = 4-byte length + "K=V\\0..." environment + 4-byte length + stdin.
 The daemon then answers with frames: b"S" + 4-byte length + path asks "what is this path to you?" (answered
 with b"s" + 4-byte length + "device:inode", empty when missing); b"R" + reason means "serve it yourself";
-b"W" + 4-byte exit status + stdout up to the end is the answer.
+b"W" + 4-byte exit status + stdout up to the end is the answer. The caller keeps its end open until then:
+one that ended (EOF) is taken for a caller gone (killed, or given up), whose ADD the daemon does not commit.
 
 Fallbacks (what the daemon cannot count itself: it was not there, or not able to serve). When a call cannot
 be served by the daemon for one of these reasons, this process appends exactly one ASCII byte to the file
