@@ -231,7 +231,8 @@ def test_a_restarted_daemon_removes_the_entries_its_killed_predecessor_s_dels_le
     no other daemon watching the pool), the entry stayed for good, its address never handed out again. The
     next daemon's comparison removes an entry in this plugin's format with no reservation (this plugin writes
     the reservation first: it is no ADD in flight); a Go plugin's entry without one (it writes its entry first:
-    an ADD in flight, maybe) and an entry whose reservation is there stay."""
+    an ADD in flight, maybe), an entry of a network config no reservation names (written without overlapping
+    ranges: it has none) and an entry whose reservation is there stay."""
     from whereabouts.config import KubernetesSettings
     from whereabouts.kube import resources
     from whereabouts.model import Owner, PoolKey
@@ -243,25 +244,27 @@ def test_a_restarted_daemon_removes_the_entries_its_killed_predecessor_s_dels_le
     live = Owner("ctr-live", "eth0", "ns/live").but(**ours)
     deleted = Owner("ctr-deleted", "eth0", "ns/deleted").but(**ours)
     go = Owner("ctr-go", "eth0", "ns/go")
+    flat = Owner("ctr-flat", "eth0", "ns/flat").but(netconf="flat", node="node-a")  # no overlapping ranges
     pool = resources.new_pool(key, kube_namespace)
-    pool["spec"]["allocations"] = {"5": resources.entry(live), "6": resources.entry(deleted), "7": resources.entry(go)}
+    pool["spec"]["allocations"] = {"5": resources.entry(live), "6": resources.entry(deleted), "7": resources.entry(go),
+                                   "8": resources.entry(flat)}  # fmt: skip
     assert set(pool["spec"]["allocations"]["7"]) == {"id", "podref", "ifname"}  # the Go plugin's format
     client.create(client.path(IPPOOLS), pool)
     where = {"network": "", "cidr": key.cidr}
     client.create(client.path(RESERVATIONS), resources.reservation(
         "10.93.4.5", live, kube_namespace, **where, address=(4, int(ipaddress.ip_address("10.93.4.5")))))  # fmt: skip
-    # (ctr-deleted's reservation: deleted by the killed daemon's DEL; ctr-go's: not written yet)
+    # (ctr-deleted's reservation: deleted by the killed daemon's DEL; ctr-go's: not written yet; ctr-flat: none)
     cache = KubeCache(KubernetesSettings(kubeconfig=str(plugin_kubeconfig)))  # the daemon restarted: no call yet
     try:
         assert cache.ready()
         deadline = time.monotonic() + 30
-        while set(client.get(client.path(IPPOOLS, key.name))["spec"]["allocations"]) != {"5", "7"}:
+        while set(client.get(client.path(IPPOOLS, key.name))["spec"]["allocations"]) != {"5", "7", "8"}:
             assert time.monotonic() < deadline, client.get(client.path(IPPOOLS, key.name))["spec"]["allocations"]
             time.sleep(0.1)
         assert cache.mirror.flush(30.0)
         free = int(ipaddress.ip_address("10.93.4.6"))
         assert free not in cache.pool_state(key).allocations  # handed out again
-        assert {ip - free + 6 for ip in cache.pool_state(key).allocations} == {5, 7}
+        assert {ip - free + 6 for ip in cache.pool_state(key).allocations} == {5, 7, 8}
     finally:
         cache.close()
         client.close()
