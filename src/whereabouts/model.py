@@ -52,6 +52,17 @@ class Owner:
         (which records none) is matched with the pool entry it backs."""
         return other is not None and self.same_attachment(other) and self.podref == other.podref
 
+    def recorded_in(self, record: Owner | None) -> bool:
+        """Whether the reservation `record` names this attachment: the same container and interface; or, written
+        by a Go plugin that records less, as far as it says: v0.7 and later write no container ID (the same pod
+        and interface), 0.5 and earlier no interface (the same container), and with neither, the same pod. Never
+        one that names another container or another interface."""
+        if record is None or record.ifname not in (self.ifname, ""):
+            return False
+        if record.container_id:
+            return record.container_id == self.container_id
+        return bool(record.podref) and record.podref == self.podref
+
     def named(self, netconf: str) -> Owner:
         """This holder as recorded under network config `netconf` ("": as a reservation records it)."""
         return self if netconf == self.netconf else self.but(netconf=netconf)

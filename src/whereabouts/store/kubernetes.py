@@ -407,7 +407,7 @@ class KubernetesStore:
         precondition), then as the server does, if the cache was behind."""
         if self.cache is not None:
             obj = self.cache.reservations.get(name)
-            if obj is not None and resources.reservation_owner(obj).same_holder(holder):
+            if obj is not None and _records(obj, holder):
                 path, version = self.client.path(RESERVATIONS, name), obj["metadata"]["resourceVersion"]
                 try:
                     self.client.delete(path, version)  # deleted, or already gone (404): either way not there
@@ -419,7 +419,7 @@ class KubernetesStore:
             obj = self.cache.reservations.fresh(name)
         else:
             obj = self.client.get(self.client.path(RESERVATIONS, name))
-        if obj is not None and resources.reservation_owner(obj).same_holder(holder):
+        if obj is not None and _records(obj, holder):
             self.delete_reservation(name, obj["metadata"]["resourceVersion"])
 
     def pools_holding(self, network: str, container_id: str, ifname: str) -> list[PoolKey]:
@@ -634,6 +634,14 @@ class KubePods:
     def _claim_path(self, namespace: str, name: str) -> str:
         return self.client.resource(resources.IPAMCLAIMS, name, group=resources.CLAIMS_GROUP,
                                     version=resources.CLAIMS_VERSION, namespace=namespace)  # fmt: skip
+
+
+def _records(obj: dict[str, Any], holder: Owner) -> bool:
+    """Whether reservation `obj` is `holder`'s record, its pod too: written by this plugin, the same attachment;
+    by a Go plugin, as far as it says (v0.7 and later record no container ID: Owner.recorded_in). A pool entry
+    the Go plugin wrote, released, would otherwise leave its reservation blocking the address for good."""
+    found = resources.reservation_owner(obj)
+    return holder.recorded_in(found) and found.podref == holder.podref
 
 
 def _restated(current: Owner, owner: Owner) -> bool:
