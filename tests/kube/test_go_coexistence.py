@@ -5,16 +5,19 @@ recreated by the node daemon instead of being handed out twice."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from kube_objects import create_pod, delete_pod
 from kube_server import KubeAPIServer
 from support import netconf, run_cni, running_daemon
 
 GROUP_PATH = "/apis/whereabouts.cni.cncf.io/v1alpha1/namespaces"
+PODS = "go-beside"
 
 
 def go_objects(kube: KubeAPIServer, namespace: str, cidr: str, name: str, entries: dict[str, Any]) -> None:
@@ -62,3 +65,51 @@ def test_del_releases_the_reservations_go_plugins_wrote_without_a_container_id_o
         assert done.returncode == 0, done.stdout + done.stderr
     assert set(kube.objects(kube_namespace, "overlappingrangeipreservations")) == {"10.97.0.4", "10.97.0.5"}
 
+
+def test_a_reservation_the_go_plugins_del_deletes_under_a_held_address_is_recreated(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path
+) -> None:
+    """The Go plugin's ADD that lost an address to us (its reservation's create refused) fails, and its DEL
+    deletes the reservation by name: ours. The daemon, which did not release it and whose attachment still
+    holds the address, keeps it in its copy and creates it again: the next ADD does not get it (before: freed in
+    the copy, handed out twice). Once the pod is gone (the reconciler's case), a deletion stands; so does this
+    plugin's own DEL."""
+    sock = str(tmp_path / "plugin.sock")
+    conf = netconf(tmp_path, kubernetes={"kubeconfig": str(plugin_kubeconfig)}, range="10.98.0.0/24")
+    env = {"WHEREABOUTS_SOCKET": sock}
+    reservations = f"{GROUP_PATH}/{kube_namespace}/overlappingrangeipreservations"
+
+    def add(pod: str) -> str:
+        create_pod(kube, PODS, pod, node="node-a")
+        args = f"IgnoreUnknown=1;K8S_POD_NAMESPACE={PODS};K8S_POD_NAME={pod}"
+        done = run_cni("ADD", conf, container_id=f"ctr-{pod}", ifname="net1", cni_args=args, env=env)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.addresses()[0]
+
+    def reserved(name: str, wait: float = 10.0) -> dict[str, Any] | None:
+        deadline = time.monotonic() + wait
+        while (found := kube.objects(kube_namespace, "overlappingrangeipreservations").get(name)) is None:
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.1)
+        return found
+
+    with running_daemon(sock, log=tmp_path / "daemon.log"):
+        assert add("a") == "10.98.0.1/24"
+        kube.request("DELETE", f"{reservations}/10.98.0.1")  # as the Go plugin's DEL does: by name, no condition
+        time.sleep(1.0)  # the daemon's watch has seen it
+        assert add("b") == "10.98.0.2/24", "an address held twice"
+        back = reserved("10.98.0.1")
+        assert back is not None and back["spec"]["containerid"] == "ctr-a"
+        assert "recreated" in (tmp_path / "daemon.log").read_text()
+
+        delete_pod(kube, PODS, "b")  # gone: the reconciler releases its address, and that stands
+        kube.request("DELETE", f"{reservations}/10.98.0.2")
+        time.sleep(1.0)
+        assert reserved("10.98.0.2", wait=1.0) is None
+        assert add("c") == "10.98.0.2/24"
+
+        args = f"IgnoreUnknown=1;K8S_POD_NAMESPACE={PODS};K8S_POD_NAME=a"
+        assert run_cni("DEL", conf, container_id="ctr-a", ifname="net1", cni_args=args, env=env).returncode == 0
+        time.sleep(1.0)
+        assert reserved("10.98.0.1", wait=1.0) is None  # its own DEL: not recreated

@@ -52,7 +52,7 @@ from whereabouts import deadline
 from whereabouts.config import KubernetesSettings
 from whereabouts.holdings import Holdings, PoolEntries, PoolSources
 from whereabouts.kube import resources
-from whereabouts.kube.client import Conflict, KubeClient
+from whereabouts.kube.client import APIError, Conflict, KubeClient
 from whereabouts.kube.credentials import load_credentials
 from whereabouts.kube.informer import Informer, Object, version_of
 from whereabouts.kube.resources import IPPOOLS, RESERVATIONS
@@ -184,6 +184,8 @@ class KubeCache:
         self.index = _Index()
         self.decoded: dict[str, _Decoded] = {}  # pool name -> its IPPool's last version decoded
         self.holdings = Holdings()  # the reservations again, filed for decisions (whereabouts.holdings)
+        self.own: dict[str, tuple[str, str]] = {}  # reservation -> the attachment a call of this daemon holds it for
+        self.vanished: dict[str, Object] = {}  # of those, deleted by none of its calls: kept in the copy, recreated
         self.mirrored = settings.ippool_mirror  # false: the reservations alone; no IPPool read, watched or written
         self.reservations = Informer(first, first.path(RESERVATIONS), listener=self._reindex)
         pools_client = client()
@@ -208,11 +210,17 @@ class KubeCache:
 
     def _reindex(self, name: str, obj: Object | None) -> None:
         with self.lock:
-            was = self.index.by_name.get(name)
-            before = None if was is None else (was, self.index.by_address[was])
-            self._unindex(name)
-            after = None if obj is None else self._index(name, obj)
+            kept = obj is None and self._keeps_vanished(name)
+            if not kept:
+                was = self.index.by_name.get(name)
+                before = None if was is None else (was, self.index.by_address[was])
+                self._unindex(name)
+                after = None if obj is None else self._index(name, obj)
+                self._follow_own(name, obj)
         # (outside the lock: the writer's lock is taken under none of ours)
+        if kept:
+            self.mirror.wake.set()  # the writer's thread recreates it (restore_vanished)
+            return
         self.mirror.watched(before, after, gone=obj is None)
 
     def _index(self, name: str, obj: Object) -> tuple[Address, _Held] | None:
@@ -299,6 +307,108 @@ class KubeCache:
             found = [(name, self.index.objects[name]) for name in sorted(names)
                      if name in self.index.objects and self.index.by_name.get(name, ("",))[0] == network]  # fmt: skip
         return [(name, obj) for name, obj in found if resources.reservation_owner(obj).same_attachment(owner)]
+
+    # -- this daemon's holds: a reservation deleted under one is recreated ---------------------------------------
+
+    def holding(self, name: str, owner: Owner) -> None:
+        """A call of this daemon holds reservation `name` for `owner` (committed); retained, it no longer does."""
+        with self.lock:
+            if owner.retained:
+                self.own.pop(name, None)
+            else:
+                self.own[name] = (owner.container_id, owner.ifname)
+
+    def releasing(self, name: str, holder: Owner | None = None) -> None:
+        """A call of this daemon is about to delete reservation `name` (a release, an abort, a leftover), or to
+        give it back to another holder: its deletion is no longer one to undo (with `holder`: if it is that
+        one's; a stale DEL does not touch another attachment's)."""
+        with self.lock:
+            if holder is None or self.own.get(name) == (holder.container_id, holder.ifname):
+                self.own.pop(name, None)
+
+    def _keeps_vanished(self, name: str) -> bool:
+        """(Caller holds the lock.) Reservation `name` was deleted: whether it is one a call of this daemon holds,
+        released by none of its calls. The Go plugin's DEL (after its ADD lost the address to us: its
+        reservation's create refused) deletes the reservation by name, whoever holds it; freed in the copy, the
+        address would go to the next ADD while our attachment still uses it. Such a one stays in the copy and
+        is recreated (restore_vanished) while its pod lives."""
+        address = self.index.by_name.get(name)
+        held = None if address is None else self.index.by_address.get(address)
+        mine = self.own.get(name)
+        if not self.mirrored or held is None or held.owner.retained or mine != (held.owner.container_id,
+                                                                                 held.owner.ifname):  # fmt: skip
+            self.own.pop(name, None)
+            self.vanished.pop(name, None)
+            return False
+        self.vanished[name] = held.obj
+        return True
+
+    def _follow_own(self, name: str, obj: Object | None) -> None:
+        """(Caller holds the lock.) Reservation `name` is `obj` now (None: deleted for good)."""
+        owner = None if obj is None else resources.reservation_owner(obj)
+        if name in self.vanished and owner is not None and (owner.container_id, owner.ifname) != self.own.get(name):
+            sys.stderr.write(f"whereabouts-node: reservation {name}, deleted under an address a call of this daemon "
+                             f"holds, was created meanwhile by container {owner.container_id} {owner.ifname} (pod "
+                             f"{owner.podref or '-'}): the address is held twice\n")  # fmt: skip
+        self.vanished.pop(name, None)
+        if owner is None or owner.retained or (owner.container_id, owner.ifname) != self.own.get(name):
+            self.own.pop(name, None)
+
+    def restore_vanished(self, client: KubeClient) -> bool:
+        """Recreate the reservations deleted under addresses this daemon's calls hold (`_keeps_vanished`), each
+        only where there is none (a create), while its pod lives; one whose pod is gone or finished (the
+        reconciler released it), or that a call of this daemon released meanwhile, is freed in the copy as a
+        deletion is. Runs on the mirror writer's thread (with its client). False: some are left for next time."""
+        with self.lock:
+            waiting = list(self.vanished.items())
+        for name, obj in waiting:
+            with self.lock:
+                mine = self.vanished.get(name) is obj and name in self.own
+            owner = resources.reservation_owner(obj)
+            if mine and _pod_lives(client, owner.podref):
+                self._recreate(client, name, obj, owner)
+            else:
+                self._vanish(name, obj)
+        with self.lock:
+            return not self.vanished
+
+    def _recreate(self, client: KubeClient, name: str, obj: Object, owner: Owner) -> None:
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        body = {"apiVersion": resources.API_VERSION, "kind": resources.KINDS[RESERVATIONS], "spec": obj.get("spec"),
+                "metadata": {"name": name, "namespace": self.namespace, "labels": labels}}  # fmt: skip
+        try:
+            created = client.create(client.path(RESERVATIONS), body)
+        except Conflict:  # created by someone meanwhile: the copy learns whose (_follow_own says if another's)
+            found = client.get(client.path(RESERVATIONS, name))
+            if found is not None:
+                self.reservations.put(found)
+            return
+        with self.lock:
+            released = name not in self.own  # by a call of this daemon while it was being created: undo it
+        if released:
+            with contextlib.suppress(Conflict):  # (changed since: someone else's)
+                client.delete(client.path(RESERVATIONS, name), created["metadata"]["resourceVersion"])
+            self._vanish(name, obj)
+            return
+        sys.stderr.write(f"whereabouts-node: reservation {name} of container {owner.container_id} {owner.ifname} "
+                         f"(pod {owner.podref or '-'}) was deleted by no call of this daemon while it holds the "
+                         "address (the Go plugin's DEL after its failed ADD deletes it by name): "
+                         "recreated\n")  # fmt: skip
+        self.reservations.put(created)
+
+    def _vanish(self, name: str, obj: Object) -> None:
+        """Free a vanished reservation in the copy after all, as its deletion would have (if still the same)."""
+        with self.lock:
+            if self.vanished.get(name) is not obj:
+                return
+            del self.vanished[name]
+            self.own.pop(name, None)
+            address = self.index.by_name.get(name)
+            held = None if address is None else self.index.by_address.get(address)
+            if address is None or held is None or held.obj is not obj:
+                return
+            self._unindex(name)
+        self.mirror.watched((address, held), None, gone=True)
 
     # -- snapshots ----------------------------------------------------------------------------------------------
 
@@ -403,6 +513,21 @@ def _left_over(cache: KubeCache, key: PoolKey, obj: Object | None, reserving: se
         if cache.held((key.network, key.version, base + value)) is None:
             found[base + value] = resources.entry_owner(raw)
     return found
+
+
+def _pod_lives(client: KubeClient, podref: str) -> bool:
+    """Whether pod "<namespace>/<name>" is there and not finished (Succeeded, Failed); with no pod recorded, or
+    no way to ask (its read refused), it may be: yes."""
+    namespace, _, name = podref.partition("/")
+    if not namespace or not name:
+        return True
+    try:
+        pod = client.get(client.resource("pods", name, namespace=namespace))
+    except APIError as exc:
+        if not exc.status:  # the server unreachable: asked again next round
+            raise
+        return True
+    return pod is not None and (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
 
 
 def _attachment_of(raw: Any) -> tuple[str, str] | None:
@@ -680,6 +805,11 @@ class MirrorWriter:
                     if key not in forgotten:
                         self.adopt(key, serving=False)
             self.wake.clear()
+            try:  # before the pause: the address is free on the server (to a Go plugin's ADD) until then
+                restored = self.cache.restore_vanished(self.client)
+            except Exception as exc:  # the server failing: next round
+                restored = False
+                self._complain(None, exc)
             pause = max(round_pause(took, failures), DEFER_PAUSE if resting else 0.0)
             self.stopping.wait(pause * random.uniform(0.75, 1.25))
             started = time.monotonic()
@@ -710,11 +840,11 @@ class MirrorWriter:
                     self.failures += 1
                     self._requeue(key, addresses, first[key])
                     self._complain(key, exc)
-            failures = failures + 1 if failed or not adopted else 0
+            failures = failures + 1 if failed or not adopted or not restored else 0
             took = min(time.monotonic() - started, 5.0)
             with self.lock:
                 self.writing = {}
-                if self.dirty or self.to_adopt or not self.held_adopted:
+                if self.dirty or self.to_adopt or not self.held_adopted or not restored:
                     self.wake.set()
                 else:
                     self.idle.set()

@@ -90,6 +90,7 @@ class KubeTransaction:
                     self.store.pending_addresses.setdefault(_attachment(change.owner), []).append(
                         (change.key, change.ip)
                     )
+                    cache.holding(reservation_name(change.key.network, change.version, change.ip), change.owner)
                     cache.mirror.mark(change.key, change.ip)
             for change in releases:
                 self._unreserve(change)
@@ -371,6 +372,8 @@ class KubernetesStore:
     def restore_reservation(self, name: str, version: str, previous: Owner, **where: Any) -> None:
         """Give the reservation this call wrote (at `version`) back to `previous`, the holder it took it from;
         nothing if it changed or went since (someone else's business now)."""
+        if self.cache is not None:
+            self.cache.releasing(name)
         obj = resources.reservation(name, previous, self.client.namespace, **where)
         operations = [
             {"op": "test", "path": "/metadata/resourceVersion", "value": version},
@@ -395,6 +398,8 @@ class KubernetesStore:
 
     def delete_reservation(self, name: str, resource_version: str = "") -> None:
         """Delete it; with `resource_version`, only that very object (a 409 means someone else's now)."""
+        if self.cache is not None:
+            self.cache.releasing(name)
         try:
             self.client.delete(self.client.path(RESERVATIONS, name), resource_version)
         except Conflict:
@@ -406,6 +411,7 @@ class KubernetesStore:
         """Delete it if `holder` holds it: as the cache shows it first (its resourceVersion the delete's
         precondition), then as the server does, if the cache was behind."""
         if self.cache is not None:
+            self.cache.releasing(name, holder)
             obj = self.cache.reservations.get(name)
             if obj is not None and _records(obj, holder):
                 path, version = self.client.path(RESERVATIONS, name), obj["metadata"]["resourceVersion"]
