@@ -112,6 +112,8 @@ def parser() -> argparse.ArgumentParser:
     mirror.add_argument("--prune", action="store_true", help="on: remove entries whose address has no reservation")
     mirror.add_argument("--finish", action="store_true",
                         help="off, once every node runs without the mirror: drop its frozen entries")  # fmt: skip
+    mirror.add_argument("--force", action="store_true",
+                        help="off: even while the Go plugin's Lease says it ran in the last 10 minutes")  # fmt: skip
     completion = command("completion", "a shell completion script", "source <(kubectl-whereabouts completion bash)")
     completion.add_argument("shell", choices=["bash"])
     return top
@@ -169,6 +171,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise BadInput("--prune goes with mirror on")
     if args.command == "mirror" and args.finish and args.direction != "off":
         raise BadInput("--finish goes with mirror off")
+    if args.command == "mirror" and args.force and args.direction != "off":
+        raise BadInput("--force goes with mirror off")
     if args.command == "check" and args.dry_run and not args.repair:
         raise BadInput("--dry-run goes with --repair (check alone changes nothing)")
     if args.namespace and args.all_namespaces:
@@ -199,7 +203,8 @@ def _write_commands(args: argparse.Namespace, target: Target) -> tuple[str, int]
     if args.command == "mirror":
         from whereabouts.tools import mirror
 
-        lines, left = mirror.run(target, args.direction, dry_run=args.dry_run, prune=args.prune, finish=args.finish)
+        lines, left = mirror.run(target, args.direction, dry_run=args.dry_run, prune=args.prune, finish=args.finish,
+                                 force=args.force)  # fmt: skip
         return "\n".join(lines), 1 if left else 0
     if args.command == "release":
         return "\n".join(release.run(target, args.address, args.pod, force=args.force, dry_run=args.dry_run,

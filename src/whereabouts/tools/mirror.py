@@ -4,13 +4,16 @@ record (kubernetes.ippool_mirror false: no IPPool is read or written). docs/oper
 
 - `off`, before the config is switched: every IPPool entry gets its reservation, labelled with its range (a
   Go-plugin entry of a network written without overlapping ranges has none; a reservation the Go plugin wrote
-  has no labels). With the mirror off a call reads a pool as the reservations labelled with its range, so an
-  entry without one would be an address handed out twice. Entries and reservations that disagree are reported,
-  never changed (`check` says more).
+  has no labels, and from v0.7 no container ID, before v0.6 no interface: those are completed from the entry).
+  With the mirror off a call reads a pool as the reservations labelled with its range, so an entry without one
+  would be an address handed out twice. Entries and reservations that disagree are reported, never changed
+  (`check` says more). Refused (unless forced) while the Go plugin's Lease says it ran in the last
+  GO_LEASE_RECENT seconds.
 - `on`, after the config is switched back, before a Go plugin returns: each pool's entries are written from the
   reservations (the pool created where there is none); with `--prune`, entries whose address has no reservation
   go (they were frozen while the mirror was off: only for namespaces whose networks all use overlapping
-  ranges, whose every hold has a reservation).
+  ranges, whose every hold has a reservation). An entry whose address has any reservation (a Go plugin's,
+  unlabelled) or whose pod lives stays.
 
 Every write is guarded (a reservation is created only where there is none; an entry is written only from what
 was read there), so either runs safely beside the plugin; run it again until it reports nothing to do.
@@ -18,30 +21,63 @@ was read there), so either runs safely beside the plugin; run it again until it 
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
+from whereabouts.controller.leaks import Verdict, judge_pod, pod_state, timestamp
 from whereabouts.kube import resources
-from whereabouts.kube.client import Conflict, KubeClient
+from whereabouts.kube.client import APIError, Conflict, KubeClient
 from whereabouts.kube.reserving import reserve_entry
 from whereabouts.kube.resources import IPPOOLS, NODE_SLICE_POOLS, RESERVATIONS
 from whereabouts.model import Owner, PoolKey
 from whereabouts.ranges import format_ip, parse_request
-from whereabouts.tools.errors import BadInput
+from whereabouts.tools.errors import BadInput, ToolError
 from whereabouts.tools.findings import who
 from whereabouts.tools.target import Target
 
+GO_LEASE = "whereabouts"  # the Go plugin's cluster-wide lock: a Lease in the pools' namespace, taken per call
+GO_LEASE_RECENT = 600.0  # seconds: renewed (or released) since, a Go plugin is taken to be still running
 
-def run(target: Target, direction: str, *, dry_run: bool, prune: bool, finish: bool = False) -> tuple[list[str], bool]:
+
+def run(
+    target: Target, direction: str, *, dry_run: bool, prune: bool, finish: bool = False, force: bool = False
+) -> tuple[list[str], bool]:
     """What was done (or would be, `dry_run`), and whether something is left that needs an operator."""
     client = target.kube()
     if target.datastore != "kubernetes" or client is None:
         raise BadInput(f"mirror: the IPPool mirror is the Kubernetes datastore's; this target is {target.datastore}")
+    if direction == "off" and not force and not dry_run:
+        _refuse_beside_go(client)
     if direction == "off" and finish:
         return finish_off(client, target.networks(), dry_run=dry_run)
     if direction == "off":
         return mirror_off(client, target.networks(), dry_run=dry_run)
     return mirror_on(client, target.networks(), dry_run=dry_run, prune=prune)
+
+
+def _refuse_beside_go(client: KubeClient) -> None:
+    """ToolError while the Go plugin's Lease was renewed in the last GO_LEASE_RECENT seconds: each Go ADD and DEL
+    takes it, so a Go plugin is still running, and with the mirror off it would read the frozen IPPools and hand
+    out addresses held since."""
+    path = client.resource("leases", GO_LEASE, group="coordination.k8s.io", namespace=client.namespace)
+    try:
+        lease = client.get(path)
+    except APIError as exc:
+        if not exc.status:
+            raise
+        return  # (not readable with these credentials: nothing says a Go plugin runs)
+    spec = (lease or {}).get("spec") or {}
+    renewed = timestamp(str(spec.get("renewTime") or spec.get("acquireTime") or ""))
+    if renewed is None or time.time() - renewed > GO_LEASE_RECENT:
+        return
+    ago = max(0, int(time.time() - renewed))
+    raise ToolError(f"mirror off: the Go plugin's Lease {client.namespace}/{GO_LEASE} was renewed {ago}s ago (by "
+                    f"{spec.get('holderIdentity') or 'a call that has finished'}): a Go plugin still serves calls, "
+                    "and without the IPPool mirror it would hand out addresses this plugin holds. Remove it from "
+                    f"every node first, then run this again (after {int(GO_LEASE_RECENT)}s without a Go call), or "
+                    "--force")  # fmt: skip
 
 
 def _nodes(client: KubeClient) -> dict[str, str]:
@@ -75,17 +111,23 @@ def mirror_off(client: KubeClient, networks: set[str], *, dry_run: bool) -> tupl
                     lines.append(f"  {name} was created meanwhile: run mirror off again")
                 continue
             holder = resources.reservation_owner(found)
-            if not holder.same_attachment(owner):
+            if not owner.recorded_in(holder):
                 lines.append(f"left alone: IPPool {key.name} entry {format_ip(version, ip)} is {who(owner)}, "
                              f"its reservation {name} says {who(holder)} (see kubectl whereabouts check)")  # fmt: skip
                 continue
             labels = found["metadata"].get("labels") or {}
-            if resources.reservation_subnet(labels) != resources.pool_subnet(key):
+            # a Go plugin's that records less (v0.7+: no container ID; 0.5: no interface), completed from the entry:
+            # with the mirror off the reservation is the record, and a DEL finds its attachment there
+            complete = holder.but(container_id=owner.container_id, ifname=owner.ifname)
+            if resources.reservation_subnet(labels) != resources.pool_subnet(key) or complete != holder:
                 labelled += 1
-                lines.append(f"label reservation {name} with its range {key.cidr}")
+                lines.append(f"label reservation {name} with its range {key.cidr}" + (
+                    f", its holder completed from the entry ({who(owner)})" if complete != holder else ""))  # fmt: skip
                 if not dry_run:
-                    wanted = resources.reservation_labels(holder, key.network, key.cidr)
+                    wanted = resources.reservation_labels(complete, key.network, key.cidr)
                     patch = {"metadata": {"labels": wanted, "resourceVersion": found["metadata"]["resourceVersion"]}}
+                    if complete != holder:
+                        patch["spec"] = {"containerid": complete.container_id, "ifname": complete.ifname}
                     try:
                         client.merge_patch(client.path(RESERVATIONS, name), patch)
                     except Conflict:
@@ -138,6 +180,7 @@ def mirror_on(client: KubeClient, networks: set[str], *, dry_run: bool, prune: b
     wanted: dict[PoolKey, dict[int, Owner]] = defaultdict(dict)
     listed = client.list(client.path(RESERVATIONS))
     labelled = resources.labelled_reservations(listed, networks)
+    keep = _backing(client, {obj["metadata"]["name"] for obj in listed})
     unlabelled = len(listed) - len(labelled)  # the Go plugin's (its entry is in the pool: it writes that first)
     for (network, _, ip), (subnet, owner) in labelled.items():
         wanted[resources.subnet_pool_key(network, subnet, slices)][ip] = owner
@@ -146,7 +189,8 @@ def mirror_on(client: KubeClient, networks: set[str], *, dry_run: bool, prune: b
     for key in sorted(wanted):
         for attempt in (1, 2, 3):
             try:
-                added, gone = _write_pool(client, key, wanted[key], dry_run=dry_run, prune=prune, lines=lines)
+                added, gone = _write_pool(client, key, wanted[key], dry_run=dry_run, prune=prune, lines=lines,
+                                          keep=keep)  # fmt: skip
             except Conflict:
                 if attempt == 3:
                     lines.append(f"IPPool {key.name} kept changing: run mirror on again")
@@ -157,7 +201,7 @@ def mirror_on(client: KubeClient, networks: set[str], *, dry_run: bool, prune: b
         for pool in client.list(client.path(IPPOOLS)):
             found = resources.guess_pool_key(pool, networks, set(slices.values()))
             if found is not None and found not in wanted and resources.pool_entries(pool):
-                _, gone = _write_pool(client, found, {}, dry_run=dry_run, prune=True, lines=lines)
+                _, gone = _write_pool(client, found, {}, dry_run=dry_run, prune=True, lines=lines, keep=keep)
                 removed += gone
     verb = "would write" if dry_run else "wrote"
     lines.append(f"{verb} {written} IPPool entr(ies) from their reservations, "
@@ -166,10 +210,36 @@ def mirror_on(client: KubeClient, networks: set[str], *, dry_run: bool, prune: b
     return lines, False
 
 
+def _backing(client: KubeClient, names: set[str]) -> Callable[[PoolKey, int, Owner], str]:
+    """What keeps an entry `--prune` would remove ('': nothing): a reservation of its address (any: the Go
+    plugin's carry no range label, and hold the address as ours do), else its pod, there and not finished (an
+    entry of a network without reservations; the reconciler judges it once the pod is gone)."""
+
+    def why(key: PoolKey, ip: int, owner: Owner) -> str:
+        name = resources.reservation_name(key.network, key.version, ip)
+        if name in names:
+            return f"its address has reservation {name}"
+        namespace, _, pod = owner.podref.partition("/")
+        if not namespace or not pod:
+            return ""
+        try:
+            obj = client.get(client.resource("pods", pod, namespace=namespace))
+        except APIError as exc:
+            if not exc.status:
+                raise
+            return f"its pod {owner.podref} could not be read ({exc.status})"
+        judgement = judge_pod(owner.podref, None if obj is None else pod_state(obj))
+        return "" if judgement.verdict in (Verdict.RELEASE, Verdict.UNKNOWN) else judgement.reason
+
+    return why
+
+
 def _write_pool(
-    client: KubeClient, key: PoolKey, wanted: dict[int, Owner], *, dry_run: bool, prune: bool, lines: list[str]
-) -> tuple[int, int]:
-    """Make the pool's entries say what `wanted` says (and, `prune`, nothing else); (written, removed)."""
+    client: KubeClient, key: PoolKey, wanted: dict[int, Owner], *, dry_run: bool, prune: bool, lines: list[str],
+    keep: Callable[[PoolKey, int, Owner], str] | None = None,
+) -> tuple[int, int]:  # fmt: skip
+    """Make the pool's entries say what `wanted` says (and, `prune`, nothing else but what `keep` keeps: a
+    reason); (written, removed)."""
     path = client.path(IPPOOLS, key.name)
     _, base = parse_request(key.cidr)
     obj = client.get(path)
@@ -191,9 +261,15 @@ def _write_pool(
             written += 1
     if prune:
         for text, offset, raw in resources.pool_offsets(obj):
-            if base + offset not in wanted:
-                operations.append(resources.entry_patch(text, None, resources.entry_owner(raw), exact=True))
-                removed += 1
+            owner = resources.entry_owner(raw)
+            if base + offset in wanted:
+                continue
+            if keep is not None and (why := keep(key, base + offset, owner)):
+                lines.append(f"kept: IPPool {key.name} entry {format_ip(key.version, base + offset)} of {who(owner)}: "
+                             f"{why}")  # fmt: skip
+                continue
+            operations.append(resources.entry_patch(text, None, owner, exact=True))
+            removed += 1
     if written or removed:
         lines.append(f"IPPool {key.name}: write {written}, remove {removed}")
     if operations and not dry_run:
