@@ -486,3 +486,30 @@ def test_pool_capacity_of_a_nads_pools_leaves_out_the_gateway_in_whole_ranges_an
     assert of("blue-node1-10.0.0.0-26", "10.0.0.0/26", "blue-node1-") == 62  # .1-.63 less the gateway
     assert of("blue-node2-10.0.0.64-26", "10.0.0.64/26", "blue-node2-") == 64  # a slice's edges are hosts
     assert of("10.2.0.0-24", "10.2.0.0/24", "") == 254  # no NAD: the range alone
+
+
+def go_resv(name: str, **spec: str) -> dict[str, Any]:
+    """A reservation as a Go plugin of another version writes it: v0.7 and later without `containerid`, 0.5 and
+    earlier without `ifname`."""
+    return {"metadata": {"name": name, "resourceVersion": "7", "creationTimestamp": ago(3600)}, "spec": spec}
+
+
+def test_go_reservations_that_record_no_container_or_interface_back_their_entries() -> None:
+    """Read as another holder's, they made a live pod's entry 'names another holder (container )' and its
+    reservation a lone one ('no pool entry'); a gone pod's entry and reservation were released apart. One naming
+    another container is still another holder's."""
+    C = ("ctr-c", "ns/c", "net1")
+    pools = [pool("10.0.0.0-24", "10.0.0.0/24", o5=A, o6=B, o7=C, o8=("ctr-d", "ns/d", "net1"))]
+    reservations = [
+        go_resv("10.0.0.5", podref="ns/a", ifname="net1"),
+        go_resv("10.0.0.6", containerid="ctr-b", podref="ns/b"),
+        resv("10.0.0.7", *C),
+        go_resv("10.0.0.8", podref="ns/d", ifname="net2"),
+    ]
+    result = plan(observed_from(pools, reservations, [pod("ns/a"), pod("ns/b"), pod("ns/c"), pod("ns/d")]), now=NOW)
+    assert outcome(result) == NONE
+    wrong = [k.reason for k in result.kept if "another holder" in k.reason or "no pool entry" in k.reason]
+    assert len(wrong) == 2 and all("10.0.0.8" in reason or "ns/d" in reason for reason in wrong), wrong
+    result = plan(observed_from(pools, reservations, [pod("ns/c"), pod("ns/d")]), now=NOW)
+    assert outcome(result)["release"] == ["10.0.0.0-24/5+10.0.0.5", "10.0.0.0-24/6+10.0.0.6"]
+    assert outcome(result)["lone"] == []

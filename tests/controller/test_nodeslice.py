@@ -312,6 +312,26 @@ def test_a_reservation_naming_another_holder_holds_the_re_slice_back(cluster: Cl
     assert warned and warned[0]["type"] == "Warning"
 
 
+def test_a_go_reservation_that_records_no_container_id_holds_no_re_slice_back(cluster: Cluster) -> None:
+    """A Go plugin v0.7 or later writes its reservations without a container ID ({podref, ifname}): read as
+    another attachment's, each held every re-slice of its network back. It is the entry's."""
+    a = cluster.node("a")
+    conf = cluster.conf(range="10.116.0.0/20", node_slice_size="/24", enable_overlapping_ranges=False)
+    cluster.nad("net", conf)
+    cluster.sync()
+    first = cluster.slices(conf["name"])
+    args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=a-0"  # (the Go plugin serves no call without a pod)
+    assert run_cni("ADD", conf, container_id="a-0", cni_args=args, env={"NODENAME": a}).returncode == 0
+    for name, obj in drop_reservations(cluster).items():
+        spec = {"podref": obj["spec"]["podref"], "ifname": obj["spec"]["ifname"]}
+        go = {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "metadata": {"name": name}, "spec": spec}
+        cluster.kube.request("POST", f"{POOLS}/{cluster.namespace}/{RESERVATIONS}", go)
+    cluster.update_nad("net", {**conf, "ipam": {**conf["ipam"], "node_slice_size": "/25"}})
+    done = cluster.sync()
+    assert "held back" not in done.stderr and "re-sliced" in done.stderr, done.stderr
+    assert cluster.slices(conf["name"]) != first
+
+
 def test_a_node_named_like_another_network_keeps_its_pool_as_evidence(cluster: Cluster) -> None:
     """`<a>-<b>-<cidr>` does not say where a network's name ends: the pool of an unnamed network's node named
     `<another network>-w1` is that node's (a current Node; once gone, its entries say so), so a re-slice never

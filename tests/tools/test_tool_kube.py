@@ -233,3 +233,20 @@ def test_kubectl_runs_it_as_a_plugin(bed: Bed) -> None:
                            "who-has", "10.93.0.1"], capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[1].split()[:5] == ["10.93.0.1", "-", f"{bed.pods_ns}/a", "net1", "ctr-a"]
+
+
+def test_check_reads_go_reservations_that_record_no_container_id_as_their_entries(bed: Bed) -> None:
+    """A Go plugin v0.7 or later writes its reservations without a container ID: `check` reported each as a
+    duplicate (the entry one container, its reservation "another"). One naming another interface still is."""
+    pod = bed.pod("go-0")
+    bed.go_pool("10.74.0.0-24", "10.74.0.0/24", {"1": ("ctr-1", pod, "net1"), "2": ("ctr-2", pod, "net2"),
+                                                 "3": ("ctr-3", pod, "net3")})  # fmt: skip
+    bed.go_reservation("10.74.0.1", "ctr-1", pod)  # v0.6
+    for name, ifname in (("10.74.0.2", "net2"), ("10.74.0.3", "net9")):  # v0.7
+        obj = {"apiVersion": "whereabouts.cni.cncf.io/v1alpha1", "kind": "OverlappingRangeIPReservation",
+               "metadata": {"name": name}, "spec": {"podref": pod, "ifname": ifname}}  # fmt: skip
+        bed.kube.request("POST", f"/apis/whereabouts.cni.cncf.io/v1alpha1/namespaces/{bed.pools_ns}/"
+                         "overlappingrangeipreservations", obj)  # fmt: skip
+    found = bed.tool("check", "-o", "json")
+    errors = [f for f in json.loads(found.stdout)["items"] if f["severity"] == "error"]
+    assert [(f["kind"], f["what"].split()[0]) for f in errors] == [("duplicate", "10.74.0.3")], found.stdout

@@ -374,8 +374,9 @@ def backing_index(entries: Iterable[Entry]) -> dict[str, list[Entry]]:
 
 
 def backs(index: Mapping[str, list[Entry]], reservation: Reservation) -> bool:
-    """Some pool entry is this reservation's: same address, container ID and interface."""
-    return any(e.owner.same_attachment(reservation.owner) for e in index.get(reservation.name, ()))
+    """Some pool entry is this reservation's: same address, container ID and interface (as far as a Go plugin's
+    records them: Owner.recorded_in)."""
+    return any(e.owner.recorded_in(reservation.owner) for e in index.get(reservation.name, ()))
 
 
 def adoption_in_flight(index: Mapping[str, list[Entry]], reservation: Reservation) -> bool:
@@ -453,7 +454,7 @@ def _plan_release(
 
 
 def _same(reservation: Reservation | None, entry: Entry) -> bool:
-    return reservation is not None and reservation.owner.same_attachment(entry.owner)
+    return reservation is not None and entry.owner.recorded_in(reservation.owner)
 
 
 def _pool_heads(

@@ -196,7 +196,7 @@ class NodeSliceController:
                     holder = reserve_entry(self.client, key, version, ip, owner)
                     if holder is None:
                         self.ctx.log(f"node-slice: {action}")
-                if holder is not None and not holder.same_attachment(owner):
+                if holder is not None and not owner.recorded_in(holder):  # (a Go plugin's: Owner.recorded_in)
                     conflicts.append(f"{format_ip(version, ip)} of IPPool {key.name} (container {owner.container_id}; "
                                      f"reservation {name} names container {holder.container_id})")  # fmt: skip
         if not conflicts:

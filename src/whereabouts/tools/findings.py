@@ -95,7 +95,7 @@ def reservation_mismatches(pools: Pools, reserved: Reserved) -> list[Finding]:
                 detail = f"entry of pool {key.name} ({who(owner)}) has no reservation"
                 found.append(Finding("missing-reservation", address, key.network, detail, "error",
                                      "recreate reservation", (key, ip, owner)))  # fmt: skip
-            elif not holder.same_attachment(owner):
+            elif not owner.recorded_in(holder):  # (a Go plugin's records less: v0.7+ no container ID)
                 detail = f"pool {key.name} says {who(owner)}, its reservation says {who(holder)}"
                 found.append(Finding("duplicate", address, key.network, f"held twice: {detail}"))
     for (network, version, ip), holder in sorted(reserved.items()):
@@ -112,7 +112,7 @@ def _uses_reservations(key: PoolKey, entries: Mapping[int, Owner], reserved: Res
     """Some entry of the pool has its reservation: the network keeps them (overlapping ranges on)."""
     for ip, owner in entries.items():
         holder = reserved.get((key.network, key.version, ip))
-        if holder is not None and holder.same_attachment(owner):
+        if owner.recorded_in(holder):
             return True
     return False
 
