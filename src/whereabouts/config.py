@@ -179,6 +179,8 @@ def load_ipam(
     served from the local default (the Go plugin fails closed too)."""
     if not isinstance(ipam, Mapping):
         raise InvalidConfig("invalid ipam: expected a JSON object")
+    if netconf_name is not None and not isinstance(netconf_name, str):  # (GC goes by it: never read as "")
+        raise InvalidConfig(f"invalid name {shown(netconf_name)}: expected a string")
     flat, looked_at = read_flat_file(ipam.get("configuration_path"), installed=flat_file, same_file=same_file)
     merged = {**flat, **ipam}
     if on_kubernetes and not _names_datastore(merged):

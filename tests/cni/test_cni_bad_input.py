@@ -248,6 +248,39 @@ def test_invalid_netconf_keys_are_code_7_not_100(tmp_path, top, words):
     assert_nothing_allocated(tmp_path)
 
 
+# where a lone surrogate goes: (top-level keys, ipam keys, the key path the message names)
+SURROGATE_PLACES = [
+    ({"name": "@"}, {}, "name"),
+    ({}, {"network_name": "@"}, "ipam.network_name"),
+    ({}, {"exclude": ["10.0.0.9", "@"]}, "ipam.exclude.1"),
+    ({"args": {"cni": {"ips": ["@"]}}}, {}, "args.cni.ips.0"),
+]
+
+
+@pytest.mark.parametrize("escape", ["\\ud800", "\\uDFFF"])
+@pytest.mark.parametrize(("top", "ipam", "where"), SURROGATE_PLACES, ids=[p for _, _, p in SURROGATE_PLACES])
+def test_a_lone_surrogate_is_code_6_naming_where(tmp_path, top, ipam, where, escape):
+    """JSON escapes it, no UTF-8 text holds it: a name with one failed every write (code 100), and would
+    have been written nowhere anyway."""
+    conf = {**netconf(tmp_path, **GOOD, **ipam), **top}
+    error = failed(run_cni("ADD", json.dumps(conf).replace('"@"', f'"{escape}"')), 6)
+    assert where in error["msg"] and "surrogate" in error["msg"], error
+    assert_nothing_allocated(tmp_path)
+
+
+def test_a_surrogate_pair_is_text(tmp_path):
+    conf = json.dumps({**netconf(tmp_path, **GOOD), "name": "@"}).replace('"@"', '"\\ud83d\\ude00"')
+    assert add(json.loads(conf), "a") == ["10.0.0.1/24"]
+
+
+@pytest.mark.parametrize("name", [5, ["testnet"], {"a": 1}, True], ids=repr)
+def test_a_name_that_is_no_string_is_code_7(tmp_path, name):
+    """Read as "" it made GC's name check vacuous and named nothing in the store."""
+    error = failed(run_cni("ADD", {**netconf(tmp_path, **GOOD), "name": name}), 7)
+    assert error["msg"].startswith("invalid name"), error
+    assert_nothing_allocated(tmp_path)
+
+
 def test_json_nested_too_deeply_is_code_6(tmp_path):
     conf = json.dumps(netconf(tmp_path, **GOOD))
     deep = conf[:-1] + ', "x": ' + "[" * 100_000 + "]" * 100_000 + "}"

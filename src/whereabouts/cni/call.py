@@ -94,7 +94,40 @@ def _decode(raw: bytes) -> dict[str, Any]:
         raise UndecodableConfig("cannot decode network config: nested too deeply") from None
     if not isinstance(netconf, dict):
         raise UndecodableConfig("cannot decode network config: expected a JSON object")
+    if b"\\ud" in raw or b"\\uD" in raw:  # an escaped surrogate: only then is every string looked at
+        where = _lone_surrogate(netconf)
+        if where is not None:
+            raise UndecodableConfig(
+                f"cannot decode network config: {where} holds a lone UTF-16 surrogate (an escape \\ud800-\\udfff "
+                "without its pair), which is no Unicode text"
+            )
     return netconf
+
+
+def _lone_surrogate(netconf: dict[str, Any]) -> str | None:
+    """Where the decoded config holds a string with a lone surrogate (JSON escapes it, UTF-8 cannot encode it:
+    a name with one would fail every write and log line), as a key path; None if nowhere."""
+    stack: list[tuple[str, object]] = [("", netconf)]
+    while stack:
+        path, value = stack.pop()
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for key, item in items:
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and not _encodable(key):
+                return f"a key at {path or 'the top level'}"
+            if isinstance(item, str) and not _encodable(item):
+                return where
+            if isinstance(item, dict | list):
+                stack.append((where, item))
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _version_info(stdin: bytes) -> dict[str, Any]:
