@@ -140,6 +140,25 @@ def test_status_reports_exhaustion() -> None:
     assert store.commits == 2  # STATUS never writes
 
 
+def test_status_counts_fixed_reservations_as_taken() -> None:
+    """An ADD of a pod no reservation names cannot take a fixed address: with every free one reserved for
+    another pod, STATUS says ADD cannot be served."""
+    store = MemoryStore()
+    service = IPAMService(store)
+    small = parse_ipam(
+        {
+            "type": "whereabouts",
+            "range": "10.0.0.0/29",
+            "reservations": [{"address": f"10.0.0.{n}", "pod": f"ns/db-{n}"} for n in (2, 3, 4, 5, 6)],
+        }
+    )
+    assert service.status(small) is None
+    service.add(small, Owner("x", "eth0"))
+    unable = service.status(small)
+    assert unable is not None and unable.kind == EXHAUSTED and "range 10.0.0.0/29" in unable.msg
+    assert isinstance(service.add(small, Owner("y", "eth0")), Refusal)  # as STATUS said
+
+
 def test_check_detects_lost_address() -> None:
     store = MemoryStore()
     service = IPAMService(store)

@@ -302,15 +302,14 @@ class IPAMService:
 
     def status(self, cfg: IPAMConfig) -> Refusal | None:
         """Whether an ADD could be served now: the store takes writes (else TryAgainLater) and every range has
-        a free address (found by running the allocator on a probe attachment, committing nothing)."""
-        probe = Owner("whereabouts-status-probe", "probe")
+        a free address (found by running the allocator on a probe attachment that no fixed reservation names,
+        committing nothing)."""
         ranges = self._ranges(cfg)
         if isinstance(ranges, Refusal):
             return ranges
         self.store.check_ready()
         with self.store.transaction(_keys(ranges), overlapping=cfg.overlapping) as txn:
-            decision = allocate(ranges=ranges, snapshot=txn.snapshot, owner=probe, overlapping=cfg.overlapping)
-        return decision if isinstance(decision, Refusal) else None
+            return probe(cfg, ranges, txn.snapshot)
 
     # -- the operator's tools (kubectl whereabouts): guarded writes of single entries, decided on a fresh read --
 
@@ -398,6 +397,19 @@ class IPAMService:
         raise TryAgainLater(
             f"gave up after {time.monotonic() - started:.1f}s: pools {', '.join(k.name for k in keys)} kept changing"
         )
+
+
+def probe(cfg: IPAMConfig, ranges: tuple[PoolRange, ...], snapshot: Snapshot) -> Refusal | None:
+    """STATUS's question to the allocator: would an ADD of an attachment that no fixed reservation names get an
+    address in every range of `snapshot`? (It decides for a probe attachment and commits nothing.)"""
+    decision = allocate(ranges=ranges, snapshot=snapshot, owner=Owner("whereabouts-status-probe", "probe"),
+                        overlapping=cfg.overlapping, fixed=cfg.reservations)  # fmt: skip
+    return decision if isinstance(decision, Refusal) else None
+
+
+def empty_snapshot(ranges: tuple[PoolRange, ...]) -> Snapshot:
+    """What a store that holds nothing yet reads for `ranges`."""
+    return Snapshot({key: PoolState(key) for key in _keys(ranges)})
 
 
 def _random() -> ModuleType:

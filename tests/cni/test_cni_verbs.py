@@ -175,6 +175,23 @@ def test_status_50_when_the_data_dir_cannot_be_used(tmp_path, where):
 
 
 @pytest.mark.local_only
+@pytest.mark.parametrize("verb", ["CHECK", "STATUS"])
+def test_check_and_status_create_no_local_store(tmp_path, verb):
+    """They only read: where no store is yet, CHECK finds nothing held and STATUS answers for the empty store
+    the first ADD starts, and neither leaves a directory or a database behind."""
+    data_dir = tmp_path / "none" / "yet"
+    conf = netconf(data_dir, "1.1.0", range="10.0.0.0/30", reservations=[{"address": "10.0.0.2", "pod": "ns/db"}])
+    result = run_cni(verb, conf, env=BARE_ENV if verb == "STATUS" else None)
+    if verb == "CHECK":
+        assert "holds no address" in failed(result, 104)["msg"]
+    else:
+        assert (result.returncode, result.stdout) == (0, "")
+        conf["ipam"]["reservations"].append({"address": "10.0.0.1", "pod": "ns/web"})
+        assert "10.0.0.0/30" in failed(run_cni(verb, conf, env=BARE_ENV), 50)["msg"]
+    assert not (tmp_path / "none").exists()
+
+
+@pytest.mark.local_only
 @pytest.mark.parametrize("verb", ["ADD", "DEL", "CHECK"], ids=str)
 def test_a_lost_local_store_is_code_11_and_status_fails_until_the_loss_is_accepted(tmp_path, verb):
     """A store that existed and is now empty must not hand out addresses running containers may hold."""

@@ -23,7 +23,7 @@ from whereabouts.log import Log
 from whereabouts.model import ABANDONED, EXHAUSTED, GONE, OUTSIDE, TAKEN, Owner, Refusal
 from whereabouts.ranges import RangeIndex, parse_request
 from whereabouts.record import record
-from whereabouts.service import IPAMService
+from whereabouts.service import IPAMService, empty_snapshot, pool_ranges, probe
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 
@@ -330,6 +330,10 @@ def check(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtime
     expected = _prev_result_addresses(netconf, cfg)
 
     def action() -> Result:
+        missing = _missing_local_store(cfg)
+        if missing:  # nothing was ever allocated there: nothing to check, and nothing to create
+            raise AttachmentNotFound(f"container {call.container_id} interface {call.ifname} holds no address: "
+                                     f"there is no local datastore in {missing} (yet)")  # fmt: skip
         with _Serial(runtime, call, cfg):
             gone = _with_service(cfg, call, runtime, lambda service: service.check(cfg, _owner(call), expected))
         if gone is not None:
@@ -367,7 +371,11 @@ def status(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtim
 
     def action() -> Result:
         try:
-            unable = _with_service(cfg, call, runtime, lambda service: service.status(cfg))
+            if _missing_local_store(cfg):  # the first ADD starts it empty: answered for an empty one, none created
+                ranges = pool_ranges(cfg)
+                unable = probe(cfg, ranges, empty_snapshot(ranges))
+            else:
+                unable = _with_service(cfg, call, runtime, lambda service: service.status(cfg))
         except (TryAgainLater, InvalidConfig) as exc:  # a store that cannot even be opened cannot serve ADD
             raise StatusUnavailable(f"cannot serve ADD: {exc.msg}") from exc
         if unable is not None:
@@ -375,6 +383,15 @@ def status(call: CallEnv, netconf: dict[str, Any], version: str, runtime: Runtim
         return None
 
     return _logged("STATUS", call, log, action)
+
+
+def _missing_local_store(cfg: IPAMConfig) -> str:
+    """The local store's directory when no store is there (opening it would create one), else ""."""
+    if not isinstance(cfg.store, LocalSettings):
+        return ""
+    from whereabouts.store.local import store_absent
+
+    return cfg.store.data_dir if store_absent(cfg.store.data_dir) else ""
 
 
 def _prev_result_addresses(netconf: Mapping[str, Any], cfg: IPAMConfig) -> list[str]:

@@ -437,6 +437,21 @@ class StoreLost(TryAgainLater):
         )
 
 
+def store_absent(data_dir: str) -> bool:
+    """Whether no store is (nor was: its id file would say so) in `data_dir`, which the first ADD could make:
+    opening one there creates it, which the verbs that only read (CHECK, STATUS) must not. False where opening
+    fails (a file in the way, a directory of someone else's): that says what is wrong."""
+    if not os.path.lexists(data_dir):
+        parent = os.path.dirname(data_dir)
+        while parent != os.path.dirname(parent) and not os.path.lexists(parent):
+            parent = os.path.dirname(parent)
+        return os.path.isdir(parent)
+    if not stat.S_ISDIR(os.lstat(data_dir).st_mode):
+        return False
+    _own_directory(data_dir)  # (there already: made by nobody here)
+    return not any(os.path.lexists(os.path.join(data_dir, name)) for name in (DB_NAME, ID_NAME))
+
+
 def _own_directory(path: str) -> None:
     """The data directory: created 0700 if missing; refused if it is a symlink, or someone else's, or others
     may write to it (they could plant a symlink or a database of their own)."""
