@@ -196,6 +196,17 @@ def test_reservation_left_by_an_interrupted_call_is_resumed() -> None:
     assert held_addresses(allocate(ranges=[pr], snapshot=snap, owner=B)) == ["10.0.0.1/24"]
 
 
+def test_reservation_an_entry_of_another_pool_stands_behind_is_not_resumed() -> None:
+    """A's entry in the old range's pool (read with the snapshot: the service reads the attachment's other
+    pools before it lets a decision resume) is what the reservation backs: the widened range picks anew."""
+    wide, old = pool_range("10.0.0.0/24"), pool_range("10.0.0.0/29")
+    snap = snapshot(old, wide, held={"10.0.0.1": A}, reserved={"10.0.0.1": A})
+    decision = allocate(ranges=[wide], snapshot=snap, owner=A)
+    assert held_addresses(decision) == ["10.0.0.2/24"] and not decision.resumed
+    lone = allocate(ranges=[wide], snapshot=snapshot(old, wide, reserved={"10.0.0.1": A}), owner=A)
+    assert held_addresses(lone) == ["10.0.0.1/24"] and lone.resumed
+
+
 def _commit(snap: Snapshot, decision) -> None:
     for change in decision.changes.changes:
         snap.pools[change.key].allocations[change.ip] = change.owner

@@ -32,6 +32,9 @@ class Decision:
 
     held: tuple[tuple[PoolRange, tuple[int, ...]], ...]
     changes: ChangeSet
+    # Whether it resumed a reservation: one the attachment's entry in a pool outside the snapshot may back (a
+    # range dropped from its config), which the caller must rule out by deciding again with those pools read.
+    resumed: bool = False
 
 
 def allocate(
@@ -54,10 +57,11 @@ def allocate(
     range's pool or, with node slices, in another pool of the network listed in `elsewhere`; else the address
     its pod held under an older container (recreated pod keeps its IP); else an address the attachment
     reserved network-wide without its pool entry (a call interrupted between its writes, on stores that write
-    them one at a time); else the requested addresses that fall in this range; else the lowest free address
-    (passing over `skip` free ones: see `lowest_free`). Addresses of `fixed` reservations are never picked
-    nor given on request, except those in `fixed_mine` (the attachment's own, which the caller requests). A
-    Refusal when a requested address is in no range or held by another, or a range has no free address left.
+    them one at a time), unless another pool of the snapshot has an entry there (`Decision.resumed`); else the
+    requested addresses that fall in this range; else the lowest free address (passing over `skip` free ones:
+    see `lowest_free`). Addresses of `fixed` reservations are never picked nor given on request, except those
+    in `fixed_mine` (the attachment's own, which the caller requests). A Refusal when a requested address is
+    in no range or held by another, or a range has no free address left.
     Costs O((ranges + allocations + reservations) log n): see `whereabouts.occupancy`.
     """
     by_range = _assign_requests(ranges, requested, owner)
@@ -69,6 +73,7 @@ def allocate(
     for pool_range in ranges:
         readers[pool_range.key] = readers.get(pool_range.key, 0) + 1
     held: list[tuple[PoolRange, tuple[int, ...]]] = []
+    resumed = False
     for pool_range in ranges:
         wanted = by_range.get(pool_range, {}) if by_range else {}
         readers[pool_range.key] -= 1
@@ -81,6 +86,7 @@ def allocate(
             mine = _adopt_pod_address(pool_range, seen, wanted, last)
         if not mine and not wanted and overlapping:
             mine = _resume_reservation(pool_range, seen)
+            resumed = resumed or bool(mine)
         if not mine and wanted:
             claimed = _claim_all_requested(pool_range, wanted, seen, fixed_mine)
             if isinstance(claimed, Refusal):
@@ -93,7 +99,7 @@ def allocate(
             mine = [lowest]
         held.append((pool_range, tuple(mine)))
     expected = tuple((key, snapshot.pools[key].version) for key in dict.fromkeys(r.key for r in ranges))
-    return Decision(tuple(held), ChangeSet(tuple(seen.planned), expected, overlapping))
+    return Decision(tuple(held), ChangeSet(tuple(seen.planned), expected, overlapping), resumed)
 
 
 def release(

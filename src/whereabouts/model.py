@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from whereabouts.iptext import parse_network
+from whereabouts.iptext import format_address, parse_network
 from whereabouts.record import field, record
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
@@ -153,6 +153,20 @@ class Change:
     ip: int
     owner: Owner | None
     previous: Owner | None = None  # who held it in the snapshot: a release only removes that holder
+
+
+def overwrite_refused(change: Change, recorded: Owner | None) -> str:
+    """Why the hold `change` must not be written over `recorded`, the record found at its address ("" when it
+    may: nothing there, the same attachment's, or the holder its decision replaces, `previous`). A store
+    refuses it rather than let its own guard (a revision read unchanged, an upsert) write over anyone else's."""
+    owner, previous = change.owner, change.previous
+    if owner is None or recorded is None or recorded.same_attachment(owner):
+        return ""
+    if previous is not None and recorded.same_attachment(previous):
+        return ""
+    return (f"address {format_address(change.version, change.ip)} of pool {change.key.name} is held by container "
+            f"{recorded.container_id} interface {recorded.ifname}: not written over for container "
+            f"{owner.container_id} interface {owner.ifname}")  # fmt: skip
 
 
 @record(frozen=True)

@@ -226,7 +226,10 @@ class Occupancy:
 
     def resumable(self, pool_range: PoolRange) -> int | None:
         """The lowest address in the range's CIDR that the attachment reserved network-wide, that its pool
-        does not hold, and that no earlier range of this decision took (overlapping ranges only)."""
+        does not hold, and that no earlier range of this decision took (overlapping ranges only). Not one that
+        an entry of another pool of the snapshot holds: the reservation backs that entry (the attachment's,
+        of a range since dropped from its config), and an entry here too would share it, so that releasing
+        either one frees the address while the other still holds it."""
         key, rng = pool_range.key, pool_range.rng
         mine = self._mine.get((key.network, rng.version))
         if mine is None and self.index is not None:
@@ -240,11 +243,18 @@ class Occupancy:
         while i < len(mine) and mine[i] <= rng.broadcast:
             if mine[i] in planned:
                 del mine[i]  # taken by this decision for good: no later range needs to look at it again
-            elif mine[i] in allocations:
+            elif mine[i] in allocations or self._held_elsewhere(key, rng.version, mine[i]):
                 i += 1
             else:
                 return mine[i]
         return None
+
+    def _held_elsewhere(self, key: PoolKey, version: int, ip: int) -> bool:
+        """Whether a pool of the snapshot other than `key`, in its allocation domain, has an entry at `ip`."""
+        return any(
+            other != key and other.network == key.network and ip in pool.allocations and other.version == version
+            for other, pool in self.snapshot.pools.items()
+        )
 
     def lowest(self, pool_range: PoolRange, skip: int) -> int | None:
         """The lowest free address of the range's window (see `lowest_free`)."""

@@ -124,6 +124,8 @@ class IPAMService:
         keys += elsewhere
         now = int(time.time())
         pending = list(range(len(requests)))  # the requests of the round being decided
+        resuming: list[Owner] = []  # attachments whose decision resumed a reservation, before their pools are read
+        looked_up: set[tuple[str, str]] = set()  # attachments whose other pools are read with `keys`
 
         def decide(txn: Transaction, attempt: int) -> tuple[ChangeSet, list[Decision | Refusal | None]]:
             # Lost a race twice: spread out among the lowest few free addresses, since callers that all
@@ -148,6 +150,12 @@ class IPAMService:
                 if isinstance(decision, Refusal):
                     outcomes.append(decision)
                     continue
+                if (
+                    decision.resumed
+                    and not self.store.lone_reservations
+                    and (owner.container_id, owner.ifname) not in looked_up
+                ):
+                    resuming.append(owner)
                 places = {_place(change, cfg.overlapping) for change in decision.changes.changes}
                 if places & changed:
                     outcomes.append(None)
@@ -157,6 +165,8 @@ class IPAMService:
                 changes += decision.changes.changes
                 if working is not txn.snapshot:
                     _apply(working, decision.changes)  # the next attachment sees what this one takes
+            if resuming:  # nothing committed: decided again once their other pools are read
+                return ChangeSet((), (), cfg.overlapping), [None] * len(outcomes)
             expected = tuple((key, txn.snapshot.pools[key].version) for key in keys)
             return ChangeSet(_after_freeing(freed, changes), expected, cfg.overlapping), outcomes
 
@@ -164,6 +174,11 @@ class IPAMService:
         try:
             while pending:
                 outcomes = self._run(keys, cfg.overlapping, decide)
+                if resuming:
+                    keys += self._other_pools(cfg, resuming, keys)
+                    looked_up.update((owner.container_id, owner.ifname) for owner in resuming)
+                    resuming.clear()
+                    continue
                 decided.update((i, done) for i, done in zip(pending, outcomes, strict=True) if done is not None)
                 pending = [i for i in pending if i not in decided]
         except WhereaboutsError:
@@ -180,6 +195,14 @@ class IPAMService:
                 results.append([Assigned(pr, pr.rng.with_address(ip)) for pr, ips in outcome.held for ip in ips])
         return results
 
+    def _other_pools(self, cfg: IPAMConfig, owners: Sequence[Owner], keys: list[PoolKey]) -> list[PoolKey]:
+        """The pools of the network outside `keys` where the attachments hold entries: a reservation one of
+        them backs is not resumed (whereabouts.occupancy: `resumable`)."""
+        found: dict[PoolKey, None] = {}
+        for owner in owners:
+            found.update(dict.fromkeys(self.store.pools_holding(cfg.network_name, owner.container_id, owner.ifname)))
+        return [key for key in found if key not in keys]
+
     def _sticky_elsewhere(self, cfg: IPAMConfig, owners: Sequence[Owner], keys: list[PoolKey]) -> list[PoolKey]:
         """With node slices: the other pools of the network where the attachments' sticky keys hold an address
         (the node each was on before), so that the key gets it back on this node."""
@@ -192,9 +215,11 @@ class IPAMService:
         return [key for key in found if key not in keys]
 
     def delete(self, cfg: IPAMConfig, owner: Owner) -> None:
-        """Release the attachment's addresses in the configured pools; when it held nothing there (the
-        config changed since its ADD), in whichever pools of the network hold it. With node slices also
-        when a range released nothing: a re-slice since the ADD left its address in the node's old pool."""
+        """Release the attachment's addresses in the configured pools, then in whichever other pools of the
+        network hold it (a range dropped from the config since its ADD: a dual-stack config that lost its IPv6
+        range). Where that lookup reads every pool (etcd, Kubernetes: `finds_attachments`), only when it
+        held nothing in the configured ones or, with node slices, a range released nothing (a re-slice since
+        the ADD left its address in the node's old pool)."""
         (outcome,) = self.delete_batch(cfg, [owner])
         if outcome is not None:
             raise outcome
@@ -223,7 +248,7 @@ class IPAMService:
         return [answers[owner.container_id, owner.ifname] for owner in owners]
 
     def _release_elsewhere(self, cfg: IPAMConfig, owner: Owner, configured: list[PoolKey], released: int) -> None:
-        if not released or (cfg.slice_prefix and released < len(cfg.ranges)):
+        if not released or self.store.finds_attachments or (cfg.slice_prefix and released < len(cfg.ranges)):
             held = self.store.pools_holding(cfg.network_name, owner.container_id, owner.ifname)
             known = set(configured)
             elsewhere = [key for key in held if key not in known]
@@ -285,13 +310,17 @@ class IPAMService:
         }
 
     def gc(self, cfg: IPAMConfig, valid: set[tuple[str, str]], *, node: str | None = None) -> int:
-        """Release every allocation in the configured pools made under this network config's name whose
-        attachment is not in `valid` (the runtime's list for this network config only) and, with `node`,
-        that records that node (a store every node shares: the list is of one host's attachments). A config
-        without a name can prove no allocation its own: nothing is released."""
+        """Release every allocation in the network's pools (the configured ones, and those of ranges dropped
+        from the config since, as far as the store can list them: `pools_of`) made under this network config's
+        name whose attachment is not in `valid` (the runtime's list for this network config only) and, with
+        `node`, that records that node (a store every node shares: the list is of one host's attachments). A
+        config without a name can prove no allocation its own: nothing is released. Another network_name's
+        pools are never read: their entries are not this config's to judge, whatever name they record."""
         if not cfg.netconf_name:
             return 0
         keys = _keys(self._pools(cfg))
+        keys += [key for key in self.store.pools_of(cfg.network_name) if key.network == cfg.network_name
+                 and key not in keys]  # fmt: skip
 
         def decide(txn: Transaction, attempt: int) -> tuple[ChangeSet, int]:
             changes = release_all_but(keys=keys, snapshot=txn.snapshot, netconf=cfg.netconf_name, keep=valid,

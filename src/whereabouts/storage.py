@@ -30,10 +30,25 @@ class Transaction(Protocol):
 
 
 class Store(Protocol):
+    # Whether `pools_holding` costs about what reading the configured pools does (an index on the attachment,
+    # or a read of the network's pools): then every DEL looks for the attachment's entries in pools no longer
+    # configured (a range dropped from the config), not only when the configured ones held nothing.
+    finds_attachments: bool
+    # Whether a call killed between its writes can leave a reservation without its pool entry (Kubernetes writes
+    # them one at a time): the attachment's next ADD resumes it as it stands. Where a hold writes both at once,
+    # such a reservation backs an entry in a pool the call did not read (a range since dropped or widened), and
+    # the service reads those before it lets a decision resume one.
+    lone_reservations: bool
+
     def transaction(self, keys: Sequence[PoolKey], *, overlapping: bool) -> AbstractContextManager[Transaction]: ...
 
     def pools_holding(self, network: str, container_id: str, ifname: str) -> list[PoolKey]:
         """Every pool of `network` where the attachment holds an address (DEL releases them all)."""
+        ...
+
+    def pools_of(self, network: str) -> list[PoolKey]:
+        """Every pool of `network` the store holds, configured or not (GC judges them all); [] where the store
+        cannot tell its pools from other networks' (Kubernetes: its reconciler frees a gone pod's addresses)."""
         ...
 
     def pools_with_sticky(self, network: str, sticky: str) -> list[PoolKey]:

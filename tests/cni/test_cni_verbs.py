@@ -6,6 +6,7 @@ import subprocess
 
 import pytest
 from cni_helpers import add, failed, full_env, held, run_plugin
+from datastores import KubernetesDatastore
 
 from support import DAEMON, current_plugin, netconf, run_cni
 
@@ -81,6 +82,34 @@ def test_del_releases_only_the_named_interface(tmp_path):
     add(conf, "a", ifname="net1")
     assert run_cni("DEL", conf, container_id="a", ifname="eth0").returncode == 0
     assert held(tmp_path) == [("10.0.0.2", "a", "net1")]
+
+
+def test_a_range_widened_under_a_running_attachment_keeps_one_holder_per_address(tmp_path, backend):
+    """ADD under the old range, ADD of the same attachment under the widened one, DEL under the new config:
+    another pod's ADD then never gets an address an entry still holds (the widened ADD resumed the old
+    entry's reservation into a second entry, and the DEL of one freed the address under the other)."""
+    if isinstance(backend, KubernetesDatastore):
+        # served in process, it takes an address whose reservation is the attachment's already as its own,
+        # whatever pool it is for (KubeTransaction._reserve): a behaviour of that store, not of the service
+        pytest.skip("the Kubernetes store resumes an attachment's reservation in any pool")
+    old = netconf(tmp_path, "1.1.0", range="10.9.0.0/29", network_name="n")
+    new = netconf(tmp_path, "1.1.0", range="10.9.0.0/28", network_name="n")
+    assert add(old, "a") == ["10.9.0.1/29"]
+    assert add(new, "a") == ["10.9.0.2/28"]  # its old address stays its old entry's
+    assert run_cni("DEL", new, container_id="a").returncode == 0
+    got = [add(new, "b")[0].split("/")[0], add(old, "c")[0].split("/")[0]]
+    addresses = [address for address, _, _ in held(tmp_path)]
+    assert len(addresses) == len(set(addresses)), held(tmp_path)
+    assert all(holder == (address, cid, "eth0") for address, cid in zip(got, "bc", strict=True)
+               for holder in held(tmp_path) if holder[0] == address)  # fmt: skip
+
+
+@pytest.mark.local_only
+def test_del_releases_a_range_dropped_from_a_dual_stack_config(tmp_path):
+    conf = netconf(tmp_path, "1.1.0", ipRanges=[{"range": "10.0.0.0/24"}, {"range": "fd00::/64"}])
+    add(conf, "a")
+    assert run_cni("DEL", netconf(tmp_path, "1.1.0", range="10.0.0.0/24"), container_id="a").returncode == 0
+    assert held(tmp_path) == []
 
 
 @pytest.mark.parametrize("version", ["0.4.0", "1.0.0", "1.1.0"], ids=["0.4.0", "1.0.0", "1.1.0"])
@@ -164,17 +193,6 @@ def test_status_50_when_a_range_is_exhausted(tmp_path):
 
 
 @pytest.mark.local_only
-@pytest.mark.parametrize("where", ["under-a-regular-file", "is-a-regular-file"], ids=["under-file", "is-file"])
-def test_status_50_when_the_data_dir_cannot_be_used(tmp_path, where):
-    blocker = tmp_path / "blocker"
-    blocker.write_text("not a directory")
-    data_dir = blocker / "store" if where == "under-a-regular-file" else blocker
-    conf = netconf(data_dir, "1.1.0", range="10.0.0.0/24")
-    error = failed(run_cni("STATUS", conf, env=BARE_ENV), 50)
-    assert str(data_dir) in error["msg"]
-
-
-@pytest.mark.local_only
 @pytest.mark.parametrize("verb", ["CHECK", "STATUS"])
 def test_check_and_status_create_no_local_store(tmp_path, verb):
     """They only read: where no store is yet, CHECK finds nothing held and STATUS answers for the empty store
@@ -189,6 +207,17 @@ def test_check_and_status_create_no_local_store(tmp_path, verb):
         conf["ipam"]["reservations"].append({"address": "10.0.0.1", "pod": "ns/web"})
         assert "10.0.0.0/30" in failed(run_cni(verb, conf, env=BARE_ENV), 50)["msg"]
     assert not (tmp_path / "none").exists()
+
+
+@pytest.mark.local_only
+@pytest.mark.parametrize("where", ["under-a-regular-file", "is-a-regular-file"], ids=["under-file", "is-file"])
+def test_status_50_when_the_data_dir_cannot_be_used(tmp_path, where):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a directory")
+    data_dir = blocker / "store" if where == "under-a-regular-file" else blocker
+    conf = netconf(data_dir, "1.1.0", range="10.0.0.0/24")
+    error = failed(run_cni("STATUS", conf, env=BARE_ENV), 50)
+    assert str(data_dir) in error["msg"]
 
 
 @pytest.mark.local_only

@@ -23,9 +23,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from whereabouts.config import EtcdSettings
-from whereabouts.errors import InvalidConfig, TryAgainLater
+from whereabouts.errors import AddressTaken, InvalidConfig, TryAgainLater
 from whereabouts.kube.transport import TLSSettings
-from whereabouts.model import Change, ChangeSet, Owner, PoolKey, PoolState, Snapshot
+from whereabouts.model import Change, ChangeSet, Owner, PoolKey, PoolState, Snapshot, overwrite_refused
 from whereabouts.ranges import cidr_key_bounds, format_ip, from_sortable_key, sortable_key
 from whereabouts.record import field, record
 from whereabouts.store.etcd_gateway import EtcdError, EtcdGateway, b64, parse_endpoint, unb64
@@ -85,6 +85,14 @@ def _split_ipkey(key: str) -> tuple[int, int]:
     return from_sortable_key(key.rsplit("/", 1)[1])
 
 
+def _refuse_overwrite(change: Change, *found: Owner | None) -> None:
+    """A compare on the revision read would let a hold write over anyone's record: see model.overwrite_refused."""
+    for recorded in found:
+        refused = overwrite_refused(change, recorded)
+        if refused:
+            raise AddressTaken(refused)
+
+
 @record
 class EtcdTransaction:
     store: EtcdStore
@@ -95,20 +103,31 @@ class EtcdTransaction:
     def commit(self, changes: ChangeSet) -> bool:
         compares: list[dict[str, Any]] = []
         ops: list[dict[str, Any]] = []
+        released = {(c.key, c.ip) for c in changes.changes if c.owner is None}
         for change in changes.changes:
-            self._plan(change, changes.overlapping, compares, ops)
+            self._plan(change, changes.overlapping, compares, ops, released)
         reply = self.store.call("kv/txn", {"compare": compares, "success": ops})
         return bool(reply.get("succeeded"))
 
     def _plan(
-        self, change: Change, overlapping: bool, compares: list[dict[str, Any]], ops: list[dict[str, Any]]
+        self,
+        change: Change,
+        overlapping: bool,
+        compares: list[dict[str, Any]],
+        ops: list[dict[str, Any]],
+        released: set[tuple[PoolKey, int]],
     ) -> None:
         prefix, ik = self.store.prefix, sortable_key(change.version, change.ip)
         holder = self.snapshot.pools[change.key].allocations.get(change.ip)
         reserved = self.snapshot.reservations.get((change.key.network, change.version, change.ip))
+        if change.owner is not None:
+            _refuse_overwrite(change, holder, reserved if overlapping else None)
         # A release removes only what the snapshot shows `previous` holding. A reservation records no network
-        # config name (that goes with the pool entry), so it is matched by holder alone.
-        reserved_by_previous = reserved is not None and reserved.same_holder(change.previous)
+        # config name (that goes with the pool entry), so it is matched by holder alone; it stays while an
+        # entry of the same attachment in another pool read stands behind it (see LocalTransaction._release).
+        reserved_by_previous = (
+            reserved is not None and reserved.same_holder(change.previous) and not self._backed(change, released)
+        )
         keys: list[tuple[str, Owner | None]] = []
         if change.owner is not None or holder == change.previous:
             keys.append((pool_prefix(prefix, change.key) + ik, change.owner))
@@ -122,6 +141,15 @@ class EtcdTransaction:
                 value = _owner_value(owner, format_ip(change.version, change.ip))
                 ops.append({"request_put": {"key": b64(key), "value": b64(value)}})
 
+    def _backed(self, change: Change, released: set[tuple[PoolKey, int]]) -> bool:
+        previous = change.previous
+        return previous is not None and any(
+            key != change.key and key.network == change.key.network and (key, change.ip) not in released
+            and (who := pool.allocations.get(change.ip)) is not None and who.same_attachment(previous)
+            and key.version == change.version
+            for key, pool in self.snapshot.pools.items()
+        )  # fmt: skip
+
     def _unchanged(self, key: str) -> dict[str, Any]:
         revision = self.revisions.get(key)
         if revision is None:
@@ -130,6 +158,11 @@ class EtcdTransaction:
 
 
 class EtcdStore:
+    # pools_holding reads every entry of the network: once per attachment of a node daemon's DEL round is too
+    # many for every DEL (a range dropped from the config is left to GC, which reads the network's pools once)
+    finds_attachments = False
+    lone_reservations = False  # (a hold writes its entry and its reservation in one transaction)
+
     def __init__(self, gateway: EtcdGateway, *, prefix: str = DEFAULT_PREFIX, files: tuple[str, ...] = ()) -> None:
         self.gateway = gateway
         self.prefix = prefix.rstrip("/")
@@ -185,6 +218,16 @@ class EtcdStore:
             if matches(_owner(kv.get("value", ""))):
                 node, cidr, _ = unb64(kv["key"])[len(base) :].split("/")
                 found.add(PoolKey(network, _cidr_from_segment(cidr), "" if node == "-" else node))
+        return sorted(found)
+
+    def pools_of(self, network: str) -> list[PoolKey]:
+        """From the keys alone (keys_only: the values stay on the server)."""
+        base = f"{self.prefix}/{_segment(network)}/pools/"
+        reply = self.call("kv/range", {"key": b64(base), "range_end": b64(_prefix_end(base)), "keys_only": True})
+        found = set()
+        for kv in reply.get("kvs", []):
+            node, cidr, _ = unb64(kv["key"])[len(base) :].split("/")
+            found.add(PoolKey(network, _cidr_from_segment(cidr), _unsegment(node)))
         return sorted(found)
 
     def pools_with_sticky(self, network: str, sticky: str) -> list[PoolKey]:

@@ -211,6 +211,9 @@ def _attachment(owner: Owner) -> tuple[str, str]:
 class KubernetesStore:
     """One CNI call's (or the node daemon's) view of the Kubernetes store: its client, and what the call wrote."""
 
+    finds_attachments = False  # pools_holding lists every IPPool of the namespace
+    lone_reservations = True
+
     def __init__(self, client: KubeClient, lock_dir: str = "", *, cache: KubeCache | None = None,
                  mirror: bool = True) -> None:  # fmt: skip
         self.client = client
@@ -474,6 +477,11 @@ class KubernetesStore:
             return set()
         nodes = resources.slice_nodes(self.client.list(self.client.path(NODE_SLICE_POOLS)))
         return {resources.subnet_pool_key(network, subnet, nodes) for subnet in subnets}
+
+    def pools_of(self, network: str) -> list[PoolKey]:
+        """None: an IPPool's name does not tell its network from a node's slice of another ('blue-10.0.0.0-24'),
+        and a GC must never judge another network's entries. The reconciler frees a gone pod's addresses."""
+        return []
 
     def pools_with_sticky(self, network: str, sticky: str) -> list[PoolKey]:
         kind, _, rest = sticky.partition(":")

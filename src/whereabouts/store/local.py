@@ -22,8 +22,8 @@ import stat
 from itertools import groupby
 
 from whereabouts import deadline
-from whereabouts.errors import InvalidConfig, TryAgainLater, WhereaboutsError
-from whereabouts.model import Change, ChangeSet, Owner, PoolKey, PoolState, Snapshot
+from whereabouts.errors import AddressTaken, InvalidConfig, TryAgainLater, WhereaboutsError
+from whereabouts.model import Change, ChangeSet, Owner, PoolKey, PoolState, Snapshot, overwrite_refused
 from whereabouts.ranges import cidr_key_bounds, format_ip, from_sortable_key, sortable_key
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
@@ -72,6 +72,15 @@ _UPGRADES = {
 
 CHUNK = 200  # pools per snapshot query: 600 parameters, under the 999 of SQLite builds older than 3.32
 FEW = 8  # up to this many pools, one plain query per pool: a CNI call's fresh connection prepares them cheaper
+# An upsert's guard: the row found is the writing attachment's, or the holder its decision replaces (the last
+# two parameters: NULL for none), never anyone else's.
+_REPLACEABLE = (
+    "(container_id = excluded.container_id AND ifname = excluded.ifname) OR (container_id = ? AND ifname = ?)"
+)
+_UPDATED_RESERVATION = ", ".join(
+    f"{name} = excluded.{name}" for name in ("address", "container_id", "ifname", "podref", *_STICKY.split(", "))
+)
+_UPDATED_ALLOCATION = f"{_UPDATED_RESERVATION}, netconf = excluded.netconf"
 # Join the wanted pools, given as a VALUES list, on the tables' primary keys; or look one pool up.
 _SELECT_POOLS = (
     "WITH w(network, cidr, node) AS (VALUES {}) SELECT p.network, p.cidr, p.node, p.version FROM w "
@@ -139,26 +148,44 @@ class LocalTransaction:
         return True
 
     def _hold(self, overlapping: bool, changes: list[Change]) -> None:
+        """Write each hold over nothing, over the same attachment's record, or over the holder the decision
+        saw (`previous`): never over anyone else's. The decision was made under the write lock from what it
+        read, so finding one is a decision gone wrong: refused (rolled back), not written over."""
         held = [(c, c.owner) for c in changes if c.owner is not None]
         rows = [
             (*_address_row(c), format_ip(c.version, c.ip), owner.container_id, owner.ifname, owner.podref)
             for c, owner in held
         ]
         sticky = [_sticky_row(owner) for _, owner in held]
-        self.db.executemany(
-            "INSERT OR REPLACE INTO allocations (network, cidr, node, ipkey, address, container_id, ifname, podref, "
-            f"netconf, {_STICKY}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(*row, owner.netconf, *extra) for row, (_, owner), extra in zip(rows, held, sticky, strict=True)],
+        previous = [_holder_or_none(c.previous) for c, _ in held]
+        self._guarded(
+            held,
+            f"INSERT INTO allocations (network, cidr, node, ipkey, address, container_id, ifname, podref, netconf, "
+            f"{_STICKY}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            f"ON CONFLICT (network, cidr, node, ipkey) DO UPDATE SET {_UPDATED_ALLOCATION} WHERE {_REPLACEABLE}",
+            [
+                (*row, owner.netconf, *extra, *prev)
+                for row, (_, owner), extra, prev in zip(rows, held, sticky, previous, strict=True)
+            ],
         )
         if overlapping:  # the network-wide record: who, not under which network config
-            self.db.executemany(
-                f"INSERT OR REPLACE INTO reservations (network, ipkey, address, container_id, ifname, podref, "
-                f"{_STICKY}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(r[0], *r[3:], *extra) for r, extra in zip(rows, sticky, strict=True)],
+            self._guarded(
+                held,
+                f"INSERT INTO reservations (network, ipkey, address, container_id, ifname, podref, {_STICKY}) "
+                f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                f"ON CONFLICT (network, ipkey) DO UPDATE SET {_UPDATED_RESERVATION} WHERE {_REPLACEABLE}",
+                [(r[0], *r[3:], *extra, *prev) for r, extra, prev in zip(rows, sticky, previous, strict=True)],
             )
 
+    def _guarded(self, held: list[tuple[Change, Owner]], sql: str, rows: list[tuple[object, ...]]) -> None:
+        written = self.db.executemany(sql, rows).rowcount
+        if written != len(rows):  # (an upsert whose WHERE fails writes nothing, and counts nothing)
+            raise _overwrite_refused(self.db, held)
+
     def _release(self, overlapping: bool, changes: list[Change]) -> None:
-        """Remove each address only from the holder the decision saw (`previous`)."""
+        """Remove each address only from the holder the decision saw (`previous`); its reservation too, unless
+        an entry of the same attachment in another pool of the network still holds the address (an entry
+        written before a range of its config was dropped or widened): that entry stands behind it."""
         rows = [(*_address_row(c), *_holder(c.previous)) for c in changes]
         self.db.executemany(
             "DELETE FROM allocations WHERE network=? AND cidr=? AND node=? AND ipkey=? AND container_id=? AND ifname=?",
@@ -166,8 +193,10 @@ class LocalTransaction:
         )
         if overlapping:
             self.db.executemany(
-                "DELETE FROM reservations WHERE network=? AND ipkey=? AND container_id=? AND ifname=?",
-                [(r[0], *r[3:]) for r in rows],
+                "DELETE FROM reservations WHERE network=:network AND ipkey=:ipkey AND container_id=:cid AND "
+                "ifname=:ifname AND NOT EXISTS (SELECT 1 FROM allocations AS a WHERE a.container_id=:cid AND "
+                "a.ifname=:ifname AND a.network=:network AND a.ipkey=:ipkey)",
+                [{"network": r[0], "ipkey": r[3], "cid": r[4], "ifname": r[5]} for r in rows],
             )
 
 
@@ -192,7 +221,30 @@ def _holder(owner: Owner | None) -> tuple[str, str]:
     return (owner.container_id, owner.ifname) if owner else ("", "")
 
 
+def _holder_or_none(owner: Owner | None) -> tuple[str | None, str | None]:
+    """A hold's `previous` for its guard: NULL (equal to nothing) for none."""
+    return (owner.container_id, owner.ifname) if owner else (None, None)
+
+
+def _overwrite_refused(db: sqlite3.Connection, held: list[tuple[Change, Owner]]) -> AddressTaken:
+    """The error of a hold that found another holder's record: the first such hold, and that holder."""
+    for change, _ in held:
+        network, cidr, node, ipkey = _address_row(change)
+        found = db.execute(
+            "SELECT container_id, ifname FROM allocations WHERE network=? AND cidr=? AND node=? AND ipkey=? "
+            "UNION ALL SELECT container_id, ifname FROM reservations WHERE network=? AND ipkey=?",
+            (network, cidr, node, ipkey, network, ipkey),
+        ).fetchall()
+        for refused in (overwrite_refused(change, Owner(str(row[0]), str(row[1]))) for row in found):
+            if refused:
+                return AddressTaken(refused)
+    return AddressTaken("a hold found another holder's record: not written over")
+
+
 class LocalStore:
+    finds_attachments = True  # (allocations_by_attachment)
+    lone_reservations = False  # (a hold writes its entry and its reservation in one transaction)
+
     def __init__(self, data_dir: str, *, busy_timeout: float = 10.0) -> None:
         self.path = os.path.join(data_dir, DB_NAME)
         try:
@@ -306,6 +358,10 @@ class LocalStore:
             (container_id, ifname, network),
         )
         return sorted(PoolKey(*row) for row in rows)
+
+    def pools_of(self, network: str) -> list[PoolKey]:
+        return sorted(PoolKey(*row) for row in self._read("SELECT network, cidr, node FROM pools WHERE network=?",
+                                                          (network,)))  # fmt: skip
 
     def pools_with_sticky(self, network: str, sticky: str) -> list[PoolKey]:
         rows = self._read("SELECT DISTINCT network, cidr, node FROM allocations WHERE sticky=? AND network=?",

@@ -13,9 +13,10 @@ from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from whereabouts.errors import AddressTaken
 from whereabouts.holdings import index_of
 from whereabouts.inventory import Tally, tally_allocations
-from whereabouts.model import ChangeSet, Owner, PoolKey, PoolState, Snapshot
+from whereabouts.model import Change, ChangeSet, Owner, PoolKey, PoolState, Snapshot, overwrite_refused
 
 
 @dataclass
@@ -37,6 +38,8 @@ class MemoryStore:
     # entries up rather than walk the pools, and must decide exactly as they do without one.
     indexed: bool = False
     _lock: threading.RLock = field(default_factory=threading.RLock)
+    finds_attachments = True
+    lone_reservations = False
 
     @contextmanager
     def transaction(self, keys: Sequence[PoolKey], *, overlapping: bool) -> Iterator[MemoryTransaction]:
@@ -56,6 +59,12 @@ class MemoryStore:
                 current = self.pools.get(key)
                 if (current.version if current else None) != version:
                     return False
+            freed: set[tuple[PoolKey, int]] = set()  # entries released earlier in the change set
+            for change in changes.changes:
+                if change.owner is None:
+                    freed.add((change.key, change.ip))
+                else:
+                    self._refuse_overwrite(change, changes.overlapping, freed)
             for change in changes.changes:
                 pool = self.pools.setdefault(change.key, PoolState(change.key, 0))
                 reservation = (change.key.network, change.version, change.ip)
@@ -63,7 +72,8 @@ class MemoryStore:
                     if pool.allocations.get(change.ip) == change.previous:
                         pool.allocations.pop(change.ip, None)
                     reserved = self.reservations.get(reservation)
-                    if changes.overlapping and reserved is not None and reserved.same_holder(change.previous):
+                    if (changes.overlapping and reserved is not None and reserved.same_holder(change.previous)
+                            and not self._backed(change)):  # fmt: skip
                         self.reservations.pop(reservation, None)
                 else:
                     pool.allocations[change.ip] = change.owner
@@ -75,6 +85,27 @@ class MemoryStore:
             self.commits += 1
             return True
 
+    def _refuse_overwrite(self, change: Change, overlapping: bool, freed: set[tuple[PoolKey, int]]) -> None:
+        """See model.overwrite_refused (`freed`: released earlier in its change set)."""
+        pool = self.pools.get(change.key)
+        found = [pool.allocations.get(change.ip) if pool and (change.key, change.ip) not in freed else None]
+        if overlapping and not any(ip == change.ip and key.network == change.key.network for key, ip in freed):
+            found.append(self.reservations.get((change.key.network, change.version, change.ip)))
+        for recorded in found:
+            refused = overwrite_refused(change, recorded)
+            if refused:
+                raise AddressTaken(refused)
+
+    def _backed(self, change: Change) -> bool:
+        """Whether an entry of the released holder's attachment in another pool of the network still holds the
+        address (its reservation stands behind that entry: see LocalTransaction._release)."""
+        previous = change.previous
+        return previous is not None and any(
+            key != change.key and key.network == change.key.network and key.version == change.version
+            and (who := pool.allocations.get(change.ip)) is not None and who.same_attachment(previous)
+            for key, pool in self.pools.items()
+        )  # fmt: skip
+
     def pools_holding(self, network: str, container_id: str, ifname: str) -> list[PoolKey]:
         with self._lock:
             probe = Owner(container_id, ifname)
@@ -83,6 +114,10 @@ class MemoryStore:
                 for key, pool in self.pools.items()
                 if key.network == network and any(o.same_attachment(probe) for o in pool.allocations.values())
             )
+
+    def pools_of(self, network: str) -> list[PoolKey]:
+        with self._lock:
+            return sorted(key for key in self.pools if key.network == network)
 
     def pools_with_sticky(self, network: str, sticky: str) -> list[PoolKey]:
         with self._lock:
