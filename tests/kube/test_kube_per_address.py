@@ -229,10 +229,11 @@ def test_a_restarted_daemon_removes_the_entries_its_killed_predecessor_s_dels_le
 ) -> None:
     """A daemon's DEL deletes the reservation and leaves the entry to its mirror round: killed in between (and
     no other daemon watching the pool), the entry stayed for good, its address never handed out again. The
-    next daemon's comparison removes an entry in this plugin's format with no reservation (this plugin writes
-    the reservation first: it is no ADD in flight); a Go plugin's entry without one (it writes its entry first:
-    an ADD in flight, maybe), an entry of a network config no reservation names (written without overlapping
-    ranges: it has none) and an entry whose reservation is there stay."""
+    next daemon's comparison removes an entry this plugin wrote after its reservation (marked so) that has no
+    reservation now (it is no ADD in flight); a Go plugin's entry without one (it writes its entry first: an
+    ADD in flight, maybe), this plugin's entries written without overlapping ranges (no reservation: by design),
+    also of a network config that was switched to them since and whose new ADDs write reservations (the
+    old entries' pods are live), and an entry whose reservation is there stay."""
     from whereabouts.config import KubernetesSettings
     from whereabouts.kube import resources
     from whereabouts.model import Owner, PoolKey
@@ -245,9 +246,12 @@ def test_a_restarted_daemon_removes_the_entries_its_killed_predecessor_s_dels_le
     deleted = Owner("ctr-deleted", "eth0", "ns/deleted").but(**ours)
     go = Owner("ctr-go", "eth0", "ns/go")
     flat = Owner("ctr-flat", "eth0", "ns/flat").but(netconf="flat", node="node-a")  # no overlapping ranges
+    switched = Owner("ctr-old", "eth0", "ns/old").but(**ours)  # before testnet was switched to overlapping ranges
     pool = resources.new_pool(key, kube_namespace)
-    pool["spec"]["allocations"] = {"5": resources.entry(live), "6": resources.entry(deleted), "7": resources.entry(go),
-                                   "8": resources.entry(flat)}  # fmt: skip
+    pool["spec"]["allocations"] = {
+        "5": resources.entry(live, reserved=True), "6": resources.entry(deleted, reserved=True),
+        "7": resources.entry(go), "8": resources.entry(flat), "9": resources.entry(switched),
+    }  # fmt: skip
     assert set(pool["spec"]["allocations"]["7"]) == {"id", "podref", "ifname"}  # the Go plugin's format
     client.create(client.path(IPPOOLS), pool)
     where = {"network": "", "cidr": key.cidr}
@@ -258,13 +262,13 @@ def test_a_restarted_daemon_removes_the_entries_its_killed_predecessor_s_dels_le
     try:
         assert cache.ready()
         deadline = time.monotonic() + 30
-        while set(client.get(client.path(IPPOOLS, key.name))["spec"]["allocations"]) != {"5", "7", "8"}:
+        while set(client.get(client.path(IPPOOLS, key.name))["spec"]["allocations"]) != {"5", "7", "8", "9"}:
             assert time.monotonic() < deadline, client.get(client.path(IPPOOLS, key.name))["spec"]["allocations"]
             time.sleep(0.1)
         assert cache.mirror.flush(30.0)
         free = int(ipaddress.ip_address("10.93.4.6"))
         assert free not in cache.pool_state(key).allocations  # handed out again
-        assert {ip - free + 6 for ip in cache.pool_state(key).allocations} == {5, 7, 8}
+        assert {ip - free + 6 for ip in cache.pool_state(key).allocations} == {5, 7, 8, 9}
     finally:
         cache.close()
         client.close()

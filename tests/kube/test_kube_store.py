@@ -46,12 +46,15 @@ def test_datastore_defaults_to_kubernetes_with_a_kubeconfig(
     assert result.addresses() == ["10.80.0.1/24"], result.stdout
     assert not (tmp_path / "whereabouts.db").exists()  # nothing went to the local store
     pool = kube.objects(kube_namespace, "ippools")["10.80.0.0-24"]
-    assert pool["spec"] == {  # (the node it was taken on: a GC judges only its own node's, the Go plugin ignores it)
-        "range": "10.80.0.0/24",
+    assert pool["spec"] == {  # (the node it was taken on: a GC judges only its own node's, the Go plugin ignores it;
+        "range": "10.80.0.0/24",  # written after its reservation: reservation, see resources.entry)
         "allocations": {
-            "1": {"id": "ctr-1", "podref": "ns/p1", "ifname": "eth0", "netconf": "testnet", "node": "node-1"}
+            "1": {
+                "id": "ctr-1", "podref": "ns/p1", "ifname": "eth0", "netconf": "testnet", "node": "node-1",
+                "reservation": True,
+            }
         },
-    }
+    }  # fmt: skip
     reservation = kube.objects(kube_namespace, "overlappingrangeipreservations")["10.80.0.1"]
     assert reservation["spec"] == {
         "containerid": "ctr-1", "podref": "ns/p1", "ifname": "eth0", "address": "10.80.0.1", "state": "held",
@@ -84,7 +87,7 @@ def test_pools_written_by_the_go_plugin_are_honoured(
     assert run_cni("ADD", blue, container_id="py-3").addresses() == ["10.82.0.2/24"]
     pools = kube.objects(kube_namespace, "ippools")
     assert set(pools) == {"10.81.0.0-16", "caa5---64", "blue-10.82.0.0-24"}  # no second pool beside Go's
-    py = {"id": "py-1", "podref": "/", "ifname": "eth0", "netconf": "testnet"}
+    py = {"id": "py-1", "podref": "/", "ifname": "eth0", "netconf": "testnet", "reservation": True}
     entry = dict(pools["10.81.0.0-16"]["spec"]["allocations"]["3"])
     assert entry.pop("node") and entry == py  # (the node: NODENAME, the nodename file or the hostname)
     assert pools["caa5---64"]["spec"]["allocations"]["2"]["id"] == "py-1"
@@ -92,7 +95,7 @@ def test_pools_written_by_the_go_plugin_are_honoured(
     # ours with the network config name and the node, which the Go plugin ignores)
     for pool in pools.values():
         for offset, entry in pool["spec"]["allocations"].items():
-            assert offset.isdigit() and set(entry) - {"netconf", "node"} == {"id", "podref", "ifname"}
+            assert offset.isdigit() and set(entry) - {"netconf", "node", "reservation"} == {"id", "podref", "ifname"}
 
 
 def test_gc_collects_only_its_network_configs_entries_never_the_go_plugins(

@@ -157,11 +157,19 @@ def decode_pool(key: PoolKey, obj: Read | None) -> PoolState:
 STICKY_FIELDS = ("sticky", "retained", "expires", "controller", "fixed", "node")
 
 
-def entry(owner: Owner) -> dict[str, Any]:
+RESERVED = "reservation"  # an entry's field: true when its address's OverlappingRangeIPReservation is its record
+
+
+def entry(owner: Owner, *, reserved: bool = False) -> dict[str, Any]:
+    """The IPPool entry of `owner`; `reserved`: written with (after) its address's reservation, which is the
+    address's record (the node daemon may remove such an entry once that reservation is gone for good, see
+    store/kubecache.py `_left_over`; an entry written without one, or by the Go plugin, it never removes)."""
     written: dict[str, Any] = {"id": owner.container_id, "podref": owner.podref or NO_POD, "ifname": owner.ifname}
     if owner.netconf:
         written["netconf"] = owner.netconf
     written.update(_sticky_fields(owner))
+    if reserved:
+        written[RESERVED] = True
     return written
 
 
@@ -189,7 +197,9 @@ def entry_path(offset: int | str) -> str:
     return f"/spec/allocations/{offset}"
 
 
-def entry_patch(offset: int | str, owner: Owner | None, previous: Owner | None, *, exact: bool = False) -> list[Object]:
+def entry_patch(
+    offset: int | str, owner: Owner | None, previous: Owner | None, *, exact: bool = False, reserved: bool = False
+) -> list[Object]:
     """JSON patch operations writing `owner` (None: removing the entry) at `offset`, guarded by what was read
     there: nothing, or `previous` (its container ID and interface, and its network config name if it has
     one; with `exact`, also whether and when it was retained: the controllers judge a held and a retained
@@ -210,7 +220,7 @@ def entry_patch(offset: int | str, owner: Owner | None, previous: Owner | None, 
             guard.append({"op": "test", "path": f"{path}/retained", "value": previous.retained or None})
     if owner is None:
         return [*guard, {"op": "remove", "path": path}]
-    return [*guard, {"op": "add", "path": path, "value": entry(owner)}]
+    return [*guard, {"op": "add", "path": path, "value": entry(owner, reserved=reserved)}]
 
 
 # -- OverlappingRangeIPReservation -----------------------------------------------------------------------------

@@ -21,9 +21,8 @@ name off its pools (leaves it empty), and the next to see a change writes it wit
 daemon's patience: the first names itself, the others see it).
 A patch guards each entry it changes by what the cache showed there; one that fails reads the pool and is made
 again. An entry is removed only when its address has no reservation (read afresh) and it is the entry of an
-attachment seen released, or one this plugin wrote for a network config served with overlapping ranges that a
-comparison (`adopt`) finds with no reservation (this plugin writes the reservation first: its DEL's mirror round
-never ran, see `_left_over`). A writer
+attachment seen released, or one this plugin wrote after its reservation (marked so) that a comparison (`adopt`)
+finds with no reservation (its DEL's mirror round never ran, see `_left_over`). A writer
 killed before a batch leaves entries missing (the reservations still hold the addresses: the Go plugin checks
 them before it hands one out) or left over (they block an address until that comparison); the daemon that
 takes over writes what its copy shows owed, the next daemon that serves the pool compares it whole (`adopt`),
@@ -495,20 +494,20 @@ class KubeCache:
         self.pools.stop(CLOSE_WAIT)
 
 
-def _left_over(cache: KubeCache, key: PoolKey, obj: Object | None, reserving: set[Any]) -> dict[int, Owner]:
-    """The entries of `key`'s IPPool written by this plugin for a network config of `reserving` (one that some
-    reservation names: served with overlapping ranges) whose address has no reservation in the copy: released.
-    This plugin writes an address's reservation before its entry (an ADD in flight has its reservation
-    already), and in process removes the entry before the reservation; a daemon's DEL deletes the reservation
-    and leaves the entry to its mirror round, which a daemon killed meanwhile never ran, and no daemon watching
-    saw the deletion: nobody else would remove it. The Go plugin's entries (written before their reservations,
-    naming no network config) and those of a network config written without overlapping ranges (no
-    reservation names it) are left alone."""
+def _left_over(cache: KubeCache, key: PoolKey, obj: Object | None) -> dict[int, Owner]:
+    """The entries of `key`'s IPPool written after their address's reservation (marked `reservation`:
+    resources.entry) whose address has no reservation in the copy: released. This plugin writes an address's
+    reservation before such an entry (an ADD in flight has its reservation already), and in process removes the
+    entry before the reservation; a daemon's DEL deletes the reservation and leaves the entry to its mirror
+    round, which a daemon killed meanwhile never ran, and no daemon watching saw the deletion: nobody else would
+    remove it. The Go plugin's entries (it writes no such field, and drops it when it rewrites a pool) and this
+    plugin's written without a reservation (a network config without overlapping ranges, then switched to them)
+    are left alone: their address may be live with no reservation."""
     _, base = parse_request(key.cidr)
     found: dict[int, Owner] = {}
     for offset, raw in resources.pool_entries(obj or {}).items():
         value = resources.offset_value(offset)
-        if value is None or not isinstance(raw, dict) or not raw.get("netconf") or raw["netconf"] not in reserving:
+        if value is None or not isinstance(raw, dict) or raw.get(resources.RESERVED) is not True:
             continue
         if cache.held((key.network, key.version, base + value)) is None:
             found[base + value] = resources.entry_owner(raw)
@@ -729,10 +728,6 @@ class MirrorWriter:
             self.adopt_held()
         with self.lock:
             keys, self.to_adopt = self.to_adopt, set()
-        with self.cache.lock:  # the network configs whose reservations this plugin writes (overlapping ranges)
-            reserving = (
-                {(obj.get("spec") or {}).get("netconf") for obj in self.cache.index.objects.values()} if keys else set()
-            )
         for key in sorted(keys):
             state = self.cache.pool_state(key)
             obj = self.cache.pool_object(key)
@@ -740,7 +735,7 @@ class MirrorWriter:
             for ip, owner in state.allocations.items():
                 if mirrored.get(ip) != owner:  # from a copy that may lag other nodes' DELs: read it again first
                     self.mark(key, ip, repair=True)
-            for ip, owner in _left_over(self.cache, key, obj, reserving).items():
+            for ip, owner in _left_over(self.cache, key, obj).items():
                 self.mark(key, ip, owner)  # removed if its reservation is still missing when read afresh
         return True
 
@@ -944,7 +939,7 @@ class MirrorWriter:
                 owner = held.owner
                 if not owner.netconf and have is not None and have.same_attachment(owner):
                     owner = owner.but(netconf=have.netconf)  # a reservation written before it said its config
-                if raw is None or raw != resources.entry(owner):
+                if raw is None or raw != resources.entry(owner, reserved=True):
                     found.append((offset, owner, have))
             elif have is not None and (have.container_id, have.ifname) in released:
                 found.append((offset, None, have))
@@ -971,7 +966,7 @@ class MirrorWriter:
 
     def _operations(self, key: PoolKey, addresses: dict[int, set[tuple[str, str]]], entries: Any) -> list[list[Any]]:
         """Each changed entry's guarded JSON patch operations (a group: never split between two patches)."""
-        return [resources.entry_patch(offset, owner, have, exact=have is not None)
+        return [resources.entry_patch(offset, owner, have, exact=have is not None, reserved=True)
                 for offset, owner, have in self._wanted(key, addresses, entries)]  # fmt: skip
 
     def _create(self, key: PoolKey, wanted: list[tuple[int, Owner | None, Owner | None]]) -> bool:
@@ -980,7 +975,7 @@ class MirrorWriter:
             obj["metadata"]["annotations"] = {WRITER_ANNOTATION: self.me}
         for offset, owner, _ in wanted:
             if owner is not None:
-                obj["spec"]["allocations"][str(offset)] = resources.entry(owner)
+                obj["spec"]["allocations"][str(offset)] = resources.entry(owner, reserved=True)
         try:
             self.cache.pools.put(self.client.create(self.client.path(IPPOOLS), obj))
         except Conflict:

@@ -66,7 +66,7 @@ class KubeTransaction:
                     if not self._reserve(change):
                         return False
             for key in dict.fromkeys(c.key for c in changes.changes):
-                self._write_pool(key, [c for c in changes.changes if c.key == key])
+                self._write_pool(key, [c for c in changes.changes if c.key == key], changes.overlapping)
             if changes.overlapping:
                 for change in releases:
                     self._unreserve(change)
@@ -161,10 +161,11 @@ class KubeTransaction:
             reservation_name(change.key.network, change.version, change.ip), change.previous
         )
 
-    def _write_pool(self, key: PoolKey, changes: list[Change]) -> None:
+    def _write_pool(self, key: PoolKey, changes: list[Change], reserved: bool) -> None:
         """Each entry is written guarded by what the decision saw at its offset (absent, or held by
         `previous`), in one JSON patch: no resourceVersion, so callers writing different addresses of one
-        pool never conflict; a guard that fails means that address was taken meanwhile."""
+        pool never conflict; a guard that fails means that address was taken meanwhile. `reserved`: the
+        entries' reservations were written first (overlapping ranges; resources.entry)."""
         _, base = parse_request(key.cidr)
         laid = self.unmirrored.get(key, set())
         for change in changes:
@@ -172,25 +173,25 @@ class KubeTransaction:
                 taken = self.store.pending_pools.setdefault(_attachment(change.owner), {}).setdefault(key, {})
                 if change.previous is not None and change.ip not in laid:
                     taken[str(change.ip - base)] = change.previous
-        if self.objects[key] is None and self._create_pool(key, changes):
+        if self.objects[key] is None and self._create_pool(key, changes, reserved):
             return
         operations: list[dict[str, Any]] = []
         for change in changes:
             if change.ip in laid:  # the decision saw a reservation, the pool has no entry for it (guard: absent)
                 if change.owner is not None:
-                    operations += resources.entry_patch(change.ip - base, change.owner, None)
+                    operations += resources.entry_patch(change.ip - base, change.owner, None, reserved=reserved)
                 continue
-            operations += resources.entry_patch(change.ip - base, change.owner, change.previous)
+            operations += resources.entry_patch(change.ip - base, change.owner, change.previous, reserved=reserved)
         if operations:
             self.store.client.patch(self.store.client.path(IPPOOLS, key.name), operations)
 
-    def _create_pool(self, key: PoolKey, changes: list[Change]) -> bool:
+    def _create_pool(self, key: PoolKey, changes: list[Change], reserved: bool) -> bool:
         """The first write into a range creates its pool; False if someone created it meanwhile."""
         obj = resources.new_pool(key, self.store.client.namespace)
         _, base = parse_request(key.cidr)
         for change in changes:
             if change.owner is not None:
-                obj["spec"]["allocations"][str(change.ip - base)] = resources.entry(change.owner)
+                obj["spec"]["allocations"][str(change.ip - base)] = resources.entry(change.owner, reserved=reserved)
         try:
             self.objects[key] = self.store.client.create(self.store.client.path(IPPOOLS), obj)
         except Conflict:

@@ -247,7 +247,9 @@ def _write_pool(
         lines.append(f"create IPPool {key.name} with {len(wanted)} entr(ies)")
         if not dry_run:
             pool = resources.new_pool(key, client.namespace)
-            pool["spec"]["allocations"] = {str(ip - base): resources.entry(o) for ip, o in sorted(wanted.items())}
+            pool["spec"]["allocations"] = {
+                str(ip - base): resources.entry(o, reserved=True) for ip, o in sorted(wanted.items())
+            }
             client.create(client.path(IPPOOLS), pool)
         return len(wanted), 0
     entries = resources.pool_entries(obj)
@@ -255,9 +257,9 @@ def _write_pool(
     written = removed = 0
     for ip, owner in sorted(wanted.items()):
         raw = entries.get(str(ip - base))
-        if raw != resources.entry(owner):
+        if raw != resources.entry(owner, reserved=True):
             have = None if raw is None else resources.entry_owner(raw)
-            operations.append(resources.entry_patch(ip - base, owner, have, exact=have is not None))
+            operations.append(resources.entry_patch(ip - base, owner, have, exact=have is not None, reserved=True))
             written += 1
     if prune:
         for text, offset, raw in resources.pool_offsets(obj):
