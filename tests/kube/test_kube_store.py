@@ -92,7 +92,7 @@ def test_pools_written_by_the_go_plugin_are_honoured(
     assert entry.pop("node") and entry == py  # (the node: NODENAME, the nodename file or the hostname)
     assert pools["caa5---64"]["spec"]["allocations"]["2"]["id"] == "py-1"
     # the Go plugin's DEL path reads these: every entry keyed by offset, with id / podref / ifname (and
-    # ours with the network config name and the node, which the Go plugin ignores)
+    # ours with the network config name, the node and the reservation mark, which the Go plugin ignores)
     for pool in pools.values():
         for offset, entry in pool["spec"]["allocations"].items():
             assert offset.isdigit() and set(entry) - {"netconf", "node", "reservation"} == {"id", "podref", "ifname"}
