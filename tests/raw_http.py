@@ -60,3 +60,60 @@ class RawHTTPServer:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class AnsweringServer:
+    """A loopback server that answers every request it frames with the same bytes, as a broken or hostile server
+    might: `answer` sent whole, or with `drip` one byte every `drip` seconds (a slow-drip server that keeps
+    each read of the client's alive), then the connection closed (`close`) or held open. Stopped by `close()`."""
+
+    def __init__(self, answer: bytes, *, drip: float = 0.0, close: bool = True) -> None:
+        self.answer, self.drip, self.hang_up = answer, drip, close
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.requests = 0
+        self.stopped = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        pending = b""
+        with conn:
+            try:
+                while chunk := conn.recv(65536):
+                    pending += chunk
+                    head, sep, rest = pending.partition(b"\r\n\r\n")
+                    found = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+                    if not sep or len(rest) < (int(found.group(1)) if found else 0):
+                        continue
+                    pending = b""
+                    self.requests += 1
+                    self._send(conn)
+                    if self.hang_up:
+                        return
+            except OSError:
+                return  # the client went away
+
+    def _send(self, conn: socket.socket) -> None:
+        if not self.drip:
+            conn.sendall(self.answer)
+            return
+        for byte in self.answer:
+            if self.stopped.wait(self.drip):
+                return
+            conn.sendall(bytes([byte]))
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.sock.close()

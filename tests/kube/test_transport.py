@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from raw_http import RawHTTPServer
+from raw_http import AnsweringServer, RawHTTPServer
 from whereabouts.kube import transport
 from whereabouts.kube.transport import Endpoint, HTTPConnection
 
@@ -194,3 +195,95 @@ NOT_ENDPOINTS = {
 def test_parse_endpoint_refuses_what_is_no_endpoint(text: str) -> None:
     with pytest.raises(ValueError):
         transport.parse_endpoint(text, tls=False)
+
+
+def within(seconds: float, call: Callable[[], object]) -> tuple[BaseException | None, float]:
+    """Run `call` on a thread of its own: (what it raised, None if nothing; the seconds it took). Fails the test
+    when it is still running after `seconds` (the thread is left behind: a daemon, and its server goes)."""
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+            outcome.append(None)
+        except BaseException as exc:  # reported to the test
+            outcome.append(exc)
+
+    started = time.monotonic()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, f"still waiting after {seconds} s"
+    return outcome[0], time.monotonic() - started
+
+
+SLOW_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 40\r\n\r\n" + b"{}".ljust(40)
+
+
+@pytest.mark.parametrize("answer", [SLOW_HEAD, b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 100],
+                         ids=["head-and-body", "endless-head"])  # fmt: skip
+def test_a_slow_drip_server_cannot_hold_a_request_past_its_timeout(answer: bytes) -> None:
+    """A byte every half second keeps each read alive: the timeout bounds the whole answer, not each read of it
+    (a server sending a byte a second held a CNI call for as long as it liked)."""
+    server = AnsweringServer(answer, drip=0.5, close=False)
+    conn = HTTPConnection(Endpoint("http", "127.0.0.1", server.port), timeout=2.0)
+    try:
+        raised, took = within(10, lambda: conn.request("POST", "/v3/kv/range", {}))
+    finally:
+        conn.close()
+        server.close()
+    assert isinstance(raised, TimeoutError), raised
+    assert 1.9 < took < 3.0
+
+
+def test_a_request_answered_within_its_timeout_is_not_cut_by_it() -> None:
+    """The answer's bytes come slowly but in time: read whole."""
+    server = AnsweringServer(SLOW_HEAD[:60] + SLOW_HEAD[60:], drip=0.01)
+    conn = HTTPConnection(Endpoint("http", "127.0.0.1", server.port), timeout=5.0)
+    try:
+        assert conn.request("POST", "/v3/kv/range", {}).json() == {}
+    finally:
+        conn.close()
+        server.close()
+
+
+GARBAGE = {
+    "no-status": (b"HTTP/1.1\r\n\r\n", ValueError),
+    "not-http": (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", ValueError),
+    "status-not-a-number": (b"HTTP/1.1 OK fine\r\n\r\n", ValueError),
+    "content-length-huge": (b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999\r\n\r\n{}", ValueError),
+    "content-length-negative": (b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n{}", ValueError),
+    "content-length-garbage": (b"HTTP/1.1 200 OK\r\nContent-Length: 1e3\r\n\r\n{}", ValueError),
+    "head-too-big": (b"HTTP/1.1 200 OK\r\n" + b"X-Filler: " + b"x" * 70000 + b"\r\n\r\n", ValueError),
+    "short-body": (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"header\":{}}", ConnectionError),
+    "head-cut-off": (b"HTTP/1.1 200 OK\r\nContent-Le", ConnectionError),
+    "chunk-size-garbage": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n", ValueError),
+    "chunk-huge": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffff\r\n{}", ValueError),
+    "chunks-cut-off": (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n{}", ConnectionError),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("answer", "error"), GARBAGE.values(), ids=GARBAGE.keys())
+def test_an_answer_that_is_no_http_or_too_big_is_a_clear_error(answer: bytes, error: type[Exception]) -> None:
+    """ValueError (garbled, or bigger than allowed: refused before it is held in memory) or ConnectionError (cut
+    short): the errors the stores map to code 11, never an IndexError or a MemoryError (code 100)."""
+    server = AnsweringServer(answer)
+    conn = HTTPConnection(Endpoint("http", "127.0.0.1", server.port), timeout=5.0)
+    try:
+        raised, _ = within(10, lambda: conn.request("POST", "/v3/kv/range", {}))
+    finally:
+        conn.close()
+        server.close()
+    assert type(raised) is error or (error is ConnectionError and isinstance(raised, ConnectionError)), repr(raised)
+
+
+def test_a_body_bigger_than_the_limit_is_refused_as_it_comes() -> None:
+    """A body sent without a length (until the server closes) is bounded too."""
+    server = AnsweringServer(b"HTTP/1.1 200 OK\r\n\r\n" + b" " * 5000)
+    conn = HTTPConnection(Endpoint("http", "127.0.0.1", server.port), max_body=1000)
+    try:
+        with pytest.raises(ValueError, match="exceeds 1000"):
+            conn.request("GET", "/")
+    finally:
+        conn.close()
+        server.close()

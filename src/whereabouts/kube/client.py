@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 CHECK = 1.0  # seconds between looks at the credentials' files (one stat each)
 REREAD = 60.0  # seconds: the files are read again at least this often, changed or not (client-go's period)
+MAX_BODY = 1 << 30  # bytes of one answer: a list of a large cluster's reservations or pods, unpaged, fits
 
 
 class APIError(TryAgainLater):
@@ -62,7 +63,7 @@ class KubeClient:
         self.credentials = credentials
         self.namespace = credentials.namespace  # fixed for the client's life, whatever a re-read says
         self.timeout = timeout
-        self.conn = HTTPConnection(credentials.endpoint, tls=credentials.tls, timeout=timeout)
+        self.conn = HTTPConnection(credentials.endpoint, tls=credentials.tls, timeout=timeout, max_body=MAX_BODY)
         self.headers = _headers(credentials)
         self.requests = 0
         self.checked_at = -CHECK  # the first request looks: the credentials given may be old already
@@ -84,7 +85,7 @@ class KubeClient:
         old, self.credentials = self.credentials, fresh
         if (fresh.endpoint, fresh.tls) != (old.endpoint, old.tls):
             self.conn.close()
-            self.conn = HTTPConnection(fresh.endpoint, tls=fresh.tls, timeout=self.timeout)
+            self.conn = HTTPConnection(fresh.endpoint, tls=fresh.tls, timeout=self.timeout, max_body=MAX_BODY)
         self.headers = _headers(fresh)
         return _sent(fresh) != _sent(old)
 
@@ -147,7 +148,9 @@ class KubeClient:
         """A watch request's connection and its lines; refused with 401, made once more if reading the
         credentials again changed them."""
         for attempt in (1, 2):
-            conn = HTTPConnection(self.credentials.endpoint, tls=self.credentials.tls, timeout=timeout)
+            conn = HTTPConnection(
+                self.credentials.endpoint, tls=self.credentials.tls, timeout=timeout, max_body=MAX_BODY
+            )
             self.streams.add(conn)
             if self.interrupted:  # (after adding it: `interrupt` either sees it, or is seen here)
                 conn.interrupt()

@@ -5,6 +5,12 @@ Kubernetes client (and of the etcd store's JSON gateway).
 https only, `ssl`. One connection is kept open for the whole call (a CNI call makes a handful of requests).
 Network failures surface as OSError / ValueError: each store maps them to TryAgainLater in one place.
 
+A request's answer must come whole within `timeout` seconds of sending it (and within the CNI call's deadline):
+a server that sends a byte now and then cannot hold a call past it (TimeoutError). An answer that is no HTTP
+(a status line without a status), a head above MAX_HEAD bytes, or a body above `max_body` bytes (declared or
+sent) is refused with ValueError before it is held in memory; a body cut short by the server is a
+ConnectionError. A watch (`stream`) is bounded per read instead: it lasts as long as the server keeps it.
+
 Nothing a caller passes reaches the wire unchecked: a method, path, header name or value that could end the
 request line or a header early (CR, LF, NUL, any control character; a space in the path) raises ValueError
 before a byte is sent, so no string from a config can smuggle a second request onto the connection.
@@ -15,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 
 from whereabouts import deadline
 from whereabouts.files import out_of_descriptors, require_regular
@@ -24,6 +31,9 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type che
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Any, NoReturn
+
+MAX_HEAD = 64 * 1024  # bytes of status line and headers: an API server's or etcd's take a few hundred
+MAX_BODY = 64 * 1024 * 1024  # bytes of one answer's body (of one line or chunk of a watch), by default
 
 
 @record(frozen=True)
@@ -93,16 +103,23 @@ class Response:
 
 class HTTPConnection:
     def __init__(
-        self, endpoint: Endpoint, *, tls: TLSSettings | None = None, timeout: float = 10.0, connect_timeout: float = 2.0
+        self,
+        endpoint: Endpoint,
+        *,
+        tls: TLSSettings | None = None,
+        timeout: float = 10.0,
+        connect_timeout: float = 2.0,
+        max_body: int = MAX_BODY,
     ) -> None:
         if not _is_host(endpoint.host):
             raise ValueError(f"unsafe host {endpoint.host!r}")
         self.endpoint = endpoint
         self.tls = tls or TLSSettings()
-        self.timeout = timeout  # per read: a busy server may take a while to answer a write
+        self.timeout = timeout  # a request's whole answer (a watch's: each read): a busy server may take a while
         self.connect_timeout = connect_timeout  # a dead or unreachable server is given up on quickly
+        self.max_body = max_body
         self._sock: socket.socket | None = None
-        self._reader: Any = None
+        self._reader: _Reader | None = None
         self.last_status = 0
         self.interrupted = False  # (see `interrupt`)
 
@@ -114,17 +131,23 @@ class HTTPConnection:
         fresh = self._sock is None
         try:
             return self._exchange(method, path, payload, headers or {})
-        except (ConnectionError, TimeoutError, OSError):
+        except (TimeoutError, ValueError):  # a slow or garbled server, not a stale connection: no second try
+            self.close()
+            raise
+        except OSError:
             self.close()
             if fresh:
                 raise
             return self._exchange(method, path, payload, headers or {})
 
     def _exchange(self, method: str, path: str, payload: bytes, headers: dict[str, str]) -> Response:
+        until = time.monotonic() + deadline.remaining(self.timeout)  # the whole answer, not each read of it
         if self._sock is None:
             self._connect()
         else:
             self._sock.settimeout(deadline.remaining(self.timeout))
+        assert self._reader is not None
+        self._reader.until = until
         self._send_head(method, path, payload, headers)
         return self._read_response()
 
@@ -136,14 +159,16 @@ class HTTPConnection:
         self.close()
         self._connect()
         self._send_head("GET", path, b"", headers or {})
-        self.last_status, length, chunked, _ = self._read_head()
         try:
+            self.last_status, length, chunked, _ = self._read_head()
             if not chunked:  # an error: its body whole (by its length: the server keeps the connection open)
-                yield self._reader.read(length) if length >= 0 else self._reader.read()
+                yield self._read_body(length)
                 return
             pending = b""
             for chunk in self._chunks():
                 *complete, pending = (pending + chunk).split(b"\n")
+                if len(pending) > self.max_body:
+                    raise ValueError(f"a line of the answer exceeds {self.max_body} bytes")
                 yield from (line for line in complete if line.strip())
             if pending.strip():
                 yield pending
@@ -169,7 +194,7 @@ class HTTPConnection:
             except BaseException:
                 sock.close()
                 raise
-        self._sock, self._reader = sock, sock.makefile("rb")
+        self._sock, self._reader = sock, _Reader(sock)
         if self.interrupted:  # (after `_sock` is set: `interrupt` either sees the socket, or is seen here)
             self.close()
             raise ConnectionAbortedError("connection interrupted")
@@ -199,16 +224,29 @@ class HTTPConnection:
 
     def _read_head(self) -> tuple[int, int, bool, bool]:
         """The status line and headers: (status, content length or -1, chunked, connection: close)."""
-        status_line = self._reader.readline()
+        assert self._reader is not None
+        reader, budget = self._reader, MAX_HEAD
+        status_line = reader.readline(budget)
         if not status_line:
             raise ConnectionError("connection closed by the server")
-        status = int(status_line.split()[1])
+        budget -= len(status_line)
+        parts = status_line.split(None, 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not _is_status(parts[1]):
+            raise ValueError(f"not an HTTP answer: {bytes(status_line[:80])!r}")
+        status = int(parts[1])
         length, chunked, close = -1, False, False
-        while (line := self._reader.readline()) not in (b"\r\n", b"\n", b""):
+        while (line := reader.readline(budget)) not in (b"\r\n", b"\n"):
+            if not line.endswith(b"\n"):
+                raise ConnectionError("connection closed by the server mid-answer")
+            budget -= len(line)
             name, _, value = line.decode("latin-1").partition(":")
             name, value = name.strip().lower(), value.strip().lower()
             if name == "content-length":
+                if not (value.isascii() and value.isdigit()):
+                    raise ValueError(f"invalid Content-Length {value[:40]!r}")
                 length = int(value)
+                if length > self.max_body:
+                    raise ValueError(f"the answer's body of {length} bytes exceeds {self.max_body}")
             elif name == "transfer-encoding" and "chunked" in value:
                 chunked = True
             elif name == "connection" and value == "close":
@@ -217,26 +255,42 @@ class HTTPConnection:
 
     def _read_response(self) -> Response:
         status, length, chunked, close = self._read_head()
-        body = self._read_chunked() if chunked else self._reader.read(length) if length >= 0 else self._reader.read()
+        body = self._read_chunked() if chunked else self._read_body(length)
         if close or (length < 0 and not chunked):
             self.close()
         return Response(status, body)
 
+    def _read_body(self, length: int) -> bytes:
+        """`length` bytes (all of them, else ConnectionError), or with no length (-1) all until the server
+        closes the connection."""
+        assert self._reader is not None
+        if length < 0:
+            return self._reader.read_to_end(self.max_body)
+        return self._reader.read_exactly(length)
+
     def _chunks(self) -> Iterator[bytes]:
-        while (size := int(self._chunk_head().split(b";")[0], 16)) > 0:
-            yield self._reader.read(size)
-            self._reader.readline()
+        assert self._reader is not None
+        total = 0
+        while (size := _chunk_size(self._chunk_head())) > 0:
+            total += size
+            if size > self.max_body or (self._reader.until is not None and total > self.max_body):
+                raise ValueError(f"the answer's body exceeds {self.max_body} bytes")
+            yield self._reader.read_exactly(size)
+            self._reader.readline(MAX_HEAD)
 
     def _chunk_head(self) -> bytes:
-        line = self._reader.readline()
-        if not line:
+        assert self._reader is not None
+        line = self._reader.readline(MAX_HEAD)
+        if not line.endswith(b"\n"):
             raise ConnectionError("connection closed by the server mid-answer")
-        return bytes(line)
+        return line
 
     def _read_chunked(self) -> bytes:
+        assert self._reader is not None
         body = b"".join(self._chunks())
-        while self._reader.readline() not in (b"\r\n", b"\n", b""):
-            pass  # trailers
+        budget = MAX_HEAD
+        while (line := self._reader.readline(budget)) not in (b"\r\n", b"\n", b""):
+            budget -= len(line)  # trailers
         return body
 
     def interrupt(self) -> None:
@@ -251,11 +305,83 @@ class HTTPConnection:
                 sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
         if self._sock is not None:
             self._sock.close()
         self._sock, self._reader = None, None
+
+
+class _Reader:
+    """The answer's bytes off the socket, buffered. With `until` set (a request's answer), each wait for more is
+    bounded by what is left of it, so the whole answer must come by then; unset (a watch), by the socket's
+    timeout per read. Lines and bodies are bounded by the caller's limits: nothing a server sends is held
+    beyond them."""
+
+    __slots__ = ("buffer", "sock", "until")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = bytearray()
+        self.until: float | None = None  # time.monotonic() by which the answer must be read
+
+    def _fill(self) -> bool:
+        """Read what the server sent next into the buffer; False when it closed the connection."""
+        if self.until is not None:
+            left = self.until - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the server did not send its whole answer in time")
+            self.sock.settimeout(left)
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                raise TimeoutError("the server did not send its whole answer in time") from None
+        else:
+            data = self.sock.recv(65536)
+        self.buffer += data
+        return bool(data)
+
+    def readline(self, limit: int) -> bytes:
+        """One line with its end; what is left when the server closes first (b"" if nothing)."""
+        start = 0
+        while (end := self.buffer.find(b"\n", start)) < 0:
+            if len(self.buffer) > limit:
+                raise ValueError(f"a line of the answer's head exceeds {limit} bytes")
+            start = len(self.buffer)
+            if not self._fill():
+                end = len(self.buffer) - 1
+                break
+        if end + 1 > limit:
+            raise ValueError(f"a line of the answer's head exceeds {limit} bytes")
+        line = bytes(self.buffer[: end + 1])
+        del self.buffer[: end + 1]
+        return line
+
+    def read_exactly(self, size: int) -> bytes:
+        while len(self.buffer) < size:
+            if not self._fill():
+                raise ConnectionError(f"connection closed by the server after {len(self.buffer)} of {size} bytes")
+        data = bytes(self.buffer[:size])
+        del self.buffer[:size]
+        return data
+
+    def read_to_end(self, limit: int) -> bytes:
+        while len(self.buffer) <= limit and self._fill():
+            pass
+        if len(self.buffer) > limit:
+            raise ValueError(f"the answer's body exceeds {limit} bytes")
+        data = bytes(self.buffer)
+        self.buffer.clear()
+        return data
+
+
+def _is_status(text: bytes) -> bool:
+    return len(text) == 3 and text.isdigit()
+
+
+def _chunk_size(line: bytes) -> int:
+    text = line.split(b";")[0].strip()
+    if not text or len(text) > 16 or any(c not in b"0123456789abcdefABCDEF" for c in text):
+        raise ValueError(f"invalid chunk size {bytes(line[:40])!r}")
+    return int(text, 16)
 
 
 def _check_head(method: str, path: str, headers: dict[str, str]) -> None:
