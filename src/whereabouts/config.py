@@ -38,6 +38,7 @@ FLAT_FILE_NAME = "whereabouts.conf"
 FLAT_FILE_ENV = "WHEREABOUTS_FLAT_FILE"
 DEFAULT_LOCAL_DATA_DIR = "/var/lib/cni/whereabouts"
 DATASTORES = ("local", "etcd", "kubernetes")
+MAX_ETCD_NETWORK_NAME = 253  # as long as a Kubernetes object name: a network name that moves to that datastore
 # Keys only the Go implementation used: accepted so old configs keep working, and ignored.
 LOG_LEVELS = ("debug", "verbose", "error", "panic")  # the Go plugin's names, lowest first
 IGNORED_KEYS = ("leader_lease_duration", "leader_renew_deadline", "leader_retry_period", "sleep_for_race")
@@ -311,6 +312,12 @@ def parse_ipam(raw: Mapping[str, Any], netconf_name: str = "", persistent: objec
         overlapping = True
     if store.kind == "kubernetes":
         _check_object_names(network_name, netconf_name, ranges, sliced=bool(slice_prefix))
+    elif store.kind == "etcd" and len(network_name) > MAX_ETCD_NETWORK_NAME:
+        # a key part: a name of megabytes makes every request one etcd refuses (code 11, for good)
+        raise InvalidConfig(
+            f"invalid network_name {network_name[:100]!r}...: too long, at most {MAX_ETCD_NETWORK_NAME} characters "
+            "with the etcd datastore"
+        )
         if not overlapping and isinstance(store, KubernetesSettings) and not store.ippool_mirror:
             raise InvalidConfig(
                 "invalid kubernetes.ippool_mirror false with enable_overlapping_ranges false: without the IPPool "

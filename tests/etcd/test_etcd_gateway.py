@@ -291,6 +291,27 @@ def test_garbage_from_the_only_endpoint_is_code_11(answer: bytes) -> None:
         garbage.close()
 
 
+REPLIES = {
+    "no-responses": b'{"header":{"revision":"3"}}',
+    "no-header-revision": b'{"header":{},"responses":[{"response_range":{}}]}',
+    "response-not-a-range": b'{"header":{"revision":"3"},"responses":[{"response_put":{}}]}',
+    "key-not-base64": b'{"header":{"revision":"3"},"responses":[{"response_range":{"kvs":[{"key":"%%%"}]}}]}',
+    "kvs-not-a-list": b'{"header":{"revision":"3"},"responses":[{"response_range":{"kvs":5}}]}',
+}
+
+
+@pytest.mark.parametrize("body", REPLIES.values(), ids=REPLIES.keys())
+def test_an_etcd_reply_without_what_etcd_always_sends_is_code_11(server: ScriptedServer, body: bytes) -> None:
+    """An etcd reply (it has its header) to the snapshot's read that lacks its responses, or whose keys are no
+    keys of this store: code 11 naming the request, not a KeyError (code 100) in the caller."""
+    server.answers = [(200, body)]
+    cfg = parse_ipam({"type": "whereabouts", "range": "10.72.0.0/24", "etcd_host": server.endpoint.url})
+    store = EtcdStore(EtcdGateway([server.endpoint]), prefix="/p")
+    with pytest.raises(TryAgainLater) as caught:
+        IPAMService(store).add(cfg, Owner("ctr-1", "net1"))
+    assert caught.value.code == 11 and "etcd gave a reply to kv/txn it never gives" in caught.value.msg
+
+
 def test_a_slow_drip_endpoint_is_given_up_on_at_its_timeout_and_failed_over(etcd: EtcdServer) -> None:
     """A byte a second keeps every read alive: the endpoint's timeout bounds its whole answer, and the next
     endpoint serves the call (it waited for as long as the server kept dripping)."""

@@ -14,7 +14,7 @@ from support import netconf, run_cni
 from whereabouts.config import parse_ipam
 from whereabouts.errors import InvalidConfig, TryAgainLater
 from whereabouts.kube.transport import Endpoint, parse_endpoint
-from whereabouts.model import Owner
+from whereabouts.model import Owner, PoolKey
 from whereabouts.service import IPAMService
 from whereabouts.store.etcd import open_etcd
 
@@ -208,3 +208,64 @@ def test_a_tls_file_that_is_a_fifo_is_invalid_config_not_a_call_that_never_ends(
     result = run_cni("ADD", netconf(tmp_path, **etcd_ipam(etcd_tls, etcd_prefix, etcd_ca_cert_file=str(fifo))),
                      timeout=20)  # fmt: skip
     assert result.json["code"] == 7 and "not a regular file" in result.json["msg"], result.stdout
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [{"etcd_username": "ipam"}, {"etcd_password": "secret"}, {"etcd_username": "ipam", "etcd_password": "secret"}],
+    ids=["username-alone", "password-alone", "both-auth-off"],
+)
+def test_credentials_an_etcd_without_authentication_does_not_need_are_no_failure(
+    etcd: EtcdServer, etcd_prefix: str, tmp_path: Path, credentials: dict[str, str]
+) -> None:
+    """As the Go plugin: a username without a password is sent as no credential, and an etcd that says
+    authentication is not enabled is used without a token (every call failed with code 11 before)."""
+    conf = netconf(tmp_path, **etcd_ipam(etcd, etcd_prefix, **credentials))
+    assert run_cni("ADD", conf, container_id="auth-off").addresses() == ["10.70.0.1/24"]
+    assert run_cni("DEL", conf, container_id="auth-off").returncode == 0
+    assert etcd.dump(etcd_prefix + "/") == {}
+
+
+def test_a_username_alone_on_an_etcd_with_authentication_is_refused_by_etcd(
+    etcd_auth: EtcdServer, tmp_path: Path
+) -> None:
+    """No password: nothing is sent, and etcd with authentication on refuses the anonymous call (code 11)."""
+    ipam = etcd_ipam(etcd_auth, AUTH_PREFIX + "t3", etcd_username=ETCD_USER)
+    result = run_cni("ADD", netconf(tmp_path, **ipam))
+    assert result.json["code"] == 11 and "user name is empty" in result.json["msg"], result.stdout
+
+
+def test_a_network_named_dash_is_not_the_default_network(etcd: EtcdServer, etcd_prefix: str) -> None:
+    """`-` stands for the default network in a key: a network named `-` wrote the default network's keys, so
+    both handed out the same addresses as if one pool. Its keys are `%2D` now; other names' as they were."""
+    store = open_etcd(parse_ipam(etcd_ipam(etcd, etcd_prefix)).store)
+    default, dash = (parse_ipam(etcd_ipam(etcd, etcd_prefix, network_name=name)) for name in ("", "-"))
+    held = [IPAMService(store).add(cfg, Owner(f"ctr-{i}", "net1")) for i, cfg in enumerate((default, dash))]
+    assert [[a.address for a in assigned] for assigned in held] == [["10.70.0.1/24"], ["10.70.0.1/24"]]  # type: ignore[union-attr]
+    keys = sorted(etcd.dump(etcd_prefix + "/"))
+    assert f"{etcd_prefix}/-/pools/-/10.70.0.0-24/4:0a460001" in keys
+    assert f"{etcd_prefix}/%2D/pools/-/10.70.0.0-24/4:0a460001" in keys
+    assert sorted(store.pool_keys()) == [PoolKey("", "10.70.0.0/24"), PoolKey("-", "10.70.0.0/24")]
+    assert store.pools_holding("-", "ctr-1", "net1") == [PoolKey("-", "10.70.0.0/24")]
+    assert store.pools_holding("", "ctr-1", "net1") == []
+
+
+def test_credentials_written_into_etcd_host_are_not_shown(tmp_path: Path) -> None:
+    """A URL with a user and password in it is no endpoint (code 7), and the message names it without them."""
+    conf = netconf(tmp_path, range="10.70.0.0/24", etcd_host="http://admin:hunter2@127.0.0.1:2379,127.0.0.1:x")
+    result = run_cni("ADD", conf)
+    assert result.json["code"] == 7 and "invalid etcd_host" in result.json["msg"], result.stdout
+    assert "hunter2" not in result.stdout + result.stderr and "admin" not in result.stdout + result.stderr
+    assert "***@127.0.0.1:2379" in result.json["msg"]
+
+
+def test_a_network_name_too_long_for_a_key_is_a_config_error(
+    etcd: EtcdServer, etcd_prefix: str, tmp_path: Path
+) -> None:
+    """A network name of megabytes made every request one etcd refused: code 11, retried for ever. It is the
+    config's fault: code 7, before any request."""
+    conf = netconf(tmp_path, **etcd_ipam(etcd, etcd_prefix, network_name="n" * 2_000_000))
+    result = run_cni("ADD", conf)
+    assert result.json["code"] == 7 and "invalid network_name" in result.json["msg"], result.stdout[:500]
+    assert len(result.stdout) < 2000
+    assert run_cni("ADD", netconf(tmp_path, **etcd_ipam(etcd, etcd_prefix, network_name="n" * 253))).returncode == 0

@@ -3,6 +3,8 @@
 Key layout under `etcd_prefix` (default `/whereabouts`), network `-` for the default domain:
     <prefix>/<network>/pools/<node or ->/<cidr, '/' as '-'>/<ipkey>   who holds the address in that pool
     <prefix>/<network>/reservations/<ipkey>                          the network-wide overlapping guard
+A name segment has '%' and '/' percent-encoded, and a name that is '-' itself is written '%2D' (a bare '-' is
+the empty name).
 Values are JSON `{"address", "id", "ifname", "podref"}`; pool entries also `"netconf"`, the network config name
 the address was allocated under (GC goes by it; absent from entries written before it was recorded). Sticky
 addresses add `"sticky"`, `"retained"`, `"expires"`, `"controller"`, `"fixed"` and `"node"` (see model.Owner),
@@ -41,7 +43,8 @@ DEFAULT_PREFIX = "/whereabouts"
 
 
 def _segment(name: str) -> str:
-    return name.replace("%", "%25").replace("/", "%2F") or "-"
+    """A name as one key segment: '' is '-', so a name '-' is written '%2D' ('%' and '/' encoded as ever)."""
+    return "%2D" if name == "-" else name.replace("%", "%25").replace("/", "%2F") or "-"
 
 
 def pool_prefix(prefix: str, key: PoolKey) -> str:
@@ -53,7 +56,7 @@ def reservation_prefix(prefix: str, network: str) -> str:
 
 
 def _unsegment(segment: str) -> str:
-    return "" if segment == "-" else segment.replace("%2F", "/").replace("%25", "%")
+    return "" if segment == "-" else "-" if segment == "%2D" else segment.replace("%2F", "/").replace("%25", "%")
 
 
 def _prefix_end(key: str) -> str:
@@ -184,13 +187,16 @@ class EtcdStore:
                 lo, hi = cidr_key_bounds(key.cidr)
                 ranges.append((base + lo, base + hi + "\0"))
         reply = self.call("kv/txn", {"success": [_range_op(lo, hi) for lo, hi in ranges]})
-        revision = int(reply.get("header", {}).get("revision", 0))
-        responses = [r.get("response_range", {}).get("kvs", []) for r in reply.get("responses", [])]
         txn = EtcdTransaction(self, Snapshot({}))
-        for key, kvs in zip(keys, responses, strict=False):
-            txn.snapshot.pools[key] = PoolState(key, revision if kvs else None, self._collect(kvs, txn, None))
-        for key, kvs in zip(keys, responses[len(keys) :], strict=False):
-            self._collect(kvs, txn, key.network)
+        with _reading("kv/txn"):
+            revision = int(reply["header"]["revision"])
+            responses = [r["response_range"].get("kvs", []) for r in reply.get("responses", [])]
+            if len(responses) != len(ranges):
+                raise ValueError(f"{len(responses)} responses to {len(ranges)} reads")
+            for key, kvs in zip(keys, responses, strict=False):
+                txn.snapshot.pools[key] = PoolState(key, revision if kvs else None, self._collect(kvs, txn, None))
+            for key, kvs in zip(keys, responses[len(keys) :], strict=False):
+                self._collect(kvs, txn, key.network)
         yield txn
 
     def _collect(self, kvs: list[dict[str, Any]], txn: EtcdTransaction, network: str | None) -> dict[int, Owner]:
@@ -214,10 +220,11 @@ class EtcdStore:
         base = f"{self.prefix}/{_segment(network)}/pools/"
         reply = self.call("kv/range", {"key": b64(base), "range_end": b64(_prefix_end(base))})
         found = set()
-        for kv in reply.get("kvs", []):
-            if matches(_owner(kv.get("value", ""))):
-                node, cidr, _ = unb64(kv["key"])[len(base) :].split("/")
-                found.add(PoolKey(network, _cidr_from_segment(cidr), "" if node == "-" else node))
+        with _reading("kv/range"):
+            for kv in reply.get("kvs", []):
+                if matches(_owner(kv.get("value", ""))):
+                    node, cidr, _ = unb64(kv["key"])[len(base) :].split("/")
+                    found.add(PoolKey(network, _cidr_from_segment(cidr), _unsegment(node)))
         return sorted(found)
 
     def pools_of(self, network: str) -> list[PoolKey]:
@@ -240,11 +247,12 @@ class EtcdStore:
         base = self.prefix + "/"
         reply = self.call("kv/range", {"key": b64(base), "range_end": b64(_prefix_end(base)), "keys_only": True})
         found = set()
-        for kv in reply.get("kvs", []):
-            parts = unb64(kv["key"])[len(base) :].split("/")
-            if len(parts) == 5 and parts[1] == "pools":
-                network, _, node, cidr, _ = parts
-                found.add(PoolKey(_unsegment(network), _cidr_from_segment(cidr), _unsegment(node)))
+        with _reading("kv/range"):
+            for kv in reply.get("kvs", []):
+                parts = unb64(kv["key"])[len(base) :].split("/")
+                if len(parts) == 5 and parts[1] == "pools":
+                    network, _, node, cidr, _ = parts
+                    found.add(PoolKey(_unsegment(network), _cidr_from_segment(cidr), _unsegment(node)))
         return sorted(found)
 
     def tally(self, key: PoolKey, spans: Sequence[tuple[int, int]]) -> list[Tally]:
@@ -257,10 +265,11 @@ class EtcdStore:
         base = self.prefix + "/"
         reply = self.call("kv/range", {"key": b64(base), "range_end": b64(_prefix_end(base))})
         found = {}
-        for kv in reply.get("kvs", []):
-            parts = unb64(kv["key"])[len(base) :].split("/")
-            if len(parts) == 3 and parts[1] == "reservations":
-                found[(_unsegment(parts[0]), *from_sortable_key(parts[2]))] = _owner(kv.get("value", ""))
+        with _reading("kv/range"):
+            for kv in reply.get("kvs", []):
+                parts = unb64(kv["key"])[len(base) :].split("/")
+                if len(parts) == 3 and parts[1] == "reservations":
+                    found[(_unsegment(parts[0]), *from_sortable_key(parts[2]))] = _owner(kv.get("value", ""))
         return found
 
     def pods(self) -> None:
@@ -286,6 +295,16 @@ class EtcdStore:
         self.gateway.close()
 
 
+@contextmanager
+def _reading(path: str) -> Iterator[None]:
+    """Reading etcd's reply to `path`: one that is not as etcd writes its replies (a field missing, a key or
+    value that is no key or value of this store) is a bad answer, code 11 as an unreachable etcd, not a crash."""
+    try:
+        yield
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise TryAgainLater(f"etcd gave a reply to {path} it never gives ({type(exc).__name__}: {exc})") from None
+
+
 def _range_op(lo: str, hi: str) -> dict[str, Any]:
     return {"request_range": {"key": b64(lo), "range_end": b64(hi)}}
 
@@ -301,10 +320,20 @@ def open_etcd(settings: EtcdSettings) -> EtcdStore:
     try:
         endpoints = [parse_endpoint(e, tls=use_tls) for e in settings.endpoints]
     except ValueError:
-        raise InvalidConfig(f"invalid etcd_host {','.join(settings.endpoints)!r}: expected host:port or URLs") from None
+        shown = ",".join(redacted(e) for e in settings.endpoints)
+        raise InvalidConfig(f"invalid etcd_host {shown!r}: expected host:port or URLs") from None
     gateway = EtcdGateway(endpoints, tls=tls, username=settings.username, password=settings.password)
     files = tuple(f for f in (settings.ca_cert_file, settings.cert_file, settings.key_file) if f)
     return EtcdStore(gateway, prefix=settings.prefix or DEFAULT_PREFIX, files=files)
+
+
+def redacted(endpoint: str) -> str:
+    """An endpoint as a message may show it: credentials written into it (`http://user:pass@host`) as '***'."""
+    scheme, sep, rest = endpoint.rpartition("://")
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    return f"{scheme}{sep}{authority}{slash}{path}"
 
 
 def _stamp(files: tuple[str, ...]) -> tuple[tuple[int, int], ...]:
