@@ -110,7 +110,10 @@ class IPAMService:
         A request whose decision changes an address an earlier one of the round changes (one sticky key or
         one pod, under two containers: the later takes over what the earlier just got) is left for another
         round, after the earlier is committed: a store must not see two changes of one address in one commit
-        (etcd refuses the whole transaction), and both must not be answered with the address.
+        (etcd refuses the whole transaction), and both must not be answered with the address. So are the
+        requests that would take a commit past the store's `max_changes` (etcd's limit of operations per
+        transaction), and the lapsed retentions an ADD frees on its way are at most half that many (the
+        rest go with the next ADDs).
 
         `live(i)` (the node daemon's) says whether request i's caller still waits, asked as each decision is
         made, right before its commit: one that hung up, or whose deadline passed, is left out of the commit
@@ -126,6 +129,7 @@ class IPAMService:
         pending = list(range(len(requests)))  # the requests of the round being decided
         resuming: list[Owner] = []  # attachments whose decision resumed a reservation, before their pools are read
         looked_up: set[tuple[str, str]] = set()  # attachments whose other pools are read with `keys`
+        limit = self.store.max_changes  # changes per commit (0: any number)
 
         def decide(txn: Transaction, attempt: int) -> tuple[ChangeSet, list[Decision | Refusal | None]]:
             # Lost a race twice: spread out among the lowest few free addresses, since callers that all
@@ -133,13 +137,19 @@ class IPAMService:
             # re-picks the lowest: the race may have been with a holder the store now knows about.)
             skip = _random().randrange(min(2 ** (attempt - 1), SPREAD_LIMIT)) if attempt >= 2 else 0
             freed = lapsed(keys=keys, snapshot=txn.snapshot, now=now, expire_pods=cfg.store.kind != "kubernetes")
+            if limit:
+                freed = freed[: limit // 2]
             working = txn.snapshot if len(pending) == 1 and not freed else _working_copy(txn.snapshot)
             _apply(working, ChangeSet(tuple(freed), (), cfg.overlapping))
             changes: list[Change] = []
             changed: set[object] = set()  # the addresses this round's decisions change
             outcomes: list[Decision | Refusal | None] = []  # None: left for the next round
+            full = False  # a request did not fit this commit: it and those after it wait for the next
             for i in pending:
                 owner, requested = requests[i]
+                if full:
+                    outcomes.append(None)
+                    continue
                 if live is not None and not live(i):
                     outcomes.append(Refusal(ABANDONED, f"container {owner.container_id} interface {owner.ifname}: "
                                                        "its caller went away before the commit"))  # fmt: skip
@@ -158,6 +168,10 @@ class IPAMService:
                     resuming.append(owner)
                 places = {_place(change, cfg.overlapping) for change in decision.changes.changes}
                 if places & changed:
+                    outcomes.append(None)
+                    continue
+                if limit and changes and len(freed) + len(changes) + len(decision.changes.changes) > limit:
+                    full = True
                     outcomes.append(None)
                     continue
                 changed |= places

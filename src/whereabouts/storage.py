@@ -39,6 +39,10 @@ class Store(Protocol):
     # such a reservation backs an entry in a pool the call did not read (a range since dropped or widened), and
     # the service reads those before it lets a decision resume one.
     lone_reservations: bool
+    # The most changes one commit may carry (0: no limit): the service commits a decision of more holds in
+    # several rounds, and frees at most half as many lapsed retentions on an ADD's way. A change set of
+    # releases only may have more: the store commits it in parts (etcd: at most 128 operations a transaction).
+    max_changes: int
 
     def transaction(self, keys: Sequence[PoolKey], *, overlapping: bool) -> AbstractContextManager[Transaction]: ...
 

@@ -31,12 +31,19 @@ class EtcdDatastore:
         """The pool entries, after checking that every overlapping reservation belongs to one of them."""
         assert not (data_dir / "whereabouts.db").exists(), "an etcd-configured call wrote to the local store"
         entries: dict[str, list[tuple[str, Held]]] = {"pools": [], "reservations": []}
+        attachments = []
         for key, value in self.server.dump(self.prefix + "/").items():
             network, kind, *_ = key[len(self.prefix) + 1 :].split("/")
+            if kind == "attachments":
+                attachments.append((network, value["id"], value["ifname"]))
+                continue
             assert kind in entries, f"unexpected key {key}"
             entries[kind].append((network, (value["address"], value["id"], value["ifname"])))
         orphans = set(entries["reservations"]) - set(entries["pools"])
         assert not orphans, f"reservations without a pool entry: {sorted(orphans)}"
+        holding = {(network, held[1], held[2]) for network, held in entries["pools"]}
+        left = set(attachments) - holding
+        assert not left, f"attachment keys of attachments holding nothing: {sorted(left)}"
         return sorted(entry for _, entry in entries["pools"])
 
 

@@ -84,6 +84,7 @@ def test_keys_are_laid_out_as_documented(etcd: EtcdServer, etcd_prefix: str) -> 
             "address": "10.70.0.1", "id": "ctr-1", "ifname": "net1", "podref": "ns/pod"},
         f"{etcd_prefix}/blue/reservations/4:0a460001": {
             "address": "10.70.0.1", "id": "ctr-1", "ifname": "net1", "podref": "ns/pod"},
+        f"{etcd_prefix}/blue/attachments/ctr-1/net1": {"id": "ctr-1", "ifname": "net1", "podref": "ns/pod"},
     }  # fmt: skip
 
 
@@ -91,6 +92,7 @@ def test_tls_with_client_certificate(etcd_tls: EtcdServer, etcd_prefix: str, tmp
     conf = netconf(tmp_path, **etcd_ipam(etcd_tls, etcd_prefix))
     assert run_cni("ADD", conf, container_id="tls-1").addresses() == ["10.70.0.1/24"]
     assert list(etcd_tls.dump(etcd_prefix + "/")) == [
+        f"{etcd_prefix}/-/attachments/tls-1/eth0",
         f"{etcd_prefix}/-/pools/-/10.70.0.0-24/4:0a460001",
         f"{etcd_prefix}/-/reservations/4:0a460001",
     ]
@@ -110,14 +112,14 @@ def test_username_password_auth(etcd_auth: EtcdServer, tmp_path: Path) -> None:
     prefix = AUTH_PREFIX + "t1"
     good = etcd_ipam(etcd_auth, prefix, etcd_username=ETCD_USER, etcd_password=ETCD_PASSWORD)
     assert run_cni("ADD", netconf(tmp_path, **good), container_id="auth-1").addresses() == ["10.70.0.1/24"]
-    assert len(etcd_auth.dump(prefix + "/", etcd_auth.root_token())) == 2
+    assert len(etcd_auth.dump(prefix + "/", etcd_auth.root_token())) == 3  # entry, reservation, attachment
     bad = {**good, "etcd_password": "wrong"}
     result = run_cni("ADD", netconf(tmp_path, **bad), container_id="auth-2")
     assert result.json["code"] == 11 and "authentication failed" in result.json["msg"], result.stdout
     anonymous = etcd_ipam(etcd_auth, prefix)
     result = run_cni("ADD", netconf(tmp_path, **anonymous), container_id="auth-3")
     assert result.json["code"] == 11, result.stdout
-    assert len(etcd_auth.dump(prefix + "/", etcd_auth.root_token())) == 2  # refused calls wrote nothing
+    assert len(etcd_auth.dump(prefix + "/", etcd_auth.root_token())) == 3  # refused calls wrote nothing
 
 
 def test_outside_granted_prefix_is_refused(etcd_auth: EtcdServer, tmp_path: Path) -> None:

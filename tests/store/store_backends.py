@@ -133,6 +133,8 @@ def _etcd_state(dump: dict[str, dict]) -> Stored:
     reservations: Reservations = {}
     for key, value in dump.items():
         parts = key.split("/")
+        if parts[-3] == "attachments":  # `<prefix>/<network>/attachments/<container ID>/<ifname>`: no allocation
+            continue
         owner = Owner(value["id"], value["ifname"], value["podref"], value.get("netconf", ""))
         version, ip = from_sortable_key(parts[-1])
         if parts[-2] == "reservations":

@@ -45,7 +45,10 @@ if TYPE_CHECKING:
     Request = TypeVar("Request")
     Outcome = TypeVar("Outcome")
 
-MAX_BATCH = 64  # requests per round: bounds one round's latency and the size of its pool patch
+# requests per round: bounds one round's latency and the size of its pool patch. A round may still need more
+# than one commit of its store takes (etcd: 42 changes, and 64 dual-stack ADDs are 128): IPAMService.add_batch
+# commits the requests that fit and then the rest, and the etcd store commits a DEL round's releases in parts.
+MAX_BATCH = 64
 
 
 class _Ticket:

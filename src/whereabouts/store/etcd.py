@@ -3,6 +3,7 @@
 Key layout under `etcd_prefix` (default `/whereabouts`), network `-` for the default domain:
     <prefix>/<network>/pools/<node or ->/<cidr, '/' as '-'>/<ipkey>   who holds the address in that pool
     <prefix>/<network>/reservations/<ipkey>                          the network-wide overlapping guard
+    <prefix>/<network>/attachments/<container ID>/<ifname>           an attachment holding addresses there
 A name segment has '%' and '/' percent-encoded, and a name that is '-' itself is written '%2D' (a bare '-' is
 the empty name).
 Values are JSON `{"address", "id", "ifname", "podref"}`; pool entries also `"netconf"`, the network config name
@@ -15,6 +16,16 @@ Why one key per address rather than one per pool: two callers conflict only when
 never because they touched the same pool; a transaction compares exactly the keys it writes: "does not exist
 yet" (create revision 0) for a new hold, "unchanged since read" (mod revision) for a release or a takeover.
 The snapshot is read in a single read-only transaction, so pools and reservations come from one revision.
+
+The attachment key makes two ADDs of one attachment (a runtime's retry while the first is in flight) conflict,
+though each picked another address, so that the second reads again and finds the first's (ADD is idempotent):
+every commit that makes an attachment hold an address writes its key, every one that releases a held address
+deletes it, and each compares it "unchanged since the snapshot's revision" (a missing key passes).
+
+etcd refuses a transaction of more than 128 compares or operations (its --max-txn-ops default): a change
+writes up to three keys (pool entry, reservation, attachment), so the service gives a commit at most
+`max_changes` changes; a commit of releases only (GC, a group DEL) that needs more goes as several
+transactions, each guarded as a whole one would be (a release done twice releases nothing more).
 """
 
 from __future__ import annotations
@@ -39,7 +50,11 @@ if TYPE_CHECKING:
 
     from whereabouts.inventory import Tally
 
+    Planned = list[tuple[Change, list[tuple[str, dict[str, Any]]]]]  # changes, each with its keys' operations
+
 DEFAULT_PREFIX = "/whereabouts"
+MAX_TXN_OPS = 128  # etcd's default --max-txn-ops: compares, and operations, per transaction
+KEYS_PER_CHANGE = 3  # the most keys one change writes: pool entry, reservation, attachment
 
 
 def _segment(name: str) -> str:
@@ -57,6 +72,10 @@ def reservation_prefix(prefix: str, network: str) -> str:
 
 def _unsegment(segment: str) -> str:
     return "" if segment == "-" else "-" if segment == "%2D" else segment.replace("%2F", "/").replace("%25", "%")
+
+
+def attachment_key(prefix: str, network: str, owner: Owner) -> str:
+    return f"{prefix}/{_segment(network)}/attachments/{_segment(owner.container_id)}/{_segment(owner.ifname)}"
 
 
 def _prefix_end(key: str) -> str:
@@ -102,24 +121,48 @@ class EtcdTransaction:
     snapshot: Snapshot
     revisions: dict[str, int] = field(default_factory=dict)  # key -> mod revision, as read
     informed: bool = False  # a lost compare-and-swap on a pool: back off
+    revision: int = 0  # etcd's revision the snapshot was read at
 
     def commit(self, changes: ChangeSet) -> bool:
-        compares: list[dict[str, Any]] = []
-        ops: list[dict[str, Any]] = []
+        """One transaction; a change set of releases only that needs more than etcd takes in one goes as
+        several, in order (False at the first that lost: what went before is released, and stays so)."""
         released = {(c.key, c.ip) for c in changes.changes if c.owner is None}
-        for change in changes.changes:
-            self._plan(change, changes.overlapping, compares, ops, released)
-        reply = self.store.call("kv/txn", {"compare": compares, "success": ops})
-        return bool(reply.get("succeeded"))
+        planned = [(change, self._plan(change, changes.overlapping, released)) for change in changes.changes]
+        releases_only = all(change.owner is None or change.owner.retained for change in changes.changes)
+        for part in _parts(planned) if releases_only else [planned]:
+            compares: list[dict[str, Any]] = []
+            ops: list[dict[str, Any]] = []
+            for _, keys in part:
+                for key, op in keys:
+                    compares.append(self._unchanged(key))
+                    ops.append(op)
+            for key, op in self._attachments([change for change, _ in part]):
+                compares.append(self._untouched(key))
+                ops.append(op)
+            reply = self.store.call("kv/txn", {"compare": compares, "success": ops})
+            if not reply.get("succeeded"):
+                return False
+        return True
+
+    def _attachments(self, changes: list[Change]) -> list[tuple[str, dict[str, Any]]]:
+        """The attachment keys the changes write: put for each attachment made to hold an address, deleted for
+        each whose held address is released, retained (a retained entry is no attachment's) or taken over."""
+        puts: dict[str, Owner] = {}
+        deletes: dict[str, None] = {}
+        for change in changes:
+            if change.owner is not None and not change.owner.retained:
+                puts[attachment_key(self.store.prefix, change.key.network, change.owner)] = change.owner
+            if change.previous is not None and not change.previous.retained:  # (taken over: another's)
+                deletes[attachment_key(self.store.prefix, change.key.network, change.previous)] = None
+        ops = [(key, _put(key, json.dumps({"id": owner.container_id, "ifname": owner.ifname,
+                                           "podref": owner.podref}))) for key, owner in puts.items()]  # fmt: skip
+        ops += [(key, {"request_delete_range": {"key": b64(key)}}) for key in deletes if key not in puts]
+        return ops
 
     def _plan(
-        self,
-        change: Change,
-        overlapping: bool,
-        compares: list[dict[str, Any]],
-        ops: list[dict[str, Any]],
-        released: set[tuple[PoolKey, int]],
-    ) -> None:
+        self, change: Change, overlapping: bool, released: set[tuple[PoolKey, int]]
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """The pool entry and reservation keys the change writes, each with its operation."""
         prefix, ik = self.store.prefix, sortable_key(change.version, change.ip)
         holder = self.snapshot.pools[change.key].allocations.get(change.ip)
         reserved = self.snapshot.reservations.get((change.key.network, change.version, change.ip))
@@ -136,13 +179,13 @@ class EtcdTransaction:
             keys.append((pool_prefix(prefix, change.key) + ik, change.owner))
         if overlapping and (change.owner is not None or reserved_by_previous):
             keys.append((reservation_prefix(prefix, change.key.network) + ik, change.owner and change.owner.named("")))
+        planned = []
         for key, owner in keys:
-            compares.append(self._unchanged(key))
             if owner is None:
-                ops.append({"request_delete_range": {"key": b64(key)}})
+                planned.append((key, {"request_delete_range": {"key": b64(key)}}))
             else:
-                value = _owner_value(owner, format_ip(change.version, change.ip))
-                ops.append({"request_put": {"key": b64(key), "value": b64(value)}})
+                planned.append((key, _put(key, _owner_value(owner, format_ip(change.version, change.ip)))))
+        return planned
 
     def _backed(self, change: Change, released: set[tuple[PoolKey, int]]) -> bool:
         previous = change.previous
@@ -159,12 +202,42 @@ class EtcdTransaction:
             return {"key": b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
         return {"key": b64(key), "target": "MOD", "result": "EQUAL", "mod_revision": str(revision)}
 
+    def _untouched(self, key: str) -> dict[str, Any]:
+        """Not written since the snapshot was read (the key was not read: any revision up to the snapshot's)."""
+        return {"key": b64(key), "target": "MOD", "result": "LESS", "mod_revision": str(self.revision + 1)}
+
+
+def _put(key: str, value: str) -> dict[str, Any]:
+    return {"request_put": {"key": b64(key), "value": b64(value)}}
+
+
+def _parts(planned: Planned) -> list[Planned]:
+    """Releases in runs that each fit one transaction: its entry and reservation keys, and one attachment key
+    per attachment it releases."""
+    parts: list[Planned] = []
+    part: Planned = []
+    size, attachments = 0, set[tuple[str, str, str]]()
+    for change, keys in planned:
+        holder = change.previous
+        attachment = (change.key.network, holder.container_id, holder.ifname) if holder is not None else None
+        needed = len(keys) + (attachment is not None and attachment not in attachments)
+        if part and size + needed > MAX_TXN_OPS:
+            parts.append(part)
+            part, size, attachments = [], 0, set()
+            needed = len(keys) + (attachment is not None)
+        part.append((change, keys))
+        size += needed
+        if attachment is not None:
+            attachments.add(attachment)
+    return [*parts, part] if part else parts
+
 
 class EtcdStore:
     # pools_holding reads every entry of the network: once per attachment of a node daemon's DEL round is too
     # many for every DEL (a range dropped from the config is left to GC, which reads the network's pools once)
     finds_attachments = False
     lone_reservations = False  # (a hold writes its entry and its reservation in one transaction)
+    max_changes = MAX_TXN_OPS // KEYS_PER_CHANGE  # changes per commit (beyond: releases only, split)
 
     def __init__(self, gateway: EtcdGateway, *, prefix: str = DEFAULT_PREFIX, files: tuple[str, ...] = ()) -> None:
         self.gateway = gateway
@@ -189,7 +262,7 @@ class EtcdStore:
         reply = self.call("kv/txn", {"success": [_range_op(lo, hi) for lo, hi in ranges]})
         txn = EtcdTransaction(self, Snapshot({}))
         with _reading("kv/txn"):
-            revision = int(reply["header"]["revision"])
+            revision = txn.revision = int(reply["header"]["revision"])
             responses = [r["response_range"].get("kvs", []) for r in reply.get("responses", [])]
             if len(responses) != len(ranges):
                 raise ValueError(f"{len(responses)} responses to {len(ranges)} reads")

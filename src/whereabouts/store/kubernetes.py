@@ -214,6 +214,7 @@ class KubernetesStore:
 
     finds_attachments = False  # pools_holding lists every IPPool of the namespace
     lone_reservations = True
+    max_changes = 0  # (see storage.Store)
 
     def __init__(self, client: KubeClient, lock_dir: str = "", *, cache: KubeCache | None = None,
                  mirror: bool = True) -> None:  # fmt: skip

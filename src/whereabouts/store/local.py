@@ -244,6 +244,7 @@ def _overwrite_refused(db: sqlite3.Connection, held: list[tuple[Change, Owner]])
 class LocalStore:
     finds_attachments = True  # (allocations_by_attachment)
     lone_reservations = False  # (a hold writes its entry and its reservation in one transaction)
+    max_changes = 0  # (see storage.Store)
 
     def __init__(self, data_dir: str, *, busy_timeout: float = 10.0) -> None:
         self.path = os.path.join(data_dir, DB_NAME)

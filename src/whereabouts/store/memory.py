@@ -31,6 +31,7 @@ class MemoryTransaction:
 
 @dataclass
 class MemoryStore:
+    max_changes = 0  # (see storage.Store)
     pools: dict[PoolKey, PoolState] = field(default_factory=dict)
     reservations: dict[tuple[str, int, int], Owner] = field(default_factory=dict)
     commits: int = 0

@@ -40,7 +40,7 @@ from whereabouts.tools.target import NetworkConfig, Target, read_json
 
 KIND, VERSION = "WhereaboutsExport", 1
 FIELDS = {"container_id": "containerID"}  # model.Owner field -> document key, where they differ
-CHUNK = 500  # entries per commit: a Kubernetes pool patch stays small
+CHUNK = 500  # entries per commit: a Kubernetes pool patch stays small (fewer where the store takes fewer: etcd)
 Entries = dict[PoolKey, dict[int, tuple[Owner, bool]]]  # pool -> address -> (holder, reserved)
 
 
@@ -123,12 +123,13 @@ def _typed(name: str, value: object) -> object:
 def write(target: Target, entries: Entries) -> tuple[list[str], bool]:
     """Each pool's entries, through the service; (a line per pool, whether any address was refused)."""
     service = IPAMService(target.store(create=True))
+    size = min(CHUNK, service.store.max_changes or CHUNK)
     lines, refused_any = [], False
     for key, held in sorted(entries.items()):
         placed, refused = 0, list[tuple[int, Owner]]()
         for reserved in (True, False):
             chosen = {ip: owner for ip, (owner, r) in held.items() if r is reserved}
-            for chunk in _chunks(chosen):
+            for chunk in _chunks(chosen, size):
                 try:
                     done, lost = service.import_entries(key, chunk, overlapping=reserved)
                 except WhereaboutsError as exc:
@@ -140,10 +141,10 @@ def write(target: Target, entries: Entries) -> tuple[list[str], bool]:
     return lines, refused_any
 
 
-def _chunks(entries: Mapping[int, Owner]) -> Iterable[dict[int, Owner]]:
+def _chunks(entries: Mapping[int, Owner], size: int) -> Iterable[dict[int, Owner]]:
     items = sorted(entries.items())
-    for i in range(0, len(items), CHUNK):
-        yield dict(items[i : i + CHUNK])
+    for i in range(0, len(items), size):
+        yield dict(items[i : i + size])
 
 
 # -- host-local -------------------------------------------------------------------------------------------------
