@@ -121,3 +121,31 @@ def test_hostile_names_reach_no_other_path_on_the_api_server(
         plural, _, segment = uri.removeprefix(f"{GROUP_PATH}/{kube_namespace}/").partition("/")
         assert plural in ("ippools", "overlappingrangeipreservations") and "/" not in segment, uri
         assert "victim" not in uri
+
+
+def test_a_404_that_is_no_api_servers_not_found_is_an_error(raw: RawHTTPServer) -> None:
+    """A proxy (or a wrong server path) answering 404 to everything says nothing of the object: no read takes it
+    for "not there" (a pod taken for gone has its addresses freed while it runs)."""
+    kube = KubeClient(Credentials(Endpoint("http", "127.0.0.1", raw.port), "", TLSSettings(), "ns", token="t"))
+    with pytest.raises(TryAgainLater, match="404"):
+        kube.get(kube.resource("pods", "web-0", namespace="ns"), named=True)
+    with pytest.raises(TryAgainLater, match="404"):
+        kube.get(kube.path("ippools", "x"))
+    with pytest.raises(TryAgainLater, match="404"):
+        kube.delete(kube.path("overlappingrangeipreservations", "x"))
+    kube.close()
+
+
+def test_a_pod_is_gone_only_when_the_api_server_names_it(kube: KubeAPIServer, kube_namespace: str,
+                                                        tmp_path: Path) -> None:  # fmt: skip
+    admin = kube.kubeconfig(tmp_path / "admin", token=kube.admin_token)
+    client = KubeClient(load_credentials(str(admin)))
+    assert client.get(client.resource("pods", "nobody", namespace=kube_namespace), named=True) is None
+    client.close()
+    # the same API server under a path it does not serve: its 404 is a Status NotFound naming no pod
+    wrong = tmp_path / "wrong"
+    wrong.write_text(admin.read_text().replace(f"server: {kube.url}", f"server: {kube.url}/not-the-api"))
+    client = KubeClient(load_credentials(str(wrong)))
+    with pytest.raises(TryAgainLater, match="404"):
+        client.get(client.resource("pods", "nobody", namespace=kube_namespace), named=True)
+    client.close()

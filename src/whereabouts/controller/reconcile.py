@@ -359,7 +359,7 @@ class Applier:
         """The pod as it is now (one GET per pod per pass), judged again."""
         namespace, _, name = podref.partition("/")
         if namespace and name and podref not in self.pods:
-            self.pods[podref] = self.client.get(self.client.resource("pods", name, namespace=namespace))
+            self.pods[podref] = self.client.get(self.client.resource("pods", name, namespace=namespace), named=True)
         pod = self.pods.get(podref)
         return judge_pod(podref, None if pod is None else pod_state(pod)), pod
 

@@ -2,6 +2,9 @@
 
 Every failure to get an answer (connection refused, timeout, TLS) and every unexpected status becomes
 APIError, a TryAgainLater (code 11) naming the request; 404 and 409 are normal outcomes that callers branch on.
+A 404 says "not there" only when the API server said it (a metav1 Status, reason NotFound; for `get(...,
+named=True)`, one whose details name the very object asked for): a proxy or a wrong server path that answers 404
+to everything says nothing of the object, and taking it for "gone" would free a live pod's addresses.
 
 The credentials' files are followed, as client-go follows them: looked at (a stat) at most every CHECK
 seconds and read again when they changed, and at least every REREAD seconds; a 401 reads them again at once
@@ -178,9 +181,11 @@ class KubeClient:
         for conn in list(self.streams):
             conn.interrupt()
 
-    def get(self, path: str) -> dict[str, Any] | None:
+    def get(self, path: str, *, named: bool = False) -> dict[str, Any] | None:
+        """The object, None when the API server says there is none. `named`: only when its answer names this
+        object (details kind and name), as a pod's does; not the answer for a kind it does not serve."""
         response = self._send("GET", path)
-        return None if response.status == 404 else self._ok(response, "GET", path)
+        return None if self._absent(response, "GET", path, named=named) else self._ok(response, "GET", path)
 
     def list(self, path: str, label_selector: str = "", *, cached: bool = False) -> list[dict[str, Any]]:
         """`cached`: served from the API server's watch cache (resourceVersion=0), not a quorum read."""
@@ -201,7 +206,7 @@ class KubeClient:
     def merge_patch_existing(self, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
         """A merge patch of an object that may not exist: None on 404."""
         response = self._send("PATCH", path, body, content_type="application/merge-patch+json")
-        return None if response.status == 404 else self._ok(response, "PATCH", path)
+        return None if self._absent(response, "PATCH", path) else self._ok(response, "PATCH", path)
 
     def patch(self, path: str, operations: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """An RFC 6902 JSON patch, applied by the API server atomically to the object's current state."""
@@ -213,7 +218,7 @@ class KubeClient:
     def patch_existing(self, path: str, operations: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
         """`patch` of an object that may not exist: None on 404."""
         response = self._send("PATCH", path, operations, content_type="application/json-patch+json")
-        if response.status == 404:
+        if self._absent(response, "PATCH", path):
             return None
         if response.status == 422 and not _status(response).get("details", {}).get("causes"):
             raise Conflict("TestFailed")  # a `test` operation failed: no field-level causes, unlike validation
@@ -223,7 +228,7 @@ class KubeClient:
         """False when there was nothing to delete."""
         body = {"preconditions": {"resourceVersion": resource_version}} if resource_version else None
         response = self._send("DELETE", path, body)
-        if response.status == 404:
+        if self._absent(response, "DELETE", path):
             return False
         self._ok(response, "DELETE", path)
         return True
@@ -256,6 +261,15 @@ class KubeClient:
             raise APIError(message + self._why_refused(response.status), status=response.status, path=path)
         obj: dict[str, Any] = response.json()  # every call above answers with an object
         return obj
+
+    def _absent(self, response: Response, method: str, path: str, *, named: bool = False) -> bool:
+        """Whether the API server said the object at `path` does not exist; APIError for a 404 it did not give
+        (any other status: False, for `_ok` to judge)."""
+        if response.status != 404:
+            return False
+        if not _not_found(_status(response), path, named=named):
+            self._ok(response, method, path)  # raises: a 404 that says nothing of the object
+        return True
 
     def _why_refused(self, status: int) -> str:
         if status != 401 or not self.reload_error:
@@ -292,6 +306,20 @@ def _status(response: Response) -> dict[str, Any]:
         return status if isinstance(status, dict) else {}
     except ValueError:
         return {}
+
+
+def _not_found(status: dict[str, Any], path: str, *, named: bool) -> bool:
+    """A metav1 Status saying NotFound; `named`: whose details name the resource and the object `path` ends with
+    (the API server's answer for an object of a kind it serves, not for a path or a kind it does not know)."""
+    if status.get("kind") != "Status" or status.get("reason") != "NotFound":
+        return False
+    if not named:
+        return True
+    details = status.get("details")
+    segments = path.partition("?")[0].rsplit("/", 2)
+    if not isinstance(details, dict) or len(segments) != 3:
+        return False
+    return details.get("kind") == segments[1] and _quote(str(details.get("name") or "")) == segments[2] != ""
 
 
 def _query(params: dict[str, str]) -> str:

@@ -631,7 +631,7 @@ class KubePods:
     client: KubeClient
 
     def pod(self, namespace: str, name: str) -> PodFacts | None:
-        obj = self.client.get(self.client.resource("pods", name, namespace=namespace))
+        obj = self.client.get(self.client.resource("pods", name, namespace=namespace), named=True)
         return None if obj is None else resources.pod_facts(obj)
 
     def has_claim(self, namespace: str, name: str) -> bool:

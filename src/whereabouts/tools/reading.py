@@ -74,7 +74,7 @@ class Pods:
         if self.client is None or not namespace or not name:
             return None
         if fresh or podref not in self.seen:
-            self.seen[podref] = self.client.get(self.client.resource("pods", name, namespace=namespace))
+            self.seen[podref] = self.client.get(self.client.resource("pods", name, namespace=namespace), named=True)
         return self.seen[podref]
 
     def judge(self, podref: str, *, fresh: bool = False) -> Judgement:
