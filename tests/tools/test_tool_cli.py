@@ -67,6 +67,12 @@ def test_a_missing_local_store_is_refused_and_not_made(tmp_path: Path) -> None:
     assert not (tmp_path / "typo").exists()
 
 
+@pytest.mark.parametrize("urls", [",", " ", ", ,"], ids=["comma", "space", "commas"])
+def test_etcd_naming_no_endpoint_is_a_usage_error(urls: str) -> None:
+    done = run_tool("--etcd", urls, "pools")
+    assert done.returncode == 2 and "names no endpoint" in done.stderr, done.stderr
+
+
 def test_no_datastore_named_anywhere(tmp_path: Path) -> None:
     done = run_tool("--configuration-path", str(tmp_path / "none"), "pools")
     assert done.returncode == 2 and "no datastore: give --kubeconfig, --etcd URLS, --local-data-dir" in done.stderr

@@ -21,7 +21,7 @@ from whereabouts.tools import findings as found
 from whereabouts.tools.errors import ToolError
 from whereabouts.tools.findings import Finding
 from whereabouts.tools.reading import Pods, read_pools, split_keys
-from whereabouts.tools.target import Target
+from whereabouts.tools.target import Target, require_networks
 from whereabouts.tools.view import Column, render
 
 COLUMNS = (
@@ -39,13 +39,16 @@ class Outcome:
     findings: list[Finding]
     repairs: list[str] = field(default_factory=list)
     remaining: list[Finding] | None = None  # after --repair (None: not repaired)
+    nothing_here: str = ""  # the namespace searched, where it holds no pool and no reservation
 
     @property
     def failed(self) -> bool:
-        return found.errors(self.findings if self.remaining is None else self.remaining) > 0
+        return bool(self.nothing_here) or found.errors(self.findings if self.remaining is None else self.remaining) > 0
 
 
 def run(target: Target, *, repair: bool, dry_run: bool) -> Outcome:
+    if repair:
+        require_networks(target, "check --repair")
     try:
         if target.datastore == "kubernetes":
             return _kubernetes(target, repair=repair, dry_run=dry_run)
@@ -61,6 +64,13 @@ def _kubernetes(target: Target, *, repair: bool, dry_run: bool) -> Outcome:
     assert client is not None
     reading = kubecheck.read(target, client, target.notes.append)
     outcome = Outcome(kubecheck.findings(reading))
+    if not reading.reading.pools and not reading.reading.observed.reservations:
+        outcome.nothing_here = client.namespace  # nothing checked is no clean bill of health
+        target.notes.append(
+            f"no IPPools or OverlappingRangeIPReservations in namespace {client.namespace!r} (from "
+            f"{target.pool_namespace_from or 'the kubeconfig'}): nothing was checked; are the pools in another "
+            "namespace? give it with --pool-namespace NS"
+        )
     if repair and any(f.fix for f in outcome.findings):
         outcome.repairs = kubecheck.repair(target, client, reading, dry_run=dry_run)
         if not dry_run:
@@ -120,7 +130,7 @@ def report(outcome: Outcome, output: str) -> str:
         import yaml
 
         return str(yaml.safe_dump(doc, sort_keys=False))
-    parts = [_table(outcome.findings, output)]
+    parts = [_table(outcome.findings, output, outcome.nothing_here)]
     if outcome.repairs:
         parts.append("repair:\n" + "".join(f"  {line}\n" for line in outcome.repairs))
     if outcome.remaining is not None:
@@ -129,7 +139,9 @@ def report(outcome: Outcome, output: str) -> str:
     return "\n".join(parts)
 
 
-def _table(listed: list[Finding], output: str) -> str:
+def _table(listed: list[Finding], output: str, nothing_here: str = "") -> str:
+    if not listed and nothing_here:
+        return f"Nothing checked: no pools in namespace {nothing_here!r} (see --pool-namespace).\n"
     if not listed:
         return "No problems found.\n"
     return render("CheckReport", [f.row() for f in _sorted(listed)], COLUMNS, output)

@@ -35,7 +35,7 @@ from whereabouts.model import Owner, PoolKey
 from whereabouts.ranges import format_ip, parse_request
 from whereabouts.tools.errors import BadInput, ToolError
 from whereabouts.tools.findings import who
-from whereabouts.tools.target import Target
+from whereabouts.tools.target import Target, require_networks
 
 GO_LEASE = "whereabouts"  # the Go plugin's cluster-wide lock: a Lease in the pools' namespace, taken per call
 GO_LEASE_RECENT = 600.0  # seconds: renewed (or released) since, a Go plugin is taken to be still running
@@ -48,6 +48,7 @@ def run(
     client = target.kube()
     if target.datastore != "kubernetes" or client is None:
         raise BadInput(f"mirror: the IPPool mirror is the Kubernetes datastore's; this target is {target.datastore}")
+    require_networks(target, f"mirror {direction}")  # a pool's network read from its name would be a guess
     if direction == "off" and not force and not dry_run:
         _refuse_beside_go(client)
     if direction == "off" and finish:

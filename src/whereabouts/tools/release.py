@@ -19,7 +19,7 @@ from whereabouts.service import IPAMService
 from whereabouts.tools.errors import BadInput, ToolError
 from whereabouts.tools.findings import who
 from whereabouts.tools.reading import Pods, all_keys, read_pools
-from whereabouts.tools.target import Target
+from whereabouts.tools.target import Target, require_networks
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class Candidate:
 
 def run(target: Target, address: str, pod: str, *, force: bool, dry_run: bool, network: str | None) -> list[str]:
     """What was (or would be) done, a line each; ToolError when refused (nothing written)."""
+    require_networks(target, "release")
     candidates = _by_address(target, address, network) if address else _by_pod(target, pod, network)
     pods = Pods(target)
     verdicts = [(c, *_allowed(c.owner, pods, force)) for c in candidates]

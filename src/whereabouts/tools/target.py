@@ -66,6 +66,8 @@ class Target:
     pool_namespace: str = ""
     pods_namespace: str = "default"  # the kubeconfig context's, for pod names given without one
     notes: list[str] = field(default_factory=list)  # what could not be read, for stderr
+    pool_namespace_from: str = ""  # what chose the pools' namespace (for messages)
+    nads_unread: str = ""  # why the NADs could not be listed ("": read, or not asked): networks are unknown
     _store: ToolStore | None = None
     _kube: KubeClient | None = None
 
@@ -87,7 +89,10 @@ class Target:
 
             credentials, self.pods_namespace = load(self.kubeconfig, self.context)
             self._kube = KubeClient(credentials, timeout=30.0)
-            self._kube.namespace = self.pool_namespace or _plugin_namespace(self.settings) or credentials.namespace
+            plugin = _plugin_namespace(self.settings, self.kubeconfig)
+            self._kube.namespace = self.pool_namespace or plugin or credentials.namespace
+            self.pool_namespace_from = ("--pool-namespace" if self.pool_namespace else
+                                        "the plugin's kubeconfig" if plugin else "the kubeconfig context")  # fmt: skip
         return self._kube
 
     def networks(self) -> set[str]:
@@ -129,6 +134,8 @@ def _flag_settings(args: argparse.Namespace) -> StoreSettings | None:
         return LocalSettings(os.path.abspath(args.local_data_dir))
     if args.etcd:
         endpoints = tuple(e.strip() for e in args.etcd.split(",") if e.strip())
+        if not endpoints:
+            raise BadInput(f"--etcd {args.etcd!r} names no endpoint: expected URLS, comma-separated")
         return EtcdSettings(endpoints, prefix=args.etcd_prefix)
     return None
 
@@ -214,6 +221,7 @@ def _nad_configs(target: Target) -> list[NetworkConfig]:
     try:
         items = client.list(client.resource(NAD_PATH[0], group=NAD_PATH[1], version=NAD_PATH[2]))
     except WhereaboutsError as exc:
+        target.nads_unread = exc.msg
         target.notes.append(f"NetworkAttachmentDefinitions not read, pools shown by their CIDR alone: {exc.msg}")
         return []
     configs = []
@@ -249,9 +257,10 @@ def _whereabouts_ipam(config: object) -> tuple[str, Mapping[str, Any]] | None:
     return whereabouts_ipam(config) if isinstance(config, Mapping) else None
 
 
-def _plugin_namespace(settings: StoreSettings) -> str:
-    """The namespace of the kubeconfig the config names (the plugin's, on a node), if readable: its pools."""
-    if not isinstance(settings, KubernetesSettings) or not settings.kubeconfig:
+def _plugin_namespace(settings: StoreSettings, operator: str) -> str:
+    """The namespace of the kubeconfig the config names (the plugin's, on a node), if readable: its pools. Not the
+    operator's own kubeconfig: its namespace is the context's (the one `--context` chooses)."""
+    if not isinstance(settings, KubernetesSettings) or not settings.kubeconfig or settings.kubeconfig == operator:
         return ""
     try:
         from whereabouts.kube.credentials import load_credentials
@@ -282,6 +291,16 @@ def _open(settings: StoreSettings, target: Target, *, create: bool) -> ToolStore
         return KubernetesStore(client, mirror=getattr(settings, "ippool_mirror", True))
     except WhereaboutsError as exc:
         raise ToolError(exc.msg) from None
+
+
+def require_networks(target: Target, what: str) -> None:
+    """Refuse a write (`what`) when the NADs could not be listed: the API that answered so cannot be trusted to say
+    a pod is gone either, and without the networks' names a pool's network is a guess."""
+    if target.nads_unread:
+        raise ToolError(
+            f"{what} refused, nothing changed: the NetworkAttachmentDefinitions could not be listed "
+            f"({target.nads_unread}); check --kubeconfig/--context, or name the network with --nad or --config"
+        )
 
 
 def warn(notes: list[str]) -> None:

@@ -1,0 +1,95 @@
+"""The tools' guards against reading the wrong thing into a write: an API that answers 404 to everything (a
+proxy, a wrong server path) proves no pod gone, and a namespace holding no pools is no clean bill of health."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bed import Bed
+from tool import run_tool
+
+from kube_server import KubeAPIServer
+from support import netconf, run_cni
+
+
+class _NotFound(BaseHTTPRequestHandler):
+    """Every request: 404 in plain text, as a proxy or a web server answers a path it does not know."""
+
+    def _answer(self) -> None:
+        body = b"404 page not found\n"
+        self.send_response(404)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def not_found_kubeconfig(tmp_path: Path) -> Iterator[Path]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    path = tmp_path / "proxy.kubeconfig"
+    path.write_text(
+        "apiVersion: v1\nkind: Config\n"
+        f"clusters:\n- name: p\n  cluster:\n    server: http://127.0.0.1:{server.server_address[1]}\n"
+        "users:\n- name: u\n  user:\n    token: t\n"
+        "contexts:\n- name: c\n  context:\n    cluster: p\n    user: u\n    namespace: default\n"
+        "current-context: c\n"
+    )
+    yield path
+    server.shutdown()
+    server.server_close()
+
+
+def _add(conf: dict[str, Any], container: str, pod: str) -> str:
+    args = f"IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME={pod}"
+    done = run_cni("ADD", conf, container_id=container, ifname="eth0", cni_args=args)
+    assert done.returncode == 0, done.stdout
+    return done.addresses()[0]
+
+
+def test_an_api_answering_404_to_everything_frees_nothing(tmp_path: Path, not_found_kubeconfig: Path) -> None:
+    data = tmp_path / "data"
+    conf = netconf(data, range="10.51.0.0/24")
+    assert _add(conf, "ctr-1", "web-0") == "10.51.0.1/24"
+    assert _add(conf, "ctr-2", "web-1") == "10.51.0.2/24"
+    store = ("--local-data-dir", str(data), "--kubeconfig", str(not_found_kubeconfig))
+    for args in (("release", "10.51.0.1"), ("release", "--pod", "ns/web-1"), ("check", "--repair")):
+        done = run_tool(*store, *args)
+        assert done.returncode != 0, (args, done.stdout, done.stderr)
+        assert "NetworkAttachmentDefinitions could not be listed" in done.stderr and "404" in done.stderr
+    held = run_tool("--local-data-dir", str(data), "show", "-A", "-o", "json").ok().stdout
+    assert "10.51.0.1" in held and "10.51.0.2" in held  # both pods keep their addresses
+    # named by --config (no NAD list), the pods are still not proven gone by that 404
+    (tmp_path / "net.conf").write_text(json.dumps(conf))
+    done = run_tool("--config", str(tmp_path / "net.conf"), "--kubeconfig", str(not_found_kubeconfig),
+                    "release", "10.51.0.1")  # fmt: skip
+    assert done.returncode != 0 and "404" in done.stderr, done.stderr
+    assert _add(conf, "ctr-3", "web-2") == "10.51.0.3/24"  # 10.51.0.1 was not freed
+
+
+def test_check_in_a_namespace_without_pools_says_so_and_fails(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path
+) -> None:
+    bed = Bed(kube, kube_namespace, tmp_path, plugin_kubeconfig)
+    bed.add(bed.conf("10.52.0.0/24"), bed.pod("web-0").partition("/")[2], "ctr-1")
+    assert bed.errors() == []  # with --pool-namespace: the pools are there, and fine
+    # the operator's context is the pods' namespace: the pools are not there
+    done = run_tool("--kubeconfig", str(bed.admin), "check")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "No problems found" not in done.stdout
+    assert f"namespace {bed.pods_ns!r}" in done.stderr and "--pool-namespace" in done.stderr
+    assert "the kubeconfig context" in done.stderr
+    as_json = run_tool("--kubeconfig", str(bed.admin), "check", "-o", "json")
+    assert as_json.returncode == 1 and json.loads(as_json.stdout)["items"] == []
