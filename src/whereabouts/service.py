@@ -398,13 +398,14 @@ class IPAMService:
     ) -> tuple[list[int], list[tuple[int, Owner]]]:
         """Write entries moved from another datastore (or host-local) into pool `key`, each only where the address
         is free or already this attachment's: (the addresses written or found in place, those held by another
-        with that holder)."""
+        with that holder). The network's reservations are read whatever `overlapping` (which says only whether
+        the entries get one): an address reserved for another (a fixed or sticky one, another range's) is held."""
 
         def decide(txn: Transaction, attempt: int) -> tuple[ChangeSet, tuple[list[int], list[tuple[int, Owner]]]]:
             pool, placed, refused, changes = txn.snapshot.pools[key], [], [], []
             for ip, owner in sorted(entries.items()):
                 current = pool.allocations.get(ip)
-                reserved = txn.snapshot.reservations.get((key.network, key.version, ip)) if overlapping else None
+                reserved = txn.snapshot.reservations.get((key.network, key.version, ip))
                 holder = current or reserved
                 if holder is not None and not holder.same_attachment(owner):
                     refused.append((ip, holder))
@@ -414,7 +415,7 @@ class IPAMService:
                     changes.append(Change(key, key.version, ip, owner))
             return ChangeSet(tuple(changes), ((key, pool.version),), overlapping), (placed, refused)
 
-        return self._run([key], overlapping, decide)
+        return self._run([key], True, decide)
 
     def _run(
         self, keys: list[PoolKey], overlapping: bool, decide: Callable[[Transaction, int], tuple[ChangeSet, T]]

@@ -155,8 +155,16 @@ def test_import_host_local_keeps_each_address_with_its_container(tmp_path: Path)
          "address 10.81.0.0 is the network or broadcast address of range 10.81.0.0/24"),
         ({"entries": [{"address": "10.81.0.255", "containerID": "c"}]},
          "address 10.81.0.255 is the network or broadcast address of range 10.81.0.0/24"),
+        ({"entries": [{"address": "10.81.0.6", "containerID": "x"}, {"address": "10.81.0.6", "containerID": "y"}]},
+         "address 10.81.0.6 is given twice in pool 10.81.0.0-24, with two holders: container x"),
+        ({"entries": [{"address": "10.81.0.5", "containerID": "h"}]},
+         "address 10.81.0.5 is given twice in pool 10.81.0.0-24, with two holders: container g"),
+        ({"entries": [{"address": "10.81.0.6", "containerID": "x", "retained": 10**30}]},
+         f"retained {10**30} is no time"),
+        ({"entries": [{"address": "10.81.0.6", "containerID": "x", "expires": -5}]}, "expires -5 is no time"),
     ],
-    ids=["host-bits", "not-canonical", "not-text", "outside", "network-address", "broadcast-address"],
+    ids=["host-bits", "not-canonical", "not-text", "outside", "network-address", "broadcast-address",
+         "address-twice-in-a-pool", "address-twice-in-a-repeated-pool", "retained-past-any-time", "expires-negative"],
 )  # fmt: skip
 def test_import_refuses_a_document_holding_what_no_allocation_would_read_and_writes_nothing(
     tmp_path: Path, pool: dict[str, Any], says: str
@@ -199,3 +207,40 @@ def test_import_of_600_entries_into_etcd(etcd: EtcdServer, etcd_prefix: str, tmp
     )
     again = run_tool(*args, "import", str(tmp_path / "pools.json")).ok().stdout  # nothing new: changes nothing
     assert again == imported
+
+
+def test_import_of_a_repeated_identical_entry_writes_it_once(tmp_path: Path) -> None:
+    entry = {"address": "10.83.0.5", "containerID": "c", "podref": "ns/a"}
+    pool = {"network": "", "range": "10.83.0.0/24", "entries": [entry, dict(entry)]}
+    doc = {"kind": "WhereaboutsExport", "version": 1, "datastore": "local", "pools": [pool, dict(pool)]}
+    (tmp_path / "twice.json").write_text(json.dumps(doc))
+    done = run_tool("--local-data-dir", str(tmp_path / "data"), "import", str(tmp_path / "twice.json")).ok()
+    assert done.stdout == "pool 10.83.0.0-24: 1 address(es) in place\n"
+
+
+def test_import_refuses_an_address_the_network_reserves_for_another_even_unmarked(tmp_path: Path) -> None:
+    """An entry without `reserved` (a network without overlapping ranges in the source, or an edited export) still
+    meets the target network's reservations: an address reserved for another attachment is held."""
+    data = tmp_path / "data"
+    assert add(netconf(data, range="10.82.0.0/24", network_name="blue"), "a", "ctr-a") == "10.82.0.1/24"
+    entry = {"address": "10.82.0.1", "containerID": "ctr-b", "podref": "ns/b"}
+    doc = {"kind": "WhereaboutsExport", "version": 1, "datastore": "local",
+           "pools": [{"network": "blue", "range": "10.82.0.0/25", "entries": [entry]}]}  # fmt: skip
+    (tmp_path / "other.json").write_text(json.dumps(doc))
+    refused = run_tool("--local-data-dir", str(data), "import", str(tmp_path / "other.json"))
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert refused.stdout.splitlines() == ["pool blue-10.82.0.0-25: 0 address(es) in place",
+                                           "  refused 10.82.0.1: held by container ctr-a eth0, pod ns/a"]  # fmt: skip
+    held = json.loads(run_tool("--local-data-dir", str(data), "show", "-A", "-o", "json").ok().stdout)["items"]
+    assert [(h["address"], h["container"]) for h in held] == [("10.82.0.1", "ctr-a")]
+
+
+def test_import_into_kubernetes_checks_every_name_before_writing_any(bed: Bed, tmp_path: Path) -> None:
+    good = {"network": "", "range": "10.84.0.0/24", "entries": [{"address": "10.84.0.5", "containerID": "g"}]}
+    bad = {"network": "Not_A_Name", "range": "10.85.0.0/24", "entries": [{"address": "10.85.0.5", "containerID": "b"}]}
+    doc = {"kind": "WhereaboutsExport", "version": 1, "datastore": "local", "pools": [good, bad]}
+    (tmp_path / "named.json").write_text(json.dumps(doc))
+    refused = bed.tool("import", str(tmp_path / "named.json"))
+    assert refused.returncode == 2 and "'Not_A_Name-10.85.0.0-24'" in refused.stderr, refused.stderr
+    assert "nothing imported" in refused.stderr
+    assert bed.held() == set()  # not even the good pool's entry

@@ -29,8 +29,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from whereabouts.errors import WhereaboutsError
+from whereabouts.errors import InvalidConfig, WhereaboutsError
+from whereabouts.kube.resources import reservation_name
 from whereabouts.model import OWNER_FIELDS, Owner, PoolKey
+from whereabouts.names import require_object_name
 from whereabouts.ranges import Network, format_ip, parse_ip
 from whereabouts.service import IPAMService
 from whereabouts.tools.errors import BadInput, ToolError
@@ -41,6 +43,7 @@ from whereabouts.tools.target import NetworkConfig, Target, read_json
 KIND, VERSION = "WhereaboutsExport", 1
 FIELDS = {"container_id": "containerID"}  # model.Owner field -> document key, where they differ
 CHUNK = 500  # entries per commit: a Kubernetes pool patch stays small (fewer where the store takes fewer: etcd)
+LATEST = 253402300799  # 9999-12-31T23:59:59Z: a later `retained`/`expires` is no time any tool can show
 Entries = dict[PoolKey, dict[int, tuple[Owner, bool]]]  # pool -> address -> (holder, reserved)
 
 
@@ -78,10 +81,16 @@ def _read_document(path: str) -> Entries:
         try:
             key = PoolKey(str(pool.get("network", "")), _canonical(pool["range"]), str(pool.get("node", "")))
             rng = Network.parse(key.cidr)
-            entries[key] = dict(_owner(key, rng, item) for item in pool.get("entries") or [])
+            held = entries.setdefault(key, {})  # a pool given twice: its entries together
+            for item in pool.get("entries") or []:
+                ip, value = _owner(key, rng, item)
+                if held.get(ip, value) != value:  # never keep one of two holders and drop the other silently
+                    raise ValueError(f"address {item['address']} is given twice in pool {key.name}, with two "
+                                     f"holders: {who(held[ip][0])} and {who(value[0])}")  # fmt: skip
+                held[ip] = value
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BadInput(
-                f"{path}: pools[{i}] is not a pool of the export format ({type(exc).__name__}: {exc})"
+                f"{path}: pools[{i}] is not a pool of the export format ({type(exc).__name__}: {exc}); nothing imported"
             ) from None
     return entries
 
@@ -114,7 +123,11 @@ def _owner(key: PoolKey, rng: Network, item: Mapping[str, Any]) -> tuple[int, tu
 def _typed(name: str, value: object) -> object:
     """A document value as model.Owner holds it (absent: the field's empty value)."""
     if name in ("retained", "expires"):
-        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+        if not isinstance(value, int) or isinstance(value, bool):
+            return 0
+        if not 0 <= value <= LATEST:
+            raise ValueError(f"{name} {value} is no time (seconds since 1970, before the year 10000)")
+        return value
     if name == "fixed":
         return value is True
     return value if isinstance(value, str) else ""
@@ -122,6 +135,8 @@ def _typed(name: str, value: object) -> object:
 
 def write(target: Target, entries: Entries) -> tuple[list[str], bool]:
     """Each pool's entries, through the service; (a line per pool, whether any address was refused)."""
+    if target.datastore == "kubernetes":
+        _check_names(entries)
     service = IPAMService(target.store(create=True))
     size = min(CHUNK, service.store.max_changes or CHUNK)
     lines, refused_any = [], False
@@ -139,6 +154,19 @@ def write(target: Target, entries: Entries) -> tuple[list[str], bool]:
         lines.append(f"pool {key.name}: {placed} address(es) in place" + "".join(
             f"\n  refused {format_ip(key.version, ip)}: held by {who(holder)}" for ip, holder in refused))  # fmt: skip
     return lines, refused_any
+
+
+def _check_names(entries: Entries) -> None:
+    """Into Kubernetes: the names the pools' objects get (IPPools, reservations) must be object names, every one
+    checked before anything is written (the API server would refuse one pool's after others were written)."""
+    for key in sorted(entries):
+        try:
+            require_object_name(key.name, "pool", key.name)
+            if key.network:
+                widest = (1 << (32 if key.version == 4 else 128)) - 1  # the longest address text
+                require_object_name(reservation_name(key.network, key.version, widest), "network", key.network)
+        except InvalidConfig as exc:
+            raise BadInput(f"{exc.msg}; nothing imported") from None
 
 
 def _chunks(entries: Mapping[int, Owner], size: int) -> Iterable[dict[int, Owner]]:
