@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bed import Bed
+from bed import GROUP_PATH, Bed, write_slice_pool
 from tool import run_tool
 
+from kube_objects import create_nad
 from kube_server import KubeAPIServer
 from support import netconf, run_cni
 
@@ -93,3 +94,65 @@ def test_check_in_a_namespace_without_pools_says_so_and_fails(
     assert "the kubeconfig context" in done.stderr
     as_json = run_tool("--kubeconfig", str(bed.admin), "check", "-o", "json")
     assert as_json.returncode == 1 and json.loads(as_json.stdout)["items"] == []
+
+
+def test_node_pools_named_alike_are_read_by_their_node_first(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path
+) -> None:
+    """Network `worker` sliced on nodes `worker-1` and `worker`, and a network without a network_name sliced on the
+    same nodes: its pools `worker-1-<cidr>` and `worker-<cidr>` read as network `worker` (node `1`, or its whole
+    range) had `mirror on --prune` empty them, and `mirror off` reserve their addresses under the wrong network."""
+    bed = Bed(kube, kube_namespace, tmp_path, plugin_kubeconfig)
+    plain_name = f"{kube_namespace}-plain"
+    worker = {"type": "whereabouts", "range": "10.96.0.0/24", "node_slice_size": "/28", "network_name": "worker"}
+    plain = {"type": "whereabouts", "range": "10.97.0.0/24", "node_slice_size": "/28"}
+    create_nad(kube, bed.pods_ns, "worker", {"cniVersion": "1.0.0", "name": f"{kube_namespace}-wk", "ipam": worker})
+    create_nad(kube, bed.pods_ns, "plain", {"cniVersion": "1.0.0", "name": plain_name, "ipam": plain})
+    try:
+        write_slice_pool(kube, bed.pools_ns, "worker", "10.96.0.0/24", "/28",
+                         [("worker-1", "10.96.0.0/28"), ("worker", "10.96.0.16/28")])  # fmt: skip
+        write_slice_pool(kube, bed.pools_ns, plain_name, "10.97.0.0/24", "/28",
+                         [("worker-1", "10.97.0.0/28"), ("worker", "10.97.0.16/28")])  # fmt: skip
+        conf_worker = bed.conf("10.96.0.0/24", node_slice_size="/28", network_name="worker")
+        conf_worker["name"] = f"{kube_namespace}-wk"
+        conf_plain = bed.conf("10.97.0.0/24", node_slice_size="/28")
+        conf_plain["name"] = plain_name
+        for i, node in enumerate(("worker-1", "worker")):
+            bed.pod(f"p{i}", node=node)
+            bed.add(conf_worker, f"p{i}", f"ctr-w{i}", node=node)
+            bed.add(conf_plain, f"p{i}", f"ctr-p{i}", ifname="net2", node=node)
+        rows = {
+            p["pool"]: (p["network"], p["node"])
+            for p in json.loads(bed.tool("pools", "-o", "json").ok().stdout)["items"]
+        }
+        assert rows == {
+            "worker-worker-1-10.96.0.0-28": ("worker", "worker-1"),
+            "worker-worker-10.96.0.16-28": ("worker", "worker"),
+            "worker-1-10.97.0.0-28": ("", "worker-1"),
+            "worker-10.97.0.16-28": ("", "worker"),
+        }
+        held, reservations = bed.held(), bed.reservations()
+        assert len(held) == 4 and len(reservations) == 4
+        assert "created 0 reservation(s), labelled 0" in bed.tool("mirror", "off").ok().stdout
+        done = bed.tool("mirror", "on", "--prune").ok().stdout
+        assert "wrote 0 IPPool entr(ies) from their reservations, removed 0" in done, done
+        assert bed.held() == held and bed.reservations() == reservations  # nothing pruned, nothing added
+        assert bed.errors() == []
+        # the reconciler's plan reads them so too: a node pool's lost reservation is recreated under its network
+        kube.request("DELETE", f"{GROUP_PATH}/{bed.pools_ns}/overlappingrangeipreservations/10.97.0.1")
+        bed.tool("check", "--repair").ok()
+        assert bed.reservations() == reservations
+        # a slice no NodeSlicePool lists: network `worker`'s whole range, or node `worker`'s old slice? Not guessed
+        bed.go_pool("worker-10.97.0.48-28", "10.97.0.48/28", {"1": ("ctr-old", f"{bed.pods_ns}/p0", "net3")})
+        done = bed.tool("mirror", "on", "--prune")
+        assert done.returncode == 1 and "left alone: IPPool worker-10.97.0.48-28: its name reads as" in done.stdout
+        assert ("worker-10.97.0.48-28", "1", "ctr-old") in bed.held()
+        assert "IPPool worker-10.97.0.48-28: its name reads as more than one" in bed.tool("pools").ok().stderr
+        refused = bed.tool("export")
+        assert refused.returncode == 1 and "export refused: IPPool(s) worker-10.97.0.48-28" in refused.stderr
+    finally:  # NADs are read cluster-wide: other tests must not see these
+        for name in ("worker", "plain"):
+            kube.request(
+                "DELETE", f"/apis/k8s.cni.cncf.io/v1/namespaces/{bed.pods_ns}/network-attachment-definitions/{name}"
+            )
+

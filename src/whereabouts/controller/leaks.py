@@ -43,15 +43,14 @@ from whereabouts.controller.sticky import Evidence
 from whereabouts.errors import InvalidConfig
 from whereabouts.kube.resources import (
     ATTACHMENT_LABEL,
-    NETWORK_ANNOTATION,
     NO_POD,
+    PoolNames,
     entry_owner,
-    guess_pool_key,
     offset_value,
     pool_entries,
     reservation_name,
     reservation_owner,
-    slice_listing,
+    slice_networks,
 )
 from whereabouts.model import Owner, PoolKey
 from whereabouts.ranges import Network, format_ip, parse_range, parse_request
@@ -310,17 +309,16 @@ def sliced_pools(
 ) -> dict[str, str]:
     """Node-slice pool name -> its network: a pool named as a node's (a node a NodeSlicePool lists, or a current
     Node) of a network a NodeSlicePool slices, inside that network's range."""
-    ranges: dict[str, str] = {}
-    listed = set(nodes)
+    slice_pools = list(slice_pools)
+    ranges: dict[str, list[str]] = defaultdict(list)  # (a Go NodeSlicePool may be the unnamed network's: "")
     for obj in slice_pools:
-        meta = obj.get("metadata", {})
-        network = (meta.get("annotations") or {}).get(NETWORK_ANNOTATION, meta.get("name", ""))
-        ranges[network] = (obj.get("spec") or {}).get("range", "")
-        listed |= {node for node, _ in slice_listing(obj) if node}
+        for network in slice_networks(obj):
+            ranges[network].append((obj.get("spec") or {}).get("range", ""))
+    names = PoolNames(ranges, nodes, slice_pools)  # a name that reads two ways is no node-slice pool here
     found: dict[str, str] = {}
     for obj in pools:
-        key = guess_pool_key(obj, ranges, listed)
-        if key is not None and key.node and key.network in ranges and _inside(key.cidr, ranges[key.network]):
+        key = names.key(obj)
+        if key is not None and key.node and any(_inside(key.cidr, outer) for outer in ranges.get(key.network, ())):
             found[obj["metadata"]["name"]] = key.network
     return found
 

@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from whereabouts.config import IPAMConfig, parse_ipam
@@ -56,10 +57,14 @@ GAUGES = {
 
 @dataclass(frozen=True)
 class Windows:
-    """What the cluster says about pools' windows: the NADs' whereabouts configs and the nodes holding slices."""
+    """What the cluster says about pools' windows: the NADs' whereabouts configs and the NodeSlicePools."""
 
     configs: tuple[tuple[str, IPAMConfig], ...] = ()  # ("NAD <ns>/<name>", config), oldest first
-    nodes: frozenset[str] = frozenset()
+    slice_pools: tuple[dict[str, Any], ...] = ()
+
+    @cached_property
+    def names(self) -> resources.PoolNames:
+        return resources.PoolNames(self.networks, (), self.slice_pools)
 
     @property
     def networks(self) -> set[str]:
@@ -69,7 +74,7 @@ class Windows:
 def read_windows(client: KubeClient, log: Any) -> Windows:
     """The NADs (cluster-wide) and NodeSlicePools; what cannot be read is left out (pools fall back to CIDRs)."""
     configs: list[tuple[str, IPAMConfig]] = []
-    nodes: set[str] = set()
+    slice_pools: list[dict[str, Any]] = []
     try:
         nads = client.list(client.resource(NADS, group=NAD_GROUP, version=NAD_VERSION))
     except WhereaboutsError as exc:
@@ -80,11 +85,10 @@ def read_windows(client: KubeClient, log: Any) -> Windows:
         if parsed is not None:
             configs.append(parsed)
     try:
-        for obj in client.list(client.path(NODE_SLICE_POOLS)):
-            nodes.update(node for node, _ in resources.slice_listing(obj) if node)
+        slice_pools = client.list(client.path(NODE_SLICE_POOLS))
     except WhereaboutsError as exc:
         log(f"pool-usage: NodeSlicePools not read: {exc.msg}")
-    return Windows(tuple(configs), frozenset(nodes))
+    return Windows(tuple(configs), tuple(slice_pools))
 
 
 def _nad_config(nad: dict[str, Any]) -> tuple[str, IPAMConfig] | None:
@@ -104,7 +108,7 @@ def _nad_config(nad: dict[str, Any]) -> tuple[str, IPAMConfig] | None:
 
 def pool_status(obj: dict[str, Any], windows: Windows) -> dict[str, Any] | None:
     """The numbers of one listed IPPool; None for a pool whose name or range the plugin never writes."""
-    key = resources.guess_pool_key(obj, windows.networks, windows.nodes)
+    key = windows.names.key(obj)
     if key is None:
         return None
     rng, source = pool_window(key, windows.configs)

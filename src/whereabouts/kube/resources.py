@@ -29,7 +29,7 @@ import re
 
 from whereabouts.iptext import parse_network
 from whereabouts.model import Owner, PodFacts, PoolKey, PoolState, SlicePool
-from whereabouts.ranges import format_ip, parse_request
+from whereabouts.ranges import Network, format_ip, parse_request
 
 _LABEL_VALUE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 MAX_PATCH_OPS = 3000  # JSON patch operations per request (a test and a write per entry, and their guards)
@@ -88,27 +88,91 @@ def pool_key(obj: Read, network: str) -> PoolKey | None:
     return PoolKey(network, cidr, middle[:-1])
 
 
-def guess_pool_key(obj: Read, networks: Collection[str], nodes: Collection[str]) -> PoolKey | None:
-    """The PoolKey of a listed IPPool of any network (None: not a name the plugin writes). A name
-    '<a>-<b>-<cidr>' does not say which part is the network and which the node: a known network (longest
-    first) decides, then a known node (one holding a node slice), else the whole prefix is the network."""
-    cidr = (obj.get("spec") or {}).get("range", "")
-    name = (obj.get("metadata") or {}).get("name", "")
-    tail = PoolKey("", cidr).name if isinstance(cidr, str) and cidr else ""
-    if not tail or not name.endswith(tail) or (len(name) > len(tail) and name[-len(tail) - 1] != "-"):
-        return None
-    try:
-        parse_network(cidr)  # a range the plugin writes: host bits clear
-    except ValueError:
-        return None
-    head = name[: -len(tail) - 1] if len(name) > len(tail) else ""
-    for network in sorted((n for n in networks if n), key=len, reverse=True):
-        if head == network or head.startswith(network + "-"):
-            return PoolKey(network, cidr, head[len(network) + 1 :])
-    for node in sorted((n for n in nodes if n), key=len, reverse=True):
-        if head == node or head.endswith("-" + node):
-            return PoolKey(head[: -len(node) - 1] if head != node else "", cidr, node)
-    return PoolKey(head, cidr)
+def guess_pool_key(
+    obj: Read, networks: Collection[str], nodes: Collection[str], slice_pools: Iterable[Read] = ()
+) -> PoolKey | None:
+    """The PoolKey of a listed IPPool of any network (PoolNames.key); for many, make one PoolNames."""
+    return PoolNames(networks, nodes, slice_pools).key(obj)
+
+
+class PoolNames:
+    """Reads listed IPPools' names `[<network>-][<node>-]<cidr>` into PoolKeys. A name `<a>-<b>-<cidr>` does not say
+    where the network ends and the node begins (network `worker` and node `worker-1`, or the unnamed network and
+    node `worker-worker-1`): the node part is decided first, by what is known, most certain first:
+        a slice a NodeSlicePool lists now, named exactly so;
+        a known network with a known node whose slice it can be (inside the network's sliced range, of its slice
+        size), or a known network's whole-range pool;
+        a named known network whose slice it can be, its node unknown (a node gone, its slice freed);
+        a known network and a known node, the slice not of its size or range now (a re-slice left it);
+        a named known network; a known node, the network unknown; else the whole prefix is the network.
+    Two readings at the first level any reading reaches leave the name ambiguous: key() gives None and the name is
+    kept in `ambiguous` (a guess would have a write go by the wrong network's reservations, or prune a pool)."""
+
+    def __init__(
+        self, networks: Collection[str], nodes: Collection[str] = (), slice_pools: Iterable[Read] = ()
+    ) -> None:
+        self.networks = {n for n in networks}
+        self.nodes = {n for n in nodes if n}
+        self.listed: dict[str, PoolKey] = {}  # name -> key: the node pools NodeSlicePools list now
+        self.sliced: dict[str, list[tuple[Network, int]]] = {}  # network -> (its sliced range, slice prefix)
+        self.ambiguous: dict[str, None] = {}  # (ordered, each name once however often read)
+        for pool in slice_pools:
+            network = slice_network(pool)
+            self.networks.add(network)
+            spec = pool.get("spec") or {}
+            try:
+                whole = Network.parse(str(spec.get("range") or ""), strict=False)
+                size = int(str(spec.get("sliceSize") or "").strip().removeprefix("/"))
+            except ValueError:
+                whole, size = None, 0
+            for name in slice_networks(pool):
+                if whole is not None:
+                    self.sliced.setdefault(name, []).append((whole, size))
+                for node, cidr in slice_listing(pool):
+                    if node and cidr:
+                        self.nodes.add(node)
+                        self.listed.setdefault(PoolKey(name, cidr, node).name, PoolKey(name, cidr, node))
+
+    def key(self, obj: Read) -> PoolKey | None:
+        """The pool's key; None for a name the plugin never writes, or one that reads two ways (`ambiguous`)."""
+        cidr = (obj.get("spec") or {}).get("range", "")
+        name = (obj.get("metadata") or {}).get("name", "")
+        tail = PoolKey("", cidr).name if isinstance(cidr, str) and cidr else ""
+        if not tail or not name.endswith(tail) or (len(name) > len(tail) and name[-len(tail) - 1] != "-"):
+            return None
+        try:
+            parse_network(cidr)  # a range the plugin writes: host bits clear
+        except ValueError:
+            return None
+        listed = self.listed.get(name)
+        if listed is not None and listed.cidr == cidr:
+            return listed
+        head = name[: -len(tail) - 1] if len(name) > len(tail) else ""
+        if not head:
+            return PoolKey("", cidr)
+        readings = [(head, ""), ("", head)] + [(head[:i], head[i + 1 :]) for i, c in enumerate(head) if c == "-"]
+        readings = [(network, node) for network, node in readings if node or network]
+        known = [(n, d) for n, d in readings if n in self.networks]
+        fits = [(n, d) for n, d in known if not d or self._fits(n, cidr)]
+        for level in (
+            [(n, d) for n, d in fits if not d or d in self.nodes],
+            [(n, d) for n, d in fits if d and n],  # (the unnamed network's node part is any prefix: not so)
+            [(n, d) for n, d in known if d in self.nodes],  # a slice of before a re-slice
+            [(n, d) for n, d in known if n],
+            [(n, d) for n, d in readings if d and d in self.nodes],
+        ):
+            if len(set(level)) == 1:
+                return PoolKey(level[0][0], cidr, level[0][1])
+            if level:
+                self.ambiguous[name] = None
+                return None
+        return PoolKey(head, cidr)
+
+    def _fits(self, network: str, cidr: str) -> bool:
+        """Whether `cidr` can be one of `network`'s node slices as its NodeSlicePool slices it now."""
+        net = Network.parse(cidr)
+        return any(whole.contains(net.version, net.address) and whole.contains(net.version, net.last)
+                   and net.prefix == size for whole, size in self.sliced.get(network, ()))  # fmt: skip
 
 
 def new_pool(key: PoolKey, namespace: str) -> Object:
@@ -433,22 +497,41 @@ def slice_listing(obj: Read | None) -> tuple[tuple[str, str], ...]:
     return tuple((str(e.get("nodeName") or ""), str(e.get("sliceRange") or "")) for e in entries)
 
 
-def slice_nodes(listed: Iterable[Read]) -> dict[str, str]:
-    """Slice CIDR -> the node holding it, from listed NodeSlicePools (free slices left out)."""
-    nodes: dict[str, str] = {}
+def slice_network(obj: Read) -> str:
+    """The network a NodeSlicePool slices: its annotation (this controller's), else its name (the Go one's: the
+    network_name, or the config name of a network without one)."""
+    return str(_annotations(obj).get(NETWORK_ANNOTATION, (obj.get("metadata") or {}).get("name", "")))
+
+
+def slice_networks(obj: Read) -> tuple[str, ...]:
+    """The networks whose node pools a NodeSlicePool may list: the Go controller's (no annotation) is named by the
+    network_name, or by the config name of a network without one ("")."""
+    network = slice_network(obj)
+    return (network,) if NETWORK_ANNOTATION in _annotations(obj) else (network, "")
+
+
+def _annotations(obj: Read) -> Read:
+    return (obj.get("metadata") or {}).get("annotations") or {}
+
+
+def slice_nodes(listed: Iterable[Read]) -> dict[tuple[str, str], str]:
+    """(network, slice CIDR) -> the node holding it, from listed NodeSlicePools (free slices left out). Per
+    network: two networks may slice the same range, each slice held by another node."""
+    nodes: dict[tuple[str, str], str] = {}
     for obj in listed:
-        for node, cidr in slice_listing(obj):
-            if node and cidr:
-                nodes.setdefault(cidr, node)
+        for network in slice_networks(obj):
+            for node, cidr in slice_listing(obj):
+                if node and cidr:
+                    nodes.setdefault((network, cidr), node)
     return nodes
 
 
-def subnet_pool_key(network: str, subnet: tuple[int, int, int], nodes: Mapping[str, str]) -> PoolKey:
+def subnet_pool_key(network: str, subnet: tuple[int, int, int], nodes: Mapping[tuple[str, str], str]) -> PoolKey:
     """The pool a reservation of `network` labelled with `subnet` (reservation_subnet) was taken in: the slice
-    of the node `nodes` (slice_nodes) says holds it, else a whole range's pool."""
+    of the node `nodes` (slice_nodes) says holds it in that network, else a whole range's pool."""
     version, base, prefix = subnet
     cidr = f"{format_ip(version, base)}/{prefix}"
-    return PoolKey(network, cidr, nodes.get(cidr, ""))
+    return PoolKey(network, cidr, nodes.get((network, cidr), ""))
 
 
 def slice_pool_value(obj: Read, where: str) -> SlicePool:

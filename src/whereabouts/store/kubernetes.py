@@ -223,6 +223,7 @@ class KubernetesStore:
         self.cache = cache  # the node daemon's (store.kubecache); None in a CNI process
         self.mirror = mirror  # kubernetes.ippool_mirror: false, the reservations alone are read and written
         self.known_reservations: dict[tuple[str, int, int], Owner] = {}
+        self.ambiguous_pools: list[str] = []  # IPPools pool_keys left out: names that read two ways
         self.hearsay: set[tuple[str, int, int]] = set()  # of those, known from the server's cache alone (any age)
         # What this call wrote and has not committed for good, per attachment (container ID, ifname): a batch
         # serves several, and one that fails takes back its own writes only.
@@ -497,10 +498,9 @@ class KubernetesStore:
     # -- the operator's tools (whereabouts.inventory) --------------------------------------------------------
 
     def pool_keys(self, networks: Collection[str] = ()) -> list[PoolKey]:
-        """Every IPPool in the namespace, its network told from a node by `networks` and by the nodes that hold
-        a slice in a NodeSlicePool (resources.guess_pool_key)."""
-        nodes = {node for obj in self.client.list(self.client.path(NODE_SLICE_POOLS))
-                 for node, _ in resources.slice_listing(obj)}  # fmt: skip
+        """Every IPPool in the namespace, its network told from a node by `networks` and by the NodeSlicePools
+        (resources.PoolNames); a name that reads two ways is left out, named in `ambiguous_pools`."""
+        slice_pools = self.client.list(self.client.path(NODE_SLICE_POOLS))
         if not self.mirror:  # no IPPools: the ranges the reservations were taken in
             subnets: dict[str, set[tuple[int, int, int]]] = {}
             listed = self.client.list(self.client.path(RESERVATIONS))
@@ -508,7 +508,10 @@ class KubernetesStore:
                 subnets.setdefault(address[0], set()).add(subnet)
             return sorted(key for network, taken in subnets.items() for key in self._keys_of(network, taken))
         listed = self.client.list(self.client.path(IPPOOLS))
-        return sorted(k for k in (resources.guess_pool_key(obj, networks, nodes) for obj in listed) if k is not None)
+        names = resources.PoolNames(networks, (), slice_pools)
+        keys = sorted(k for k in map(names.key, listed) if k is not None)
+        self.ambiguous_pools = list(names.ambiguous)
+        return keys
 
     def tally(self, key: PoolKey, spans: Sequence[tuple[int, int]]) -> list[Tally]:
         from whereabouts.inventory import tally_allocations

@@ -18,7 +18,7 @@ from whereabouts.controller.nads import NAD_GROUP, NAD_VERSION, NADS, read_nads
 from whereabouts.controller.reconcile import Applier, Reading, observe
 from whereabouts.controller.stickyread import Lookups
 from whereabouts.kube.client import KubeClient
-from whereabouts.kube.resources import NODE_SLICE_POOLS, guess_pool_key, slice_listing, slice_pool_value
+from whereabouts.kube.resources import NODE_SLICE_POOLS, PoolNames, slice_pool_value
 from whereabouts.model import Owner, PoolKey
 from whereabouts.ranges import Network
 from whereabouts.tools.findings import ERROR, WARNING, Finding, duplicates, outside, who
@@ -35,6 +35,7 @@ class KubeReading:
     slice_pools: list[dict[str, Any]]
     nads: list[dict[str, Any]]
     mirrored: bool = True  # kubernetes.ippool_mirror, as the target's config says: false, a lone reservation is normal
+    ambiguous: tuple[str, ...] = ()  # IPPools whose names read as more than one network and node
 
 
 def read(target: Target, client: KubeClient, log: Callable[[str], None]) -> KubeReading:
@@ -44,11 +45,11 @@ def read(target: Target, client: KubeClient, log: Callable[[str], None]) -> Kube
                                               *(r.owner for r in observed.reservations)])  # fmt: skip
     planned = plan(replace(reading.observed, sticky=evidence), now=time.time())
     slice_pools = client.list(client.path(NODE_SLICE_POOLS))
-    nodes = {node for obj in slice_pools for node, _ in slice_listing(obj)}
-    keys = {name: key for name, obj in reading.pools.items()
-            if (key := guess_pool_key(obj, target.networks(), nodes)) is not None}  # fmt: skip
+    names = PoolNames(target.networks(), (), slice_pools)
+    keys = {name: key for name, obj in reading.pools.items() if (key := names.key(obj)) is not None}
     nads = client.list(client.resource(NADS, group=NAD_GROUP, version=NAD_VERSION))
-    return KubeReading(reading, planned, keys, slice_pools, nads, getattr(target.settings, "ippool_mirror", True))
+    return KubeReading(reading, planned, keys, slice_pools, nads, getattr(target.settings, "ippool_mirror", True),
+                       tuple(names.ambiguous))  # fmt: skip
 
 
 def findings(read: KubeReading) -> list[Finding]:
@@ -62,6 +63,8 @@ def findings(read: KubeReading) -> list[Finding]:
     found = duplicates(pools) + outside(pools) + _from_plan(read, network) + _slices(read)
     found += [Finding("unreadable", f"IPPool {name}", "", "range or name not one the plugin writes: not judged")
               for name in read.reading.observed.unreadable]  # fmt: skip
+    found += [Finding("unreadable", f"IPPool {name}", "", "its name reads as more than one network and node "
+                      "(see the NADs and NodeSlicePools): not judged", WARNING) for name in read.ambiguous]  # fmt: skip
     return found
 
 

@@ -81,8 +81,17 @@ def _refuse_beside_go(client: KubeClient) -> None:
                     "--force")  # fmt: skip
 
 
-def _nodes(client: KubeClient) -> dict[str, str]:
-    return resources.slice_nodes(client.list(client.path(NODE_SLICE_POOLS)))
+def _names(client: KubeClient, networks: set[str]) -> tuple[resources.PoolNames, list[dict[str, Any]]]:
+    """How the IPPools' names read (resources.PoolNames), and the NodeSlicePools it went by."""
+    slice_pools = client.list(client.path(NODE_SLICE_POOLS))
+    return resources.PoolNames(networks, (), slice_pools), slice_pools
+
+
+def _ambiguous(names: resources.PoolNames, lines: list[str]) -> bool:
+    for name in names.ambiguous:
+        lines.append(f"left alone: IPPool {name}: its name reads as more than one network and node (see the NADs "
+                     "and NodeSlicePools)")  # fmt: skip
+    return bool(names.ambiguous)
 
 
 def _patch(client: KubeClient, path: str, operations: list[list[Any]]) -> None:
@@ -93,11 +102,11 @@ def _patch(client: KubeClient, path: str, operations: list[list[Any]]) -> None:
 
 def mirror_off(client: KubeClient, networks: set[str], *, dry_run: bool) -> tuple[list[str], bool]:
     reservations = {obj["metadata"]["name"]: obj for obj in client.list(client.path(RESERVATIONS))}
-    nodes = set(_nodes(client).values())
+    names, _ = _names(client, networks)
     created = labelled = 0
     lines: list[str] = []
     for pool in client.list(client.path(IPPOOLS)):
-        key = resources.guess_pool_key(pool, networks, nodes)
+        key = names.key(pool)
         if key is None:
             continue
         version, base = parse_request(key.cidr)
@@ -133,6 +142,7 @@ def mirror_off(client: KubeClient, networks: set[str], *, dry_run: bool) -> tupl
                         client.merge_patch(client.path(RESERVATIONS, name), patch)
                     except Conflict:
                         lines.append(f"  {name} changed meanwhile: run mirror off again")
+    _ambiguous(names, lines)
     verb = "would create" if dry_run else "created"
     lines.append(f"{verb} {created} reservation(s), {'would label' if dry_run else 'labelled'} {labelled}; "
                  "every pool entry has its reservation once this reports 0 and 0")  # fmt: skip
@@ -145,11 +155,11 @@ def finish_off(client: KubeClient, networks: set[str], *, dry_run: bool) -> tupl
     readers of the Go format). An entry with no such reservation is the only record of its address (a network
     still written without overlapping ranges) or of one released since: listed, never removed."""
     reservations = {obj["metadata"]["name"]: obj for obj in client.list(client.path(RESERVATIONS))}
-    nodes = set(_nodes(client).values())
+    names, _ = _names(client, networks)
     lines: list[str] = []
     removed = kept = 0
     for pool in client.list(client.path(IPPOOLS)):
-        key = resources.guess_pool_key(pool, networks, nodes)
+        key = names.key(pool)
         entries = resources.pool_entries(pool)
         if key is None or not entries:
             continue
@@ -171,13 +181,15 @@ def finish_off(client: KubeClient, networks: set[str], *, dry_run: bool) -> tupl
                 _patch(client, client.path(IPPOOLS, key.name), operations)
             except Conflict:
                 lines.append(f"IPPool {key.name} changed meanwhile (a node still mirrors it?): run it again")
+    left = _ambiguous(names, lines)
     lines.append(f"{'would remove' if dry_run else 'removed'} {removed} frozen entr(ies) backed by their "
                  f"reservation; kept {kept}")  # fmt: skip
-    return lines, False
+    return lines, left
 
 
 def mirror_on(client: KubeClient, networks: set[str], *, dry_run: bool, prune: bool) -> tuple[list[str], bool]:
-    slices = _nodes(client)
+    names, slice_pools = _names(client, networks)
+    slices = resources.slice_nodes(slice_pools)
     wanted: dict[PoolKey, dict[int, Owner]] = defaultdict(dict)
     listed = client.list(client.path(RESERVATIONS))
     labelled = resources.labelled_reservations(listed, networks)
@@ -198,17 +210,20 @@ def mirror_on(client: KubeClient, networks: set[str], *, dry_run: bool, prune: b
                 continue
             written, removed = written + added, removed + gone
             break
+    left = False
     if prune:
+        written_names = {key.name for key in wanted}  # by name: whatever its name reads as, the pool written above
         for pool in client.list(client.path(IPPOOLS)):
-            found = resources.guess_pool_key(pool, networks, set(slices.values()))
-            if found is not None and found not in wanted and resources.pool_entries(pool):
+            found = names.key(pool)
+            if found is not None and found.name not in written_names and resources.pool_entries(pool):
                 _, gone = _write_pool(client, found, {}, dry_run=dry_run, prune=True, lines=lines, keep=keep)
                 removed += gone
+        left = _ambiguous(names, lines)
     verb = "would write" if dry_run else "wrote"
     lines.append(f"{verb} {written} IPPool entr(ies) from their reservations, "
                  f"{'would remove' if dry_run else 'removed'} {removed} with no reservation "
                  f"({unlabelled} reservation(s) without a range label left to their pool entries)")  # fmt: skip
-    return lines, False
+    return lines, left
 
 
 def _backing(client: KubeClient, names: set[str]) -> Callable[[PoolKey, int, Owner], str]:
@@ -224,7 +239,7 @@ def _backing(client: KubeClient, names: set[str]) -> Callable[[PoolKey, int, Own
         if not namespace or not pod:
             return ""
         try:
-            obj = client.get(client.resource("pods", pod, namespace=namespace))
+            obj = client.get(client.resource("pods", pod, namespace=namespace), named=True)
         except APIError as exc:
             if not exc.status:
                 raise

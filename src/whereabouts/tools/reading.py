@@ -46,6 +46,9 @@ def split_keys(target: Target, network: str | None = None) -> tuple[list[PoolKey
         keys: list[PoolKey] = target.store().pool_keys(target.networks())
     except WhereaboutsError as exc:
         raise ToolError(exc.msg) from None
+    for name in getattr(target.store(), "ambiguous_pools", ()):
+        target.notes.append(f"IPPool {name}: its name reads as more than one network and node (see the NADs and "
+                            "NodeSlicePools): left out")  # fmt: skip
     keys = [key for key in keys if network is None or key.network == network]
     readable = [key for key in keys if _as_written(key.cidr)]
     return readable, [key for key in keys if not _as_written(key.cidr)]

@@ -49,6 +49,10 @@ Entries = dict[PoolKey, dict[int, tuple[Owner, bool]]]  # pool -> address -> (ho
 
 def export(target: Target) -> str:
     keys = all_keys(target)
+    ambiguous = getattr(target.store(), "ambiguous_pools", ())
+    if ambiguous:  # an export without them would lose their entries in the next import
+        raise ToolError(f"export refused: IPPool(s) {', '.join(ambiguous)} read as more than one network and node; "
+                        "name the networks (NADs readable, or --nad/--config)")  # fmt: skip
     pools = read_pools(target, keys)
     reserved = target.store().reserved(target.networks())
     listed = []
