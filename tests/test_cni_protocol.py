@@ -251,3 +251,24 @@ def test_version_tuple(version: str, expected: tuple[int, ...]) -> None:
 def test_version_tuple_refuses_what_is_not_a_version_with_code_1(version: str) -> None:
     with pytest.raises(IncompatibleVersion):
         version_tuple(version)
+
+
+@pytest.mark.parametrize(
+    "ifname",
+    ["eth0\x1b[2J", "net1\r", "net\n1", "a b", "a/b", "a:b", ".", "..", "x" * 16, "\u202eeth0", "ä" * 8],
+    ids=["escape", "carriage-return", "newline", "space", "slash", "colon", "dot", "dot-dot", "16-bytes", "bidi",
+         "16-utf8-bytes"],
+)  # fmt: skip
+def test_add_refuses_an_interface_name_linux_would_not_take_with_code_4(ifname: str) -> None:
+    with pytest.raises(InvalidEnvironment, match="invalid CNI_IFNAME") as raised:
+        read_env(full_env("ADD", CNI_IFNAME=ifname))
+    assert raised.value.code == 4
+
+
+@pytest.mark.parametrize("ifname", ["eth0", "net1", "x" * 15, "bär0", "eth0.100", "veth-a_b"])
+def test_add_takes_interface_names_linux_takes(ifname: str) -> None:
+    assert read_env(full_env("ADD", CNI_IFNAME=ifname)).ifname == ifname
+
+
+def test_del_releases_whatever_interface_name_was_recorded() -> None:
+    assert read_env(full_env("DEL", CNI_IFNAME="net\x1b1")).ifname == "net\x1b1"

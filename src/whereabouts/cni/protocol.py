@@ -83,6 +83,8 @@ def read_env(environ: Mapping[str, str]) -> CallEnv:
         value = environ.get(name, "")
         if not value.isascii() and not _utf8(value):
             raise InvalidEnvironment(f"invalid {name} {shown(value)}: not UTF-8 text")
+    if command == "ADD":  # (a DEL releases whatever an ADD recorded before)
+        _check_ifname(environ.get("CNI_IFNAME", ""))
     return CallEnv(
         command=command,
         container_id=environ.get("CNI_CONTAINERID", ""),
@@ -95,6 +97,22 @@ def read_env(environ: Mapping[str, str]) -> CallEnv:
 
 
 RECORDED_ENV = ("CNI_CONTAINERID", "CNI_IFNAME", "CNI_ARGS", "NODENAME")
+IFNAMSIZ = 16  # Linux: an interface name is at most 15 bytes
+
+
+def _check_ifname(name: str) -> None:
+    """An interface name as libcni's ValidateInterfaceName takes one (at most 15 bytes, not '.' or '..', no '/',
+    ':' or whitespace), and printable: the name is recorded with the address, and operators' tools show it."""
+    if (
+        len(name.encode()) >= IFNAMSIZ
+        or name in (".", "..")
+        or not name.isprintable()
+        or any(char in "/:" or char.isspace() for char in name)
+    ):
+        raise InvalidEnvironment(
+            f"invalid CNI_IFNAME {shown(name)}: expected an interface name (at most 15 bytes; no '/', ':', "
+            "whitespace or control characters; not '.' or '..')"
+        )
 
 
 def _utf8(text: str) -> bool:
