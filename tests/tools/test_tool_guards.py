@@ -3,6 +3,7 @@ proxy, a wrong server path) proves no pod gone, and a namespace holding no pools
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import threading
 from collections.abc import Iterator
@@ -17,6 +18,8 @@ from tool import run_tool
 from kube_objects import create_nad
 from kube_server import KubeAPIServer
 from support import netconf, run_cni
+from whereabouts.model import Change, ChangeSet, Owner, PoolKey
+from whereabouts.store.local import LocalStore
 
 
 class _NotFound(BaseHTTPRequestHandler):
@@ -156,3 +159,35 @@ def test_node_pools_named_alike_are_read_by_their_node_first(
                 "DELETE", f"/apis/k8s.cni.cncf.io/v1/namespaces/{bed.pods_ns}/network-attachment-definitions/{name}"
             )
 
+
+HOSTILE = Owner("ctr-\x1b]0;owned\x07", "net1\x1b[2J\r", "ns/web\x1b[31m-0\nFAKE LINE", "conf\x1b[1m")
+
+
+def _plant(data: Path) -> None:
+    """An entry whose names hold terminal escapes, written as a store can hold it (the store takes any text)."""
+    key = PoolKey("", "10.53.0.0/24")
+    store = LocalStore(str(data))
+    try:
+        with store.transaction([key], overlapping=True) as txn:
+            change = Change(key, 4, int(ipaddress.ip_address("10.53.0.5")), HOSTILE)
+            assert txn.commit(ChangeSet((change,), ((key, txn.snapshot.pools[key].version),), True))
+    finally:
+        store.close()
+
+
+def test_names_holding_terminal_escapes_are_printed_escaped(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    assert _add(netconf(data, range="10.53.0.0/24"), "ctr-1", "web-1") == "10.53.0.1/24"
+    _plant(data)
+    store = ("--local-data-dir", str(data))
+    runs = [run_tool(*store, *args) for args in (("show", "-A"), ("show", "-A", "-o", "wide"), ("who-has", "10.53.0.5"),
+            ("release", "10.53.0.5"), ("check",), ("pools", "-o", "wide"))]  # fmt: skip
+    runs.append(run_tool(*store, "release", "--pod", "ns/web\x1b[31m-0\nFAKE LINE"))
+    for done in runs:
+        for text in (done.stdout, done.stderr):
+            assert not any(char in text for char in "\x1b\r\x07"), repr(text)
+            assert "\nFAKE LINE" not in text, repr(text)
+    shown = runs[0].stdout + runs[2].stdout + runs[3].stderr + runs[6].stderr
+    assert "net1\\x1b[2J\\r" in shown and "ns/web\\x1b[31m-0\\nFAKE LINE" in shown
+    as_json = json.loads(run_tool(*store, "who-has", "10.53.0.5", "-o", "json").ok().stdout)["items"][0]
+    assert (as_json["ifname"], as_json["pod"]) == (HOSTILE.ifname, HOSTILE.podref)  # JSON: the value as stored

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from whereabouts.errors import InvalidConfig, WhereaboutsError
 from whereabouts.tools.errors import BadInput, ToolError
-from whereabouts.tools.view import OUTPUTS
+from whereabouts.tools.view import OUTPUTS, printable_lines
 
 if TYPE_CHECKING:
     from whereabouts.tools.target import Target
@@ -130,10 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except ToolError as exc:
-        print(f"{PROG}: error: {exc.message}", file=sys.stderr)
+        print(printable_lines(f"{PROG}: error: {exc.message}"), file=sys.stderr)
         return exc.status
     except WhereaboutsError as exc:  # the stores' and the service's (an unreachable API, a refused read)
-        print(f"{PROG}: error: {exc.msg}", file=sys.stderr)
+        print(printable_lines(f"{PROG}: error: {exc.msg}"), file=sys.stderr)
         return 2 if isinstance(exc, InvalidConfig) else 1
     except KeyboardInterrupt:
         return 130
@@ -157,6 +157,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     finally:
         target.close()
         warn(target.notes)
+    if text and args.command != "export" and args.output not in ("json", "yaml"):
+        text = printable_lines(text)  # (JSON and YAML escape what they hold themselves)
     if text:
         print(text, end="" if text.endswith("\n") else "\n")
     return status
@@ -227,7 +229,7 @@ def _write_commands(args: argparse.Namespace, target: Target) -> tuple[str, int]
 
 def _or_none(text: str, empty: str) -> str:
     if not text:
-        print(empty, file=sys.stderr)
+        print(printable_lines(empty), file=sys.stderr)
     return text
 
 

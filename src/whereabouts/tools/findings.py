@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from whereabouts.controller.leaks import Judgement, Verdict
 from whereabouts.model import Owner, PoolKey
 from whereabouts.ranges import Network, format_ip
+from whereabouts.tools.view import printable
 
 Pools = Mapping[PoolKey, Mapping[int, Owner]]
 Reserved = Mapping[tuple[str, int, int], Owner]
@@ -42,8 +43,9 @@ class Finding:
 
 
 def who(owner: Owner) -> str:
+    """The holder, for people: its names escaped (view.printable), one line whatever they hold."""
     state = ", retained" if owner.retained else ""
-    return f"container {owner.container_id} {owner.ifname}, pod {owner.podref or '-'}{state}"
+    return printable(f"container {owner.container_id} {owner.ifname}, pod {owner.podref or '-'}") + state
 
 
 def duplicates(pools: Pools) -> list[Finding]:

@@ -35,6 +35,7 @@ from whereabouts.config import (
 from whereabouts.errors import InvalidConfig, WhereaboutsError
 from whereabouts.tools.errors import BadInput, ToolError
 from whereabouts.tools.kubeconfig import load, operator_kubeconfig
+from whereabouts.tools.view import printable_lines
 
 if TYPE_CHECKING:
     import argparse
@@ -305,4 +306,4 @@ def require_networks(target: Target, what: str) -> None:
 
 def warn(notes: list[str]) -> None:
     for note in notes:
-        print(f"kubectl-whereabouts: {note}", file=sys.stderr)
+        print(printable_lines(f"kubectl-whereabouts: {note}"), file=sys.stderr)

@@ -37,8 +37,23 @@ def render(kind: str, rows: Sequence[Row], columns: Sequence[Column], output: st
     return table([c.header for c in shown], [[c.cell(row) for c in shown] for row in rows])
 
 
+def printable(text: str) -> str:
+    """`text` as a terminal shows it without acting on it: control characters (ESC sequences, carriage returns,
+    newlines), line separators and format characters (bidi overrides) written as escapes ('\\x1b', '\\r',
+    '\\u202e'). Names read from a store or a request (an interface, a pod, a network config) can hold any."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii") for char in text)
+
+
+def printable_lines(text: str) -> str:
+    """Each line of `text` printable (its line breaks kept: the lines the tool itself wrote)."""
+    return "\n".join(printable(line) for line in text.split("\n"))
+
+
 def table(headers: Sequence[str], cells: Sequence[Sequence[str]]) -> str:
-    """Left-aligned columns three spaces apart, as kubectl's tables (no trailing blanks)."""
+    """Left-aligned columns three spaces apart, as kubectl's tables (no trailing blanks); every cell printable."""
+    cells = [[printable(text) for text in line] for line in cells]
     widths = [max(len(text) for text in column) for column in zip(headers, *cells, strict=True)]
     lines = ["   ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip()
              for line in (headers, *cells)]  # fmt: skip
