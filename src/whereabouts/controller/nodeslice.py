@@ -439,7 +439,7 @@ def _network_node(obj: dict[str, Any], network: str, cluster: Cluster, listed: C
     does not say where the network ends and the node begins (network `blue` and node `x-n1`, or network
     `blue-x` and node `n1`): a node part that is a current Node, is `listed` in the network's NodeSlicePool or
     is the node the pool's entries were taken on makes it this network's node pool; else the pool is the one
-    of the network whose known name is the longest prefix of its name, as resources.guess_pool_key reads it."""
+    of the network whose known name is the longest prefix of its name, as resources.PoolNames falls back to."""
     node = pool_node(_name(obj), obj.get("spec", {}).get("range", ""), network)
     if not node:
         return ""

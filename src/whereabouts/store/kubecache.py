@@ -521,7 +521,7 @@ def _pod_lives(client: KubeClient, podref: str) -> bool:
     if not namespace or not name:
         return True
     try:
-        pod = client.get(client.resource("pods", name, namespace=namespace))
+        pod = client.get(client.resource("pods", name, namespace=namespace), named=True)
     except APIError as exc:
         if not exc.status:  # the server unreachable: asked again next round
             raise
