@@ -310,14 +310,14 @@ def parse_ipam(raw: Mapping[str, Any], netconf_name: str = "", persistent: objec
             "across a re-slice, and the network-wide reservations are what guard an address held in an old slice"
         )
         overlapping = True
-    if store.kind == "kubernetes":
-        _check_object_names(network_name, netconf_name, ranges, sliced=bool(slice_prefix))
-    elif store.kind == "etcd" and len(network_name) > MAX_ETCD_NETWORK_NAME:
+    if store.kind == "etcd" and len(network_name) > MAX_ETCD_NETWORK_NAME:
         # a key part: a name of megabytes makes every request one etcd refuses (code 11, for good)
         raise InvalidConfig(
             f"invalid network_name {network_name[:100]!r}...: too long, at most {MAX_ETCD_NETWORK_NAME} characters "
             "with the etcd datastore"
         )
+    if store.kind == "kubernetes":
+        _check_object_names(network_name, netconf_name, ranges, sliced=bool(slice_prefix))
         if not overlapping and isinstance(store, KubernetesSettings) and not store.ippool_mirror:
             raise InvalidConfig(
                 "invalid kubernetes.ippool_mirror false with enable_overlapping_ranges false: without the IPPool "
