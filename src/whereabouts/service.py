@@ -160,11 +160,7 @@ class IPAMService:
                 if isinstance(decision, Refusal):
                     outcomes.append(decision)
                     continue
-                if (
-                    decision.resumed
-                    and not self.store.lone_reservations
-                    and (owner.container_id, owner.ifname) not in looked_up
-                ):
+                if decision.resumed and (owner.container_id, owner.ifname) not in looked_up:
                     resuming.append(owner)
                 places = {_place(change, cfg.overlapping) for change in decision.changes.changes}
                 if places & changed:
@@ -233,7 +229,8 @@ class IPAMService:
         network hold it (a range dropped from the config since its ADD: a dual-stack config that lost its IPv6
         range). Where that lookup reads every pool (etcd, Kubernetes: `finds_attachments`), only when it
         held nothing in the configured ones or, with node slices, a range released nothing (a re-slice since
-        the ADD left its address in the node's old pool)."""
+        the ADD left its address in the node's old pool); on Kubernetes `forget_attachment` then releases what
+        the attachment's reservations still standing back elsewhere."""
         (outcome,) = self.delete_batch(cfg, [owner])
         if outcome is not None:
             raise outcome

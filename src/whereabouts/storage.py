@@ -34,11 +34,6 @@ class Store(Protocol):
     # or a read of the network's pools): then every DEL looks for the attachment's entries in pools no longer
     # configured (a range dropped from the config), not only when the configured ones held nothing.
     finds_attachments: bool
-    # Whether a call killed between its writes can leave a reservation without its pool entry (Kubernetes writes
-    # them one at a time): the attachment's next ADD resumes it as it stands. Where a hold writes both at once,
-    # such a reservation backs an entry in a pool the call did not read (a range since dropped or widened), and
-    # the service reads those before it lets a decision resume one.
-    lone_reservations: bool
     # The most changes one commit may carry (0: no limit): the service commits a decision of more holds in
     # several rounds, and frees at most half as many lapsed retentions on an ADD's way. A change set of
     # releases only may have more: the store commits it in parts (etcd: at most 128 operations a transaction).
@@ -62,7 +57,9 @@ class Store(Protocol):
 
     def forget_attachment(self, network: str, owner: Owner) -> None:
         """After DEL released the attachment's pools: drop any other record of it that a call killed
-        between non-atomic writes left behind. Nothing to do for stores whose commits are atomic."""
+        between non-atomic writes left behind, and (Kubernetes) what its reservations still standing back in
+        pools the DEL did not read (a range dropped or widened since its ADD). Nothing to do for stores whose
+        commits are atomic."""
         ...
 
     def abort(self, owner: Owner) -> None:

@@ -2,9 +2,11 @@
 dropped from a dual-stack config): the service and every store keep one holder per address, and DEL and GC
 still find what the attachment holds in the pools no longer configured.
 
-Runs on the stores whose entries and reservations commit together (memory, local, etcd). The Kubernetes store
-keeps the reservation as the record, lists no pools for GC (`pools_of`) and leaves a gone pod's leftovers to
-its reconciler (tests/controller)."""
+Runs on every store, the Kubernetes one as a CNI process uses it (the node daemon's way: tests/cni, the
+`test_a_range_widened_...` case). That store writes an entry and its reservation one at a time and a lost create
+is a lost race, not a refusal; it lists no pools for GC (`pools_of`): a gone pod's leftovers there are its
+reconciler's (tests/controller). Its DEL finds the pools no longer configured through the attachment's
+reservations still standing (`forget_attachment`)."""
 
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ B = Owner("ctr-b", "eth0", "ns/b")
 C = Owner("ctr-c", "eth0", "ns/c")
 
 
-@pytest.fixture(params=["memory", "memory-indexed", "local", "etcd"])
+@pytest.fixture(params=["memory", "memory-indexed", "local", "etcd", "kubernetes"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     with open_backend(request.param, request, tmp_path, [NARROW, WIDE, V6, OTHER_NETWORK_V6]) as opened:
         yield opened
@@ -63,6 +65,11 @@ def assert_one_entry_per_address(stored: Stored) -> None:
         assert reserved is not None and reserved.same_attachment(holders[0]), f"{address}: reserved by {reserved}"
 
 
+def releases_elsewhere(backend: Backend) -> bool:
+    """Whether a DEL releases the attachment's entries in pools its config no longer names (etcd: GC does)."""
+    return backend.store.finds_attachments or backend.name == "kubernetes"
+
+
 def test_an_add_under_a_widened_range_takes_no_reservation_an_old_entry_stands_behind(backend: Backend) -> None:
     """The attachment's address in the old range's pool is reserved network-wide for that entry: an ADD of the
     same attachment under the widened config must not take it over as its own (a second entry backed by one
@@ -73,7 +80,7 @@ def test_an_add_under_a_widened_range_takes_no_reservation_an_old_entry_stands_b
     assert addresses(service, wide, A) == ["10.9.0.2/28"]
     assert_one_entry_per_address(backend.stored())
     service.delete(wide, A)  # the pod goes, under the config as it is now
-    if backend.store.finds_attachments:  # (elsewhere, the old entry is left to GC, still guarded)
+    if releases_elsewhere(backend):  # (elsewhere, the old entry is left to GC, still guarded)
         assert backend.stored() == Stored({}, {})
     taken = {*addresses(service, wide, B), *addresses(service, narrow, C)}
     assert_one_entry_per_address(backend.stored())
@@ -86,7 +93,7 @@ def test_a_del_under_the_old_config_leaves_the_other_pools_address_guarded(backe
     addresses(service, narrow, A)
     addresses(service, wide, A)
     service.delete(narrow, A)
-    if backend.store.finds_attachments:
+    if releases_elsewhere(backend):
         assert backend.stored() == Stored({}, {})
     taken = {*addresses(service, narrow, B), *addresses(service, wide, C)}
     assert_one_entry_per_address(backend.stored())
@@ -118,6 +125,8 @@ def test_a_release_keeps_the_reservation_another_entry_of_the_attachment_stands_
 def test_a_hold_never_writes_over_another_holders_record(backend: Backend, key: PoolKey) -> None:
     """A hold whose decision did not see the holder it would replace is refused, whatever the store's own
     guards let through (the reservation's revision, read unchanged; SQLite's INSERT OR REPLACE)."""
+    if backend.name == "kubernetes":
+        pytest.skip("a hold there is a create the API server refuses over anyone's: a lost race, decided again")
     assert commit(backend.store, [NARROW], at(NARROW, "10.9.0.1", A))
     before = backend.stored()
     with pytest.raises(AddressTaken, match=r"10\.9\.0\.1.*ctr-a"):
@@ -128,17 +137,20 @@ def test_a_hold_never_writes_over_another_holders_record(backend: Backend, key: 
 
 
 def test_del_releases_the_range_dropped_from_a_dual_stack_config(backend: Backend) -> None:
-    """Where finding the attachment's other pools is cheap (`finds_attachments`: an index); else GC does."""
+    """Where finding the attachment's other pools is cheap (`finds_attachments`: an index) or its reservations
+    still standing lead to them (Kubernetes: `forget_attachment`); else GC does."""
     service = IPAMService(backend.store)
     assert addresses(service, config("10.9.0.0/29", V6.cidr), A) == ["10.9.0.1/29", "fd00:9::1/64"]
     service.delete(config("10.9.0.0/29"), A)
-    if not backend.store.finds_attachments:
+    if not releases_elsewhere(backend):
         assert backend.stored() == Stored({V6: {ip("fd00:9::1"): A.named("net")}}, {("n", 6, ip("fd00:9::1")): A})
         assert service.gc(config("10.9.0.0/29"), set()) == 1
     assert backend.stored() == Stored({}, {})
 
 
 def test_gc_collects_in_a_range_dropped_from_the_config_and_nothing_of_another_network(backend: Backend) -> None:
+    if backend.name == "kubernetes":
+        pytest.skip("it lists no network's pools for GC (pools_of): the reconciler frees a gone pod's addresses")
     service = IPAMService(backend.store)
     dual, other = config("10.9.0.0/29", V6.cidr), config(OTHER_NETWORK_V6.cidr, network="m")
     for owner in (A, B):

@@ -236,7 +236,6 @@ class EtcdStore:
     # pools_holding reads every entry of the network: once per attachment of a node daemon's DEL round is too
     # many for every DEL (a range dropped from the config is left to GC, which reads the network's pools once)
     finds_attachments = False
-    lone_reservations = False  # (a hold writes its entry and its reservation in one transaction)
     max_changes = MAX_TXN_OPS // KEYS_PER_CHANGE  # changes per commit (beyond: releases only, split)
 
     def __init__(self, gateway: EtcdGateway, *, prefix: str = DEFAULT_PREFIX, files: tuple[str, ...] = ()) -> None:

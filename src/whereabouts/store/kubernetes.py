@@ -7,8 +7,10 @@ only the caller who lost that address back to read and decide again.
 
 Writes are ordered so that a call killed between them leaves the safe state: a hold creates the reservation
 first, then the pool entry (a lone reservation blocks the address, it never frees it); a release removes the
-pool entry first, then the reservation. A lone reservation is resumed by the attachment's next ADD, removed
-by its DEL, or (for a pod that is gone) by the reconciler.
+pool entry first, then the reservation. A lone reservation is resumed by the attachment's next ADD (if taken
+in the range that ADD writes: one taken in another range of the network backs the attachment's entry there,
+a range since widened or dropped), removed by its DEL (with that entry), or (for a pod that is gone) by the
+reconciler.
 
 An uncontended single-range ADD makes three requests: GET the pool, POST the reservation, PATCH the pool
 (with node slices, a GET of the network's NodeSlicePool first: see whereabouts.nodeslice).
@@ -69,7 +71,7 @@ class KubeTransaction:
                 self._write_pool(key, [c for c in changes.changes if c.key == key], changes.overlapping)
             if changes.overlapping:
                 for change in releases:
-                    self._unreserve(change)
+                    self._unreserve(change, releases)
         except Conflict:
             return False
         for change in holds:  # written for good: nothing for abort() to take back (other attachments' stays)
@@ -93,7 +95,7 @@ class KubeTransaction:
                     cache.holding(reservation_name(change.key.network, change.version, change.ip), change.owner)
                     cache.mirror.mark(change.key, change.ip)
             for change in releases:
-                self._unreserve(change)
+                self._unreserve(change, releases)
                 if cache is not None:
                     cache.mirror.mark(change.key, change.ip, change.previous)
         except Conflict:
@@ -125,7 +127,18 @@ class KubeTransaction:
             else:
                 created = self.store.create_reservation(name, change.owner, **where)
         except Conflict:
-            holder = self.store.read_reservation(name)
+            found = self.store.read_reservation_object(name)
+            holder = None if found is None else resources.reservation_owner(found)
+            if (found is not None and holder is not None and holder.same_attachment(change.owner)
+                    and not _taken_in(found, change.key)):  # fmt: skip
+                # The attachment's reservation of an entry in another range's pool (its config's range widened
+                # or dropped since): it backs that entry, and a second one here would share it, so that the
+                # release of either frees the address under the other. The next decision sees it reserved and,
+                # having read the attachment's other pools, resumes it only if no entry stands behind it.
+                self.store.known_reservations[(network, change.version, change.ip)] = holder
+                self.store.hearsay.discard((network, change.version, change.ip))
+                self.informed = True  # (known now to this store, and the daemon's copy read it)
+                return False
             if holder is not None and holder.same_attachment(change.owner) and _restated(holder, change.owner):
                 return self._restate(name, change, holder, where)  # e.g. a DEL retaining it: say so
             if holder is None or holder.same_attachment(change.owner):
@@ -151,12 +164,20 @@ class KubeTransaction:
             return False
         return True
 
-    def _unreserve(self, change: Change) -> None:
+    def _unreserve(self, change: Change, releases: list[Change]) -> None:
         """After the pool entry is gone: delete the address's reservation if it is still the released
         holder's. Read first, deleted with that read's resourceVersion as a precondition: a reservation
         someone else removed and another caller created meanwhile (the address was free from that moment)
-        is theirs, and must stay."""
+        is theirs, and must stay. Kept while an entry of the same attachment in another pool read stands
+        behind it (two entries of one reservation, written before an ADD stopped resuming one: see
+        `_reserve`): its DEL's `forget_attachment` releases that one."""
         assert change.previous is not None
+        previous, freed = change.previous, {(c.key, c.ip) for c in releases}
+        if any(key != change.key and key.network == change.key.network and key.version == change.version
+               and (key, change.ip) not in freed and (who := pool.allocations.get(change.ip)) is not None
+               and who.same_attachment(previous) for key, pool in self.snapshot.pools.items()):  # fmt: skip
+            return
+        self.store.released.add((change.key.network, change.version, change.ip))
         self.store.delete_reservation_of(
             reservation_name(change.key.network, change.version, change.ip), change.previous
         )
@@ -213,7 +234,6 @@ class KubernetesStore:
     """One CNI call's (or the node daemon's) view of the Kubernetes store: its client, and what the call wrote."""
 
     finds_attachments = False  # pools_holding lists every IPPool of the namespace
-    lone_reservations = True
     max_changes = 0  # (see storage.Store)
 
     def __init__(self, client: KubeClient, lock_dir: str = "", *, cache: KubeCache | None = None,
@@ -233,6 +253,7 @@ class KubernetesStore:
         self.pending_pools: dict[tuple[str, str], dict[PoolKey, dict[str, Owner]]] = {}
         self.pending_addresses: dict[tuple[str, str], list[tuple[PoolKey, int]]] = {}  # cached
         self.contended = False  # an address this call chose was reserved by someone else
+        self.released: set[tuple[str, int, int]] = set()  # addresses whose reservations this call released
         # Reservations read by _pools_where, by address, with the range each was taken in: laid over the pools
         # this call reads (a node daemon may not have mirrored them into the pool yet).
         self.learned: dict[tuple[str, int, int], tuple[tuple[int, int, int] | None, Owner]] = {}
@@ -330,10 +351,15 @@ class KubernetesStore:
 
     def _lay_learned(self, pools: dict[PoolKey, PoolState]) -> dict[PoolKey, set[int]]:
         """Lay the reservations _pools_where learned over the pools as read, where a pool has no entry for
-        the address (a node daemon has not written it yet); the addresses laid, by pool."""
+        the address (a node daemon has not written it yet); the addresses laid, by pool. Not one this call
+        reserved itself and still owes the entry of (a pool write lost): laid, it would read as written, and
+        the retry that resumes it would not write it."""
         laid: dict[PoolKey, set[int]] = {}
         subnets = {key: resources.pool_subnet(key) for key in pools}
-        for (network, _, ip), (subnet, owner) in self.learned.items():
+        owed = {(where["network"], *where["address"]) for writes in self.pending.values() for *_, where in writes}
+        for (network, version, ip), (subnet, owner) in self.learned.items():
+            if (network, version, ip) in owed:
+                continue
             for key, pool in pools.items():
                 if key.network == network and subnets[key] == subnet and ip not in pool.allocations:
                     pool.allocations[ip] = owner
@@ -394,13 +420,16 @@ class KubernetesStore:
             self.cache.wrote_reservation(written)
 
     def read_reservation(self, name: str) -> Owner | None:
-        if self.cache is not None:  # and keep it: the next decision sees who won
-            obj = self.cache.reservations.fresh(name)
-        else:
-            obj = self.client.get(self.client.path(RESERVATIONS, name))
-            if obj is not None:
-                self.seen = max(self.seen, _version(obj))
+        obj = self.read_reservation_object(name)
         return None if obj is None else resources.reservation_owner(obj)
+
+    def read_reservation_object(self, name: str) -> dict[str, Any] | None:
+        if self.cache is not None:  # and keep it: the next decision sees who won
+            return self.cache.reservations.fresh(name)
+        obj = self.client.get(self.client.path(RESERVATIONS, name))
+        if obj is not None:
+            self.seen = max(self.seen, _version(obj))
+        return obj
 
     def delete_reservation(self, name: str, resource_version: str = "") -> None:
         """Delete it; with `resource_version`, only that very object (a 409 means someone else's now)."""
@@ -531,22 +560,69 @@ class KubernetesStore:
         return KubePods(self.client)
 
     def forget_attachment(self, network: str, owner: Owner) -> None:
-        """After a DEL released the pools: remove reservations a crashed call of this attachment left. Not a
-        retained one: the DEL (this one or an earlier) kept it for its sticky key, and its pool entry with it."""
+        """After a DEL released the pools: remove the reservations of this attachment still standing (not a
+        retained one: the DEL, this one or an earlier, kept it for its sticky key, and its pool entry with it).
+        One a crashed call left has no entry; one taken in a range the config no longer names (widened or
+        dropped since its ADD) backs the attachment's entry in that range's pool, which the DEL did not read
+        (`finds_attachments`): the entry goes first, then the reservation (`_drop_entries`), as in any release,
+        else the entry would hold an address that its freed reservation lets the next pod take."""
         if self.cache is not None and self.cache.ready(0):
-            for name, obj in self.cache.attachment_reservations(network, owner):
-                if not resources.reservation_owner(obj).retained:
-                    self.delete_reservation(name, obj["metadata"]["resourceVersion"])
+            left = [(name, obj) for name, obj in self.cache.attachment_reservations(network, owner)
+                    if not resources.reservation_owner(obj).retained]  # fmt: skip
+            for name, obj in left:
+                self.delete_reservation(name, obj["metadata"]["resourceVersion"])
+            # the reservations are the record, the entries the mirror's (its writer removes them, read afresh)
+            for key, ip in self._entries_behind(network, left):
+                self.cache.mirror.mark(key, ip, owner)
             return
         selector = f"{ATTACHMENT_LABEL}={resources.attachment_label(owner)}"
         # from the API server's cache (resourceVersion=0): cheap; a leftover it misses, the reconciler finds
+        left = []
         for obj in self.client.list(self.client.path(RESERVATIONS), selector, cached=True):
             found = resources.reservation_owner(obj)
             if resources.reservation_address(obj["metadata"]["name"], {network}) is None:
                 continue  # another network's (the same container and interface there): not this DEL's
             # the cache may lag: only the object it shows; a retained address keeps its reservation
             if found.same_attachment(owner) and not found.retained:
-                self.delete_reservation(obj["metadata"]["name"], obj["metadata"]["resourceVersion"])
+                left.append((obj["metadata"]["name"], obj))
+        kept = self._drop_entries(network, owner, left) if self.mirror else set()
+        for name, obj in left:
+            if name not in kept:
+                self.delete_reservation(name, obj["metadata"]["resourceVersion"])
+
+    def _entries_behind(self, network: str, left: list[tuple[str, dict[str, Any]]]) -> list[tuple[PoolKey, int]]:
+        """The pool entries the reservations `left` may back: each in the pool of the range it was taken in (its
+        label), unless this call released its address already (the server's cache showing it still)."""
+        taken: list[tuple[tuple[str, int, int], tuple[int, int, int]]] = []
+        for name, obj in left:
+            address = resources.reservation_address(name, {network})
+            subnet = resources.reservation_subnet((obj.get("metadata") or {}).get("labels") or {})
+            if address is not None and subnet is not None and address not in self.released:
+                taken.append((address, subnet))
+        if not taken:
+            return []
+        nodes = resources.slice_nodes(self.client.list(self.client.path(NODE_SLICE_POOLS)))
+        return [(resources.subnet_pool_key(network, subnet, nodes), address[2]) for address, subnet in taken]
+
+    def _drop_entries(self, network: str, owner: Owner, left: list[tuple[str, dict[str, Any]]]) -> set[str]:
+        """Remove the attachment's entries that the reservations `left` back, each guarded by its holder; the
+        names of the reservations to keep: their entry changed since it was read (the address's state is not
+        known: kept, it blocks the address, never frees it)."""
+        kept: set[str] = set()
+        for key, ip in self._entries_behind(network, left):
+            path = self.client.path(IPPOOLS, key.name)
+            _, base = parse_request(key.cidr)
+            for offset, raw in resources.pool_entries(self.client.get(path) or {}).items():
+                if resources.offset_value(offset) != ip - base or not isinstance(raw, dict):
+                    continue
+                held = resources.entry_owner(raw)
+                if not held.same_attachment(owner) or held.retained:
+                    continue
+                try:
+                    self.client.patch(path, resources.entry_patch(offset, None, held.named("")))
+                except Conflict:
+                    kept.add(resources.reservation_name(network, key.version, ip))
+        return kept
 
     def committed(self, owner: Owner) -> None:
         """`owner`'s writes are part of a commit that succeeded: no longer pending."""
@@ -602,6 +678,7 @@ class KubernetesStore:
         self.pending_pools.clear()
         self.pending_addresses.clear()
         self.contended = False
+        self.released.clear()
         self.seen = 0
         self.quorum_reads.clear()
         return self.client.credentials.stamp() == self.stamp
@@ -661,6 +738,12 @@ def _records(obj: dict[str, Any], holder: Owner) -> bool:
     the Go plugin wrote, released, would otherwise leave its reservation blocking the address for good."""
     found = resources.reservation_owner(obj)
     return holder.recorded_in(found) and found.podref == holder.podref
+
+
+def _taken_in(obj: dict[str, Any], key: PoolKey) -> bool:
+    """Whether reservation `obj` was taken in `key`'s range, as its `subnet_<prefix>` label says (one that says
+    none, a Go plugin's, may back an entry of any pool)."""
+    return resources.reservation_subnet((obj.get("metadata") or {}).get("labels") or {}) == resources.pool_subnet(key)
 
 
 def _restated(current: Owner, owner: Owner) -> bool:

@@ -243,7 +243,6 @@ def _overwrite_refused(db: sqlite3.Connection, held: list[tuple[Change, Owner]])
 
 class LocalStore:
     finds_attachments = True  # (allocations_by_attachment)
-    lone_reservations = False  # (a hold writes its entry and its reservation in one transaction)
     max_changes = 0  # (see storage.Store)
 
     def __init__(self, data_dir: str, *, busy_timeout: float = 10.0) -> None:

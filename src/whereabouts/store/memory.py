@@ -40,7 +40,6 @@ class MemoryStore:
     indexed: bool = False
     _lock: threading.RLock = field(default_factory=threading.RLock)
     finds_attachments = True
-    lone_reservations = False
 
     @contextmanager
     def transaction(self, keys: Sequence[PoolKey], *, overlapping: bool) -> Iterator[MemoryTransaction]:
