@@ -104,9 +104,16 @@ def _decode(raw: bytes) -> dict[str, Any]:
     return netconf
 
 
+# Keys whose values are paths: "\udc80"-"\udcff" there name the bytes 0x80-0xff of a path that is no UTF-8,
+# as the OS functions read them (os.fsencode): a path is opened, never written into the store.
+PATH_KEYS = frozenset(("local_data_dir", "log_file", "configuration_path", "kubeconfig", "etcd_key_file",
+                       "etcd_cert_file", "etcd_ca_cert_file"))  # fmt: skip
+
+
 def _lone_surrogate(netconf: dict[str, Any]) -> str | None:
     """Where the decoded config holds a string with a lone surrogate (JSON escapes it, UTF-8 cannot encode it:
-    a name with one would fail every write and log line), as a key path; None if nowhere."""
+    a name with one would fail every write and log line), as a key path; None if nowhere. A path may name
+    bytes that are no UTF-8 (PATH_KEYS)."""
     stack: list[tuple[str, object]] = [("", netconf)]
     while stack:
         path, value = stack.pop()
@@ -115,16 +122,16 @@ def _lone_surrogate(netconf: dict[str, Any]) -> str | None:
             where = f"{path}.{key}" if path else str(key)
             if isinstance(key, str) and not _encodable(key):
                 return f"a key at {path or 'the top level'}"
-            if isinstance(item, str) and not _encodable(item):
+            if isinstance(item, str) and not _encodable(item, key in PATH_KEYS):
                 return where
             if isinstance(item, dict | list):
                 stack.append((where, item))
     return None
 
 
-def _encodable(text: str) -> bool:
+def _encodable(text: str, path: bool = False) -> bool:
     try:
-        text.encode()
+        text.encode("utf-8", "surrogateescape" if path else "strict")
     except UnicodeEncodeError:
         return False
     return True
