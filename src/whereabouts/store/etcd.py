@@ -54,7 +54,9 @@ if TYPE_CHECKING:
 
 DEFAULT_PREFIX = "/whereabouts"
 MAX_TXN_OPS = 128  # etcd's default --max-txn-ops: compares, and operations, per transaction
-KEYS_PER_CHANGE = 3  # the most keys one change writes: pool entry, reservation, attachment
+# the most keys one change writes: pool entry, reservation, its attachment's key, and the key of the attachment
+# it takes the address over from (a pod recreated under a new container ID, a sticky address's new holder)
+KEYS_PER_CHANGE = 4
 
 
 def _segment(name: str) -> str:
@@ -127,7 +129,8 @@ class EtcdTransaction:
         """One transaction; a change set of releases only that needs more than etcd takes in one goes as
         several, in order (False at the first that lost: what went before is released, and stays so)."""
         released = {(c.key, c.ip) for c in changes.changes if c.owner is None}
-        planned = [(change, self._plan(change, changes.overlapping, released)) for change in changes.changes]
+        crossing = _crossing(changes) if changes.overlapping else {}
+        planned = [(change, self._plan(change, changes.overlapping, released, crossing)) for change in changes.changes]
         releases_only = all(change.owner is None or change.owner.retained for change in changes.changes)
         for part in _parts(planned) if releases_only else [planned]:
             compares: list[dict[str, Any]] = []
@@ -160,19 +163,32 @@ class EtcdTransaction:
         return ops
 
     def _plan(
-        self, change: Change, overlapping: bool, released: set[tuple[PoolKey, int]]
+        self,
+        change: Change,
+        overlapping: bool,
+        released: set[tuple[PoolKey, int]],
+        crossing: dict[tuple[str, int, int], Owner],
     ) -> list[tuple[str, dict[str, Any]]]:
-        """The pool entry and reservation keys the change writes, each with its operation."""
+        """The pool entry and reservation keys the change writes, each with its operation. `crossing`: the
+        addresses one change of the set releases in one pool and another holds in another (overlapping ranges),
+        with the holder released: the hold writes the reservation over it, the release leaves it alone (etcd
+        takes no put and delete of one key in a transaction)."""
         prefix, ik = self.store.prefix, sortable_key(change.version, change.ip)
+        place = (change.key.network, change.version, change.ip)
         holder = self.snapshot.pools[change.key].allocations.get(change.ip)
-        reserved = self.snapshot.reservations.get((change.key.network, change.version, change.ip))
+        reserved = self.snapshot.reservations.get(place)
         if change.owner is not None:
-            _refuse_overwrite(change, holder, reserved if overlapping else None)
+            freed = crossing.get(place)
+            over = None if reserved is not None and freed is not None and reserved.same_holder(freed) else reserved
+            _refuse_overwrite(change, holder, over if overlapping else None)
         # A release removes only what the snapshot shows `previous` holding. A reservation records no network
         # config name (that goes with the pool entry), so it is matched by holder alone; it stays while an
         # entry of the same attachment in another pool read stands behind it (see LocalTransaction._release).
         reserved_by_previous = (
-            reserved is not None and reserved.same_holder(change.previous) and not self._backed(change, released)
+            reserved is not None
+            and reserved.same_holder(change.previous)
+            and not self._backed(change, released)
+            and place not in crossing
         )
         keys: list[tuple[str, Owner | None]] = []
         if change.owner is not None or holder == change.previous:
@@ -205,6 +221,17 @@ class EtcdTransaction:
     def _untouched(self, key: str) -> dict[str, Any]:
         """Not written since the snapshot was read (the key was not read: any revision up to the snapshot's)."""
         return {"key": b64(key), "target": "MOD", "result": "LESS", "mod_revision": str(self.revision + 1)}
+
+
+def _crossing(changes: ChangeSet) -> dict[tuple[str, int, int], Owner]:
+    """The addresses (network, version, address) the set releases in one pool and holds in another, with the
+    holder each release frees there (an ADD freeing a lapsed retention in one range, taking it in another)."""
+    held = {(c.key.network, c.version, c.ip) for c in changes.changes if c.owner is not None}
+    return {
+        place: c.previous
+        for c in changes.changes
+        if c.owner is None and c.previous is not None and (place := (c.key.network, c.version, c.ip)) in held
+    }
 
 
 def _put(key: str, value: str) -> dict[str, Any]:
