@@ -113,3 +113,40 @@ def test_a_reservation_the_go_plugins_del_deletes_under_a_held_address_is_recrea
         assert run_cni("DEL", conf, container_id="ctr-a", ifname="net1", cni_args=args, env=env).returncode == 0
         time.sleep(1.0)
         assert reserved("10.98.0.1", wait=1.0) is None  # its own DEL: not recreated
+
+
+def test_a_restarted_daemon_keeps_a_live_pods_entry_whose_reservation_the_go_plugin_deleted(
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path
+) -> None:
+    """The Go plugin's DEL deletes our reservation by name while no daemon watches (a rolling update): the
+    restarted daemon's comparison finds our entry without its reservation. A daemon killed mid-DEL leaves the
+    same, so the entry was removed and the live pod's address handed to the next ADD (held twice); the entry
+    is removed only once its pod is gone."""
+    sock = str(tmp_path / "plugin.sock")
+    conf = netconf(tmp_path, kubernetes={"kubeconfig": str(plugin_kubeconfig)}, range="10.98.0.0/24")
+    reservations = f"{GROUP_PATH}/{kube_namespace}/overlappingrangeipreservations"
+
+    def add(pod: str) -> str:
+        create_pod(kube, PODS, pod, node="node-a")
+        args = f"IgnoreUnknown=1;K8S_POD_NAMESPACE={PODS};K8S_POD_NAME={pod}"
+        done = run_cni("ADD", conf, container_id=f"ctr-{pod}", ifname="net1", cni_args=args,
+                       env={"WHEREABOUTS_SOCKET": sock})  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.addresses()[0]
+
+    def entries() -> dict[str, Any]:
+        pool = kube.objects(kube_namespace, "ippools").get("10.98.0.0-24") or {}
+        return (pool.get("spec") or {}).get("allocations") or {}
+
+    with running_daemon(sock, log=tmp_path / "daemon1.log"):
+        assert add("left-a") == "10.98.0.1/24"
+        deadline = time.monotonic() + 10
+        while "1" not in entries():
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    kube.request("DELETE", f"{reservations}/10.98.0.1")  # pod left-a lives and still uses 10.98.0.1
+    with running_daemon(sock, log=tmp_path / "daemon2.log"):
+        assert add("left-b") == "10.98.0.2/24"  # the first call serving the pool starts its comparison
+        time.sleep(3.0)  # (more than a mirror round)
+        assert "1" in entries()
+        assert add("left-c") == "10.98.0.3/24"

@@ -218,7 +218,7 @@ class KubeCache:
                 self._follow_own(name, obj)
         # (outside the lock: the writer's lock is taken under none of ours)
         if kept:
-            self.mirror.wake.set()  # the writer's thread recreates it (restore_vanished)
+            self.mirror.restore.set()  # the writer's thread recreates it at once (restore_vanished)
             return
         self.mirror.watched(before, after, gone=obj is None)
 
@@ -488,7 +488,11 @@ class KubeCache:
 
     def close(self) -> None:
         """The mirror's last round and hand-back, then the watches stopped; each client is closed as its thread
-        ends (15 caches made and closed left 60 sockets open until the garbage collector's next cycle)."""
+        ends (15 caches made and closed left 60 sockets open until the garbage collector's next cycle). Its
+        calls' reservations are no longer its own: a DEL served meanwhile by the cache that replaces it deletes
+        one, which this one must not take for another's deletion and recreate (restore_vanished)."""
+        with self.lock:
+            self.own.clear()
         self.mirror.close()
         self.reservations.stop(CLOSE_WAIT)
         self.pools.stop(CLOSE_WAIT)
@@ -569,6 +573,7 @@ class MirrorWriter:
         self.held_adopted = False  # every pool with a reservation compared, once, when the copy is first current
         self.lock = threading.Lock()
         self.wake = threading.Event()
+        self.restore = threading.Event()  # a reservation to recreate (KubeCache.restore_vanished): cuts a pause
         self.idle = threading.Event()
         self.idle.set()
         self.stopping = threading.Event()
@@ -736,7 +741,11 @@ class MirrorWriter:
                 if mirrored.get(ip) != owner:  # from a copy that may lag other nodes' DELs: read it again first
                     self.mark(key, ip, repair=True)
             for ip, owner in _left_over(self.cache, key, obj).items():
-                self.mark(key, ip, owner)  # removed if its reservation is still missing when read afresh
+                # its pod gone or finished (a live pod's may have lost its reservation to the Go plugin's DEL
+                # while no daemon watched: the reconciler recreates that one); removed if its reservation is
+                # still missing when read afresh
+                if not _pod_lives(self.client, owner.podref):
+                    self.mark(key, ip, owner)
         return True
 
     def flush(self, wait: float = 10.0) -> bool:
@@ -784,6 +793,25 @@ class MirrorWriter:
                                  f"not taken off: {type(exc).__name__}: {exc}\n")  # fmt: skip
                 return
 
+    def _restore(self) -> bool:
+        """Recreate the reservations deleted under addresses this daemon's calls hold (False: some left)."""
+        self.restore.clear()
+        try:
+            return self.cache.restore_vanished(self.client)
+        except Exception as exc:  # the server failing: next round
+            self._complain(None, exc)
+            return False
+
+    def _pause(self, seconds: float, restored: bool) -> bool:
+        """A round's pause (or until stopping); a reservation deleted meanwhile under an address this daemon holds
+        is recreated at once, not after it: until then the server shows the address free, to the Go plugin and
+        to other nodes' daemons. `restored` as the last recreation left it (False: some left for next time)."""
+        end = time.monotonic() + seconds
+        while not self.stopping.is_set() and (left := end - time.monotonic()) > 0:
+            if self.restore.wait(min(left, 0.5)):
+                restored = self._restore()
+        return restored
+
     def _run(self) -> None:
         failures, took, resting = 0, 0.0, False
         compared = time.monotonic()
@@ -800,13 +828,9 @@ class MirrorWriter:
                     if key not in forgotten:
                         self.adopt(key, serving=False)
             self.wake.clear()
-            try:  # before the pause: the address is free on the server (to a Go plugin's ADD) until then
-                restored = self.cache.restore_vanished(self.client)
-            except Exception as exc:  # the server failing: next round
-                restored = False
-                self._complain(None, exc)
+            restored = self._restore()  # before the pause: the address is free on the server until then
             pause = max(round_pause(took, failures), DEFER_PAUSE if resting else 0.0)
-            self.stopping.wait(pause * random.uniform(0.75, 1.25))
+            restored = self._pause(pause * random.uniform(0.75, 1.25), restored)
             started = time.monotonic()
             try:
                 adopted = self._adopt_waiting()
