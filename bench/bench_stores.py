@@ -2,7 +2,7 @@
 
 Usage: .venv/bin/python bench/bench_stores.py [--quick] [--store etcd|kubernetes|all] [--node-daemon] [--sticky pod|mac]
        [--workload default|scale|none] [--pool-sizes N,N,..] [--node-slices SIZE] [--relay python|compiled]
-       [--src DIR] [--json PATH]
+       [--src DIR] [--stand-in] [--json PATH]
 
 Starts its own servers on loopback with temp dirs (etcd; for the kubernetes store a kube-apiserver 1.20 on its
 own etcd, with the CRDs and RBAC from deploy/) and stops them by PID when done. The plugin is exec'd once per
@@ -31,6 +31,10 @@ Issue 16 (scale) adds, each an option of the same run:
                         plugin beside it, as install-cni deploys them (default: the Python plugin itself).
   --src DIR             the plugin and the node daemons import `whereabouts` from DIR (another revision's src/),
                         so that one session can alternate revisions under the same load.
+  --stand-in            no node daemon, as while one is stopped or restarting: the plugin starts a stand-in daemon
+                        per node (WHEREABOUTS_STANDIN=60) and the calls after it go there; the stand-ins are
+                        stopped before the burst, whose first call on each node starts one again (their CPU is
+                        counted with the plugin's).
 Every run reports the node CPU per call (the exec'd executable plus, with --node-daemon, the daemons' CPU over
 the phase), the API server's CPU (kube-apiserver and its etcd) per ADD and per DEL, the machine's load at the
 start and the end, and the issue's goals met or missed; --json carries all of it.
@@ -42,6 +46,7 @@ import argparse
 import http.client
 import json
 import os
+import signal
 import ssl
 import subprocess
 import sys
@@ -54,7 +59,7 @@ import zlib
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from ipaddress import ip_address, ip_network
@@ -471,6 +476,7 @@ class Node:
     daemon_pid: int = 0  # its whereabouts-node, if calls go through one
     sticky: str = ""
     executable: str = str(WHEREABOUTS)  # what the runtime execs: the Python plugin, or the compiled relay
+    standin: str = ""  # with --stand-in: the socket nobody listens on (its stand-in's pid file is beside it)
 
 
 @dataclass(frozen=True)
@@ -506,12 +512,33 @@ def node_daemon(env: dict[str, str], sock: Path, log: Path) -> Iterator[subproce
         proc.wait(10)
 
 
+def standin_pids(work: list[tuple[Node, str]]) -> list[int]:
+    """The stand-in daemons running for the nodes of `work` (--stand-in), from their pid files."""
+    found = set()
+    for node in {node.standin for node, _ in work if node.standin}:
+        with suppress(OSError, ValueError):
+            found.add(int(Path(f"{node}.standin.pid").read_text()))
+    return sorted(found)
+
+
+def stop_standins(on: list[Node]) -> None:
+    """Stop the nodes' stand-ins by their pids (SIGTERM), and wait for them to go."""
+    for pid in standin_pids([(node, "") for node in on]):
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 70
+            while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+                if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0] == "Z":
+                    break
+                time.sleep(0.05)
+
+
 def nodes(store: Store, settings: Settings, tmp: Path, daemons: list[tuple[Path, int]], env: dict[str, str], *,
           network: str = NETWORK, subnet: str = "", slices: bool = True,
-          executable: str = str(WHEREABOUTS)) -> list[Node]:  # fmt: skip
+          executable: str = str(WHEREABOUTS), standins: bool = False) -> list[Node]:  # fmt: skip
     """The network config as each node sees it: the same store, a local_data_dir of its own, `sticky` and
     `node_slice_size` if on, and its node daemon's (socket, pid) if `daemons` has one per node (else served in
-    process)."""
+    process; with `standins` by the stand-in the first call on the node starts)."""
     found = []
     for i in range(settings.nodes):
         data_dir = tmp / store.name / f"node-{i}"
@@ -524,7 +551,11 @@ def nodes(store: Store, settings: Settings, tmp: Path, daemons: list[tuple[Path,
         conf = {"cniVersion": "1.0.0", "name": network, "type": "bridge", "ipam": ipam}
         sock, pid = daemons[i] if daemons else (Path(""), 0)
         node_env = {**env, "NODENAME": f"node-{i}", "WHEREABOUTS_SOCKET": str(sock) if pid else ""}
-        found.append(Node(f"node-{i}", json.dumps(conf).encode(), node_env, pid, settings.sticky, executable))
+        standin = ""
+        if standins and not pid:
+            standin = str(tmp / f"node-{i}.sock")  # nobody listens: the stand-in the first call starts serves
+            node_env |= {"WHEREABOUTS_SOCKET": standin, "WHEREABOUTS_STANDIN": "60"}
+        found.append(Node(f"node-{i}", json.dumps(conf).encode(), node_env, pid, settings.sticky, executable, standin))
     return found
 
 
@@ -611,13 +642,15 @@ def run_phase(
     servers and daemons went quiet: what a mirror writes later is the phase's too."""
     daemons = sorted({node.daemon_pid for node, _ in work if node.daemon_pid})
     traffic, server_cpu, busy = store.traffic(), server_cpu_ms(store), machine_busy_ms()
-    relay_cpu, daemon_cpu = children_cpu_ms(), pids_cpu_ms(daemons)
+    standins = standin_pids(work)  # those started during the phase are counted from their start
+    relay_cpu, daemon_cpu = children_cpu_ms(), pids_cpu_ms([*daemons, *standins])
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=callers) as pool:
         outcomes = list(pool.map(lambda job: cni(job[0], command, job[1], _container(job[1], generation)), work))
     wall = time.perf_counter() - start
     ok = sum(o.call.ok for o in outcomes)
     expected = held + ok if command == "ADD" else held - ok
+    daemons = sorted({*daemons, *standin_pids(work)})
     settle, reading = wait_done(store, [*store.server_pids(), *daemons], subnet, expected)
     relay_cpu, daemon_cpu = children_cpu_ms() - relay_cpu, pids_cpu_ms(daemons) - daemon_cpu
     cpu = relay_cpu + daemon_cpu
@@ -839,6 +872,7 @@ class Options:
     relay: str = "python"  # the executable the runtime execs: the Python plugin, or the compiled relay beside it
     node_cpu_before_ms: float = NODE_CPU_BEFORE_MS  # the node CPU per call the goal is a third of
     ippool_mirror: bool = True  # kubernetes.ippool_mirror
+    standins: bool = False  # no node daemon: the stand-ins the plugin starts (WHEREABOUTS_STANDIN)
 
 
 @dataclass(frozen=True)
@@ -857,7 +891,12 @@ def measure(store: Store, settings: Settings, tmp: Path, options: Options) -> Me
             for i in range(settings.nodes):
                 sock, log = tmp / f"node-{i}.sock", tmp / f"node-{i}.log"
                 daemons.append((sock, stack.enter_context(node_daemon(env, sock, log)).pid))
-        figures = workload(store, settings, tmp, daemons, env, executable) if settings.workload != "none" else None
+        if options.standins:
+            standins = nodes(store, settings, tmp, daemons, env, standins=True)
+            stack.callback(stop_standins, standins)  # by their pids, whatever happens
+        figures = None
+        if settings.workload != "none":
+            figures = workload(store, settings, tmp, daemons, env, executable, options.standins)
         series = None
         if options.pool_sizes and isinstance(store, KubeStore):
             series = pool_series(store, settings, tmp, daemons, env, options, executable)
@@ -865,18 +904,21 @@ def measure(store: Store, settings: Settings, tmp: Path, options: Options) -> Me
 
 
 def workload(store: Store, settings: Settings, tmp: Path, daemons: list[tuple[Path, int]], env: dict[str, str],
-             executable: str) -> Figures:  # fmt: skip
+             executable: str, standins: bool = False) -> Figures:  # fmt: skip
     slices: list[tuple[str, str]] = []
     if settings.slice_size:
         assert isinstance(store, KubeStore), "node slices are a Kubernetes store's"
         slices = store.write_slices(settings.subnet, settings.slice_size, [f"node-{i}" for i in range(settings.nodes)])
         print(f"  {store.name}: NodeSlicePool {NETWORK}: " + ", ".join(f"{n} {c}" for n, c in slices), flush=True)
-    on = nodes(store, settings, tmp, daemons, env, executable=executable)
+    on = nodes(store, settings, tmp, daemons, env, executable=executable, standins=standins)
     if settings.sticky == "pod":
         store.prepare([f"{kind}-{i}" for kind, n in workload_pods(settings) for i in range(n)])
     warm_up(store, on[0])
     print(f"  {store.name}: {settings.sequential} sequential ADDs, then DELs", flush=True)
     seq = sequential(store, on[0], settings.sequential, settings.subnet)
+    if standins:
+        print(f"  {store.name}: stand-ins stopped before the burst: {len(standin_pids([(n, '') for n in on]))}")
+        stop_standins(on)  # the burst finds none running: the first call on each node starts its own
     print(f"  {store.name}: burst of {settings.burst} ADDs from {settings.callers} callers on {settings.nodes} nodes, "
           "then DELs", flush=True)  # fmt: skip
     burst_figures, outcomes = burst(store, on, settings)
@@ -1198,7 +1240,8 @@ def scale_goals(m: Measured, settings: Settings, options: Options) -> list[Goal]
         ]  # fmt: skip
     if f is not None and settings.workload != "none" and not options.with_daemon:
         ratio = f.burst.add.per_s / go_per_s
-        goals.append((f"in process: burst >= {TARGET_THROUGHPUT_FACTOR:g}x the Go plugin's ({go_per_s:g} ADDs/s)",
+        how = "no node daemon, stand-ins" if options.standins else "in process"
+        goals.append((f"{how}: burst >= {TARGET_THROUGHPUT_FACTOR:g}x the Go plugin's ({go_per_s:g} ADDs/s)",
                       f"{f.burst.add.per_s:.1f} ADDs/s ({ratio:.2f}x)", ratio >= TARGET_THROUGHPUT_FACTOR))  # fmt: skip
     before = options.node_cpu_before_ms
     if f is not None and options.with_daemon and settings.workload == "scale" and before > 0:
@@ -1267,6 +1310,8 @@ def run(settings: Settings, names: list[str], tmp: Path, options: Options) -> di
     info["src"] = str(options.src or ROOT / "src")
     print(header(settings, info, options), flush=True)
     served = "through a whereabouts-node per node" if options.with_daemon else "in process"
+    if options.standins:
+        served = "with no node daemon, by the stand-in daemon the first call on each node starts (in process meanwhile)"
     print(f"Calls served {served}\n", flush=True)
     measured = [measure_store(name, settings, tmp / name, options) for name in names]
     info["loadavg_end"] = loadavg()
@@ -1277,13 +1322,13 @@ def run(settings: Settings, names: list[str], tmp: Path, options: Options) -> di
     for f in results:
         print()
         print(traffic_report(f))
-        print(node_cpu_report(f, options.with_daemon))
+        print(node_cpu_report(f, options.with_daemon or options.standins))
         if errors := errors_report(f):
             print(errors)
     for m in measured:
         if m.series is not None:
             print()
-            print(series_report(m.series, options.with_daemon))
+            print(series_report(m.series, options.with_daemon or options.standins))
     met = {f.store: targets(f, settings) for f in results}
     for f in results:
         print()
@@ -1315,6 +1360,10 @@ def main() -> None:
     parser.add_argument("--store", choices=[*STORES, "all"], default="all", help="which datastore(s) to measure")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the figures as JSON to PATH")
     parser.add_argument("--node-daemon", action="store_true", help="serve calls through a whereabouts-node per node")
+    parser.add_argument("--stand-in", action="store_true",
+                        help="no node daemon, WHEREABOUTS_STANDIN=60: the first call on a node starts the stand-in "
+                        "daemon that serves the next (stopped before the burst: each node's first burst call starts "
+                        "it again)")  # fmt: skip
     parser.add_argument("--sticky", choices=STICKY, help="the network config's `sticky` (default: off)")
     parser.add_argument("--workload", choices=WORKLOADS, default="default",
                         help="default: 300 ADDs from 40 callers on 4 nodes; scale: 1000 ADDs from 100 callers on 10 "
@@ -1343,8 +1392,10 @@ def main() -> None:
     settings = replace(base, sticky=args.sticky or "", workload=args.workload, slice_size=args.node_slices)
     calls = args.series_calls or (QUICK_SERIES_CALLS if args.quick else SERIES_CALLS)
     src = args.src.resolve() if args.src else None
+    if args.stand_in and args.node_daemon:
+        parser.error("--stand-in stands in for the node daemons: not with --node-daemon")
     options = Options(args.node_daemon, args.pool_sizes, calls, src, args.relay, args.node_cpu_before,
-                      not args.no_ippool_mirror)  # fmt: skip
+                      not args.no_ippool_mirror, args.stand_in)  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="bench-stores-") as tmp:
         result = run(settings, names, Path(tmp), options)
     if args.json:

@@ -1,7 +1,9 @@
 """Every CNI-level test runs once per datastore in DATASTORES and once per way a call is served: in process
 (the Python executable alone) and through the node daemon as the DaemonSet runs it (the compiled relay, built
 for the session, hands the call over; tests/node/test_daemon.py covers the Python relay). A `local_only` test
-runs on the local store alone; an `in_process_only` test is about the executable itself.
+runs on the local store alone; an `in_process_only` test is about the executable itself. WHEREABOUTS_TEST_SERVED
+runs the suite served those ways alone (standin: through the stand-in daemon the plugin starts when no node
+daemon listens).
 
 A datastore is one entry here: a name and how to build it from the test's fixtures (fetched lazily, so a run
 of the local cases alone never starts a server). WHEREABOUTS_TEST_DATASTORES (comma-separated names) runs the
@@ -10,8 +12,12 @@ suite on those alone, OPTIONAL ones included (kubernetes-nomirror: kubernetes.ip
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from datastores import EtcdDatastore, KubernetesDatastore, UnmirroredKubernetesDatastore
@@ -37,7 +43,10 @@ OPTIONAL: dict[str, Callable[[pytest.FixtureRequest], Datastore]] = {
 # a run on chosen datastores (kubernetes-nomirror, say); `local_only` cases run on the local one whatever is chosen
 CHOSEN = [name for name in os.environ.get("WHEREABOUTS_TEST_DATASTORES", "").split(",") if name] or list(DATASTORES)
 DATASTORES = {**DATASTORES, **OPTIONAL}
-SERVED = ("in-process", "daemon")
+# the ways a call is served; WHEREABOUTS_TEST_SERVED (comma-separated) chooses among them and "standin" (no node
+# daemon: the stand-in the plugin starts serves, whereabouts.cni.main)
+CHOSEN_WAYS = os.environ.get("WHEREABOUTS_TEST_SERVED", "")
+SERVED = tuple(way for way in CHOSEN_WAYS.split(",") if way) or ("in-process", "daemon")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -45,7 +54,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         names = ["local"] if metafunc.definition.get_closest_marker("local_only") else CHOSEN
         metafunc.parametrize("backend", names, indirect=True)
     if "served" in metafunc.fixturenames:
-        ways = SERVED[:1] if metafunc.definition.get_closest_marker("in_process_only") else SERVED
+        in_process_only = metafunc.definition.get_closest_marker("in_process_only")
+        ways = [way for way in SERVED if way == "in-process"] if in_process_only else SERVED
         metafunc.parametrize("served", ways, indirect=True)
 
 
@@ -57,11 +67,31 @@ def node_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield sock
 
 
+@pytest.fixture(scope="session")
+def standin_socket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A node daemon's socket nobody listens on, for the stand-in the session's calls start (stopped by its
+    pid at the end)."""
+    sock = tmp_path_factory.mktemp("stand-in") / "plugin.sock"
+    yield str(sock)
+    pidfile = Path(f"{sock}.standin.pid")
+    text = pidfile.read_text().strip() if pidfile.exists() else ""
+    if text.isdigit():  # SIGTERM; SIGKILL if it is still closing stores on servers stopped before it
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(text), signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while Path(f"/proc/{text}").exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            os.kill(int(text), signal.SIGKILL)
+
+
 @pytest.fixture(autouse=True)
-def served(request: pytest.FixtureRequest) -> Iterator[str]:
+def served(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """How `run_cni` has this test's calls served."""
     if request.param == "daemon":
         sock, plugin = request.getfixturevalue("node_daemon"), request.getfixturevalue("compiled_relay")
+    elif request.param == "standin":
+        sock, plugin = request.getfixturevalue("standin_socket"), request.getfixturevalue("compiled_relay")
+        monkeypatch.setenv("WHEREABOUTS_STANDIN", "300")
     else:
         sock, plugin = "", PLUGIN
     with served_through(sock, plugin):

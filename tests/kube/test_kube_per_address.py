@@ -4,7 +4,9 @@ allocator writing the same pool beside them."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import os
 import signal
 import threading
 import time
@@ -33,10 +35,10 @@ def configs(tmp_path: Path, kubeconfig: Path) -> list[dict[str, Any]]:
     return [netconf(tmp_path / f"node-{i}", range=RANGE, kubernetes=kube) for i in range(NODES)]
 
 
-def call(command: str, config: list[dict[str, Any]], n: int, sockets: list[str]) -> CNIResult:
+def call(command: str, config: list[dict[str, Any]], n: int, sockets: list[str], standin: str = "") -> CNIResult:
     node = n % NODES
     args = f"IgnoreUnknown=1;K8S_POD_NAMESPACE=race;K8S_POD_NAME=p-{n}"
-    env = {"NODENAME": f"node-{node}", "WHEREABOUTS_SOCKET": sockets[node]}
+    env = {"NODENAME": f"node-{node}", "WHEREABOUTS_SOCKET": sockets[node], "WHEREABOUTS_STANDIN": standin}
     return run_cni(command, config[node], container_id=f"ctr-{n}", cni_args=args, env=env, timeout=120)
 
 
@@ -65,24 +67,45 @@ def mirrored(kube: KubeAPIServer, namespace: str, wait: float = 30.0) -> dict[st
 
 
 @pytest.fixture
-def sockets(tmp_path: Path) -> list[str]:
+def sockets(tmp_path: Path) -> Iterator[list[str]]:
     for i in range(NODES):
         (tmp_path / f"node-{i}").mkdir(exist_ok=True)
-    return [str(tmp_path / f"node-{i}" / "plugin.sock") for i in range(NODES)]
+    found = [str(tmp_path / f"node-{i}" / "plugin.sock") for i in range(NODES)]
+    yield found
+    for sock in found:  # the stand-ins the calls started (if any), stopped by their pids
+        stop_standin(sock)
 
 
+def standin_pid(sock: str) -> int:
+    text = Path(f"{sock}.standin.pid").read_text().strip() if Path(f"{sock}.standin.pid").exists() else ""
+    return int(text) if text.isdigit() else 0
+
+
+def stop_standin(sock: str) -> None:
+    pid = standin_pid(sock)
+    if pid and Path(f"/proc/{pid}").exists():
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("standin", ["", "30"], ids=["in-process", "stand-in"])
 def test_ten_nodes_racing_with_daemons_killed_mid_burst_hold_nothing_twice(
-    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path, sockets: list[str]
+    kube: KubeAPIServer, kube_namespace: str, plugin_kubeconfig: Path, tmp_path: Path, sockets: list[str], standin: str
 ) -> None:
     """200 ADDs from 50 callers on 10 nodes, each node's daemon deciding from its own copy; 3 daemons are
-    killed (kill -9) mid-burst and their calls serve themselves. Every call gets an address, none twice, each
-    address's reservation names its attachment; restarted, the daemons write the pool entries the killed ones
-    owed; the DELs leave nothing."""
+    killed (kill -9) mid-burst and their calls serve themselves, or (WHEREABOUTS_STANDIN) go to the stand-in
+    daemon the first of them starts on their node, beside the in-process calls meanwhile. Every call gets an
+    address, none twice, each address's reservation names its attachment; restarted, the daemons write the pool
+    entries the killed ones owed (and the stand-ins leave); the DELs leave nothing."""
     config = configs(tmp_path, plugin_kubeconfig)
     with ExitStack() as stack:
         daemons = [stack.enter_context(running_daemon(sock, log=Path(sock + ".log"))) for sock in sockets]
         with ThreadPoolExecutor(max_workers=50) as pool:
-            futures = [pool.submit(call, "ADD", config, n, sockets) for n in range(200)]
+            futures = [pool.submit(call, "ADD", config, n, sockets, standin) for n in range(200)]
             time.sleep(1.5)
             for daemon in daemons[:3]:
                 daemon.send_signal(signal.SIGKILL)
@@ -94,14 +117,21 @@ def test_ten_nodes_racing_with_daemons_killed_mid_burst_hold_nothing_twice(
         assert reservations(kube, kube_namespace) == {address: cid for cid, address in got.items()}
         for daemon in daemons[:3]:
             daemon.wait()
+        started = [standin_pid(sock) for sock in sockets[:3] if standin_pid(sock)]
+        assert bool(started) == bool(standin)  # (the killed daemons' nodes)
         restarted = [stack.enter_context(running_daemon(sock, log=Path(sock + ".log"))) for sock in sockets[:3]]
         assert restarted
+        for pid in started:  # the node's daemon is back: each stand-in leaves
+            deadline = time.monotonic() + 15
+            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert not Path(f"/proc/{pid}").exists(), "a stand-in stayed beside the node daemon"
         for n in range(200, 203):  # a call through each restarted daemon: it reads the pool, writes what is owed
-            assert call("ADD", config, n, sockets).returncode == 0
+            assert call("ADD", config, n, sockets, standin).returncode == 0
         entries = mirrored(kube, kube_namespace)
         assert len(entries) == 203
         with ThreadPoolExecutor(max_workers=50) as pool:
-            dels = list(pool.map(lambda n: call("DEL", config, n, sockets), range(203)))
+            dels = list(pool.map(lambda n: call("DEL", config, n, sockets, standin), range(203)))
         assert all(r.returncode == 0 for r in dels), [r.stdout for r in dels if r.returncode][:3]
         assert mirrored(kube, kube_namespace) == {}
 

@@ -554,3 +554,26 @@ def test_the_pod_that_stays_puts_its_own_token_back(tmp_path: Path, account: Pat
     assert old.refresh_kubeconfig() and token_in(old) == "old-rotated"  # the old pod's kubelet refreshed it
     assert new.refresh_kubeconfig() and token_in(new) == "new-token"  # the old pod is gone: one check puts it back
     assert new.kubeconfig.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("relay", [False, True], ids=["python-launcher", "compiled-relay"])
+def test_the_installed_plugin_is_told_how_long_a_stand_in_serves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, relay: bool, request: pytest.FixtureRequest
+) -> None:
+    """--stand-in SECONDS (default 60) reaches the plugin as WHEREABOUTS_STANDIN, in the launcher and in the
+    compiled relay's settings; 0, or no node daemon, tells it nothing (no stand-in is ever started)."""
+    monkeypatch.setattr(install, "_relocate", lambda staging, final: None)
+    bundle = fake_bundle(tmp_path / "bundle", request.getfixturevalue("compiled_relay") if relay else None)
+    assert install.parser().parse_args([]).stand_in == 60
+    monkeypatch.setenv("WHEREABOUTS_STANDIN", "15")
+    assert install.parser().parse_args([]).stand_in == 15
+    for n, (socket_path, stand_in, told) in enumerate(
+        [("/run/w/plugin.sock", 60, True), ("/run/w/plugin.sock", 0, False), ("", 60, False)]
+    ):
+        bin_dir = tmp_path / f"bin-{n}"
+        bin_dir.mkdir()
+        install.install_bundle(bundle, bin_dir, log=lambda _: None, socket_path=socket_path, stand_in=stand_in)
+        launcher = (bin_dir / ("whereabouts-python" if relay else "whereabouts")).read_text()
+        assert ("os.environ.setdefault('WHEREABOUTS_STANDIN', '60')" in launcher) == told
+        if relay:
+            assert (b"\0WHEREABOUTS_STANDIN=60\0" in (bin_dir / "whereabouts").read_bytes()) == told

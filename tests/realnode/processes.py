@@ -69,3 +69,13 @@ def kill(pid: int) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and read(f"/proc/{pid}/stat").split(") ")[-1][:1] not in ("", "Z"):
         time.sleep(0.05)
+
+
+def stop_standin(run_dir: Path, socket: str = "plugin.sock") -> int | None:
+    """Stop the plugin's stand-in daemon on this host (docs/install.md), if one runs: found by its pid file in
+    the node daemon's socket dir, and only if that pid is a stand-in (its command line says so). Its pid."""
+    pid = pid_file(run_dir / f"{socket}.standin.pid")
+    if pid is None or "--stand-in-for" not in read(f"/proc/{pid}/cmdline"):
+        return None
+    kill(pid)
+    return pid

@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import tarfile
+import tempfile
 import time
 import urllib.error
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ from realnode.configs import (
     busybox_statefulset,
 )
 from realnode.node import RealNode, pod_ready, wait_for
+from realnode.processes import stop_standin
 from whereabouts.node.relay import note_of
 
 pytestmark = [pytest.mark.realnode, pytest.mark.skipif(os.geteuid() != 0, reason="a real node needs root")]
@@ -238,6 +240,7 @@ def uninstall(node: RealNode, existed: dict[Path, bool]) -> None:
     node.kubectl("delete", "daemonset", "whereabouts", "-n", "kube-system", "--ignore-not-found")
     wait_for("the DaemonSet pod gone", lambda: not node.pods("kube-system", "app.kubernetes.io/name=whereabouts"), 120)
     node.write_cni_config(bridge_host_local(bridge=POD_BRIDGE, subnet=POD_SUBNET, data_dir=node.base / "host-local"))
+    stop_standin(HOST_DIRS[0])  # one a call started while no daemon listened: stopped by its pid
     for path, was in existed.items():
         if not was:
             shutil.rmtree(path, ignore_errors=True)
@@ -268,6 +271,45 @@ def test_install_cni_puts_the_plugin_and_its_files_on_the_host(installed: RealNo
     out = subprocess.run([str(bundle / "bin/python3.11"), "-IS", "-c", "import sys, ssl; print(sys.prefix)"],
                          capture_output=True, text=True, check=True, env={})  # fmt: skip
     assert out.stdout.strip() == str(bundle)
+
+
+def test_the_installed_plugin_starts_a_stand_in_from_its_bundle_while_no_daemon_listens(installed: RealNode) -> None:
+    """The plugin as installed on the host (the compiled relay, the bundle's own Python with -IS): with nobody
+    listening on its socket it serves the call and starts the stand-in daemon from the bundle, which serves the
+    next call (docs/install.md). A socket dir of the test's own: the DaemonSet's daemon keeps serving."""
+    node, run = installed, Path(tempfile.mkdtemp(prefix="standin-", dir="/tmp"))
+    try:
+        ipam = {
+            "type": "whereabouts",
+            "range": "10.199.0.0/29",
+            "datastore": "local",
+            "local_data_dir": str(run),
+            "configuration_path": str(run / "none"),
+            "log_file": str(run / "calls.log"),
+            "log_level": "verbose",
+        }
+        conf = json.dumps({"cniVersion": "1.0.0", "name": "standin", "ipam": ipam})
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": "ADD", "CNI_IFNAME": "eth0", "CNI_NETNS": "/x",
+               "CNI_PATH": "/x", "WHEREABOUTS_SOCKET": str(run / "p.sock"), "WHEREABOUTS_STANDIN": "30"}  # fmt: skip
+
+        def add(container: str) -> str:
+            done = subprocess.run([str(node.cni_bin_dir / "whereabouts")], input=conf, capture_output=True, text=True,
+                                  env={**env, "CNI_CONTAINERID": container}, timeout=60)  # fmt: skip
+            assert done.returncode == 0, done.stdout + done.stderr
+            return str(json.loads(done.stdout)["ips"][0]["address"])
+
+        first = add("s1")
+        pidfile = run / "p.sock.standin.pid"
+        listening = run / "p.sock.standin"
+        wait_for("the stand-in", lambda: listening.exists() and pidfile.read_text().strip().isdigit(), 30)
+        pid = int(pidfile.read_text())
+        second = add("s2")
+        assert first != second and f"pid={pid} ADD" in (run / "calls.log").read_text()  # the stand-in served it
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert command[0].startswith(bytes(node.cni_bin_dir / "whereabouts.d")) and b"-I" in command, command
+    finally:
+        stop_standin(run, "p.sock")
+        shutil.rmtree(run, ignore_errors=True)
 
 
 def test_twenty_pods_get_distinct_addresses_reach_each_other_and_release_them(installed: RealNode) -> None:

@@ -27,6 +27,7 @@ import yaml
 from kube_server import REPO
 from realnode.configs import POD_BRIDGE, POD_SUBNET, bridge_host_local, busybox_deployment
 from realnode.node import REFERENCE_PLUGINS, RealNode, wait_for
+from realnode.processes import stop_standin
 
 pytestmark = [pytest.mark.realnode, pytest.mark.skipif(os.geteuid() != 0, reason="a real node needs root")]
 
@@ -101,6 +102,7 @@ def test_install_md_as_written_on_a_k3s_layout_node_then_uninstalled(real_node: 
         node.write_cni_config(
             bridge_host_local(bridge=POD_BRIDGE, subnet=POD_SUBNET, data_dir=node.base / "host-local")
         )
+        stop_standin(HOST_DIRS[0])  # one a call started while no daemon listened: stopped by its pid
         for path, was in existed.items():
             if not was:
                 shutil.rmtree(path, ignore_errors=True)

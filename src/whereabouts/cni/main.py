@@ -36,6 +36,19 @@ in a directory that exists (never the directory itself), and every error (no dir
 full disk) is ignored: counting never fails a call. No byte is written when no daemon is configured (an empty
 WHEREABOUTS_SOCKET) or when the daemon declines a call (b"R"): the daemon counts its declines itself. The
 compiled relay writes the same bytes.
+
+The stand-in (WHEREABOUTS_STANDIN, set by install-cni: seconds of idleness after which it exits; unset, empty
+or 0: none). When nobody listens on the socket (`n`, or `u` for a failed connect) the call is handed to the
+stand-in daemon on STANDIN_SUFFIX beside it (`<socket>.standin`) the same way, with no byte written for that
+second try: the byte already written says the node's daemon did not serve the call. A stand-in that is busy
+makes the call try again later (code 11), one that declines or goes away mid-call leaves it to this process.
+When nobody listens there either, this process starts one (`start_standin`, at most one per socket: it holds
+the lock on `<socket>.standin.pid`, which holds its pid) and serves the call itself meanwhile; the compiled
+relay asks it to by naming the stand-in's socket in WHEREABOUTS_RELAY_STANDIN. The stand-in is the node daemon
+(whereabouts.node.daemon, `--stand-in-for`): it serves until it has had no call for that many seconds, or
+until the node's daemon listens again, and then exits. While the node's daemon is stopped or restarting (a
+rolling update, a crash) a burst of calls is thus served with a warm process and open connections instead of
+an interpreter, its imports and a TLS handshake per call.
 """
 
 from __future__ import annotations
@@ -46,6 +59,7 @@ import sys
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing; type checkers go by the name
 if TYPE_CHECKING:
     import _socket
+    from collections.abc import Callable
     from types import ModuleType
 
 SOCKET_ENV = "WHEREABOUTS_SOCKET"  # empty: never use a daemon
@@ -53,6 +67,10 @@ RELAY_REASON_ENV = "WHEREABOUTS_RELAY_REASON"  # why the compiled relay (node/re
 DEFAULT_SOCKET = "/run/whereabouts/plugin.sock"
 FORWARDED_ENV = ("CNI_", "NODENAME", "WHEREABOUTS_")
 FALLBACKS = "fallbacks"  # beside the socket: one byte per call the daemon could not serve (above)
+STANDIN_ENV = "WHEREABOUTS_STANDIN"  # seconds a stand-in daemon stays without a call; unset, empty or 0: none
+STANDIN_START_ENV = "WHEREABOUTS_RELAY_STANDIN"  # the compiled relay: no stand-in listens on this socket
+STANDIN_SUFFIX = ".standin"  # the stand-in's socket: the node daemon's socket's path with this added
+STANDIN_START_EVERY = 2.0  # seconds: a stand-in is started at most this often per socket (one failing to start)
 _APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW  # never through a link
 CONNECT_WAIT = 30  # seconds a call waits for a busy daemon to take it
 ANSWER_WAIT = 60  # seconds for each read of its answer (the daemon's own deadline per call is 45 s)
@@ -66,7 +84,16 @@ def main() -> int:
         return 0
     stdin = sys.stdin.buffer.read()
     path = os.environ.get(SOCKET_ENV, DEFAULT_SOCKET)
+    standin = os.environ.pop(STANDIN_START_ENV, "") if not path else ""  # (set by the compiled relay only)
+    os.environ.pop(STANDIN_START_ENV, None)
     answer = relay(path, os.environ, stdin) if path else _relayed_reason()
+    if path and not isinstance(answer, tuple) and _absent and standin_wanted(os.environ):
+        standin = path + STANDIN_SUFFIX
+        tried = relay(standin, os.environ, stdin, tally=False)
+        if isinstance(tried, tuple) or not _absent:
+            answer, standin = tried, ""
+    if standin and standin_wanted(os.environ):
+        start_standin(standin, os.environ)
     if not isinstance(answer, tuple):
         if answer:
             sys.stderr.write(f"whereabouts: serving the call in process: {answer}\n")
@@ -81,12 +108,20 @@ def main() -> int:
     os._exit(answer[0])
 
 
-def relay(path: str, environ: os._Environ[str] | dict[str, str], stdin: bytes) -> tuple[int, bytes] | str:
+_absent = False  # the last `relay` found nobody listening (a `n` or a `u` for its connect)
+
+
+def relay(
+    path: str, environ: os._Environ[str] | dict[str, str], stdin: bytes, *, tally: bool = True
+) -> tuple[int, bytes] | str:
     """Hand the call to the node daemon: its (exit status, stdout), or why this process must serve the call
-    ("" when no daemon is installed at all)."""
+    ("" when no daemon is installed at all). `tally`: write the byte of a fallback (see the module)."""
     import _socket  # the C module: `socket` itself costs more than the relay saves
     import _struct
 
+    global _absent
+    _absent = False
+    note = note_fallback if tally else _no_note
     text = "\0".join(f"{k}={v}" for k, v in environ.items() if k.startswith(FORWARDED_ENV))
     env = text.encode(errors="surrogateescape")  # the bytes the runtime set, as the compiled relay sends them
     request = len(env).to_bytes(4, "big") + env + len(stdin).to_bytes(4, "big") + stdin
@@ -99,29 +134,31 @@ def relay(path: str, environ: os._Environ[str] | dict[str, str], stdin: bytes) -
         try:
             _connect(sock, path)
         except FileNotFoundError:
-            note_fallback(path, b"n")  # nothing written when the directory is not there either: no daemon at all
+            note(path, b"n")  # nothing written when the directory is not there either: no daemon at all
+            _absent = True
             return ""
         except BlockingIOError:
-            note_fallback(path, b"b")
+            note(path, b"b")
             return _busy(stdin, path, f"took no call for {CONNECT_WAIT} s")
         except OSError as exc:
-            note_fallback(path, b"u")
+            note(path, b"u")
+            _absent = exc.errno is not None  # (None: a path too long for AF_UNIX, where nobody can listen)
             return f"node daemon on {path}: {exc.strerror or exc}"  # a stale socket: nobody listens
         stranger = _stranger(sock, _struct)
         if stranger:
-            note_fallback(path, b"u")
+            note(path, b"u")
             return f"node daemon on {path}: {stranger}"
         try:
             try:  # noqa: SIM105 (contextlib would cost every call its import)
                 sock.sendall(request)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the daemon stopped reading (a request too large for it): its reason waits to be read
-            return _answer(sock, path)
+            return _answer(sock, path, note)
         except BlockingIOError:
-            note_fallback(path, b"b")
+            note(path, b"b")
             return _busy(stdin, path, f"did not answer within {ANSWER_WAIT} s")
         except OSError as exc:
-            note_fallback(path, b"d")
+            note(path, b"d")
             return f"node daemon on {path} went away: {exc.strerror or exc}"
     finally:
         sock.close()
@@ -161,7 +198,7 @@ def _stranger(sock: _socket.socket, struct: ModuleType) -> str:
     return f"it is served by uid {uid}, neither root nor this process's user: not trusted"
 
 
-def _answer(sock: _socket.socket, path: str) -> tuple[int, bytes] | str:
+def _answer(sock: _socket.socket, path: str, note: Callable[[str, bytes], None]) -> tuple[int, bytes] | str:
     buffered = bytearray()
 
     def take(size: int) -> bytes:
@@ -185,7 +222,7 @@ def _answer(sock: _socket.socket, path: str) -> tuple[int, bytes] | str:
             status = int.from_bytes(take(4), "big")
             return status, _rest(sock, buffered)
         else:
-            note_fallback(path, b"d")
+            note(path, b"d")
             return f"node daemon on {path} answered {kind!r}: not a whereabouts daemon"
 
 
@@ -200,6 +237,67 @@ def note_fallback(path: str, reason: bytes) -> None:
             os.close(fd)
     except (OSError, ValueError):
         return  # counting never fails a call
+
+
+def _no_note(path: str, reason: bytes) -> None:
+    """The stand-in's fallbacks are not counted: the node daemon's byte for the call is already written."""
+
+
+def standin_wanted(environ: os._Environ[str] | dict[str, str]) -> bool:
+    """Whether a stand-in daemon is wanted: WHEREABOUTS_STANDIN names a positive number of seconds."""
+    value = environ.get(STANDIN_ENV, "")
+    return value.isascii() and value.isdigit() and value.strip("0") != ""
+
+
+def start_standin(standin: str, environ: os._Environ[str] | dict[str, str]) -> None:
+    """Start the stand-in daemon on socket `standin` unless one runs or is starting (it holds the lock on
+    `standin`.pid, 0600, never followed through a link, made only in a directory that exists). It runs detached
+    (a session of its own, /dev/null for stdin and stdout, stderr to `standin`.log, emptied at each start), the
+    interpreter of this process with its import path; the lock's descriptor is its to keep. Every failure is
+    ignored: the call is served here either way."""
+    import fcntl
+    import time
+
+    try:
+        fd = os.open(standin + ".pid", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
+    except (OSError, ValueError):
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held: a stand-in runs, or another caller starts one
+        last = os.fstat(fd)
+        if last.st_size and last.st_mtime > time.time() - STANDIN_START_EVERY:
+            raise InterruptedError("the last start was a moment ago: it failed, or that stand-in just stopped")
+        os.ftruncate(fd, 0)
+        os.write(fd, b"-\n")  # a start at this file's time (the stand-in writes its pid over it)
+        log = os.open(standin + ".log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except (OSError, ValueError):
+        os.close(fd)
+        return
+    main_socket = standin.removesuffix(STANDIN_SUFFIX)
+    args = ["--socket", standin, "--stand-in-for", main_socket, "--idle-exit", environ.get(STANDIN_ENV, "")]
+    args += ["--lock-fd", str(fd)]
+    code = f"import sys; sys.path[:] = {sys.path!r}; from whereabouts.node.daemon import main; sys.exit(main({args!r}))"
+    on = sys.flags
+    flags = [f for f, set_ in (("-I", on.isolated), ("-S", on.no_site), ("-E", on.ignore_environment)) if set_]
+    env = {k: v for k, v in environ.items() if not k.startswith("CNI_")}  # this call's are not the stand-in's
+    try:
+        os.set_inheritable(fd, True)
+        os.posix_spawn(
+            sys.executable,
+            [sys.executable, *flags, "-c", code],
+            env,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDWR, 0),
+                (os.POSIX_SPAWN_DUP2, 0, 1),
+                (os.POSIX_SPAWN_DUP2, log, 2),
+            ],
+            setsid=True,
+        )
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(fd)  # the stand-in's copy keeps the lock; a stand-in that did not start leaves it free
+        os.close(log)
 
 
 def _rest(sock: _socket.socket, buffered: bytearray) -> bytes:

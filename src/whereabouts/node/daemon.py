@@ -15,6 +15,11 @@ the caller proves it sees the same data directory, and any call only when each f
 same file for the caller, or missing for both (Runtime.same_file; see whereabouts.cni.main for the wire
 format).
 
+As a stand-in (`--stand-in-for SOCKET`: started by the plugin, whereabouts.cni.main.start_standin, when nobody
+listens on the node daemon's socket) it serves on its own socket until it has had no call for `--idle-exit`
+seconds or until a daemon listens on SOCKET again (looked at every STANDIN_LOOK seconds); then it stops
+listening, lets the calls it is serving finish, and exits. It counts no fallbacks (the node's daemon does).
+
 It keeps metrics (whereabouts.node.metrics: calls by verb and code, latencies, declines and the executable's
 fallbacks, group-commit sizes, store errors), served on --metrics-address/--metrics-port when given (in a
 cluster, install-cni serves them with its own).
@@ -55,6 +60,8 @@ IN_FLIGHT = 96 << 20  # memory of all requests held at once, parsed: well inside
 REQUEST_WAIT = 10.0  # seconds for a caller to send its whole request
 MAX_CALLS = 128  # calls served at once; more wait to be accepted
 BACKLOG = 4096  # callers waiting to be accepted (the kernel caps it at net.core.somaxconn)
+STANDIN_LOOK = 2.0  # seconds between a stand-in's looks at the node daemon's socket
+DRAIN_WAIT = 60.0  # seconds a stopping stand-in waits for the calls it serves (each has a 45 s deadline)
 
 
 class Declined(Exception):
@@ -252,13 +259,22 @@ class NodeDaemon(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.metrics = metrics
         if metrics is not None:
             metrics.refresh()  # what callers wrote while no daemon was here
+        self.stands_in_for = ""  # a stand-in: the node daemon's socket (see `stand_in`)
+        self.idle_exit = 0.0
+        self.serving = 0  # calls accepted and not yet over
+        self.last_call = self.last_look = time.monotonic()
+        self.done = threading.Condition()
+        self.why_stopped = ""
 
     def process_request(self, request: socket.socket | tuple[bytes, socket.socket], client_address: object) -> None:
         self.slots.acquire()  # at MAX_CALLS, stop accepting: callers wait in the backlog, they never go elsewhere
+        with self.done:
+            self.serving += 1
+            self.last_call = time.monotonic()
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self.slots.release()
+            self._over()
             raise
 
     def process_request_thread(
@@ -267,7 +283,49 @@ class NodeDaemon(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self.slots.release()
+            self._over()
+
+    def _over(self) -> None:
+        self.slots.release()
+        with self.done:
+            self.serving -= 1
+            self.last_call = time.monotonic()
+            self.done.notify_all()
+
+    def stand_in(self, main_socket: str, idle_exit: float) -> None:
+        """Serve as the stand-in for the daemon on `main_socket`: stop when it listens again, or after
+        `idle_exit` seconds without a call (see the module)."""
+        self.stands_in_for, self.idle_exit = main_socket, idle_exit
+
+    def _stand_down(self) -> None:
+        """A stand-in's look, between accepts: the reason to stop, if there is one, and the loop told to end."""
+        now = time.monotonic()
+        with self.done:
+            idle = self.serving == 0 and now - self.last_call >= self.idle_exit
+        if idle:
+            self.why_stopped = f"no call for {self.idle_exit:g} s"
+        elif now - self.last_look >= STANDIN_LOOK:
+            self.last_look = now
+            if listening(self.stands_in_for):
+                self.why_stopped = f"the node daemon listens on {self.stands_in_for} again"
+        if self.why_stopped:
+            threading.Thread(target=self.shutdown, daemon=True).start()  # (from serve_forever's own thread)
+
+    def drain(self, wait: float = DRAIN_WAIT) -> bool:
+        """Stop listening (new callers find no socket: they go to the node daemon, or serve themselves), take
+        the callers that connected before (waiting in the backlog: closing it would reset them), and wait up to
+        `wait` seconds for the calls being served to end; whether they did."""
+        self.unlink_socket()  # no connect reaches the backlog from now on
+        self.socket.setblocking(False)
+        while True:
+            try:
+                request, address = self.get_request()
+            except OSError:
+                break
+            self.process_request(request, address)
+        self.socket.close()
+        with self.done:
+            return self.done.wait_for(lambda: self.serving == 0, timeout=wait)
 
     def declined(self, reason: str) -> None:
         if self.metrics is not None:
@@ -281,6 +339,8 @@ class NodeDaemon(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             self.metrics.refresh_if_due()
         if self.runtime.stores is not None:
             self.runtime.stores.sweep()
+        if self.stands_in_for and not self.why_stopped:
+            self._stand_down()
 
     def get_request(self) -> tuple[socket.socket, object]:
         try:
@@ -304,11 +364,14 @@ class NodeDaemon(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         meanwhile (a DaemonSet rolled with maxSurge starts the new pod before the old one stops) replaced it, and
         removing that one would send every call on the node in process until the new daemon restarts."""
         super().server_close()
+        self.unlink_socket()
+        if self.runtime.stores is not None:
+            self.runtime.stores.close()
+
+    def unlink_socket(self) -> None:
         if _identity(self.path) == self.bound:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
-        if self.runtime.stores is not None:
-            self.runtime.stores.close()
 
 
 def _identity(path: str) -> tuple[int, int] | None:
@@ -320,11 +383,30 @@ def _identity(path: str) -> tuple[int, int] | None:
     return found.st_dev, found.st_ino
 
 
-def start_serving(path: str, *, quiet: bool = False, registry: Registry | None = None) -> NodeDaemon:
+def listening(path: str) -> bool:
+    """Whether a process listens on the unix socket `path` (one with a full backlog included)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+        return True
+    except (BlockingIOError, TimeoutError):
+        return True
+    except (OSError, ValueError):
+        return False
+    finally:
+        probe.close()
+
+
+def start_serving(
+    path: str, *, quiet: bool = False, registry: Registry | None = None, count_fallbacks: bool = True
+) -> NodeDaemon:
     """A daemon on `path` with the process-wide parts of its runtime: open stores kept between calls, and
-    group commit; its metrics in `registry` (one of its own if none: counted, served by nobody)."""
+    group commit; its metrics in `registry` (one of its own if none: counted, served by nobody), the
+    executable's fallbacks beside `path` counted unless `count_fallbacks` is false (a stand-in)."""
     stores = StorePool()
-    metrics = NodeMetrics(registry or Registry(), fallbacks_dir=os.path.dirname(path) or ".", stores=stores)
+    fallbacks = (os.path.dirname(path) or ".") if count_fallbacks else None
+    metrics = NodeMetrics(registry or Registry(), fallbacks_dir=fallbacks, stores=stores)
     stores.on_error = metrics.store_failed
     runtime = Runtime(batcher=Batcher(observe=metrics.batch), stores=stores, attachments=Attachments())
     return NodeDaemon(path, runtime=runtime, quiet=quiet, metrics=metrics)
@@ -344,9 +426,16 @@ def main(argv: list[str] | None = None) -> int:
         help="the local store in DIR is lost for good: set its remains aside so that calls start an empty one, "
         "then exit (every address it held becomes free: only when no container on this node still uses one)",
     )
+    parser.add_argument("--stand-in-for", metavar="SOCKET", default="",
+                        help="stand in for the node daemon on SOCKET: serve while nobody listens there")  # fmt: skip
+    parser.add_argument("--idle-exit", type=float, default=60.0, metavar="SECONDS",
+                        help="with --stand-in-for: exit after this long without a call")  # fmt: skip
+    parser.add_argument("--lock-fd", type=int, help=argparse.SUPPRESS)  # the stand-in's lock: its pid is written there
     args = parser.parse_args(argv)
     if args.accept_store_loss:
         return _accept_store_loss(args.accept_store_loss)
+    if args.stand_in_for:
+        return _stand_in(args)
     registry = Registry()  # the endpoint first: a port taken fails the start before the socket is made
     endpoint = _serve_metrics(args.metrics_address, args.metrics_port, registry) if args.metrics_address else None
     server = start_serving(args.socket, quiet=args.quiet, registry=registry)
@@ -363,6 +452,36 @@ def main(argv: list[str] | None = None) -> int:
         server.server_close()
         if endpoint is not None:
             endpoint.shutdown()
+    return 0
+
+
+def _stand_in(args: argparse.Namespace) -> int:
+    """The stand-in's life (see the module): started by a caller that found nobody listening on the node
+    daemon's socket, with the lock on its pid file as `--lock-fd` (held until it exits)."""
+    if args.lock_fd is not None:
+        with contextlib.suppress(OSError):
+            os.ftruncate(args.lock_fd, 0)
+            os.pwrite(args.lock_fd, f"{os.getpid()}\n".encode(), 0)
+    if listening(args.stand_in_for):
+        log_line(f"whereabouts-node: not standing in: the node daemon listens on {args.stand_in_for}")
+        return 0
+    server = start_serving(args.socket, quiet=True, count_fallbacks=False)
+    server.stand_in(args.stand_in_for, args.idle_exit)
+
+    def shutdown(signum: int, frame: object) -> None:
+        server.why_stopped = server.why_stopped or f"signal {signum}"
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+    log_line(f"whereabouts-node: standing in for {args.stand_in_for} on {args.socket}")
+    try:
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        drained = server.drain()
+        server.server_close()
+    left = "" if drained else f"; calls still served after {DRAIN_WAIT:g} s were cut short"
+    log_line(f"whereabouts-node: stand-in stopped: {server.why_stopped}{left}")
     return 0
 
 

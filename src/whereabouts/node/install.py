@@ -48,7 +48,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from whereabouts.cni.main import SOCKET_ENV
+from whereabouts.cni.main import SOCKET_ENV, STANDIN_ENV
 from whereabouts.config import DEFAULT_LOCAL_DATA_DIR, FLAT_FILE_ENV, FLAT_FILE_NAME
 from whereabouts.controller.context import Context, log_line
 from whereabouts.controller.health import Backoff, Health, serve
@@ -80,10 +80,13 @@ def install_bundle(
     *,
     flat_file: Path | None = None,
     socket_path: str | None = None,
+    stand_in: int = 0,
 ) -> Path:
     """Put the bundle and the launcher into `bin_dir`; returns the bundle's directory there. The launcher
     tells the plugin where `flat_file` is (FLAT_FILE_ENV): a conf dir of any name needs no key in the configs;
-    and where the node daemon listens (`socket_path`; "": no daemon, the plugin never tries one)."""
+    and where the node daemon listens (`socket_path`; "": no daemon, the plugin never tries one), and for how
+    many seconds without a call a stand-in daemon serves while the node's is not there (`stand_in`; 0: none,
+    calls are then served in process; whereabouts.cni.main)."""
     version = (bundle / "VERSION").read_text().strip()
     home = bin_dir / "whereabouts.d"
     home.mkdir(parents=True, exist_ok=True)
@@ -95,6 +98,8 @@ def install_bundle(
         environ = {FLAT_FILE_ENV: str(flat_file)} if flat_file else {}
         if socket_path is not None:
             environ[SOCKET_ENV] = socket_path
+        if socket_path and stand_in > 0:
+            environ[STANDIN_ENV] = str(stand_in)
         launcher = script("whereabouts", python=f"{target / 'bin' / PYTHON} -IS", note=note, environ=environ or None)
         if relay.exists() or python_plugin.exists():  # also for a relay still running from the last install
             _write_atomically(python_plugin, launcher, mode=0o755, log=log)
@@ -356,6 +361,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cron-expression", default=env("WHEREABOUTS_RECONCILER_CRON", "30 4 * * *"))
     p.add_argument("--socket", default=env("WHEREABOUTS_SOCKET", "/run/whereabouts/plugin.sock"))
     p.add_argument("--no-node-daemon", action="store_true", help="the plugin then serves every call itself")
+    p.add_argument("--stand-in", type=int, default=int(env("WHEREABOUTS_STANDIN") or 60), metavar="SECONDS",
+                   help="while the node daemon is not there, the plugin starts a stand-in daemon that serves until "
+                   "it has had no call for this long or the node daemon is back (0: none, calls are served in "
+                   "process); also WHEREABOUTS_STANDIN")  # fmt: skip
     p.add_argument("--no-pod-cleanup", action="store_true")
     p.add_argument("--health-address", default="127.0.0.1")
     p.add_argument("--health-port", type=int, default=int(env("WHEREABOUTS_HEALTH_PORT", "9146")))
@@ -387,7 +396,8 @@ def main(argv: list[str] | None = None) -> int:
     files.make_dir()  # a link there refused before anything is installed
     # the plugin looks for the daemon where it listens, or (--no-node-daemon) never looks
     socket_path = "" if args.no_node_daemon else args.socket
-    install_bundle(args.bundle, args.cni_bin_dir, flat_file=files.flat_file, socket_path=socket_path)
+    install_bundle(args.bundle, args.cni_bin_dir, flat_file=files.flat_file, socket_path=socket_path,
+                   stand_in=args.stand_in)  # fmt: skip
     files.write_all()
     if args.once:
         return 0

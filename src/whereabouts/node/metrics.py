@@ -107,7 +107,7 @@ def _count(chunk: bytes, counts: dict[str, int]) -> None:
 
 
 class NodeMetrics:
-    def __init__(self, registry: Registry, *, fallbacks_dir: str, stores: StorePool | None = None) -> None:
+    def __init__(self, registry: Registry, *, fallbacks_dir: str | None, stores: StorePool | None = None) -> None:
         self.calls = registry.counter(
             "node_calls_total", "Calls the node daemon served, by verb and result code (0: success)", ("verb", "code")
         )
@@ -127,7 +127,7 @@ class NodeMetrics:
         self.open_stores = registry.gauge("node_open_stores", "Datastore clients open: serving or kept for reuse")
         for reason in REASONS:
             self.fallbacks.inc(0, reason=reason)  # present from the start: a rate sees the first one
-        self.file = FallbackFile(fallbacks_dir)
+        self.file = FallbackFile(fallbacks_dir) if fallbacks_dir is not None else None  # (None: counted elsewhere)
         self.stores = stores
         self.last_take = 0.0
         registry.on_render(self.refresh)
@@ -153,7 +153,7 @@ class NodeMetrics:
         if self.stores is not None:
             self.open_stores.set(self.stores.open_count())
         self.last_take = time.monotonic()
-        for reason, n in self.file.take().items():
+        for reason, n in (self.file.take() if self.file is not None else {}).items():
             self.fallbacks.inc(n, reason=reason)
 
     def refresh_if_due(self) -> None:

@@ -11,6 +11,10 @@
  * When the fallback is the daemon's doing it appends one byte to `fallbacks` beside the socket, as the Python
  * relay does: `n` no socket, `u` nobody listens (or one neither root nor this user: SO_PEERCRED), `d` the
  * daemon went away mid-call, `b` busy (code 11).
+ * When nobody listens there and WHEREABOUTS_STANDIN names seconds, the call goes to the stand-in daemon on
+ * the socket's path + ".standin" the same way (no byte written for that try); when nobody listens there
+ * either, the Python plugin is exec'd with the stand-in's socket in WHEREABOUTS_RELAY_STANDIN: it starts one
+ * (whereabouts.cni.main.start_standin) and serves the call.
  *
  * install-cni writes environment defaults after SETTINGS_MARKER in its copy (as the Python launcher's
  * os.environ.setdefault lines; whereabouts.node.relay): NUL-terminated "KEY=VALUE" entries ("#..." and entries
@@ -43,6 +47,9 @@
 #define SOCKET_ENV "WHEREABOUTS_SOCKET"
 #define DEFAULT_SOCKET "/run/whereabouts/plugin.sock"
 #define REASON_ENV "WHEREABOUTS_RELAY_REASON"
+#define STANDIN_ENV "WHEREABOUTS_STANDIN"
+#define STANDIN_START_ENV "WHEREABOUTS_RELAY_STANDIN"
+#define STANDIN_SUFFIX ".standin"
 #define PYTHON_NAME "whereabouts-python"
 #ifndef CONNECT_WAIT /* the tests build one with shorter waits */
 #define CONNECT_WAIT 30 /* seconds a call waits for a busy daemon to take it */
@@ -74,6 +81,7 @@ typedef struct {
     buf out;         /* SERVED: stdout; BUSY: what `what` says the daemon did not do */
     buf reason;      /* FALLBACK: why (empty: no daemon is installed at all) */
     char tally;      /* FALLBACK or BUSY caused by the daemon: the byte for `fallbacks`, else 0 */
+    int absent;      /* FALLBACK: nobody listens (no socket, or its connect failed) */
 } answer;
 
 static void out_of_memory(void) {
@@ -501,10 +509,12 @@ static int connect_to(answer *a, int fd, const char *path) {
         return trusted(a, fd, path);
     if (err == ENOENT) {
         a->tally = 'n'; /* written only where the socket's directory exists */
+        a->absent = 1;
     } else if (is_busy(err)) {
         busy(a, "took no call for " SECONDS(CONNECT_WAIT));
     } else {
         a->tally = 'u'; /* nobody listens: a stale socket */
+        a->absent = err != ENAMETOOLONG; /* (where nobody can listen) */
         appends(&a->reason, "node daemon on "), appends(&a->reason, path), appends(&a->reason, ": ");
         appends(&a->reason, err == ENAMETOOLONG ? "AF_UNIX path too long" : strerror(err));
     }
@@ -648,6 +658,19 @@ static int stdin_from(const buf *in) {
     return ok ? 0 : -1;
 }
 
+/* WHEREABOUTS_STANDIN names a positive number of seconds (ASCII digits only: cni.main.standin_wanted). */
+static int standin_wanted(const char *value) {
+    int nonzero = 0;
+    if (!value || !*value)
+        return 0;
+    for (; *value; value++) {
+        if (*value < '0' || *value > '9')
+            return 0;
+        nonzero |= *value != '0';
+    }
+    return nonzero;
+}
+
 /* Exec the Python plugin; returns only when it cannot. `in`: the stdin read (NULL: stdin untouched). */
 static void run_python(char **argv, envlist *e, const buf *in, const buf *reason) {
     buf python = {0}, entry = {0};
@@ -699,12 +722,25 @@ int main(int argc, char **argv) {
         path = DEFAULT_SOCKET;
     if (!*path) /* no daemon wanted: the plugin serves it, reading stdin itself */
         run_python(argv, &e, NULL, NULL);
+    env_drop(&e, STANDIN_START_ENV); /* ours to set (below), never the caller's */
     buf in = {0};
     read_stdin(&in);
     answer a = {0};
     relay(&a, path, &e, &in);
     if (a.tally)
         tally(path, a.tally);
+    if (a.outcome == FALLBACK && a.absent && standin_wanted(env_get(&e, STANDIN_ENV))) {
+        buf standin = {0}, entry = {0};
+        appends(&standin, path), appends(&standin, STANDIN_SUFFIX);
+        answer s = {0};
+        relay(&s, standin.data, &e, &in);
+        if (s.outcome != FALLBACK || !s.absent) { /* its answer (or why it did not give one) is the call's */
+            a = s, path = standin.data;
+        } else {
+            appends(&entry, STANDIN_START_ENV "="), appends(&entry, standin.data);
+            env_push(&e, entry.data);
+        }
+    }
     if (a.outcome == BUSY) {
         buf text = {0};
         appends(&text, "whereabouts node daemon on "), appends(&text, path), appends(&text, " ");

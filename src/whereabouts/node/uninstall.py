@@ -23,7 +23,7 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from whereabouts.cni.main import FALLBACKS
+from whereabouts.cni.main import FALLBACKS, STANDIN_SUFFIX
 from whereabouts.node.install import refuse_link, staging_names
 from whereabouts.node.metrics import TAKEN
 from whereabouts.node.relay import PYTHON_PLUGIN, note_of
@@ -45,9 +45,11 @@ def uninstall(*, bin_dir: Path, conf_dir: Path, socket: Path, data_dir: Path, lo
     for name in NODE_FILES:
         for path in [files / name, *staging_names(files / name)]:
             _remove(path, log)
-    if _is_socket(socket):
-        _remove(socket, log)
-    for name in (FALLBACKS, TAKEN):
+    standin = socket.with_name(socket.name + STANDIN_SUFFIX)
+    for listened in (socket, standin):  # a stand-in running still exits after its idle time: no call comes
+        if _is_socket(listened):
+            _remove(listened, log)
+    for name in (FALLBACKS, TAKEN, f"{standin.name}.pid", f"{standin.name}.log"):
         _remove(socket.parent / name, log)
     _remove(data_dir / "locks", log)
     left = []
