@@ -2,7 +2,8 @@
 
 The container runtime executes `/opt/cni/bin/whereabouts` on the host, where Python may be missing or another
 version. The bundle is a relocatable CPython: the image root's own interpreter (Debian's python3.11) with
-its standard library, the project and its dependency, and every shared library they load, the dynamic
+its standard library, the project and its dependencies (PyYAML; prometheus_client, which the stand-in daemon
+the plugin starts on the host keeps its metrics with), and every shared library they load, the dynamic
 loader and libc included, so nothing is taken from the host. install-cni then points the interpreter's
 ELF loader and library path at where the bundle lands on the host (patchelf) and writes the `whereabouts`
 launcher: a plain script whose first line runs the bundled interpreter with `-IS` (no site, no user paths).
@@ -31,7 +32,10 @@ LIBDIR = "lib/x86_64-linux-gnu"
 STDLIB_SKIP = {"test", "idlelib", "tkinter", "turtledemo", "ensurepip", "lib2to3", "pydoc_data", "distutils",
                "unittest", "venv", "config-3.11-x86_64-linux-gnu", "dist-packages", "site-packages"}  # fmt: skip
 RELAY = "whereabouts-relay"  # whereabouts.node.relay.RELAY
-PACKAGES = ("whereabouts", "yaml", "_yaml")  # ours and PyYAML (Debian's python3-yaml in the root)
+# Debian's packages in the root that the bundle carries: PyYAML (configs), and prometheus_client for the node
+# daemon the plugin starts on the host as a stand-in while the DaemonSet's is not there (whereabouts.cni.main)
+# (and `decorator`, a module prometheus_client 0.16 imports)
+DIST_PACKAGES = ("yaml", "_yaml", "prometheus_client", "decorator")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -47,10 +51,12 @@ def build(root: Path, out: Path, relay: Path | None = None) -> str:
     stdlib = out / "lib" / PYTHON
     shutil.copytree(root / "usr/lib" / PYTHON, stdlib, ignore=_skip_stdlib, symlinks=False)
     shutil.copytree(REPO / "src/whereabouts", stdlib / "whereabouts", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("yaml", "_yaml"):
-        source = root / "usr/lib/python3/dist-packages" / name
-        if source.exists():
-            shutil.copytree(source, stdlib / name, ignore=shutil.ignore_patterns("__pycache__"))
+    dist = root / "usr/lib/python3/dist-packages"
+    for name in DIST_PACKAGES:
+        if (dist / name).is_dir():
+            shutil.copytree(dist / name, stdlib / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif (dist / f"{name}.py").is_file():
+            shutil.copy2(dist / f"{name}.py", stdlib / f"{name}.py")
     _copy_libraries(root, out)
     _precompile(root, out)
     digest = _digest(out)

@@ -577,3 +577,12 @@ def test_the_installed_plugin_is_told_how_long_a_stand_in_serves(
         assert ("os.environ.setdefault('WHEREABOUTS_STANDIN', '60')" in launcher) == told
         if relay:
             assert (b"\0WHEREABOUTS_STANDIN=60\0" in (bin_dir / "whereabouts").read_bytes()) == told
+
+
+@pytest.mark.parametrize("value", ["sixty", "-1", "1.5", "6 0"])
+def test_a_stand_in_time_that_is_no_whole_number_stops_install_cni_saying_so(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("WHEREABOUTS_STANDIN", value)
+    with pytest.raises(SystemExit, match=r"WHEREABOUTS_STANDIN=.* is not a whole number of seconds"):
+        install.parser()

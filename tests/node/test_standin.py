@@ -6,18 +6,24 @@ served a call is read from the `pid=` of its line in the config's `log_file`."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
+import select
+import shutil
 import signal
 import socket
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from test_relay import CALL, VERSION_CALL, answers, call, same, scripted, short_dir, tally  # noqa: F401
+from test_relay import CALL, VERSION_CALL, answers, base_env, call, same, scripted, short_dir, tally  # noqa: F401
 
 from support import PLUGIN, CNIResult, netconf, running_daemon
 
@@ -168,10 +174,11 @@ def test_a_pid_file_that_is_a_link_starts_nothing(relay: str, node: Node, tmp_pa
 
 
 def test_a_stand_in_that_fails_to_start_is_tried_again_only_after_a_while(relay: str, node: Node) -> None:
-    node.standin.mkdir()  # where its socket goes: it cannot bind, and exits
+    node.standin.mkdir()  # where its socket goes: it removes no file that is not a socket, and exits
     for n in range(1, 6):
         assert node.add(relay, n).returncode == 0
-    assert wait(lambda: "Traceback" in (node.dir / "plugin.sock.standin.log").read_text(), 10)
+    assert wait(lambda: "is there and is no socket" in (node.dir / "plugin.sock.standin.log").read_text(), 10)
+    assert node.standin.is_dir()
     log = node.dir / "plugin.sock.standin.log"
     started = log.stat().st_mtime
     for n in range(6, 10):
@@ -241,3 +248,139 @@ def test_uninstall_takes_the_stand_ins_files_off(node: Node, tmp_path: Path) -> 
     uninstall(bin_dir=tmp_path / "bin", conf_dir=tmp_path / "net.d", socket=node.sock, data_dir=tmp_path / "d",
               log=lines.append)  # fmt: skip
     assert not node.dir.exists(), lines
+
+
+def test_a_stand_in_pins_no_directory_and_blocks_no_signal(relay: str, node: Node, tmp_path: Path) -> None:
+    """Started by a caller that runs in a directory of its own with SIGTERM blocked (a runtime may exec plugins
+    so), the stand-in runs in / and SIGTERM stops it."""
+    cwd = tmp_path / "caller-cwd"
+    cwd.mkdir()
+    blocked = "import os, signal, sys; signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}); " \
+              "os.execv(sys.argv[1], sys.argv[1:])"  # fmt: skip
+    env = {**base_env(), **CALL, "WHEREABOUTS_SOCKET": str(node.sock), "WHEREABOUTS_STANDIN": "30"}
+    done = subprocess.run([sys.executable, "-c", blocked, relay], input=node.conf, capture_output=True, env=env,
+                          cwd=cwd, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    pid = node.wait_listening()
+    assert os.readlink(f"/proc/{pid}/cwd") == "/"
+    status = dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    assert int(status["SigBlk"], 16) & (1 << (signal.SIGTERM - 1)) == 0
+    os.kill(pid, signal.SIGTERM)
+    assert wait(lambda: not alive(pid), 10)
+
+
+def test_a_caller_with_no_socket_cannot_have_a_stand_in_replace_a_file(relay: str, node: Node, tmp_path: Path) -> None:
+    """WHEREABOUTS_SOCKET empty means no daemon: a WHEREABOUTS_RELAY_STANDIN the caller sets starts nothing
+    that replaces a file (the compiled relay drops it; the stand-in replaces nothing but a socket)."""
+    for victim in (tmp_path / "victim", tmp_path / "victim.standin"):
+        victim.write_text("precious")
+        env = {"WHEREABOUTS_RELAY_STANDIN": str(victim), "WHEREABOUTS_STANDIN": "30"}
+        done = call(relay, "", {**CALL, **env}, node.conf)
+        assert done.returncode == 0, done.stdout + done.stderr
+        time.sleep(0.5)
+        assert victim.read_text() == "precious"
+        Path(f"{victim}.pid").unlink(missing_ok=True)  # (the Python plugin's try: the stand-in refused)
+
+
+def test_a_stand_in_holds_no_descriptor_of_its_caller(relay: str, node: Node) -> None:
+    """A pipe the runtime leaked into the plugin is not kept open by the stand-in (its reader would wait for
+    the stand-in's exit)."""
+    read_end, write_end = os.pipe()
+    env = {**base_env(), **CALL, "WHEREABOUTS_SOCKET": str(node.sock), "WHEREABOUTS_STANDIN": "30"}
+    done = subprocess.run([relay], input=node.conf, capture_output=True, env=env, pass_fds=(write_end,), timeout=60)
+    os.close(write_end)
+    assert done.returncode == 0, done.stdout + done.stderr
+    pid = node.wait_listening()
+    assert wait(lambda: bool(select.select([read_end], [], [], 0)[0]), 10), "the pipe stayed open"
+    assert os.read(read_end, 1) == b""  # its end: nobody holds the write end any more
+    os.close(read_end)
+    assert alive(pid)
+
+
+@pytest.mark.parametrize("closed", ["1", "2"])
+def test_a_caller_with_stdout_or_stderr_closed_still_starts_a_locked_stand_in(
+    relay: str, node: Node, closed: str
+) -> None:
+    env = {**base_env(), **CALL, "WHEREABOUTS_SOCKET": str(node.sock), "WHEREABOUTS_STANDIN": "30"}
+    script = f'exec {closed}>&- && exec "$0" < "$1"'
+    conf = node.dir / "conf.json"
+    conf.write_bytes(node.conf)
+    subprocess.run(["bash", "-c", script, relay, str(conf)], env=env, capture_output=True, timeout=60)
+    pid = node.wait_listening()
+    fd = os.open(node.pidfile, os.O_RDONLY)
+    try:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the stand-in holds it
+    finally:
+        os.close(fd)
+    assert node.standin_pid() == pid
+
+
+def test_the_node_daemon_takes_no_call_while_the_stand_in_finishes_its_own(node: Node, tmp_path: Path) -> None:
+    """The node daemon back: it listens (the stand-in stops taking calls) but takes none until the stand-in,
+    whose calls are over, lets go of its lock; callers wait in its backlog meanwhile."""
+    node.pidfile.write_text("4242\n")
+    held = os.open(node.pidfile, os.O_RDWR)
+    fcntl.flock(held, fcntl.LOCK_EX)  # a stand-in still serving
+    try:
+        with running_daemon(str(node.sock), log=tmp_path / "daemon.log"), ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(node.add, PLUGIN, 1, "0")
+            time.sleep(1.0)
+            assert not pending.done()  # waiting in the backlog
+            fcntl.flock(held, fcntl.LOCK_UN)
+            assert pending.result().returncode == 0
+            assert "waited" in (tmp_path / "daemon.log").read_text()
+    finally:
+        os.close(held)
+
+
+def test_a_fifo_where_the_stand_in_logs_blocks_no_call(relay: str, node: Node) -> None:
+    os.mkfifo(node.dir / "plugin.sock.standin.log")
+    started = time.monotonic()
+    assert node.add(relay, 1).returncode == 0
+    assert time.monotonic() - started < 20 and not node.standin.exists()
+
+
+def test_a_relative_socket_path_finds_the_stand_in_it_started(relay: str, node: Node) -> None:
+    env = {**base_env(), **CALL, "WHEREABOUTS_SOCKET": "plugin.sock", "WHEREABOUTS_STANDIN": "30"}
+    for n in (1, 2):
+        done = subprocess.run([relay], input=node.conf, capture_output=True, timeout=60, cwd=node.dir,
+                              env={**env, "CNI_CONTAINERID": f"r{n}"})  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        if n == 1:
+            pid = node.wait_listening()
+    assert node.servers()[-1] == pid
+
+
+def test_a_socket_path_too_long_for_a_stand_in_beside_it_tries_none(compiled_relay: str, tmp_path: Path) -> None:
+    """A stand-in's socket must fit in 107 bytes: where it cannot, no stand-in is tried, and both relays say
+    nothing more than with no stand-in wanted."""
+    directory = Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))
+    try:
+        sock = directory / ("s" * (103 - len(str(directory))))  # 104 bytes: its stand-in's would be 112
+        assert len(str(sock)) < 107 < len(f"{sock}.standin")
+        conf = json.dumps(netconf(tmp_path, range="10.95.9.0/24", gateway="10.95.9.1")).encode()
+        for n, executable in enumerate((compiled_relay, PLUGIN)):
+            done = call(executable, str(sock), {**CALL, "CNI_CONTAINERID": f"l{n}", "WHEREABOUTS_STANDIN": "30"}, conf)
+            assert (done.returncode, done.stderr) == (0, "")
+        assert not Path(f"{sock}.standin.pid").exists()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_a_plugin_in_another_network_namespace_than_init_s_starts_no_stand_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    """(In process: this machine's init may not be ours to look at.) A namespace that differs from init's
+    starts none; one that cannot be compared does not stop it (the stand-in still declines what it cannot see)."""
+    import whereabouts.cni.main as plugin
+
+    def readlink(differs: str) -> Callable[[str], str]:
+        def look(path: str) -> str:
+            if path.startswith("/proc/1/") and differs == "denied":
+                raise PermissionError(13, "Permission denied")
+            return f"{path.rsplit('/', 1)[1]}:[{'2' if path.startswith('/proc/1/') and differs in path else '1'}]"
+
+        return look
+
+    for differs, expected in (("net", False), ("mnt", False), ("none", True), ("denied", True)):
+        monkeypatch.setattr(os, "readlink", readlink(differs))
+        assert plugin._host_namespaces() is expected, differs

@@ -300,8 +300,11 @@ def test_the_installed_plugin_starts_a_stand_in_from_its_bundle_while_no_daemon_
 
         first = add("s1")
         pidfile = run / "p.sock.standin.pid"
-        listening = run / "p.sock.standin"
-        wait_for("the stand-in", lambda: listening.exists() and pidfile.read_text().strip().isdigit(), 30)
+        listening, log = run / "p.sock.standin", run / "p.sock.standin.log"
+        try:
+            wait_for("the stand-in", lambda: listening.exists() and pidfile.read_text().strip().isdigit(), 30)
+        except TimeoutError as error:
+            raise AssertionError(f"no stand-in: {log.read_text() if log.exists() else 'no log'}") from error
         pid = int(pidfile.read_text())
         second = add("s2")
         assert first != second and f"pid={pid} ADD" in (run / "calls.log").read_text()  # the stand-in served it

@@ -71,6 +71,7 @@ STANDIN_ENV = "WHEREABOUTS_STANDIN"  # seconds a stand-in daemon stays without a
 STANDIN_START_ENV = "WHEREABOUTS_RELAY_STANDIN"  # the compiled relay: no stand-in listens on this socket
 STANDIN_SUFFIX = ".standin"  # the stand-in's socket: the node daemon's socket's path with this added
 STANDIN_START_EVERY = 2.0  # seconds: a stand-in is started at most this often per socket (one failing to start)
+SUN_PATH = 108  # bytes of a unix socket's path, its NUL included
 _APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW  # never through a link
 CONNECT_WAIT = 30  # seconds a call waits for a busy daemon to take it
 ANSWER_WAIT = 60  # seconds for each read of its answer (the daemon's own deadline per call is 45 s)
@@ -84,14 +85,19 @@ def main() -> int:
         return 0
     stdin = sys.stdin.buffer.read()
     path = os.environ.get(SOCKET_ENV, DEFAULT_SOCKET)
-    standin = os.environ.pop(STANDIN_START_ENV, "") if not path else ""  # (set by the compiled relay only)
-    os.environ.pop(STANDIN_START_ENV, None)
+    # the compiled relay's word that nobody listens on `<socket>.standin` either (it empties WHEREABOUTS_SOCKET,
+    # and drops this variable from the caller's environment before anything else)
+    asked = os.environ.pop(STANDIN_START_ENV, "")
+    standin = asked if not path and asked.endswith(STANDIN_SUFFIX) else ""
     answer = relay(path, os.environ, stdin) if path else _relayed_reason()
     if path and not isinstance(answer, tuple) and _absent and standin_wanted(os.environ):
         standin = path + STANDIN_SUFFIX
-        tried = relay(standin, os.environ, stdin, tally=False)
-        if isinstance(tried, tuple) or not _absent:
-            answer, standin = tried, ""
+        if len(os.fsencode(standin)) >= SUN_PATH:
+            standin = ""  # nobody can listen there
+        else:
+            tried = relay(standin, os.environ, stdin, tally=False)
+            if isinstance(tried, tuple) or not _absent:
+                answer, standin = tried, ""
     if standin and standin_wanted(os.environ):
         start_standin(standin, os.environ)
     if not isinstance(answer, tuple):
@@ -253,30 +259,37 @@ def start_standin(standin: str, environ: os._Environ[str] | dict[str, str]) -> N
     """Start the stand-in daemon on socket `standin` unless one runs or is starting (it holds the lock on
     `standin`.pid, 0600, never followed through a link, made only in a directory that exists). It runs detached
     (a session of its own, /dev/null for stdin and stdout, stderr to `standin`.log, emptied at each start), the
-    interpreter of this process with its import path; the lock's descriptor is its to keep. Every failure is
-    ignored: the call is served here either way."""
+    interpreter of this process with its import path, in `/` (it pins no directory of the caller's) with no signal
+    blocked; the lock's descriptor is its to keep. Every failure is ignored: the call is served here either way."""
     import fcntl
     import time
 
-    try:
-        fd = os.open(standin + ".pid", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
-    except (OSError, ValueError):
+    if not _host_namespaces():
         return
+    standin = os.path.abspath(standin)  # (it runs in /)
+    opened = os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK  # (a FIFO there never blocks the call)
+    fd = log = -1
     try:
+        fd = _above_stdio(os.open(standin + ".pid", os.O_RDWR | opened, 0o600))
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held: a stand-in runs, or another caller starts one
         last = os.fstat(fd)
         if last.st_size and last.st_mtime > time.time() - STANDIN_START_EVERY:
             raise InterruptedError("the last start was a moment ago: it failed, or that stand-in just stopped")
         os.ftruncate(fd, 0)
         os.write(fd, b"-\n")  # a start at this file's time (the stand-in writes its pid over it)
-        log = os.open(standin + ".log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        log = _above_stdio(os.open(standin + ".log", os.O_WRONLY | os.O_TRUNC | opened, 0o600))
     except (OSError, ValueError):
-        os.close(fd)
+        for opened_fd in (fd, log):
+            if opened_fd >= 0:
+                os.close(opened_fd)
         return
     main_socket = standin.removesuffix(STANDIN_SUFFIX)
     args = ["--socket", standin, "--stand-in-for", main_socket, "--idle-exit", environ.get(STANDIN_ENV, "")]
     args += ["--lock-fd", str(fd)]
-    code = f"import sys; sys.path[:] = {sys.path!r}; from whereabouts.node.daemon import main; sys.exit(main({args!r}))"
+    path = [os.path.abspath(entry) for entry in sys.path]  # ("" and relative entries: this process's cwd)
+    # no descriptor of the caller's but the lock (a pipe of its runtime's held open would make it wait), in /
+    code = f"import os, sys; os.closerange(3, {fd}); os.closerange({fd + 1}, 1 << 20); os.chdir('/'); " \
+           f"sys.path[:] = {path!r}; from whereabouts.node.daemon import main; sys.exit(main({args!r}))"  # fmt: skip
     on = sys.flags
     flags = [f for f, set_ in (("-I", on.isolated), ("-S", on.no_site), ("-E", on.ignore_environment)) if set_]
     env = {k: v for k, v in environ.items() if not k.startswith("CNI_")}  # this call's are not the stand-in's
@@ -292,12 +305,41 @@ def start_standin(standin: str, environ: os._Environ[str] | dict[str, str]) -> N
                 (os.POSIX_SPAWN_DUP2, log, 2),
             ],
             setsid=True,
+            setsigmask=(),  # a signal the runtime blocked for the plugin (SIGTERM) must still stop it
         )
-    except (OSError, ValueError):
+    except Exception:  # (NotImplementedError too: no setsid in an old libc's posix_spawn)
         pass
     finally:
         os.close(fd)  # the stand-in's copy keeps the lock; a stand-in that did not start leaves it free
         os.close(log)
+
+
+def _above_stdio(fd: int) -> int:
+    """`fd`, moved above 0-2 (a caller with stdout or stderr closed gets them back from `open`, and the stand-in's
+    own stdio would take their place)."""
+    import fcntl
+
+    if fd > 2:
+        return fd
+    try:
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    finally:
+        os.close(fd)
+
+
+def _host_namespaces() -> bool:
+    """Whether this process runs in the network and mount namespaces of the machine's init (the node's: in a
+    node that is a container, its own): a stand-in started from a pod's namespace would serve every caller
+    from there. True when that cannot be told (init's are not ours to look at: a sandbox whose init another
+    user namespace owns): the stand-in then declines the calls whose files it does not see as their callers
+    do, as any daemon does."""
+    for ns in ("net", "mnt"):
+        try:
+            if os.readlink(f"/proc/self/ns/{ns}") != os.readlink(f"/proc/1/ns/{ns}"):
+                return False
+        except (OSError, ValueError):
+            continue
+    return True
 
 
 def _rest(sock: _socket.socket, buffered: bytearray) -> bytes:

@@ -34,12 +34,13 @@ import select
 import signal
 import socket
 import socketserver
+import stat
 import sys
 import threading
 import time
 
 from whereabouts.cni.call import handle
-from whereabouts.cni.main import DEFAULT_SOCKET
+from whereabouts.cni.main import DEFAULT_SOCKET, STANDIN_SUFFIX
 from whereabouts.controller.context import log_line
 from whereabouts.controller.metrics import Registry
 from whereabouts.files import out_of_descriptors
@@ -60,7 +61,7 @@ IN_FLIGHT = 96 << 20  # memory of all requests held at once, parsed: well inside
 REQUEST_WAIT = 10.0  # seconds for a caller to send its whole request
 MAX_CALLS = 128  # calls served at once; more wait to be accepted
 BACKLOG = 4096  # callers waiting to be accepted (the kernel caps it at net.core.somaxconn)
-STANDIN_LOOK = 2.0  # seconds between a stand-in's looks at the node daemon's socket
+STANDIN_LOOK = 0.5  # seconds between a stand-in's looks at the node daemon's socket (a connect: nobody there, ENOENT)
 DRAIN_WAIT = 60.0  # seconds a stopping stand-in waits for the calls it serves (each has a 45 s deadline)
 
 
@@ -285,6 +286,40 @@ class NodeDaemon(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         finally:
             self._over()
 
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        if not self.stands_in_for:
+            self.wait_for_standin()
+        super().serve_forever(poll_interval)
+
+    def wait_for_standin(self, wait: float = DRAIN_WAIT + 5) -> float:
+        """Take no call while a stand-in still serves some (it stops taking calls once this daemon listens, and
+        holds the lock on its pid file until those are over): callers wait in the backlog meanwhile, so that a
+        DEL served here never overtakes the stand-in's commit of its attachment's ADD. Seconds waited."""
+        import fcntl
+
+        started = time.monotonic()
+        try:
+            pidfile = self.path + STANDIN_SUFFIX + ".pid"
+            fd = os.open(pidfile, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except (OSError, ValueError):
+            return 0.0  # no stand-in ever ran here
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() - started > wait:
+                        log_line(f"whereabouts-node: the stand-in still holds its lock after {wait:g} s: serving")
+                        break
+                    time.sleep(0.05)
+        finally:
+            os.close(fd)
+        waited = time.monotonic() - started
+        if waited > 0.1:
+            log_line(f"whereabouts-node: waited {waited:.1f} s for the stand-in's calls to end")
+        return waited
+
     def _over(self) -> None:
         self.slots.release()
         with self.done:
@@ -458,10 +493,20 @@ def main(argv: list[str] | None = None) -> int:
 def _stand_in(args: argparse.Namespace) -> int:
     """The stand-in's life (see the module): started by a caller that found nobody listening on the node
     daemon's socket, with the lock on its pid file as `--lock-fd` (held until it exits)."""
+    if args.socket != args.stand_in_for + STANDIN_SUFFIX:
+        log_line(f"whereabouts-node: a stand-in for {args.stand_in_for} listens on it + {STANDIN_SUFFIX}, not "
+                 f"{args.socket}")  # fmt: skip
+        return 2
+    with contextlib.suppress(OSError):
+        if not stat.S_ISSOCK(os.lstat(args.socket).st_mode):
+            log_line(f"whereabouts-node: not standing in: {args.socket} is there and is no socket")
+            return 1
     if args.lock_fd is not None:
         with contextlib.suppress(OSError):
             os.ftruncate(args.lock_fd, 0)
             os.pwrite(args.lock_fd, f"{os.getpid()}\n".encode(), 0)
+    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as adj:
+        adj.write("0")  # not its caller's (a container runtime's is -999: never killed for memory)
     if listening(args.stand_in_for):
         log_line(f"whereabouts-node: not standing in: the node daemon listens on {args.stand_in_for}")
         return 0
@@ -479,6 +524,9 @@ def _stand_in(args: argparse.Namespace) -> int:
         server.serve_forever(poll_interval=0.5)
     finally:
         drained = server.drain()
+        if args.lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(args.lock_fd)  # its calls are over: the node daemon may take calls (wait_for_standin)
         server.server_close()
     left = "" if drained else f"; calls still served after {DRAIN_WAIT:g} s were cut short"
     log_line(f"whereabouts-node: stand-in stopped: {server.why_stopped}{left}")

@@ -349,6 +349,17 @@ def _switch(name: str) -> bool:
                          "(1/0, true/false, yes/no, on/off, in any case)") from None  # fmt: skip
 
 
+def _seconds(name: str, default: int) -> int:
+    """The whole number of seconds in environment variable `name` (unset or empty: `default`); exits on
+    anything else, naming it."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if not (value.isascii() and value.isdigit()):
+        raise SystemExit(f"install-cni: {name}={value!r} is not a whole number of seconds")
+    return int(value)
+
+
 def parser() -> argparse.ArgumentParser:
     env = os.environ.get
     p = argparse.ArgumentParser(prog="whereabouts-install-cni", description=__doc__.splitlines()[0])
@@ -361,7 +372,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cron-expression", default=env("WHEREABOUTS_RECONCILER_CRON", "30 4 * * *"))
     p.add_argument("--socket", default=env("WHEREABOUTS_SOCKET", "/run/whereabouts/plugin.sock"))
     p.add_argument("--no-node-daemon", action="store_true", help="the plugin then serves every call itself")
-    p.add_argument("--stand-in", type=int, default=int(env("WHEREABOUTS_STANDIN") or 60), metavar="SECONDS",
+    p.add_argument("--stand-in", type=int, default=_seconds("WHEREABOUTS_STANDIN", 60), metavar="SECONDS",
                    help="while the node daemon is not there, the plugin starts a stand-in daemon that serves until "
                    "it has had no call for this long or the node daemon is back (0: none, calls are served in "
                    "process); also WHEREABOUTS_STANDIN")  # fmt: skip

@@ -715,6 +715,7 @@ int main(int argc, char **argv) {
     if (argc < 1) /* exec'd with no argv[0] at all */
         argv = no_arguments;
     envlist e = caller_env();
+    env_drop(&e, STANDIN_START_ENV); /* ours to set (below), never the caller's */
     if (!env_get(&e, "CNI_COMMAND")) /* a person ran it: the Python plugin's help */
         run_python(argv, &e, NULL, NULL);
     const char *path = env_get(&e, SOCKET_ENV);
@@ -722,14 +723,14 @@ int main(int argc, char **argv) {
         path = DEFAULT_SOCKET;
     if (!*path) /* no daemon wanted: the plugin serves it, reading stdin itself */
         run_python(argv, &e, NULL, NULL);
-    env_drop(&e, STANDIN_START_ENV); /* ours to set (below), never the caller's */
     buf in = {0};
     read_stdin(&in);
     answer a = {0};
     relay(&a, path, &e, &in);
     if (a.tally)
         tally(path, a.tally);
-    if (a.outcome == FALLBACK && a.absent && standin_wanted(env_get(&e, STANDIN_ENV))) {
+    if (a.outcome == FALLBACK && a.absent && standin_wanted(env_get(&e, STANDIN_ENV)) &&
+        strlen(path) + strlen(STANDIN_SUFFIX) < sizeof(((struct sockaddr_un *)0)->sun_path)) {
         buf standin = {0}, entry = {0};
         appends(&standin, path), appends(&standin, STANDIN_SUFFIX);
         answer s = {0};
