@@ -38,6 +38,7 @@ import stat
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 from whereabouts.cni.call import handle
 from whereabouts.cni.main import DEFAULT_SOCKET, STANDIN_SUFFIX
@@ -474,20 +475,30 @@ def main(argv: list[str] | None = None) -> int:
     registry = Registry()  # the endpoint first: a port taken fails the start before the socket is made
     endpoint = _serve_metrics(args.metrics_address, args.metrics_port, registry) if args.metrics_address else None
     server = start_serving(args.socket, quiet=args.quiet, registry=registry)
+    log_line(f"whereabouts-node: serving on {args.socket}")
+
+    def close() -> None:
+        server.server_close()
+        if endpoint is not None:
+            endpoint.shutdown()
+
+    _serve_until_stopped(server, close)
+    return 0
+
+
+def _serve_until_stopped(server: NodeDaemon, close: Callable[[], None]) -> None:
+    """Serve until SIGTERM or SIGINT (or, a stand-in, its own reason to stop: `why_stopped`), then `close`."""
 
     def shutdown(signum: int, frame: object) -> None:
+        server.why_stopped = server.why_stopped or f"signal {signum}"
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
-    log_line(f"whereabouts-node: serving on {args.socket}")
     try:
         server.serve_forever(poll_interval=0.5)
     finally:
-        server.server_close()
-        if endpoint is not None:
-            endpoint.shutdown()
-    return 0
+        close()
 
 
 def _stand_in(args: argparse.Namespace) -> int:
@@ -512,22 +523,18 @@ def _stand_in(args: argparse.Namespace) -> int:
         return 0
     server = start_serving(args.socket, quiet=True, count_fallbacks=False)
     server.stand_in(args.stand_in_for, args.idle_exit)
-
-    def shutdown(signum: int, frame: object) -> None:
-        server.why_stopped = server.why_stopped or f"signal {signum}"
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, shutdown)
-    signal.signal(signal.SIGINT, shutdown)
     log_line(f"whereabouts-node: standing in for {args.stand_in_for} on {args.socket}")
-    try:
-        server.serve_forever(poll_interval=0.5)
-    finally:
+    drained = False
+
+    def close() -> None:
+        nonlocal drained
         drained = server.drain()
         if args.lock_fd is not None:
             with contextlib.suppress(OSError):
                 os.close(args.lock_fd)  # its calls are over: the node daemon may take calls (wait_for_standin)
         server.server_close()
+
+    _serve_until_stopped(server, close)
     left = "" if drained else f"; calls still served after {DRAIN_WAIT:g} s were cut short"
     log_line(f"whereabouts-node: stand-in stopped: {server.why_stopped}{left}")
     return 0
