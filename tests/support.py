@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -190,3 +192,38 @@ def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def standin_pid(sock: str | Path) -> int:
+    """The pid the stand-in for the node daemon on `sock` wrote into its pid file (whereabouts.cni.main), 0 if
+    none is written."""
+    pidfile = Path(f"{sock}.standin.pid")
+    text = pidfile.read_text().strip() if pidfile.exists() else ""
+    return int(text) if text.isdigit() else 0
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
+
+
+def stop_standin(sock: str | Path, wait: float) -> bool:
+    """Stop the stand-in for the node daemon on `sock`, if one runs, by its pid: SIGTERM, then SIGKILL if it is
+    still there after `wait` seconds (closing stores on servers stopped before it, say). Whether SIGTERM did."""
+    pid = standin_pid(sock)
+    if not pid or not alive(pid):
+        return True
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not alive(pid):
+        return True
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    return False

@@ -12,17 +12,21 @@ suite on those alone, OPTIONAL ones included (kubernetes-nomirror: kubernetes.ip
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 from datastores import EtcdDatastore, KubernetesDatastore, UnmirroredKubernetesDatastore
 
-from support import PLUGIN, Datastore, LocalDatastore, running_daemon, served_through, using_datastore
+from support import (
+    PLUGIN,
+    Datastore,
+    LocalDatastore,
+    running_daemon,
+    served_through,
+    stop_standin,
+    using_datastore,
+)
 
 DATASTORES: dict[str, Callable[[pytest.FixtureRequest], Datastore]] = {
     "local": lambda request: LocalDatastore(),
@@ -73,15 +77,7 @@ def standin_socket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     pid at the end)."""
     sock = tmp_path_factory.mktemp("stand-in") / "plugin.sock"
     yield str(sock)
-    pidfile = Path(f"{sock}.standin.pid")
-    text = pidfile.read_text().strip() if pidfile.exists() else ""
-    if text.isdigit():  # SIGTERM; SIGKILL if it is still closing stores on servers stopped before it
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(int(text), signal.SIGTERM)
-            deadline = time.monotonic() + 10
-            while Path(f"/proc/{text}").exists() and time.monotonic() < deadline:
-                time.sleep(0.1)
-            os.kill(int(text), signal.SIGKILL)
+    stop_standin(sock, 10)  # SIGKILL after 10 s: it may be closing stores on servers stopped before it
 
 
 @pytest.fixture(autouse=True)

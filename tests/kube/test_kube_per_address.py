@@ -4,7 +4,6 @@ allocator writing the same pool beside them."""
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import os
 import signal
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 
 from kube_server import KubeAPIServer
-from support import CNIResult, netconf, run_cni, running_daemon
+from support import CNIResult, alive, netconf, run_cni, running_daemon, standin_pid, stop_standin
 from whereabouts.kube.client import Conflict, KubeClient
 from whereabouts.kube.credentials import load_credentials
 from whereabouts.kube.resources import IPPOOLS, RESERVATIONS
@@ -73,23 +72,7 @@ def sockets(tmp_path: Path) -> Iterator[list[str]]:
     found = [str(tmp_path / f"node-{i}" / "plugin.sock") for i in range(NODES)]
     yield found
     for sock in found:  # the stand-ins the calls started (if any), stopped by their pids
-        stop_standin(sock)
-
-
-def standin_pid(sock: str) -> int:
-    text = Path(f"{sock}.standin.pid").read_text().strip() if Path(f"{sock}.standin.pid").exists() else ""
-    return int(text) if text.isdigit() else 0
-
-
-def stop_standin(sock: str) -> None:
-    pid = standin_pid(sock)
-    if pid and Path(f"/proc/{pid}").exists():
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+        stop_standin(sock, 15)
 
 
 @pytest.mark.parametrize("standin", ["", "30"], ids=["in-process", "stand-in"])
@@ -123,9 +106,9 @@ def test_ten_nodes_racing_with_daemons_killed_mid_burst_hold_nothing_twice(
         assert restarted
         for pid in started:  # the node's daemon is back: each stand-in leaves
             deadline = time.monotonic() + 15
-            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            while alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            assert not Path(f"/proc/{pid}").exists(), "a stand-in stayed beside the node daemon"
+            assert not alive(pid), "a stand-in stayed beside the node daemon"
         for n in range(200, 203):  # a call through each restarted daemon: it reads the pool, writes what is owed
             assert call("ADD", config, n, sockets, standin).returncode == 0
         entries = mirrored(kube, kube_namespace)
@@ -908,7 +891,6 @@ def test_a_closed_copy_leaves_no_socket_open(plugin_kubeconfig: Path, mirror: bo
     until it ended) to the garbage collector: 15 copies made and closed kept 60 sockets open. Each client is
     closed as its thread ends; the watch being read ends at once."""
     import gc
-    import os
 
     from whereabouts.config import KubernetesSettings
     from whereabouts.store.kubecache import KubeCache

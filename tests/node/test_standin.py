@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from test_relay import CALL, VERSION_CALL, answers, base_env, call, same, scripted, short_dir, tally  # noqa: F401
 
-from support import PLUGIN, CNIResult, netconf, running_daemon
+from support import PLUGIN, CNIResult, alive, netconf, running_daemon, standin_pid, stop_standin
 
 RELAYS = ("python", "compiled")
 
@@ -52,8 +52,7 @@ class Node:
         return call(relay, str(self.sock), cni, self.conf)
 
     def standin_pid(self) -> int:
-        text = self.pidfile.read_text().strip() if self.pidfile.exists() else ""
-        return int(text) if text.isdigit() else 0
+        return standin_pid(self.sock)
 
     def wait_listening(self, timeout: float = 20) -> int:
         deadline = time.monotonic() + timeout
@@ -68,19 +67,7 @@ class Node:
 
     def stop(self) -> None:
         """Stop the stand-in, if one runs, by its pid (SIGTERM), and wait for it to go."""
-        pid = self.standin_pid()
-        if pid and alive(pid):
-            os.kill(pid, signal.SIGTERM)
-            assert wait(lambda: not alive(pid), 70), f"stand-in {pid} did not stop"
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    status = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()
-    return status[0] != "Z"
+        assert stop_standin(self.sock, 70), f"stand-in {self.standin_pid()} did not stop"
 
 
 def wait(condition: Callable[[], bool], timeout: float) -> bool:
